@@ -1,0 +1,2 @@
+def stream_monitor():
+    print("stub")
