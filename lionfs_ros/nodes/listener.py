@@ -1,0 +1,63 @@
+"""What an AR app sees: assistant messages and guidance events, printed for humans.
+
+Partial answers rewrite one line in place; finals and events get their own lines. Every
+received message is also kept so the demo and tests can score them.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+from rclpy.node import Node
+
+from lionfs_ros.msg import AssistantMessage, GuidanceEvent
+from lionfs_ros.nodes.camera_input import stamp_seconds
+
+EVENT_NAMES = {
+    value: name for name, value in vars(GuidanceEvent).items()
+    if name.isupper() and isinstance(value, int)
+}
+ASSISTANT_TOPIC = "assistant"
+GUIDANCE_TOPIC = "guidance"
+RELIABLE_DEPTH = 50
+
+
+class Listener(Node):
+    def __init__(self, out=sys.stdout, show_events: bool = True, **kwargs):
+        super().__init__("lionfs_listener", **kwargs)
+        self.out, self.show_events = out, show_events
+        self.lock = threading.Lock()
+        self.messages: list[AssistantMessage] = []
+        self.events: list[GuidanceEvent] = []
+        self._partial_open = False
+        self.create_subscription(AssistantMessage, ASSISTANT_TOPIC, self._on_message, RELIABLE_DEPTH)
+        self.create_subscription(GuidanceEvent, GUIDANCE_TOPIC, self._on_event, RELIABLE_DEPTH)
+
+    def _on_message(self, msg: AssistantMessage) -> None:
+        with self.lock:
+            self.messages.append(msg)
+        t = stamp_seconds(msg.header.stamp)
+        line = f"[{t:.2f}] assistant#{msg.turn_index}: {msg.text}"
+        if msg.is_final:
+            self._write("\r" + line + "\n" if self._partial_open else line + "\n")
+            self._partial_open = False
+        else:
+            self._write("\r" + line + " ...")
+            self._partial_open = True
+
+    def _on_event(self, msg: GuidanceEvent) -> None:
+        with self.lock:
+            self.events.append(msg)
+        if self.show_events:
+            name = EVENT_NAMES.get(msg.event_type, str(msg.event_type))
+            prefix = "\n" if self._partial_open else ""
+            self._partial_open = False
+            self._write(f"{prefix}[{stamp_seconds(msg.header.stamp):.2f}] event {name}: {msg.summary}\n")
+
+    def events_of(self, event_type: int) -> list[GuidanceEvent]:
+        with self.lock:
+            return [e for e in self.events if e.event_type == event_type]
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
