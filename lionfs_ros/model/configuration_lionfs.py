@@ -1,0 +1,316 @@
+"""Typed configuration of a LION-FS model.
+
+A ``LionFSConfig`` is a tree of dataclasses that round-trips through plain dicts (JSON/YAML).
+Every backbone is named either by a local ``path`` (weights are loaded from it) or by an
+inline Hugging Face ``config`` dict (fresh weights: tests, training from scratch, and the
+form a saved model directory uses, since its weights live in its own safetensors).
+
+``aggregation.mode = "none"`` with ``dropping.mode = "none"`` is VideoLLM-online's design
+(one encoder, one connector, a plain decoder): the in-house baseline for every comparison.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VIDEOLLM_ONLINE_SYSTEM_PROMPT = (
+    "A multimodal AI assistant is helping users with some activities."
+    " Below is their conversation, interleaved with the list of video frames received by the assistant."
+)
+
+GLOBAL_TOKEN_KINDS = ("pooler", "cls", "mean", "none")
+EGO_SOURCES = ("none", "tower", "features")
+AGGREGATION_MODES = ("none", "router")
+DROPPING_MODES = ("none", "mod")
+DROPPING_LAYER_PRESETS = ("interleaved", "all")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+RESAMPLE_MODES = ("nearest", "bilinear", "bicubic", "lanczos")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong kind or inconsistent."""
+
+
+@dataclass
+class VisionConfig:
+    """One vision tower (any HF vision model: SigLIP, CLIP, ...) and how a frame becomes tokens.
+
+    A frame becomes ``[global] + pool_grid x pool_grid`` tokens: the global token (SigLIP's
+    attention-pool ``pooler`` output, CLIP's ``cls`` token, or the ``mean`` of all patches) and the
+    patch grid average-pooled to ``pool_grid x pool_grid``.
+    """
+
+    path: str | None = None
+    config: dict | None = None
+    image_size: int | None = None
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resample: str = "bicubic"
+    global_token: str = "pooler"
+    pool_grid: int = 3
+    trainable: bool = False
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.global_token != "none") + self.pool_grid * self.pool_grid
+
+    def validate(self, where: str) -> None:
+        if (self.path is None) == (self.config is None):
+            raise ConfigError(f"{where}: give exactly one of 'path' (local HF dir) or 'config' (inline HF config dict)")
+        if self.config is not None and "model_type" not in self.config:
+            raise ConfigError(f"{where}.config: an inline HF config needs a 'model_type' (e.g. 'siglip_vision_model')")
+        if self.global_token not in GLOBAL_TOKEN_KINDS:
+            raise ConfigError(f"{where}.global_token: {self.global_token!r} is not one of {GLOBAL_TOKEN_KINDS}")
+        if self.resample not in RESAMPLE_MODES:
+            raise ConfigError(f"{where}.resample: {self.resample!r} is not one of {RESAMPLE_MODES}")
+        if self.pool_grid < 1:
+            raise ConfigError(f"{where}.pool_grid must be >= 1, got {self.pool_grid}")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            raise ConfigError(f"{where}: image_mean and image_std need 3 values (RGB)")
+
+
+@dataclass
+class EgoConfig:
+    """The egocentric source: a second vision tower, or precomputed per-frame features.
+
+    It runs at ``frames_per_frame`` times the general frame rate (EgoVLPv2 at 8 fps beside SigLIP
+    at 2 fps: 4); its tokens are averaged over those frames onto each general frame.
+    Precomputed features carry either one vector or ``tokens_per_frame`` vectors per ego frame.
+    """
+
+    source: str = "none"
+    tower: VisionConfig | None = None
+    feature_dim: int | None = None
+    frames_per_frame: int = 4
+
+    def validate(self, general: VisionConfig) -> None:
+        if self.source not in EGO_SOURCES:
+            raise ConfigError(f"ego.source: {self.source!r} is not one of {EGO_SOURCES}")
+        if self.frames_per_frame < 1:
+            raise ConfigError(f"ego.frames_per_frame must be >= 1, got {self.frames_per_frame}")
+        if self.source == "tower":
+            if self.tower is None:
+                raise ConfigError("ego.source='tower' needs ego.tower (a vision config)")
+            self.tower.validate("ego.tower")
+            if self.tower.tokens_per_frame != general.tokens_per_frame:
+                raise ConfigError(
+                    f"ego.tower gives {self.tower.tokens_per_frame} tokens per frame but the general encoder gives "
+                    f"{general.tokens_per_frame}: use the same pool_grid and global token presence"
+                )
+        if self.source == "features" and not self.feature_dim:
+            raise ConfigError("ego.source='features' needs ego.feature_dim (width of one precomputed feature)")
+
+
+@dataclass
+class AggregationConfig:
+    """Token Aggregation Router: per-token softmax weights over the sources (``none``: general only)."""
+
+    mode: str = "router"
+    router_hidden: int | None = None
+
+    def validate(self, ego: EgoConfig) -> None:
+        if self.mode not in AGGREGATION_MODES:
+            raise ConfigError(f"aggregation.mode: {self.mode!r} is not one of {AGGREGATION_MODES}")
+        if self.mode == "router" and ego.source == "none":
+            raise ConfigError("aggregation.mode='router' fuses two sources: set ego.source to 'tower' or 'features'")
+        if self.mode == "none" and ego.source != "none":
+            raise ConfigError("aggregation.mode='none' uses the general encoder only: set ego.source='none'")
+
+
+@dataclass
+class DroppingConfig:
+    """Token Dropping Router: mixture-of-depths over visual tokens in some decoder layers.
+
+    In a dropping layer each frame keeps ``round((1 - beta) * tokens_per_frame)`` of its visual
+    tokens (the router's top scores within that frame); text tokens always pass. ``layers`` is
+    ``"interleaved"`` (0, 2, 4, ...), ``"all"`` or an explicit list of layer indices.
+    """
+
+    mode: str = "none"
+    layers: str | list[int] = "interleaved"
+    beta: float = 0.5
+    aux_loss_coef: float = 0.01
+    router_init_std: float = 0.02
+
+    def validate(self) -> None:
+        if self.mode not in DROPPING_MODES:
+            raise ConfigError(f"dropping.mode: {self.mode!r} is not one of {DROPPING_MODES}")
+        if isinstance(self.layers, str) and self.layers not in DROPPING_LAYER_PRESETS:
+            raise ConfigError(f"dropping.layers: {self.layers!r} is neither a list of ints nor one of {DROPPING_LAYER_PRESETS}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"dropping.beta must be in [0, 1], got {self.beta}")
+
+    def layer_indices(self, num_layers: int) -> list[int]:
+        if self.mode == "none":
+            return []
+        if self.layers == "interleaved":
+            return list(range(0, num_layers, 2))
+        if self.layers == "all":
+            return list(range(num_layers))
+        bad = [i for i in self.layers if not 0 <= int(i) < num_layers]
+        if bad:
+            raise ConfigError(f"dropping.layers {bad} are outside the backbone's {num_layers} layers")
+        return sorted({int(i) for i in self.layers})
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the LLM through peft; ``target_modules`` is a list of names or one regex string."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class LLMConfig:
+    """The causal LM backbone: local HF dir, a ``.gguf`` file, or an inline HF config dict."""
+
+    path: str | None = None
+    config: dict | None = None
+    tokenizer_path: str | None = None
+    attn_implementation: str = "sdpa"
+    trainable: bool = True
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def validate(self) -> None:
+        if (self.path is None) == (self.config is None):
+            raise ConfigError("llm: give exactly one of 'path' (local HF dir or .gguf file) or 'config' (inline HF config dict)")
+        if self.config is not None and "model_type" not in self.config:
+            raise ConfigError("llm.config: an inline HF config needs a 'model_type' (e.g. 'llama', 'qwen2')")
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"llm.attn_implementation: {self.attn_implementation!r} is not one of {ATTENTION_IMPLEMENTATIONS}"
+                " (the stream decoder builds position-based additive masks, which flash_attention_2 does not take)"
+            )
+
+
+@dataclass
+class StreamConfig:
+    """Stream format (VideoLLM-online's by default) and the per-frame decision."""
+
+    placeholder_token: str = "<v>"
+    interval_token: str = ","
+    eos_token: str | None = None
+    system_prompt: str = VIDEOLLM_ONLINE_SYSTEM_PROMPT
+    add_bos: bool = True
+    system_suffix: str = "\n"
+    stream_open: str = "\n["
+    stream_close: str = "]"
+    user_prefix: str = "\nUser: "
+    assistant_prefix: str = "\nAssistant:"
+    content_separator: str = " "
+    frame_fps: float = 2.0
+    stream_loss_weight: float = 1.0
+    interval_threshold: float = 0.725
+    ignore_index: int = -100
+
+    def validate(self) -> None:
+        if not self.placeholder_token or not self.interval_token:
+            raise ConfigError("stream: placeholder_token and interval_token must be non-empty")
+        if self.frame_fps <= 0:
+            raise ConfigError(f"stream.frame_fps must be > 0, got {self.frame_fps}")
+        if not 0.0 <= self.interval_threshold <= 1.0:
+            raise ConfigError(f"stream.interval_threshold must be in [0, 1], got {self.interval_threshold}")
+
+
+_NESTED = {
+    "vision": VisionConfig,
+    "ego": EgoConfig,
+    "aggregation": AggregationConfig,
+    "dropping": DroppingConfig,
+    "llm": LLMConfig,
+    "stream": StreamConfig,
+}
+
+
+@dataclass
+class LionFSConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    ego: EgoConfig = field(default_factory=EgoConfig)
+    aggregation: AggregationConfig = field(default_factory=lambda: AggregationConfig(mode="none"))
+    dropping: DroppingConfig = field(default_factory=DroppingConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.vision.tokens_per_frame
+
+    @property
+    def is_baseline(self) -> bool:
+        """True for VideoLLM-online's design (no aggregation, no dropping)."""
+        return self.aggregation.mode == "none" and self.dropping.mode == "none"
+
+    def validate(self) -> "LionFSConfig":
+        self.vision.validate("vision")
+        self.ego.validate(self.vision)
+        self.aggregation.validate(self.ego)
+        self.dropping.validate()
+        self.llm.validate()
+        self.stream.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LionFSConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a LionFS config must be a mapping, got {type(data).__name__}")
+        unknown = set(data) - set(_NESTED)
+        if unknown:
+            raise ConfigError(f"unknown LionFS config sections {sorted(unknown)}; known: {sorted(_NESTED)}")
+        parts = {name: _build(kind, data.get(name) or {}, name) for name, kind in _NESTED.items()}
+        return cls(**parts).validate()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LionFSConfig":
+        """Read a config from a ``.json`` or ``.yaml`` file; errors name the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"LionFS config file not found: {path}")
+        try:
+            text = path.read_text()
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except (ValueError, ImportError) as err:
+            raise ConfigError(f"{path}: cannot parse config: {err}") from err
+        try:
+            return cls.from_dict(data)
+        except (ConfigError, TypeError) as err:
+            raise ConfigError(f"{path}: {err}") from err
+
+
+def _build(kind: type, data: Any, where: str):
+    if isinstance(data, kind):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+    values = dict(data)
+    if kind is EgoConfig and isinstance(values.get("tower"), dict):
+        values["tower"] = _build(VisionConfig, values["tower"], f"{where}.tower")
+    if kind is LLMConfig and "lora" in values:
+        values["lora"] = _build(LoraSettings, values["lora"] or {}, f"{where}.lora")
+    for name in ("image_mean", "image_std"):
+        if name in values:
+            values[name] = tuple(values[name])
+    return kind(**values)

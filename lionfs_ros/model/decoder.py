@@ -1,0 +1,136 @@
+"""One pass of the LLM backbone over new tokens, with token dropping and a stream KV cache.
+
+We run the HF decoder's own layers (any Llama-family or Qwen2 causal LM: ``embed_tokens``,
+``layers``, ``norm``, ``rotary_emb``, ``lm_head``) in our own loop, because a dropping layer sees
+a different set of tokens (and holds a different cache) than its neighbours. Each layer gets an
+additive mask built from original positions: a query at position p attends to every valid key
+at position <= p that its layer holds. Rotary embeddings use original positions too.
+
+Works for full sequences (training, with an optional padding mask and no cache) and for
+incremental steps with a ``StreamKVCache`` (streaming). Sliding-window attention is not used:
+every layer attends to all cached tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel
+
+from .kv_cache import StreamKVCache
+from .token_dropping import TokenDropping
+
+
+@dataclass
+class DecoderOutput:
+    logits: torch.Tensor  # [B, L, V]
+    hidden_states: torch.Tensor  # [B, L, d] after the final norm
+    past_key_values: StreamKVCache | None
+    router_aux_loss: torch.Tensor  # scalar, mean over dropping layers
+    kept: dict[int, torch.Tensor] = field(default_factory=dict)  # dropping layer -> [B, L] bool
+
+
+def _attention_mask(q_pos, key_pos, key_valid, dtype) -> torch.Tensor:
+    """Additive mask ``[B, 1, Lq, Lk]``: 0 where key is valid and not after the query, else the dtype's min."""
+    allowed = key_valid[:, None, :] & (key_pos[:, None, :] <= q_pos[:, :, None])
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=q_pos.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _call_layer(layer, hidden, mask, pos, cos_sin, cache):
+    return layer(
+        hidden,
+        attention_mask=mask,
+        position_ids=pos,
+        past_key_values=cache,
+        use_cache=cache is not None,
+        position_embeddings=cos_sin,
+    )
+
+
+def run_decoder(
+    llm: PreTrainedModel,
+    inputs_embeds: torch.Tensor,
+    visual_mask: torch.Tensor,
+    *,
+    dropping: TokenDropping | None = None,
+    past_key_values: StreamKVCache | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> DecoderOutput:
+    """``inputs_embeds [B, L, d]``, ``visual_mask [B, L]`` -> logits ``[B, L, V]`` (+ updated cache).
+
+    ``attention_mask [B, L]`` (1 = token, 0 = padding) is for full sequences without a cache.
+    """
+    batch, length, _ = inputs_embeds.shape
+    device, dtype = inputs_embeds.device, inputs_embeds.dtype
+    cache = past_key_values
+    valid = torch.ones(batch, length, dtype=torch.bool, device=device)
+    if attention_mask is not None:
+        valid = attention_mask.to(device=device, dtype=torch.bool)
+        if cache is not None and not bool(valid.all()):
+            raise ValueError("a padding attention_mask is only supported without past_key_values")
+    start = cache.seq_length if cache is not None else 0
+    pos = (valid.long().cumsum(-1) - 1).clamp(min=0) + start  # [B, L]
+    visual = visual_mask.to(device=device, dtype=torch.bool) & valid
+
+    decoder = llm.get_decoder()
+    cos, sin = decoder.rotary_emb(inputs_embeds, position_ids=pos)  # each [B, L, head_dim]
+    sdpa = llm.config._attn_implementation == "sdpa"
+    plain_masks: dict[int, torch.Tensor | None] = {}  # by cached length: past keys all precede the new tokens
+    hidden = inputs_embeds
+    aux_losses, kept_masks = [], {}
+    for idx, layer in enumerate(decoder.layers):
+        past_pos = cache.layer_positions(idx, batch, device) if cache is not None else pos[:, :0]
+        router = dropping.router(idx) if dropping is not None else None
+        logits_r = kept = None
+        if router is not None and bool(visual.any()):
+            logits_r = router(hidden)  # [B, L]
+            kept = dropping.select(logits_r, visual) | ~valid  # padding rides along, masked as keys
+            kept_masks[idx] = kept & valid
+            aux_losses.append(dropping.aux_loss(logits_r, kept, visual))
+        if kept is not None and not bool(kept.all()):
+            hidden = _dropping_layer(layer, hidden, logits_r, kept, visual, valid, pos, (cos, sin), past_pos, cache, idx)
+            continue
+        past_len = past_pos.shape[1]
+        if past_len not in plain_masks:
+            fresh = past_len == 0 and bool(valid.all())
+            key_valid = torch.cat([torch.ones_like(past_pos, dtype=torch.bool), valid], 1)
+            plain_masks[past_len] = None if (sdpa and fresh) else _attention_mask(
+                pos, torch.cat([past_pos, pos], 1), key_valid, dtype
+            )
+        out = _call_layer(layer, hidden, plain_masks[past_len], pos, (cos, sin), cache)
+        hidden = out if logits_r is None else TokenDropping.straight_through(out, hidden, logits_r, visual)
+        if cache is not None:
+            cache.append_positions(idx, pos)
+
+    hidden = decoder.norm(hidden)
+    logits = llm.get_output_embeddings()(hidden)
+    if cache is not None:
+        cache.seq_length = start + length
+    aux = torch.stack(aux_losses).mean() if aux_losses else inputs_embeds.new_zeros((), dtype=torch.float32)
+    return DecoderOutput(logits=logits, hidden_states=hidden, past_key_values=cache, router_aux_loss=aux, kept=kept_masks)
+
+
+def _dropping_layer(layer, hidden, logits_r, kept, visual, valid, pos, cos_sin, past_pos, cache, idx):
+    """Run ``layer`` on the kept tokens only and scatter them back; dropped tokens pass through."""
+    batch, length, width = hidden.shape
+    counts = kept.sum(-1)  # [B]
+    slots = int(counts.max())
+    if cache is not None and bool((counts != slots).any()):
+        raise ValueError("with a KV cache every row must keep the same number of tokens (use batch size 1)")
+    order = torch.argsort((~kept).to(torch.int8), dim=-1, stable=True)[:, :slots]  # kept indices first, in order
+    slot_valid = torch.arange(slots, device=hidden.device)[None] < counts[:, None]  # [B, M]
+
+    def take(t: torch.Tensor) -> torch.Tensor:  # [B, L, ...] -> [B, M, ...] in kept order
+        return t.gather(1, order if t.dim() == 2 else order[..., None].expand(-1, -1, t.shape[-1]))
+
+    h_sel, pos_sel, vis_sel, logit_sel = take(hidden), take(pos), take(visual), take(logits_r)
+    cos_sel, sin_sel = take(cos_sin[0]), take(cos_sin[1])
+    key_valid = torch.cat([torch.ones_like(past_pos, dtype=torch.bool), take(valid) & slot_valid], 1)
+    mask = _attention_mask(pos_sel, torch.cat([past_pos, pos_sel], 1), key_valid, hidden.dtype)
+    out = _call_layer(layer, h_sel, mask, pos_sel, (cos_sel, sin_sel), cache)
+    out = TokenDropping.straight_through(out, h_sel, logit_sel, vis_sel)
+    if cache is not None:
+        cache.append_positions(idx, pos_sel)
+    rows = torch.arange(batch, device=hidden.device)[:, None].expand(-1, slots)
+    return hidden.index_put((rows[slot_valid], order[slot_valid]), out[slot_valid])

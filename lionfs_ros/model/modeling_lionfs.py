@@ -1,0 +1,278 @@
+"""LionFSModel: encoders -> connectors -> aggregation router -> LLM with token dropping.
+
+Shapes: ``T`` frames, ``n`` tokens per frame, ``C`` vision width, ``d`` LLM width, ``V`` vocab.
+The fast path per frame is ``embed_frames`` then ``step`` on ``[interval] + n placeholders``
+with a ``StreamKVCache``; ``p_interval`` on the last logits decides whether to speak.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .aggregation import Connector, TokenAggregationRouter
+from .backbone import apply_lora, load_llm, merge_lora
+from .configuration_lionfs import LionFSConfig
+from .decoder import DecoderOutput, run_decoder
+from .kv_cache import StreamKVCache
+from .stream_format import StreamFormatter
+from .token_dropping import TokenDropping
+from .tokenization import load_tokenizer
+from .vision import VisionEncoder, load_vision_tower, pool_ego_tokens
+
+NUM_SOURCES_FUSED = 2  # general + egocentric
+
+
+@dataclass
+class LionFSOutput:
+    logits: torch.Tensor  # [B, L, V]
+    loss: torch.Tensor | None = None
+    lm_loss: torch.Tensor | None = None
+    stream_loss: torch.Tensor | None = None
+    router_aux_loss: torch.Tensor | None = None
+    past_key_values: StreamKVCache | None = None
+    kept: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def default_dtype(device: torch.device | str | None) -> torch.dtype:
+    """bf16 on GPU, fp32 on CPU."""
+    return torch.bfloat16 if torch.device(device or "cpu").type == "cuda" else torch.float32
+
+
+class LionFSModel(nn.Module):
+    def __init__(
+        self,
+        config: LionFSConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        llm: PreTrainedModel,
+        vision_tower: PreTrainedModel,
+        ego_tower: PreTrainedModel | None = None,
+    ):
+        super().__init__()
+        self.config = config.validate()
+        self.tokenizer = tokenizer
+        n = config.tokens_per_frame
+        self.vision = VisionEncoder(config.vision, vision_tower)
+        self.llm = llm
+        width = llm.config.hidden_size
+        self.connector = Connector(self.vision.hidden_size, width)
+        self.ego = VisionEncoder(config.ego.tower, ego_tower) if config.ego.source == "tower" else None
+        self.ego_connector = self.aggregation_router = None
+        if config.ego.source != "none":
+            ego_width = self.ego.hidden_size if self.ego is not None else config.ego.feature_dim
+            self.ego_connector = Connector(ego_width, width)
+        if config.aggregation.mode == "router":
+            self.aggregation_router = TokenAggregationRouter(width, NUM_SOURCES_FUSED, n, config.aggregation.router_hidden)
+        self.token_dropping = None
+        if config.dropping.mode == "mod":
+            layers = config.dropping.layer_indices(llm.config.num_hidden_layers)
+            self.token_dropping = TokenDropping(width, layers, n, config.dropping.beta, config.dropping.router_init_std)
+        self.formatter = StreamFormatter(tokenizer, config.stream, n)
+        self.token_ids = self.formatter.ids
+        if not config.llm.lora.enabled:
+            self.llm.requires_grad_(config.llm.trainable)
+
+    # Construction and persistence.
+    @classmethod
+    def from_config(
+        cls,
+        config: LionFSConfig,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> "LionFSModel":
+        """Build every part the config names: pretrained where it gives a path, fresh where it gives an inline config."""
+        config.validate()
+        dtype = dtype or default_dtype(device)
+        if tokenizer is None:
+            source = config.llm.tokenizer_path or config.llm.path
+            if source is None:
+                raise ValueError("an inline llm.config needs a tokenizer: pass one or set llm.tokenizer_path")
+            tokenizer = load_tokenizer(source)
+        llm = load_llm(config.llm, dtype)
+        if config.llm.lora.enabled:
+            llm = apply_lora(llm, config.llm.lora)
+        vision = load_vision_tower(config.vision, dtype)
+        ego = load_vision_tower(config.ego.tower, dtype) if config.ego.source == "tower" else None
+        model = cls(config, tokenizer, llm, vision, ego)
+        return model.to(device=device or "cpu", dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        from .checkpoint import load_model
+
+        return load_model(cls, path, device=device, dtype=dtype)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from .checkpoint import save_model
+
+        save_model(self, path)
+
+    def merge_lora(self) -> "LionFSModel":
+        """Fold LoRA into the backbone (inference); the config then says LoRA is off."""
+        merge_lora(self.llm)
+        self.config.llm.lora.enabled = False
+        return self
+
+    # Properties the engine needs.
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.config.tokens_per_frame
+
+    @property
+    def hidden_size(self) -> int:
+        return self.llm.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.llm.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.llm.parameters()).dtype
+
+    # Vision side.
+    def preprocess(self, frames: np.ndarray, source: str = "general") -> torch.Tensor:
+        """uint8 ``[T, H, W, 3]`` -> float ``[T, 3, S, S]`` pixels for the ``general`` or ``ego`` encoder."""
+        encoder = self.vision if source == "general" else self.ego
+        if encoder is None:
+            raise ValueError(f"this model has no {source!r} vision tower")
+        return encoder.preprocess(frames)
+
+    def patch_grid(self, general_pixels: torch.Tensor) -> torch.Tensor:
+        """General encoder patch features ``[T, h, w, C]`` (for finer keyframe tokens)."""
+        return self.vision.patch_grid(general_pixels)
+
+    def project_general(self, features: torch.Tensor) -> torch.Tensor:
+        """General-encoder features ``[..., C]`` -> LLM width ``[..., d]`` through its connector."""
+        return self.connector(features.to(self.dtype))
+
+    def embed_frames(self, general: torch.Tensor, ego: torch.Tensor | None = None, return_weights: bool = False):
+        """Frames -> fused tokens ``[T, n, d]`` (and the aggregation weights ``[T, n, 2]`` if asked).
+
+        ``general``: pixels ``[T, 3, S, S]`` or precomputed tokens ``[T, n, C]``.
+        ``ego``: pixels ``[T*r, 3, S', S']`` or features ``[T*r, C']`` / ``[T*r, k, C']`` (k = 1 or n).
+        """
+        tokens = general if general.dim() == 3 else self.vision.frame_tokens(general)
+        projected = self.project_general(tokens)  # [T, n, d]
+        if self.aggregation_router is None:
+            if ego is not None:
+                raise ValueError("this model has no egocentric source (aggregation.mode='none')")
+            return (projected, None) if return_weights else projected
+        if ego is None:
+            raise ValueError("this model fuses an egocentric source: pass ego pixels or features")
+        ego_tokens = self.ego.frame_tokens(ego) if ego.dim() == 4 else ego.to(self.device)
+        ego_tokens = pool_ego_tokens(ego_tokens, self.config.ego.frames_per_frame, self.tokens_per_frame)
+        if ego_tokens.shape[0] != projected.shape[0]:
+            raise ValueError(f"{projected.shape[0]} general frames but {ego_tokens.shape[0]} pooled ego frames")
+        fused, weights = self.aggregation_router([projected, self.ego_connector(ego_tokens.to(self.dtype))])
+        return (fused, weights) if return_weights else fused
+
+    # Language side.
+    def joint_embed(self, input_ids: torch.Tensor, frame_embeds: torch.Tensor | None = None):
+        """``input_ids [B, L]`` + ``frame_embeds [T, n, d]`` (frames in reading order) -> ``([B, L, d], visual [B, L])``."""
+        input_ids = input_ids.to(self.device)
+        visual = input_ids == self.token_ids.placeholder
+        embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(visual, 0))
+        count = int(visual.sum())
+        given = 0 if frame_embeds is None else frame_embeds.shape[0] * frame_embeds.shape[1]
+        if count != given:
+            raise ValueError(f"{count} placeholder tokens but {given} frame token embeddings")
+        if count:
+            embeds = embeds.masked_scatter(visual[..., None], frame_embeds.reshape(-1, embeds.shape[-1]).to(embeds.dtype))
+        return embeds, visual
+
+    def new_cache(self) -> StreamKVCache:
+        return StreamKVCache(self.llm.config.num_hidden_layers)
+
+    def step(
+        self,
+        inputs_embeds: torch.Tensor,
+        visual_mask: torch.Tensor,
+        past_key_values: StreamKVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> DecoderOutput:
+        """One LLM pass over new positions ``[B, L, d]``; the cache (if given) is extended in place."""
+        return run_decoder(
+            self.llm, inputs_embeds, visual_mask, dropping=self.token_dropping,
+            past_key_values=past_key_values, attention_mask=attention_mask,
+        )
+
+    def step_ids(self, input_ids, frame_embeds: torch.Tensor | None = None, past_key_values: StreamKVCache | None = None):
+        """``step`` from token ids (list or ``[L]`` / ``[B, L]`` tensor) with placeholders filled by ``frame_embeds``."""
+        ids = torch.as_tensor(input_ids, dtype=torch.long)
+        embeds, visual = self.joint_embed(ids[None] if ids.dim() == 1 else ids, frame_embeds)
+        return self.step(embeds, visual, past_key_values)
+
+    def p_interval(self, logits: torch.Tensor) -> torch.Tensor:
+        """P(interval token) from logits ``[..., V]``: the probability of staying silent."""
+        return logits.float().softmax(dim=-1)[..., self.token_ids.interval]
+
+    def should_respond(self, logits: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """VideoLLM-online's rule: respond when P(interval) < threshold or the interval is not the argmax."""
+        threshold = self.config.stream.interval_threshold if threshold is None else threshold
+        return respond_mask(logits, self.token_ids.interval, threshold)
+
+    @torch.no_grad()
+    def generate(self, prefix_ids, past_key_values: StreamKVCache, max_new_tokens: int) -> list[int]:
+        """Feed ``prefix_ids`` (e.g. the assistant header) and decode greedily until EOS; the cache grows in place."""
+        out = self.step_ids(prefix_ids, past_key_values=past_key_values)
+        generated: list[int] = []
+        for _ in range(max_new_tokens):
+            token = int(out.logits[0, -1].argmax())
+            generated.append(token)
+            if token == self.token_ids.eos:
+                break
+            out = self.step_ids([token], past_key_values=past_key_values)
+        return generated
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        general: torch.Tensor | None = None,
+        ego: torch.Tensor | None = None,
+        frame_embeds: torch.Tensor | None = None,
+        past_key_values: StreamKVCache | None = None,
+    ) -> LionFSOutput:
+        """Full-sequence forward. ``labels [B, L]`` are next-token targets already aligned to positions
+        (``labels[i]`` is the token after ``i``, as ``StreamFormatter`` makes them).
+
+        loss = lm_loss + stream_loss_weight * stream_loss + aux_loss_coef * router_aux_loss, where the
+        LM and stream parts are summed cross-entropies over their positions divided by the number of
+        learned positions (VideoLLM-online's normalisation).
+        """
+        if frame_embeds is None and general is not None:
+            frame_embeds = self.embed_frames(general, ego)
+        embeds, visual = self.joint_embed(input_ids, frame_embeds)
+        out = self.step(embeds, visual, past_key_values, attention_mask)
+        result = LionFSOutput(logits=out.logits, router_aux_loss=out.router_aux_loss, past_key_values=out.past_key_values, kept=out.kept)
+        if labels is None:
+            return result
+        labels = labels.to(self.device)
+        ignore = self.config.stream.ignore_index
+        ce = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=ignore, reduction="none")
+        ce = ce.view_as(labels)
+        learned = labels != ignore
+        count = learned.sum().clamp(min=1)
+        result.lm_loss = ce[learned & ~visual].sum() / count
+        result.stream_loss = ce[learned & visual].sum() / count
+        result.loss = (
+            result.lm_loss
+            + self.config.stream.stream_loss_weight * result.stream_loss
+            + self.config.dropping.aux_loss_coef * out.router_aux_loss
+        )
+        return result
+
+
+def respond_mask(logits: torch.Tensor, interval_id: int, threshold: float) -> torch.Tensor:
+    """``[..., V]`` -> bool ``[...]``: speak now (P(interval) below threshold, or another token is likelier)."""
+    probs = logits.float().softmax(dim=-1)
+    p_interval = probs[..., interval_id]
+    return (p_interval < threshold) | (probs.argmax(dim=-1) != interval_id)
