@@ -28,13 +28,27 @@ mark_done() { mkdir -p "$STAMPS"; printf '%s' "$2" >"$STAMPS/$1"; }
 
 cd "$ROOT"
 
+# 0. System tools: a C/C++ toolchain and CMake build the interfaces. On a fresh Debian
+#    machine, install them when we can (root with apt-get); otherwise say what is missing.
+missing=()
+for tool in cmake g++ make; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing system packages: cmake g++ make"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ make >/dev/null
+  else
+    die "missing ${missing[*]}: install them first (Debian: sudo apt-get install cmake g++ make)"
+  fi
+fi
+
 # 1. The virtual environment.
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
   || die "Python 3.11 is required (the ROS 2 wheels are cp311); got $("$PYTHON" --version 2>&1). Set PYTHON=/path/to/python3.11."
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
-  "$PYTHON" -m venv "$VENV"
+  "$PYTHON" -m venv "$VENV" \
+    || die "could not create a venv; on Debian: sudo apt-get install python3.11-venv"
   "$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" --upgrade pip setuptools wheel
 fi
 PIP=("$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}")
@@ -84,8 +98,6 @@ printf '%s\n' "$ROOT" >"$SITE/lionfs_ros_repo.pth"
 # 6. The interfaces (msg/srv/action) into the venv prefix.
 h=$(inputs_hash "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv "$ROOT"/action/*.action)
 if ! is_fresh interfaces "$h" || [ ! -d "$SITE/lionfs_ros/msg" ]; then
-  command -v cmake >/dev/null && command -v g++ >/dev/null \
-    || die "cmake and g++ are needed to build the ROS interfaces: apt-get install cmake g++"
   log "building the ROS interfaces (CMake)"
   rm -rf "$BUILD"
   mkdir -p "$BUILD"
