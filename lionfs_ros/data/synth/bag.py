@@ -1,0 +1,101 @@
+"""Write an episode as a rosbag2 (mcap) with the `rosbags` library, and read one back.
+
+Topics: the camera stream as sensor_msgs/msg/Image (rgb8) and the ground-truth narrations as
+std_msgs/msg/String carrying one JSON object each, at the narration's time. Stamps are the
+frame times in seconds from the start of the episode (replay with use_sim_time).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_TOPIC = "/camera/image_raw"
+GROUND_TRUTH_TOPIC = "/lionfs/ground_truth"
+FRAME_ID = "camera"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+STRING_TYPE = "std_msgs/msg/String"
+ENCODING = "rgb8"
+BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy and later
+NANOSECONDS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class BagContents:
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    stamps: np.ndarray  # float64 [T] seconds, from each Image header
+    frame_ids: list[str]
+    ground_truth: list[dict]  # decoded JSON of each String, in bag order
+    ground_truth_log_times: np.ndarray  # float64 seconds, the bag's receive times of the ground truth
+
+
+def _typestore():
+    # Imported here so the generator works without rosbags when no bag is requested.
+    from rosbags.typesys import Stores, get_typestore
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def _split_time(seconds: float) -> tuple[int, int]:
+    total = int(round(seconds * NANOSECONDS))
+    return total // NANOSECONDS, total % NANOSECONDS
+
+
+def _stamp_ns(seconds: float) -> int:
+    return int(round(seconds * NANOSECONDS))
+
+
+def write_episode_bag(path: Path, frames: np.ndarray, timestamps: np.ndarray, narrations: list[dict]) -> Path:
+    """Write one bag directory at `path` (it must not exist yet)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    typestore = _typestore()
+    types = typestore.types
+    image_cls, header_cls, time_cls = (types[IMAGE_TYPE], types["std_msgs/msg/Header"],
+                                       types["builtin_interfaces/msg/Time"])
+    string_cls = types[STRING_TYPE]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    messages: list[tuple[int, int, str, object]] = []  # (time ns, order, topic, message)
+    height, width = frames.shape[1:3]
+    for index, (frame, seconds) in enumerate(zip(frames, timestamps)):
+        header = header_cls(stamp=time_cls(*_split_time(float(seconds))), frame_id=FRAME_ID)
+        message = image_cls(header=header, height=height, width=width, encoding=ENCODING, is_bigendian=0,
+                            step=width * 3, data=np.ascontiguousarray(frame).reshape(-1))
+        messages.append((_stamp_ns(float(seconds)), 0, IMAGE_TOPIC, message))
+    for narration in narrations:
+        message = string_cls(data=json.dumps(narration, ensure_ascii=False))
+        # order 1: a narration follows the frame that shows the completed action
+        messages.append((_stamp_ns(float(narration["time"])), 1, GROUND_TRUTH_TOPIC, message))
+    messages.sort(key=lambda item: (item[0], item[1]))
+    with Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections = {
+            IMAGE_TOPIC: writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=typestore),
+            GROUND_TRUTH_TOPIC: writer.add_connection(GROUND_TRUTH_TOPIC, STRING_TYPE, typestore=typestore),
+        }
+        for time_ns, _, topic, message in messages:
+            msgtype = IMAGE_TYPE if topic == IMAGE_TOPIC else STRING_TYPE
+            writer.write(connections[topic], time_ns, typestore.serialize_cdr(message, msgtype))
+    return path
+
+
+def read_episode_bag(path: Path) -> BagContents:
+    """Read back what write_episode_bag wrote."""
+    from rosbags.rosbag2 import Reader
+
+    typestore = _typestore()
+    frames, stamps, frame_ids, truth, truth_times = [], [], [], [], []
+    with Reader(path) as reader:
+        for connection, time_ns, raw in reader.messages():
+            message = typestore.deserialize_cdr(raw, connection.msgtype)
+            if connection.topic == IMAGE_TOPIC:
+                if message.encoding != ENCODING:
+                    raise ValueError(f"{path}: image encoding {message.encoding!r}, expected {ENCODING!r}")
+                frames.append(np.asarray(message.data, np.uint8).reshape(message.height, message.width, 3))
+                stamps.append(message.header.stamp.sec + message.header.stamp.nanosec / NANOSECONDS)
+                frame_ids.append(message.header.frame_id)
+            elif connection.topic == GROUND_TRUTH_TOPIC:
+                truth.append(json.loads(message.data))
+                truth_times.append(time_ns / NANOSECONDS)
+    return BagContents(np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8),
+                       np.asarray(stamps, np.float64), frame_ids, truth, np.asarray(truth_times, np.float64))
