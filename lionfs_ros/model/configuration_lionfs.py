@@ -108,7 +108,7 @@ class EgoConfig:
 class AggregationConfig:
     """Token Aggregation Router: per-token softmax weights over the sources (``none``: general only)."""
 
-    mode: str = "router"
+    mode: str = "none"
     router_hidden: int | None = None
 
     def validate(self, ego: EgoConfig) -> None:
@@ -235,7 +235,7 @@ _NESTED = {
 class LionFSConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     ego: EgoConfig = field(default_factory=EgoConfig)
-    aggregation: AggregationConfig = field(default_factory=lambda: AggregationConfig(mode="none"))
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     dropping: DroppingConfig = field(default_factory=DroppingConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)

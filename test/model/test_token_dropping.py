@@ -4,7 +4,7 @@ import torch
 
 from lionfs_ros.model.token_dropping import frame_capacity
 
-from conftest import random_frames
+from tiny_parts import random_frames
 
 CONVERSATION = [
     {"role": "stream", "num_frames": 2, "learn": True},
