@@ -5,7 +5,7 @@ import signal
 import sys
 import types
 
-from conftest import REPO, VENV_BIN, wait_until
+from lionfs_testing import REPO, VENV_BIN, wait_until
 
 from lionfs_ros.bringup.node_sets import get_node_set
 from lionfs_ros.bringup.supervisor import node_command

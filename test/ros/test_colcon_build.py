@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, VENV_BIN
+from lionfs_testing import REPO, VENV_BIN
 
 pytestmark = pytest.mark.slow
 

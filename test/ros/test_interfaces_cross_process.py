@@ -2,7 +2,7 @@
 import sys
 import textwrap
 
-from conftest import wait_until
+from lionfs_testing import wait_until
 
 PUBLISHER = textwrap.dedent("""
     import time, rclpy

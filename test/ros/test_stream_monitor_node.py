@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import VENV_BIN, wait_until
+from lionfs_testing import VENV_BIN, wait_until
 
 FRAME = np.full((24, 32, 3), 90, dtype=np.uint8)
 
