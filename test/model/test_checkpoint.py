@@ -103,3 +103,21 @@ def test_unknown_and_missing_keys_are_refused(saved):
     save_file(weights, saved / "model.safetensors")
     with pytest.raises(CheckpointError, match="lacks weights.*connector.0.bias"):
         LionFSModel.from_pretrained(saved)
+
+
+def test_tied_embeddings_are_stored_once_and_stay_tied(tiny_dirs, tmp_path):
+    from lionfs_ros.model import LionFSConfig
+    from lionfs_ros.model.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_dirs["llm"])
+    llm = {"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+           "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "tie_word_embeddings": True}
+    config = LionFSConfig.from_dict({"vision": {"path": tiny_dirs["siglip"]}, "llm": {"config": llm}})
+    torch.manual_seed(0)
+    model = LionFSModel.from_config(config, tokenizer=tokenizer).eval()
+    model.save_pretrained(tmp_path / "m")
+    keys = load_file(tmp_path / "m" / "model.safetensors").keys()
+    assert ("llm.lm_head.weight" in keys) != ("llm.model.embed_tokens.weight" in keys)
+    loaded = LionFSModel.from_pretrained(tmp_path / "m").eval()
+    assert loaded.llm.lm_head.weight.data_ptr() == loaded.llm.model.embed_tokens.weight.data_ptr()
+    assert torch.equal(logits_of(loaded), logits_of(model))
