@@ -77,7 +77,10 @@ def save_model(model, path: str | Path) -> None:
         adapter = path / ADAPTER_DIR
         adapter.mkdir(exist_ok=True)
         lora_config(model.config.llm.lora).save_pretrained(adapter)
-        lora = {PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model.llm).items()}
+        lora = {
+            PEFT_PREFIX + k: v.detach().contiguous().cpu()
+            for k, v in get_peft_model_state_dict(model.llm, save_embedding_layers=False).items()
+        }
         save_file(lora, str(adapter / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
 
 

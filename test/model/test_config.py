@@ -66,3 +66,13 @@ def test_bad_file_errors_name_the_file(tmp_path):
         LionFSConfig.load(bad)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         LionFSConfig.load(tmp_path / "missing.yaml")
+
+
+def test_shipped_presets_are_valid():
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).resolve().parents[2] / "config" / "model").glob("*.yaml"))
+    assert presets, "config/model/*.yaml presets are missing"
+    for preset in presets:
+        cfg = LionFSConfig.load(preset)
+        assert cfg.tokens_per_frame == 10, preset.name
