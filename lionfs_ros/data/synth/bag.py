@@ -18,7 +18,7 @@ FRAME_ID = "camera"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 STRING_TYPE = "std_msgs/msg/String"
 ENCODING = "rgb8"
-BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy and later
+BAG_VERSION = 9  # the newest rosbag2 metadata version rosbags writes; Jazzy and Kilted read it
 NANOSECONDS = 1_000_000_000
 
 
@@ -34,7 +34,9 @@ class BagContents:
 def _typestore():
     # Imported here so the generator works without rosbags when no bag is requested.
     from rosbags.typesys import Stores, get_typestore
-    return get_typestore(Stores.ROS2_JAZZY)
+    # The package runs on ROS 2 Kilted (requirements/ros.txt); Image and String are the same
+    # in Jazzy, the fallback for rosbags releases that predate Kilted.
+    return get_typestore(getattr(Stores, "ROS2_KILTED", Stores.ROS2_JAZZY))
 
 
 def _split_time(seconds: float) -> tuple[int, int]:
@@ -58,7 +60,7 @@ def write_episode_bag(path: Path, frames: np.ndarray, timestamps: np.ndarray, na
     path.parent.mkdir(parents=True, exist_ok=True)
     messages: list[tuple[int, int, str, object]] = []  # (time ns, order, topic, message)
     height, width = frames.shape[1:3]
-    for index, (frame, seconds) in enumerate(zip(frames, timestamps)):
+    for frame, seconds in zip(frames, timestamps, strict=True):
         header = header_cls(stamp=time_cls(*_split_time(float(seconds))), frame_id=FRAME_ID)
         message = image_cls(header=header, height=height, width=width, encoding=ENCODING, is_bigendian=0,
                             step=width * 3, data=np.ascontiguousarray(frame).reshape(-1))

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import yaml
 
@@ -37,6 +38,7 @@ class ShapeSpec:
     patch: str | None = None
     labels: tuple[str, ...] = ()
     frequency: float = 1.0
+    stack_height: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,6 @@ class LayoutSpec:
     slide_distance: float
     lid_offset: Point
     held_scale: float
-    stack_lift: float
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ def _shape(name: str, raw: Mapping[str, Any]) -> ShapeSpec:
         patch=raw.get("patch"),
         labels=labels,
         frequency=float(raw.get("frequency", 1.0)),
+        stack_height=float(raw.get("stack_height", 0.0)),
     )
 
 
@@ -298,7 +300,6 @@ def _layout(raw: Mapping[str, Any]) -> LayoutSpec:
         slide_distance=float(_req(raw, "slide_distance", "layout")),
         lid_offset=_point(_req(raw, "lid_offset", "layout"), "layout.lid_offset"),
         held_scale=float(_req(raw, "held_scale", "layout")),
-        stack_lift=float(_req(raw, "stack_lift", "layout")),
     )
 
 

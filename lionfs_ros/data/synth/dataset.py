@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from .bag import GROUND_TRUTH_TOPIC, IMAGE_TOPIC, write_episode_bag
 from .episode import Episode

@@ -5,6 +5,7 @@ the hand path, the grip, and a window during which an object (or a lid) rides in
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 from .catalogue import Catalogue, Point
@@ -17,6 +18,16 @@ GRASP_OFFSET = (0.0, 0.045)
 # facing the middle of the table (so it stays in view), and a little above its opening.
 POUR_OFFSET = (0.09, -0.09)
 POUR_STREAM_TILT = 0.5  # liquid flows once the bottle is tipped at least this far
+
+# Choreography keyframes, as progress through the action (START = it begins, END = it completes).
+START, END = 0.0, 1.0
+PICK_ARRIVE, PICK_GRIP, PICK_LEAVE = 0.4, 0.5, 0.55  # reach the object, close the hand, lift it away
+PLACE_ARRIVE, PLACE_LET_GO, PLACE_RELEASE = 0.6, 0.65, 0.7  # reach the spot, object rests, hand opens
+# slide/stack/open: reach, grip, set down at the destination, object rests, hand opens
+MOVE_ARRIVE, MOVE_GRIP, MOVE_SET, MOVE_LET_GO, MOVE_RELEASE = 0.35, 0.45, 0.8, 0.85, 0.9
+# over the container, fully tipped, container full, upright again, start back
+POUR_ARRIVE, POUR_TIPPED, POUR_FULL, POUR_UPRIGHT, POUR_LEAVE = 0.3, 0.45, 0.7, 0.8, 0.85
+TAP_CONTACT = 0.5  # a tap or press touches the object halfway, then the hand returns
 CLOSED_GRIP, OPEN_GRIP = 1.0, 0.0
 
 Keyframes = tuple[tuple[float, object], ...]
@@ -63,7 +74,7 @@ def _interp(keys: Keyframes, p: float):
     """Value at progress p of piecewise eased keyframes (numbers or 2-D points)."""
     if p <= keys[0][0]:
         return keys[0][1]
-    for (p0, v0), (p1, v1) in zip(keys, keys[1:]):
+    for (p0, v0), (p1, v1) in itertools.pairwise(keys):
         if p <= p1:
             t = _smooth((p - p0) / (p1 - p0)) if p1 > p0 else 1.0
             if isinstance(v0, tuple):
@@ -76,10 +87,15 @@ def _add(a: Point, b: Point, sign: float = 1.0) -> Point:
     return a[0] + sign * b[0], a[1] + sign * b[1]
 
 
-def _display_point(catalogue: Catalogue, state: WorldState, object_id: str) -> Point:
-    """Where a resting object appears: stacked objects are drawn a little higher up."""
+def _display_point(catalogue: Catalogue, scene: Scene, state: WorldState, object_id: str) -> Point:
+    """Where a resting object appears: raised by the height of everything it is stacked on."""
     obj = state.objects[object_id]
-    return obj.x, obj.y - state.level(object_id) * catalogue.layout.stack_lift
+    lift, below = 0.0, obj.on
+    while below is not None:
+        spec = catalogue.shapes[scene.get(below).shape]
+        lift += spec.stack_height * spec.size
+        below = state.objects[below].on
+    return obj.x, obj.y - lift
 
 
 def _base_y(state: WorldState, object_id: str) -> float:
@@ -89,13 +105,13 @@ def _base_y(state: WorldState, object_id: str) -> float:
     return state.objects[below].y
 
 
-def _resting_pose(catalogue: Catalogue, state: WorldState, object_id: str) -> ObjectPose:
+def _resting_pose(catalogue: Catalogue, scene: Scene, state: WorldState, object_id: str) -> ObjectPose:
     obj = state.objects[object_id]
     if obj.held_by is not None:
         x, y = _add(catalogue.layout.hold[obj.held_by], GRASP_OFFSET, -1.0)
         return ObjectPose(object_id, x, y, 0, y, catalogue.layout.held_scale, True, obj.is_open, obj.lid,
                           obj.fill, 1.0 if obj.fill else 0.0)
-    x, y = _display_point(catalogue, state, object_id)
+    x, y = _display_point(catalogue, scene, state, object_id)
     return ObjectPose(object_id, x, y, state.level(object_id), _base_y(state, object_id), 1.0, False,
                       obj.is_open, obj.lid, obj.fill, 1.0 if obj.fill else 0.0)
 
@@ -123,56 +139,53 @@ class _Choreography:
     lit: tuple[float, float] | None = None
 
 
-def _choreography(catalogue: Catalogue, action: TimedAction) -> _Choreography:
+def _choreography(catalogue: Catalogue, scene: Scene, action: TimedAction) -> _Choreography:
     layout, choice = catalogue.layout, action.choice
     before, after = action.before, action.after
     rest, hold = layout.rest[choice.hand], layout.hold[choice.hand]
     held = layout.held_scale
-    source = _grasp(_display_point(catalogue, before, choice.object_id))
+    source = _grasp(_display_point(catalogue, scene, before, choice.object_id))
     verb = choice.verb
     if verb == "pick_up":
-        return _Choreography(((0.0, rest), (0.4, source), (0.55, source), (1.0, hold)),
-                             ((0.4, OPEN_GRIP), (0.5, CLOSED_GRIP)), (0.5, 1.0),
-                             scale=((0.55, 1.0), (1.0, held)))
+        return _Choreography(((START, rest), (PICK_ARRIVE, source), (PICK_LEAVE, source), (END, hold)),
+                             ((PICK_ARRIVE, OPEN_GRIP), (PICK_GRIP, CLOSED_GRIP)), (PICK_GRIP, END),
+                             scale=((PICK_LEAVE, 1.0), (END, held)))
     if verb in ("put_on", "put_down"):
-        target = _grasp(_display_point(catalogue, after, choice.object_id))
-        return _Choreography(((0.0, hold), (0.6, target), (0.7, target), (1.0, rest)),
-                             ((0.6, CLOSED_GRIP), (0.7, OPEN_GRIP)), (0.0, 0.65),
-                             scale=((0.0, held), (0.6, 1.0)))
-    if verb in ("slide", "stack"):
-        target = _grasp(_display_point(catalogue, after, choice.object_id))
-        return _Choreography(((0.0, rest), (0.35, source), (0.45, source), (0.8, target), (0.9, target),
-                              (1.0, rest)),
-                             ((0.35, OPEN_GRIP), (0.45, CLOSED_GRIP), (0.8, CLOSED_GRIP), (0.9, OPEN_GRIP)),
-                             (0.45, 0.85))
-    if verb == "open":
-        lid = _grasp(after.objects[choice.object_id].lid)
-        return _Choreography(((0.0, rest), (0.35, source), (0.45, source), (0.8, lid), (0.9, lid),
-                              (1.0, rest)),
-                             ((0.35, OPEN_GRIP), (0.45, CLOSED_GRIP), (0.8, CLOSED_GRIP), (0.9, OPEN_GRIP)),
-                             (0.45, 0.85), carries_lid=True)
+        target = _grasp(_display_point(catalogue, scene, after, choice.object_id))
+        return _Choreography(((START, hold), (PLACE_ARRIVE, target), (PLACE_RELEASE, target), (END, rest)),
+                             ((PLACE_ARRIVE, CLOSED_GRIP), (PLACE_RELEASE, OPEN_GRIP)), (START, PLACE_LET_GO),
+                             scale=((START, held), (PLACE_ARRIVE, 1.0)))
+    if verb in ("slide", "stack", "open"):
+        carries_lid = verb == "open"
+        target = _grasp(after.objects[choice.object_id].lid if carries_lid
+                        else _display_point(catalogue, scene, after, choice.object_id))
+        return _Choreography(((START, rest), (MOVE_ARRIVE, source), (MOVE_GRIP, source), (MOVE_SET, target),
+                              (MOVE_RELEASE, target), (END, rest)),
+                             ((MOVE_ARRIVE, OPEN_GRIP), (MOVE_GRIP, CLOSED_GRIP), (MOVE_SET, CLOSED_GRIP),
+                              (MOVE_RELEASE, OPEN_GRIP)),
+                             (MOVE_GRIP, MOVE_LET_GO), carries_lid=carries_lid)
     if verb == "pour":
-        container = _display_point(catalogue, before, choice.target_id)
+        container = _display_point(catalogue, scene, before, choice.target_id)
         side = 1.0 if container[0] < 0.5 else -1.0
         over = _grasp(_add(container, (side * POUR_OFFSET[0], POUR_OFFSET[1])))
-        return _Choreography(((0.0, hold), (0.3, over), (0.8, over), (1.0, hold)),
-                             ((0.0, CLOSED_GRIP),), (0.0, 1.0),
-                             scale=((0.0, held), (0.3, 1.0), (0.8, 1.0), (1.0, held)),
-                             tilt=((0.3, 0.0), (0.45, side), (0.75, side), (0.85, 0.0)),
-                             fill=((0.45, 0.0), (0.75, 1.0)))
+        return _Choreography(((START, hold), (POUR_ARRIVE, over), (POUR_LEAVE, over), (END, hold)),
+                             ((START, CLOSED_GRIP),), (START, END),
+                             scale=((START, held), (POUR_ARRIVE, 1.0), (POUR_LEAVE, 1.0), (END, held)),
+                             tilt=((POUR_ARRIVE, 0.0), (POUR_TIPPED, side), (POUR_FULL, side), (POUR_UPRIGHT, 0.0)),
+                             fill=((POUR_TIPPED, 0.0), (POUR_FULL, 1.0)))
     if verb in ("tap", "press"):
-        touch = _grasp(_display_point(catalogue, before, choice.object_id))
-        return _Choreography(((0.0, rest), (0.5, touch), (1.0, rest)), ((0.0, OPEN_GRIP),),
-                             lit=(0.0, 1.0) if verb == "press" else None)
+        touch = _grasp(_display_point(catalogue, scene, before, choice.object_id))
+        return _Choreography(((START, rest), (TAP_CONTACT, touch), (END, rest)), ((START, OPEN_GRIP),),
+                             lit=(START, END) if verb == "press" else None)
     raise KeyError(f"no motion defined for action '{verb}'")
 
 
 def _object_poses(catalogue: Catalogue, scene: Scene, state: WorldState, action: TimedAction | None,
                   p: float, hand_point: Point) -> list[ObjectPose]:
-    poses = {obj.object_id: _resting_pose(catalogue, state, obj.object_id) for obj in scene.objects}
+    poses = {obj.object_id: _resting_pose(catalogue, scene, state, obj.object_id) for obj in scene.objects}
     if action is None:
         return list(poses.values())
-    plan = _choreography(catalogue, action)
+    plan = _choreography(catalogue, scene, action)
     choice = action.choice
     pose = poses[choice.object_id]
     carried = plan.carry is not None and plan.carry[0] <= p < plan.carry[1]
@@ -180,13 +193,13 @@ def _object_poses(catalogue: Catalogue, scene: Scene, state: WorldState, action:
         if carried:
             pose = replace(pose, is_open=True, lid=_add(hand_point, GRASP_OFFSET, -1.0))
         elif plan.carry is not None and p >= plan.carry[1]:
-            pose = _resting_pose(catalogue, action.after, choice.object_id)
+            pose = _resting_pose(catalogue, scene, action.after, choice.object_id)
     elif carried:
         x, y = _add(hand_point, GRASP_OFFSET, -1.0)
         pose = replace(pose, x=x, y=y, level=0, base_y=y, held=True, scale=_interp(plan.scale, p),
                      tilt=_interp(plan.tilt, p))
     elif plan.carry is not None and p >= plan.carry[1]:
-        pose = _resting_pose(catalogue, action.after, choice.object_id)
+        pose = _resting_pose(catalogue, scene, action.after, choice.object_id)
     if plan.lit is not None and plan.lit[0] < p < plan.lit[1]:
         pose = replace(pose, lit=True)
     poses[choice.object_id] = pose
@@ -212,7 +225,7 @@ def frame_pose(catalogue: Catalogue, scene: Scene, timeline: Timeline, frame: in
     hand_point: Point = (0.0, 0.0)
     if action is not None:
         p = (frame - action.start_frame) / (action.end_frame - action.start_frame)
-        plan = _choreography(catalogue, action)
+        plan = _choreography(catalogue, scene, action)
         hand_point = _interp(plan.hand_path, p)
         hands[action.choice.hand] = HandPose(action.choice.hand, *hand_point, _interp(plan.grip, p))
     objects = _object_poses(catalogue, scene, state, action, p, hand_point)

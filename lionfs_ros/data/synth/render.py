@@ -172,8 +172,8 @@ def _draw_stream(image: np.ndarray, canvas: Canvas, catalogue: Catalogue, scene:
     liquid = catalogue.colours[scene.get(pose.object_id).liquid]
     side = -1.0 if pose.tilt > 0 else 1.0
     mouth = (pose.x + side * size * STREAM_MOUTH * canvas.height / canvas.width, pose.y)
-    cv2.line(image, canvas.fixed(*mouth), canvas.fixed(*pose.stream_to), liquid, max(1, canvas.length(STREAM_WIDTH) // SHIFT),
-             cv2.LINE_AA, SHIFT_BITS)
+    width = max(1, canvas.length(STREAM_WIDTH) // SHIFT)
+    cv2.line(image, canvas.fixed(*mouth), canvas.fixed(*pose.stream_to), liquid, width, cv2.LINE_AA, SHIFT_BITS)
 
 
 def _draw_hand(image: np.ndarray, canvas: Canvas, catalogue: Catalogue, scene: Scene, hand: HandPose) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -43,14 +43,14 @@ class ObjectState:
 @dataclass(frozen=True)
 class WorldState:
     objects: Mapping[str, ObjectState]
-    holding: Mapping[str, str | None] = field(default_factory=lambda: {hand: None for hand in HANDS})
+    holding: Mapping[str, str | None] = field(default_factory=lambda: dict.fromkeys(HANDS))
 
-    def with_object(self, object_id: str, **changes: object) -> "WorldState":
+    def with_object(self, object_id: str, **changes: object) -> WorldState:
         objects = dict(self.objects)
         objects[object_id] = replace(objects[object_id], **changes)
         return WorldState(objects, dict(self.holding))
 
-    def with_holding(self, hand: str, object_id: str | None) -> "WorldState":
+    def with_holding(self, hand: str, object_id: str | None) -> WorldState:
         holding = dict(self.holding)
         holding[hand] = object_id
         return WorldState(dict(self.objects), holding)
@@ -100,7 +100,7 @@ class Scene:
     def twins(self) -> frozenset[str]:
         """Objects that share colour and shape with another, so only their label tells them apart."""
         keys = [(obj.shape, obj.colour) for obj in self.objects]
-        return frozenset(obj.object_id for obj, key in zip(self.objects, keys) if keys.count(key) > 1)
+        return frozenset(obj.object_id for obj, key in zip(self.objects, keys, strict=True) if keys.count(key) > 1)
 
 
 def heldout_combinations(objects: list[tuple[str, str]], catalogue: Catalogue) -> list[str]:
@@ -133,7 +133,7 @@ def _count(rng: np.random.Generator, bounds: tuple[float, float]) -> int:
 
 
 def _sample_kinds(rng: np.random.Generator, catalogue: Catalogue, heldout: bool) -> list[tuple[str, str]]:
-    """(shape, colour) for each object; twins repeat a labelled (shape, colour)."""
+    """(shape, colour) for each object, all distinct except one optional labelled twin."""
     table_shapes = [name for name, spec in catalogue.shapes.items() if not spec.scene_extra]
     colours = list(catalogue.colours)
     kinds: list[tuple[str, str]] = []
@@ -145,13 +145,16 @@ def _sample_kinds(rng: np.random.Generator, catalogue: Catalogue, heldout: bool)
     frequency = np.array([catalogue.shapes[name].frequency for name in table_shapes], np.float64)
     for _ in range(_count(rng, catalogue.episode.objects) - len(kinds)):
         shape = table_shapes[int(rng.choice(len(table_shapes), p=frequency / frequency.sum()))]
-        kinds.append((shape, _pick(rng, colours)))
+        # Only the deliberate twin below may repeat a (shape, colour): names must stay unique.
+        unused = [colour for colour in colours if (shape, colour) not in kinds]
+        kinds.append((shape, _pick(rng, unused)))
     labelled = [kind for kind in kinds if catalogue.shapes[kind[0]].labels]
     if labelled and rng.random() < catalogue.episode.twin_probability:
         kinds.append(labelled[int(rng.integers(len(labelled)))])
     extras = [name for name, spec in catalogue.shapes.items() if spec.scene_extra]
     if extras and rng.random() < catalogue.episode.button_probability:
-        kinds.append((_pick(rng, extras), _pick(rng, colours)))
+        extra = _pick(rng, extras)
+        kinds.append((extra, _pick(rng, [c for c in colours if (extra, c) not in kinds])))
     return kinds
 
 
@@ -224,7 +227,8 @@ def _build_objects(rng: np.random.Generator, catalogue: Catalogue,
         objects.append(obj)
         state = WorldState({**state.objects, obj.object_id: ObjectState(*spot)})
     keys = [(obj.shape, obj.colour) for obj in objects]
-    named = [replace(obj, name=_name(catalogue, obj, keys.count(key) > 1)) for obj, key in zip(objects, keys)]
+    named = [replace(obj, name=_name(catalogue, obj, keys.count(key) > 1))
+             for obj, key in zip(objects, keys, strict=True)]
     return named, state
 
 

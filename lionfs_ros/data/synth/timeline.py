@@ -117,7 +117,7 @@ def _choose_action(ctx: PlanContext, state: WorldState, want_quick: bool, focus:
             choices.append(choice)
             weights.append(catalogue.actions[verb].weight * boost * penalty / len(options))
     if force_focus and any(_involves(c, focus) for c in choices):
-        kept = [(c, w) for c, w in zip(choices, weights) if _involves(c, focus)]
+        kept = [(c, w) for c, w in zip(choices, weights, strict=True) if _involves(c, focus)]
         choices, weights = [c for c, _ in kept], [w for _, w in kept]
     return _weighted_choice(ctx.rng, choices, weights) if choices else None
 
@@ -129,7 +129,9 @@ def plan_timeline(rng: np.random.Generator, catalogue: Catalogue, scene: Scene, 
     ctx = PlanContext(catalogue, scene, rng)
     if num_actions is None:
         num_actions = int(rng.integers(int(spec.actions[0]), int(spec.actions[1]) + 1))
-    quick_slots = set(rng.permutation(num_actions)[:min(spec.min_quick_actions, num_actions)].tolist())
+    # Quick slots go in the first half so that, if the hands are full then, later slots can make up.
+    early = max(1, (num_actions + 1) // 2)
+    quick_slots = set(rng.permutation(early)[:min(spec.min_quick_actions, early)].tolist())
     static_count = int(rng.integers(int(spec.static_per_episode[0]), int(spec.static_per_episode[1]) + 1))
     static_after = set(rng.permutation(num_actions)[:min(static_count, num_actions)].tolist())
     focus = heldout_object_ids(catalogue, scene)
@@ -142,11 +144,15 @@ def plan_timeline(rng: np.random.Generator, catalogue: Catalogue, scene: Scene, 
     statics: list[FrameSpan] = []
     quick_hidden = stride is not None
     for slot in range(num_actions):
-        choice = _choose_action(ctx, state, slot in quick_slots, focus, bool(focus) and slot == 0,
-                                [a.choice for a in actions])
+        force_focus = bool(focus) and slot == 0
+        # A held-out episode opens on a held-out object; a quick slot there moves to the next slot.
+        want_quick = slot in quick_slots and not force_focus
+        choice = _choose_action(ctx, state, want_quick, focus, force_focus, [a.choice for a in actions])
         if choice is None:
             break
         action_spec = catalogue.actions[choice.verb]
+        if slot in quick_slots and not action_spec.quick:
+            quick_slots.add(slot + 1)  # no quick action was possible now (hands full): try the next slot
         if action_spec.quick:
             length = _sample_frames(rng, action_spec.duration_s, fps, QUICK_MIN_FRAMES)
             if stride is not None:
