@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .catalogue import CatalogueError, load_catalogue
 from .generate import SPLITS, GeneratorConfig, GeneratorConfigError
-from .storage import DatasetError
+from .storage import DatasetError, check_output_dir
 
 PROG = "lionfs synth"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -106,12 +106,13 @@ def run(args: argparse.Namespace) -> int:
             import rosbags  # noqa: F401 - fail before generating anything
         except ImportError:
             return _error("--bag needs the 'rosbags' package: pip install rosbags")
+    try:
+        check_output_dir(Path(args.out))
+    except DatasetError as error:
+        return _error(str(error))
     with tqdm(total=args.episodes, desc="synth episodes", unit="ep") as progress:
-        try:
-            summary = generate_dataset(args.out, config, args.episodes, write_bags=args.bag,
-                                       on_episode=lambda episode: progress.update(1))
-        except DatasetError as error:
-            return _error(str(error))
+        summary = generate_dataset(args.out, config, args.episodes, write_bags=args.bag,
+                                   on_episode=lambda episode: progress.update(1))
     subset = "held-out " + config.split if config.heldout else config.split
     print(f"{PROG}: wrote {summary.episodes} {subset} episodes to {summary.root} "
           f"({summary.frames} frames, {summary.duration_s:.1f} s at {config.fps} fps, "

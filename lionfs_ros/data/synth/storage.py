@@ -95,6 +95,13 @@ def livechat_entry(episode: Episode) -> dict[str, Any]:
     return {"video_uid": episode.episode_id, "conversation": conversation}
 
 
+def check_output_dir(root: Path) -> Path:
+    """A dataset goes only into a new or empty directory, so no stale episode survives in it."""
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise DatasetError(f"output directory {root} exists and is not empty; choose a new --out")
+    return root
+
+
 class DatasetWriter:
     """Writes episodes one at a time, then the manifest and the dataset-wide annotation files.
 
@@ -102,9 +109,7 @@ class DatasetWriter:
     """
 
     def __init__(self, root: Path, header: dict[str, Any], subset_name: str):
-        self.root = Path(root)
-        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
-            raise DatasetError(f"output directory {self.root} exists and is not empty; choose a new --out")
+        self.root = check_output_dir(Path(root))
         (self.root / EPISODES_DIR).mkdir(parents=True, exist_ok=True)
         self.header = header
         self.subset_name = subset_name
