@@ -18,7 +18,7 @@ setup(
     description="LION-FS fast & slow online video assistant as a ROS 2 package",
     packages=find_packages(include=["lionfs_ros", "lionfs_ros.*"]),
     include_package_data=True,
-    package_data={"lionfs_ros": ["py.typed", "resources/**/*"]},
+    package_data={"lionfs_ros": ["data/synth/*.yaml", "data/synth/README.md"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

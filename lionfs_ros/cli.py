@@ -11,6 +11,7 @@ from lionfs_ros import __version__
 COMMANDS = {
     "demo": "demo",
     "bringup": "bringup",
+    "synth": "synth",
 }
 
 

@@ -26,8 +26,8 @@ DEMO_DOMAIN_ID = 42
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7, help="synthetic episode seed (default: 7)")
-    parser.add_argument("--duration", type=float, default=12.0, help="episode length in seconds (default: 12)")
-    parser.add_argument("--fps", type=float, default=8.0, help="camera rate in Hz (default: 8)")
+    parser.add_argument("--actions", type=int, default=4, help="actions in the episode (default: 4)")
+    parser.add_argument("--fps", type=int, help="camera rate in Hz (default: the synthetic world's)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default: 1)")
     parser.add_argument("--set", dest="node_set", default="lionfs", help="node set to run (default: lionfs)")
     parser.add_argument("--log-dir", type=Path, help="node logs (default: a new temp dir)")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="lionfs-demo-"))
     out = open(os.devnull, "w") if args.quiet else sys.stdout
     supervisor = Supervisor(node_set, node_set.params_file, log_dir, out=out)
-    episode = demo_episode(seed=args.seed, duration=args.duration, fps=args.fps)
+    episode = demo_episode(seed=args.seed, actions=args.actions, fps=args.fps)
     rclpy.init()
     executor = MultiThreadedExecutor()
     camera, listener = CameraSource("/camera/image_raw"), Listener(out=out)
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                   f"logs in {log_dir}", file=sys.stderr)
             return 1
         t0 = time.monotonic()
-        frames = camera.play(episode.frames(), rate=args.rate)
+        frames = camera.play(episode.frames(), rate=args.rate, on_frame=_truth_printer(episode, out))
         played = time.monotonic() - t0
         stall = _wait_for(listener, GuidanceEvent.STREAM_STALLED, timeout=DISCOVERY_TIMEOUT_S)
         started = listener.events_of(GuidanceEvent.STREAM_STARTED)
@@ -79,6 +79,18 @@ def run(args: argparse.Namespace) -> int:
           f"stream started events: {len(started)}, end of stream detected: {'yes' if stall else 'no'}; "
           f"responses: {len(listener.messages)} (truth: {len(episode.narrations)} narrations); logs: {log_dir}")
     return 0 if ok else 1
+
+
+def _truth_printer(episode, out):
+    """Print each ground-truth narration when the episode reaches it, beside the assistant's lines."""
+    pending = list(episode.narrations)
+
+    def on_frame(episode_time: float) -> None:
+        while pending and pending[0].time <= episode_time:
+            narration = pending.pop(0)
+            out.write(f"[episode {narration.time:6.2f} s] truth: {narration.text}\n")
+            out.flush()
+    return on_frame
 
 
 def _wait_for(listener, event_type: int, timeout: float):

@@ -7,7 +7,7 @@ responses can be scored against the episode's truth.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from rclpy.node import Node
@@ -33,7 +33,8 @@ class CameraSource(Node):
             time.sleep(0.05)
         return False
 
-    def play(self, frames: Iterable[tuple[np.ndarray, float]], rate: float = 1.0) -> int:
+    def play(self, frames: Iterable[tuple[np.ndarray, float]], rate: float = 1.0,
+             on_frame: Callable[[float], None] | None = None) -> int:
         """Publish (rgb, episode time) pairs, sleeping to keep episode time / `rate` pacing."""
         start = time.monotonic()
         for rgb, episode_time in frames:
@@ -41,6 +42,8 @@ class CameraSource(Node):
             if delay > 0:
                 time.sleep(delay)
             self.publish_frame(rgb, episode_time)
+            if on_frame is not None:
+                on_frame(episode_time)
         return len(self.published)
 
     def publish_frame(self, rgb: np.ndarray, episode_time: float) -> None:
