@@ -9,6 +9,8 @@ ENTRY_POINTS = {
     "console_scripts": [
         "lionfs = lionfs_ros.cli:main",
         "stream_monitor = lionfs_ros.nodes.entry_points:stream_monitor",
+        "lionfs_node = lionfs_ros.nodes.entry_points:lionfs_node",
+        "slow_thinker_node = lionfs_ros.nodes.entry_points:slow_thinker_node",
     ]
 }
 

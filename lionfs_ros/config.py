@@ -25,9 +25,10 @@ class ConfigError(ValueError):
     """A configuration file or value is wrong; the message names the file and the key."""
 
 
-def param(default: Any, help: str, choices: tuple | None = None, minimum: float | None = None):
+def param(default: Any, help: str, choices: tuple | None = None, minimum: float | None = None,
+          maximum: float | None = None):
     """A dataclass field that is also a documented ROS parameter."""
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum, "maximum": maximum})
 
 
 @dataclass
@@ -54,8 +55,54 @@ class StreamMonitorParams(CameraInputParams):
     diagnostics_period: float = param(1.0, "Seconds between /diagnostics and aggregated event messages.", minimum=0.05)
 
 
+@dataclass
+class ModelParams:
+    """Which model a node loads, on which device."""
+
+    model_path: str = param("", "Model directory (config.json + safetensors); empty = the bundled demo model.")
+    device: str = param("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: str = param("auto", "'auto' (bf16 on GPU, fp32 on CPU), 'float32', 'bfloat16' or 'float16'.",
+                       choices=("auto", "float32", "bfloat16", "float16"))
+    max_new_tokens: int = param(48, "Longest answer the slow thinker writes, in tokens.", minimum=1)
+
+
+@dataclass
+class LionFSNodeParams(CameraInputParams, ModelParams):
+    """lionfs_node: the assistant. Threshold and trigger policy can change at run time."""
+
+    autostart: bool = param(True, "Configure and activate on start (false: wait for lifecycle transitions).")
+    threshold: float = param(0.725, "Speak when P(frame-interval token) falls below this (higher = more talkative).",
+                             minimum=0.0, maximum=1.0)
+    trigger_policy: str = param("skip", "A trigger while an answer is being written: skip it, queue it "
+                                "(one pending) or replace the pending one.", choices=("skip", "queue", "replace"))
+    general_fps: float = param(2.0, "Rate of the general vision encoder (frames in between feed only the ego encoder).",
+                               minimum=0.1)
+    ego_fps: float = param(8.0, "Rate of the egocentric encoder.", minimum=0.1)
+    frame_queue_size: int = param(2, "Frames waiting for the fast thinker; the newest wins when full.", minimum=1)
+    kv_budget_tokens: int = param(4096, "KV-cache budget; older frames are evicted beyond it.", minimum=256)
+    slow_thinker: str = param("local", "'local' (in this process) or 'remote' (slow_thinker_node over the "
+                              "slow_think action).", choices=("local", "remote"))
+    slow_think_action: str = param("slow_think", "Action name of the remote slow thinker (relative, remappable).")
+    remote_timeout: float = param(30.0, "Seconds to wait for a remote answer before giving up on it.", minimum=0.1)
+    stall_timeout: float = param(2.0, "Seconds without a frame before STREAM_STALLED.", minimum=0.01)
+    diagnostics_period: float = param(1.0, "Seconds between /diagnostics messages.", minimum=0.05)
+
+
+@dataclass
+class SlowThinkerNodeParams(ModelParams):
+    """slow_thinker_node: serves the slow_think action (edge/server split)."""
+
+    slow_think_action: str = param("slow_think", "Action name to serve (relative, remappable).")
+
+
 # Executable name -> its parameter dataclass. Nodes register here as they are added.
-NODE_PARAMS: dict[str, type] = {"stream_monitor": StreamMonitorParams}
+NODE_PARAMS: dict[str, type] = {
+    "stream_monitor": StreamMonitorParams,
+    "lionfs_node": LionFSNodeParams,
+    "slow_thinker_node": SlowThinkerNodeParams,
+}
+# Parameters that may change while a node runs (others need a restart).
+DYNAMIC_PARAMS: dict[str, tuple[str, ...]] = {"lionfs_node": ("threshold", "trigger_policy")}
 
 
 def param_specs(params_cls: type) -> list[dataclasses.Field]:
@@ -75,11 +122,13 @@ def check_value(params_cls: type, name: str, value: Any, where: str) -> Any:
         value = float(value)
     if type(value) is not expected:
         raise ConfigError(f"{where}: {name} must be {expected.__name__}, got {value!r} ({type(value).__name__})")
-    choices, minimum = spec.metadata.get("choices"), spec.metadata.get("minimum")
+    choices, minimum, maximum = (spec.metadata.get(key) for key in ("choices", "minimum", "maximum"))
     if choices and value not in choices:
         raise ConfigError(f"{where}: {name} must be one of {list(choices)}, got {value!r}")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{where}: {name} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{where}: {name} must be <= {maximum}, got {value!r}")
     return value
 
 

@@ -3,7 +3,11 @@ import sys
 
 from lionfs_ros.nodes import entry_points
 
-EXECUTABLES = {"stream_monitor": entry_points.stream_monitor}
+EXECUTABLES = {
+    "stream_monitor": entry_points.stream_monitor,
+    "lionfs_node": entry_points.lionfs_node,
+    "slow_thinker_node": entry_points.slow_thinker_node,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in EXECUTABLES:

@@ -1,0 +1,59 @@
+"""Build the engine a lionfs_node runs (model, local or remote slow thinker) and report on it."""
+from __future__ import annotations
+
+from lionfs_ros.config import LionFSNodeParams
+from lionfs_ros.nodes.diagnostics import diagnostic_array
+
+BYTES_PER_MIB = 1024 * 1024
+
+
+def engine_config(params: LionFSNodeParams):
+    from lionfs_ros.engine import EngineConfig
+
+    return EngineConfig(
+        threshold=params.threshold, trigger_policy=params.trigger_policy, general_fps=params.general_fps,
+        ego_fps=params.ego_fps, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
+        max_new_tokens=params.max_new_tokens)
+
+
+def build_engine(node, params: LionFSNodeParams, callback_group):
+    """(engine, remote slow thinker or None, one-line description)."""
+    from lionfs_ros.engine import StreamEngine
+    from lionfs_ros.model_loading import load_for_inference
+    from lionfs_ros.nodes.remote_slow_thinker import RemoteSlowThinker
+
+    model, path, device = load_for_inference(params.model_path, params.device, params.dtype)
+    remote = None
+    if params.slow_thinker == "remote":
+        remote = RemoteSlowThinker(node, params.slow_think_action, params.remote_timeout, callback_group)
+    engine = StreamEngine(model, engine_config(params), slow_thinker=remote)
+    where = f"remote ({remote.action_name})" if remote else "local"
+    return engine, remote, f"model {path} on {device}, slow thinker {where}"
+
+
+def engine_diagnostics(node, stats: dict, health, now: float, remote):
+    """One DiagnosticStatus with the engine's and the input's numbers."""
+    values = {
+        "topic": node.camera.resolved_topic if node.camera else "",
+        "input_rate_hz": health.rate(now), "frames_received": health.frames, "frames_rejected": health.bad_frames,
+        "stalled": health.stalled,
+    }
+    values.update({key: value for key, value in stats.items() if isinstance(value, (int, float, str, bool))})
+    values["gpu_memory_mib"] = _gpu_memory_mib()
+    level, message = "ok", "running"
+    if remote is not None and not remote.available:
+        level, message = "warn", f"degraded: {remote.status_text()}"
+    elif health.stalled:
+        level, message = "warn", "camera stalled"
+    elif health.frames == 0:
+        level, message = "warn", "no frame yet"
+    return diagnostic_array(node.get_clock().now().to_msg(), f"{node.get_name()}: assistant", node.params.stream_id,
+                            level, message, values)
+
+
+def _gpu_memory_mib() -> float:
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0.0
+    return torch.cuda.memory_allocated() / BYTES_PER_MIB

@@ -1,0 +1,215 @@
+"""lionfs_node: the assistant on the ROS graph (a lifecycle node).
+
+configure loads the model and builds the engine; activate subscribes to the camera and the
+query topic and starts the engine's threads; deactivate stops both. Callbacks only decode and
+hand work to the engine (which keeps the newest frame under overload); the engine calls back
+from its own threads, and those callbacks publish.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+from lionfs_ros.config import DYNAMIC_PARAMS, LionFSNodeParams, check_value
+from lionfs_ros.engine.stream_health import StreamHealth
+from lionfs_ros.msg import AssistantMessage, GuidanceEvent, UserQuery
+from lionfs_ros.nodes.assistant_messages import assistant_message, guidance_event, header_or_now
+from lionfs_ros.nodes.camera_input import CameraInput, stamp_seconds
+from lionfs_ros.nodes.diagnostics import DIAGNOSTICS_TOPIC
+from lionfs_ros.nodes.engine_setup import build_engine, engine_diagnostics
+from lionfs_ros.nodes.params import declare_params
+from lionfs_ros.srv import AskQuestion
+
+ASSISTANT_TOPIC, GUIDANCE_TOPIC, QUERY_TOPIC, ASK_SERVICE = "assistant", "guidance", "query", "ask"
+PUBLISH_DEPTH = 50
+STALL_CHECKS_PER_TIMEOUT = 10
+BAD_INPUT_LOG_PERIOD = 5.0
+
+
+class LionFSNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("lionfs_node", **kwargs)
+        self.params: LionFSNodeParams = declare_params(self, LionFSNodeParams)
+        self.engine = None
+        self.remote = None
+        self.camera = None
+        self.health = StreamHealth(stall_timeout=self.params.stall_timeout)
+        self._group = ReentrantCallbackGroup()
+        self._lock = threading.Lock()
+        self._sequences: dict[int, itertools.count] = {}
+        self._reported = {"dropped": 0, "rejected": 0}
+        self._last_header = None
+        self._query_sub = self._ask_srv = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._autostart = None
+        if self.params.autostart:
+            self._autostart = self.create_timer(0.0, self._autostart_once, callback_group=self._group)
+
+    # Lifecycle.
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.engine, self.remote, info = build_engine(self, self.params, self._group)
+        except Exception as err:  # a bad model path or checkpoint must not kill the process
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        self.engine.on_decision = self._on_decision
+        self.engine.on_response = self._on_response
+        self.assistant = self.create_lifecycle_publisher(AssistantMessage, ASSISTANT_TOPIC, PUBLISH_DEPTH)
+        self.guidance = self.create_lifecycle_publisher(GuidanceEvent, GUIDANCE_TOPIC, PUBLISH_DEPTH)
+        self.diagnostics = self.create_lifecycle_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self.get_logger().info(f"configured: {info}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        p = self.params
+        self.camera = CameraInput(self, p, self._on_frame, self._on_reject, callback_group=self._group)
+        self._query_sub = self.create_subscription(UserQuery, QUERY_TOPIC, self._on_query, 10,
+                                                   callback_group=self._group)
+        self._ask_srv = self.create_service(AskQuestion, ASK_SERVICE, self._on_ask, callback_group=self._group)
+        self._timers = [
+            self.create_timer(p.stall_timeout / STALL_CHECKS_PER_TIMEOUT, self._check_stream, callback_group=self._group),
+            self.create_timer(p.diagnostics_period, self._report, callback_group=self._group),
+        ]
+        self.engine.start()
+        self.get_logger().info(f"active: watching {self.camera.resolved_topic}, answering on {ASSISTANT_TOPIC}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._teardown_io()
+        self.engine.stop()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        for publisher in (self.assistant, self.guidance, self.diagnostics):
+            self.destroy_lifecycle_publisher(publisher)
+        self.engine = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._teardown_io()
+        if self.engine is not None:
+            self.engine.stop()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _autostart_once(self) -> None:
+        self.destroy_timer(self._autostart)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def _teardown_io(self) -> None:
+        if self.camera is not None:
+            self.destroy_subscription(self.camera.subscription)
+            self.camera = None
+        if self._query_sub is not None:
+            self.destroy_subscription(self._query_sub)
+            self.destroy_service(self._ask_srv)
+            self._query_sub = self._ask_srv = None
+        for timer in getattr(self, "_timers", []):
+            self.destroy_timer(timer)
+        self._timers = []
+
+    # Inputs (subscription threads): decode, hand over, return.
+    def _on_frame(self, rgb, header, receive_time: float) -> None:
+        self._last_header = header
+        self.health.frame(receive_time, stamp_seconds(header.stamp))
+        self.engine.push_frame(rgb, stamp_seconds(header.stamp), meta=header)
+
+    def _on_reject(self, reason: str, detail: str, header) -> None:
+        self.health.bad_frame(reason, stamp_seconds(header.stamp))
+        self.get_logger().warning(f"rejected a message on {self.camera.resolved_topic}: {detail} "
+                                  f"({self.health.bad_frames} so far)", throttle_duration_sec=BAD_INPUT_LOG_PERIOD)
+
+    def _on_query(self, msg: UserQuery) -> None:
+        self._queue_question(msg.text, msg.query_id or None, msg.header if msg.header.stamp.sec else None)
+
+    def _on_ask(self, request, response):
+        if not request.text.strip():
+            response.accepted, response.message = False, "empty question"
+            return response
+        response.query_id = self._queue_question(request.text, None, None)
+        response.accepted, response.message = True, "queued"
+        return response
+
+    def _queue_question(self, text: str, query_id: str | None, header) -> str:
+        header = header or header_or_now(None, self.get_clock())
+        query_id = self.engine.ask(text, stamp_seconds(header.stamp), query_id=query_id)
+        self._publish_event(GuidanceEvent.QUERY_RECEIVED, f"question {query_id}: {text}", header)
+        return query_id
+
+    # Engine callbacks (engine threads).
+    def _on_decision(self, decision) -> None:
+        if decision.respond:
+            header = header_or_now(decision.meta, self.get_clock())
+            what = f"answering {decision.query!r}" if decision.query else "speaking"
+            self._publish_event(GuidanceEvent.RESPONSE_TRIGGERED, f"{what} (score {decision.score:.2f})", header,
+                                score=decision.score, turn_index=decision.turn_index or 0)
+
+    def _on_response(self, update) -> None:
+        with self._lock:
+            sequence = next(self._sequences.setdefault(update.turn_index, itertools.count()))
+            if update.is_final:
+                self._sequences.pop(update.turn_index, None)
+        self.assistant.publish(assistant_message(update, self.params.stream_id, sequence, self.get_clock()))
+        if update.is_final:
+            header = header_or_now(update.trigger_meta, self.get_clock())
+            self._publish_event(GuidanceEvent.RESPONSE_COMPLETED, update.text, header, score=update.trigger_score,
+                                turn_index=update.turn_index, regions=update.regions)
+
+    # Periodic: stream health, overload, degraded mode, diagnostics.
+    def _check_stream(self) -> None:
+        now = stamp_seconds(self.get_clock().now().to_msg())
+        for event in self.health.poll(now):
+            header = self._last_header or header_or_now(None, self.get_clock())
+            if event.kind == "stalled":
+                summary = f"no frame for {event.value:.1f} s on {self.camera.resolved_topic}"
+                self._publish_event(GuidanceEvent.STREAM_STALLED, summary, header, score=event.value)
+            else:
+                self._publish_event(GuidanceEvent.STREAM_STARTED, f"stream {event.kind} on {self.camera.resolved_topic}",
+                                    header)
+        if self.remote is not None:
+            change = self.remote.poll_availability()
+            if change is not None:
+                event_type = GuidanceEvent.DEGRADED_RECOVERED if change else GuidanceEvent.DEGRADED_MODE
+                self._publish_event(event_type, self.remote.status_text(), header_or_now(None, self.get_clock()))
+
+    def _report(self) -> None:
+        stats = self.engine.stats()
+        header = self._last_header or header_or_now(None, self.get_clock())
+        for key, event_type, what in (("dropped", GuidanceEvent.FRAMES_DROPPED, "frame(s) dropped (overload)"),
+                                      ("rejected", GuidanceEvent.BAD_INPUT, "message(s) rejected")):
+            total = stats.get(key, 0) + (self.health.bad_frames if key == "rejected" else 0)
+            new = total - self._reported[key]
+            if new > 0:
+                self._publish_event(event_type, f"{new} {what}", header, count=new)
+            self._reported[key] = total
+        now = stamp_seconds(self.get_clock().now().to_msg())
+        self.diagnostics.publish(engine_diagnostics(self, stats, self.health, now, self.remote))
+
+    def _publish_event(self, event_type, summary, header, score=0.0, count=0, turn_index=0, regions=()) -> None:
+        self.guidance.publish(guidance_event(event_type, self.params.stream_id, summary, header, score=score,
+                                             count=count, turn_index=turn_index, regions=regions))
+
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        dynamic = DYNAMIC_PARAMS["lionfs_node"]
+        for change in changes:
+            if change.name not in dynamic:
+                if change.name in {f for f in vars(self.params)}:
+                    return SetParametersResult(successful=False, reason=f"{change.name} is read at configure; "
+                                               f"only {', '.join(dynamic)} change at run time")
+                continue
+            try:
+                value = check_value(LionFSNodeParams, change.name, change.value, f"node {self.get_name()}")
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+            setattr(self.params, change.name, value)
+            if self.engine is not None:
+                if change.name == "threshold":
+                    self.engine.set_threshold(value)
+                else:
+                    self.engine.set_trigger_policy(value)
+        return SetParametersResult(successful=True)

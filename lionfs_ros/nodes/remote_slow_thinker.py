@@ -1,0 +1,91 @@
+"""The slow thinker on another process or machine, reached through the slow_think action.
+
+Implements the engine's SlowThinker interface, so the engine neither knows nor cares that the
+answer is written elsewhere. The engine calls `generate` from its own slow-path thread; the
+node's multi-threaded executor delivers the action's responses meanwhile.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from rclpy.action import ActionClient
+from sensor_msgs.msg import Image
+
+from lionfs_ros.action import SlowThink
+from lionfs_ros.engine import SlowThinker, SlowThinkResult
+from lionfs_ros.image_codec import encode_raw
+
+# How often a pending call re-checks that the server is still there.
+LIVENESS_PERIOD_S = 0.2
+NS_PER_S = 1_000_000_000
+
+
+class SlowThinkerUnavailable(RuntimeError):
+    """The remote slow thinker is absent, refused the goal, died or timed out."""
+
+
+class RemoteSlowThinker(SlowThinker):
+    def __init__(self, node, action_name: str, timeout: float, callback_group):
+        self.node, self.timeout = node, timeout
+        self.client = ActionClient(node, SlowThink, action_name, callback_group=callback_group)
+        self.action_name = node.resolve_topic_name(action_name)
+        self.available = False
+        self.last_error = "not contacted yet"
+
+    def poll_availability(self) -> bool | None:
+        """True/False when availability changed since the last poll, None when it did not."""
+        ready = self.client.server_is_ready()
+        if ready == self.available:
+            return None
+        self.available = ready
+        self.last_error = "" if ready else f"no slow_think server on {self.action_name}"
+        return ready
+
+    def status_text(self) -> str:
+        if self.available:
+            return f"remote slow thinker back on {self.action_name}"
+        return f"remote slow thinker unavailable ({self.last_error}); the fast path keeps running"
+
+    def generate(self, request, on_text) -> SlowThinkResult:
+        if not self.client.server_is_ready():
+            raise SlowThinkerUnavailable(f"no slow_think server on {self.action_name}")
+        goal = SlowThink.Goal(
+            stream_id=str(getattr(request, "stream_id", "")), turn_index=int(request.turn_index),
+            keyframes=[_image(rgb, t) for rgb, t in request.keyframes],
+            context_roles=[role for role, _ in request.context], context_texts=[text for _, text in request.context],
+            query=request.query or "", max_new_tokens=int(request.max_new_tokens))
+        started = time.monotonic()
+        goal_handle = self._wait(self.client.send_goal_async(
+            goal, feedback_callback=lambda fb: on_text(fb.feedback.partial_text, fb.feedback.num_tokens)), started)
+        if not goal_handle.accepted:
+            raise SlowThinkerUnavailable(f"{self.action_name} refused the goal")
+        try:
+            response = self._wait(goal_handle.get_result_async(), started)
+        except SlowThinkerUnavailable:
+            goal_handle.cancel_goal_async()
+            raise
+        result = response.result
+        return SlowThinkResult(text=result.text, num_tokens=result.num_tokens, truncated=result.truncated,
+                               time_to_first_token=result.time_to_first_token,
+                               tokens_per_second=result.tokens_per_second)
+
+    def _wait(self, future, started: float):
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        while not done.wait(LIVENESS_PERIOD_S):
+            if time.monotonic() - started > self.timeout:
+                self.last_error = f"no answer within {self.timeout:.1f} s"
+                raise SlowThinkerUnavailable(self.last_error)
+            if not self.client.server_is_ready():
+                self.last_error = "the server went away during the call"
+                raise SlowThinkerUnavailable(self.last_error)
+        return future.result()
+
+
+def _image(rgb, t: float) -> Image:
+    height, width, step, data = encode_raw(rgb, "rgb8")
+    msg = Image(height=height, width=width, step=step, data=data, encoding="rgb8")
+    nanoseconds = int(round(t * NS_PER_S))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = nanoseconds // NS_PER_S, nanoseconds % NS_PER_S
+    return msg
