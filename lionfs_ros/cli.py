@@ -12,6 +12,7 @@ COMMANDS = {
     "demo": "demo",
     "bringup": "bringup",
     "synth": "synth",
+    "listen": "listen",
 }
 
 

@@ -38,7 +38,7 @@ class Processes:
     def log(self, proc: subprocess.Popen) -> str:
         for p, log in self.procs:
             if p is proc:
-                return log.read_text(errors="replace")
+                return log.read_bytes().decode(errors="replace")
         raise KeyError(proc)
 
     def stop_all(self) -> None:

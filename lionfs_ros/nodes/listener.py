@@ -17,6 +17,8 @@ EVENT_NAMES = {
     value: name for name, value in vars(GuidanceEvent).items()
     if name.isupper() and isinstance(value, int)
 }
+ROLE_NAMES = {AssistantMessage.ROLE_ASSISTANT: "assistant", AssistantMessage.ROLE_NARRATION: "narration",
+              AssistantMessage.ROLE_QUERY_ANSWER: "answer"}
 ASSISTANT_TOPIC = "assistant"
 GUIDANCE_TOPIC = "guidance"
 RELIABLE_DEPTH = 50
@@ -37,7 +39,8 @@ class Listener(Node):
         with self.lock:
             self.messages.append(msg)
         t = stamp_seconds(msg.header.stamp)
-        line = f"[{t:.2f}] assistant#{msg.turn_index}: {msg.text}"
+        role = ROLE_NAMES.get(msg.role, "assistant")
+        line = f"[{t:.2f}] {role} #{msg.turn_index}: {msg.text}"
         if msg.is_final:
             self._write("\r" + line + "\n" if self._partial_open else line + "\n")
             self._partial_open = False
