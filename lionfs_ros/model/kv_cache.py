@@ -7,10 +7,19 @@ never from "the i-th entry". ``seq_length`` counts every token fed so far (the n
 position).
 
 The HF attention modules call ``update(key, value, layer_idx)``; that is the only method they use.
+
+The online engine also forks a cache (a slow thinker writes on the fork while the stream goes on
+in the original), evicts entries by position and renumbers positions (bounded memory on an
+unbounded stream). None of these write into an existing tensor: a fork shares tensors safely.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+
+KeyRotation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(keys [B, H, n, D], delta [B, n]) -> keys`` as if computed at ``position + delta`` (RoPE)."""
 
 
 class StreamKVCache:
@@ -71,3 +80,39 @@ class StreamKVCache:
     def num_entries(self) -> list[int]:
         """How many tokens each layer holds (smaller in dropping layers)."""
         return [self.layer_length(i) for i in range(self.num_layers)]
+
+    def fork(self) -> "StreamKVCache":
+        """A cache holding the same entries that grows independently (``update`` concatenates, never writes in place)."""
+        out = StreamKVCache(self.num_layers)
+        out.keys, out.values, out.positions = list(self.keys), list(self.values), list(self.positions)
+        out.seq_length = self.seq_length
+        return out
+
+    def retain(self, keep: torch.Tensor) -> None:
+        """Keep only the entries whose position ``p`` has ``keep[p]`` (bool ``[seq_length]``); in every layer."""
+        if keep.shape != (self.seq_length,):
+            raise ValueError(f"keep mask has shape {tuple(keep.shape)}, expected ({self.seq_length},)")
+        for i, pos in enumerate(self.positions):
+            if pos is None:
+                continue
+            idx = keep.to(pos.device)[pos[0]].nonzero().squeeze(-1)  # [m] entry indices, in order
+            self.positions[i] = pos[:, idx]
+            self.keys[i] = self.keys[i].index_select(-2, idx.to(self.keys[i].device))
+            self.values[i] = self.values[i].index_select(-2, idx.to(self.values[i].device))
+
+    def renumber(self, new_position: torch.Tensor, seq_length: int, rotate: KeyRotation | None = None) -> None:
+        """Move each entry from position ``p`` to ``new_position[p]`` (long ``[seq_length]``, increasing on the
+        entries held); keys are re-rotated by the shift when ``rotate`` is given. ``seq_length`` becomes the next position."""
+        for i, pos in enumerate(self.positions):
+            if pos is None:
+                continue
+            moved = new_position.to(pos.device)[pos]  # [B, n_i]
+            if rotate is not None:
+                self.keys[i] = rotate(self.keys[i], moved - pos)
+            self.positions[i] = moved
+        self.seq_length = seq_length
+
+    def nbytes(self) -> int:
+        """Bytes held by keys, values and positions."""
+        tensors = [t for group in (self.keys, self.values, self.positions) for t in group if t is not None]
+        return sum(t.numel() * t.element_size() for t in tensors)

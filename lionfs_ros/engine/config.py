@@ -1,0 +1,168 @@
+"""Typed configuration of the online engine (ROS-free). Every number the engine uses is named here.
+
+Checks that need the model (positions, budget, grid sizes) live in ``check_against_model``: an
+engine built with a config that could overflow the backbone's ``max_position_embeddings`` or a
+budget too small to hold what it promises to keep fails at construction with the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TRIGGER_POLICIES = ("skip", "queue", "replace")
+POSITION_MODES = ("reindex", "grow")
+BACKENDS = ("auto", "dynamic", "static")
+REGIONS_ON = ("all", "trigger", "none")
+
+
+class EngineConfigError(ValueError):
+    """An engine setting is out of range or cannot work with this model."""
+
+
+@dataclass
+class KeyframeConfig:
+    """Multi-granularity keyframe augmentation (the slow thinker's extra visual tokens).
+
+    Keyframes: the triggering frame plus up to ``num_keyframes - 1`` of the last ``history_frames``
+    decided frames, picked greedily for novelty (see ``keyframes.select_keyframes``).
+    Grid tokens: the keyframe's patch grid average-pooled to each ``g x g`` in ``grid_sizes`` (a size
+    finer than the encoder's patch grid is clipped to it; repeated sizes count once).
+    Box tokens: ``box_grid x box_grid`` pooled patch features inside each of at most
+    ``max_regions`` proposed regions, on the keyframes ``regions_on`` names.
+    """
+
+    num_keyframes: int = 3
+    history_frames: int = 8
+    min_novelty: float = 0.02  # cosine distance under which a frame adds nothing new
+    grid_sizes: tuple[int, ...] = (4, 6)
+    box_grid: int = 1
+    max_regions: int = 3
+    regions_on: str = "all"
+
+    def validate(self) -> None:
+        if self.num_keyframes < 1:
+            raise EngineConfigError(f"keyframes.num_keyframes must be >= 1, got {self.num_keyframes}")
+        if self.history_frames < self.num_keyframes:
+            raise EngineConfigError("keyframes.history_frames must be >= keyframes.num_keyframes")
+        if not self.grid_sizes or any(int(g) < 1 for g in self.grid_sizes):
+            raise EngineConfigError(f"keyframes.grid_sizes must be positive ints, got {self.grid_sizes}")
+        if self.box_grid < 1 or self.max_regions < 0:
+            raise EngineConfigError("keyframes.box_grid must be >= 1 and keyframes.max_regions >= 0")
+        if self.regions_on not in REGIONS_ON:
+            raise EngineConfigError(f"keyframes.regions_on: {self.regions_on!r} is not one of {REGIONS_ON}")
+
+
+@dataclass
+class RegionConfig:
+    """The default region proposer (motion + feature saliency on the patch grid, no extra weights)."""
+
+    motion_weight: float = 0.5  # saliency = motion_weight * motion + (1 - motion_weight) * feature distinctiveness
+    min_score: float = 0.2  # a peak under this (saliency is scaled to [0, 1]) is no region
+    grow_fraction: float = 0.5  # a region grows over neighbouring cells whose saliency >= this * peak
+    max_cells: int = 4  # a region spans at most this many patch cells per side
+
+    def validate(self) -> None:
+        if not 0.0 <= self.motion_weight <= 1.0:
+            raise EngineConfigError(f"regions.motion_weight must be in [0, 1], got {self.motion_weight}")
+        if not 0.0 < self.grow_fraction <= 1.0 or self.max_cells < 1:
+            raise EngineConfigError("regions.grow_fraction must be in (0, 1] and regions.max_cells >= 1")
+
+
+@dataclass
+class EngineConfig:
+    # Rates. The general encoder runs on a time grid of ``general_fps``; the egocentric one on a
+    # grid of ``ego_fps`` (None: general_fps x the model's ego.frames_per_frame). A frame on
+    # neither grid is skipped (counted), never queued.
+    general_fps: float = 2.0
+    ego_fps: float | None = None
+    rate_tolerance: float = 0.1  # a frame this fraction of a period before a grid point counts as on it
+
+    # The fast decision: respond when P(interval) < threshold or the interval is not the argmax.
+    threshold: float | None = None  # None: the model's stream.interval_threshold
+
+    # Overload: frames wait in a queue of this size; when full the oldest waiting frame is dropped.
+    frame_queue_size: int = 2
+
+    # The slow thinker.
+    trigger_policy: str = "skip"  # what a proactive trigger does while an answer is being written
+    max_pending_triggers: int = 1  # 'queue': proactive triggers waiting (oldest dropped beyond)
+    max_pending_questions: int = 8  # questions waiting (oldest dropped beyond)
+    max_new_tokens: int = 64
+    stop_on_eos: bool = True  # benchmarks turn this off to decode a fixed length
+    max_query_tokens: int = 64  # a longer question is cut to this many tokens
+    context_turns: int = 8  # dialogue turns a portable (remote) request carries
+    partial_every_tokens: int = 1  # a partial ResponseUpdate every this many tokens
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    regions: RegionConfig = field(default_factory=RegionConfig)
+
+    # Bounded memory: KV entries (tokens) kept; eviction runs when the cache exceeds the budget
+    # and frees down to budget - evict_chunk_tokens (fewer, larger compactions).
+    kv_budget_tokens: int = 4096
+    evict_chunk_tokens: int = 256
+    keep_recent_frames: int = 16
+    position_mode: str = "reindex"  # 'reindex': kept entries renumbered 0.. (keys re-rotated); 'grow'
+
+    # Runtime.
+    backend: str = "auto"  # 'dynamic' (any model, StreamKVCache), 'static' (CUDA graphs), 'auto'
+    latency_window: int = 2048  # decisions kept for the latency percentiles
+    system_prompt: str | None = None  # None: the model's stream.system_prompt
+
+    def validate(self) -> "EngineConfig":
+        if self.general_fps <= 0 or (self.ego_fps is not None and self.ego_fps <= 0):
+            raise EngineConfigError("general_fps and ego_fps must be > 0")
+        if not 0.0 <= self.rate_tolerance < 1.0:
+            raise EngineConfigError(f"rate_tolerance must be in [0, 1), got {self.rate_tolerance}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise EngineConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.frame_queue_size < 1:
+            raise EngineConfigError(f"frame_queue_size must be >= 1, got {self.frame_queue_size}")
+        if self.trigger_policy not in TRIGGER_POLICIES:
+            raise EngineConfigError(f"trigger_policy: {self.trigger_policy!r} is not one of {TRIGGER_POLICIES}")
+        if self.max_pending_triggers < 1 or self.max_pending_questions < 1:
+            raise EngineConfigError("max_pending_triggers and max_pending_questions must be >= 1")
+        if self.max_new_tokens < 1 or self.max_query_tokens < 1 or self.partial_every_tokens < 1:
+            raise EngineConfigError("max_new_tokens, max_query_tokens and partial_every_tokens must be >= 1")
+        if self.position_mode not in POSITION_MODES:
+            raise EngineConfigError(f"position_mode: {self.position_mode!r} is not one of {POSITION_MODES}")
+        if self.backend not in BACKENDS:
+            raise EngineConfigError(f"backend: {self.backend!r} is not one of {BACKENDS}")
+        if not 0 < self.evict_chunk_tokens < self.kv_budget_tokens:
+            raise EngineConfigError("evict_chunk_tokens must be > 0 and < kv_budget_tokens")
+        if self.keep_recent_frames < 1 or self.latency_window < 1 or self.context_turns < 0:
+            raise EngineConfigError("keep_recent_frames and latency_window must be >= 1, context_turns >= 0")
+        self.keyframes.validate()
+        self.regions.validate()
+        return self
+
+
+@dataclass(frozen=True)
+class TokenBounds:
+    """Upper bounds, in tokens, of everything the engine feeds (for the position and budget checks)."""
+
+    system: int
+    frame: int  # one decided frame, stream opener included
+    query: int  # one user turn
+    answer: int  # one committed assistant turn
+    thinking: int  # the slow thinker's template on a fork
+
+    @property
+    def largest_feed(self) -> int:
+        return max(self.frame, self.query, self.answer)
+
+
+def check_against_model(cfg: EngineConfig, bounds: TokenBounds, max_positions: int | None) -> None:
+    """Refuse settings that could exceed the backbone's positions or that the budget cannot honour."""
+    protected = bounds.system + cfg.keep_recent_frames * bounds.frame + bounds.query + bounds.answer
+    low_water = cfg.kv_budget_tokens - cfg.evict_chunk_tokens
+    if protected > low_water:
+        raise EngineConfigError(
+            f"kv_budget_tokens={cfg.kv_budget_tokens} - evict_chunk_tokens={cfg.evict_chunk_tokens} = {low_water} cannot"
+            f" hold what is always kept: system prompt ({bounds.system}) + {cfg.keep_recent_frames} recent frames"
+            f" ({bounds.frame} each) + one question ({bounds.query}) + one answer ({bounds.answer}) = {protected} tokens")
+    if cfg.position_mode == "reindex" and max_positions is not None:
+        # Positions stay below the entries held: the budget, one feed over it, and a fork's thinking + answer.
+        worst = cfg.kv_budget_tokens + bounds.largest_feed + bounds.thinking + cfg.max_new_tokens
+        if worst > max_positions:
+            raise EngineConfigError(
+                f"positions could reach {worst} (budget {cfg.kv_budget_tokens} + largest feed {bounds.largest_feed}"
+                f" + thinking {bounds.thinking} + max_new_tokens {cfg.max_new_tokens}) but the backbone has"
+                f" max_position_embeddings={max_positions}: lower kv_budget_tokens")

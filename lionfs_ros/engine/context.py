@@ -1,0 +1,125 @@
+"""The main stream context: what has been fed to the LLM, in the model's stream format.
+
+Pieces come from the model's ``StreamFormatter``, the same ones training encodes, in the same
+order, so an engine that answers right after each trigger builds exactly the token sequence of
+``formatter.encode`` for that conversation::
+
+    <bos>system\\n  \\n[F ,F ,F  ]\\nUser: q  \\nAssistant: a<eos>  \\n[F ,F  ]\\nAssistant: a<eos> ...
+
+Answers are committed *in time order*: when the slow thinker finishes while frames kept coming,
+its answer is appended after the newest frame (the frames seen while it was written stay before
+it). Each fed piece is a ledger segment, which the KV budget evicts by.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .kv_budget import FRAME, SYSTEM, TEXT, Segment, apply_plan, keep_mask, plan_eviction
+from .lm_state import LMState
+
+USER = "user"
+ASSISTANT = "assistant"
+
+
+@dataclass
+class ContextFork:
+    """A copy of the main context at a trigger, for the slow thinker (local only)."""
+
+    state: LMState
+    after_stream: bool  # the context ends inside the stream (a ']' must close it first)
+
+
+@dataclass
+class EvictionStats:
+    compactions: int = 0
+    evicted_tokens: int = 0
+    evicted_frames: int = 0
+    evicted_text: int = 0
+
+
+class StreamContext:
+    def __init__(self, model, state: LMState, *, budget: int, chunk: int, keep_recent_frames: int,
+                 reindex: bool, max_query_tokens: int, system_prompt: str | None = None):
+        self.model = model
+        self.fmt = model.formatter
+        self.state = state
+        self.budget, self.chunk, self.keep_recent = budget, chunk, keep_recent_frames
+        self.reindex = reindex
+        self.max_query_tokens = max_query_tokens
+        self.segments: list[Segment] = []
+        self.dialogue: list[tuple[str, str]] = []  # (role, text) of every user/assistant turn
+        self.in_stream = False
+        self.frames_fed = 0
+        self.truncated_queries = 0
+        self.eviction = EvictionStats()
+        self.system_prompt = model.config.stream.system_prompt if system_prompt is None else system_prompt
+        self._feed(self.fmt.system_ids(self.system_prompt), SYSTEM, None)
+
+    # Feeding.
+    def _feed(self, ids: list[int], kind: str, time: float | None, embeds=None) -> torch.Tensor:
+        start = self.state.next_position
+        logits = self.state.feed(ids, embeds)
+        self.segments.append(Segment(kind, start, len(ids), time))
+        return logits
+
+    def feed_frame(self, embeds: torch.Tensor, time: float) -> torch.Tensor:
+        """One decided frame ``[n, d]``; returns the logits at its last placeholder ``[V]``."""
+        if not self.in_stream:
+            self._feed(self.fmt.stream_open_ids(), TEXT, time)
+            ids = self.fmt.frame_ids(after_frame=False)
+        else:
+            ids = self.fmt.frame_ids(after_frame=True)
+        logits = self._feed(ids, FRAME, time, embeds)
+        self.in_stream = True
+        self.frames_fed += 1
+        return logits
+
+    def cut_query(self, text: str) -> str:
+        """The question, cut to ``max_query_tokens`` tokens (so positions stay bounded)."""
+        ids = self.fmt.text_ids(text)
+        if len(ids) <= self.max_query_tokens:
+            return text
+        self.truncated_queries += 1
+        return self.fmt.tokenizer.decode(ids[: self.max_query_tokens])
+
+    def feed_user(self, text: str, time: float) -> None:
+        self._feed(self.fmt.user_ids(text, after_stream=self.in_stream), TEXT, time)
+        self.in_stream = False
+        self.dialogue.append((USER, text))
+
+    def feed_answer(self, text: str, time: float) -> None:
+        """Commit an assistant turn (the slow thinker's final text) to the main context."""
+        ids = self.fmt.assistant_header_ids(after_stream=self.in_stream) + self.fmt.assistant_body_ids(text)
+        self._feed(ids, TEXT, time)
+        self.in_stream = False
+        self.dialogue.append((ASSISTANT, text))
+
+    def fork(self) -> ContextFork:
+        return ContextFork(self.state.fork(), self.in_stream)
+
+    def portable_dialogue(self, turns: int) -> list[tuple[str, str]]:
+        """("system", prompt) then the last ``turns`` dialogue turns: what a remote slow thinker gets."""
+        recent = self.dialogue[-turns:] if turns else []
+        return [("system", self.system_prompt), *recent]
+
+    # Memory.
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.length for s in self.segments)
+
+    def evict_if_needed(self) -> int:
+        """Apply the KV budget; returns the tokens evicted (0 when under budget)."""
+        plan = plan_eviction(self.segments, self.budget, self.chunk, self.keep_recent)
+        if not plan.drop:
+            return 0
+        keep = keep_mask(self.segments, plan.drop, self.state.next_position)
+        self.state.evict(keep, self.reindex)
+        kinds = [self.segments[i].kind for i in plan.drop]
+        self.segments = apply_plan(self.segments, plan, self.reindex)
+        self.eviction.compactions += 1
+        self.eviction.evicted_tokens += plan.tokens
+        self.eviction.evicted_frames += kinds.count(FRAME)
+        self.eviction.evicted_text += kinds.count(TEXT)
+        return plan.tokens

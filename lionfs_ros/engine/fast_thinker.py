@@ -1,0 +1,61 @@
+"""The fast thinker's per-frame work: encode a frame (general + egocentric window) and decide.
+
+``FrameEncoder`` keeps the last ``ego.frames_per_frame`` egocentric tokens (the ego window ends at
+the decided frame: a decided frame is always an ego frame too). At the start of a stream, before
+the window is full, its oldest entry is repeated. The towers can be swapped for faster runners of
+the same function (CUDA graphs, see ``cuda_graphs.py``).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import numpy as np
+import torch
+
+from lionfs_ros.model.modeling_lionfs import respond_mask
+
+TokensFn = Callable[[torch.Tensor], torch.Tensor]
+"""Pixels ``[T, 3, S, S]`` -> frame tokens ``[T, n, C]`` (a vision encoder's ``frame_tokens``)."""
+
+
+class FrameEncoder:
+    def __init__(self, model, general_tokens: TokensFn | None = None, ego_tokens: TokensFn | None = None):
+        if model.config.ego.source == "features":
+            raise ValueError(
+                "ego.source='features' needs precomputed egocentric features per frame, which a live stream does not"
+                " have: the online engine encodes frames with towers (use ego.source='tower' or 'none')")
+        self.model = model
+        self.general_tokens = general_tokens or model.vision.frame_tokens
+        self.has_ego = model.ego is not None
+        self.ego_tokens = ego_tokens or (model.ego.frame_tokens if self.has_ego else None)
+        self.window = model.config.ego.frames_per_frame if self.has_ego else 0
+        self._ego: deque[torch.Tensor] = deque(maxlen=max(self.window, 1))  # each [1, n, C']
+
+    @torch.no_grad()
+    def add_ego(self, rgb: np.ndarray) -> None:
+        if self.has_ego:
+            self._ego.append(self.ego_tokens(self.model.preprocess(rgb, "ego")))
+
+    def ego_window(self) -> torch.Tensor:
+        """``[r, n, C']``: the last r ego tokens, oldest first, the oldest repeated while fewer exist."""
+        held = list(self._ego)
+        return torch.cat([held[0]] * (self.window - len(held)) + held)
+
+    @torch.no_grad()
+    def encode(self, rgb: np.ndarray) -> torch.Tensor:
+        """A decided frame -> fused tokens ``[n, d]`` (it also enters the ego window)."""
+        general = self.general_tokens(self.model.preprocess(rgb))  # [1, n, C]
+        if not self.has_ego:
+            return self.model.embed_frames(general)[0]
+        self.add_ego(rgb)
+        return self.model.embed_frames(general, self.ego_window())[0]
+
+    def reset(self) -> None:
+        self._ego.clear()
+
+
+def decide(model, logits: torch.Tensor, threshold: float) -> tuple[float, bool]:
+    """Last-position logits ``[V]`` -> (P(interval), respond) by VideoLLM-online's rule."""
+    p_interval = float(model.p_interval(logits))
+    return p_interval, bool(respond_mask(logits, model.token_ids.interval, threshold))

@@ -1,0 +1,118 @@
+"""Interaction regions on keyframes, for the slow thinker's box tokens.
+
+``RegionProposer`` is the plug: given the keyframes (RGB, oldest first) and their patch features
+it returns, per keyframe, normalized boxes. A hand/object detector can implement it later.
+
+The default, ``SaliencyMotionProposer``, needs no weights. On the encoder's patch grid (``h x w``
+cells) it scores each cell by
+- motion: mean absolute grey-level change against the previous keyframe (hands and the objects
+  they move are what changes between keyframes), and
+- feature distinctiveness: distance of the cell's feature from the frame's mean feature (what
+  stands out from the background),
+each scaled to [0, 1], mixed by ``motion_weight`` (the first keyframe has no motion term). It then
+takes peaks greedily: the highest cell not yet covered, grown one row or column at a time while
+the new cells reach ``grow_fraction`` of the peak (at most ``max_cells`` per side); cells of a
+taken region are not used again. Peaks under ``min_score`` end the search.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .config import RegionConfig
+from .types import Region
+
+EPS = 1e-6
+MOTION, SALIENT = "motion", "salient"
+
+
+class RegionProposer(ABC):
+    @abstractmethod
+    def propose(self, keyframes: list[np.ndarray], grids: torch.Tensor, max_regions: int) -> list[list[Region]]:
+        """``keyframes``: RGB uint8 ``[H, W, 3]`` each; ``grids``: patch features ``[K, h, w, C]``; one list per keyframe."""
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    low, high = float(x.min()), float(x.max())
+    return np.zeros_like(x) if high - low < EPS else (x - low) / (high - low)
+
+
+def _grey_cells(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Mean grey level of each of ``h x w`` cells, in [0, 1]."""
+    grey = Image.fromarray(rgb).convert("L").resize((w, h), Image.Resampling.BOX)
+    return np.asarray(grey, dtype=np.float32) / 255.0
+
+
+class SaliencyMotionProposer(RegionProposer):
+    def __init__(self, config: RegionConfig | None = None):
+        self.cfg = config or RegionConfig()
+
+    def saliency(self, rgb: np.ndarray, previous: np.ndarray | None, grid: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Per-cell saliency ``[h, w]`` in [0, 1] and its motion part (zeros without a previous keyframe)."""
+        h, w, _ = grid.shape
+        feats = grid.float().cpu()
+        distinct = _unit((feats - feats.mean(dim=(0, 1))).norm(dim=-1).numpy())
+        if previous is None:
+            return distinct, np.zeros_like(distinct)
+        motion = _unit(np.abs(_grey_cells(rgb, h, w) - _grey_cells(previous, h, w)))
+        weight = self.cfg.motion_weight
+        return weight * motion + (1.0 - weight) * distinct, motion
+
+    def _grow(self, sal: np.ndarray, row: int, col: int) -> tuple[int, int, int, int]:
+        h, w = sal.shape
+        floor = self.cfg.grow_fraction * sal[row, col]
+        r0, r1, c0, c1 = row, row + 1, col, col + 1  # half-open cell box
+        grown = True
+        while grown:
+            grown = False
+            for side in ("up", "down", "left", "right"):
+                if side in ("up", "down") and r1 - r0 >= self.cfg.max_cells:
+                    continue
+                if side in ("left", "right") and c1 - c0 >= self.cfg.max_cells:
+                    continue
+                if side == "up" and r0 > 0 and sal[r0 - 1, c0:c1].max() >= floor:
+                    r0, grown = r0 - 1, True
+                elif side == "down" and r1 < h and sal[r1, c0:c1].max() >= floor:
+                    r1, grown = r1 + 1, True
+                elif side == "left" and c0 > 0 and sal[r0:r1, c0 - 1].max() >= floor:
+                    c0, grown = c0 - 1, True
+                elif side == "right" and c1 < w and sal[r0:r1, c1].max() >= floor:
+                    c1, grown = c1 + 1, True
+        return r0, r1, c0, c1
+
+    def regions_of(self, rgb, previous, grid, max_regions: int) -> list[Region]:
+        sal, motion = self.saliency(rgb, previous, grid)
+        h, w = sal.shape
+        free = sal.copy()
+        out: list[Region] = []
+        while len(out) < max_regions:
+            row, col = np.unravel_index(int(free.argmax()), free.shape)
+            peak = float(free[row, col])
+            if peak < self.cfg.min_score:
+                break
+            r0, r1, c0, c1 = self._grow(np.where(free > 0, sal, 0.0), row, col)
+            free[r0:r1, c0:c1] = 0.0
+            label = MOTION if previous is not None and motion[row, col] >= sal[row, col] else SALIENT
+            out.append(Region(c0 / w, r0 / h, c1 / w, r1 / h, label, round(peak, 4)))
+        return out
+
+    def propose(self, keyframes, grids, max_regions):
+        return [
+            self.regions_of(rgb, keyframes[k - 1] if k else None, grids[k], max_regions)
+            for k, rgb in enumerate(keyframes)
+        ]
+
+
+def pool_box(grid: torch.Tensor, region: Region, box_grid: int) -> torch.Tensor:
+    """Patch features ``[h, w, C]`` inside ``region`` -> ``[box_grid**2, C]`` (adaptive average pool, row-major)."""
+    h, w, _ = grid.shape
+    r0 = min(int(np.floor(region.y0 * h)), h - 1)
+    c0 = min(int(np.floor(region.x0 * w)), w - 1)
+    r1 = max(int(np.ceil(region.y1 * h)), r0 + 1)
+    c1 = max(int(np.ceil(region.x1 * w)), c0 + 1)
+    crop = grid[r0:r1, c0:c1].permute(2, 0, 1)  # [C, rh, rw]
+    return F.adaptive_avg_pool2d(crop, (box_grid, box_grid)).flatten(1).transpose(0, 1)
