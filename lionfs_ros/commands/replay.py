@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="deterministic: frames straight through the engine, no ROS graph, same result every run; "
                              "live: play the bag into a running lionfs_node over ROS 2 and record what it publishes; "
                              "recorded: score the assistant messages already in the bag (default: deterministic)")
-    parser.add_argument("--model", default="", help="model directory (default: the bundled demo model)")
+    parser.add_argument("--model", help="model directory (default: the params file's, else the bundled demo model)")
+    parser.add_argument("--params", type=Path, help="lionfs_node params file (ROS 2 YAML); the engine in deterministic "
+                                                    "mode and the node in live mode run with it")
     parser.add_argument("--image-topic", help="camera topic in the bag (default: the only image topic)")
     truth = parser.add_mutually_exclusive_group()
     truth.add_argument("--truth", type=Path, help="sidecar ground truth JSON (narration stream, episode file, or a "
@@ -28,10 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a response may be before or after its true narration and still count "
                              "(default: 1.0)")
     parser.add_argument("--rate", type=float, default=1.0, help="live mode: playback speed factor (default: 1)")
-    parser.add_argument("--threshold", type=float, help="response threshold on P(frame-interval token) "
-                                                        "(default: the node's / engine's)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 (default: auto)")
+    parser.add_argument("--threshold", type=float, help="speak when P(frame-interval token) falls below this "
+                                                        "(default: the params file's, else the node's)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the params file's, else auto)")
+    parser.add_argument("--dtype", help="auto, float32, bfloat16, float16 (default: the params file's, else auto)")
     live = parser.add_argument_group("live mode")
     live.add_argument("--startup-timeout", type=float, default=120.0,
                       help="seconds to wait for lionfs_node to load the model and subscribe (default: 120)")
@@ -87,17 +89,18 @@ def run(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from lionfs_ros.config import ConfigError
     from lionfs_ros.eval.bag_reader import BagReadError
     from lionfs_ros.eval.replay import DEFAULT_TOLERANCE_S, EXIT_UNUSABLE, ReplaySettings, run_replay
     from lionfs_ros.eval.report_html import write_html
-    from lionfs_ros.eval.runners import RunnerUnavailable, make_runner
+    from lionfs_ros.eval.runners import RunnerFailed, RunnerUnavailable, make_runner
     from lionfs_ros.eval.truth import TruthError
 
     settings = ReplaySettings(
         bag=args.bag, report_dir=args.report, mode=args.mode, image_topic=args.image_topic, truth_file=args.truth,
         truth_topic=args.truth_topic, truth_video=args.truth_video,
         tolerance_s=DEFAULT_TOLERANCE_S if args.tolerance is None else args.tolerance, rate=args.rate,
-        model=args.model, device=args.device, dtype=args.dtype, threshold=args.threshold,
+        params_file=args.params, model=args.model, device=args.device, dtype=args.dtype, threshold=args.threshold,
         progress=not args.no_progress,
         live={"startup_timeout_s": args.startup_timeout, "drain_s": args.drain, "attach_namespace": args.attach})
 
@@ -107,7 +110,9 @@ def _replay(args: argparse.Namespace) -> int:
 
     try:
         outcome = run_replay(settings, make_runner, progress)
-    except (BagReadError, TruthError, RunnerUnavailable) as err:
+    except (BagReadError, TruthError, RunnerUnavailable, ConfigError) as err:
+        return _fail(str(err), EXIT_UNUSABLE)
+    except RunnerFailed as err:
         return _fail(str(err), EXIT_UNUSABLE)
     report = outcome.report.to_dict()
     json_path = outcome.report.write(args.report)

@@ -22,6 +22,9 @@ class RecordedRunner:
     def __init__(self, assistant_topic: str | None = None):
         self.assistant_topic = assistant_topic
 
+    def prepare(self, image_msgtype: str) -> None:
+        """Nothing to start: the responses are in the bag."""
+
     def run(self, frames: Iterator[BagFrame], log, bag: BagReader) -> RunOutput:
         output = RunOutput(mode=self.mode, model="recorded in the bag")
         for _ in frames:

@@ -38,10 +38,11 @@ class ReplaySettings:
     truth_video: str | None = None
     tolerance_s: float = DEFAULT_TOLERANCE_S
     rate: float = 1.0
-    model: str = ""
-    device: str = "auto"
-    dtype: str = "auto"
-    threshold: float | None = None  # None: the model's / node's default
+    params_file: Path | None = None  # a lionfs_node params file, applied in both modes
+    model: str | None = None  # None: the params file's or the node's default (the bundled demo model)
+    device: str | None = None
+    dtype: str | None = None
+    threshold: float | None = None  # None: the params file's or the node's default
     progress: bool = True
     live: dict = field(default_factory=dict)  # live-mode options, see live_replay.LiveOptions
 
@@ -84,6 +85,9 @@ class FrameLog:
 class ResponseRunner(Protocol):
     mode: str
 
+    def prepare(self, image_msgtype: str) -> None:
+        """Load the model / start the node (before the progress bar starts)."""
+
     def run(self, frames: Iterator[BagFrame], log: FrameLog, bag: BagReader) -> RunOutput:
         """Feed `frames` (call `log.add` on each) and return what the assistant produced."""
 
@@ -117,6 +121,7 @@ def run_replay(settings: ReplaySettings, runner_factory: Callable[[ReplaySetting
     """Everything but the command line. Raises BagReadError / TruthError for unusable input."""
     truth_file = load_truth_file(settings.truth_file, settings.truth_video, settings.bag.name) \
         if settings.truth_file else None
+    runner = runner_factory(settings)  # settings errors before any reading
     with BagReader(settings.bag) as bag:
         image = bag.image_topic(settings.image_topic)
         truth_topic = settings.truth_topic
@@ -129,7 +134,7 @@ def run_replay(settings: ReplaySettings, runner_factory: Callable[[ReplaySetting
                 raise TruthError(f"{settings.bag}: truth topic {truth_topic!r} is "
                                  f"{'missing' if found is None else found.msgtype}; it must be {STRING_TYPE}")
             topic_truth = _read_topic_truth(bag, truth_topic)
-        runner = runner_factory(settings)
+        runner.prepare(image.msgtype)
         stats = FrameStats()
         log = FrameLog(stats)
         failure: list[BagReadError] = []

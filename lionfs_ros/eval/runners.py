@@ -6,6 +6,10 @@ class RunnerUnavailable(RuntimeError):
     """The mode needs a part this installation does not have (the engine, rclpy)."""
 
 
+class RunnerFailed(RuntimeError):
+    """The assistant could not be started (model not loadable, engine settings refused, node did not come up)."""
+
+
 def make_runner(settings):
     if settings.mode == "recorded":
         from lionfs_ros.eval.recorded_runner import RecordedRunner

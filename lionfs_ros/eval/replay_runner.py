@@ -1,0 +1,118 @@
+"""Deterministic mode: frames by bag time straight through the engine, on this thread, no ROS graph.
+
+The engine runs synchronously (`process_frame` writes any answer inline, right after the
+triggering frame, before returning), so the same bag, model and settings give the same
+responses on every run. Latencies here are compute only: from handing the frame to the engine
+to the final (or first) text of its answer.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from lionfs_ros.eval.bag_frames import BagFrame
+from lionfs_ros.eval.records import ResponseRecord, RunOutput
+from lionfs_ros.eval.replay_params import node_params
+from lionfs_ros.eval.runners import RunnerFailed
+from lionfs_ros.eval.stats import own_peak_rss_mib, torch_peak_gpu_mib
+
+
+class _TurnTiming:
+    """First and last update of each turn, on the perf counter, and the frame that started it."""
+
+    def __init__(self, log):
+        self.log = log
+        self.updates: dict[int, list] = {}  # turn -> [first_time, last_update, last_time, count, frame_start]
+        self.frame_start = 0.0
+
+    def on_response(self, update) -> None:
+        now = time.perf_counter()
+        entry = self.updates.get(update.turn_index)
+        if entry is None:
+            self.updates[update.turn_index] = [now, update, now, 1, self.frame_start]
+            if isinstance(update.trigger_meta, int):
+                self.log.thumbnails.claim(update.trigger_meta)  # now, while the frame is still in the ring
+        else:
+            entry[1], entry[2], entry[3] = update, now, entry[3] + 1
+
+
+class DeterministicRunner:
+    mode = "deterministic"
+
+    def __init__(self, settings):
+        self.params = node_params(settings)  # a bad params file fails here, before the bag is read
+        self.engine = None
+        self.description = ""
+
+    def prepare(self, image_msgtype: str) -> None:
+        torch_reset_peak()
+        self.engine, self.description = self._engine()
+
+    def _engine(self):
+        from lionfs_ros.engine import EngineConfigError, StreamEngine
+        from lionfs_ros.model_loading import ModelLoadError, load_for_inference
+        from lionfs_ros.nodes.engine_setup import engine_config
+
+        try:
+            model, path, device = load_for_inference(self.params.model_path, self.params.device, self.params.dtype)
+            return StreamEngine(model, engine_config(self.params)), f"{path} on {device}"
+        except (ModelLoadError, EngineConfigError, FileNotFoundError) as err:
+            raise RunnerFailed(f"cannot start the engine: {err}") from err
+
+    def run(self, frames: Iterator[BagFrame], log, bag) -> RunOutput:
+        from lionfs_ros.engine import FrameError
+
+        engine = self.engine
+        output = RunOutput(mode=self.mode, model=self.description)
+        timing = _TurnTiming(log)
+        engine.on_response = timing.on_response
+        rejected = 0
+        started = time.perf_counter()
+        for frame in frames:
+            output.frames.fed += 1
+            timing.frame_start = time.perf_counter()
+            try:
+                decision = engine.process_frame(frame.rgb, frame.stamp_s, meta=frame.index)
+            except FrameError:
+                rejected += 1
+                continue
+            if decision is not None:
+                output.frame_decision_latencies_s.append(decision.compute_s)
+        engine.flush()
+        output.wall_time_s = time.perf_counter() - started
+        output.responses = _records(timing, log)
+        stats = engine.stats()
+        output.assistant_stats = stats
+        output.frames.processed = stats["decided"]
+        output.frames.dropped_engine = stats["dropped"]
+        if rejected:
+            output.notes.append(f"the engine refused {rejected} frame(s) (see assistant_stats rejected_*)")
+        cancelled = sum(1 for entry in timing.updates.values() if entry[1].cancelled)
+        if cancelled:
+            output.notes.append(f"{cancelled} response(s) cancelled or dropped by the engine (not scored)")
+        output.memory.rss_mib, output.memory.gpu_mib = own_peak_rss_mib(), torch_peak_gpu_mib()
+        output.memory.process = "lionfs replay (engine in process)"
+        return output
+
+
+def torch_reset_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _records(timing: _TurnTiming, log) -> list[ResponseRecord]:
+    records = []
+    for turn_index, (first_at, update, last_at, count, frame_start) in sorted(timing.updates.items()):
+        if update.cancelled:
+            continue
+        frame_index = update.trigger_meta if isinstance(update.trigger_meta, int) else None
+        records.append(ResponseRecord(
+            turn_index=turn_index, trigger_time=log.video_time(update.trigger_time), text=update.text,
+            is_final=update.is_final, frame_index=frame_index, score=float(update.trigger_score),
+            num_tokens=int(update.num_tokens), query=update.query or "",
+            latency_s=last_at - frame_start if update.is_final else None, first_latency_s=first_at - frame_start,
+            decision_latency_s=update.decision_latency_s, generation_latency_s=update.generation_latency_s,
+            messages=count))
+    return records
