@@ -1,0 +1,38 @@
+"""The default region proposer finds what moved, or what stands out, with no weights."""
+import numpy as np
+import torch
+
+from lionfs_ros.engine import RegionConfig, SaliencyMotionProposer
+from lionfs_ros.engine.regions import pool_box
+
+SIDE, CELLS, WIDTH = 64, 8, 16
+
+
+def textured(seed):
+    return np.random.default_rng(seed).integers(90, 110, size=(SIDE, SIDE, 3), dtype=np.uint8)
+
+
+def test_a_moving_square_is_a_motion_region():
+    before, after = textured(0), textured(0)
+    before[8:24, 8:24] = 250  # cells (1..2, 1..2)
+    after[40:56, 32:48] = 250  # moved to cells (5..6, 4..5)
+    grids = torch.zeros(2, CELLS, CELLS, WIDTH)  # flat features: only motion can tell
+    regions = SaliencyMotionProposer(RegionConfig(motion_weight=1.0)).propose([before, after], grids, max_regions=2)
+    assert regions[0] == []  # first keyframe: no motion reference, flat features
+    top = regions[1][0]
+    assert top.label == "motion" and top.score == 1.0
+    boxes = [(r.x0, r.y0, r.x1, r.y1) for r in regions[1]]
+    assert (0.5, 0.625, 0.75, 0.875) in boxes or (0.125, 0.125, 0.375, 0.375) in boxes  # new or old place
+    assert all(0 <= v <= 1 for b in boxes for v in b)
+
+
+def test_a_distinct_feature_is_a_salient_region():
+    grid = torch.zeros(1, CELLS, CELLS, WIDTH)
+    grid[0, 2, 5] = 3.0
+    (regions,) = SaliencyMotionProposer().propose([textured(1)], grid, max_regions=3)
+    assert len(regions) == 1 and regions[0].label == "salient"  # the rest is below min_score
+    r = regions[0]
+    assert (r.x0, r.y0, r.x1, r.y1) == (5 / 8, 2 / 8, 6 / 8, 3 / 8)
+    pooled = pool_box(grid[0], r, box_grid=1)
+    torch.testing.assert_close(pooled, grid[0, 2, 5][None])
+    assert pool_box(grid[0], r, box_grid=2).shape == (4, WIDTH)

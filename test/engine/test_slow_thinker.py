@@ -1,0 +1,160 @@
+"""The thinking template (layout, token accounting, purity), keyframe choice and the local slow thinker."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine_parts import engine_config, stream_frames
+from lionfs_ros.engine import KeyframeConfig, LocalSlowThinker, Region, SlowThinkRequest, build_thinking_inputs
+from lionfs_ros.engine.context import StreamContext
+from lionfs_ros.engine.keyframes import HistoryFrame, ThinkingTemplate, select_keyframes
+from lionfs_ros.engine.lm_state import DynamicLMState
+from lionfs_ros.engine.regions import pool_box
+
+KF = KeyframeConfig(num_keyframes=2, grid_sizes=(2, 4, 8), max_regions=2, box_grid=1)  # 8 > the 4x4 grid: clipped
+REGIONS = [[Region(0.0, 0.0, 0.5, 0.5, "motion", 0.9)], [Region(0.25, 0.5, 1.0, 1.0, "salient", 0.8),
+                                                          Region(0.0, 0.0, 0.25, 0.25, "salient", 0.5)]]
+
+
+def test_template_layout_and_accounting(fused_model):
+    model, fmt, tpl = fused_model, fused_model.formatter, ThinkingTemplate()
+    keyframes = list(stream_frames(2, seed=1))
+    with torch.no_grad():
+        inputs = build_thinking_inputs(model, keyframes, after_stream=True, config=KF, regions=REGIONS)
+    v = [fmt.ids.placeholder]
+    expected = fmt.text_ids(fmt.cfg.stream_close + tpl.open)
+    for regions in REGIONS:
+        expected += fmt.text_ids(tpl.keyframe_open) + v * 4 + v * 16
+        expected += fmt.text_ids(tpl.regions_open) + v * len(regions) + fmt.text_ids(tpl.keyframe_close)
+    expected += fmt.assistant_header_ids(after_stream=False)
+    assert inputs.input_ids.tolist() == expected
+    acc = inputs.accounting
+    assert (acc.grid, acc.box, acc.frame) == (2 * (4 + 16), 3, 0)
+    assert acc.total == len(expected) and acc.text == len(expected) - acc.grid - acc.box
+    assert inputs.embeds.shape == (acc.grid + acc.box, model.hidden_size)
+    assert not inputs.visual_mask.any()  # keyframe tokens are never dropped
+    assert sum(n for _, n in inputs.pieces) == len(expected)
+
+    with torch.no_grad():  # the values: pooled patch features through the general connector
+        grid = model.patch_grid(model.preprocess(keyframes[1]))[0]  # [4, 4, C]
+        coarse = F.adaptive_avg_pool2d(grid.permute(2, 0, 1), (2, 2)).flatten(1).T
+        box = grid[2:4, 1:4].reshape(-1, grid.shape[-1]).mean(0, keepdim=True)
+    second = inputs.embeds[20 + 1:]  # after keyframe 1's 20 grid tokens and 1 box token
+    torch.testing.assert_close(second[:4], model.project_general(coarse))
+    torch.testing.assert_close(second[20:21], model.project_general(box))
+    torch.testing.assert_close(pool_box(grid, REGIONS[1][0], 1), box)
+
+
+def test_template_is_pure_and_follows_the_context_end(fused_model):
+    keyframes = list(stream_frames(2, seed=1))
+    with torch.no_grad():
+        a = build_thinking_inputs(fused_model, keyframes, after_stream=True, config=KF)
+        b = build_thinking_inputs(fused_model, keyframes, after_stream=True, config=KF)
+        c = build_thinking_inputs(fused_model, keyframes, after_stream=False, config=KF)
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.embeds, b.embeds) and a.regions == b.regions
+    close = len(fused_model.formatter.text_ids(fused_model.formatter.cfg.stream_close + ThinkingTemplate().open))
+    assert c.input_ids.numel() < a.input_ids.numel() and a.input_ids.numel() - c.input_ids.numel() == close - len(
+        fused_model.formatter.text_ids(ThinkingTemplate().open))
+
+
+def test_portable_prompt_holds_dialogue_keyframe_stream_and_question(fused_model):
+    model, fmt = fused_model, fused_model.formatter
+    keyframes = list(stream_frames(2, seed=1))
+    context = [("system", "Be brief."), ("user", "hi"), ("assistant", "hello")]
+    with torch.no_grad():
+        inputs = build_thinking_inputs(model, keyframes, context=context, query="where?", config=KF, regions=REGIONS)
+    ids = inputs.input_ids.tolist()
+    n = model.tokens_per_frame
+    prefix = fmt.system_ids("Be brief.") + fmt.user_ids("hi", after_stream=False)
+    prefix += fmt.assistant_header_ids(after_stream=False) + fmt.assistant_body_ids("hello") + fmt.stream_open_ids()
+    prefix += fmt.frame_ids(after_frame=False) + fmt.frame_ids(after_frame=True) + fmt.user_ids("where?", after_stream=True)
+    assert ids[:len(prefix)] == prefix
+    assert int(inputs.visual_mask.sum()) == inputs.accounting.frame == 2 * n  # keyframes as ordinary frames
+    assert inputs.embeds.shape[0] == 2 * n + inputs.accounting.grid + inputs.accounting.box
+    assert ids.count(fmt.ids.placeholder) == inputs.embeds.shape[0]
+
+
+def test_keyframes_are_the_trigger_plus_the_most_novel_recent_frames():
+    d = 8
+    base = torch.zeros(d)
+    base[0] = 1.0
+
+    def frame(t, direction):
+        f = base.clone()
+        f[direction] += 1.0
+        return HistoryFrame(np.zeros((2, 2, 3), np.uint8), t, f)
+
+    history = [frame(0.0, 1), frame(0.5, 2), frame(1.0, 0), frame(1.5, 0), frame(2.0, 0)]  # last: the trigger
+    picked = select_keyframes(history, KeyframeConfig(num_keyframes=3, history_frames=5, min_novelty=0.05))
+    assert [h.time for h in picked] == [0.0, 0.5, 2.0]  # the two different frames, oldest first; trigger kept
+    same = [frame(t, 0) for t in (0.0, 0.5, 1.0)]
+    picked = select_keyframes(same, KeyframeConfig(num_keyframes=3, history_frames=3, min_novelty=0.05))
+    assert [h.time for h in picked] == [1.0]  # near-duplicates add nothing
+
+
+def _fork(model, frames):
+    context = StreamContext(model, DynamicLMState(model), budget=900, chunk=100, keep_recent_frames=4, reindex=True,
+                            max_query_tokens=16)
+    with torch.no_grad():
+        for k, rgb in enumerate(frames):
+            general = model.vision.frame_tokens(model.preprocess(rgb))
+            ego = model.ego.frame_tokens(model.preprocess(np.stack([rgb, rgb]), "ego"))
+            context.feed_frame(model.embed_frames(general, ego)[0], k * 0.5)
+    return context
+
+
+def test_local_slow_thinker_on_a_fork_and_from_portable_fields(fused_model):
+    model = fused_model
+    frames = stream_frames(3, seed=2)
+    context = _fork(model, frames)
+    before = context.state.next_position
+    thinker = LocalSlowThinker(model, engine_config(max_new_tokens=5, stop_on_eos=False, keyframes=KF))
+    keyframes = [(frames[1], 0.5), (frames[2], 1.0)]
+    seen = []
+    fork = context.fork()
+    result = thinker.generate(SlowThinkRequest(keyframes, context.portable_dialogue(4), max_new_tokens=5, fork=fork),
+                              lambda text, count: seen.append((text, count)))
+    assert result.num_tokens == 5 and result.truncated and [c for _, c in seen] == [1, 2, 3, 4, 5]
+    assert seen[-1][0] == result.text and result.accounting.total == result.prompt_tokens
+    assert fork.state.next_position == before + result.prompt_tokens + result.num_tokens - 1
+    assert context.state.next_position == before  # the main context is untouched
+    assert len(result.regions) <= 2 * KF.max_regions and result.time_to_first_token > 0
+
+    portable = thinker.generate(SlowThinkRequest(keyframes, context.portable_dialogue(4), max_new_tokens=5),
+                                lambda *_: None)
+    assert portable.num_tokens == 5 and portable.prompt_tokens > result.prompt_tokens  # re-encodes the keyframes
+    assert portable.accounting.frame == 2 * model.tokens_per_frame
+
+
+def test_generation_stops_at_eos_and_on_cancel(fused_model):
+    model = fused_model
+    frames = stream_frames(2, seed=2)
+    thinker = LocalSlowThinker(model, engine_config(max_new_tokens=8, keyframes=KF))
+    request = SlowThinkRequest([(frames[1], 0.5)], [("system", "")], max_new_tokens=8)
+    cancel_after = 2
+
+    def cancel(text, count):
+        if count == cancel_after:
+            request.cancel.set()
+
+    result = thinker.generate(request, cancel)
+    assert result.cancelled and result.num_tokens == cancel_after and not result.truncated
+
+    head = model.llm.get_output_embeddings().weight
+    saved = head[model.token_ids.eos].clone()
+    try:
+        with torch.no_grad():
+            head[model.token_ids.eos] = 2.0 * head[model.token_ids.interval]  # outbids the (calibrated) interval token
+        result = thinker.generate(SlowThinkRequest([(frames[1], 0.5)], [("system", "")], max_new_tokens=8), lambda *_: None)
+    finally:
+        with torch.no_grad():
+            head[model.token_ids.eos] = saved
+    assert not result.truncated and result.num_tokens < 8 and model.token_ids.eos not in result.token_ids
+
+
+@pytest.mark.parametrize("grid_sizes", [(2, 4, 8), (4, 4)])
+def test_grid_sizes_are_clipped_to_the_patch_grid(fused_model, grid_sizes):
+    with torch.no_grad():
+        inputs = build_thinking_inputs(fused_model, list(stream_frames(1, seed=4)),
+                                       config=KeyframeConfig(grid_sizes=grid_sizes, max_regions=0))
+    assert inputs.accounting.grid == (4 + 16 if 2 in grid_sizes else 16)
