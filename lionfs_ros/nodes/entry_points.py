@@ -34,7 +34,7 @@ def _spin(node_factory, multi_threaded: bool = False) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return 1 if getattr(node, "startup_failed", False) else 0
 
 
 def stream_monitor() -> int:

@@ -7,9 +7,6 @@ from its own threads, and those callbacks publish.
 """
 from __future__ import annotations
 
-import itertools
-import threading
-
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -17,6 +14,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from lionfs_ros.config import DYNAMIC_PARAMS, LionFSNodeParams, check_value
 from lionfs_ros.engine.stream_health import StreamHealth
+from lionfs_ros.engine.types import FrameError
 from lionfs_ros.msg import AssistantMessage, GuidanceEvent, UserQuery
 from lionfs_ros.nodes.assistant_messages import assistant_message, guidance_event, header_or_now
 from lionfs_ros.nodes.camera_input import CameraInput, stamp_seconds
@@ -40,13 +38,12 @@ class LionFSNode(LifecycleNode):
         self.camera = None
         self.health = StreamHealth(stall_timeout=self.params.stall_timeout)
         self._group = ReentrantCallbackGroup()
-        self._lock = threading.Lock()
-        self._sequences: dict[int, itertools.count] = {}
         self._reported = {"dropped": 0, "rejected": 0}
         self._last_header = None
         self._query_sub = self._ask_srv = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._autostart = None
+        self.startup_failed = False
         if self.params.autostart:
             self._autostart = self.create_timer(0.0, self._autostart_once, callback_group=self._group)
 
@@ -97,9 +94,14 @@ class LionFSNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _autostart_once(self) -> None:
+        """Configure and activate by ourselves; if that fails, end the process (exit 1) so a
+        supervisor sees it, instead of idling unconfigured."""
         self.destroy_timer(self._autostart)
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
+        else:
+            self.startup_failed = True
+            self.context.try_shutdown()
 
     def _teardown_io(self) -> None:
         if self.camera is not None:
@@ -117,7 +119,11 @@ class LionFSNode(LifecycleNode):
     def _on_frame(self, rgb, header, receive_time: float) -> None:
         self._last_header = header
         self.health.frame(receive_time, stamp_seconds(header.stamp))
-        self.engine.push_frame(rgb, stamp_seconds(header.stamp), meta=header)
+        self._publish_stream_events(receive_time)  # 'started' goes out before any response to this frame
+        try:
+            self.engine.push_frame(rgb, stamp_seconds(header.stamp), meta=header)
+        except FrameError as err:  # counted by the engine (stats: rejected_<reason>)
+            self.get_logger().warning(f"engine refused a frame: {err}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD)
 
     def _on_reject(self, reason: str, detail: str, header) -> None:
         self.health.bad_frame(reason, stamp_seconds(header.stamp))
@@ -131,13 +137,18 @@ class LionFSNode(LifecycleNode):
         if not request.text.strip():
             response.accepted, response.message = False, "empty question"
             return response
-        response.query_id = self._queue_question(request.text, None, None)
-        response.accepted, response.message = True, "queued"
+        query_id = self._queue_question(request.text, None, None)
+        response.accepted = query_id is not None
+        response.query_id, response.message = query_id or "", "queued" if query_id else "refused by the engine"
         return response
 
-    def _queue_question(self, text: str, query_id: str | None, header) -> str:
+    def _queue_question(self, text: str, query_id: str | None, header) -> str | None:
         header = header or header_or_now(None, self.get_clock())
-        query_id = self.engine.ask(text, stamp_seconds(header.stamp), query_id=query_id)
+        try:
+            query_id = self.engine.ask(text, stamp_seconds(header.stamp), query_id=query_id)
+        except FrameError as err:
+            self.get_logger().warning(f"refused a question: {err}")
+            return None
         self._publish_event(GuidanceEvent.QUERY_RECEIVED, f"question {query_id}: {text}", header)
         return query_id
 
@@ -150,19 +161,31 @@ class LionFSNode(LifecycleNode):
                                 score=decision.score, turn_index=decision.turn_index or 0)
 
     def _on_response(self, update) -> None:
-        with self._lock:
-            sequence = next(self._sequences.setdefault(update.turn_index, itertools.count()))
-            if update.is_final:
-                self._sequences.pop(update.turn_index, None)
-        self.assistant.publish(assistant_message(update, self.params.stream_id, sequence, self.get_clock()))
+        header = header_or_now(update.trigger_meta, self.get_clock())
+        if update.error:
+            # No answer for this turn; the fast path goes on. A remote thinker's absence is also
+            # reported by its availability poll, and its return as DEGRADED_RECOVERED.
+            if self.remote is not None:
+                self.remote.mark_failed(update.error)
+            self._publish_event(GuidanceEvent.DEGRADED_MODE, f"turn {update.turn_index} has no answer: {update.error}",
+                                header, turn_index=update.turn_index)
+            return
+        self.assistant.publish(assistant_message(update, self.params.stream_id, update.sequence, self.get_clock()))
         if update.is_final:
-            header = header_or_now(update.trigger_meta, self.get_clock())
-            self._publish_event(GuidanceEvent.RESPONSE_COMPLETED, update.text, header, score=update.trigger_score,
+            summary = f"(cancelled) {update.text}" if update.cancelled else update.text
+            self._publish_event(GuidanceEvent.RESPONSE_COMPLETED, summary, header, score=update.trigger_score,
                                 turn_index=update.turn_index, regions=update.regions)
 
     # Periodic: stream health, overload, degraded mode, diagnostics.
     def _check_stream(self) -> None:
-        now = stamp_seconds(self.get_clock().now().to_msg())
+        self._publish_stream_events(stamp_seconds(self.get_clock().now().to_msg()))
+        if self.remote is not None:
+            change = self.remote.poll_availability()
+            if change is not None:
+                event_type = GuidanceEvent.DEGRADED_RECOVERED if change else GuidanceEvent.DEGRADED_MODE
+                self._publish_event(event_type, self.remote.status_text(), header_or_now(None, self.get_clock()))
+
+    def _publish_stream_events(self, now: float) -> None:
         for event in self.health.poll(now):
             header = self._last_header or header_or_now(None, self.get_clock())
             if event.kind == "stalled":
@@ -171,11 +194,6 @@ class LionFSNode(LifecycleNode):
             else:
                 self._publish_event(GuidanceEvent.STREAM_STARTED, f"stream {event.kind} on {self.camera.resolved_topic}",
                                     header)
-        if self.remote is not None:
-            change = self.remote.poll_availability()
-            if change is not None:
-                event_type = GuidanceEvent.DEGRADED_RECOVERED if change else GuidanceEvent.DEGRADED_MODE
-                self._publish_event(event_type, self.remote.status_text(), header_or_now(None, self.get_clock()))
 
     def _report(self) -> None:
         stats = self.engine.stats()

@@ -42,6 +42,11 @@ class RemoteSlowThinker(SlowThinker):
         self.last_error = "" if ready else f"no slow_think server on {self.action_name}"
         return ready
 
+    def mark_failed(self, reason: str) -> None:
+        """A call failed: report degraded now rather than at the next availability poll."""
+        self.last_error = reason
+        self.available = False
+
     def status_text(self) -> str:
         if self.available:
             return f"remote slow thinker back on {self.action_name}"
@@ -51,29 +56,44 @@ class RemoteSlowThinker(SlowThinker):
         if not self.client.server_is_ready():
             raise SlowThinkerUnavailable(f"no slow_think server on {self.action_name}")
         goal = SlowThink.Goal(
-            stream_id=str(getattr(request, "stream_id", "")), turn_index=int(request.turn_index),
+            turn_index=int(request.turn_index),
             keyframes=[_image(rgb, t) for rgb, t in request.keyframes],
             context_roles=[role for role, _ in request.context], context_texts=[text for _, text in request.context],
             query=request.query or "", max_new_tokens=int(request.max_new_tokens))
         started = time.monotonic()
-        goal_handle = self._wait(self.client.send_goal_async(
-            goal, feedback_callback=lambda fb: on_text(fb.feedback.partial_text, fb.feedback.num_tokens)), started)
+        partial = {"text": "", "tokens": 0}
+
+        def on_feedback(feedback_msg) -> None:
+            partial.update(text=feedback_msg.feedback.partial_text, tokens=feedback_msg.feedback.num_tokens)
+            on_text(partial["text"], partial["tokens"])
+
+        goal_handle = self._wait(self.client.send_goal_async(goal, feedback_callback=on_feedback), started,
+                                 request.cancel)
+        if goal_handle is None:
+            return _cancelled(partial)
         if not goal_handle.accepted:
             raise SlowThinkerUnavailable(f"{self.action_name} refused the goal")
         try:
-            response = self._wait(goal_handle.get_result_async(), started)
+            response = self._wait(goal_handle.get_result_async(), started, request.cancel)
         except SlowThinkerUnavailable:
             goal_handle.cancel_goal_async()
             raise
+        if response is None:
+            goal_handle.cancel_goal_async()
+            return _cancelled(partial)
         result = response.result
+        self.available, self.last_error = True, ""
         return SlowThinkResult(text=result.text, num_tokens=result.num_tokens, truncated=result.truncated,
                                time_to_first_token=result.time_to_first_token,
                                tokens_per_second=result.tokens_per_second)
 
-    def _wait(self, future, started: float):
+    def _wait(self, future, started: float, cancel: threading.Event):
+        """The future's result; None if the engine cancelled the request meanwhile."""
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
         while not done.wait(LIVENESS_PERIOD_S):
+            if cancel.is_set():
+                return None
             if time.monotonic() - started > self.timeout:
                 self.last_error = f"no answer within {self.timeout:.1f} s"
                 raise SlowThinkerUnavailable(self.last_error)
@@ -81,6 +101,11 @@ class RemoteSlowThinker(SlowThinker):
                 self.last_error = "the server went away during the call"
                 raise SlowThinkerUnavailable(self.last_error)
         return future.result()
+
+
+def _cancelled(partial: dict) -> SlowThinkResult:
+    return SlowThinkResult(text=partial["text"], num_tokens=partial["tokens"], truncated=False,
+                           time_to_first_token=0.0, tokens_per_second=0.0, cancelled=True)
 
 
 def _image(rgb, t: float) -> Image:

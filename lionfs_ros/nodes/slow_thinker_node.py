@@ -20,10 +20,6 @@ from lionfs_ros.nodes.camera_input import decode_image_msg, stamp_seconds
 from lionfs_ros.nodes.params import declare_params
 
 
-class GoalCancelled(Exception):
-    pass
-
-
 class SlowThinkerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("slow_thinker_node", **kwargs)
@@ -62,16 +58,15 @@ class SlowThinkerNode(Node):
 
         def on_text(text: str, num_tokens: int) -> None:
             if goal_handle.is_cancel_requested:
-                raise GoalCancelled()
+                request.cancel.set()
             goal_handle.publish_feedback(SlowThink.Feedback(partial_text=text, num_tokens=num_tokens))
 
         with self._one_at_a_time:
             started = time.monotonic()
-            try:
-                result = self.thinker.generate(request, on_text)
-            except GoalCancelled:
-                goal_handle.canceled()
-                return SlowThink.Result()
+            result = self.thinker.generate(request, on_text)
+        if result.cancelled:
+            goal_handle.canceled()
+            return SlowThink.Result(text=result.text, num_tokens=result.num_tokens)
         goal_handle.succeed()
         self.get_logger().info(f"turn {goal.turn_index}: {result.num_tokens} tokens in "
                                f"{time.monotonic() - started:.2f} s")
