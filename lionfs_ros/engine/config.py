@@ -83,6 +83,7 @@ class EngineConfig:
     frame_queue_size: int = 2
 
     # The slow thinker.
+    answers: bool = True  # False: decide only (evaluation, benchmarks): no response starts, questions wait
     trigger_policy: str = "skip"  # what a proactive trigger does while an answer is being written
     max_pending_triggers: int = 1  # 'queue': proactive triggers waiting (oldest dropped beyond)
     max_pending_questions: int = 8  # questions waiting (oldest dropped beyond)

@@ -24,12 +24,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .config import EngineConfig, TokenBounds, check_against_model
+from .bounds import token_bounds
+from .config import EngineConfig, check_against_model
 from .context import StreamContext
 from .fast_thinker import FrameEncoder, decide
 from .frame_queue import FrameQueue, QueuedFrame
 from .frames import check_frame, check_question
-from .keyframes import HistoryFrame, ThinkingTemplate, select_keyframes, thinking_token_bound
+from .keyframes import HistoryFrame, select_keyframes
 from .lm_state import DynamicLMState, LMState
 from .rates import EGO, GENERAL, SKIP, RateGate
 from .slow_thinker import LocalSlowThinker, SlowThinker, SlowThinkRequest
@@ -83,17 +84,8 @@ class StreamEngine:
         self._stop = threading.Event()
 
     def _check_model(self) -> None:
-        fmt = self.model.formatter
-        n = self.model.tokens_per_frame
-        header = len(fmt.assistant_header_ids(after_stream=True))
-        bounds = TokenBounds(
-            system=len(fmt.system_ids(self.cfg.system_prompt)),
-            frame=len(fmt.stream_open_ids()) + n + 1,
-            query=len(fmt.user_ids("", after_stream=True)) + self.cfg.max_query_tokens,
-            answer=header + self.cfg.max_new_tokens + 2,  # body separator + EOS
-            thinking=thinking_token_bound(self.model, self.cfg.keyframes, ThinkingTemplate()),
-        )
-        check_against_model(self.cfg, bounds, getattr(self.model.llm.config, "max_position_embeddings", None))
+        check_against_model(self.cfg, token_bounds(self.model, self.cfg),
+                            getattr(self.model.llm.config, "max_position_embeddings", None))
 
     # Inputs (any thread).
     def push_frame(self, rgb: np.ndarray, t: float, meta: Any = None) -> None:
@@ -198,18 +190,19 @@ class StreamEngine:
         started = now()
         embeds = self.encoder.encode(item.rgb)  # [n, d]
         logits = self.context.feed_frame(embeds, item.time)
-        p_interval, respond = decide(self.model, logits, self.threshold)
+        p_interval, respond, top = decide(self.model, logits, self.threshold)
         self.history.append(HistoryFrame(item.rgb, item.time, embeds.float().mean(0).cpu()))
         decision = Decision(
             frame_time=item.time, meta=item.meta, score=1.0 - p_interval, respond=respond, p_interval=p_interval,
-            latency_s=0.0, compute_s=0.0, frame_index=self._counts["decided"], action=RESPOND if respond else SILENT)
+            latency_s=0.0, compute_s=0.0, frame_index=self._counts["decided"], next_token=top,
+            action=RESPOND if respond else SILENT)
         self._counts["decided"] += 1
         self._last_decided = item.time
-        question = self._due_question(item.time)
+        question = self._due_question(item.time) if self.cfg.answers else None
         job = None
         if question is not None:
             job = self._accept_question(decision, question)
-        elif respond:
+        elif respond and self.cfg.answers:
             job = self._accept_trigger(decision)
         self.context.evict_if_needed()
         decision.kv_tokens = self.context.num_tokens

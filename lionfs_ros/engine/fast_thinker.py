@@ -13,8 +13,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from lionfs_ros.model.modeling_lionfs import respond_mask
-
 TokensFn = Callable[[torch.Tensor], torch.Tensor]
 """Pixels ``[T, 3, S, S]`` -> frame tokens ``[T, n, C]`` (a vision encoder's ``frame_tokens``)."""
 
@@ -55,7 +53,10 @@ class FrameEncoder:
         self._ego.clear()
 
 
-def decide(model, logits: torch.Tensor, threshold: float) -> tuple[float, bool]:
-    """Last-position logits ``[V]`` -> (P(interval), respond) by VideoLLM-online's rule."""
-    p_interval = float(model.p_interval(logits))
-    return p_interval, bool(respond_mask(logits, model.token_ids.interval, threshold))
+def decide(model, logits: torch.Tensor, threshold: float) -> tuple[float, bool, int]:
+    """Last-position logits ``[V]`` -> (P(interval), respond, most likely token) by VideoLLM-online's rule:
+    respond when P(interval) < threshold or the interval token is not the most likely one."""
+    probs = logits.float().softmax(dim=-1)
+    interval = model.token_ids.interval
+    p_interval, top = torch.stack([probs[interval], probs.argmax().float()]).tolist()  # one device sync
+    return p_interval, p_interval < threshold or int(top) != interval, int(top)

@@ -48,6 +48,7 @@ class Decision:
     latency_s: float  # frame arrival -> decision (queue wait included)
     compute_s: float  # this frame's own processing time
     frame_index: int  # decided frames so far, from 0
+    next_token: int = -1  # the most likely next token (the interval token means silence)
     action: str = SILENT
     query: str | None = None
     query_id: str | None = None

@@ -1,0 +1,93 @@
+"""The naive baseline, as VideoLLM-online's demo runs: plain HF calls, one frame at a time.
+
+Fast path per frame: preprocess, the vision tower, the connector, then ``llm(inputs_embeds=...,
+past_key_values=DynamicCache, use_cache=True)`` on ``[interval] + frame tokens``; P(interval) from
+the last logits. Slow path: HF ``generate`` (greedy) from the thinking prompt on that cache.
+Both feed exactly the token sequence the engine feeds, so their outputs can be compared.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+from transformers.generation.streamers import BaseStreamer
+
+from ..keyframes import build_thinking_inputs
+from ..timing import now
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class NaiveStream:
+    def __init__(self, model, system_prompt: str | None = None):
+        self.model, self.fmt = model, model.formatter
+        self.cache = DynamicCache(config=model.llm.config)
+        self.length = 0
+        self.frames = 0
+        self._text(self.fmt.system_ids(system_prompt) + self.fmt.stream_open_ids())
+
+    def _forward(self, ids: list[int], embeds: torch.Tensor | None) -> torch.Tensor:
+        x, _ = self.model.joint_embed(torch.tensor([ids]), None if embeds is None else embeds[None])
+        out = self.model.llm(inputs_embeds=x, past_key_values=self.cache, use_cache=True)
+        self.length += len(ids)
+        return out.logits[0, -1]
+
+    def _text(self, ids: list[int]) -> torch.Tensor:
+        return self._forward(ids, None)
+
+    @torch.no_grad()
+    def frame(self, rgb: np.ndarray) -> tuple[float, int, float]:
+        """One frame -> (P(interval), most likely token, seconds) with the model's own vision code."""
+        start = now()
+        tokens = self.model.vision.frame_tokens(self.model.preprocess(rgb))
+        embeds = self.model.embed_frames(tokens)[0]
+        logits = self._forward(self.fmt.frame_ids(after_frame=self.frames > 0), embeds)
+        probs = logits.float().softmax(-1)
+        p, top = probs[self.model.token_ids.interval].item(), int(probs.argmax())
+        self.frames += 1
+        return p, top, now() - start
+
+
+class _Times(BaseStreamer):
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, value):
+        self.times.append(now())
+
+    def end(self):
+        pass
+
+
+@torch.no_grad()
+def naive_generate(stream: NaiveStream, keyframes: list[np.ndarray], new_tokens: int, keyframe_config) -> dict:
+    """The thinking prompt (built by the same function the engine uses) in one HF forward, then HF ``generate``.
+
+    ``generate`` continues from the cache: it gets ids for the whole sequence (the cached part as
+    stand-ins it never embeds) ending with the prompt's first token, so it feeds only that token.
+    """
+    model = stream.model
+    device = model.device
+    _sync(device)
+    start = now()
+    inputs = build_thinking_inputs(model, keyframes, after_stream=True, config=keyframe_config)
+    first = int(stream._forward(inputs.input_ids.tolist(), inputs.embeds).argmax())
+    _sync(device)
+    ttft = now() - start
+    ids = torch.zeros(1, stream.length + 1, dtype=torch.long, device=device)
+    ids[0, -1] = first
+    times = _Times()
+    out = model.llm.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=stream.cache,
+        max_new_tokens=new_tokens - 1, min_new_tokens=new_tokens - 1, do_sample=False, streamer=times,
+        pad_token_id=model.token_ids.eos)
+    _sync(device)
+    generated = [first] + out[0, ids.shape[1]:].tolist()
+    decode = [start + ttft] + times.times[1:]  # the streamer's first call repeats the given ids
+    span = decode[-1] - decode[0]
+    return {"ids": generated, "time_to_first_token_s": ttft,
+            "tokens_per_second": (len(decode) - 1) / span if len(decode) > 1 and span > 0 else 0.0,
+            "prompt_tokens": int(inputs.input_ids.numel())}
