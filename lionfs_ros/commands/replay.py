@@ -91,7 +91,8 @@ def _replay(args: argparse.Namespace) -> int:
 
     from lionfs_ros.config import ConfigError
     from lionfs_ros.eval.bag_reader import BagReadError
-    from lionfs_ros.eval.replay import DEFAULT_TOLERANCE_S, EXIT_UNUSABLE, ReplaySettings, run_replay
+    from lionfs_ros.eval.replay import (DEFAULT_TOLERANCE_S, EXIT_UNUSABLE, ReplaySettings, run_replay,
+                                        unreadable_bag_report)
     from lionfs_ros.eval.report_html import write_html
     from lionfs_ros.eval.runners import RunnerFailed, RunnerUnavailable, make_runner
     from lionfs_ros.eval.truth import TruthError
@@ -110,9 +111,12 @@ def _replay(args: argparse.Namespace) -> int:
 
     try:
         outcome = run_replay(settings, make_runner, progress)
-    except (BagReadError, TruthError, RunnerUnavailable, ConfigError) as err:
-        return _fail(str(err), EXIT_UNUSABLE)
-    except RunnerFailed as err:
+    except BagReadError as err:
+        report = unreadable_bag_report(settings, err)
+        report.write(args.report)
+        write_html(report.to_dict(), {}, args.report)
+        return _fail(f"{err} (report of the failure in {args.report})", EXIT_UNUSABLE)
+    except (TruthError, RunnerUnavailable, RunnerFailed, ConfigError) as err:
         return _fail(str(err), EXIT_UNUSABLE)
     report = outcome.report.to_dict()
     json_path = outcome.report.write(args.report)

@@ -161,6 +161,14 @@ def run_replay(settings: ReplaySettings, runner_factory: Callable[[ReplaySetting
     return ReplayOutcome(report, thumbnails, EXIT_OK if damage is None else EXIT_PARTIAL, status["error"])
 
 
+def unreadable_bag_report(settings: ReplaySettings, error: BagReadError) -> ReplayReport:
+    """The report of a bag that could not be read at all: no numbers, the reason, so pipelines always get a file."""
+    bag = {"path": str(settings.bag), "storage": "unknown", "message_count": 0, "start_s": None, "end_s": None,
+           "damage": error.detail, "topics": []}
+    status = {"complete": False, "error": f"bag unreadable: {error.detail}"}
+    return build_report(settings, bag, None, FrameStats(), None, RunOutput(mode=settings.mode, model=""), status)
+
+
 def build_report(settings: ReplaySettings, bag: dict, image_topic: str | None, stats: FrameStats,
                  truth: TruthTimeline | None, output: RunOutput, status: dict) -> ReplayReport:
     responses = [r.to_dict() for r in output.responses]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from lionfs_ros.config import ROS_BUILTIN_PARAMS, ROS_BUILTIN_PREFIXES, LionFSNodeParams, build_params, load_params_file
+from lionfs_ros.config import (NODE_PARAMS, ROS_BUILTIN_PARAMS, ROS_BUILTIN_PREFIXES, LionFSNodeParams, build_params,
+                               load_params_file, validate_params_file)
 
 NODE_NAME = "lionfs_node"
 
@@ -25,6 +26,9 @@ def command_line_overrides(settings) -> dict:
 def file_values(path: Path | None) -> dict:
     if path is None:
         return {}
+    # Same check as `lionfs bringup`: a typo fails with the key named; '/**' may hold other nodes' parameters.
+    # lionfs_node first: an unknown '/**' key is reported against its parameters (the closest-match hint).
+    validate_params_file(path, {NODE_NAME: NODE_NAME, **{name: name for name in NODE_PARAMS if name != NODE_NAME}})
     sections = load_params_file(path)
     values = {}
     for section in ("/**", NODE_NAME, f"/{NODE_NAME}"):
