@@ -13,6 +13,8 @@ COMMANDS = {
     "bringup": "bringup",
     "synth": "synth",
     "listen": "listen",
+    "replay": "replay",
+    "record": "record",
 }
 
 
