@@ -15,6 +15,7 @@ COMMANDS = {
     "listen": "listen",
     "replay": "replay",
     "record": "record",
+    "bench": "bench",
 }
 
 
