@@ -74,3 +74,9 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     return 0
+
+
+if __name__ == "__main__":  # the GPU machine runs it without the CLI's other commands
+    _parser = argparse.ArgumentParser(prog="lionfs bench", description=HELP)
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

@@ -24,6 +24,7 @@ from .lm_state import LENGTH_DEPENDENT_ROPE, LMState, renumbering, rope_rotation
 from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
 GRAPH_WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuBLAS handles, workspaces)
+CAPACITY_ALIGN = 64  # buffer lengths rounded up: attention kernels want aligned mask rows
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
 
@@ -234,6 +235,10 @@ class StaticLMState(LMState):
         self.fill_t.fill_(n)
 
 
+def _align(n: int) -> int:
+    return -(-n // CAPACITY_ALIGN) * CAPACITY_ALIGN
+
+
 class _nullcontext:
     def __enter__(self):
         return None
@@ -254,9 +259,9 @@ class StaticBackend:
         self.model = model
         self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
         bounds = token_bounds(model, cfg)
-        main_capacity = cfg.kv_budget_tokens + bounds.largest_feed
-        slow_capacity = max(main_capacity + bounds.thinking + cfg.max_new_tokens,
-                            portable_prompt_bound(model, cfg) + cfg.max_new_tokens)
+        main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
+        slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
+                                   portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
         fused = FusedDecoder(model.llm)
         frame_length = model.tokens_per_frame + 1
         self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length)

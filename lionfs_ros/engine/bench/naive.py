@@ -80,10 +80,14 @@ def naive_generate(stream: NaiveStream, keyframes: list[np.ndarray], new_tokens:
     ids = torch.zeros(1, stream.length + 1, dtype=torch.long, device=device)
     ids[0, -1] = first
     times = _Times()
-    out = model.llm.generate(
-        input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=stream.cache,
-        max_new_tokens=new_tokens - 1, min_new_tokens=new_tokens - 1, do_sample=False, streamer=times,
-        pad_token_id=model.token_ids.eos)
+    config = model.llm.generation_config
+    eos, config.eos_token_id = config.eos_token_id, None  # decode the full length, EOS included, like the engine
+    try:
+        out = model.llm.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=stream.cache,
+            max_new_tokens=new_tokens - 1, do_sample=False, streamer=times, pad_token_id=model.token_ids.eos)
+    finally:
+        config.eos_token_id = eos
     _sync(device)
     generated = [first] + out[0, ids.shape[1]:].tolist()
     decode = [start + ttft] + times.times[1:]  # the streamer's first call repeats the given ids
