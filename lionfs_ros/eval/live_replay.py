@@ -49,7 +49,10 @@ class LiveRunner:
         self.node: NodeProcess | None = None
         self.ros = None
 
-    def prepare(self, image_msgtype: str) -> None:
+    def stream_metrics(self, truth, frame_stats) -> dict | None:
+        return None  # teacher forcing needs the model in this process: deterministic mode
+
+    def prepare(self, image_msgtype: str, has_truth: bool) -> None:
         keep_discovery_local()
         from lionfs_ros.eval.live_graph import ReplayGraph
 

@@ -22,8 +22,11 @@ class RecordedRunner:
     def __init__(self, assistant_topic: str | None = None):
         self.assistant_topic = assistant_topic
 
-    def prepare(self, image_msgtype: str) -> None:
+    def prepare(self, image_msgtype: str, has_truth: bool) -> None:
         """Nothing to start: the responses are in the bag."""
+
+    def stream_metrics(self, truth, frame_stats) -> dict | None:
+        return None  # teacher forcing needs the model: deterministic mode
 
     def run(self, frames: Iterator[BagFrame], log, bag: BagReader) -> RunOutput:
         output = RunOutput(mode=self.mode, model="recorded in the bag")

@@ -64,5 +64,6 @@ class RunOutput:
     frames: FrameCounts = field(default_factory=FrameCounts)
     memory: MemoryPeak = field(default_factory=MemoryPeak)
     assistant_stats: dict = field(default_factory=dict)  # the engine's or node's own counters
+    stream_metrics: dict | None = None  # teacher-forced metrics (deterministic mode with truth)
     wall_time_s: float = 0.0
     notes: list[str] = field(default_factory=list)

@@ -85,8 +85,11 @@ class FrameLog:
 class ResponseRunner(Protocol):
     mode: str
 
-    def prepare(self, image_msgtype: str) -> None:
+    def prepare(self, image_msgtype: str, has_truth: bool) -> None:
         """Load the model / start the node (before the progress bar starts)."""
+
+    def stream_metrics(self, truth: TruthTimeline | None, frame_stats: FrameStats) -> dict | None:
+        """Teacher-forced metrics when this mode can compute them, else None."""
 
     def run(self, frames: Iterator[BagFrame], log: FrameLog, bag: BagReader) -> RunOutput:
         """Feed `frames` (call `log.add` on each) and return what the assistant produced."""
@@ -134,7 +137,7 @@ def run_replay(settings: ReplaySettings, runner_factory: Callable[[ReplaySetting
                 raise TruthError(f"{settings.bag}: truth topic {truth_topic!r} is "
                                  f"{'missing' if found is None else found.msgtype}; it must be {STRING_TYPE}")
             topic_truth = _read_topic_truth(bag, truth_topic)
-        runner.prepare(image.msgtype)
+        runner.prepare(image.msgtype, has_truth=bool(truth_file or truth_topic))
         stats = FrameStats()
         log = FrameLog(stats)
         failure: list[BagReadError] = []
@@ -150,6 +153,9 @@ def run_replay(settings: ReplaySettings, runner_factory: Callable[[ReplaySetting
     truth = truth_file
     if truth is None and truth_topic:
         truth = truth_from_topic(topic_truth, truth_topic, stats.origin_s or 0.0, stats.origin_log_s or 0.0)
+    if truth is not None:
+        output.stream_metrics = runner.stream_metrics(truth, stats) or \
+            {"skipped": f"teacher-forced metrics need the model in this process: deterministic mode, not {output.mode}"}
     damage = summary.damage or (failure[0].detail if failure else None)
     status = {"complete": damage is None, "error": f"bag damaged: {damage}" if damage else None}
     report = build_report(settings, summary.to_dict(), image.name, stats, truth, output, status)
@@ -188,7 +194,7 @@ def build_report(settings: ReplaySettings, bag: dict, image_topic: str | None, s
         metrics["text"] = score_corpus(hypotheses, references).to_dict()
     else:
         metrics["triggers"] = metrics["text"] = None
-    metrics["stream"] = output.assistant_stats.pop("stream_metrics", None)
+    metrics["stream"] = output.stream_metrics
     metrics["latency"] = {
         "end_to_end": summarize([r.latency_s for r in output.responses]).to_dict(),
         "first_message": summarize([r.first_latency_s for r in output.responses]).to_dict(),

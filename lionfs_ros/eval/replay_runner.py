@@ -43,10 +43,17 @@ class DeterministicRunner:
         self.params = node_params(settings)  # a bad params file fails here, before the bag is read
         self.engine = None
         self.description = ""
+        self.collector = None
 
-    def prepare(self, image_msgtype: str) -> None:
+    def prepare(self, image_msgtype: str, has_truth: bool) -> None:
+        from lionfs_ros.eval.teacher_forced import TeacherForcedCollector
+
         torch_reset_peak()
         self.engine, self.description = self._engine()
+        if has_truth:
+            engine = self.engine
+            self.collector = TeacherForcedCollector(engine.model, engine.cfg.general_fps, engine.threshold,
+                                                    engine.cfg.system_prompt)
 
     def _engine(self):
         from lionfs_ros.engine import EngineConfigError, StreamEngine
@@ -68,6 +75,7 @@ class DeterministicRunner:
         engine.on_response = timing.on_response
         rejected = 0
         started = time.perf_counter()
+        ego_frames = 0
         for frame in frames:
             output.frames.fed += 1
             timing.frame_start = time.perf_counter()
@@ -78,8 +86,13 @@ class DeterministicRunner:
                 continue
             if decision is not None:
                 output.frame_decision_latencies_s.append(decision.compute_s)
+            if self.collector is not None:
+                # How the engine routed the frame (decided, ego window only, or skipped) from its own counters.
+                ego_now = engine.stats()["ego_frames"]
+                self.collector.add(frame.rgb, frame.stamp_s, decision is not None, ego_now > ego_frames)
+                ego_frames = ego_now
         engine.flush()
-        output.wall_time_s = time.perf_counter() - started
+        output.wall_time_s = time.perf_counter() - started - (self.collector.seconds if self.collector else 0.0)
         output.responses = _records(timing, log)
         stats = engine.stats()
         output.assistant_stats = stats
@@ -93,6 +106,17 @@ class DeterministicRunner:
         output.memory.rss_mib, output.memory.gpu_mib = own_peak_rss_mib(), torch_peak_gpu_mib()
         output.memory.process = "lionfs replay (engine in process)"
         return output
+
+
+    def stream_metrics(self, truth, frame_stats) -> dict | None:
+        """Teacher-forced metrics over the decided frames, with the truth as the assistant's turns."""
+        if self.collector is None or truth is None:
+            return None
+        origin = frame_stats.origin_s or 0.0
+        metrics = self.collector.evaluate([(event.time + origin, event.text) for event in truth.events])
+        if "scored_until_clock_s" in metrics:
+            metrics["scored_until_s"] = metrics.pop("scored_until_clock_s") - origin
+        return metrics
 
 
 def torch_reset_peak() -> None:
