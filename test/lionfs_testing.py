@@ -62,3 +62,23 @@ def wait_until(predicate, timeout: float, period: float = 0.05):
             return value
         time.sleep(period)
     return predicate()
+
+
+def build_tiny_model(root: Path) -> Path:
+    """A tiny LION-FS model saved to `root` (the engine tests' calibrated one: it speaks sometimes)."""
+    sys.path.insert(0, str(REPO / "test" / "engine"))
+    from engine_parts import build_model, write_tiny_parts
+
+    build_model(write_tiny_parts(root / "parts"), root / "model")
+    return root / "model"
+
+
+# ROS parameters that fit the tiny model (1,024 positions) and keep answers short.
+TINY_NODE_PARAMS = ["-p", "kv_budget_tokens:=800", "-p", "max_new_tokens:=4"]
+
+
+def node_command(executable: str, *ros_args: str) -> list[str]:
+    """A node executable from the venv (or `python -m lionfs_ros.nodes`), with --ros-args."""
+    exe = VENV_BIN / executable
+    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "lionfs_ros.nodes", executable]
+    return base + ["--ros-args", *ros_args]

@@ -39,6 +39,8 @@ def engine_diagnostics(node, stats: dict, health, now: float, remote):
         "stalled": health.stalled,
     }
     values.update({key: value for key, value in stats.items() if isinstance(value, (int, float, str, bool))})
+    for reason, count in health.bad_reasons.items():  # decode failures, beside the engine's own refusals
+        values[f"rejected_{reason}"] = values.get(f"rejected_{reason}", 0) + count
     values["gpu_memory_mib"] = _gpu_memory_mib()
     level, message = "ok", "running"
     if remote is not None and not remote.available:

@@ -165,10 +165,12 @@ class LionFSNode(LifecycleNode):
         if update.error:
             # No answer for this turn; the fast path goes on. A remote thinker's absence is also
             # reported by its availability poll, and its return as DEGRADED_RECOVERED.
+            already_degraded = self.remote is not None and self.remote.available is False
             if self.remote is not None:
                 self.remote.mark_failed(update.error)
-            self._publish_event(GuidanceEvent.DEGRADED_MODE, f"turn {update.turn_index} has no answer: {update.error}",
-                                header, turn_index=update.turn_index)
+            if not already_degraded:
+                self._publish_event(GuidanceEvent.DEGRADED_MODE, f"turn {update.turn_index} has no answer: "
+                                    f"{update.error}", header, turn_index=update.turn_index)
             return
         self.assistant.publish(assistant_message(update, self.params.stream_id, update.sequence, self.get_clock()))
         if update.is_final:

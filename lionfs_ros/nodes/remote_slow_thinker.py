@@ -18,6 +18,10 @@ from lionfs_ros.image_codec import encode_raw
 
 # How often a pending call re-checks that the server is still there.
 LIVENESS_PERIOD_S = 0.2
+# A server that just appeared gets this long before the first goal: the client can see the
+# server's endpoints before the server has matched the client's, and a goal sent in that window
+# gets no reply (it would cost a whole remote_timeout).
+SETTLE_S = 1.0
 NS_PER_S = 1_000_000_000
 
 
@@ -30,12 +34,23 @@ class RemoteSlowThinker(SlowThinker):
         self.node, self.timeout = node, timeout
         self.client = ActionClient(node, SlowThink, action_name, callback_group=callback_group)
         self.action_name = node.resolve_topic_name(action_name)
-        self.available = False
+        self.available: bool | None = None  # unknown until the first poll
         self.last_error = "not contacted yet"
+        self._ready_since: float | None = None
 
     def poll_availability(self) -> bool | None:
-        """True/False when availability changed since the last poll, None when it did not."""
+        """True/False when availability changed since the last poll, None when it did not.
+
+        A server found on the first poll is normal operation, not a recovery: no event.
+        """
         ready = self.client.server_is_ready()
+        if not ready:
+            self._ready_since = None
+        elif self._ready_since is None:
+            self._ready_since = time.monotonic()
+        if self.available is None and ready:
+            self.available = True
+            return None
         if ready == self.available:
             return None
         self.available = ready
@@ -55,6 +70,8 @@ class RemoteSlowThinker(SlowThinker):
     def generate(self, request, on_text) -> SlowThinkResult:
         if not self.client.server_is_ready():
             raise SlowThinkerUnavailable(f"no slow_think server on {self.action_name}")
+        if self._ready_since is not None:
+            time.sleep(max(0.0, self._ready_since + SETTLE_S - time.monotonic()))
         goal = SlowThink.Goal(
             turn_index=int(request.turn_index),
             keyframes=[_image(rgb, t) for rgb, t in request.keyframes],
