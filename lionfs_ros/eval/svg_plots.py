@@ -125,7 +125,7 @@ def timeline_svg(duration_s: float, truth: list[TimelineItem], responses: list[T
 def histogram_svg(values: list[float], title: str, unit_scale: float = 1000.0, unit: str = "ms") -> str:
     """Bars of `values` (seconds) in HISTOGRAM_BINS bins, shown in `unit`."""
     width, height, left, bottom, top = 640, 240, 56, 40, 24
-    plot_w, plot_h = width - left - 16, height - bottom - top
+    plot_w, plot_h = width - left - 40, height - bottom - top  # room for the last axis label
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="histogram" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="sans-serif">',
              f'<text x="{left}" y="16" font-size="12" fill="#263238">{escape(title)}</text>',

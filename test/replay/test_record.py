@@ -61,6 +61,18 @@ def test_record_then_replay_and_read_with_mcap(tmp_path, ros_domain, processes, 
     log = processes.log(recorder)
     assert f"/robot1/image_raw {FRAMES}" in log and "/robot1/assistant 2" in log and "/robot1/guidance 1" in log
 
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps([{"time": ANSWERED_FRAME / FPS, "text": "You open the jar."}]))
+    result = run_lionfs(["replay", bag, "--mode", "recorded", "--truth", truth, "--report", tmp_path / "r",
+                         "--no-progress"])
+    assert result.returncode == 0, result.stderr
+    report = load_json(tmp_path / "r" / "report.json")
+    (response,) = report["responses"]
+    assert response["text"] == "You open the jar." and response["frame_index"] == ANSWERED_FRAME
+    assert response["messages"] == 2 and response["latency_s"] is not None
+    assert report["metrics"]["triggers"]["f1"] == 1.0 and report["metrics"]["text"]["exact_match"] == 1.0
+    assert report["metrics"]["frames"]["dropped_engine"] == 2
+
     # An independent reader (Foxglove's mcap with its ROS 2 decoder) decodes our custom messages from the
     # definitions in the file, as ROS 2 tools do.
     mcap_reader = pytest.importorskip("mcap.reader", reason="mcap (requirements/dev.txt) is not installed")
@@ -74,18 +86,6 @@ def test_record_then_replay_and_read_with_mcap(tmp_path, ros_domain, processes, 
     images = [m for topic, name, m in decoded if topic == "/robot1/image_raw"]
     assert len(images) == FRAMES and bytes(images[3].data) == frames[3].tobytes()
     assert "rosbag2_bagfile_information" in (bag / "metadata.yaml").read_text()
-
-    truth = tmp_path / "truth.json"
-    truth.write_text(json.dumps([{"time": ANSWERED_FRAME / FPS, "text": "You open the jar."}]))
-    result = run_lionfs(["replay", bag, "--mode", "recorded", "--truth", truth, "--report", tmp_path / "r",
-                         "--no-progress"])
-    assert result.returncode == 0, result.stderr
-    report = load_json(tmp_path / "r" / "report.json")
-    (response,) = report["responses"]
-    assert response["text"] == "You open the jar." and response["frame_index"] == ANSWERED_FRAME
-    assert response["messages"] == 2 and response["latency_s"] is not None
-    assert report["metrics"]["triggers"]["f1"] == 1.0 and report["metrics"]["text"]["exact_match"] == 1.0
-    assert report["metrics"]["frames"]["dropped_engine"] == 2
 
 
 def test_record_refuses_an_existing_path(tmp_path):

@@ -39,6 +39,8 @@ def test_deterministic_runs_are_identical(tmp_path, synth_bag, tiny_model):
     assert first["metrics"]["latency"]["end_to_end"]["count"] == len(first["responses"])
     assert first["metrics"]["frames"]["fed"] == first["frames"]["decoded"] > 0
     assert first["metrics"]["memory"]["rss_mib"] > 0
+    stream = first["metrics"]["stream"]
+    assert stream["turns"] == len(first["truth"]["events"]) and stream["lm_ppl"] >= 1.0 and 0 <= stream["fluency"] <= 1
     assert "lionfs replay (deterministic):" in result.stdout and "report:" in result.stdout
     html = (tmp_path / "a" / "report.html").read_text()
     assert 'id="timeline"' in html and html.count('class="response"') == len(first["responses"])
