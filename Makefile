@@ -15,6 +15,7 @@ demo: setup
 	$(VENV)/bin/lionfs demo
 
 test: setup
+	@bash scripts/setup-test-tools.sh
 	$(VENV)/bin/python -m pytest test
 
 clean:

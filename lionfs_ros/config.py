@@ -95,6 +95,16 @@ class SlowThinkerNodeParams(ModelParams):
     slow_think_action: str = param("slow_think", "Action name to serve (relative, remappable).")
 
 
+def engine_config(params: LionFSNodeParams):
+    """The engine settings a lionfs_node with these parameters runs (replay uses the same)."""
+    from lionfs_ros.engine import EngineConfig
+
+    return EngineConfig(
+        threshold=params.threshold, trigger_policy=params.trigger_policy, general_fps=params.general_fps,
+        ego_fps=params.ego_fps, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
+        max_new_tokens=params.max_new_tokens)
+
+
 # Executable name -> its parameter dataclass. Nodes register here as they are added.
 NODE_PARAMS: dict[str, type] = {
     "stream_monitor": StreamMonitorParams,

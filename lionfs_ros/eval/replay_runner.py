@@ -58,7 +58,7 @@ class DeterministicRunner:
     def _engine(self):
         from lionfs_ros.engine import EngineConfigError, StreamEngine
         from lionfs_ros.model_loading import ModelLoadError, load_for_inference
-        from lionfs_ros.nodes.engine_setup import engine_config
+        from lionfs_ros.config import engine_config
 
         try:
             model, path, device = load_for_inference(self.params.model_path, self.params.device, self.params.dtype)

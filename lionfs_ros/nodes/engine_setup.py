@@ -1,19 +1,10 @@
 """Build the engine a lionfs_node runs (model, local or remote slow thinker) and report on it."""
 from __future__ import annotations
 
-from lionfs_ros.config import LionFSNodeParams
+from lionfs_ros.config import LionFSNodeParams, engine_config
 from lionfs_ros.nodes.diagnostics import diagnostic_array
 
 BYTES_PER_MIB = 1024 * 1024
-
-
-def engine_config(params: LionFSNodeParams):
-    from lionfs_ros.engine import EngineConfig
-
-    return EngineConfig(
-        threshold=params.threshold, trigger_policy=params.trigger_policy, general_fps=params.general_fps,
-        ego_fps=params.ego_fps, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
-        max_new_tokens=params.max_new_tokens)
 
 
 def build_engine(node, params: LionFSNodeParams, callback_group):
