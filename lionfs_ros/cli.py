@@ -12,6 +12,8 @@ COMMANDS = {
     "demo": "demo",
     "bringup": "bringup",
     "synth": "synth",
+    "train": "train",
+    "eval": "eval",
     "listen": "listen",
     "replay": "replay",
     "record": "record",

@@ -1,0 +1,31 @@
+"""lionfs train: train a LionFS model on narration streams (synthetic world, Ego4D-style annotations)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "train a LionFS model (HF Trainer; resumable; TensorBoard logs in OUT/logs)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="training config YAML (see config/train/)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory; the model lands in OUT/model")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set training.max_steps=20 (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lionfs_ros.model import ConfigError
+    from lionfs_ros.train.config import TrainConfig, TrainConfigError
+    from lionfs_ros.train.run import TrainRunError, run_training
+
+    try:
+        config = TrainConfig.load(args.config, args.overrides)
+        model_dir = run_training(config, args.out, resume=args.resume)
+    except (TrainConfigError, ConfigError, TrainRunError, FileNotFoundError) as err:
+        print(f"lionfs train: error: {err}", file=sys.stderr)
+        return 2
+    print(f"lionfs train: model saved to {model_dir}")
+    return 0

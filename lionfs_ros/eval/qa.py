@@ -1,0 +1,73 @@
+"""Question answering in the stream: the model's greedy answer to each user question, by kind.
+
+The whole conversation (narrations and earlier answers teacher-forced) is fed once with a cache;
+for each question the cache is cut right after the question and the answer is generated on that
+branch, so every answer sees exactly the frames and turns before it. Answers are compared with
+the truth after ``normalize_text`` (case, punctuation, spaces).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from lionfs_ros.data.stream_examples import USER, StreamExample, to_messages
+
+from .online import DEFAULT_MAX_NEW_TOKENS, normalize_text
+
+
+@dataclass
+class Answer:
+    question: str
+    truth: str
+    predicted: str
+    kind: str | None
+
+    @property
+    def correct(self) -> bool:
+        return normalize_text(self.predicted) == normalize_text(self.truth)
+
+
+def question_ends(model, messages: list[dict]) -> list[int]:
+    """Token length of the conversation up to and including each user message (the encoding is prefix-stable)."""
+    ends = []
+    for index, message in enumerate(messages):
+        if message["role"] == USER:
+            ends.append(model.formatter.encode(messages[: index + 1]).input_ids.numel())
+    return ends
+
+
+@torch.no_grad()
+def answer_questions(model, example: StreamExample, frame_embeds: torch.Tensor,
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[Answer]:
+    questions = [(i, t) for i, t in enumerate(example.turns) if t.role == USER]
+    if not questions:
+        return []
+    messages = to_messages(example, learn=False)
+    sample = model.formatter.encode(messages)
+    cache = model.new_cache()
+    model(sample.input_ids[None], frame_embeds=frame_embeds[: sample.num_frames], past_key_values=cache)
+    ends = question_ends(model, messages)
+    if example.instruction:
+        ends = ends[1:]  # the first user message is the narration instruction
+    answers = {t.answer_of: t for t in example.turns if t.answer_of is not None}
+    header = model.formatter.assistant_header_ids(after_stream=False)
+    out = []
+    for (index, question), end in zip(questions, ends):
+        tokens = model.generate(header, cache.trim(end), max_new_tokens)
+        body = tokens[:-1] if tokens and tokens[-1] == model.token_ids.eos else tokens
+        predicted = model.tokenizer.decode(body, skip_special_tokens=True).strip()
+        truth = answers[index].text if index in answers else ""
+        out.append(Answer(question.text, truth, predicted, question.kind))
+    return out
+
+
+def accuracy_by_kind(answers: list[Answer]) -> dict[str, dict[str, float]]:
+    """``{"all": {...}, "<kind>": {"accuracy", "count"}}``."""
+    groups: dict[str, list[Answer]] = defaultdict(list)
+    for answer in answers:
+        groups["all"].append(answer)
+        groups[answer.kind or "none"].append(answer)
+    return {kind: {"accuracy": sum(a.correct for a in group) / len(group), "count": len(group)}
+            for kind, group in sorted(groups.items())}

@@ -1,0 +1,119 @@
+"""Stream examples -> tokenized samples with their frames, and the batch collator.
+
+A sample is one whole clip: its conversation encoded by the model's ``StreamFormatter`` and its
+frames as the model's encoders take them (uint8 pixels at each encoder's size, or precomputed
+features). The collator right-pads the token rows and concatenates the frames of the batch in
+reading order, which is the order ``LionFSModel.joint_embed`` fills placeholders in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lionfs_ros.data.frame_cache import CachedFeatures
+from lionfs_ros.data.frame_sources import CachedFrames, FrameInputs
+from lionfs_ros.data.frames import FrameRecipe
+from lionfs_ros.data.stream_examples import StreamExample, to_messages
+from lionfs_ros.model.stream_format import StreamFormatter, pad_batch
+
+
+def truncate(example: StreamExample, max_frames: int | None) -> StreamExample:
+    """The example's first ``max_frames`` frames and the turns said during them."""
+    if max_frames is None or example.num_frames <= max_frames:
+        return example
+    kept = [i for i, t in enumerate(example.turns) if example.frame_of(t.time) < max_frames]
+    new_index = {old: new for new, old in enumerate(kept)}
+    turns = []
+    for old in kept:
+        turn = example.turns[old]
+        if turn.answer_of is not None:
+            turn = replace(turn, answer_of=new_index[turn.answer_of])
+        turns.append(turn)
+    return replace(example, num_frames=max_frames, turns=turns)
+
+
+def load_frames(example: StreamExample, recipe: FrameRecipe, cache: FrameCache | None = None) -> FrameInputs:
+    """The example's frames (from the cache when one is given), cut to ``example.num_frames``."""
+    source = example.source if cache is None else cache.entry(example)
+    inputs = source.load(recipe)
+    count = example.num_frames
+    ego = None if inputs.ego is None else inputs.ego[: count * recipe.ego_per_frame]
+    inputs = FrameInputs(inputs.general[:count], ego)
+    if len(inputs.general) != count:
+        raise ValueError(f"example {example.example_id}: {len(inputs.general)} frames loaded, {count} expected")
+    return inputs
+
+
+@dataclass(frozen=True)
+class FrameCache:
+    """A built cache: ``pixels`` entries fall back to the source when missing; ``features`` must be complete."""
+
+    mode: str  # "pixels" | "features"
+    directories: tuple[str, ...]  # pixels: (general, ego or None); features: (folder,)
+
+    def entry(self, example: StreamExample):
+        name = example.source.cache_name
+        if self.mode == "pixels":
+            cached = CachedFrames(*self.directories, name)
+            return cached if cached.exists() else example.source
+        cached = CachedFeatures(self.directories[0], name)
+        if not cached.exists():
+            raise FileNotFoundError(f"feature cache {self.directories[0]} has no entry for {name}")
+        return cached
+
+
+class StreamDataset(Dataset):
+    def __init__(
+        self,
+        examples: list[StreamExample],
+        formatter: StreamFormatter,
+        recipe: FrameRecipe,
+        max_frames: int | None = None,
+        cache: FrameCache | None = None,
+    ):
+        self.examples = [truncate(e, max_frames) for e in examples]
+        self.formatter = formatter
+        self.recipe = recipe
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self.examples[index]
+        sample = self.formatter.encode(to_messages(example))
+        if sample.num_frames != example.num_frames:
+            raise ValueError(f"example {example.example_id}: {sample.num_frames} frames in the text, {example.num_frames} in the clip")
+        frames = load_frames(example, self.recipe, self.cache)
+        return {"input_ids": sample.input_ids, "labels": sample.labels, "frames": frames}
+
+
+@dataclass
+class StreamCollator:
+    pad_id: int
+    ignore_index: int
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        samples = [_Row(item["input_ids"], item["labels"]) for item in items]
+        batch = pad_batch(samples, self.pad_id, self.ignore_index)
+        frames = [item["frames"] for item in items]
+        general_key = "general" if frames[0].general_is_features else "general_pixels"
+        batch[general_key] = _concat([f.general for f in frames])
+        if frames[0].ego is not None:
+            ego_key = "ego" if isinstance(frames[0].ego, torch.Tensor) else "ego_pixels"
+            batch[ego_key] = _concat([f.ego for f in frames])
+        return batch
+
+
+@dataclass
+class _Row:
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+
+
+def _concat(parts: list) -> torch.Tensor:
+    tensors = [p if isinstance(p, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(p)) for p in parts]
+    return torch.cat(tensors, dim=0)

@@ -1,0 +1,149 @@
+"""One training run end to end: config -> examples, tokenizer, model -> HF Trainer -> model directory.
+
+Output directory layout::
+
+    OUT/train_config.yaml        the resolved config (after ``extends`` and overrides)
+    OUT/tokenizer/               the run's tokenizer (trained once, reused on resume)
+    OUT/checkpoints/checkpoint-N/  model/ (a LionFS model dir) + the Trainer's resume state
+    OUT/logs/                    TensorBoard event files
+    OUT/frame_cache/             pre-extracted frames or features (when data.frame_cache is set)
+    OUT/model/                   the final LionFS model directory (what ``lionfs eval`` loads)
+    OUT/train_summary.json       steps, losses, runtime, parameter counts, the command
+
+Runs unchanged under ``torchrun`` / ``accelerate launch``: the Trainer reads the distributed
+environment; only the main process writes the shared files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from lionfs_ros.data.frame_cache import build_feature_cache, build_pixel_cache
+from lionfs_ros.data.frames import FrameRecipe
+
+from .build import build_model, count_parameters, load_examples, model_config_of, obtain_tokenizer
+from .config import TrainConfig
+from .dataset import FrameCache, StreamCollator, StreamDataset
+from .trainer import MODEL_SUBDIR, LionFSTensorBoardCallback, LionFSTrainer, StopAfterMinutes
+
+CHECKPOINTS_DIR, LOGS_DIR, CACHE_DIR = "checkpoints", "logs", "frame_cache"
+CONFIG_COPY, SUMMARY_NAME = "train_config.yaml", "train_summary.json"
+TENSORBOARD = "tensorboard"
+
+
+class TrainRunError(RuntimeError):
+    """The output directory does not fit the request (resume without checkpoints, overwrite without resume)."""
+
+
+def training_arguments(config: TrainConfig, out: Path) -> TrainingArguments:
+    t = config.training
+    bf16 = torch.cuda.is_available() if t.bf16 == "auto" else bool(t.bf16)
+    settings = dict(
+        output_dir=str(out / CHECKPOINTS_DIR),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_persistent_workers=t.dataloader_num_workers > 0,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[name for name in t.report_to if name != TENSORBOARD] or "none",
+        seed=config.seed,
+        data_seed=config.seed,
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=True,  # frozen or unused tower heads (CLIP's post-norm with a CLS token)
+        disable_tqdm=False,
+    )
+    settings.update(t.extra)
+    return TrainingArguments(**settings)
+
+
+def prepare_frame_cache(config: TrainConfig, model, examples, recipe: FrameRecipe, out: Path,
+                        args: TrainingArguments) -> FrameCache | None:
+    mode = config.data.frame_cache
+    if mode == "none":
+        return None
+    root = Path(config.data.cache_dir or out / CACHE_DIR)
+    with args.main_process_first(local=True, desc="frame cache"):
+        if mode == "pixels":
+            directories = build_pixel_cache(examples, recipe, root, workers=config.data.cache_workers)
+        else:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            directories = (build_feature_cache(model.to(device), examples, recipe, root),)
+            model.to("cpu")
+    return FrameCache(mode, directories)
+
+
+def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> Path:
+    """Train; returns the final model directory ``out/model``."""
+    out = Path(out)
+    checkpoints = out / CHECKPOINTS_DIR
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume and last is None:
+        raise TrainRunError(f"--resume: {checkpoints} holds no checkpoint to resume from")
+    if not resume and (checkpoints.is_dir() or (out / MODEL_SUBDIR).exists()):
+        raise TrainRunError(f"{out} already holds a training run: pass --resume to continue it, or choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    args = training_arguments(config, out)
+    set_seed(config.seed)
+
+    model_config = model_config_of(config)
+    with args.main_process_first(local=True, desc="training data"):
+        examples = load_examples(config.data, model_config.stream.frame_fps)
+    if not examples:
+        raise TrainRunError(f"no training examples in {config.data.train}")
+    with args.main_process_first(local=True, desc="tokenizer"):
+        tokenizer = obtain_tokenizer(config, model_config, examples, out)
+    model = build_model(config, model_config, tokenizer)
+    recipe = FrameRecipe.for_model(model)
+    cache = prepare_frame_cache(config, model, examples, recipe, out, args)
+    dataset = StreamDataset(examples, model.formatter, recipe, config.data.max_frames, cache)
+    collator = StreamCollator(pad_id=tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
+    callbacks = []
+    if TENSORBOARD in config.training.report_to:
+        callbacks.append(LionFSTensorBoardCallback(out / LOGS_DIR, json.dumps(model.config.to_dict())))
+    if config.training.max_minutes is not None:
+        callbacks.append(StopAfterMinutes(config.training.max_minutes))
+    trainer = LionFSTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                            recipe=recipe, callbacks=callbacks)
+    if args.process_index == 0:
+        (out / CONFIG_COPY).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    result = trainer.train(resume_from_checkpoint=last if resume else None)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        write_summary(out / SUMMARY_NAME, trainer, result, model, len(examples))
+    return out / MODEL_SUBDIR
+
+
+def write_summary(path: Path, trainer, result, model, num_examples: int) -> None:
+    losses = [entry for entry in trainer.state.log_history if "loss" in entry]
+    summary = {
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "world_size": trainer.args.world_size,
+        "device": str(trainer.args.device),
+        "bf16": trainer.args.bf16,
+        "global_step": trainer.state.global_step,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "examples": num_examples,
+        "parameters": count_parameters(model),
+        "first_logged": losses[0] if losses else None,
+        "last_logged": losses[-1] if losses else None,
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "local_rank": int(os.environ.get("LOCAL_RANK", -1)),
+    }
+    path.write_text(json.dumps(summary, indent=2) + "\n")
