@@ -1,0 +1,33 @@
+"""`lionfs train` and `lionfs eval` through the CLI: exit codes, errors, and the JSON report's keys."""
+import json
+
+from lionfs_ros.cli import main
+from lionfs_ros.train.trainer import MODEL_SUBDIR
+
+REPORT_KEYS = {"lm_ppl", "time_diff", "fluency", "lm_correctness", "trigger_precision", "trigger_recall", "trigger_f1",
+               "trigger_tolerance_s", "frame_diff", "num_examples", "threshold", "triggers", "qa", "fast_path_ms_per_frame"}
+
+
+def test_eval_writes_the_metrics_json(trained_run, val_dir, tmp_path, capsys):
+    out = tmp_path / "metrics.json"
+    code = main(["eval", "--model", str(trained_run / MODEL_SUBDIR), "--data", str(val_dir), "--json", str(out),
+                 "--max-examples", "1", "--tolerance", "0.5", "--device", "cpu"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["trigger_tolerance_s"] == 0.5 and report["num_examples"] == 1
+    assert set(report["triggers"]) >= {"predicted", "truth", "matched", "recall_by_kind"}
+    assert "lm_ppl" in capsys.readouterr().out
+
+
+def test_eval_of_a_missing_model_fails_cleanly(tmp_path, val_dir, capsys):
+    code = main(["eval", "--model", str(tmp_path / "nope"), "--data", str(val_dir), "--json", str(tmp_path / "m.json")])
+    assert code == 2 and "lionfs eval: error" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_train_refuses_a_bad_config(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model: {preset: x.yaml}\ndata: {train: /x, frame_cahce: pixels}\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "did you mean 'frame_cache'" in capsys.readouterr().err
