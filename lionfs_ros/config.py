@@ -79,7 +79,8 @@ class LionFSNodeParams(CameraInputParams, ModelParams):
                                minimum=0.1)
     ego_fps: float = param(8.0, "Rate of the egocentric encoder.", minimum=0.1)
     frame_queue_size: int = param(2, "Frames waiting for the fast thinker; the newest wins when full.", minimum=1)
-    kv_budget_tokens: int = param(4096, "KV-cache budget; older frames are evicted beyond it.", minimum=512)
+    kv_budget_tokens: int = param(3072, "KV-cache budget in tokens; older frames are evicted beyond it. Must leave "
+                                  "room under the backbone's max_position_embeddings for one answer.", minimum=512)
     slow_thinker: str = param("local", "'local' (in this process) or 'remote' (slow_thinker_node over the "
                               "slow_think action).", choices=("local", "remote"))
     slow_think_action: str = param("slow_think", "Action name of the remote slow thinker (relative, remappable).")

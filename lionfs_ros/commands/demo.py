@@ -18,8 +18,13 @@ from pathlib import Path
 from lionfs_ros.ros_env import keep_discovery_local
 
 HELP = "play a synthetic episode through the node set and print what the assistant says"
-# Seconds to wait for the node set to subscribe to the camera.
-DISCOVERY_TIMEOUT_S = 30.0
+# Seconds to wait for the node set to load its model and subscribe to the camera.
+DISCOVERY_TIMEOUT_S = 60.0
+# Extra wait once both sides see each other: a publisher can see a subscriber before the
+# subscriber has matched it, and the first event of the stream must not be lost.
+SETTLE_S = 1.0
+# A response counts for a true narration from this long before it to this long after it.
+MATCH_EARLY_S, MATCH_LATE_S = 1.0, 2.0
 # The demo's own DDS domain unless ROS_DOMAIN_ID is set, so it never meets another graph.
 DEMO_DOMAIN_ID = 42
 
@@ -61,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
     spinner.start()
     try:
         supervisor.start()
-        if not camera.wait_for_subscribers(DISCOVERY_TIMEOUT_S):
-            print(f"demo: the node set did not subscribe to the camera within {DISCOVERY_TIMEOUT_S:.0f} s; "
-                  f"logs in {log_dir}", file=sys.stderr)
+        ready = camera.wait_for_subscribers(DISCOVERY_TIMEOUT_S) and listener.wait_for_publishers(DISCOVERY_TIMEOUT_S)
+        if not ready:
+            print(f"demo: the node set did not come up within {DISCOVERY_TIMEOUT_S:.0f} s; logs in {log_dir}",
+                  file=sys.stderr)
             return 1
-        t0 = time.monotonic()
-        frames = camera.play(episode.frames(), rate=args.rate, on_frame=_truth_printer(episode, out))
-        played = time.monotonic() - t0
+        time.sleep(SETTLE_S)
+        camera.play(episode.frames(), rate=args.rate, on_frame=_truth_printer(episode, out))
         stall = _wait_for(listener, GuidanceEvent.STREAM_STALLED, timeout=DISCOVERY_TIMEOUT_S)
         started = listener.events_of(GuidanceEvent.STREAM_STARTED)
     finally:
@@ -75,10 +80,27 @@ def run(args: argparse.Namespace) -> int:
         executor.shutdown()
         rclpy.try_shutdown()
     ok = bool(started) and stall is not None and code == 0
-    print(f"demo: {'ok' if ok else 'FAILED'}: {frames} frames of episode seed={args.seed} in {played:.1f} s; "
-          f"stream started events: {len(started)}, end of stream detected: {'yes' if stall else 'no'}; "
-          f"responses: {len(listener.messages)} (truth: {len(episode.narrations)} narrations); logs: {log_dir}")
+    print(_summary(ok, args.seed, episode, camera, listener, stall is not None, log_dir))
     return 0 if ok else 1
+
+
+def _summary(ok: bool, seed: int, episode, camera, listener, stall_seen: bool, log_dir) -> str:
+    """One line: what was said, how its timing compares with the episode's truth, how fast it was."""
+    from lionfs_ros.eval.matching import MatchWindow, match_triggers
+    from lionfs_ros.nodes.camera_input import stamp_seconds
+
+    episode_time = {round(stamp, 6): t for t, stamp in camera.published}
+    finals = [m for m in listener.messages if m.is_final]
+    said = [episode_time.get(round(stamp_seconds(m.header.stamp), 6)) for m in finals]
+    said = [t for t in said if t is not None]
+    scores = match_triggers(said, [n.time for n in episode.narrations], MatchWindow(MATCH_EARLY_S, MATCH_LATE_S))
+    latency = sorted(m.decision_latency.sec + m.decision_latency.nanosec * 1e-9 for m in finals)
+    timing = "-" if scores.time_diff_s is None else f"{scores.time_diff_s:.2f} s"
+    p50 = f"{1e3 * latency[len(latency) // 2]:.0f} ms" if latency else "-"
+    return (f"demo: {'ok' if ok else 'FAILED'}: episode seed={seed}, {len(camera.published)} frames, "
+            f"{len(episode.narrations)} true narrations; {len(finals)} responses, {scores.matched} on time "
+            f"(-{MATCH_EARLY_S:g}/+{MATCH_LATE_S:g} s), TimeDiff {timing}, decision latency p50 {p50}; "
+            f"end of stream detected: {'yes' if stall_seen else 'no'}; logs: {log_dir}")
 
 
 def _truth_printer(episode, out):

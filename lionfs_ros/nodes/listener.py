@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 from rclpy.node import Node
 
@@ -56,6 +57,18 @@ class Listener(Node):
             prefix = "\n" if self._partial_open else ""
             self._partial_open = False
             self._write(f"{prefix}[{stamp_seconds(msg.header.stamp):.2f}] event {name}: {msg.summary}\n")
+
+    def wait_for_publishers(self, timeout: float) -> bool:
+        """True once the assistant's topics have publishers (the node set is up)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count_publishers(self._resolved(ASSISTANT_TOPIC)) and self.count_publishers(self._resolved(GUIDANCE_TOPIC)):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _resolved(self, topic: str) -> str:
+        return self.resolve_topic_name(topic)
 
     def events_of(self, event_type: int) -> list[GuidanceEvent]:
         with self.lock:

@@ -26,8 +26,8 @@ def camera_subscribers(rclpy_context):
 
 
 def test_bringup_starts_the_set_and_stops_cleanly_on_sigint(processes, rclpy_context, tmp_path):
-    bringup = processes.start(lionfs("bringup", "--params", "config/lionfs.yaml", "--log-dir", str(tmp_path / "logs")),
-                              "bringup")
+    bringup = processes.start(lionfs("bringup", "--set", "monitor", "--params", "config/stream_monitor.yaml",
+                                     "--log-dir", str(tmp_path / "logs")), "bringup")
     assert wait_until(camera_subscribers(rclpy_context), timeout=30), processes.log(bringup)
     bringup.send_signal(signal.SIGINT)
     assert bringup.wait(timeout=20) == 0, processes.log(bringup)
@@ -40,7 +40,7 @@ def test_bringup_starts_the_set_and_stops_cleanly_on_sigint(processes, rclpy_con
 def test_bringup_exits_nonzero_when_a_node_dies(processes, rclpy_context, tmp_path):
     import os
 
-    bringup = processes.start(lionfs("bringup", "--log-dir", str(tmp_path / "logs")), "bringup")
+    bringup = processes.start(lionfs("bringup", "--set", "monitor", "--log-dir", str(tmp_path / "logs")), "bringup")
     assert wait_until(camera_subscribers(rclpy_context), timeout=30), processes.log(bringup)
     pid = int(re.search(r"started stream_monitor \(pid (\d+)\)", processes.log(bringup)).group(1))
     os.kill(pid, signal.SIGKILL)
@@ -51,7 +51,7 @@ def test_bringup_exits_nonzero_when_a_node_dies(processes, rclpy_context, tmp_pa
 def test_malformed_params_file_names_file_and_key(processes, ros_domain, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("/**:\n  ros__parameters:\n    qos_depht: 3\n")
-    bringup = processes.start(lionfs("bringup", "--params", str(bad)), "bringup")
+    bringup = processes.start(lionfs("bringup", "--set", "monitor", "--params", str(bad)), "bringup")
     assert bringup.wait(timeout=30) == 2
     out = processes.log(bringup)
     assert f"{bad}: /**.ros__parameters.qos_depht: unknown parameter 'qos_depht' (did you mean 'qos_depth'?)" in out
@@ -98,3 +98,13 @@ def test_launch_file_starts_the_same_nodes_as_bringup(monkeypatch):
         assert dict(launched["remappings"]) == spec.remappings
         command = node_command(spec, node_set.params_file)
         assert "--params-file" in command and str(node_set.params_file) in command
+
+
+def test_split_set_starts_edge_and_server_with_one_params_file(processes, rclpy_context, tmp_path):
+    """The shipped edge/server set comes up: the edge subscribes to the camera, the server serves the action."""
+    bringup = processes.start(lionfs("bringup", "--set", "lionfs_split", "--log-dir", str(tmp_path)), "bringup")
+    assert wait_until(camera_subscribers(rclpy_context), timeout=90), processes.log(bringup)
+    assert wait_until(lambda: "serving /slow_think" in (tmp_path / "slow_thinker_node.log").read_text(), timeout=60)
+    bringup.send_signal(signal.SIGINT)
+    assert bringup.wait(timeout=30) == 0, processes.log(bringup)
+    assert "slow thinker remote (/slow_think)" in (tmp_path / "lionfs_node.log").read_text()
