@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         code = supervisor.stop()
         executor.shutdown()
         rclpy.try_shutdown()
-    ok = bool(started) and stall is not None and code == 0
+    said = any(m.is_final for m in listener.messages)
+    ok = bool(started) and stall is not None and said and code == 0
     print(_summary(ok, args.seed, episode, camera, listener, stall is not None, log_dir))
     return 0 if ok else 1
 
