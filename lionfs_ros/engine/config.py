@@ -104,6 +104,7 @@ class EngineConfig:
 
     # Runtime.
     backend: str = "auto"  # 'dynamic' (any model, StreamKVCache), 'static' (CUDA graphs), 'auto'
+    compile: bool = False  # static backend on CUDA: fuse the elementwise pieces with torch.compile (once, slow start)
     latency_window: int = 2048  # decisions kept for the latency percentiles
     system_prompt: str | None = None  # None: the model's stream.system_prompt
 

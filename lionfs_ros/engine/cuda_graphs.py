@@ -1,7 +1,7 @@
 """The static backend: preallocated KV buffers, CUDA graphs for the per-frame and per-token steps.
 
 What runs as a graph (replayed with no Python in between):
-- the general (and ego) vision tower on one frame (``GraphedTokens``);
+- the general (and ego) vision tower on one frame, normalization included (``GraphedTower``);
 - the LLM step of a decided frame (interval + n placeholders) on the main context;
 - the LLM step of one generated token on the slow thinker's context.
 Everything else (text pieces, prompts, the first frame after a text turn, eviction) runs the same
@@ -14,7 +14,9 @@ The same classes run on the CPU without graphs (tests check them against ``Dynam
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from PIL import Image
 
 from lionfs_ros.model.backbone import has_lora
 
@@ -24,7 +26,8 @@ from .lm_state import LENGTH_DEPENDENT_ROPE, LMState, renumbering, rope_rotation
 from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
 GRAPH_WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuBLAS handles, workspaces)
-CAPACITY_ALIGN = 64  # buffer lengths rounded up: attention kernels want aligned mask rows
+CAPACITY_ALIGN = 64
+UINT8_MAX = 255.0  # buffer lengths rounded up: attention kernels want aligned mask rows
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
 
@@ -64,20 +67,44 @@ def _capture(body, stream: torch.cuda.Stream | None, pool, before=None, after=No
     return graph, out
 
 
-class GraphedTokens:
-    """``tokens_fn`` (a vision tower's ``frame_tokens``) on one frame, replayed from a CUDA graph."""
+class DevicePreprocess:
+    """``VisionEncoder.preprocess`` split in two: the PIL resize on the CPU, the normalization on the device.
 
-    def __init__(self, tokens_fn, image_size: int, dtype: torch.dtype, device: torch.device):
-        self.fn = tokens_fn
-        self.pixels = torch.zeros(1, 3, image_size, image_size, dtype=dtype, device=device)
+    Same arithmetic (uint8 / 255, then (x - mean) / std, in float32), so the same pixels: the
+    device part runs inside the tower's graph and only the resized uint8 image crosses to the GPU.
+    """
+
+    def __init__(self, encoder, device: torch.device):
+        cfg = encoder.cfg
+        self.size = (encoder.image_size, encoder.image_size)
+        self.resample = Image.Resampling[cfg.resample.upper()]
+        self.mean = torch.tensor(cfg.image_mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.image_std, device=device).view(1, 3, 1, 1)
+
+    def resize(self, rgb: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(rgb).resize(self.size, self.resample))  # [S, S, 3] uint8
+
+    def normalize(self, resized: torch.Tensor) -> torch.Tensor:
+        pixels = resized.permute(2, 0, 1)[None].float() / UINT8_MAX  # [1, 3, S, S]
+        return (pixels - self.mean) / self.std
+
+
+class GraphedTower:
+    """RGB frame -> tokens ``[1, n, C]`` of one vision encoder: resize on the CPU, the rest replayed from a CUDA graph."""
+
+    def __init__(self, encoder, device: torch.device):
+        self.encoder = encoder
+        self.prep = DevicePreprocess(encoder, device)
+        self.resized = torch.zeros(*self.prep.size, 3, dtype=torch.uint8, device=device)
         self.graph = self.out = None
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        if pixels.shape[0] != 1:
-            return self.fn(pixels)
-        self.pixels.copy_(pixels)  # CPU float32 -> device, model dtype (the same cast the tower applies)
+    def _body(self) -> torch.Tensor:
+        return self.encoder.frame_tokens(self.prep.normalize(self.resized))
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        self.resized.copy_(torch.from_numpy(self.prep.resize(rgb)))
         if self.graph is None:
-            self.graph, self.out = _capture(lambda: self.fn(self.pixels), None, None)
+            self.graph, self.out = _capture(self._body, None, None)
         self.graph.replay()
         return self.out.clone()
 
@@ -117,8 +144,8 @@ class StaticLMState(LMState):
         return 2 * self.keys.numel() * self.keys.element_size() + self.slot_pos.numel() * 8
 
     # Steps.
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fused.forward(x, self.keys, self.values, self.slot_pos, self.fill_t, self.next_pos_t, last_only=True)
+    def _run(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        return self.fused.forward(x, self.keys, self.values, self.slot_pos, self.fill_t, self.next_pos_t, fast=fast)
 
     def _graph(self, kind: str, body):
         if kind not in self._graphs:
@@ -152,14 +179,14 @@ class StaticLMState(LMState):
         if self.use_graphs and embeds is None and len(ids) == 1:
             self._token_in.fill_(ids[0])
             embed_tokens = self.model.llm.get_input_embeddings()
-            graph, out = self._graph("token", lambda: self._run(embed_tokens(self._token_in)))
+            graph, out = self._graph("token", lambda: self._run(embed_tokens(self._token_in), fast=True))
             graph.replay()
         else:
             x, _ = self.model.joint_embed(torch.as_tensor(ids, dtype=torch.long)[None],
                                           None if embeds is None else embeds.reshape(1, -1, embeds.shape[-1]))
             if self.use_graphs and len(ids) == self.frame_length:
                 self._frame_in.copy_(x[0])
-                graph, out = self._graph("frame", lambda: self._run(self._frame_in))
+                graph, out = self._graph("frame", lambda: self._run(self._frame_in, fast=True))
                 graph.replay()
             else:
                 out = self._run(x[0])
@@ -262,7 +289,7 @@ class StaticBackend:
         main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
         slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
                                    portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
-        fused = FusedDecoder(model.llm)
+        fused = FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs)
         frame_length = model.tokens_per_frame + 1
         self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length)
         self.slow = StaticLMState(model, fused, slow_capacity, self.use_graphs)
@@ -273,9 +300,7 @@ class StaticBackend:
         if not self.use_graphs:
             return None, None
         m = self.model
-        general = GraphedTokens(m.vision.frame_tokens, m.vision.image_size, m.dtype, m.device)
-        ego = GraphedTokens(m.ego.frame_tokens, m.ego.image_size, m.dtype, m.device) if m.ego is not None else None
-        return general, ego
+        return GraphedTower(m.vision, m.device), GraphedTower(m.ego, m.device) if m.ego is not None else None
 
     def main_state(self) -> LMState:
         return self.main

@@ -2,8 +2,8 @@
 
 ``FrameEncoder`` keeps the last ``ego.frames_per_frame`` egocentric tokens (the ego window ends at
 the decided frame: a decided frame is always an ego frame too). At the start of a stream, before
-the window is full, its oldest entry is repeated. The towers can be swapped for faster runners of
-the same function (CUDA graphs, see ``cuda_graphs.py``).
+the window is full, its oldest entry is repeated. The towers (RGB -> frame tokens) can be swapped
+for faster runners of the same function (CUDA graphs, see ``cuda_graphs.py``).
 """
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-TokensFn = Callable[[torch.Tensor], torch.Tensor]
-"""Pixels ``[T, 3, S, S]`` -> frame tokens ``[T, n, C]`` (a vision encoder's ``frame_tokens``)."""
+TokensFn = Callable[[np.ndarray], torch.Tensor]
+"""RGB ``[H, W, 3]`` uint8 -> frame tokens ``[1, n, C]`` (preprocess, then the encoder's ``frame_tokens``)."""
+
+
+def tower_tokens(model, source: str) -> TokensFn:
+    encoder = model.vision if source == "general" else model.ego
+    return lambda rgb: encoder.frame_tokens(model.preprocess(rgb, source))
 
 
 class FrameEncoder:
@@ -24,16 +29,16 @@ class FrameEncoder:
                 "ego.source='features' needs precomputed egocentric features per frame, which a live stream does not"
                 " have: the online engine encodes frames with towers (use ego.source='tower' or 'none')")
         self.model = model
-        self.general_tokens = general_tokens or model.vision.frame_tokens
+        self.general_tokens = general_tokens or tower_tokens(model, "general")
         self.has_ego = model.ego is not None
-        self.ego_tokens = ego_tokens or (model.ego.frame_tokens if self.has_ego else None)
+        self.ego_tokens = ego_tokens or (tower_tokens(model, "ego") if self.has_ego else None)
         self.window = model.config.ego.frames_per_frame if self.has_ego else 0
         self._ego: deque[torch.Tensor] = deque(maxlen=max(self.window, 1))  # each [1, n, C']
 
     @torch.no_grad()
     def add_ego(self, rgb: np.ndarray) -> None:
         if self.has_ego:
-            self._ego.append(self.ego_tokens(self.model.preprocess(rgb, "ego")))
+            self._ego.append(self.ego_tokens(rgb))
 
     def ego_window(self) -> torch.Tensor:
         """``[r, n, C']``: the last r ego tokens, oldest first, the oldest repeated while fewer exist."""
@@ -43,7 +48,7 @@ class FrameEncoder:
     @torch.no_grad()
     def encode(self, rgb: np.ndarray) -> torch.Tensor:
         """A decided frame -> fused tokens ``[n, d]`` (it also enters the ego window)."""
-        general = self.general_tokens(self.model.preprocess(rgb))  # [1, n, C]
+        general = self.general_tokens(rgb)  # [1, n, C]
         if not self.has_ego:
             return self.model.embed_frames(general)[0]
         self.add_ego(rgb)

@@ -76,3 +76,13 @@ def test_static_backend_refuses_token_dropping(fused_model):
     assert "token dropping" in static_backend_supported(fused_model)
     with pytest.raises(ValueError, match="token dropping"):
         StreamEngine(fused_model, engine_config(backend="static"))
+
+
+def test_device_preprocess_gives_the_models_pixels(fused_model):
+    from lionfs_ros.engine.cuda_graphs import DevicePreprocess
+
+    for encoder, source in ((fused_model.vision, "general"), (fused_model.ego, "ego")):
+        prep = DevicePreprocess(encoder, torch.device("cpu"))
+        for rgb in stream_frames(2, seed=14, size=57):
+            pixels = prep.normalize(torch.from_numpy(prep.resize(rgb)))
+            assert torch.equal(pixels, fused_model.preprocess(rgb, source))

@@ -1,10 +1,11 @@
 """Memory over a long stream: the engine at 2 fps for an hour of stream time, sampled as it goes.
 
-The run answers like a deployed assistant would (``bias_interval`` makes about ``respond_rate``
-of the frames respond; each answer is written and committed inline), so the context holds
-frames, questions and answers, and the KV budget evicts all the while. Samples: process RSS,
-KV entries and bytes, next position, compactions; the summary fits RSS against stream time after
-the warm-up (MiB per hour) and checks that positions stayed under the backbone's limit.
+Random weights respond on every frame; ``bias_interval`` makes the model stay silent on its own
+(as a trained one mostly does) and a user question every ``question_every`` seconds gets an answer
+(written and committed inline), so the context holds frames, questions and answers and the KV
+budget evicts all the while. Samples: process RSS, KV entries and bytes, next position,
+compactions; the summary fits RSS against stream time after the warm-up (MiB per hour) and checks
+that positions stayed under the backbone's limit.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from .speed import device_name
 
 MIB = 1024 * 1024
 DISTINCT_FRAMES = 32
-QUESTION_EVERY_S = 300.0  # a user question every five minutes of stream
 WARM_UP_FRACTION = 0.25
+SILENCE_MARGIN = 2.0  # times the interval boost that silences the calibration frames
 
 
-def run_memory(preset: Preset, *, frames: int, fps: float, sample_every: int, budget: int, respond_rate: float,
+def run_memory(preset: Preset, *, frames: int, fps: float, sample_every: int, budget: int, question_every: float,
                new_tokens: int, device: str | None = None) -> dict:
     model = build_model(preset, device)
     images = camera_frames(DISTINCT_FRAMES, preset.frame_size)
@@ -31,16 +32,17 @@ def run_memory(preset: Preset, *, frames: int, fps: float, sample_every: int, bu
                        max_new_tokens=new_tokens, keyframes=KeyframeConfig(num_keyframes=2, grid_sizes=preset.grid_sizes))
     from .presets import bias_interval
 
-    boost = bias_interval(model, images[:16], respond_rate, model.config.stream.interval_threshold)
+    threshold = model.config.stream.interval_threshold
+    boost = bias_interval(model, images[:16], 0.0, threshold, scale=SILENCE_MARGIN)
     engine = StreamEngine(model, cfg)
     max_positions = model.llm.config.max_position_embeddings
     samples, start, max_position = [], now(), 0
-    next_question = QUESTION_EVERY_S
+    next_question = question_every
     for k in range(frames):
         t = k / fps
         if t >= next_question:
             engine.ask("what am I doing now?", t)
-            next_question += QUESTION_EVERY_S
+            next_question += question_every
         engine.process_frame(images[k % DISTINCT_FRAMES], t)
         stats = engine.stats()
         max_position = max(max_position, stats["next_position"])

@@ -16,6 +16,12 @@ from ..keyframes import build_thinking_inputs
 from ..timing import now
 
 
+def margin(logits: torch.Tensor) -> float:
+    """Top-1 minus top-2 logit: how close a greedy choice was to a tie."""
+    top2 = logits.float().topk(2).values
+    return float(top2[0] - top2[1])
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -39,16 +45,23 @@ class NaiveStream:
         return self._forward(ids, None)
 
     @torch.no_grad()
-    def frame(self, rgb: np.ndarray) -> tuple[float, int, float]:
-        """One frame -> (P(interval), most likely token, seconds) with the model's own vision code."""
+    def frame(self, rgb: np.ndarray) -> tuple[float, int, float, float]:
+        """One frame -> (P(interval), most likely token, its logit margin over the second, seconds)."""
         start = now()
         tokens = self.model.vision.frame_tokens(self.model.preprocess(rgb))
         embeds = self.model.embed_frames(tokens)[0]
         logits = self._forward(self.fmt.frame_ids(after_frame=self.frames > 0), embeds)
         probs = logits.float().softmax(-1)
         p, top = probs[self.model.token_ids.interval].item(), int(probs.argmax())
+        elapsed = now() - start
         self.frames += 1
-        return p, top, now() - start
+        return p, top, margin(logits), elapsed
+
+    def rewind(self, length: int) -> None:
+        """Drop what was fed after the first ``length`` tokens (HF 5: ``crop`` takes tokens to remove, negative)."""
+        if self.length > length:
+            self.cache.crop(length - self.length)
+            self.length = length
 
 
 class _Times(BaseStreamer):
@@ -63,18 +76,22 @@ class _Times(BaseStreamer):
 
 
 @torch.no_grad()
-def naive_generate(stream: NaiveStream, keyframes: list[np.ndarray], new_tokens: int, keyframe_config) -> dict:
+def naive_generate(stream: NaiveStream, keyframes: list[np.ndarray], new_tokens: int, keyframe_config,
+                   rewind: bool = False) -> dict:
     """The thinking prompt (built by the same function the engine uses) in one HF forward, then HF ``generate``.
 
     ``generate`` continues from the cache: it gets ids for the whole sequence (the cached part as
     stand-ins it never embeds) ending with the prompt's first token, so it feeds only that token.
+    ``rewind``: crop the cache back afterwards (so a run can be repeated on the same context).
     """
     model = stream.model
     device = model.device
+    length = stream.length
     _sync(device)
     start = now()
     inputs = build_thinking_inputs(model, keyframes, after_stream=True, config=keyframe_config)
-    first = int(stream._forward(inputs.input_ids.tolist(), inputs.embeds).argmax())
+    logits = stream._forward(inputs.input_ids.tolist(), inputs.embeds)
+    first = int(logits.argmax())
     _sync(device)
     ttft = now() - start
     ids = torch.zeros(1, stream.length + 1, dtype=torch.long, device=device)
@@ -85,13 +102,18 @@ def naive_generate(stream: NaiveStream, keyframes: list[np.ndarray], new_tokens:
     try:
         out = model.llm.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=stream.cache,
-            max_new_tokens=new_tokens - 1, do_sample=False, streamer=times, pad_token_id=model.token_ids.eos)
+            max_new_tokens=new_tokens - 1, do_sample=False, streamer=times, pad_token_id=model.token_ids.eos,
+            output_scores=True, return_dict_in_generate=True)
     finally:
         config.eos_token_id = eos
     _sync(device)
-    generated = [first] + out[0, ids.shape[1]:].tolist()
+    generated = [first] + out.sequences[0, ids.shape[1]:].tolist()
+    stream.length = ids.shape[1] + len(generated) - 2  # the cache holds all but the last generated token
+    if rewind:
+        stream.rewind(length)
     decode = [start + ttft] + times.times[1:]  # the streamer's first call repeats the given ids
     span = decode[-1] - decode[0]
     return {"ids": generated, "time_to_first_token_s": ttft,
             "tokens_per_second": (len(decode) - 1) / span if len(decode) > 1 and span > 0 else 0.0,
-            "prompt_tokens": int(inputs.input_ids.numel())}
+            "prompt_tokens": int(inputs.input_ids.numel()),
+            "margins": [margin(logits)] + [margin(score[0]) for score in out.scores]}

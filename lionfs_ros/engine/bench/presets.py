@@ -105,9 +105,11 @@ def camera_frames(count: int, size: tuple[int, int], seed: int = 0) -> list[np.n
 
 
 @torch.no_grad()
-def bias_interval(model: LionFSModel, frames: list[np.ndarray], respond_rate: float, threshold: float) -> float:
+def bias_interval(model: LionFSModel, frames: list[np.ndarray], respond_rate: float, threshold: float,
+                  scale: float = 1.0) -> float:
     """Raise the interval token's output row along the mean decision state so that about ``respond_rate`` of
-    ``frames`` respond at ``threshold`` (random weights otherwise respond on every frame). Returns the boost."""
+    ``frames`` respond at ``threshold`` (random weights otherwise respond on every frame), times ``scale``
+    (a margin: long contexts drift from the calibration frames). Returns the boost applied."""
     ids = model.formatter.encode([{"role": "stream", "num_frames": len(frames)}]).input_ids
     general = model.preprocess(np.stack(frames))
     ratio = model.config.ego.frames_per_frame
@@ -128,5 +130,5 @@ def bias_interval(model: LionFSModel, frames: list[np.ndarray], respond_rate: fl
         respond = (probs[:, interval] < threshold) | (probs.argmax(-1) != interval)
         low, high = (boost, high) if float(respond.float().mean()) > respond_rate else (low, boost)
     head = model.llm.get_output_embeddings().weight
-    head[interval] += (high * direction).to(head.dtype)
-    return high
+    head[interval] += (scale * high * direction).to(head.dtype)
+    return scale * high

@@ -4,13 +4,18 @@ Fast path: decided frames (camera-sized RGB in, decision out: preprocessing, vis
 the decision included), after a warm-up that fills the context to ``prefill_frames`` frames.
 Slow path: the thinking prompt for the last keyframes on that context, then ``new_tokens`` greedy
 tokens (EOS ignored so both sides decode the same length): time to first token and decoding
-tokens per second. Equality: per frame P(interval) and the most likely token, and the generated ids.
+tokens per second. Equality: per frame P(interval) and the most likely token, and the generated
+ids; where they differ, the naive side's top-1/top-2 logit margin shows whether it was a near tie.
 Concurrency: frames decided while the slow thinker writes on its fork, from another thread.
+Each engine variant (``compile`` off/on) is measured in turn on the same model.
 """
 from __future__ import annotations
 
+import gc
 import platform
+import sys
 import threading
+import traceback
 
 import numpy as np
 import torch
@@ -24,6 +29,15 @@ from .presets import Preset, build_model, camera_frames
 
 MIB = 1024 * 1024
 DISTINCT_FRAMES = 16
+PROGRESS_EVERY = 50  # frames between progress lines
+BREAKDOWN_REPS = 20
+CONCURRENT_DEADLINE_S = 60.0
+_T0 = now()
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout carries the JSON)."""
+    print(f"[bench {now() - _T0:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def device_name(device: torch.device) -> str:
@@ -32,16 +46,19 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _reset_peak(device):
+def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _reset_peak(device):
+    _sync(device)
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
 
 def _peak_mib(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / MIB
-    return rss_bytes() / MIB
+    return torch.cuda.max_memory_allocated(device) / MIB if device.type == "cuda" else rss_bytes() / MIB
 
 
 def _fast_summary(latencies: list[float], wall: float) -> dict:
@@ -50,100 +67,120 @@ def _fast_summary(latencies: list[float], wall: float) -> dict:
 
 
 def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_tokens: int, device: str | None = None,
-              backend: str = "auto") -> dict:
+              backend: str = "auto", compile_modes: tuple[bool, ...] = (False,)) -> dict:
+    log(f"building {preset.name}")
     model = build_model(preset, device)
     dev = model.device
+    log(f"model built on {dev} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters)")
     frames = camera_frames(DISTINCT_FRAMES, preset.frame_size)
     keyframes_cfg = KeyframeConfig(num_keyframes=3, grid_sizes=preset.grid_sizes)
-    cfg = EngineConfig(general_fps=1e6, answers=False, kv_budget_tokens=preset.kv_budget_tokens,
-                       max_new_tokens=new_tokens, stop_on_eos=False, keyframes=keyframes_cfg, backend=backend)
     total = prefill_frames + measure_frames
-    stream_times = [0.5 * k for k in range(total)]
+    times = [0.5 * k for k in range(total)]
+    keyframes = [(frames[k % DISTINCT_FRAMES], times[k]) for k in range(total - 3, total)]
 
-    # Engine: fast path.
+    variants = {}
+    for compiled in compile_modes:
+        name = "graphs+compile" if compiled else ("graphs" if dev.type == "cuda" else "eager")
+        cfg = EngineConfig(general_fps=1e6, answers=False, kv_budget_tokens=preset.kv_budget_tokens,
+                           max_new_tokens=new_tokens, stop_on_eos=False, keyframes=keyframes_cfg, backend=backend,
+                           compile=compiled)
+        try:
+            variants[name] = _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_tokens,
+                                             concurrent=compiled == compile_modes[-1])
+        except Exception as err:  # a variant that cannot run (e.g. no compiler) is reported, the rest go on
+            variants[name] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=6)}
+            log(f"variant {name} failed: {err}")
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+    naive = _naive(model, frames, prefill_frames, total, keyframes, keyframes_cfg, new_tokens)
+    ok = {k: v for k, v in variants.items() if "error" not in v}
+    best = min(ok, key=lambda k: ok[k]["fast"]["p50_ms"]) if ok else None
+    result = {
+        "preset": preset.name, "device": device_name(dev), "dtype": str(model.dtype).replace("torch.", ""),
+        "torch": torch.__version__, "frame_size": list(preset.frame_size), "tokens_per_frame": model.tokens_per_frame,
+        "prefill_frames": prefill_frames, "best_variant": best,
+    }
+    if best is not None:
+        b = ok[best]
+        result["fast_path"] = {"engine": b["fast"], "naive": naive["fast"],
+                               "speedup_p50": naive["fast"]["p50_ms"] / b["fast"]["p50_ms"]}
+        result["slow_path"] = {"engine": b["slow"], "naive": naive["slow"],
+                               "speedup_tokens_per_second": b["slow"]["tokens_per_second"] / naive["slow"]["tokens_per_second"]}
+        result["peak_memory_mib"] = {"engine": b["peak_memory_mib"], "naive": naive["peak_memory_mib"],
+                                     "kind": "torch.cuda.max_memory_allocated" if dev.type == "cuda" else "process RSS"}
+    result["variants"] = {k: _equality(v, naive, model) if "error" not in v else v for k, v in variants.items()}
+    return result
+
+
+def _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_tokens, concurrent: bool) -> dict:
+    dev = model.device
     _reset_peak(dev)
+    started = now()
     engine = StreamEngine(model, cfg)
-    threshold = engine.threshold
+    log(f"engine built ({engine.backend.name} backend, compile={cfg.compile})")
     decisions = []
-    for k in range(total):
+    for k in range(len(times)):
         if k == prefill_frames:
-            _reset_peak(dev)
             context_start, wall = engine.stats()["kv_tokens"], now()
-        decisions.append(engine.process_frame(frames[k % DISTINCT_FRAMES], stream_times[k]))
+        decisions.append(engine.process_frame(frames[k % DISTINCT_FRAMES], times[k]))
+        if k % PROGRESS_EVERY == 0:
+            log(f"engine frame {k}: {decisions[-1].latency_s * 1e3:.1f} ms")
     wall = now() - wall
     measured = decisions[prefill_frames:]
-    fast_engine = _fast_summary([d.latency_s for d in measured], wall)
-    fast_engine["compute_p50_ms"] = percentiles_ms([d.compute_s for d in measured])["p50"]
-    fast_engine["context_tokens"] = [context_start, engine.stats()["kv_tokens"]]
-
-    # Engine: slow path on a fork of that context (first call captures the decode graph: warm-up).
-    keyframes = [(frames[k % DISTINCT_FRAMES], stream_times[k]) for k in range(total - 3, total)]
-    slow_results = []
-    for _ in range(2):
+    fast = _fast_summary([d.latency_s for d in measured], wall)
+    fast["compute_p50_ms"] = percentiles_ms([d.compute_s for d in measured])["p50"]
+    fast["context_tokens"] = [context_start, engine.stats()["kv_tokens"]]
+    fast["first_frame_ms"] = decisions[0].latency_s * 1e3  # graph capture (and compilation) happen here
+    slow_runs = []
+    for _ in range(2):  # the first captures the one-token graph: a warm-up
         fork = engine.context.fork()
         request = SlowThinkRequest(keyframes, [("system", "")], max_new_tokens=new_tokens, fork=fork)
-        slow_results.append(engine.slow_thinker.generate(request, lambda *_: None))
+        slow_runs.append(engine.slow_thinker.generate(request, lambda *_: None))
         fork.state.release()
-    slow = slow_results[-1]
-    engine_peak = _peak_mib(dev)
-
-    # Concurrency: frames decided while the slow thinker writes (another thread, its own fork).
-    concurrent = _concurrent(engine, frames, keyframes, new_tokens, stream_times[-1])
-
-    # Naive loop on the same frames and prompt.
-    del engine
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-    _reset_peak(dev)
-    naive = NaiveStream(model)
-    naive_out = []
-    for k in range(total):
-        if k == prefill_frames:
-            wall = now()
-        naive_out.append(naive.frame(frames[k % DISTINCT_FRAMES]))
-    wall = now() - wall
-    fast_naive = _fast_summary([s for _, _, s in naive_out[prefill_frames:]], wall)
-    gen = naive_generate(naive, [rgb for rgb, _ in keyframes], new_tokens, keyframes_cfg)
-    naive_peak = _peak_mib(dev)
-
-    p_engine = np.array([d.p_interval for d in decisions])
-    p_naive = np.array([p for p, _, _ in naive_out])
-    top_equal = [d.next_token == top for d, (_, top, _) in zip(decisions, naive_out)]
-    same_prefix = next((i for i, (a, b) in enumerate(zip(slow.token_ids, gen["ids"])) if a != b), len(gen["ids"]))
-    return {
-        "preset": preset.name, "device": device_name(dev), "dtype": str(model.dtype).replace("torch.", ""),
-        "torch": torch.__version__, "backend": cfg.backend if backend != "auto" else _backend_name(model, cfg),
-        "frame_size": list(preset.frame_size), "tokens_per_frame": model.tokens_per_frame,
-        "fast_path": {"engine": fast_engine, "naive": fast_naive,
-                      "speedup_p50": fast_naive["p50_ms"] / fast_engine["p50_ms"]},
-        "slow_path": {
-            "engine": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
-                       "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens},
-            "naive": {"time_to_first_token_ms": gen["time_to_first_token_s"] * 1e3,
-                      "tokens_per_second": gen["tokens_per_second"], "new_tokens": len(gen["ids"]),
-                      "prompt_tokens": gen["prompt_tokens"]},
-            "speedup_tokens_per_second": slow.tokens_per_second / gen["tokens_per_second"],
-        },
-        "concurrent": concurrent,
-        "peak_memory_mib": {"engine": engine_peak, "naive": naive_peak,
-                            "kind": "torch.cuda.max_memory_allocated" if dev.type == "cuda" else "process RSS"},
-        "equality": {
-            "frames_compared": len(decisions),
-            "decisions_equal": int(sum(d.respond == (p < threshold or t != model.token_ids.interval)
-                                       for d, (p, t, _) in zip(decisions, naive_out))),
-            "next_token_equal": int(sum(top_equal)),
-            "max_abs_p_interval_diff": float(np.abs(p_engine - p_naive).max()),
-            "max_rel_p_interval_diff": float((np.abs(p_engine - p_naive) / np.maximum(p_naive, 1e-30)).max()),
-            "generated_tokens_compared": len(gen["ids"]),
-            "generated_tokens_equal_prefix": same_prefix,
-        },
+        log(f"engine slow path: {slow_runs[-1].tokens_per_second:.1f} tokens/s")
+    slow = slow_runs[-1]
+    out = {
+        "backend": engine.backend.name, "compile": cfg.compile, "setup_and_warm_up_s": None,
+        "fast": fast,
+        "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
+                 "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens,
+                 "first_run_tokens_per_second": slow_runs[0].tokens_per_second},
+        "peak_memory_mib": _peak_mib(dev),
+        "breakdown_ms": _breakdown(engine, frames),
+        "_decisions": decisions, "_tokens": slow.token_ids,
     }
+    if concurrent:
+        out["concurrent"] = _concurrent(engine, frames, keyframes, new_tokens, times[-1])
+        log(f"concurrent: {out['concurrent']}")
+    out["setup_and_warm_up_s"] = now() - started
+    return out
 
 
-def _backend_name(model, cfg) -> str:
-    from ..engine import _pick_backend
-
-    return _pick_backend(model, cfg).name if model.device.type == "cuda" else "dynamic"
+def _breakdown(engine: StreamEngine, frames) -> dict:
+    """Median time of each stage of a decided frame, run on its own (synchronized)."""
+    model, dev = engine.model, engine.model.device
+    enc, state = engine.encoder, engine.context.state
+    stages = {"resize_and_tower": [], "connector": [], "llm_step": [], "decide": []}
+    with torch.no_grad():
+        for k in range(BREAKDOWN_REPS):
+            rgb = frames[k % DISTINCT_FRAMES]
+            t0 = now()
+            tokens = enc.general_tokens(rgb)
+            _sync(dev)
+            t1 = now()
+            embeds = model.embed_frames(tokens)[0] if not enc.has_ego else enc.encode(rgb)
+            _sync(dev)
+            t2 = now()
+            logits = state.feed(model.formatter.frame_ids(after_frame=True), embeds)
+            _sync(dev)
+            t3 = now()
+            float(model.p_interval(logits))
+            t4 = now()
+            for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                stages[key].append(value)
+    return {key: float(np.median(values) * 1e3) for key, values in stages.items()}
 
 
 def _concurrent(engine: StreamEngine, frames, keyframes, new_tokens: int, last_time: float) -> dict:
@@ -151,21 +188,75 @@ def _concurrent(engine: StreamEngine, frames, keyframes, new_tokens: int, last_t
     fork = engine.context.fork()
     request = SlowThinkRequest(keyframes, [("system", "")], max_new_tokens=new_tokens, fork=fork)
     done = threading.Event()
-    result = {}
+    result: dict = {}
 
     def write():
-        result["slow"] = engine.slow_thinker.generate(request, lambda *_: None)
-        done.set()
+        try:
+            result["slow"] = engine.slow_thinker.generate(request, lambda *_: None)
+        except Exception as err:  # reported in the JSON; the frame loop below must end either way
+            result["error"] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}"
+        finally:
+            done.set()
 
     thread = threading.Thread(target=write)
     thread.start()
-    latencies, k = [], 0
-    while not done.is_set():
+    latencies, k, deadline = [], 0, now() + CONCURRENT_DEADLINE_S
+    while not done.is_set() and now() < deadline and k < 4 * new_tokens:
         k += 1
         latencies.append(engine.process_frame(frames[k % DISTINCT_FRAMES], last_time + 0.5 * k).latency_s)
-    thread.join()
+    thread.join(CONCURRENT_DEADLINE_S)
     fork.state.release()
-    slow = result["slow"]
-    return {"frames_decided_during_generation": len(latencies),
-            "frame_latency_during_generation_ms": percentiles_ms(latencies),
-            "tokens_per_second_during_frames": slow.tokens_per_second}
+    out = {"frames_decided_during_generation": len(latencies),
+           "frame_latency_during_generation_ms": percentiles_ms(latencies)}
+    if "slow" in result:
+        out["tokens_per_second_during_frames"] = result["slow"].tokens_per_second
+    else:
+        out["error"] = result.get("error", "the slow thinker did not finish in time")
+    return out
+
+
+def _naive(model, frames, prefill_frames, total, keyframes, keyframes_cfg, new_tokens) -> dict:
+    dev = model.device
+    _reset_peak(dev)
+    naive = NaiveStream(model)
+    out = []
+    for k in range(total):
+        if k == prefill_frames:
+            wall = now()
+        out.append(naive.frame(frames[k % DISTINCT_FRAMES]))
+        if k % PROGRESS_EVERY == 0:
+            log(f"naive frame {k}: {out[-1][3] * 1e3:.1f} ms")
+    wall = now() - wall
+    fast = _fast_summary([s for *_, s in out[prefill_frames:]], wall)
+    rgbs = [rgb for rgb, _ in keyframes]
+    runs = [naive_generate(naive, rgbs, new_tokens, keyframes_cfg, rewind=True) for _ in range(2)]  # first: warm-up
+    gen = runs[-1]
+    log(f"naive slow path: {gen['tokens_per_second']:.1f} tokens/s")
+    return {
+        "fast": fast, "frames": out, "gen": gen, "peak_memory_mib": _peak_mib(dev),
+        "slow": {"time_to_first_token_ms": gen["time_to_first_token_s"] * 1e3,
+                 "tokens_per_second": gen["tokens_per_second"], "new_tokens": len(gen["ids"]),
+                 "prompt_tokens": gen["prompt_tokens"], "first_run_tokens_per_second": runs[0]["tokens_per_second"]},
+    }
+
+
+def _equality(variant: dict, naive: dict, model) -> dict:
+    decisions, tokens = variant.pop("_decisions"), variant.pop("_tokens")
+    frames = naive["frames"]
+    interval = model.token_ids.interval
+    p_engine = np.array([d.p_interval for d in decisions])
+    p_naive = np.array([p for p, *_ in frames])
+    mismatch = [margin for d, (p, top, margin, _) in zip(decisions, frames) if d.next_token != top]
+    same = [d.respond == (p < model.config.stream.interval_threshold or top != interval)
+            for d, (p, top, _, _) in zip(decisions, frames)]
+    gen = naive["gen"]
+    prefix = next((i for i, (a, b) in enumerate(zip(tokens, gen["ids"])) if a != b), len(gen["ids"]))
+    variant["equality"] = {
+        "frames_compared": len(decisions), "decisions_equal": int(sum(same)),
+        "next_token_equal": len(decisions) - len(mismatch),
+        "next_token_mismatch_max_naive_margin": max(mismatch) if mismatch else None,
+        "max_abs_p_interval_diff": float(np.abs(p_engine - p_naive).max()),
+        "generated_tokens_compared": len(gen["ids"]), "generated_tokens_equal_prefix": prefix,
+        "naive_margin_at_first_difference": gen["margins"][prefix] if prefix < len(gen["margins"]) else None,
+    }
+    return variant
