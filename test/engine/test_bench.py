@@ -1,0 +1,41 @@
+"""`lionfs bench` end to end on the tiny presets (seconds): the JSON a user and the docs rely on."""
+import json
+
+from lionfs_ros.cli import main
+
+
+def run(capsys, *argv):
+    assert main(["bench", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_speed_json_has_engine_naive_ratios_and_equality(capsys):
+    r = run(capsys, "--preset", "tiny", "--prefill-frames", "8", "--frames", "8", "--new-tokens", "6",
+            "--backend", "static")
+    fast, slow = r["fast_path"], r["slow_path"]
+    for side in ("engine", "naive"):
+        assert fast[side]["frames"] == 8 and fast[side]["p50_ms"] > 0 and fast[side]["p99_ms"] >= fast[side]["p50_ms"]
+        assert fast[side]["frames_per_second"] > 0
+        assert slow[side]["new_tokens"] == 6 and slow[side]["tokens_per_second"] > 0
+        assert slow[side]["time_to_first_token_ms"] > 0 and r["peak_memory_mib"][side] > 0
+    assert fast["speedup_p50"] > 0 and slow["speedup_tokens_per_second"] > 0
+    eq = r["variants"][r["best_variant"]]["equality"]
+    assert eq["frames_compared"] == 16 == eq["decisions_equal"] == eq["next_token_equal"]
+    assert eq["generated_tokens_equal_prefix"] == eq["generated_tokens_compared"] == 6
+    assert r["variants"][r["best_variant"]]["concurrent"]["frames_decided_during_generation"] >= 1
+
+
+def test_memory_json_is_flat_on_a_short_stream(capsys, tmp_path):
+    out = tmp_path / "memory.json"
+    r = run(capsys, "--preset", "tiny-lionfs", "--mode", "memory", "--stream-frames", "160", "--sample-every", "20",
+            "--budget", "400", "--question-every", "20", "--out", str(out))
+    assert json.loads(out.read_text()) == r
+    s = r["summary"]
+    assert s["kv_tokens_max"] <= 400 and s["max_position"] <= 400 < s["max_position_embeddings"]
+    assert s["compactions"] > 0 and r["stream"]["answers"] == r["stream"]["questions"] > 0
+    assert s["kv_bytes_after_warm_up"]["max"] < 1.5 * s["kv_bytes_after_warm_up"]["min"]
+
+
+def test_speed_mode_refuses_a_model_without_a_plain_hf_loop(capsys):
+    assert main(["bench", "--preset", "tiny-lionfs"]) == 2
+    assert "plain HF loop" in capsys.readouterr().err
