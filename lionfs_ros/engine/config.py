@@ -105,6 +105,7 @@ class EngineConfig:
     # Runtime.
     backend: str = "auto"  # 'dynamic' (any model, StreamKVCache), 'static' (CUDA graphs), 'auto'
     compile: bool = False  # static backend on CUDA: fuse the elementwise pieces with torch.compile (once, slow start)
+    attention: str = "sdpa"  # static backend: 'sdpa' (fused kernel) or 'split' (split-K over keys, see static_decoder)
     latency_window: int = 2048  # decisions kept for the latency percentiles
     system_prompt: str | None = None  # None: the model's stream.system_prompt
 
@@ -125,6 +126,8 @@ class EngineConfig:
             raise EngineConfigError("max_new_tokens, max_query_tokens and partial_every_tokens must be >= 1")
         if self.position_mode not in POSITION_MODES:
             raise EngineConfigError(f"position_mode: {self.position_mode!r} is not one of {POSITION_MODES}")
+        if self.attention not in ("sdpa", "split"):
+            raise EngineConfigError(f"attention: {self.attention!r} is not one of ('sdpa', 'split')")
         if self.backend not in BACKENDS:
             raise EngineConfigError(f"backend: {self.backend!r} is not one of {BACKENDS}")
         if not 0 < self.evict_chunk_tokens < self.kv_budget_tokens:

@@ -23,10 +23,12 @@ from lionfs_ros.model.backbone import has_lora
 from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig
 from .lm_state import LENGTH_DEPENDENT_ROPE, LMState, renumbering, rope_rotation
-from .static_decoder import POSITION_SENTINEL, FusedDecoder
+from .resize import FILTERS as RESIZE_FILTERS
+from .resize import ExactResize
+from .static_decoder import POSITION_SENTINEL, SPLIT_CHUNK, FusedDecoder
 
 GRAPH_WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuBLAS handles, workspaces)
-CAPACITY_ALIGN = 64
+CAPACITY_ALIGN = SPLIT_CHUNK  # buffer lengths: whole chunks for split attention (and aligned mask rows)
 UINT8_MAX = 255.0  # buffer lengths rounded up: attention kernels want aligned mask rows
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
@@ -68,21 +70,24 @@ def _capture(body, stream: torch.cuda.Stream | None, pool, before=None, after=No
 
 
 class DevicePreprocess:
-    """``VisionEncoder.preprocess`` split in two: the PIL resize on the CPU, the normalization on the device.
-
-    Same arithmetic (uint8 / 255, then (x - mean) / std, in float32), so the same pixels: the
-    device part runs inside the tower's graph and only the resized uint8 image crosses to the GPU.
-    """
+    """``VisionEncoder.preprocess`` on the device, same pixels: Pillow's resize reproduced exactly
+    (``resize.ExactResize``; other filters run Pillow on the CPU), then the same normalization
+    arithmetic (uint8 / 255, then (x - mean) / std, in float32)."""
 
     def __init__(self, encoder, device: torch.device):
         cfg = encoder.cfg
+        self.device = device
         self.size = (encoder.image_size, encoder.image_size)
         self.resample = Image.Resampling[cfg.resample.upper()]
+        self.exact = ExactResize(self.size, cfg.resample) if cfg.resample in RESIZE_FILTERS else None
         self.mean = torch.tensor(cfg.image_mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.image_std, device=device).view(1, 3, 1, 1)
 
-    def resize(self, rgb: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(rgb).resize(self.size, self.resample))  # [S, S, 3] uint8
+    def resize(self, rgb: np.ndarray) -> torch.Tensor:
+        """RGB ``[H, W, 3]`` uint8 -> ``[S, S, 3]`` uint8 on the device."""
+        if self.exact is None:
+            return torch.from_numpy(np.asarray(Image.fromarray(rgb).resize(self.size, self.resample))).to(self.device)
+        return self.exact(torch.from_numpy(rgb).to(self.device))
 
     def normalize(self, resized: torch.Tensor) -> torch.Tensor:
         pixels = resized.permute(2, 0, 1)[None].float() / UINT8_MAX  # [1, 3, S, S]
@@ -90,7 +95,8 @@ class DevicePreprocess:
 
 
 class GraphedTower:
-    """RGB frame -> tokens ``[1, n, C]`` of one vision encoder: resize on the CPU, the rest replayed from a CUDA graph."""
+    """RGB frame -> tokens ``[1, n, C]`` of one vision encoder: exact resize on the device, then
+    normalization and the tower replayed from a CUDA graph."""
 
     def __init__(self, encoder, device: torch.device):
         self.encoder = encoder
@@ -102,7 +108,7 @@ class GraphedTower:
         return self.encoder.frame_tokens(self.prep.normalize(self.resized))
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
-        self.resized.copy_(torch.from_numpy(self.prep.resize(rgb)))
+        self.resized.copy_(self.prep.resize(rgb))
         if self.graph is None:
             self.graph, self.out = _capture(self._body, None, None)
         self.graph.replay()
@@ -289,7 +295,7 @@ class StaticBackend:
         main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
         slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
                                    portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
-        fused = FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs)
+        fused = FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention)
         frame_length = model.tokens_per_frame + 1
         self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length)
         self.slow = StaticLMState(model, fused, slow_capacity, self.use_graphs)

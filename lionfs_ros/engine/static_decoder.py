@@ -13,9 +13,14 @@ gaps between small kernels as much as by reading the weights):
   model's own ``q_proj`` etc. become views into the concatenation: no extra memory); RoPE rotates q
   and k together; grouped-query attention folds the query heads that share a K/V head into the
   query length (HF's ``repeat_kv`` pairing, without copying K/V);
-- the elementwise pieces (RMSNorm, residual add + RMSNorm, RoPE, SiLU-gate) are plain functions
-  with HF's arithmetic; ``compile=True`` fuses each into one kernel with ``torch.compile`` (for the
-  graphed steps only: fixed shapes, compiled once).
+- the elementwise pieces (RMSNorm, residual add + RMSNorm, RoPE, SiLU-gate, masked softmax) are
+  plain functions with HF's arithmetic; ``compile=True`` fuses each into one kernel with
+  ``torch.compile`` (for the graphed steps only: fixed shapes, compiled once);
+- attention is either ``sdpa`` (PyTorch's fused kernel with the mask) or ``split``: scores by one
+  batched matrix product over the whole buffer, a float32 masked softmax (HF's eager arithmetic),
+  then the value product split into ``SPLIT_CHUNK``-slot chunks summed in float32. With a few
+  queries and thousands of keys the fused kernel runs on a handful of SMs; the split form keeps
+  every SM busy (split-K over the keys).
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 POSITION_SENTINEL = 1 << 40  # an empty slot's position: after every query, so always masked
+SPLIT_CHUNK = 256  # key slots per chunk of the split value product (buffers are sized in multiples)
+ATTENTION_KINDS = ("sdpa", "split")
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -45,6 +52,11 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """HF's ``apply_rotary_pos_emb`` on ``[H, M, D]`` with ``cos``/``sin`` ``[1, M, D]``."""
     half = x.shape[-1] // 2
     return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """``softmax(scores * scale + mask)`` in float32, back to the scores' dtype (HF eager attention's arithmetic)."""
+    return torch.softmax(scores.float() * scale + mask, dim=-1).to(scores.dtype)
 
 
 def silu_gate(gate_up: torch.Tensor) -> torch.Tensor:
@@ -89,12 +101,16 @@ class _Ops:
         gate = silu_gate if act is None else (lambda gu: act(gu.chunk(2, -1)[0]) * gu.chunk(2, -1)[1])
         wrap = (lambda fn: torch.compile(fn, dynamic=False, fullgraph=True)) if compiled else (lambda fn: fn)
         self.rms_norm, self.add_rms_norm, self.rope, self.gate = wrap(rms_norm), wrap(add_rms_norm), wrap(rope), wrap(gate)
+        self.masked_softmax = wrap(masked_softmax)
 
 
 class FusedDecoder:
     """The backbone's layers with fused projections; shared by every static state of one model."""
 
-    def __init__(self, llm, compile: bool = False):
+    def __init__(self, llm, compile: bool = False, attention: str = "sdpa"):
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention {attention!r} is not one of {ATTENTION_KINDS}")
+        self.attention = attention
         self.llm = llm
         self.decoder = llm.get_decoder()
         cfg = llm.config
@@ -129,7 +145,8 @@ class FusedDecoder:
         slots = fill + steps
         slot_pos.index_copy_(0, slots, pos)
         allowed = (slot_pos[None, :] <= pos[:, None]).repeat(self.groups, 1)  # [g*M, cap]
-        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, float("-inf"))[None, None]
+        mask_dtype = torch.float32 if self.attention == "split" else x.dtype
+        mask = torch.zeros(allowed.shape, dtype=mask_dtype, device=x.device).masked_fill(~allowed, float("-inf"))
         cos, sin = self.decoder.rotary_emb(x[None], position_ids=pos[None])  # [1, M, D]
         first = self.layers[0]
         h = ops.rms_norm(x, first.ln1, first.eps)
@@ -155,7 +172,21 @@ class FusedDecoder:
         v = qkv[:, (hq + hkv) * hd:].view(m, hkv, hd).transpose(0, 1)  # [Hkv, M, D]
         k_buf.index_copy_(1, slots, k)  # k_buf [Hkv, cap, D]
         v_buf.index_copy_(1, slots, v)
-        q = q.reshape(hkv, self.groups * m, hd)[None]  # query heads of one K/V head, stacked along length
-        out = F.scaled_dot_product_attention(q, k_buf[None], v_buf[None], attn_mask=mask, scale=self.scaling)
-        out = out[0].view(hq, m, hd).transpose(0, 1).reshape(m, hq * hd)
+        q = q.reshape(hkv, self.groups * m, hd)  # query heads of one K/V head, stacked along length
+        if self.attention == "sdpa":
+            out = F.scaled_dot_product_attention(q[None], k_buf[None], v_buf[None], attn_mask=mask[None, None],
+                                                 scale=self.scaling)[0]
+        else:
+            out = self._split_attention(q, k_buf, v_buf, mask, ops)
+        out = out.view(hq, m, hd).transpose(0, 1).reshape(m, hq * hd)
         return F.linear(out, fl.o_weight, fl.o_bias)
+
+    def _split_attention(self, q, k_buf, v_buf, mask, ops) -> torch.Tensor:
+        """``q [Hkv, gM, D]`` over the whole buffer ``[Hkv, cap, D]`` -> ``[Hkv, gM, D]``."""
+        hkv, rows, hd = q.shape
+        cap = k_buf.shape[1]
+        chunks = cap // SPLIT_CHUNK
+        probs = ops.masked_softmax(torch.matmul(q, k_buf.transpose(1, 2)), mask, self.scaling)  # [Hkv, gM, cap]
+        probs = probs.view(hkv, rows, chunks, SPLIT_CHUNK).transpose(1, 2)  # [Hkv, chunks, gM, C]
+        partial = torch.matmul(probs, v_buf.view(hkv, chunks, SPLIT_CHUNK, hd))  # [Hkv, chunks, gM, D]
+        return partial.sum(1, dtype=torch.float32).to(q.dtype)

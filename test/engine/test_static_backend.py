@@ -25,9 +25,10 @@ def feeds(model):
     return out
 
 
-def test_static_state_matches_dynamic_through_feeds_fork_and_eviction(baseline_model):
+@pytest.mark.parametrize("attention", ["sdpa", "split"])
+def test_static_state_matches_dynamic_through_feeds_fork_and_eviction(baseline_model, attention):
     model = baseline_model
-    cfg = engine_config(backend="static")
+    cfg = engine_config(backend="static", attention=attention)
     backend = StaticBackend(model, cfg, use_graphs=False)
     static, dynamic = backend.main_state(), DynamicLMState(model)
     for ids, embeds in feeds(model):
@@ -56,12 +57,14 @@ def test_static_state_matches_dynamic_through_feeds_fork_and_eviction(baseline_m
         torch.testing.assert_close(s.feed([5, 6, 7]), d.feed([5, 6, 7]), atol=ATOL, rtol=0)
 
 
-def test_engine_on_the_static_backend_decides_like_the_dynamic_one(baseline_model):
+@pytest.mark.parametrize("attention", ["sdpa", "split"])
+def test_engine_on_the_static_backend_decides_like_the_dynamic_one(baseline_model, attention):
     frames = stream_frames(12, seed=13)
     results = {}
     for backend in ("dynamic", "static"):
         engine = StreamEngine(baseline_model, engine_config(backend=backend, threshold=0.7, kv_budget_tokens=300,
-                                                            evict_chunk_tokens=60, keep_recent_frames=4))
+                                                            evict_chunk_tokens=60, keep_recent_frames=4,
+                                                            attention=attention))
         decisions = [engine.process_frame(f, k * 0.5) for k in range(40) for f in [frames[k % 12]]]
         results[backend] = (decisions, engine.stats())
     (dyn, dyn_stats), (sta, sta_stats) = results["dynamic"], results["static"]
@@ -84,5 +87,5 @@ def test_device_preprocess_gives_the_models_pixels(fused_model):
     for encoder, source in ((fused_model.vision, "general"), (fused_model.ego, "ego")):
         prep = DevicePreprocess(encoder, torch.device("cpu"))
         for rgb in stream_frames(2, seed=14, size=57):
-            pixels = prep.normalize(torch.from_numpy(prep.resize(rgb)))
+            pixels = prep.normalize(prep.resize(rgb))
             assert torch.equal(pixels, fused_model.preprocess(rgb, source))

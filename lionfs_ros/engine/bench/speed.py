@@ -7,7 +7,7 @@ tokens (EOS ignored so both sides decode the same length): time to first token a
 tokens per second. Equality: per frame P(interval) and the most likely token, and the generated
 ids; where they differ, the naive side's top-1/top-2 logit margin shows whether it was a near tie.
 Concurrency: frames decided while the slow thinker writes on its fork, from another thread.
-Each engine variant (``compile`` off/on) is measured in turn on the same model.
+Each engine variant (``compile`` off/on, ``attention`` sdpa/split) is measured in turn on the same model.
 """
 from __future__ import annotations
 
@@ -66,8 +66,17 @@ def _fast_summary(latencies: list[float], wall: float) -> dict:
             "mean_ms": float(np.mean(latencies) * 1e3), "frames_per_second": len(latencies) / wall}
 
 
+VARIANTS = {  # name -> EngineConfig fields
+    "eager": {},
+    "graphs": {},
+    "graphs+compile": {"compile": True},
+    "graphs+split": {"attention": "split"},
+    "graphs+compile+split": {"compile": True, "attention": "split"},
+}
+
+
 def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_tokens: int, device: str | None = None,
-              backend: str = "auto", compile_modes: tuple[bool, ...] = (False,)) -> dict:
+              backend: str = "auto", variants: tuple[str, ...] = ("eager",)) -> dict:
     log(f"building {preset.name}")
     model = build_model(preset, device)
     dev = model.device
@@ -78,15 +87,14 @@ def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_t
     times = [0.5 * k for k in range(total)]
     keyframes = [(frames[k % DISTINCT_FRAMES], times[k]) for k in range(total - 3, total)]
 
-    variants = {}
-    for compiled in compile_modes:
-        name = "graphs+compile" if compiled else ("graphs" if dev.type == "cuda" else "eager")
+    names, variants = variants, {}
+    for name in names:
         cfg = EngineConfig(general_fps=1e6, answers=False, kv_budget_tokens=preset.kv_budget_tokens,
                            max_new_tokens=new_tokens, stop_on_eos=False, keyframes=keyframes_cfg, backend=backend,
-                           compile=compiled)
+                           **VARIANTS[name])
         try:
             variants[name] = _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_tokens,
-                                             concurrent=compiled == compile_modes[-1])
+                                             concurrent=name == names[-1])
         except Exception as err:  # a variant that cannot run (e.g. no compiler) is reported, the rest go on
             variants[name] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=6)}
             log(f"variant {name} failed: {err}")
@@ -119,7 +127,7 @@ def _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_to
     _reset_peak(dev)
     started = now()
     engine = StreamEngine(model, cfg)
-    log(f"engine built ({engine.backend.name} backend, compile={cfg.compile})")
+    log(f"engine built ({engine.backend.name} backend, compile={cfg.compile}, attention={cfg.attention})")
     decisions = []
     for k in range(len(times)):
         if k == prefill_frames:
@@ -142,7 +150,7 @@ def _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_to
         log(f"engine slow path: {slow_runs[-1].tokens_per_second:.1f} tokens/s")
     slow = slow_runs[-1]
     out = {
-        "backend": engine.backend.name, "compile": cfg.compile, "setup_and_warm_up_s": None,
+        "backend": engine.backend.name, "compile": cfg.compile, "attention": cfg.attention, "setup_and_warm_up_s": None,
         "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
                  "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens,
