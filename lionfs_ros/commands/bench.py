@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--variants", default=None,
                        help="engine variants, comma-separated, from eager, graphs, graphs+compile, graphs+split,"
                             " graphs+compile+split (default: the four graphs variants on CUDA, eager on CPU)")
+    speed.add_argument("--concurrent-variant", default=None,
+                       help="the variant that also measures frames during generation (default: the last)")
     memory = parser.add_argument_group("memory mode")
     memory.add_argument("--stream-frames", type=int, default=HOUR_AT_2FPS, help="frames in the stream (default: 1 h)")
     memory.add_argument("--fps", type=float, default=2.0)
@@ -78,19 +80,27 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: unknown variants {unknown}; known: {sorted(VARIANTS)}", file=sys.stderr)
             return 2
         result = run_speed(preset, prefill_frames=args.prefill_frames or prefill, measure_frames=args.frames or frames,
-                           new_tokens=args.new_tokens or tokens, device=device, backend=args.backend, variants=variants)
+                           new_tokens=args.new_tokens or tokens, device=device, backend=args.backend, variants=variants,
+                           concurrent_variant=args.concurrent_variant,
+                           on_update=(lambda r: _write(args.out, r)) if args.out else None)
     else:
         from lionfs_ros.engine.bench.memory import run_memory
 
         result = run_memory(preset, frames=args.stream_frames, fps=args.fps, sample_every=args.sample_every,
                             budget=args.budget or preset.kv_budget_tokens // 2, question_every=args.question_every,
                             new_tokens=16, device=device)
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        _write(args.out, result)
     return 0
+
+
+def _write(path: Path, result: dict) -> None:
+    """Write the JSON (also as phases finish, so a crash keeps what was measured)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":  # the GPU machine runs it without the CLI's other commands

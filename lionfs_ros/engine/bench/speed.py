@@ -67,16 +67,18 @@ def _fast_summary(latencies: list[float], wall: float) -> dict:
 
 
 VARIANTS = {  # name -> EngineConfig fields
-    "eager": {},
-    "graphs": {},
-    "graphs+compile": {"compile": True},
+    "eager": {"attention": "sdpa"},
+    "graphs": {"attention": "sdpa"},
+    "graphs+compile": {"compile": True, "attention": "sdpa"},
     "graphs+split": {"attention": "split"},
     "graphs+compile+split": {"compile": True, "attention": "split"},
 }
 
 
 def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_tokens: int, device: str | None = None,
-              backend: str = "auto", variants: tuple[str, ...] = ("eager",)) -> dict:
+              backend: str = "auto", variants: tuple[str, ...] = ("eager",), concurrent_variant: str | None = None,
+              on_update=None) -> dict:
+    """``on_update(result)`` is called after every phase with the result so far (so a crash keeps what was measured)."""
     log(f"building {preset.name}")
     model = build_model(preset, device)
     dev = model.device
@@ -86,43 +88,61 @@ def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_t
     total = prefill_frames + measure_frames
     times = [0.5 * k for k in range(total)]
     keyframes = [(frames[k % DISTINCT_FRAMES], times[k]) for k in range(total - 3, total)]
-
-    names, variants = variants, {}
-    for name in names:
-        cfg = EngineConfig(general_fps=1e6, answers=False, kv_budget_tokens=preset.kv_budget_tokens,
-                           max_new_tokens=new_tokens, stop_on_eos=False, keyframes=keyframes_cfg, backend=backend,
-                           **VARIANTS[name])
-        try:
-            variants[name] = _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_tokens,
-                                             concurrent=name == names[-1])
-        except Exception as err:  # a variant that cannot run (e.g. no compiler) is reported, the rest go on
-            variants[name] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=6)}
-            log(f"variant {name} failed: {err}")
-        gc.collect()
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-
-    naive = _naive(model, frames, prefill_frames, total, keyframes, keyframes_cfg, new_tokens)
-    ok = {k: v for k, v in variants.items() if "error" not in v}
-    best = min(ok, key=lambda k: ok[k]["fast"]["p50_ms"]) if ok else None
     result = {
         "preset": preset.name, "device": device_name(dev), "dtype": str(model.dtype).replace("torch.", ""),
         "torch": torch.__version__, "frame_size": list(preset.frame_size), "tokens_per_frame": model.tokens_per_frame,
-        "prefill_frames": prefill_frames, "best_variant": best,
+        "prefill_frames": prefill_frames, "variants": {},
     }
-    if best is not None:
-        b = ok[best]
-        result["fast_path"] = {"engine": b["fast"], "naive": naive["fast"],
-                               "speedup_p50": naive["fast"]["p50_ms"] / b["fast"]["p50_ms"]}
-        result["slow_path"] = {"engine": b["slow"], "naive": naive["slow"],
-                               "speedup_tokens_per_second": b["slow"]["tokens_per_second"] / naive["slow"]["tokens_per_second"]}
-        result["peak_memory_mib"] = {"engine": b["peak_memory_mib"], "naive": naive["peak_memory_mib"],
-                                     "kind": "torch.cuda.max_memory_allocated" if dev.type == "cuda" else "process RSS"}
-    result["variants"] = {k: _equality(v, naive, model) if "error" not in v else v for k, v in variants.items()}
+    update = on_update or (lambda _: None)
+
+    naive = _naive(model, frames, prefill_frames, total, keyframes, keyframes_cfg, new_tokens)
+    result["naive"] = {"fast": naive["fast"], "slow": naive["slow"], "peak_memory_mib": naive["peak_memory_mib"]}
+    update(result)
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    concurrent_variant = concurrent_variant or variants[-1]
+    for name in variants:
+        cfg = EngineConfig(general_fps=1e6, answers=False, kv_budget_tokens=preset.kv_budget_tokens,
+                           max_new_tokens=new_tokens, stop_on_eos=False, keyframes=keyframes_cfg, backend=backend,
+                           **VARIANTS[name])
+
+        def publish(partial: dict, name=name) -> None:
+            result["variants"][name] = _equality(dict(partial), naive, model)
+            _summarize(result, naive, dev.type == "cuda")
+            update(result)
+
+        try:
+            _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_tokens,
+                            concurrent=name == concurrent_variant, publish=publish)
+        except Exception as err:  # a variant that cannot run is reported, the rest go on
+            entry = result["variants"].setdefault(name, {})
+            entry["error"] = f"{type(err).__name__}: {err}"
+            entry["traceback"] = traceback.format_exc(limit=6)
+            log(f"variant {name} failed: {err}")
+            update(result)
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
     return result
 
 
-def _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_tokens, concurrent: bool) -> dict:
+def _summarize(result: dict, naive: dict, cuda: bool) -> None:
+    ok = {k: v for k, v in result["variants"].items() if "fast" in v and "slow" in v}
+    if not ok:
+        return
+    best = min(ok, key=lambda k: ok[k]["fast"]["p50_ms"])
+    b = ok[best]
+    result["best_variant"] = best
+    result["fast_path"] = {"engine": b["fast"], "naive": naive["fast"],
+                           "speedup_p50": naive["fast"]["p50_ms"] / b["fast"]["p50_ms"]}
+    result["slow_path"] = {"engine": b["slow"], "naive": naive["slow"],
+                           "speedup_tokens_per_second": b["slow"]["tokens_per_second"] / naive["slow"]["tokens_per_second"]}
+    kind = "torch.cuda.max_memory_allocated" if cuda else "process RSS"
+    result["peak_memory_mib"] = {"engine": b["peak_memory_mib"], "naive": naive["peak_memory_mib"], "kind": kind}
+
+
+def _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_tokens, concurrent: bool, publish) -> None:
     dev = model.device
     _reset_peak(dev)
     started = now()
@@ -150,20 +170,24 @@ def _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_to
         log(f"engine slow path: {slow_runs[-1].tokens_per_second:.1f} tokens/s")
     slow = slow_runs[-1]
     out = {
-        "backend": engine.backend.name, "compile": cfg.compile, "attention": cfg.attention, "setup_and_warm_up_s": None,
+        "backend": engine.backend.name, "compile": cfg.compile, "attention": cfg.attention,
         "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
                  "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens,
                  "first_run_tokens_per_second": slow_runs[0].tokens_per_second},
         "peak_memory_mib": _peak_mib(dev),
-        "breakdown_ms": _breakdown(engine, frames),
         "_decisions": decisions, "_tokens": slow.token_ids,
     }
+    publish(out)
+    log("breakdown")
+    out["breakdown_ms"] = _breakdown(engine, frames)
+    publish(out)
     if concurrent:
+        log("concurrent")
         out["concurrent"] = _concurrent(engine, frames, keyframes, new_tokens, times[-1])
         log(f"concurrent: {out['concurrent']}")
-    out["setup_and_warm_up_s"] = now() - started
-    return out
+    out["setup_and_measure_s"] = now() - started
+    publish(out)
 
 
 def _breakdown(engine: StreamEngine, frames) -> dict:
