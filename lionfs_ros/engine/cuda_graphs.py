@@ -48,21 +48,23 @@ def static_backend_supported(model) -> str | None:
     return None
 
 
-def _capture(body, stream: torch.cuda.Stream | None, pool, before=None, after=None) -> tuple[torch.cuda.CUDAGraph, object]:
-    """Warm ``body`` up on a side stream, then capture it; ``before``/``after`` undo what the runs changed."""
-    side = torch.cuda.Stream()
-    side.wait_stream(stream or torch.cuda.current_stream())
-    with torch.cuda.stream(side):
+def _capture(body, capture_stream: torch.cuda.Stream, pool, after=None) -> tuple[torch.cuda.CUDAGraph, object]:
+    """Warm ``body`` up, then capture it, both on ``capture_stream``; ``after`` undoes what the runs changed.
+
+    Each graph owner (main state, slow state, each tower) captures on a stream of its own: cuBLAS
+    keeps one workspace per stream and a graph bakes in the one of its capture stream, so graphs
+    captured on a shared stream would race on it when two threads replay them at the same time.
+    """
+    capture_stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(capture_stream):
         for _ in range(GRAPH_WARMUP_RUNS):
-            if before:
-                before()
             body()
             if after:
                 after()
-    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.current_stream().wait_stream(capture_stream)
     graph = torch.cuda.CUDAGraph()
     # thread_local: the other engine thread may use the GPU while this one captures.
-    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+    with torch.cuda.graph(graph, pool=pool, stream=capture_stream, capture_error_mode="thread_local"):
         out = body()
     if after:
         after()
@@ -102,6 +104,7 @@ class GraphedTower:
         self.encoder = encoder
         self.prep = DevicePreprocess(encoder, device)
         self.resized = torch.zeros(*self.prep.size, 3, dtype=torch.uint8, device=device)
+        self.capture_stream = torch.cuda.Stream(device)
         self.graph = self.out = None
 
     def _body(self) -> torch.Tensor:
@@ -110,7 +113,7 @@ class GraphedTower:
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         self.resized.copy_(self.prep.resize(rgb))
         if self.graph is None:
-            self.graph, self.out = _capture(self._body, None, None)
+            self.graph, self.out = _capture(self._body, self.capture_stream, None)
         self.graph.replay()
         return self.out.clone()
 
@@ -128,6 +131,7 @@ class StaticLMState(LMState):
         self.fill = self.next_pos = 0
         self.use_graphs = use_graphs and device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.capture_stream = torch.cuda.Stream(device) if self.use_graphs else None
         self.frame_length = frame_length  # the one embeds length with a graph (a decided frame)
         self._graphs: dict[str, tuple] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
@@ -162,7 +166,7 @@ class StaticLMState(LMState):
                 self.next_pos_t.fill_(pos)
                 self.slot_pos[fill:fill + length] = POSITION_SENTINEL
 
-            self._graphs[kind] = _capture(body, self.stream, self._pool, after=undo)
+            self._graphs[kind] = _capture(body, self.capture_stream, self._pool, after=undo)
         return self._graphs[kind]
 
     def _length(self, kind: str) -> int:
