@@ -130,10 +130,16 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> 
     return out / MODEL_SUBDIR
 
 
+def _program_name() -> str:
+    """``lionfs`` when run as the console script or ``python -m lionfs_ros.cli``, else the script's name."""
+    name = Path(sys.argv[0]).name
+    return "lionfs" if name in ("lionfs", "cli.py") else name
+
+
 def write_summary(path: Path, trainer, result, model, num_examples: int) -> None:
     losses = [entry for entry in trainer.state.log_history if "loss" in entry]
     summary = {
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "command": " ".join([_program_name()] + sys.argv[1:]),
         "world_size": trainer.args.world_size,
         "device": str(trainer.args.device),
         "bf16": trainer.args.bf16,
