@@ -88,7 +88,9 @@ class DevicePreprocess:
     def resize(self, rgb: np.ndarray) -> torch.Tensor:
         """RGB ``[H, W, 3]`` uint8 -> ``[S, S, 3]`` uint8 on the device."""
         if self.exact is None:
-            return torch.from_numpy(np.asarray(Image.fromarray(rgb).resize(self.size, self.resample))).to(self.device)
+            return torch.from_numpy(np.array(Image.fromarray(rgb).resize(self.size, self.resample))).to(self.device)
+        if not rgb.flags.writeable:  # e.g. a view of a ROS message buffer: torch wants writable memory
+            rgb = rgb.copy()
         return self.exact(torch.from_numpy(rgb).to(self.device))
 
     def normalize(self, resized: torch.Tensor) -> torch.Tensor:

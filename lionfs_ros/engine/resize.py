@@ -96,7 +96,8 @@ class ExactResize:
         in_h, in_w, _ = rgb.shape
         plan = self._plan(in_h, in_w, rgb.device)
         if plan is None:  # this Pillow resamples these sizes some other way: use it
-            return torch.from_numpy(_pillow(rgb.cpu().numpy(), (self.height, self.width), self.resample)).to(rgb.device)
+            out = _pillow(rgb.cpu().numpy(), (self.height, self.width), self.resample).copy()
+            return torch.from_numpy(out).to(rgb.device)
         horizontal, vertical, order = plan
         return _two_pass(rgb, horizontal, vertical, order)
 
@@ -127,7 +128,7 @@ def _settle_order(in_h, in_w, out_hw, resample, horizontal, vertical) -> str | N
     import numpy as np
 
     probe = np.random.default_rng(PROBE_SEED).integers(0, 256, size=(in_h, in_w, 3), dtype=np.uint8)
-    want = torch.from_numpy(_pillow(probe, out_hw, resample))
+    want = torch.from_numpy(_pillow(probe, out_hw, resample).copy())  # Pillow's array is read-only
     for order in (HORIZONTAL_FIRST, VERTICAL_FIRST):
         if torch.equal(_two_pass(torch.from_numpy(probe), horizontal, vertical, order), want):
             return order
