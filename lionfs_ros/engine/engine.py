@@ -82,6 +82,7 @@ class StreamEngine:
         self._compute = LatencyWindow(self.cfg.latency_window)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._last_error = ""
 
     def _check_model(self) -> None:
         check_against_model(self.cfg, token_bounds(self.model, self.cfg),
@@ -140,7 +141,7 @@ class StreamEngine:
         return decision
 
     def flush(self) -> None:
-        """Synchronous use: start and write every waiting job now (e.g. a question asked after the last frame)."""
+        """Synchronous use: write every answer still waiting for the slow thinker (questions wait for a frame)."""
         self._run_jobs_inline()
 
     # Threads.
@@ -171,8 +172,9 @@ class StreamEngine:
             if item is not None:
                 try:
                     self._handle(item)
-                except Exception:  # one bad step must not end the stream; it is counted and visible in stats
+                except Exception as err:  # one bad step must not end the stream; it is counted and visible in stats
                     self._counts["frame_errors"] += 1
+                    self._last_error = f"{type(err).__name__}: {err}"
             self._start_next_job()
 
     # The fast path.
@@ -335,7 +337,8 @@ class StreamEngine:
             "questions_dropped": sched.counts.dropped_questions, "cancelled": counts.get("cancelled", 0),
             "busy": sched.running is not None, "jobs_waiting": len(sched.questions) + len(sched.triggers),
             "slow_errors": counts.get("slow_errors", 0),
-            "frame_errors": counts.get("frame_errors", 0), "callback_errors": counts.get("callback_errors", 0),
+            "frame_errors": counts.get("frame_errors", 0), "last_frame_error": self._last_error,
+            "callback_errors": counts.get("callback_errors", 0),
             "threshold": self.threshold, "trigger_policy": sched.policy, "running": self._thread is not None,
             "backend": self.backend.name,
         }
