@@ -13,13 +13,16 @@ from lionfs_ros.data.synth import GeneratorConfig, generate_dataset
 from lionfs_ros.eval.evaluate import EvalOptions, evaluate_dataset, load_eval_examples
 from lionfs_ros.model import LionFSModel
 from lionfs_ros.resources import demo_model_path
+from lionfs_ros.train.dataset import truncate
 
 MAX_FILE_BYTES = 16_000_000
 MAX_TOTAL_BYTES = 30_000_000
 VAL_SEED = 900  # the validation seed of docs/RESULTS.md: never used in training
 VAL_EPISODES = 2
-COMPARED_EPISODES = 1  # an untrained model speaks at every frame: one episode keeps the test short
-MAX_NEW_TOKENS = 24
+# An untrained model speaks at every frame and writes MAX_NEW_TOKENS each time: a short clip keeps the test fast.
+COMPARED_EPISODES = 1
+COMPARED_FRAMES = 40
+MAX_NEW_TOKENS = 16
 OFFLINE_CHECK = """
 import socket
 def refuse(*args, **kwargs):
@@ -29,6 +32,7 @@ socket.create_connection = refuse
 import torch
 from lionfs_ros.model import LionFSModel
 from lionfs_ros.resources import demo_model_path
+from lionfs_ros.train.dataset import truncate
 model = LionFSModel.from_pretrained(demo_model_path()).eval()
 ids = model.formatter.system_ids() + model.formatter.stream_open_ids() + model.formatter.frame_ids(after_frame=False)
 frames = torch.zeros(1, model.tokens_per_frame, model.hidden_size)
@@ -77,7 +81,8 @@ def test_demo_model_beats_an_untrained_one(val_episodes):
     trained = LionFSModel.from_pretrained(demo_model_path()).eval()
     torch.manual_seed(0)
     untrained = LionFSModel.from_config(trained.config, tokenizer=trained.tokenizer).eval()
-    examples = load_eval_examples(val_episodes, trained.config.stream.frame_fps, limit=COMPARED_EPISODES)
+    examples = [truncate(e, COMPARED_FRAMES) for e in load_eval_examples(val_episodes, trained.config.stream.frame_fps,
+                                                                        limit=COMPARED_EPISODES)]
     options = EvalOptions(questions=False, max_new_tokens=MAX_NEW_TOKENS)
     ours, fresh = evaluate_dataset(trained, examples, options), evaluate_dataset(untrained, examples, options)
     summary = {k: (round(ours[k], 3), round(fresh[k], 3)) for k in ("lm_ppl", "lm_correctness", "time_diff", "trigger_f1")}
