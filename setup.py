@@ -20,7 +20,10 @@ setup(
     description="LION-FS fast & slow online video assistant as a ROS 2 package",
     packages=find_packages(include=["lionfs_ros", "lionfs_ros.*"]),
     include_package_data=True,
-    package_data={"lionfs_ros": ["data/synth/*.yaml", "data/synth/README.md"]},
+    package_data={"lionfs_ros": [
+        "data/synth/*.yaml", "data/synth/README.md",
+        "resources/demo_model/*.json", "resources/demo_model/*.safetensors", "resources/demo_model/tokenizer/*.json",
+    ]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

@@ -2,10 +2,10 @@
 # Reproduces docs/RESULTS.md on one GPU machine: the demo model and the ablations trained side by
 # side from their configs (same data, same steps), then `lionfs eval` of each on a validation
 # split generated with a seed never used in training (train seeds 100-115, val seed 900).
-#   bash config/train/results_run.sh OUT_DIR [VAL_EPISODES] [MAX_MINUTES]
+#   bash scripts/train_results.sh OUT_DIR [VAL_EPISODES] [MAX_MINUTES]
 # MAX_MINUTES guards a leased machine: a run still going after that long stops and saves.
 set -euo pipefail
-OUT=${1:?usage: results_run.sh OUT_DIR [VAL_EPISODES] [MAX_MINUTES]}
+OUT=${1:?usage: train_results.sh OUT_DIR [VAL_EPISODES] [MAX_MINUTES]}
 VAL_EPISODES=${2:-50}
 MAX_MINUTES=${3:-6}
 VAL=${LIONFS_VAL:-/tmp/lionfs/synth_val}
