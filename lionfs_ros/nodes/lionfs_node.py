@@ -39,6 +39,7 @@ class LionFSNode(LifecycleNode):
         self.health = StreamHealth(stall_timeout=self.params.stall_timeout)
         self._group = ReentrantCallbackGroup()
         self._reported = {"dropped": 0, "rejected": 0}
+        self._decided_mark: tuple[int, float | None] = (0, None)  # for the decision rate
         self._last_header = None
         self._query_sub = self._ask_srv = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -208,6 +209,10 @@ class LionFSNode(LifecycleNode):
                 self._publish_event(event_type, f"{new} {what}", header, count=new)
             self._reported[key] = total
         now = stamp_seconds(self.get_clock().now().to_msg())
+        previous_decided, previous_time = self._decided_mark
+        self._decided_mark = (stats.get("decided", 0), now)
+        elapsed = now - previous_time if previous_time is not None else 0.0
+        stats["decision_rate_hz"] = (stats.get("decided", 0) - previous_decided) / elapsed if elapsed > 0 else 0.0
         self.diagnostics.publish(engine_diagnostics(self, stats, self.health, now, self.remote))
 
     def _publish_event(self, event_type, summary, header, score=0.0, count=0, turn_index=0, regions=()) -> None:

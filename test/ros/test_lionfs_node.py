@@ -80,6 +80,9 @@ class Graph:
     def events_of(self, event_type):
         return [e for e in self.events if e.event_type == event_type]
 
+    def stat_history(self, key):
+        return [kv.value for d in self.diagnostics for kv in d.status[0].values if kv.key == key]
+
     def stat(self, key):
         return self.diagnostics[-1].status[0].values and {
             kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}.get(key) if self.diagnostics else None
@@ -137,6 +140,11 @@ def test_compressed_jpeg_and_png(processes, rclpy_context, tiny_model):
             graph.publish(CompressedImage(format=fmt, data=cv2.imencode(ext, rgb)[1].tobytes()))
     assert wait_until(lambda: graph.stat("frames_in") == "8", timeout=10), graph.stat("frames_in")
     assert graph.stat("frames_rejected") == "0"
+    assert float(max(graph.stat_history("decision_rate_hz"))) > 0
+    good = cv2.imencode(".jpg", graph.rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))[1].tobytes()
+    graph.publish(CompressedImage(format="jpeg", data=good[:60] + b"not a jpeg" * 8))
+    graph.publish(CompressedImage(format="jpeg", data=good))
+    assert wait_until(lambda: graph.stat("rejected_corrupt_data") == "1" and graph.stat("frames_in") == "9", timeout=10)
     assert node.poll() is None
 
 
