@@ -8,47 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lionfs_ros.model.configuration_lionfs import REGIONS_ON, ConfigError, KeyframeConfig
+
+
+
 TRIGGER_POLICIES = ("skip", "queue", "replace")
 POSITION_MODES = ("reindex", "grow")
 BACKENDS = ("auto", "dynamic", "static")
-REGIONS_ON = ("all", "trigger", "none")
 
 
 class EngineConfigError(ValueError):
     """An engine setting is out of range or cannot work with this model."""
-
-
-@dataclass
-class KeyframeConfig:
-    """Multi-granularity keyframe augmentation (the slow thinker's extra visual tokens).
-
-    Keyframes: the triggering frame plus up to ``num_keyframes - 1`` of the last ``history_frames``
-    decided frames, picked greedily for novelty (see ``keyframes.select_keyframes``).
-    Grid tokens: the keyframe's patch grid average-pooled to each ``g x g`` in ``grid_sizes`` (a size
-    finer than the encoder's patch grid is clipped to it; repeated sizes count once).
-    Box tokens: ``box_grid x box_grid`` pooled patch features inside each of at most
-    ``max_regions`` proposed regions, on the keyframes ``regions_on`` names.
-    """
-
-    num_keyframes: int = 3
-    history_frames: int = 8
-    min_novelty: float = 0.02  # cosine distance under which a frame adds nothing new
-    grid_sizes: tuple[int, ...] = (4, 6)
-    box_grid: int = 1
-    max_regions: int = 3
-    regions_on: str = "all"
-
-    def validate(self) -> None:
-        if self.num_keyframes < 1:
-            raise EngineConfigError(f"keyframes.num_keyframes must be >= 1, got {self.num_keyframes}")
-        if self.history_frames < self.num_keyframes:
-            raise EngineConfigError("keyframes.history_frames must be >= keyframes.num_keyframes")
-        if not self.grid_sizes or any(int(g) < 1 for g in self.grid_sizes):
-            raise EngineConfigError(f"keyframes.grid_sizes must be positive ints, got {self.grid_sizes}")
-        if self.box_grid < 1 or self.max_regions < 0:
-            raise EngineConfigError("keyframes.box_grid must be >= 1 and keyframes.max_regions >= 0")
-        if self.regions_on not in REGIONS_ON:
-            raise EngineConfigError(f"keyframes.regions_on: {self.regions_on!r} is not one of {REGIONS_ON}")
 
 
 @dataclass
@@ -134,7 +104,10 @@ class EngineConfig:
             raise EngineConfigError("evict_chunk_tokens must be > 0 and < kv_budget_tokens")
         if self.keep_recent_frames < 1 or self.latency_window < 1 or self.context_turns < 0:
             raise EngineConfigError("keep_recent_frames and latency_window must be >= 1, context_turns >= 0")
-        self.keyframes.validate()
+        try:
+            self.keyframes.validate()
+        except ConfigError as err:
+            raise EngineConfigError(str(err)) from None
         self.regions.validate()
         return self
 

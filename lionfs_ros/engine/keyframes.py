@@ -20,6 +20,11 @@ finally the model's assistant header. Every piece is tokenized on its own (like 
 format), the ``<v>`` runs are filled from ``project_general`` of the pooled patch features, and
 those tokens are marked non-visual so a token-dropping layer never drops them.
 
+The template's ids and the runs that fill it come from ``template_layout`` (text and arithmetic,
+no model pass) and its embeddings from ``fill_template`` (``model.keyframe_tokens.pool_runs`` +
+``project_general``): training lays out the same template with the same function, and the
+model's training forward fills it with the same pooling (``LionFSModel.forward(keyframe_runs=...)``).
+
 Two uses, one function:
 - on a live context (the engine's fork): ``context=None``; the ids continue the fork;
 - from portable fields (a remote slow thinker, training): ``context=[(role, text), ...]`` builds
@@ -36,8 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lionfs_ros.model.keyframe_tokens import PoolRun, pool_runs
+
 from .config import KeyframeConfig
-from .regions import RegionProposer, SaliencyMotionProposer, pool_box
+from .regions import RegionProposer, SaliencyMotionProposer
 from .types import Region
 
 
@@ -59,6 +66,20 @@ class TokenAccounting:
     @property
     def total(self) -> int:
         return self.text + self.frame + self.grid + self.box
+
+    def add(self, other: "TokenAccounting") -> None:
+        self.text, self.frame = self.text + other.text, self.frame + other.frame
+        self.grid, self.box = self.grid + other.grid, self.box + other.box
+
+
+@dataclass
+class TemplateLayout:
+    """The thinking template's ids and the pooled runs that fill its placeholders, in reading order."""
+
+    input_ids: list[int]
+    runs: list[PoolRun]  # keyframe = index among this template's keyframes (oldest first)
+    pieces: list[tuple[str, int]]
+    accounting: TokenAccounting
 
 
 @dataclass
@@ -122,6 +143,14 @@ class _Builder:
         setattr(self.acc, kind, getattr(self.acc, kind) + embeds.shape[0])
         self.pieces.append((kind, len(ids)))
 
+    def template(self, layout: TemplateLayout, embeds: torch.Tensor) -> None:
+        """The whole thinking template; ``embeds [P, d]`` fill its placeholders (none of them droppable)."""
+        self.ids += layout.input_ids
+        self.visual += [False] * len(layout.input_ids)
+        self.embeds.append(embeds)
+        self.acc.add(layout.accounting)
+        self.pieces += layout.pieces
+
 
 def grid_sizes(config: KeyframeConfig, grid_side: int) -> list[int]:
     """The granularities used on a ``grid_side x grid_side`` patch grid: clipped to it, each once, in order."""
@@ -131,6 +160,53 @@ def grid_sizes(config: KeyframeConfig, grid_side: int) -> list[int]:
         if g not in out:
             out.append(g)
     return out
+
+
+def template_layout(
+    fmt,
+    grid_side: int,
+    regions: Sequence[Sequence[Region]],
+    config: KeyframeConfig,
+    template: ThinkingTemplate,
+    after_stream: bool,
+) -> TemplateLayout:
+    """The template for ``len(regions)`` keyframes (``regions[k]``: keyframe k's boxes) on a ``grid_side`` patch grid.
+
+    ``fmt``: the model's ``StreamFormatter``; ``after_stream``: the context ends inside the stream.
+    """
+    ids: list[int] = []
+    runs: list[PoolRun] = []
+    pieces: list[tuple[str, int]] = []
+    acc = TokenAccounting()
+
+    def text(piece: list[int], what: str) -> None:
+        ids.extend(piece)
+        acc.text += len(piece)
+        pieces.append((what, len(piece)))
+
+    def run(kind: str, new_runs: list[PoolRun]) -> None:
+        count = sum(r.num_tokens for r in new_runs)
+        ids.extend([fmt.ids.placeholder] * count)
+        runs.extend(new_runs)
+        setattr(acc, kind, getattr(acc, kind) + count)
+        pieces.append((kind, count))
+
+    text(fmt.text_ids((fmt.cfg.stream_close if after_stream else "") + template.open), "open")
+    for k, boxes in enumerate(regions):
+        text(fmt.text_ids(template.keyframe_open), "keyframe_open")
+        for g in grid_sizes(config, grid_side):
+            run("grid", [PoolRun(k, "grid", g)])
+        if boxes:
+            text(fmt.text_ids(template.regions_open), "regions_open")
+            run("box", [PoolRun(k, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1)) for r in boxes])
+        text(fmt.text_ids(template.keyframe_close), "keyframe_close")
+    text(fmt.assistant_header_ids(after_stream=False), "assistant_header")
+    return TemplateLayout(ids, runs, pieces, acc)
+
+
+def fill_template(model, grids: torch.Tensor, runs: Sequence[PoolRun]) -> torch.Tensor:
+    """Keyframe patch grids ``[K, h, w, C]`` -> the template's placeholder embeddings ``[P, d]``."""
+    return model.project_general(pool_runs(grids, runs))
 
 
 def keyframe_pixels(model, keyframes: Sequence[np.ndarray]) -> torch.Tensor:
@@ -171,25 +247,15 @@ def build_thinking_inputs(
     proposer = proposer or SaliencyMotionProposer()
     if not keyframes:
         raise ValueError("the thinking template needs at least one keyframe")
-    b, fmt = _Builder(model), model.formatter
+    b = _Builder(model)
     pixels = keyframe_pixels(model, keyframes)
     grids = model.patch_grid(pixels)  # [K, h, w, C]
     if regions is None:
         regions = _regions(proposer, keyframes, grids, config)
     if context is not None:
         after_stream = _portable_prefix(b, model, keyframes, pixels, context, query)
-    b.text(fmt.text_ids((fmt.cfg.stream_close if after_stream else "") + template.open), "open")
-    for k, grid in enumerate(grids):
-        b.text(fmt.text_ids(template.keyframe_open), "keyframe_open")
-        for g in grid_sizes(config, grid.shape[0]):
-            pooled = F.adaptive_avg_pool2d(grid.permute(2, 0, 1), (int(g), int(g))).flatten(1).T  # [g*g, C]
-            b.tokens(model.project_general(pooled), "grid")
-        if regions[k]:
-            b.text(fmt.text_ids(template.regions_open), "regions_open")
-            boxes = torch.cat([pool_box(grid, r, config.box_grid) for r in regions[k]])  # [R*b*b, C]
-            b.tokens(model.project_general(boxes), "box")
-        b.text(fmt.text_ids(template.keyframe_close), "keyframe_close")
-    b.text(fmt.assistant_header_ids(after_stream=False), "assistant_header")
+    layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream)
+    b.template(layout, fill_template(model, grids, layout.runs))
     return ThinkingInputs(
         input_ids=torch.tensor(b.ids, dtype=torch.long),
         embeds=torch.cat(b.embeds).reshape(-1, model.hidden_size),

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lionfs_ros.model.keyframe_tokens import pool_cells
+
 from .config import RegionConfig
 from .types import Region
 
@@ -109,10 +111,4 @@ class SaliencyMotionProposer(RegionProposer):
 
 def pool_box(grid: torch.Tensor, region: Region, box_grid: int) -> torch.Tensor:
     """Patch features ``[h, w, C]`` inside ``region`` -> ``[box_grid**2, C]`` (adaptive average pool, row-major)."""
-    h, w, _ = grid.shape
-    r0 = min(int(np.floor(region.y0 * h)), h - 1)
-    c0 = min(int(np.floor(region.x0 * w)), w - 1)
-    r1 = max(int(np.ceil(region.y1 * h)), r0 + 1)
-    c1 = max(int(np.ceil(region.x1 * w)), c0 + 1)
-    crop = grid[r0:r1, c0:c1].permute(2, 0, 1)  # [C, rh, rw]
-    return F.adaptive_avg_pool2d(crop, (box_grid, box_grid)).flatten(1).transpose(0, 1)
+    return pool_cells(grid, (region.x0, region.y0, region.x1, region.y1), box_grid)

@@ -28,6 +28,8 @@ DROPPING_MODES = ("none", "mod")
 DROPPING_LAYER_PRESETS = ("interleaved", "all")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 RESAMPLE_MODES = ("nearest", "bilinear", "bicubic", "lanczos")
+REGIONS_ON = ("all", "trigger", "none")
+THINKING_MODES = ("none", "answers", "all")
 
 
 class ConfigError(ValueError):
@@ -221,6 +223,59 @@ class StreamConfig:
             raise ConfigError(f"stream.interval_threshold must be in [0, 1], got {self.interval_threshold}")
 
 
+@dataclass
+class KeyframeConfig:
+    """Multi-granularity keyframe augmentation (the slow thinker's extra visual tokens).
+
+    Keyframes: the triggering frame plus up to ``num_keyframes - 1`` of the last ``history_frames``
+    decided frames, picked greedily for novelty (see ``engine.keyframes.select_keyframes``).
+    Grid tokens: the keyframe's patch grid average-pooled to each ``g x g`` in ``grid_sizes`` (a size
+    finer than the encoder's patch grid is clipped to it; repeated sizes count once).
+    Box tokens: ``box_grid x box_grid`` pooled patch features inside each of at most
+    ``max_regions`` proposed regions, on the keyframes ``regions_on`` names.
+    The engine reads it (``EngineConfig.keyframes``) and so does training (``data.keyframes``), which
+    is why it lives with the model's config: a model records the template it was trained with.
+    """
+
+    num_keyframes: int = 3
+    history_frames: int = 8
+    min_novelty: float = 0.02  # cosine distance under which a frame adds nothing new
+    grid_sizes: tuple[int, ...] = (4, 6)
+    box_grid: int = 1
+    max_regions: int = 3
+    regions_on: str = "all"
+
+    def validate(self) -> None:
+        if self.num_keyframes < 1:
+            raise ConfigError(f"keyframes.num_keyframes must be >= 1, got {self.num_keyframes}")
+        if self.history_frames < self.num_keyframes:
+            raise ConfigError("keyframes.history_frames must be >= keyframes.num_keyframes")
+        if not self.grid_sizes or any(int(g) < 1 for g in self.grid_sizes):
+            raise ConfigError(f"keyframes.grid_sizes must be positive ints, got {self.grid_sizes}")
+        if self.box_grid < 1 or self.max_regions < 0:
+            raise ConfigError("keyframes.box_grid must be >= 1 and keyframes.max_regions >= 0")
+        if self.regions_on not in REGIONS_ON:
+            raise ConfigError(f"keyframes.regions_on: {self.regions_on!r} is not one of {REGIONS_ON}")
+
+
+@dataclass
+class ThinkingConfig:
+    """How the model was trained with the slow thinker's thinking template (written by training).
+
+    ``mode``: ``none`` (never: the template is unseen), ``answers`` (before the answer to every
+    user question) or ``all`` (also before every proactive narration). ``keyframes``: the template
+    settings of that training, the ones evaluation and the engine should use by default.
+    """
+
+    mode: str = "none"
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+
+    def validate(self) -> None:
+        if self.mode not in THINKING_MODES:
+            raise ConfigError(f"thinking.mode: {self.mode!r} is not one of {THINKING_MODES}")
+        self.keyframes.validate()
+
+
 _NESTED = {
     "vision": VisionConfig,
     "ego": EgoConfig,
@@ -228,6 +283,7 @@ _NESTED = {
     "dropping": DroppingConfig,
     "llm": LLMConfig,
     "stream": StreamConfig,
+    "thinking": ThinkingConfig,
 }
 
 
@@ -239,6 +295,7 @@ class LionFSConfig:
     dropping: DroppingConfig = field(default_factory=DroppingConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    thinking: ThinkingConfig = field(default_factory=ThinkingConfig)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -256,6 +313,7 @@ class LionFSConfig:
         self.dropping.validate()
         self.llm.validate()
         self.stream.validate()
+        self.thinking.validate()
         return self
 
     def to_dict(self) -> dict:
@@ -308,6 +366,10 @@ def _build(kind: type, data: Any, where: str):
     values = dict(data)
     if kind is EgoConfig and isinstance(values.get("tower"), dict):
         values["tower"] = _build(VisionConfig, values["tower"], f"{where}.tower")
+    if kind is ThinkingConfig and isinstance(values.get("keyframes"), dict):
+        values["keyframes"] = _build(KeyframeConfig, values["keyframes"], f"{where}.keyframes")
+    if kind is KeyframeConfig and "grid_sizes" in values:
+        values["grid_sizes"] = tuple(int(g) for g in values["grid_sizes"])
     if kind is LLMConfig and "lora" in values:
         values["lora"] = _build(LoraSettings, values["lora"] or {}, f"{where}.lora")
     for name in ("image_mean", "image_std"):
