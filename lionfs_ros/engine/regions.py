@@ -20,7 +20,6 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from lionfs_ros.model.keyframe_tokens import pool_cells

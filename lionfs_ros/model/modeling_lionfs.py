@@ -19,6 +19,7 @@ from .aggregation import Connector, TokenAggregationRouter
 from .backbone import apply_lora, load_llm, merge_lora
 from .configuration_lionfs import LionFSConfig
 from .decoder import DecoderOutput, run_decoder
+from .keyframe_tokens import PoolRun, pool_runs
 from .kv_cache import StreamKVCache
 from .stream_format import StreamFormatter
 from .token_dropping import TokenDropping
@@ -174,17 +175,30 @@ class LionFSModel(nn.Module):
         return (fused, weights) if return_weights else fused
 
     # Language side.
-    def joint_embed(self, input_ids: torch.Tensor, frame_embeds: torch.Tensor | None = None):
-        """``input_ids [B, L]`` + ``frame_embeds [T, n, d]`` (frames in reading order) -> ``([B, L, d], visual [B, L])``."""
+    def joint_embed(self, input_ids: torch.Tensor, frame_embeds: torch.Tensor | None = None,
+                    template_mask: torch.Tensor | None = None, template_embeds: torch.Tensor | None = None):
+        """``input_ids [B, L]`` + ``frame_embeds [T, n, d]`` (frames in reading order) -> ``([B, L, d], visual [B, L])``.
+
+        ``template_mask [B, L]`` marks the placeholders of thinking templates, filled in reading
+        order by ``template_embeds [P, d]``; they are not visual (token dropping never drops them).
+        """
         input_ids = input_ids.to(self.device)
-        visual = input_ids == self.token_ids.placeholder
-        embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(visual, 0))
+        placeholder = input_ids == self.token_ids.placeholder
+        template = torch.zeros_like(placeholder) if template_mask is None else template_mask.to(self.device) & placeholder
+        visual = placeholder & ~template
+        embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(placeholder, 0))
         count = int(visual.sum())
         given = 0 if frame_embeds is None else frame_embeds.shape[0] * frame_embeds.shape[1]
         if count != given:
             raise ValueError(f"{count} placeholder tokens but {given} frame token embeddings")
         if count:
             embeds = embeds.masked_scatter(visual[..., None], frame_embeds.reshape(-1, embeds.shape[-1]).to(embeds.dtype))
+        count = int(template.sum())
+        given = 0 if template_embeds is None else template_embeds.shape[0]
+        if count != given:
+            raise ValueError(f"{count} template placeholder tokens but {given} template embeddings")
+        if count:
+            embeds = embeds.masked_scatter(template[..., None], template_embeds.to(embeds.dtype))
         return embeds, visual
 
     def new_cache(self) -> StreamKVCache:
@@ -196,11 +210,16 @@ class LionFSModel(nn.Module):
         visual_mask: torch.Tensor,
         past_key_values: StreamKVCache | None = None,
         attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        branch_ids: torch.Tensor | None = None,
     ) -> DecoderOutput:
-        """One LLM pass over new positions ``[B, L, d]``; the cache (if given) is extended in place."""
+        """One LLM pass over new positions ``[B, L, d]``; the cache (if given) is extended in place.
+
+        ``position_ids`` / ``branch_ids [B, L]``: forks in one training sequence (``decoder.run_decoder``)."""
         return run_decoder(
             self.llm, inputs_embeds, visual_mask, dropping=self.token_dropping,
             past_key_values=past_key_values, attention_mask=attention_mask,
+            position_ids=position_ids, branch_ids=branch_ids,
         )
 
     def step_ids(self, input_ids, frame_embeds: torch.Tensor | None = None, past_key_values: StreamKVCache | None = None):
@@ -240,9 +259,21 @@ class LionFSModel(nn.Module):
         ego: torch.Tensor | None = None,
         frame_embeds: torch.Tensor | None = None,
         past_key_values: StreamKVCache | None = None,
+        keyframe_general: torch.Tensor | None = None,
+        keyframe_runs: list[PoolRun] | None = None,
+        template_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        branch_ids: torch.Tensor | None = None,
     ) -> LionFSOutput:
         """Full-sequence forward. ``labels [B, L]`` are next-token targets already aligned to positions
         (``labels[i]`` is the token after ``i``, as ``StreamFormatter`` makes them).
+
+        Thinking templates in the sequence (training with ``data.thinking``): ``keyframe_general``
+        ``[K, 3, S, S]`` are the general-encoder pixels of every template's keyframes, ``keyframe_runs``
+        the pooled runs of all templates in reading order (``keyframe`` indexes ``keyframe_general``),
+        ``template_mask [B, L]`` their placeholders; the runs are pooled from the tower's patch grid
+        (gradients reach the tower and the connector through them). ``position_ids``/``branch_ids``
+        put each template and its answer on a fork of the context (``decoder.run_decoder``).
 
         loss = lm_loss + stream_loss_weight * stream_loss + aux_loss_coef * router_aux_loss, where the
         LM and stream parts are summed cross-entropies over their positions divided by the number of
@@ -250,8 +281,12 @@ class LionFSModel(nn.Module):
         """
         if frame_embeds is None and general is not None:
             frame_embeds = self.embed_frames(general, ego)
-        embeds, visual = self.joint_embed(input_ids, frame_embeds)
-        out = self.step(embeds, visual, past_key_values, attention_mask)
+        template_embeds = None
+        if keyframe_general is not None:
+            grids = self.patch_grid(keyframe_general)  # [K, h, w, C]
+            template_embeds = self.project_general(pool_runs(grids, keyframe_runs or []))  # [P, d]
+        embeds, visual = self.joint_embed(input_ids, frame_embeds, template_mask, template_embeds)
+        out = self.step(embeds, visual, past_key_values, attention_mask, position_ids, branch_ids)
         result = LionFSOutput(logits=out.logits, router_aux_loss=out.router_aux_loss, past_key_values=out.past_key_values, kept=out.kept)
         if labels is None:
             return result

@@ -20,7 +20,7 @@ Labels (``labels[i]`` is the target for the token after position ``i``):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -38,6 +38,7 @@ class StreamSample:
     visual_mask: torch.Tensor  # [L] bool, frame placeholders
     stream_mask: torch.Tensor  # [L] bool, learned per-frame decision positions
     num_frames: int
+    spans: list[tuple[int, int]] = field(default_factory=list)  # [start, stop) of each message's ids
 
 
 class StreamFormatter:
@@ -80,8 +81,10 @@ class StreamFormatter:
         ids: list[int] = []
         learn: list[int] = []
         decisions: list[int] = []
+        spans: list[tuple[int, int]] = []
         prev = None
         for turn, msg in enumerate(messages):
+            begin = len(ids)
             role = msg.get("role")
             if role not in ROLES:
                 raise ValueError(f"message {turn}: role {role!r} is not one of {ROLES}")
@@ -98,13 +101,17 @@ class StreamFormatter:
                 ids += self.assistant_header_ids(after_stream=prev == "stream") + self.assistant_body_ids(msg["content"])
                 if msg.get("learn", False):
                     learn += range(start, len(ids) - 1)
+            spans.append((begin, len(ids)))
             if turn == 0 and role != "system":
                 offset = len(self.system_ids())
                 ids = self.system_ids() + ids
                 learn, decisions = [p + offset for p in learn], [p + offset for p in decisions]
+                spans = [(a + offset, b + offset) for a, b in spans]
             if role != "stream" or msg.get("num_frames", 0) > 0:
                 prev = role
-        return self._sample(ids, learn, decisions)
+        sample = self._sample(ids, learn, decisions)
+        sample.spans = spans
+        return sample
 
     def _encode_stream(self, msg: dict, ids: list[int], decisions: list[int], continues: bool):
         num_frames = int(msg.get("num_frames", 0))
