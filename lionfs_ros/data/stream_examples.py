@@ -73,7 +73,10 @@ def to_messages(example: StreamExample, learn: bool = True) -> list[dict]:
         if count > 0:
             learned = count if turn.role == ASSISTANT else count - 1
             messages.append({"role": "stream", "num_frames": count, "learn": learned if learn else False})
-        messages.append({"role": turn.role, "content": turn.text, "learn": learn and turn.role == ASSISTANT})
+        message = {"role": turn.role, "content": turn.text, "learn": learn and turn.role == ASSISTANT}
+        if turn.answer_of is not None:
+            message["answers_question"] = True  # the thinking option tells answers from narrations by it
+        messages.append(message)
         fed = frame + 1
     if example.num_frames > fed:
         messages.append({"role": "stream", "num_frames": example.num_frames - fed, "learn": learn})

@@ -104,17 +104,23 @@ def select_keyframes(history: Sequence[HistoryFrame], config: KeyframeConfig) ->
     if not history:
         raise ValueError("no frames to pick keyframes from")
     recent = list(history)[-config.history_frames:]
-    feats = F.normalize(torch.stack([h.feature.float() for h in recent]), dim=-1)  # [N, d]
-    chosen = [len(recent) - 1]
+    return [recent[i] for i in select_keyframe_indices(torch.stack([h.feature for h in recent]), config)]
+
+
+def select_keyframe_indices(features: torch.Tensor, config: KeyframeConfig) -> list[int]:
+    """The rule of ``select_keyframes`` on per-frame features ``[N, d]`` (the last row is the trigger): indices, ascending."""
+    feats = F.normalize(features[-config.history_frames:].float(), dim=-1)  # [N, d]
+    skipped = features.shape[0] - feats.shape[0]
+    chosen = [feats.shape[0] - 1]
     while len(chosen) < config.num_keyframes:
         distance = 1.0 - feats @ feats[chosen].T  # [N, |chosen|]
         nearest = distance.min(dim=1).values
         nearest[chosen] = -1.0
-        best = max(range(len(recent)), key=lambda i: (float(nearest[i]), i))
+        best = max(range(feats.shape[0]), key=lambda i: (float(nearest[i]), i))
         if float(nearest[best]) < config.min_novelty:
             break
         chosen.append(best)
-    return [recent[i] for i in sorted(chosen)]
+    return [skipped + i for i in sorted(chosen)]
 
 
 class _Builder:
@@ -251,7 +257,7 @@ def build_thinking_inputs(
     pixels = keyframe_pixels(model, keyframes)
     grids = model.patch_grid(pixels)  # [K, h, w, C]
     if regions is None:
-        regions = _regions(proposer, keyframes, grids, config)
+        regions = propose_regions(proposer, keyframes, grids, config)
     if context is not None:
         after_stream = _portable_prefix(b, model, keyframes, pixels, context, query)
     layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream)
@@ -266,7 +272,8 @@ def build_thinking_inputs(
     )
 
 
-def _regions(proposer, keyframes, grids, config: KeyframeConfig) -> list[list[Region]]:
+def propose_regions(proposer: RegionProposer, keyframes, grids, config: KeyframeConfig) -> list[list[Region]]:
+    """The proposer's regions on the keyframes ``config.regions_on`` names, at most ``max_regions`` each."""
     if config.regions_on == "none" or config.max_regions == 0:
         return [[] for _ in keyframes]
     found = proposer.propose(list(keyframes), grids, config.max_regions)

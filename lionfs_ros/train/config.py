@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from lionfs_ros.model.configuration_lionfs import THINKING_MODES, ConfigError, KeyframeConfig
+
 DATA_FORMATS = ("synth", "videollm_online")
 FRAME_CACHE_MODES = ("none", "pixels", "features")
 EXTENDS_KEY = "extends"
@@ -64,6 +66,14 @@ class SynthGenerateSection:
 
 
 @dataclass
+class TrainKeyframeConfig(KeyframeConfig):
+    """The engine's keyframe settings, with regions off by default in training: proposing them
+    needs a pass of the general tower over every keyframe in the data loader (see ``train.thinking``)."""
+
+    regions_on: str = "none"
+
+
+@dataclass
 class DataSection:
     format: str = "synth"
     train: str | list[str] = ""  # synth: dataset directories; videollm_online: narration-stream annotation JSONs
@@ -78,8 +88,25 @@ class DataSection:
     frame_cache: str = "none"  # "pixels": resize frames once; "features": frozen towers' tokens once
     cache_dir: str | None = None  # where the cache lives (default: <out>/frame_cache)
     cache_workers: int = 1  # processes that build a pixel cache
+    # The slow thinker's template before assistant turns (``train.thinking``): none | answers | all.
+    thinking: str = "none"
+    keyframes: TrainKeyframeConfig = field(default_factory=TrainKeyframeConfig)
+    novelty_cells: int = 4  # keyframe choice in training: frames compared as novelty_cells^2 RGB thumbnails
 
     def validate(self) -> None:
+        if self.thinking not in THINKING_MODES:
+            raise TrainConfigError(f"data.thinking: {self.thinking!r} is not one of {THINKING_MODES}")
+        if isinstance(self.keyframes.grid_sizes, list):
+            self.keyframes.grid_sizes = tuple(self.keyframes.grid_sizes)
+        try:
+            self.keyframes.validate()
+        except ConfigError as err:
+            raise TrainConfigError(f"data.{err}") from None
+        if self.novelty_cells < 1:
+            raise TrainConfigError(f"data.novelty_cells must be >= 1, got {self.novelty_cells}")
+        if self.thinking != "none" and (self.frame_cache == "features" or self.features is not None):
+            raise TrainConfigError("data.thinking needs keyframe pixels (the template pools the general tower's patch"
+                                   " grid): use frame_cache 'none' or 'pixels' and videos, not precomputed features")
         if self.format not in DATA_FORMATS:
             raise TrainConfigError(f"data.format: {self.format!r} is not one of {DATA_FORMATS}")
         if not self.train or not all(isinstance(p, str) and p for p in ([self.train] if isinstance(self.train, str) else self.train)):
@@ -132,6 +159,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         for section in (self.model, self.tokenizer, self.data, self.training):
             section.validate()
+        regions = self.data.keyframes.regions_on != "none" and self.data.keyframes.max_regions > 0
+        if self.data.thinking != "none" and regions and self.training.dataloader_num_workers > 0:
+            raise TrainConfigError("data.keyframes.regions_on needs training.dataloader_num_workers: 0 (the regions"
+                                   " are proposed on the model's own patch features, in the main process)")
         return self
 
     def to_dict(self) -> dict:

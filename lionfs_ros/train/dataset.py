@@ -19,6 +19,8 @@ from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.data.stream_examples import StreamExample, to_messages
 from lionfs_ros.model.stream_format import StreamFormatter, pad_batch
 
+from .thinking import ThinkingSampler, collate_thinking
+
 
 def truncate(example: StreamExample, max_frames: int | None) -> StreamExample:
     """The example's first ``max_frames`` frames and the turns said during them."""
@@ -73,22 +75,32 @@ class StreamDataset(Dataset):
         recipe: FrameRecipe,
         max_frames: int | None = None,
         cache: FrameCache | None = None,
+        thinking: ThinkingSampler | None = None,
     ):
         self.examples = [truncate(e, max_frames) for e in examples]
         self.formatter = formatter
         self.recipe = recipe
         self.cache = cache
+        self.thinking = thinking  # None: plain samples (data.thinking 'none')
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict:
         example = self.examples[index]
-        sample = self.formatter.encode(to_messages(example))
+        messages = to_messages(example)
+        sample = self.formatter.encode(messages)
         if sample.num_frames != example.num_frames:
             raise ValueError(f"example {example.example_id}: {sample.num_frames} frames in the text, {example.num_frames} in the clip")
         frames = load_frames(example, self.recipe, self.cache)
-        return {"input_ids": sample.input_ids, "labels": sample.labels, "frames": frames}
+        item = {"input_ids": sample.input_ids, "labels": sample.labels, "frames": frames}
+        if self.thinking is not None:
+            if frames.general_is_features:
+                raise ValueError(f"example {example.example_id}: the thinking template needs pixels, not features")
+            thought = self.thinking.sample(messages, sample, frames.general)
+            item.update(input_ids=thought.input_ids, labels=thought.labels, thinking=thought,
+                        keyframe_pixels=frames.general[thought.keyframes])
+        return item
 
 
 @dataclass
@@ -99,6 +111,8 @@ class StreamCollator:
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         samples = [_Row(item["input_ids"], item["labels"]) for item in items]
         batch = pad_batch(samples, self.pad_id, self.ignore_index)
+        if "thinking" in items[0]:
+            batch.update(collate_thinking(items, batch["input_ids"].shape[1]))
         frames = [item["frames"] for item in items]
         general_key = "general" if frames[0].general_is_features else "general_pixels"
         batch[general_key] = _concat([f.general for f in frames])

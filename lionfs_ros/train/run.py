@@ -15,22 +15,26 @@ environment; only the main process writes the shared files.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from lionfs_ros.data.frame_cache import build_feature_cache, build_pixel_cache
-from lionfs_ros.data.frames import FrameRecipe
+from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.model.configuration_lionfs import KeyframeConfig, ThinkingConfig
 
 from .build import build_model, count_parameters, load_examples, model_config_of, obtain_tokenizer
 from .config import TrainConfig
 from .dataset import FrameCache, StreamCollator, StreamDataset
+from .thinking import ThinkingSampler
 from .trainer import MODEL_SUBDIR, LionFSTensorBoardCallback, LionFSTrainer, StopAfterMinutes
 
 CHECKPOINTS_DIR, LOGS_DIR, CACHE_DIR = "checkpoints", "logs", "frame_cache"
@@ -89,6 +93,22 @@ def prepare_frame_cache(config: TrainConfig, model, examples, recipe: FrameRecip
     return FrameCache(mode, directories)
 
 
+def thinking_sampler(config: TrainConfig, model, recipe: FrameRecipe) -> ThinkingSampler | None:
+    """The sampler of ``data.thinking`` (None for 'none'); the model records the template it is trained with."""
+    data = config.data
+    if data.thinking == "none":
+        return None
+    keyframes = KeyframeConfig(**dataclasses.asdict(data.keyframes))
+    model.config.thinking = ThinkingConfig(mode=data.thinking, keyframes=keyframes)
+
+    @torch.no_grad()
+    def region_grids(pixels: np.ndarray) -> torch.Tensor:
+        return model.patch_grid(normalize(torch.from_numpy(pixels).to(model.device), recipe.general)).float().cpu()
+
+    return ThinkingSampler(model.formatter, model.vision.grid_side, data.thinking, keyframes, data.novelty_cells,
+                           region_grids=region_grids)
+
+
 def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> Path:
     """Train; returns the final model directory ``out/model``."""
     out = Path(out)
@@ -112,7 +132,8 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> 
     model = build_model(config, model_config, tokenizer)
     recipe = FrameRecipe.for_model(model)
     cache = prepare_frame_cache(config, model, examples, recipe, out, args)
-    dataset = StreamDataset(examples, model.formatter, recipe, config.data.max_frames, cache)
+    thinking = thinking_sampler(config, model, recipe)
+    dataset = StreamDataset(examples, model.formatter, recipe, config.data.max_frames, cache, thinking)
     collator = StreamCollator(pad_id=tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
     callbacks = []
     if TENSORBOARD in config.training.report_to:

@@ -36,6 +36,9 @@ def prepare_model_inputs(batch: dict, recipe: FrameRecipe) -> dict:
     ego_pixels = inputs.pop("ego_pixels", None)
     if ego_pixels is not None:
         inputs["ego"] = normalize(ego_pixels, recipe.ego)
+    keyframe_pixels = inputs.pop("keyframe_pixels", None)  # thinking templates' keyframes (general encoder)
+    if keyframe_pixels is not None:
+        inputs["keyframe_general"] = normalize(keyframe_pixels, recipe.general)
     return inputs
 
 

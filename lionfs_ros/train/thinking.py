@@ -1,0 +1,181 @@
+"""Training with the slow thinker's thinking template (``data.thinking``: answers | all).
+
+What the engine does at a response (``engine.engine`` / ``slow_thinker``): it forks the main
+context at the trigger, feeds the thinking template on the fork
+(``build_thinking_inputs(context=None)``), writes the answer there, and commits only
+``header + answer`` to the main context: the template never enters it. A thought assistant turn
+of a plain sample (``StreamFormatter.encode``) becomes, in one sequence::
+
+    ... context ... | fork k: [template][answer<eos>] | main: [header answer<eos>] ... later ...
+
+- the fork holds the same template the engine feeds (``engine.keyframes.template_layout``: stream
+  close + open, per keyframe grid runs and box runs, keyframe close, the assistant header), then
+  the answer; its positions continue from the context, as on the engine's fork;
+- the main copy keeps the plain sample's ids and positions, so everything after it is the plain
+  sample; ``branch_ids`` hide every fork from all tokens but its own (``model.decoder``), as the
+  engine's main context never sees the template;
+- labels: the answer is learned on the fork only (the last template token predicts the first
+  answer token ... the last answer token predicts EOS); no template token is ever a target, and
+  the main copy is not learned (the engine never generates on the main context). The trigger
+  frame's decision keeps its plain target (the main context's next token);
+- the template's placeholders are marked in ``template_mask`` (never visual, never dropped) and
+  filled in the forward from the keyframes' patch grid (``LionFSModel.forward(keyframe_runs=)``).
+
+Keyframe choice. The engine picks, among the last ``history_frames`` decided frames up to the
+trigger, the trigger plus novel frames by the cosine distance of their fast-path features (the
+mean fused frame token). Training applies the same rule (``select_keyframe_indices``) to a cheap
+pixel proxy instead: each frame as a ``novelty_cells x novelty_cells`` RGB thumbnail in [0, 1],
+centred at mid-grey, so no model pass is needed in the data loader. The trigger is always chosen,
+as in the engine; which other frames are added can differ (pixel vs. feature novelty, and
+``min_novelty`` is read on the proxy's scale).
+Regions (``keyframes.regions_on`` not ``none``): proposed by the engine's proposer on the model's
+own patch grid of the keyframes (``region_grids``, a no-grad tower pass in the main process).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lionfs_ros.engine.keyframes import ThinkingTemplate, propose_regions, select_keyframe_indices, template_layout
+from lionfs_ros.engine.regions import RegionProposer, SaliencyMotionProposer
+from lionfs_ros.model.configuration_lionfs import KeyframeConfig
+from lionfs_ros.model.keyframe_tokens import PoolRun
+from lionfs_ros.model.stream_format import StreamFormatter, StreamSample
+
+ANSWERS, ALL = "answers", "all"
+MID_GREY = 0.5
+UINT8_MAX = 255.0
+
+RegionGrids = Callable[[np.ndarray], torch.Tensor]
+"""uint8 keyframes ``[K, S, S, 3]`` -> the general tower's patch grids ``[K, h, w, C]`` (no grad)."""
+
+
+@dataclass
+class ThinkingSample:
+    input_ids: torch.Tensor  # [L] long
+    labels: torch.Tensor  # [L] long
+    position_ids: torch.Tensor  # [L] long: rotary positions (forks continue from their context)
+    branch_ids: torch.Tensor  # [L] long: 0 main context, k > 0 the k-th fork
+    template_mask: torch.Tensor  # [L] bool: template placeholders
+    keyframes: list[int] = field(default_factory=list)  # clip frame indices whose patch grids the runs pool
+    runs: list[PoolRun] = field(default_factory=list)  # reading order; keyframe indexes ``keyframes``
+
+
+def novelty_features(frames: np.ndarray, cells: int) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> ``[T, cells*cells*3]``: box-averaged thumbnails, centred at mid-grey."""
+    thumbs = [np.asarray(Image.fromarray(f).resize((cells, cells), Image.Resampling.BOX), np.float32) for f in frames]
+    return torch.from_numpy(np.stack(thumbs) / UINT8_MAX - MID_GREY).flatten(1)
+
+
+def thinks(message: dict, mode: str) -> bool:
+    """Whether a message of a training conversation gets the template before it."""
+    if message["role"] != "assistant" or not message.get("learn", False):
+        return False
+    return mode == ALL or (mode == ANSWERS and bool(message.get("answers_question", False)))
+
+
+class ThinkingSampler:
+    def __init__(self, formatter: StreamFormatter, grid_side: int, mode: str, config: KeyframeConfig,
+                 novelty_cells: int, template: ThinkingTemplate | None = None,
+                 proposer: RegionProposer | None = None, region_grids: RegionGrids | None = None):
+        self.fmt, self.grid_side, self.mode, self.cfg = formatter, grid_side, mode, config
+        self.novelty_cells = novelty_cells
+        self.template = template or ThinkingTemplate()
+        self.proposer = proposer or SaliencyMotionProposer()
+        self.region_grids = region_grids
+        self.wants_regions = config.regions_on != "none" and config.max_regions > 0
+        if self.wants_regions and region_grids is None:
+            raise ValueError("keyframes.regions_on needs region_grids (the model's patch grid of the keyframes)")
+
+    def keyframes_at(self, frames: np.ndarray, trigger: int, features: torch.Tensor) -> list[int]:
+        """Clip frame indices of the keyframes of a turn right after frame ``trigger`` (oldest first)."""
+        first = max(0, trigger + 1 - self.cfg.history_frames)
+        return [first + i for i in select_keyframe_indices(features[first:trigger + 1], self.cfg)]
+
+    def sample(self, messages: list[dict], plain: StreamSample, frames: np.ndarray) -> ThinkingSample:
+        """The plain sample of ``messages`` with a fork per thought turn; ``frames``: the clip's general-size pixels."""
+        ids, labels = plain.input_ids.tolist(), plain.labels.tolist()
+        ignore, placeholder = self.fmt.cfg.ignore_index, self.fmt.ids.placeholder
+        out = _Sequence()
+        features = novelty_features(frames, self.novelty_cells) if any(thinks(m, self.mode) for m in messages) else None
+        slots: dict[int, int] = {}
+        runs: list[PoolRun] = []
+        done = 0  # plain ids copied so far
+        for message, (start, stop) in zip(messages, plain.spans):
+            frames_before = sum(1 for i in ids[:start] if i == placeholder) // self.fmt.tokens_per_frame
+            if not thinks(message, self.mode) or frames_before == 0:
+                continue
+            out.main(ids[done:start], labels[done:start], done)
+            after_stream = ids[start - 1] == placeholder
+            header = len(self.fmt.assistant_header_ids(after_stream))
+            body = ids[start + header:stop]
+            chosen = self.keyframes_at(frames, frames_before - 1, features)
+            layout = template_layout(self.fmt, self.grid_side, self._regions(frames, chosen), self.cfg,
+                                     self.template, after_stream)
+            for run in layout.runs:
+                runs.append(PoolRun(slots.setdefault(chosen[run.keyframe], len(slots)), run.kind, run.size, run.box))
+            fork = layout.input_ids + body
+            fork_labels = [ignore] * (len(layout.input_ids) - 1) + body + [ignore]
+            out.fork(fork, fork_labels, start, [i == placeholder for i in layout.input_ids] + [False] * len(body))
+            out.main(ids[start:stop], [ignore] * (stop - start), start)  # the committed copy: seen, not learned
+            done = stop
+        out.main(ids[done:], labels[done:], done)
+        return ThinkingSample(
+            torch.tensor(out.ids, dtype=torch.long), torch.tensor(out.labels, dtype=torch.long),
+            torch.tensor(out.positions, dtype=torch.long), torch.tensor(out.branches, dtype=torch.long),
+            torch.tensor(out.template, dtype=torch.bool), list(slots), runs)
+
+    def _regions(self, frames: np.ndarray, chosen: list[int]) -> list[list]:
+        if not self.wants_regions:
+            return [[] for _ in chosen]
+        keyframes = frames[chosen]
+        return propose_regions(self.proposer, list(keyframes), self.region_grids(keyframes), self.cfg)
+
+
+class _Sequence:
+    """The thinking sample's columns, appended piece by piece."""
+
+    def __init__(self):
+        self.ids, self.labels, self.positions, self.branches, self.template = [], [], [], [], []
+        self.forks = 0
+
+    def main(self, ids: list[int], labels: list[int], first_position: int) -> None:
+        self._add(ids, labels, first_position, 0, [False] * len(ids))
+
+    def fork(self, ids: list[int], labels: list[int], first_position: int, template: list[bool]) -> None:
+        self.forks += 1
+        self._add(ids, labels, first_position, self.forks, template)
+
+    def _add(self, ids, labels, first_position, branch, template) -> None:
+        self.ids += ids
+        self.labels += labels
+        self.positions += range(first_position, first_position + len(ids))
+        self.branches += [branch] * len(ids)
+        self.template += template
+
+
+def collate_thinking(items: list[dict], longest: int) -> dict:
+    """The thinking columns of a batch (right-padded to ``longest``) and its keyframes in reading order."""
+    batch = {
+        "position_ids": torch.zeros(len(items), longest, dtype=torch.long),
+        "branch_ids": torch.zeros(len(items), longest, dtype=torch.long),
+        "template_mask": torch.zeros(len(items), longest, dtype=torch.bool),
+    }
+    pixels, runs = [], []
+    for row, item in enumerate(items):
+        sample: ThinkingSample = item["thinking"]
+        n = sample.input_ids.numel()
+        batch["position_ids"][row, :n] = sample.position_ids
+        batch["branch_ids"][row, :n] = sample.branch_ids
+        batch["template_mask"][row, :n] = sample.template_mask
+        offset = sum(len(p) for p in pixels)
+        runs += [PoolRun(r.keyframe + offset, r.kind, r.size, r.box) for r in sample.runs]
+        pixels.append(item["keyframe_pixels"])
+    if runs:
+        batch["keyframe_pixels"] = torch.from_numpy(np.ascontiguousarray(np.concatenate(pixels)))
+        batch["keyframe_runs"] = runs
+    return batch

@@ -1,0 +1,146 @@
+"""Training samples with the thinking template (data.thinking): layout, labels, forks, and 'none' unchanged."""
+import numpy as np
+import pytest
+import torch
+
+from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.data.stream_examples import to_messages
+from lionfs_ros.data.synth_streams import synth_examples
+from lionfs_ros.engine.keyframes import build_thinking_inputs
+from lionfs_ros.model import LionFSConfig, LionFSModel
+from lionfs_ros.model.configuration_lionfs import KeyframeConfig
+from lionfs_ros.model.keyframe_tokens import pool_runs
+from lionfs_ros.model.tokenization import train_byte_bpe_tokenizer
+from lionfs_ros.train.config import TrainConfig
+from lionfs_ros.train.dataset import StreamCollator, StreamDataset, load_frames
+from lionfs_ros.train.thinking import ThinkingSampler, novelty_features, thinks
+from lionfs_ros.train.trainer import prepare_model_inputs
+
+from train_helpers import TINY_MODEL, tiny_config_dict
+
+FPS = 2.0
+KF = KeyframeConfig(num_keyframes=2, history_frames=4, grid_sizes=(2, 4), regions_on="none", min_novelty=0.0)
+NOVELTY_CELLS = 4
+
+
+@pytest.fixture(scope="module")
+def model():
+    tokenizer = train_byte_bpe_tokenizer(["You pick up the red cup.", "Assistant: User: [ ] , What colour? Keyframes:"], 280)
+    return LionFSModel.from_config(LionFSConfig.from_dict(TINY_MODEL), tokenizer=tokenizer).eval()
+
+
+def _dataset(model, train_dir, mode, config=KF):
+    examples = synth_examples(train_dir, FPS, questions=True, limit=1)
+    recipe = FrameRecipe.for_model(model)
+    sampler = None if mode == "none" else ThinkingSampler(model.formatter, model.vision.grid_side, mode, config,
+                                                          NOVELTY_CELLS)
+    return StreamDataset(examples, model.formatter, recipe, thinking=sampler), recipe
+
+
+@pytest.mark.parametrize("mode", ["answers", "all"])
+def test_template_sits_on_a_fork_before_each_thought_answer(model, train_dir, mode):
+    dataset, recipe = _dataset(model, train_dir, mode)
+    example = dataset.examples[0]
+    messages = to_messages(example)
+    plain = model.formatter.encode(messages)
+    item = dataset[0]
+    sample, ignore = item["thinking"], model.config.stream.ignore_index
+    thought = [(m, span) for m, span in zip(messages, plain.spans) if thinks(m, mode)]
+    assert thought and sample.branch_ids.max() == len(thought)
+    if mode == "answers":
+        assert len(thought) == sum(t.answer_of is not None for t in example.turns)
+    # The main context is the plain sample, ids and positions, with the thought answers not learned there.
+    main = sample.branch_ids == 0
+    assert torch.equal(sample.input_ids[main], plain.input_ids)
+    assert torch.equal(sample.position_ids[main], torch.arange(plain.input_ids.numel()))
+    frames = load_frames(example, recipe).general
+    for k, (message, (start, stop)) in enumerate(thought, start=1):
+        fork = sample.branch_ids == k
+        ids, labels = sample.input_ids[fork], sample.labels[fork]
+        after_stream = bool(plain.input_ids[start - 1] == model.token_ids.placeholder)
+        body = model.formatter.assistant_body_ids(message["content"])
+        keyframes = sample.keyframes  # the clip frames the runs pool (shared by forks)
+        trigger = int((plain.input_ids[:start] == model.token_ids.placeholder).sum()) // model.tokens_per_frame - 1
+        chosen = dataset.thinking.keyframes_at(frames, trigger, _novelty(frames))
+        assert chosen[-1] == trigger and all(c in keyframes for c in chosen)
+        # The fork's ids are exactly the engine's template on a live context for those keyframes, then the answer.
+        with torch.no_grad():
+            engine = build_thinking_inputs(model, list(frames[chosen]), after_stream=after_stream, config=KF)
+        template = engine.input_ids.tolist()
+        assert ids.tolist() == template + body
+        assert sample.position_ids[fork].tolist() == list(range(start, start + len(template) + len(body)))
+        # Labels: never a template token; the answer is learned from the template's last token to EOS.
+        assert (labels[: len(template) - 1] == ignore).all()
+        assert labels[len(template) - 1:].tolist() == body + [ignore]
+        assert sample.template_mask[fork].sum() == engine.accounting.grid + engine.accounting.box
+        assert (sample.labels[main][start:stop] == ignore).all()  # the committed copy is not learned
+        # The trigger frame's decision keeps the plain target.
+        assert sample.labels[main][start - 1] == plain.labels[start - 1]
+    assert not sample.template_mask[main].any()
+
+
+def _novelty(frames):
+    return novelty_features(frames, NOVELTY_CELLS)
+
+
+def test_placeholders_equal_the_embeddings_filled_and_are_never_visual(model, train_dir):
+    dataset, recipe = _dataset(model, train_dir, "all")
+    collator = StreamCollator(pad_id=model.tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
+    batch = collator([dataset[0], dataset[0]])
+    inputs = prepare_model_inputs(batch, recipe)
+    runs = inputs["keyframe_runs"]
+    assert sum(r.num_tokens for r in runs) == int(inputs["template_mask"].sum())
+    assert inputs["keyframe_general"].shape[0] == 2 * len(dataset[0]["thinking"].keyframes)
+    with torch.no_grad():
+        frame_embeds = model.embed_frames(inputs["general"], inputs["ego"])
+        grids = model.patch_grid(inputs["keyframe_general"])
+        filled = model.project_general(pool_runs(grids, runs))
+        embeds, visual = model.joint_embed(inputs["input_ids"], frame_embeds, inputs["template_mask"], filled)
+    placeholders = inputs["input_ids"] == model.token_ids.placeholder
+    assert torch.equal(visual, placeholders & ~inputs["template_mask"])
+    assert filled.shape[0] == int(inputs["template_mask"].sum())
+    torch.testing.assert_close(embeds[inputs["template_mask"]], filled)
+    out = model(**inputs)  # the full training forward: masks, forks, template fill
+    assert torch.isfinite(out.loss)
+
+
+def test_a_fork_is_invisible_to_later_main_tokens(model, train_dir):
+    """Main-context logits with forks equal the plain sample's (the template never leaks into the main context)."""
+    dataset, recipe = _dataset(model, train_dir, "all")
+    item = dataset[0]
+    plain = model.formatter.encode(to_messages(dataset.examples[0]))
+    collator = StreamCollator(pad_id=model.tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
+    inputs = prepare_model_inputs(collator([item]), recipe)
+    with torch.no_grad():
+        forked = model(**inputs).logits[0][item["thinking"].branch_ids == 0]
+        frame_embeds = model.embed_frames(inputs["general"], inputs["ego"])
+        reference = model(plain.input_ids[None], frame_embeds=frame_embeds).logits[0]
+    torch.testing.assert_close(forked, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_thinking_none_leaves_samples_byte_identical(model, train_dir):
+    dataset, _ = _dataset(model, train_dir, "none")
+    item = dataset[0]
+    plain = model.formatter.encode(to_messages(dataset.examples[0]))
+    assert set(item) == {"input_ids", "labels", "frames"}
+    assert item["input_ids"].numpy().tobytes() == plain.input_ids.numpy().tobytes()
+    assert item["labels"].numpy().tobytes() == plain.labels.numpy().tobytes()
+    config = TrainConfig.from_dict(tiny_config_dict(train_dir))
+    assert config.data.thinking == "none"
+
+
+def test_thinking_config_refuses_feature_caches(train_dir):
+    data = tiny_config_dict(train_dir)
+    data["data"].update(thinking="all", frame_cache="features")
+    with pytest.raises(ValueError, match="thinking needs keyframe pixels"):
+        TrainConfig.from_dict(data)
+
+
+def test_keyframes_follow_the_engine_rule_on_the_proxy(model, train_dir):
+    dataset, recipe = _dataset(model, train_dir, "all", KeyframeConfig(num_keyframes=3, history_frames=5,
+                                                                       regions_on="none", min_novelty=2.0))
+    frames = load_frames(dataset.examples[0], recipe).general
+    # A novelty nobody reaches: the trigger alone, as the engine does on a static scene.
+    assert dataset.thinking.keyframes_at(frames, 6, _novelty(frames)) == [6]
+    assert np.array_equal(normalize(torch.from_numpy(frames[:1]), recipe.general).numpy(),
+                          model.preprocess(frames[:1]).numpy())  # keyframe pixels: what the engine's preprocess gives
