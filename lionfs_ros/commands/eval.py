@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-online", action="store_true", help="skip the free-running trigger replay")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the clips (each loads the model)")
+    parser.add_argument("--slow-path", choices=("on", "off"), default=None,
+                        help="answers after the slow thinker's thinking template (on) or straight (off); default:"
+                             " on when the model was trained with the template (config.json thinking.mode)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"lionfs eval: error: {err}", file=sys.stderr)
         return 2
-    options = EvalOptions(tolerance_s=args.tolerance, threshold=args.threshold, online=not args.no_online)
+    options = EvalOptions(tolerance_s=args.tolerance, threshold=args.threshold, online=not args.no_online,
+                          slow_path=args.slow_path)
     report = evaluate_dataset(model, examples, options, workers=args.workers, model_dir=model_dir)
     report["model"] = str(model_dir)
     report["data"] = str(args.data)
@@ -54,5 +58,8 @@ def run(args: argparse.Namespace) -> int:
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     keys = ("lm_ppl", "time_diff", "fluency", "lm_correctness", "trigger_precision", "trigger_recall", "trigger_f1")
     print("lionfs eval: " + ", ".join(f"{k} {report[k]:.3f}" for k in keys if report.get(k) is not None))
+    slow = report["slow_path"]
+    print(f"lionfs eval: slow path {'on (' + slow['mode'] + ')' if slow['enabled'] else 'off'}"
+          f" (model trained with thinking: {slow['trained_mode']})")
     print(f"lionfs eval: wrote {args.json}")
     return 0

@@ -7,9 +7,15 @@ Per example (one clip) the frames are embedded once; then:
   recall per narration kind, and how often a matched response is the exact narration;
 - question answering (``qa``) when the example has user questions, accuracy per kind.
 
+Slow path (``EvalOptions.slow_path``: on / off / None = on when the model was trained with the
+thinking template): on, answers are written after the engine's thinking template on a fork of the
+context (``eval.slow_path``): QA answers always, narrations (teacher-forced LM metrics and the
+replay's responses) when the mode is ``all``.
+
 Top-level keys: ``lm_ppl``, ``time_diff`` (s), ``fluency``, ``lm_correctness``, ``frame_diff``,
 ``trigger_precision``, ``trigger_recall``, ``trigger_f1``, ``trigger_tolerance_s``, then
-``triggers`` (details), ``qa``, ``fast_path_ms_per_frame``, ``num_examples``, ``threshold``.
+``triggers`` (details), ``qa``, ``fast_path_ms_per_frame``, ``num_examples``, ``threshold``,
+``slow_path`` (whether it was on, its mode and keyframe settings, the model's trained mode).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from lionfs_ros.train.dataset import load_frames
 
 from .online import DEFAULT_MAX_NEW_TOKENS, TriggerCounts, replay, score_replay
 from .qa import accuracy_by_kind, answer_questions
+from .slow_path import ClipFrames, answer_branch, describe, slow_path_for
 
 SYNTH_MANIFEST = "manifest.json"
 
@@ -39,6 +46,7 @@ class EvalOptions:
     online: bool = True
     questions: bool = True
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    slow_path: str | None = None  # "on" | "off" | None: on when the model was trained with thinking
 
 
 def load_eval_examples(data: str | Path, frame_fps: float, videos=None, features=None, ego_features=None,
@@ -58,9 +66,9 @@ def load_eval_examples(data: str | Path, frame_fps: float, videos=None, features
 
 
 @torch.no_grad()
-def embed_example(model, example: StreamExample, recipe: FrameRecipe) -> torch.Tensor:
-    """The clip's fused frame tokens ``[T, n, d]``, computed once for every use."""
-    frames = load_frames(example, recipe)
+def embed_example(model, example: StreamExample, recipe: FrameRecipe, frames=None) -> torch.Tensor:
+    """The clip's fused frame tokens ``[T, n, d]``, computed once for every use (``frames``: already loaded)."""
+    frames = frames if frames is not None else load_frames(example, recipe)
     device = model.device
     if frames.general_is_features:
         general = frames.general.to(device)
@@ -87,20 +95,29 @@ class ExampleResult:
 @torch.no_grad()
 def evaluate_example(model, example: StreamExample, options: EvalOptions, threshold: float,
                      recipe: FrameRecipe) -> ExampleResult:
+    slow = slow_path_for(model, options.slow_path)
     start = time.perf_counter()
-    frame_embeds = embed_example(model, example, recipe)
+    frames = load_frames(example, recipe)
+    frame_embeds = embed_example(model, example, recipe, frames)
     embed_ms = (time.perf_counter() - start) * 1e3 / example.num_frames
+    clip = None
+    if slow is not None:
+        if frames.general_is_features:
+            raise ValueError("the slow path needs the clips' pixels (the template pools the general tower's patch grid)")
+        clip = ClipFrames.of(frames.general, frame_embeds)
     narration = example.without_questions()
     sample = model.formatter.encode(to_messages(narration))
+    thought = slow is not None and slow.thinks_narrations()
     metrics = stream_evaluate(model, sample.input_ids, sample.labels, frame_embeds=frame_embeds,
-                              threshold=threshold, frame_fps=example.frame_fps)
+                              threshold=threshold, frame_fps=example.frame_fps,
+                              answer_branch=answer_branch(model, sample.input_ids, clip, slow) if thought else None)
     counts, step_ms, answers = {}, [], []
     if options.online:
-        result = replay(model, narration, frame_embeds, threshold, options.max_new_tokens)
+        result = replay(model, narration, frame_embeds, threshold, options.max_new_tokens, slow, clip)
         step_ms = result.frame_step_ms
         counts = score_replay(narration, result, options.tolerance_s)
     if options.questions:
-        answers = answer_questions(model, example, frame_embeds, options.max_new_tokens)
+        answers = answer_questions(model, example, frame_embeds, options.max_new_tokens, slow, clip)
     return ExampleResult(metrics, counts, answers, step_ms, embed_ms)
 
 
@@ -137,7 +154,9 @@ def evaluate_dataset(model, examples: list[StreamExample], options: EvalOptions 
     else:
         recipe = FrameRecipe.for_model(model)
         results = [evaluate_example(model, e, options, threshold, recipe) for e in tqdm(examples, desc="eval", unit="clip")]
-    return build_report(results, options, threshold, str(model.device))
+    report = build_report(results, options, threshold, str(model.device))
+    report["slow_path"] = describe(slow_path_for(model, options.slow_path), model)
+    return report
 
 
 def build_report(results: list[ExampleResult], options: EvalOptions, threshold: float, device: str) -> dict:

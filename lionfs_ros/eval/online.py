@@ -15,6 +15,8 @@ import torch
 
 from lionfs_ros.data.stream_examples import StreamExample
 
+from .slow_path import ClipFrames, SlowPath, slow_answer
+
 DEFAULT_MAX_NEW_TOKENS = 32
 
 
@@ -33,8 +35,12 @@ class ReplayResult:
 
 @torch.no_grad()
 def replay(model, example: StreamExample, frame_embeds: torch.Tensor, threshold: float,
-           max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> ReplayResult:
-    """Feed ``frame_embeds [T, n, d]`` one frame at a time in the training layout; respond when the model says so."""
+           max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, slow: SlowPath | None = None,
+           clip: ClipFrames | None = None) -> ReplayResult:
+    """Feed ``frame_embeds [T, n, d]`` one frame at a time in the training layout; respond when the model says so.
+
+    ``slow`` (a ``slow_path.SlowPath`` thinking narrations, with ``clip``): the response is written by
+    the engine's slow thinker on a fork after the thinking template, then committed as the engine does."""
     f = model.formatter
     cache = model.new_cache()
     model.step_ids(f.system_ids() + f.stream_open_ids() + f.frame_ids(after_frame=False), frame_embeds[:1], cache)
@@ -50,13 +56,20 @@ def replay(model, example: StreamExample, frame_embeds: torch.Tensor, threshold:
         speak = bool(model.should_respond(out.logits[0, -1], threshold))
         result.frame_step_ms.append((time.perf_counter() - start) * 1e3)
         in_stream = True
-        if speak:
+        if not speak:
+            continue
+        if slow is not None and slow.thinks_narrations():
+            text = slow_answer(model, cache, True, clip, index, slow, max_new_tokens)
+            if text:  # the engine commits a non-empty answer only
+                model.step_ids(f.assistant_header_ids(after_stream=True) + f.assistant_body_ids(text), None, cache)
+            in_stream = not text
+        else:
             tokens = model.generate(f.assistant_header_ids(after_stream=True), cache, max_new_tokens)
             body = tokens[:-1] if tokens and tokens[-1] == model.token_ids.eos else tokens
             model.step_ids([model.token_ids.eos], None, cache)  # close the turn as the training layout does
             text = model.tokenizer.decode(body, skip_special_tokens=True).strip()
-            result.triggers.append(Trigger(index, index / example.frame_fps, text))
             in_stream = False
+        result.triggers.append(Trigger(index, index / example.frame_fps, text))
     return result
 
 

@@ -2,8 +2,10 @@
 
 The whole conversation (narrations and earlier answers teacher-forced) is fed once with a cache;
 for each question the cache is cut right after the question and the answer is generated on that
-branch, so every answer sees exactly the frames and turns before it. Answers are compared with
-the truth after ``normalize_text`` (case, punctuation, spaces).
+branch, so every answer sees exactly the frames and turns before it. With the slow path on
+(``slow``), the engine's slow thinker writes the answer on that branch after the thinking template
+(``slow_path.slow_answer``). Answers are compared with the truth after ``normalize_text`` (case,
+punctuation, spaces).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from lionfs_ros.data.stream_examples import USER, StreamExample, to_messages
 
 from .online import DEFAULT_MAX_NEW_TOKENS, normalize_text
+from .slow_path import ClipFrames, SlowPath, frames_before, slow_answer
 
 
 @dataclass
@@ -40,7 +43,9 @@ def question_ends(model, messages: list[dict]) -> list[int]:
 
 @torch.no_grad()
 def answer_questions(model, example: StreamExample, frame_embeds: torch.Tensor,
-                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[Answer]:
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, slow: SlowPath | None = None,
+                     clip: ClipFrames | None = None) -> list[Answer]:
+    """``slow`` (with ``clip``, the example's frames): answers written after the thinking template."""
     questions = [(i, t) for i, t in enumerate(example.turns) if t.role == USER]
     if not questions:
         return []
@@ -55,9 +60,13 @@ def answer_questions(model, example: StreamExample, frame_embeds: torch.Tensor,
     header = model.formatter.assistant_header_ids(after_stream=False)
     out = []
     for (index, question), end in zip(questions, ends):
-        tokens = model.generate(header, cache.trim(end), max_new_tokens)
-        body = tokens[:-1] if tokens and tokens[-1] == model.token_ids.eos else tokens
-        predicted = model.tokenizer.decode(body, skip_special_tokens=True).strip()
+        if slow is not None:
+            trigger = frames_before(model, sample.input_ids, end) - 1
+            predicted = slow_answer(model, cache.trim(end), False, clip, trigger, slow, max_new_tokens)
+        else:
+            tokens = model.generate(header, cache.trim(end), max_new_tokens)
+            body = tokens[:-1] if tokens and tokens[-1] == model.token_ids.eos else tokens
+            predicted = model.tokenizer.decode(body, skip_special_tokens=True).strip()
         truth = answers[index].text if index in answers else ""
         out.append(Answer(question.text, truth, predicted, question.kind))
     return out

@@ -19,6 +19,10 @@ positions* the other learned ones (the assistant's answer). Per turn:
 "Speak" follows the online rule: P(interval) < threshold, or the interval token is not the argmax.
 Averages over turns; a sample with none of a kind gets 1 (PPL, Fluency, Correctness) or 0 (TimeDiff).
 One deliberate difference: the frame offset of later turns advances over turns without labels too.
+
+Slow path on (``answer_branch``, see ``eval.slow_path``): a turn's LM positions are scored on the
+answer written after the thinking template on a fork of the context, not in the main sequence;
+the frame decisions are the main sequence's (the engine's main context never holds the template).
 """
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+AnswerBranch = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+"""``start`` of an assistant turn -> ``(logits [m, V], targets [m])`` of its answer scored elsewhere (the slow path)."""
 
 FutureDecisions = Callable[[int, int, int], torch.Tensor]
 """``(trim_length, first_frame, num_frames) -> logits [num_frames, V]`` at the appended frames' decision positions."""
@@ -72,6 +79,7 @@ def evaluate_logits(
     future: FutureDecisions,
     threshold: float = 0.0,
     frame_fps: float = 1.0,
+    answer_branch: AnswerBranch | None = None,
 ) -> StreamMetrics:
     """Metrics of one sample from its teacher-forced ``logits [L, V]`` (ids and labels ``[L]``)."""
     spans = turn_spans(input_ids, spec.eos)
@@ -85,17 +93,22 @@ def evaluate_logits(
         stream = learned & (ids == spec.placeholder)
         lm = learned & ~stream
         num_correct = None
+        num_lm = int(lm.sum())
         if lm.any():
-            ppls.append(float(F.cross_entropy(lg[lm].float(), lab[lm]).exp()))
-            wrong = (lg[lm].argmax(dim=-1) != lab[lm]).nonzero()
-            num_correct = int(wrong[0, 0]) if wrong.numel() else int(lm.sum())
-            correctness.append(num_correct / int(lm.sum()))
+            lm_logits, lm_labels = lg[lm], lab[lm]
+            if answer_branch is not None:
+                lm_logits, lm_labels = answer_branch(start + int(lm.nonzero()[0, 0]))
+                num_lm = lm_labels.numel()
+            ppls.append(float(F.cross_entropy(lm_logits.float(), lm_labels).exp()))
+            wrong = (lm_logits.argmax(dim=-1) != lm_labels).nonzero()
+            num_correct = int(wrong[0, 0]) if wrong.numel() else num_lm
+            correctness.append(num_correct / num_lm)
         diff = None
         if stream.any():
             diff = _frame_diff(r, spans, input_ids, lg, stream, start, turn_frames, past_frames, spec, future, threshold)
             diffs.append(abs(diff))
         if num_correct is not None and diff is not None:
-            v, total = int(stream.sum()), int(stream.sum()) + int(lm.sum())
+            v, total = int(stream.sum()), int(stream.sum()) + num_lm
             if diff == 0:
                 fluencies.append((v + num_correct) / total)
             elif diff > 0:
@@ -154,8 +167,12 @@ def stream_evaluate(
     ego: torch.Tensor | None = None,
     threshold: float = 0.0,
     frame_fps: float | None = None,
+    answer_branch: Callable[[object], AnswerBranch] | None = None,
 ) -> StreamMetrics:
-    """Teacher-forced metrics of one sample (``input_ids``/``labels`` ``[L]`` or ``[1, L]``) on a LionFS model."""
+    """Teacher-forced metrics of one sample (``input_ids``/``labels`` ``[L]`` or ``[1, L]``) on a LionFS model.
+
+    ``answer_branch``: given the full-sequence cache, how assistant turns are scored instead
+    (``slow_path.answer_branch``: after the thinking template)."""
     input_ids, labels = input_ids.reshape(-1).to(model.device), labels.reshape(-1).to(model.device)
     if frame_embeds is None and general is not None:
         frame_embeds = model.embed_frames(general, ego)
@@ -166,6 +183,7 @@ def stream_evaluate(
     return evaluate_logits(
         input_ids, labels, out.logits[0], spec, future_from_model(model, frame_embeds, cache),
         threshold=threshold, frame_fps=frame_fps or model.config.stream.frame_fps,
+        answer_branch=None if answer_branch is None else answer_branch(cache),
     )
 
 
