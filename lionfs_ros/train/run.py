@@ -105,8 +105,9 @@ def thinking_sampler(config: TrainConfig, model, recipe: FrameRecipe) -> Thinkin
     def region_grids(pixels: np.ndarray) -> torch.Tensor:
         return model.patch_grid(normalize(torch.from_numpy(pixels).to(model.device), recipe.general)).float().cpu()
 
+    wants_regions = keyframes.regions_on != "none" and keyframes.max_regions > 0
     return ThinkingSampler(model.formatter, model.vision.grid_side, data.thinking, keyframes, data.novelty_cells,
-                           region_grids=region_grids)
+                           region_grids=region_grids if wants_regions else None)  # loader workers never hold the model
 
 
 def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> Path:
