@@ -6,7 +6,7 @@ budget too small to hold what it promises to keep fails at construction with the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lionfs_ros.model.configuration_lionfs import REGIONS_ON, ConfigError, KeyframeConfig
 
@@ -15,6 +15,7 @@ from lionfs_ros.model.configuration_lionfs import REGIONS_ON, ConfigError, Keyfr
 TRIGGER_POLICIES = ("skip", "queue", "replace")
 POSITION_MODES = ("reindex", "grow")
 BACKENDS = ("auto", "dynamic", "static")
+SLOW_PATH_MODES = ("auto", "on", "off")
 
 
 class EngineConfigError(ValueError):
@@ -62,6 +63,11 @@ class EngineConfig:
     max_query_tokens: int = 64  # a longer question is cut to this many tokens
     context_turns: int = 8  # dialogue turns a portable (remote) request carries
     partial_every_tokens: int = 1  # a partial ResponseUpdate every this many tokens
+    # Whether the slow thinker puts the thinking template (keyframe grid and box tokens) before an
+    # answer: 'auto' follows how the model was trained (config.json thinking.mode: none = never,
+    # answers = before answers to questions, all = always) and then uses the trained keyframe
+    # settings; a template the model never saw makes it write worse, not better. 'on' / 'off' force it.
+    slow_path: str = "auto"
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
 
@@ -88,6 +94,8 @@ class EngineConfig:
             raise EngineConfigError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.frame_queue_size < 1:
             raise EngineConfigError(f"frame_queue_size must be >= 1, got {self.frame_queue_size}")
+        if self.slow_path not in SLOW_PATH_MODES:
+            raise EngineConfigError(f"slow_path: {self.slow_path!r} is not one of {SLOW_PATH_MODES}")
         if self.trigger_policy not in TRIGGER_POLICIES:
             raise EngineConfigError(f"trigger_policy: {self.trigger_policy!r} is not one of {TRIGGER_POLICIES}")
         if self.max_pending_triggers < 1 or self.max_pending_questions < 1:
@@ -110,6 +118,13 @@ class EngineConfig:
             raise EngineConfigError(str(err)) from None
         self.regions.validate()
         return self
+
+    def for_model(self, model) -> "EngineConfig":
+        """With ``slow_path: auto`` and a model trained with thinking, the keyframe settings it was trained with."""
+        trained = model.config.thinking
+        if self.slow_path != "auto" or trained.mode == "none":
+            return self
+        return replace(self, keyframes=trained.keyframes)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class StreamEngine:
                  backend=None):
         """``backend``: an ``EngineBackend`` (``cuda_graphs.StaticBackend``); None picks by ``config.backend``."""
         self.model = model.eval()
-        self.cfg = (config or EngineConfig()).validate()
+        self.cfg = (config or EngineConfig()).validate().for_model(model)
         self.threshold = model.config.stream.interval_threshold if self.cfg.threshold is None else self.cfg.threshold
         self.backend = backend if backend is not None else _pick_backend(model, self.cfg)
         self._check_model()

@@ -85,7 +85,7 @@ class TemplateLayout:
 @dataclass
 class ThinkingInputs:
     input_ids: torch.Tensor  # [L] long
-    embeds: torch.Tensor  # [P, d]: fills the placeholders of input_ids in order
+    embeds: torch.Tensor | None  # [P, d]: fills the placeholders of input_ids in order (None: there are none)
     visual_mask: torch.Tensor  # [L] bool: ordinary frame tokens only (droppable)
     regions: list[list[Region]]  # per keyframe
     accounting: TokenAccounting
@@ -240,13 +240,16 @@ def build_thinking_inputs(
     template: ThinkingTemplate | None = None,
     proposer: RegionProposer | None = None,
     regions: list[list[Region]] | None = None,
+    think: bool = True,
 ) -> ThinkingInputs:
     """Model + keyframes (RGB, oldest first; the last is the trigger) + context -> ids and embeddings.
 
     ``context=None``: the template alone, continuing a live context (``after_stream``: it ends
     inside the stream). ``context=[("system"|"user"|"assistant", text), ...]``: a whole prompt;
     ``query`` (if any) is asked as a user turn after the keyframe stream. ``regions`` overrides the
-    proposer (one list per keyframe). Pure: reads the model, changes nothing.
+    proposer (one list per keyframe). ``think=False``: the slow path off, the plain assistant
+    header instead of the template (for a model never trained with it). Pure: reads the model,
+    changes nothing.
     """
     config = config or KeyframeConfig()
     template = template or ThinkingTemplate()
@@ -254,6 +257,8 @@ def build_thinking_inputs(
     if not keyframes:
         raise ValueError("the thinking template needs at least one keyframe")
     b = _Builder(model)
+    if not think:
+        return _plain_inputs(b, model, keyframes, context, query, after_stream)
     pixels = keyframe_pixels(model, keyframes)
     grids = model.patch_grid(pixels)  # [K, h, w, C]
     if regions is None:
@@ -269,6 +274,19 @@ def build_thinking_inputs(
         regions=regions,
         accounting=b.acc,
         pieces=b.pieces,
+    )
+
+
+def _plain_inputs(b: _Builder, model, keyframes, context, query, after_stream: bool) -> ThinkingInputs:
+    """The context (or the portable prompt) straight into the assistant header, as without a slow path."""
+    if context is not None:
+        after_stream = _portable_prefix(b, model, keyframes, keyframe_pixels(model, keyframes), context, query)
+    b.text(model.formatter.assistant_header_ids(after_stream=after_stream), "assistant_header")
+    embeds = torch.cat(b.embeds).reshape(-1, model.hidden_size) if b.embeds else None
+    return ThinkingInputs(
+        input_ids=torch.tensor(b.ids, dtype=torch.long), embeds=embeds,
+        visual_mask=torch.tensor(b.visual, dtype=torch.bool), regions=[[] for _ in keyframes],
+        accounting=b.acc, pieces=b.pieces,
     )
 
 

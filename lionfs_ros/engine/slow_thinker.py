@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import EngineConfig
+from .config import EngineConfig, KeyframeConfig
 from .context import ContextFork
 from .keyframes import ThinkingTemplate, TokenAccounting, build_thinking_inputs
 from .lm_state import DynamicLMState, LMState
@@ -76,11 +76,18 @@ class LocalSlowThinker(SlowThinker):
         new_state: StateFactory | None = None,
     ):
         self.model = model
-        self.cfg = config or EngineConfig()
+        self.cfg = (config or EngineConfig()).for_model(model)
         self.proposer = proposer or SaliencyMotionProposer(self.cfg.regions)
         self.template = template or ThinkingTemplate()
         self.new_state = new_state or (lambda: DynamicLMState(model))
         self._vocab = len(model.tokenizer)
+
+    def slow_path(self, request: SlowThinkRequest) -> tuple[bool, KeyframeConfig]:
+        """Whether this answer gets the thinking template, and with which keyframe settings (see EngineConfig.slow_path)."""
+        if self.cfg.slow_path != "auto":
+            return self.cfg.slow_path == "on", self.cfg.keyframes
+        trained = self.model.config.thinking.mode
+        return trained == "all" or (trained == "answers" and request.query is not None), self.cfg.keyframes
 
     def decode(self, ids: list[int]) -> str:
         # Ids past the tokenizer (a backbone with a larger embedding table) have no text.
@@ -91,10 +98,11 @@ class LocalSlowThinker(SlowThinker):
         start = now()
         rgbs = [rgb for rgb, _ in request.keyframes]
         fork = request.fork
+        think, keyframes = self.slow_path(request)
         inputs = build_thinking_inputs(
             self.model, rgbs, context=None if fork else request.context, query=None if fork else request.query,
-            after_stream=fork.after_stream if fork else True, config=self.cfg.keyframes, template=self.template,
-            proposer=self.proposer,
+            after_stream=fork.after_stream if fork else True, config=keyframes, template=self.template,
+            proposer=self.proposer, think=think,
         )
         state = fork.state if fork else self.new_state()
         try:

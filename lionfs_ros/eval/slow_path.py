@@ -91,7 +91,7 @@ def frames_before(model, input_ids: torch.Tensor, end: int) -> int:
 def slow_answer(model, cache, after_stream: bool, clip: ClipFrames, trigger: int, slow: SlowPath,
                 max_new_tokens: int) -> str:
     """The engine's slow thinker on a fork of ``cache`` (the context up to the turn): the answer text."""
-    config = EngineConfig(keyframes=slow.keyframes, max_new_tokens=max_new_tokens)
+    config = EngineConfig(slow_path="on", keyframes=slow.keyframes, max_new_tokens=max_new_tokens)
     thinker = LocalSlowThinker(model, config)
     request = SlowThinkRequest(keyframes=clip.keyframes(trigger, slow.keyframes), context=[],
                                max_new_tokens=max_new_tokens,

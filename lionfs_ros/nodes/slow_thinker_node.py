@@ -23,12 +23,13 @@ from lionfs_ros.nodes.params import declare_params
 class SlowThinkerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("slow_thinker_node", **kwargs)
-        from lionfs_ros.engine import LocalSlowThinker, SlowThinkRequest
+        from lionfs_ros.engine import EngineConfig, LocalSlowThinker, SlowThinkRequest
         from lionfs_ros.model_loading import load_for_inference
 
         self.params: SlowThinkerNodeParams = declare_params(self, SlowThinkerNodeParams)
         model, path, device = load_for_inference(self.params.model_path, self.params.device, self.params.dtype)
-        self.thinker = LocalSlowThinker(model)
+        self.thinker = LocalSlowThinker(model, EngineConfig(slow_path=self.params.slow_path,
+                                                           max_new_tokens=self.params.max_new_tokens))
         self._request_type = SlowThinkRequest
         self._one_at_a_time = threading.Lock()
         self.server = ActionServer(

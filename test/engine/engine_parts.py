@@ -45,9 +45,10 @@ def build_model(dirs: dict, root: Path, *, fused: bool = True, beta: float | Non
 
 
 def engine_config(**overrides) -> EngineConfig:
-    """Small, fast settings for the tiny model (4x4 patch grid, 1024 positions)."""
+    """Small, fast settings for the tiny model (4x4 patch grid, 1024 positions); the slow path always thinks
+    (the tiny models were never trained with the template, so 'auto' would leave it out)."""
     values = dict(
-        general_fps=2.0, kv_budget_tokens=600, evict_chunk_tokens=100, keep_recent_frames=8, max_new_tokens=6,
+        slow_path="on", general_fps=2.0, kv_budget_tokens=600, evict_chunk_tokens=100, keep_recent_frames=8, max_new_tokens=6,
         max_query_tokens=16, keyframes=KeyframeConfig(num_keyframes=2, history_frames=4, grid_sizes=(2, 4), max_regions=2),
     )
     values.update(overrides)

@@ -158,3 +158,54 @@ def test_grid_sizes_are_clipped_to_the_patch_grid(fused_model, grid_sizes):
         inputs = build_thinking_inputs(fused_model, list(stream_frames(1, seed=4)),
                                        config=KeyframeConfig(grid_sizes=grid_sizes, max_regions=0))
     assert inputs.accounting.grid == (4 + 16 if 2 in grid_sizes else 16)
+
+
+def test_slow_path_auto_follows_how_the_model_was_trained(fused_model):
+    """A model never trained with the template answers without it; 'on' forces it; 'answers' thinks for questions only."""
+    model = fused_model
+    frames = stream_frames(3, seed=4)
+    keyframes = [(frames[1], 0.5), (frames[2], 1.0)]
+
+    def generate(slow_path: str, query: str | None = None):
+        context = _fork(model, frames)
+        thinker = LocalSlowThinker(model, engine_config(slow_path=slow_path, max_new_tokens=2, stop_on_eos=False))
+        fork = context.fork()
+        before = fork.state.next_position
+        result = thinker.generate(SlowThinkRequest(keyframes, [], query=query, max_new_tokens=2, fork=fork),
+                                  lambda *_: None)
+        return result, fork.state.next_position - before - (result.num_tokens - 1)
+
+    assert model.config.thinking.mode == "none"
+    plain, fed = generate("auto")
+    header = model.formatter.assistant_header_ids(after_stream=True)
+    assert plain.prompt_tokens == fed == len(header) and plain.accounting.grid == 0 and plain.regions == []
+    assert generate("off")[0].prompt_tokens == len(header)
+    thought, fed = generate("on")
+    assert thought.accounting.grid > 0 and fed == thought.prompt_tokens > len(header)
+
+    trained = model.config.thinking.mode
+    try:
+        model.config.thinking.mode = "answers"
+        assert generate("auto")[0].accounting.grid == 0
+        assert generate("auto", query="what did I tap?")[0].accounting.grid > 0
+        model.config.thinking.mode = "all"
+        assert generate("auto")[0].accounting.grid > 0
+    finally:
+        model.config.thinking.mode = trained
+
+
+def test_portable_prompt_without_thinking_ends_in_the_plain_header(fused_model):
+    model = fused_model
+    frames = stream_frames(2, seed=5)
+    inputs = build_thinking_inputs(model, list(frames), context=[("system", "hi")], query="what?", think=False)
+    header = model.formatter.assistant_header_ids(after_stream=False)
+    assert inputs.input_ids[-len(header):].tolist() == header
+    assert inputs.accounting.grid == inputs.accounting.box == 0
+    assert inputs.accounting.frame == 2 * model.tokens_per_frame == inputs.embeds.shape[0]
+
+
+def test_slow_path_setting_is_checked():
+    from lionfs_ros.engine import EngineConfigError
+
+    with pytest.raises(EngineConfigError, match="slow_path"):
+        engine_config(slow_path="maybe").validate()
