@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", type=Path, help="annotation JSON: directory of <video_uid> feature files")
     parser.add_argument("--ego-features", type=Path, help="annotation JSON: directory of ego feature files")
     parser.add_argument("--max-examples", type=int, help="evaluate only the first N examples")
+    parser.add_argument("--max-frames", type=int,
+                        help="cut each example to its first N LLM frames and the turns said in them (as training's "
+                             "data.max_frames does; for models trained on short clips)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_S,
                         help=f"trigger match window in seconds (default {DEFAULT_TOLERANCE_S})")
     parser.add_argument("--threshold", type=float,
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from lionfs_ros.model import LionFSModel
     from lionfs_ros.model.checkpoint import CheckpointError
     from lionfs_ros.resources import demo_model_path
+    from lionfs_ros.train.dataset import truncate
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_dir = args.model or demo_model_path()
@@ -46,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         examples = load_eval_examples(args.data, model.config.stream.frame_fps, videos=args.videos,
                                       features=args.features, ego_features=args.ego_features,
                                       limit=args.max_examples)
+        if args.max_frames is not None:
+            if args.max_frames < 1:
+                raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+            examples = [truncate(example, args.max_frames) for example in examples]
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"lionfs eval: error: {err}", file=sys.stderr)
         return 2
@@ -54,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_dataset(model, examples, options, workers=args.workers, model_dir=model_dir)
     report["model"] = str(model_dir)
     report["data"] = str(args.data)
+    report["max_frames"] = args.max_frames
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     keys = ("lm_ppl", "time_diff", "fluency", "lm_correctness", "trigger_precision", "trigger_recall", "trigger_f1")

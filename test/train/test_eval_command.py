@@ -31,3 +31,16 @@ def test_train_refuses_a_bad_config(tmp_path, capsys):
     config.write_text("model: {preset: x.yaml}\ndata: {train: /x, frame_cahce: pixels}\n")
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
     assert "did you mean 'frame_cache'" in capsys.readouterr().err
+
+
+def test_eval_max_frames_scores_only_the_clip_start(trained_run, val_dir, tmp_path):
+    """--max-frames cuts every example as training's data.max_frames does: fewer narrations, same keys."""
+    model = str(trained_run / MODEL_SUBDIR)
+    full, cut = tmp_path / "full.json", tmp_path / "cut.json"
+    common = ["--model", model, "--data", str(val_dir), "--max-examples", "1", "--device", "cpu", "--no-online"]
+    assert main(["eval", *common, "--json", str(full)]) == 0
+    assert main(["eval", *common, "--json", str(cut), "--max-frames", "6"]) == 0
+    full_report, cut_report = json.loads(full.read_text()), json.loads(cut.read_text())
+    assert cut_report["max_frames"] == 6 and full_report["max_frames"] is None
+    assert (cut_report["lm_ppl"], cut_report["time_diff"]) != (full_report["lm_ppl"], full_report["time_diff"])
+    assert main(["eval", *common, "--json", str(tmp_path / "bad.json"), "--max-frames", "0"]) == 2
