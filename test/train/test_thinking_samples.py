@@ -7,6 +7,7 @@ from lionfs_ros.data.frames import FrameRecipe, normalize
 from lionfs_ros.data.stream_examples import to_messages
 from lionfs_ros.data.synth_streams import synth_examples
 from lionfs_ros.engine.keyframes import build_thinking_inputs
+from lionfs_ros.engine.lm_state import DynamicLMState
 from lionfs_ros.model import LionFSConfig, LionFSModel
 from lionfs_ros.model.configuration_lionfs import KeyframeConfig
 from lionfs_ros.model.keyframe_tokens import pool_runs
@@ -116,6 +117,46 @@ def test_a_fork_is_invisible_to_later_main_tokens(model, train_dir):
         frame_embeds = model.embed_frames(inputs["general"], inputs["ego"])
         reference = model(plain.input_ids[None], frame_embeds=frame_embeds).logits[0]
     torch.testing.assert_close(forked, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train_dir):
+    """Each fork of a training sample (a batch of two, token dropping on) gives the logits the engine gets:
+    the context up to the turn in a KV cache, then the template and the answer fed on a fork of it, token by token."""
+    dataset, recipe = _dataset(model, train_dir, "all")
+    item = dataset[0]
+    messages = to_messages(dataset.examples[0])
+    plain = model.formatter.encode(messages)
+    collator = StreamCollator(pad_id=model.tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
+    inputs = prepare_model_inputs(collator([item, item]), recipe)
+    sample, frames = item["thinking"], item["frames"].general
+    features = novelty_features(frames, NOVELTY_CELLS)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        torch.testing.assert_close(logits[0], logits[1])
+        frame_embeds = model.embed_frames(inputs["general"], inputs["ego"])
+        forks = 0
+        for message, (start, _) in zip(messages, plain.spans):
+            frames_before = int((plain.input_ids[:start] == model.token_ids.placeholder).sum()) // model.tokens_per_frame
+            if not thinks(message, "all") or frames_before == 0:
+                continue
+            forks += 1
+            fork = sample.branch_ids == forks
+            assert bool((sample.position_ids[fork] >= start).all())  # a fork continues its context
+            cache = model.new_cache()
+            context = plain.input_ids[:start]
+            model(context[None], frame_embeds=frame_embeds[:frames_before], past_key_values=cache)
+            state = DynamicLMState(model, cache.fork())
+            chosen = dataset.thinking.keyframes_at(frames, frames_before - 1, features)
+            after_stream = bool(plain.input_ids[start - 1] == model.token_ids.placeholder)
+            engine = build_thinking_inputs(model, list(frames[chosen]), after_stream=after_stream, config=KF)
+            steps = [state.feed(engine.input_ids.tolist(), engine.embeds, engine.visual_mask).reshape(-1)]
+            body = sample.input_ids[fork][engine.input_ids.numel():].tolist()
+            steps += [state.feed([token]).reshape(-1) for token in body[:-1]]  # greedy decoding's feeds
+            trained = logits[0][fork][engine.input_ids.numel() - 1:-1]  # template's last token .. answer's last but one
+            torch.testing.assert_close(trained, torch.stack(steps), atol=1e-4, rtol=1e-4)
+            labels = sample.labels[fork][engine.input_ids.numel() - 1:-1]
+            assert labels.tolist() == body  # the logits compared are exactly those the answer is learned on
+    assert forks == int(sample.branch_ids.max()) > 0
 
 
 def test_thinking_none_leaves_samples_byte_identical(model, train_dir):
