@@ -90,6 +90,7 @@ class ExampleResult:
     answers: list
     step_ms: list[float]
     embed_ms: float
+    turn_kinds: list[str]  # the kind of each narration turn, in the order the metrics score them
 
 
 @torch.no_grad()
@@ -118,7 +119,8 @@ def evaluate_example(model, example: StreamExample, options: EvalOptions, thresh
         counts = score_replay(narration, result, options.tolerance_s)
     if options.questions:
         answers = answer_questions(model, example, frame_embeds, options.max_new_tokens, slow, clip)
-    return ExampleResult(metrics, counts, answers, step_ms, embed_ms)
+    kinds = [t.kind or "narration" for t in sorted(narration.turns, key=lambda t: t.time)]
+    return ExampleResult(metrics, counts, answers, step_ms, embed_ms, kinds)
 
 
 def _evaluate_shard(job: tuple) -> list[ExampleResult]:
@@ -159,6 +161,19 @@ def evaluate_dataset(model, examples: list[StreamExample], options: EvalOptions 
     return report
 
 
+def correctness_by_kind(results: list[ExampleResult]) -> dict[str, dict]:
+    """LM-Correctness averaged over narration turns (not clips, unlike ``lm_correctness``), per kind of turn."""
+    by_kind: dict[str, list[float]] = {}
+    for result in results:
+        scored = result.metrics.turn_correctness
+        if len(scored) != len(result.turn_kinds):
+            raise ValueError(f"{len(scored)} turns scored but {len(result.turn_kinds)} narrations in the clip")
+        for kind, value in zip(result.turn_kinds, scored):
+            by_kind.setdefault(kind, []).append(value)
+            by_kind.setdefault("all", []).append(value)
+    return {kind: {"mean": sum(v) / len(v), "turns": len(v)} for kind, v in sorted(by_kind.items())}
+
+
 def build_report(results: list[ExampleResult], options: EvalOptions, threshold: float, device: str) -> dict:
     report = average_metrics([r.metrics for r in results]).to_dict()
     report.update(num_examples=len(results), threshold=threshold, trigger_tolerance_s=options.tolerance_s)
@@ -180,6 +195,7 @@ def build_report(results: list[ExampleResult], options: EvalOptions, threshold: 
             "llm_step_and_decision": statistics.median(step_ms) if step_ms else None,
             "device": device,
         }
+    report["lm_correctness_turns_by_kind"] = correctness_by_kind(results)
     answers = [a for r in results for a in r.answers]
     if answers:
         report["qa"] = accuracy_by_kind(answers)

@@ -20,13 +20,18 @@ positions* the other learned ones (the assistant's answer). Per turn:
 Averages over turns; a sample with none of a kind gets 1 (PPL, Fluency, Correctness) or 0 (TimeDiff).
 One deliberate difference: the frame offset of later turns advances over turns without labels too.
 
+Two additions, reported next to the original metrics: ``lm_correctness_answer``, the same
+correctness with the assistant header left out (the header is scored with the slow path off but
+given, as part of the template, with it on: only this one compares the two), and each turn's
+correctness (``turn_correctness``, for a breakdown by kind of turn).
+
 Slow path on (``answer_branch``, see ``eval.slow_path``): a turn's LM positions are scored on the
 answer written after the thinking template on a fork of the context, not in the main sequence;
 the frame decisions are the main sequence's (the engine's main context never holds the template).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -46,9 +51,13 @@ class StreamMetrics:
     fluency: float
     lm_correctness: float
     frame_diff: float  # mean |frame diff|, in frames
+    lm_correctness_answer: float  # lm_correctness without the assistant header tokens
+    turn_correctness: list[float] = field(default_factory=list, compare=False)  # per scored turn, in order
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("turn_correctness")
+        return out
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,19 @@ class TokenSpec:
     eos: int
     tokens_per_frame: int
     ignore_index: int = -100
+    headers: tuple[tuple[int, ...], ...] = ()  # the assistant header's ids (each stream-end variant)
+
+
+def _correct_prefix(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """Tokens predicted right before the first wrong one."""
+    wrong = (logits.argmax(dim=-1) != labels).nonzero()
+    return int(wrong[0, 0]) if wrong.numel() else labels.numel()
+
+
+def _header_length(labels: torch.Tensor, headers: tuple[tuple[int, ...], ...]) -> int:
+    """How many leading ``labels`` are an assistant header (the longest variant that matches; 0 if none)."""
+    found = [len(h) for h in headers if 0 < len(h) < labels.numel() and tuple(labels[: len(h)].tolist()) == h]
+    return max(found, default=0)
 
 
 def _respond(logits: torch.Tensor, interval: int, threshold: float) -> torch.Tensor:
@@ -84,7 +106,7 @@ def evaluate_logits(
     """Metrics of one sample from its teacher-forced ``logits [L, V]`` (ids and labels ``[L]``)."""
     spans = turn_spans(input_ids, spec.eos)
     n = spec.tokens_per_frame
-    ppls, diffs, fluencies, correctness = [], [], [], []
+    ppls, diffs, fluencies, correctness, answer_correctness = [], [], [], [], []
     past_frames = 0
     for r, (start, stop) in enumerate(spans):
         ids, lab, lg = input_ids[start:stop], labels[start:stop], logits[start:stop]
@@ -100,9 +122,10 @@ def evaluate_logits(
                 lm_logits, lm_labels = answer_branch(start + int(lm.nonzero()[0, 0]))
                 num_lm = lm_labels.numel()
             ppls.append(float(F.cross_entropy(lm_logits.float(), lm_labels).exp()))
-            wrong = (lm_logits.argmax(dim=-1) != lm_labels).nonzero()
-            num_correct = int(wrong[0, 0]) if wrong.numel() else num_lm
+            num_correct = _correct_prefix(lm_logits, lm_labels)
             correctness.append(num_correct / num_lm)
+            head = _header_length(lm_labels, spec.headers) if answer_branch is None else 0
+            answer_correctness.append(_correct_prefix(lm_logits[head:], lm_labels[head:]) / (num_lm - head))
         diff = None
         if stream.any():
             diff = _frame_diff(r, spans, input_ids, lg, stream, start, turn_frames, past_frames, spec, future, threshold)
@@ -120,6 +143,7 @@ def evaluate_logits(
     return StreamMetrics(
         lm_ppl=_mean(ppls, 1.0), time_diff=frame_diff / frame_fps, fluency=_mean(fluencies, 1.0),
         lm_correctness=_mean(correctness, 1.0), frame_diff=frame_diff,
+        lm_correctness_answer=_mean(answer_correctness, 1.0), turn_correctness=correctness,
     )
 
 
@@ -179,7 +203,11 @@ def stream_evaluate(
     cache = model.new_cache()
     out = model(input_ids[None], frame_embeds=frame_embeds, past_key_values=cache)
     ids = model.token_ids
-    spec = TokenSpec(ids.placeholder, ids.interval, ids.eos, model.tokens_per_frame, model.config.stream.ignore_index)
+    # The decision position predicts a turn's first token, so the scored tokens start with the header or its tail.
+    full = [tuple(model.formatter.assistant_header_ids(after_stream=after)) for after in (True, False)]
+    headers = tuple({h for f in full for h in (f, f[1:]) if h})
+    spec = TokenSpec(ids.placeholder, ids.interval, ids.eos, model.tokens_per_frame, model.config.stream.ignore_index,
+                     headers)
     return evaluate_logits(
         input_ids, labels, out.logits[0], spec, future_from_model(model, frame_embeds, cache),
         threshold=threshold, frame_fps=frame_fps or model.config.stream.frame_fps,

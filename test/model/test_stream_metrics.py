@@ -179,3 +179,16 @@ def test_model_late_branch_equals_forward_of_that_future(build, beta):
     metrics = stream_evaluate(model, s.input_ids, s.labels, frame_embeds=frames, threshold=0.725)
     assert metrics.lm_ppl > 1.0 and 0.0 <= metrics.fluency <= 1.0 and 0.0 <= metrics.lm_correctness <= 1.0
     assert metrics.time_diff == pytest.approx(metrics.frame_diff / model.config.stream.frame_fps)
+
+
+def test_answer_correctness_leaves_the_header_out_and_turns_are_kept():
+    """The header tail (HEAD1) is scored by lm_correctness, not by lm_correctness_answer."""
+    spec = TokenSpec(placeholder=9, interval=1, eos=2, tokens_per_frame=2, headers=((HEAD0, HEAD1), (HEAD1,)))
+    ids, labels, ends = sample()
+    first_head1 = int((ids == HEAD1).nonzero()[0, 0])  # its label is W1: the first answer word of turn 1
+    logits = teacher_logits(ids, labels, ends, speak_at=(), lm_wrong=(first_head1,))
+    m = evaluate_logits(ids, labels, logits, spec, Future(), frame_fps=2.0)
+    assert m.turn_correctness == [pytest.approx(1 / 4), 1.0]  # turn 1 scores [HEAD1, W1, W2, eos]: one right
+    assert m.lm_correctness == pytest.approx((1 / 4 + 1) / 2)
+    assert m.lm_correctness_answer == pytest.approx((0 + 1) / 2)  # [W1, W2, eos]: wrong at once
+    assert "turn_correctness" not in m.to_dict() and "lm_correctness_answer" in average_metrics([m, m]).to_dict()

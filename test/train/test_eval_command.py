@@ -5,7 +5,8 @@ from lionfs_ros.cli import main
 from lionfs_ros.train.trainer import MODEL_SUBDIR
 
 REPORT_KEYS = {"lm_ppl", "time_diff", "fluency", "lm_correctness", "trigger_precision", "trigger_recall", "trigger_f1",
-               "trigger_tolerance_s", "frame_diff", "num_examples", "threshold", "triggers", "qa", "fast_path_ms_per_frame"}
+               "trigger_tolerance_s", "frame_diff", "num_examples", "threshold", "triggers", "qa", "fast_path_ms_per_frame",
+               "lm_correctness_answer", "lm_correctness_turns_by_kind"}
 
 
 def test_eval_writes_the_metrics_json(trained_run, val_dir, tmp_path, capsys):
@@ -17,6 +18,9 @@ def test_eval_writes_the_metrics_json(trained_run, val_dir, tmp_path, capsys):
     assert REPORT_KEYS <= set(report)
     assert report["trigger_tolerance_s"] == 0.5 and report["num_examples"] == 1
     assert set(report["triggers"]) >= {"predicted", "truth", "matched", "recall_by_kind"}
+    by_kind = report["lm_correctness_turns_by_kind"]
+    assert by_kind["all"]["turns"] == sum(v["turns"] for k, v in by_kind.items() if k != "all") > 0
+    assert 0.0 <= report["lm_correctness_answer"] <= 1.0
     assert "lm_ppl" in capsys.readouterr().out
 
 
