@@ -10,8 +10,6 @@ from dataclasses import dataclass, field, replace
 
 from lionfs_ros.model.configuration_lionfs import REGIONS_ON, ConfigError, KeyframeConfig
 
-
-
 TRIGGER_POLICIES = ("skip", "queue", "replace")
 POSITION_MODES = ("reindex", "grow")
 BACKENDS = ("auto", "dynamic", "static")

@@ -157,6 +157,14 @@ class _Builder:
         self.acc.add(layout.accounting)
         self.pieces += layout.pieces
 
+    def finish(self, regions: list[list[Region]]) -> ThinkingInputs:
+        embeds = torch.cat(self.embeds).reshape(-1, self.model.hidden_size) if self.embeds else None
+        return ThinkingInputs(
+            input_ids=torch.tensor(self.ids, dtype=torch.long), embeds=embeds,
+            visual_mask=torch.tensor(self.visual, dtype=torch.bool), regions=regions, accounting=self.acc,
+            pieces=self.pieces,
+        )
+
 
 def grid_sizes(config: KeyframeConfig, grid_side: int) -> list[int]:
     """The granularities used on a ``grid_side x grid_side`` patch grid: clipped to it, each once, in order."""
@@ -267,14 +275,7 @@ def build_thinking_inputs(
         after_stream = _portable_prefix(b, model, keyframes, pixels, context, query)
     layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream)
     b.template(layout, fill_template(model, grids, layout.runs))
-    return ThinkingInputs(
-        input_ids=torch.tensor(b.ids, dtype=torch.long),
-        embeds=torch.cat(b.embeds).reshape(-1, model.hidden_size),
-        visual_mask=torch.tensor(b.visual, dtype=torch.bool),
-        regions=regions,
-        accounting=b.acc,
-        pieces=b.pieces,
-    )
+    return b.finish(regions)
 
 
 def _plain_inputs(b: _Builder, model, keyframes, context, query, after_stream: bool) -> ThinkingInputs:
@@ -282,12 +283,7 @@ def _plain_inputs(b: _Builder, model, keyframes, context, query, after_stream: b
     if context is not None:
         after_stream = _portable_prefix(b, model, keyframes, keyframe_pixels(model, keyframes), context, query)
     b.text(model.formatter.assistant_header_ids(after_stream=after_stream), "assistant_header")
-    embeds = torch.cat(b.embeds).reshape(-1, model.hidden_size) if b.embeds else None
-    return ThinkingInputs(
-        input_ids=torch.tensor(b.ids, dtype=torch.long), embeds=embeds,
-        visual_mask=torch.tensor(b.visual, dtype=torch.bool), regions=[[] for _ in keyframes],
-        accounting=b.acc, pieces=b.pieces,
-    )
+    return b.finish([[] for _ in keyframes])
 
 
 def propose_regions(proposer: RegionProposer, keyframes, grids, config: KeyframeConfig) -> list[list[Region]]:

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import EngineConfig, KeyframeConfig
+from .config import EngineConfig
 from .context import ContextFork
 from .keyframes import ThinkingTemplate, TokenAccounting, build_thinking_inputs
 from .lm_state import DynamicLMState, LMState
@@ -82,12 +82,11 @@ class LocalSlowThinker(SlowThinker):
         self.new_state = new_state or (lambda: DynamicLMState(model))
         self._vocab = len(model.tokenizer)
 
-    def slow_path(self, request: SlowThinkRequest) -> tuple[bool, KeyframeConfig]:
-        """Whether this answer gets the thinking template, and with which keyframe settings (see EngineConfig.slow_path)."""
-        if self.cfg.slow_path != "auto":
-            return self.cfg.slow_path == "on", self.cfg.keyframes
-        trained = self.model.config.thinking.mode
-        return trained == "all" or (trained == "answers" and request.query is not None), self.cfg.keyframes
+    def thinks(self, request: SlowThinkRequest) -> bool:
+        """Whether this answer gets the thinking template (see ``EngineConfig.slow_path``)."""
+        if self.cfg.slow_path == "auto":
+            return self.model.config.thinking.thinks_before(question=request.query is not None)
+        return self.cfg.slow_path == "on"
 
     def decode(self, ids: list[int]) -> str:
         # Ids past the tokenizer (a backbone with a larger embedding table) have no text.
@@ -98,11 +97,10 @@ class LocalSlowThinker(SlowThinker):
         start = now()
         rgbs = [rgb for rgb, _ in request.keyframes]
         fork = request.fork
-        think, keyframes = self.slow_path(request)
         inputs = build_thinking_inputs(
             self.model, rgbs, context=None if fork else request.context, query=None if fork else request.query,
-            after_stream=fork.after_stream if fork else True, config=keyframes, template=self.template,
-            proposer=self.proposer, think=think,
+            after_stream=fork.after_stream if fork else True, config=self.cfg.keyframes, template=self.template,
+            proposer=self.proposer, think=self.thinks(request),
         )
         state = fork.state if fork else self.new_state()
         try:

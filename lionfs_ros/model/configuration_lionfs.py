@@ -275,6 +275,10 @@ class ThinkingConfig:
             raise ConfigError(f"thinking.mode: {self.mode!r} is not one of {THINKING_MODES}")
         self.keyframes.validate()
 
+    def thinks_before(self, question: bool) -> bool:
+        """Whether training put the template before this answer (one to a user question, or a narration)."""
+        return self.mode == "all" or (self.mode == "answers" and question)
+
 
 _NESTED = {
     "vision": VisionConfig,
