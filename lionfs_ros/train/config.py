@@ -149,16 +149,47 @@ class TrainingSection:
 
 
 @dataclass
+class FramePretrainingSection:
+    """Stage 1 (``train.frame_pretraining``): the frame encoder learns the synthetic world's frame labels."""
+
+    steps: int = 1000
+    clips_per_batch: int = 16
+    frames_per_clip: int = 16  # LLM frames drawn from each clip per batch (with their ego frames)
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_grad_norm: float = 1.0
+    holdout_clips: int = 64  # the last clips of the training set, kept out of this stage to measure it
+    num_workers: int = 0
+    log_window: int = 50  # steps averaged for the first and last loss in the summary
+
+    def validate(self) -> None:
+        for name in ("steps", "clips_per_batch", "frames_per_clip"):
+            if getattr(self, name) < 1:
+                raise TrainConfigError(f"frame_pretraining.{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise TrainConfigError(f"frame_pretraining.learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0 or self.holdout_clips < 0 or self.num_workers < 0:
+            raise TrainConfigError("frame_pretraining: warmup_steps, holdout_clips and num_workers must be >= 0")
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
     model: ModelSection = field(default_factory=ModelSection)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     data: DataSection = field(default_factory=DataSection)
     training: TrainingSection = field(default_factory=TrainingSection)
+    frame_pretraining: FramePretrainingSection | None = None  # None: the stream training starts from the towers as built
 
     def validate(self) -> "TrainConfig":
         for section in (self.model, self.tokenizer, self.data, self.training):
             section.validate()
+        if self.frame_pretraining is not None:
+            self.frame_pretraining.validate()
+            if self.data.format != "synth" or self.data.frame_cache == "features":
+                raise TrainConfigError("frame_pretraining learns the synthetic world's frame labels from pixels: it needs"
+                                       " data.format 'synth' and data.frame_cache 'none' or 'pixels'")
         regions = self.data.keyframes.regions_on != "none" and self.data.keyframes.max_regions > 0
         if self.data.thinking != "none" and regions and self.training.dataloader_num_workers > 0:
             raise TrainConfigError("data.keyframes.regions_on needs training.dataloader_num_workers: 0 (the regions"

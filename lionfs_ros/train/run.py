@@ -7,6 +7,8 @@ Output directory layout::
     OUT/checkpoints/checkpoint-N/  model/ (a LionFS model dir) + the Trainer's resume state
     OUT/logs/                    TensorBoard event files
     OUT/frame_cache/             pre-extracted frames or features (when data.frame_cache is set)
+    OUT/frame_pretraining/       stage 1, when the config has ``frame_pretraining``: the frame
+                                 encoder's weights and summary.json (see ``train.frame_pretraining``)
     OUT/model/                   the final LionFS model directory (what ``lionfs eval`` loads)
     OUT/train_summary.json       steps, losses, runtime, parameter counts, the command
 
@@ -34,6 +36,7 @@ from lionfs_ros.model.configuration_lionfs import KeyframeConfig, ThinkingConfig
 from .build import build_model, count_parameters, load_examples, model_config_of, obtain_tokenizer
 from .config import TrainConfig
 from .dataset import FrameCache, StreamCollator, StreamDataset
+from .frame_pretraining import PRETRAIN_DIR, pretrain_frame_encoder
 from .thinking import ThinkingSampler
 from .trainer import MODEL_SUBDIR, LionFSTensorBoardCallback, LionFSTrainer, StopAfterMinutes
 
@@ -133,6 +136,10 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> 
     model = build_model(config, model_config, tokenizer)
     recipe = FrameRecipe.for_model(model)
     cache = prepare_frame_cache(config, model, examples, recipe, out, args)
+    if config.frame_pretraining is not None and not resume:  # a resumed run's checkpoint already holds stage 1
+        with args.main_process_first(local=True, desc="frame pretraining"):
+            pretrain_frame_encoder(model, examples, recipe, config.frame_pretraining, out / PRETRAIN_DIR,
+                                   args.device, args.bf16, cache, config.seed)
     thinking = thinking_sampler(config, model, recipe)
     dataset = StreamDataset(examples, model.formatter, recipe, config.data.max_frames, cache, thinking)
     collator = StreamCollator(pad_id=tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)

@@ -1,0 +1,92 @@
+"""What each LLM frame of a synthetic episode shows, as class labels: the targets of frame-encoder pretraining.
+
+LION-FS starts from pretrained towers (CLIP, SigLIP) that already see colours, shapes and text;
+ours start random, and learning to see from the narration loss alone leaves them unable to tell
+which object the hand holds (docs/RESULTS.md). ``lionfs_ros.train.frame_pretraining`` first
+teaches them from these labels, the way CLIP learns from captions: for every LLM frame, the
+action it shows and the attributes of the objects involved, and what is on the table.
+
+A frame at time ``t`` covers ``(t - 1/frame_fps, t]``: its own pixels and the egocentric frames
+before it. Its action is the latest one that overlaps that window, so a quick tap between two
+general frames is the label of the frame after it, the frame its narration follows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .actions import SLIDE_DIRECTIONS
+from .catalogue import Catalogue
+from .episode import Episode, ObjectRecord
+
+NONE = "none"  # class 0 of every attribute: no action, no target, no label
+TIME_EPSILON = 1e-6
+SCENE = "scene"  # the multi-hot attribute: every (colour, shape) and printed label on the table
+
+
+@dataclass(frozen=True)
+class FrameAttributes:
+    """Class names of each single-label attribute (``none`` first) and of the multi-hot scene."""
+
+    classes: dict[str, tuple[str, ...]]
+    scene: tuple[str, ...]
+
+    @classmethod
+    def from_catalogue(cls, catalogue: Catalogue) -> "FrameAttributes":
+        colours = tuple(catalogue.colours)
+        shapes = tuple(catalogue.shapes)
+        labels = tuple(sorted({label for spec in catalogue.shapes.values() for label in spec.labels}))
+        classes = {
+            "verb": (NONE, *catalogue.actions),
+            "direction": (NONE, *SLIDE_DIRECTIONS),
+        }
+        for role in ("object", "target"):
+            classes[f"{role}_colour"] = (NONE, *colours)
+            classes[f"{role}_shape"] = (NONE, *shapes)
+            classes[f"{role}_label"] = (NONE, *labels)
+        classes["object_patch"] = (NONE, *colours)
+        scene = tuple(f"{colour} {shape}" for shape in shapes for colour in colours) + labels
+        return cls(classes, scene)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.classes)
+
+
+def _object_values(record: ObjectRecord | None) -> dict[str, str]:
+    if record is None:
+        return {"colour": NONE, "shape": NONE, "label": NONE, "patch": NONE}
+    return {"colour": record.colour, "shape": record.shape, "label": record.label or NONE,
+            "patch": record.patch_colour or NONE}
+
+
+def frame_labels(episode: Episode, times: np.ndarray, frame_fps: float,
+                 attributes: FrameAttributes) -> dict[str, np.ndarray]:
+    """Labels of the frames at ``times`` (seconds): int64 ``[T]`` per attribute, float32 ``[T, S]`` scene."""
+    objects = {record.object_id: record for record in episode.objects}
+    times = np.asarray(times, dtype=np.float64)
+    window = 1.0 / frame_fps
+    out = {name: np.zeros(len(times), np.int64) for name in attributes.classes}
+    index = {name: {value: i for i, value in enumerate(values)} for name, values in attributes.classes.items()}
+    for i, t in enumerate(times):
+        showing = [a for a in episode.actions if a.start <= t + TIME_EPSILON and a.end > t - window + TIME_EPSILON]
+        if not showing:
+            continue
+        action = max(showing, key=lambda a: a.start)
+        thing = _object_values(objects[action.object_id])
+        target = _object_values(objects.get(action.target_id) if action.target_id else None)
+        values = {"verb": action.verb, "direction": action.direction or NONE, "object_patch": thing["patch"]}
+        for role, found in (("object", thing), ("target", target)):
+            for key in ("colour", "shape", "label"):
+                values[f"{role}_{key}"] = found[key]
+        for name, value in values.items():
+            out[name][i] = index[name][value]
+    scene = np.zeros(len(attributes.scene), np.float32)
+    scene_index = {value: i for i, value in enumerate(attributes.scene)}
+    for record in episode.objects:
+        scene[scene_index[f"{record.colour} {record.shape}"]] = 1.0
+        if record.label:
+            scene[scene_index[record.label]] = 1.0
+    out[SCENE] = np.broadcast_to(scene, (len(times), len(scene))).copy()
+    return out

@@ -1,0 +1,250 @@
+"""Frame-encoder pretraining: the towers, connectors and router learn to see before the stream is trained.
+
+LION-FS fine-tunes on top of pretrained CLIP/SigLIP towers. Ours are random, and the narration
+loss alone teaches them little: a linear probe of the shipped round-2 model's frame tokens reads
+the held object's colour at chance (docs/RESULTS.md). This stage trains ``embed_frames`` (both
+towers, both connectors, the aggregation router) with attention-pooling heads that name, for each
+LLM frame, the action it shows and the objects involved (``lionfs_ros.data.synth.frame_labels``).
+The heads are thrown away; the stream training starts from the encoder they shaped.
+
+Output (``OUT/frame_pretraining``): ``frame_encoder.safetensors`` (the trained modules' weights,
+reloaded instead of retrained when a run is restarted) and ``summary.json`` (losses and held-out
+accuracies before and after).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.data.stream_examples import StreamExample
+from lionfs_ros.data.synth import load_catalogue, load_episode
+from lionfs_ros.data.synth.frame_labels import SCENE, FrameAttributes, frame_labels
+from lionfs_ros.model.checkpoint import read_safetensors
+
+from .config import FramePretrainingSection, TrainConfigError
+from .dataset import FrameCache, load_frames
+
+PRETRAIN_DIR = "frame_pretraining"
+WEIGHTS_NAME = "frame_encoder.safetensors"
+SUMMARY_NAME = "summary.json"
+# What embed_frames is made of; the LLM and the token-dropping routers are not touched.
+FRAME_ENCODER_MODULES = ("vision", "ego", "connector", "ego_connector", "aggregation_router")
+SCENE_THRESHOLD = 0.5
+
+
+class FrameAttributeHeads(nn.Module):
+    """One learned query per attribute attends over a frame's tokens; a linear layer names the class."""
+
+    def __init__(self, width: int, attributes: FrameAttributes):
+        super().__init__()
+        self.names = attributes.names + (SCENE,)
+        self.norm = nn.LayerNorm(width)
+        self.queries = nn.Parameter(torch.randn(len(self.names), width) * width ** -0.5)
+        sizes = {name: len(classes) for name, classes in attributes.classes.items()} | {SCENE: len(attributes.scene)}
+        self.classifiers = nn.ModuleDict({name: nn.Linear(width, sizes[name]) for name in self.names})
+
+    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.norm(tokens.float())  # [T, n, d]
+        scores = torch.einsum("tnd,ad->tan", x, self.queries) / math.sqrt(x.shape[-1])  # [T, A, n]
+        pooled = scores.softmax(dim=-1) @ x  # [T, A, d]
+        return {name: self.classifiers[name](pooled[:, i]) for i, name in enumerate(self.names)}
+
+
+def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over attributes: cross-entropy for the single-label ones, binary cross-entropy for the scene."""
+    total = F.binary_cross_entropy_with_logits(logits[SCENE], labels[SCENE])
+    for name, values in logits.items():
+        if name != SCENE:
+            total = total + F.cross_entropy(values, labels[name])
+    return total
+
+
+class FrameLabelDataset(Dataset):
+    """``frames_per_clip`` random LLM frames of one clip, with their ego frames and labels (None: every frame)."""
+
+    def __init__(self, examples: list[StreamExample], recipe: FrameRecipe, attributes: FrameAttributes,
+                 frames_per_clip: int | None, cache: FrameCache | None = None):
+        self.examples, self.recipe, self.attributes = examples, recipe, attributes
+        self.frames_per_clip, self.cache = frames_per_clip, cache
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self.examples[index]
+        frames = load_frames(example, self.recipe, self.cache)
+        episode = load_episode(example.source.root, example.source.episode_id, frames=False)
+        count = example.num_frames
+        labels = frame_labels(episode, np.arange(count) / example.frame_fps, example.frame_fps, self.attributes)
+        picked = torch.arange(count) if self.frames_per_clip is None else torch.randperm(count)[: self.frames_per_clip]
+        picked = picked.sort().values.numpy()
+        item = {"general": torch.from_numpy(np.ascontiguousarray(frames.general[picked])),
+                "labels": {name: torch.from_numpy(values[picked]) for name, values in labels.items()}}
+        if frames.ego is not None:
+            r = self.recipe.ego_per_frame
+            ego = frames.ego.reshape(count, r, *frames.ego.shape[1:])[picked]
+            item["ego"] = torch.from_numpy(np.ascontiguousarray(ego.reshape(-1, *frames.ego.shape[1:])))
+        return item
+
+
+def collate_frames(items: list[dict]) -> dict:
+    batch = {"general": torch.cat([item["general"] for item in items]),
+             "labels": {name: torch.cat([item["labels"][name] for item in items]) for name in items[0]["labels"]}}
+    if "ego" in items[0]:
+        batch["ego"] = torch.cat([item["ego"] for item in items])
+    return batch
+
+
+@dataclass
+class _Step:
+    model: nn.Module
+    heads: FrameAttributeHeads
+    recipe: FrameRecipe
+    device: torch.device
+    bf16: bool
+
+    def logits(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        general = normalize(batch["general"].to(self.device, non_blocking=True), self.recipe.general)
+        ego = batch.get("ego")
+        if ego is not None:
+            ego = normalize(ego.to(self.device, non_blocking=True), self.recipe.ego)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            tokens = self.model.embed_frames(general, ego)  # [T, n, d]
+        labels = {name: values.to(self.device) for name, values in batch["labels"].items()}
+        return self.heads(tokens), labels
+
+
+def frame_encoder_parameters(model) -> dict[str, torch.Tensor]:
+    """The trainable tensors of the frame encoder, by their names in the model's state dict."""
+    return {name: p for name, p in model.named_parameters()
+            if name.split(".", 1)[0] in FRAME_ENCODER_MODULES and p.requires_grad}
+
+
+def check_pretrainable(examples: list[StreamExample], model) -> None:
+    from lionfs_ros.data.frame_sources import SynthFrames
+
+    if not all(isinstance(e.source, SynthFrames) for e in examples):
+        raise TrainConfigError("frame_pretraining reads the synthetic world's labels: data.format must be 'synth'")
+    if not frame_encoder_parameters(model):
+        raise TrainConfigError("frame_pretraining: the frame encoder has nothing trainable (frozen towers)")
+
+
+@torch.no_grad()
+def held_out_accuracy(step: _Step, loader: DataLoader) -> dict[str, float]:
+    """Accuracy per attribute over every frame, and over the frames that show an action; the scene's F1."""
+    step.model.eval()
+    step.heads.eval()
+    hits: dict[str, list[float]] = {}
+    scene = torch.zeros(3)  # true positives, predicted, actual
+    for batch in loader:
+        logits, labels = step.logits(batch)
+        acting = labels["verb"] != 0
+        for name, values in logits.items():
+            if name == SCENE:
+                predicted = values.sigmoid() > SCENE_THRESHOLD
+                actual = labels[SCENE] > SCENE_THRESHOLD
+                scene += torch.tensor([(predicted & actual).sum().item(), predicted.sum().item(), actual.sum().item()])
+                continue
+            right = (values.argmax(-1) == labels[name]).float()
+            hits.setdefault(name, []).extend(right.tolist())
+            hits.setdefault(f"{name}_acting", []).extend(right[acting].tolist())
+    step.model.train()
+    step.heads.train()
+    report = {name: round(float(np.mean(v)), 4) for name, v in hits.items() if v}
+    report["scene_f1"] = round(float(2 * scene[0] / max(float(scene[1] + scene[2]), 1.0)), 4)
+    return report
+
+
+def _schedule(step: int, section: FramePretrainingSection) -> float:
+    if step < section.warmup_steps:
+        return (step + 1) / section.warmup_steps
+    progress = (step - section.warmup_steps) / max(1, section.steps - section.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _batches(loader: DataLoader):
+    while True:
+        yield from loader
+
+
+def load_pretrained_frame_encoder(model, path: Path) -> None:
+    weights = read_safetensors(path)
+    expected = frame_encoder_parameters(model)
+    missing = sorted(set(expected) - set(weights))
+    unknown = sorted(set(weights) - set(dict(model.named_parameters())))
+    if missing or unknown:
+        raise TrainConfigError(f"{path} does not fit this model: missing {missing[:5]}, unknown {unknown[:5]}")
+    with torch.no_grad():
+        for name, param in expected.items():
+            if weights[name].shape != param.shape:
+                raise TrainConfigError(f"{path}: {name} is {list(weights[name].shape)}, the model's {list(param.shape)}")
+            param.copy_(weights[name])
+
+
+def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRecipe, section: FramePretrainingSection,
+                           out: Path, device: torch.device, bf16: bool, cache: FrameCache | None = None,
+                           seed: int = 0) -> dict:
+    """Train (or, if ``out`` already holds the result, reload) the frame encoder; returns the summary."""
+    weights_path, summary_path = out / WEIGHTS_NAME, out / SUMMARY_NAME
+    if weights_path.is_file() and summary_path.is_file():
+        load_pretrained_frame_encoder(model, weights_path)
+        return json.loads(summary_path.read_text())
+    check_pretrainable(examples, model)
+    attributes = FrameAttributes.from_catalogue(load_catalogue())
+    holdout = min(section.holdout_clips, len(examples) // 2)
+    train_examples, held = examples[: len(examples) - holdout], examples[len(examples) - holdout:]
+    generator = torch.Generator().manual_seed(seed)
+    workers = section.num_workers
+    loader = DataLoader(FrameLabelDataset(train_examples, recipe, attributes, section.frames_per_clip, cache),
+                        batch_size=section.clips_per_batch, shuffle=True, drop_last=len(train_examples) > section.clips_per_batch,
+                        collate_fn=collate_frames, num_workers=workers, persistent_workers=workers > 0,
+                        generator=generator, pin_memory=device.type == "cuda")
+    held_loader = DataLoader(FrameLabelDataset(held, recipe, attributes, None, cache), batch_size=section.clips_per_batch,
+                             collate_fn=collate_frames, num_workers=workers)
+    torch.manual_seed(seed)
+    model.to(device).train()
+    heads = FrameAttributeHeads(model.hidden_size, attributes).to(device)
+    step = _Step(model, heads, recipe, device, bf16)
+    params = list(frame_encoder_parameters(model).values()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=section.learning_rate, weight_decay=section.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, section))
+    before = held_out_accuracy(step, held_loader) if held else {}
+    losses, started = [], time.monotonic()
+    batches = _batches(loader)
+    for _ in tqdm(range(section.steps), desc="frame pretraining", unit="step"):
+        logits, labels = step.logits(next(batches))
+        loss = attribute_loss(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, section.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    runtime = time.monotonic() - started
+    after = held_out_accuracy(step, held_loader) if held else {}
+    window = max(1, min(section.log_window, len(losses)))
+    summary = {
+        "steps": section.steps, "runtime_s": round(runtime, 1), "device": str(device), "bf16": bf16,
+        "train_clips": len(train_examples), "held_out_clips": len(held),
+        "first_loss": round(float(np.mean(losses[:window])), 4), "last_loss": round(float(np.mean(losses[-window:])), 4),
+        "held_out_before": before, "held_out_after": after,
+        "parameters": sum(p.numel() for p in frame_encoder_parameters(model).values()),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({name: p.detach().float().cpu().contiguous() for name, p in frame_encoder_parameters(model).items()},
+              str(weights_path))
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    model.to("cpu")
+    return summary
