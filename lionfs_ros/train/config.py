@@ -162,6 +162,7 @@ class FramePretrainingSection:
     holdout_clips: int = 64  # the last clips of the training set, kept out of this stage to measure it
     num_workers: int = 0
     log_window: int = 50  # steps averaged for the first and last loss in the summary
+    freeze_towers: bool = False  # keep the towers as this stage leaves them; the stream training adapts the rest
 
     def validate(self) -> None:
         for name in ("steps", "clips_per_batch", "frames_per_clip"):

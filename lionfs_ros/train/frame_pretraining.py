@@ -132,6 +132,14 @@ def frame_encoder_parameters(model) -> dict[str, torch.Tensor]:
             if name.split(".", 1)[0] in FRAME_ENCODER_MODULES and p.requires_grad}
 
 
+def freeze_towers(model) -> None:
+    """Stop training both towers (recorded in the saved config as ``trainable: false``)."""
+    for encoder in (model.vision, model.ego):
+        if encoder is not None:
+            encoder.cfg.trainable = False
+            encoder.tower.requires_grad_(False)
+
+
 def check_pretrainable(examples: list[StreamExample], model) -> None:
     from lionfs_ros.data.frame_sources import SynthFrames
 

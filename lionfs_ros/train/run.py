@@ -36,7 +36,7 @@ from lionfs_ros.model.configuration_lionfs import KeyframeConfig, ThinkingConfig
 from .build import build_model, count_parameters, load_examples, model_config_of, obtain_tokenizer
 from .config import TrainConfig
 from .dataset import FrameCache, StreamCollator, StreamDataset
-from .frame_pretraining import PRETRAIN_DIR, pretrain_frame_encoder
+from .frame_pretraining import PRETRAIN_DIR, freeze_towers, pretrain_frame_encoder
 from .thinking import ThinkingSampler
 from .trainer import MODEL_SUBDIR, LionFSTensorBoardCallback, LionFSTrainer, StopAfterMinutes
 
@@ -140,6 +140,8 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> 
         with args.main_process_first(local=True, desc="frame pretraining"):
             pretrain_frame_encoder(model, examples, recipe, config.frame_pretraining, out / PRETRAIN_DIR,
                                    args.device, args.bf16, cache, config.seed)
+    if config.frame_pretraining is not None and config.frame_pretraining.freeze_towers:
+        freeze_towers(model)
     thinking = thinking_sampler(config, model, recipe)
     dataset = StreamDataset(examples, model.formatter, recipe, config.data.max_frames, cache, thinking)
     collator = StreamCollator(pad_id=tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)

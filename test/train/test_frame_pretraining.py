@@ -114,3 +114,16 @@ def test_config_refuses_frame_pretraining_without_synthetic_pixels(labelled_dir)
     settings["data"]["frame_cache"] = "features"
     with pytest.raises(TrainConfigError, match="frame_pretraining"):
         TrainConfig.from_dict(settings)
+
+
+def test_frozen_towers_stay_as_stage_one_left_them(tmp_path, labelled_dir):
+    settings = tiny_config_dict(labelled_dir, max_steps=3)
+    settings["frame_pretraining"] = dict(STAGE1, steps=10, freeze_towers=True)
+    run_training(TrainConfig.from_dict(settings), tmp_path)
+    saved = load_file(str(tmp_path / PRETRAIN_DIR / WEIGHTS_NAME))
+    final = LionFSModel.from_pretrained(tmp_path / MODEL_SUBDIR)
+    assert final.config.vision.trainable is False and final.config.ego.tower.trainable is False
+    params = dict(final.named_parameters())
+    towers = [name for name in saved if name.startswith(("vision.tower.", "ego.tower."))]
+    assert towers and all(torch.equal(params[name].float(), saved[name]) for name in towers)
+    assert not all(torch.equal(params[name].float(), saved[name]) for name in saved if name.startswith("connector."))
