@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,8 @@ from tqdm import tqdm
 
 from lionfs_ros.data.frames import FrameRecipe, normalize
 from lionfs_ros.data.stream_examples import StreamExample
-from lionfs_ros.data.synth import load_catalogue, load_episode
-from lionfs_ros.data.synth.frame_labels import SCENE, FrameAttributes, frame_labels
+from lionfs_ros.data.synth import load_catalogue, load_episode, read_manifest
+from lionfs_ros.data.synth.frame_labels import SCENE, FrameAttributes, cell_labels, frame_labels
 from lionfs_ros.model.checkpoint import read_safetensors
 
 from .config import FramePretrainingSection, TrainConfigError
@@ -45,38 +46,71 @@ SCENE_THRESHOLD = 0.5
 
 
 class FrameAttributeHeads(nn.Module):
-    """One learned query per attribute attends over a frame's tokens; a linear layer names the class."""
+    """Frame attributes: one learned query each attends over the frame's tokens, a linear layer names the class.
+    Cell attributes: a linear layer on each grid token names what is in that cell."""
 
-    def __init__(self, width: int, attributes: FrameAttributes):
+    def __init__(self, width: int, attributes: FrameAttributes, grid: int):
         super().__init__()
         self.names = attributes.names + (SCENE,)
+        self.cells = grid * grid
         self.norm = nn.LayerNorm(width)
         self.queries = nn.Parameter(torch.randn(len(self.names), width) * width ** -0.5)
         sizes = {name: len(classes) for name, classes in attributes.classes.items()} | {SCENE: len(attributes.scene)}
         self.classifiers = nn.ModuleDict({name: nn.Linear(width, sizes[name]) for name in self.names})
+        self.cell_classifiers = nn.ModuleDict({name: nn.Linear(width, len(classes))
+                                               for name, classes in attributes.cells.items()})
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.norm(tokens.float())  # [T, n, d]
         scores = torch.einsum("tnd,ad->tan", x, self.queries) / math.sqrt(x.shape[-1])  # [T, A, n]
         pooled = scores.softmax(dim=-1) @ x  # [T, A, d]
-        return {name: self.classifiers[name](pooled[:, i]) for i, name in enumerate(self.names)}
+        out = {name: self.classifiers[name](pooled[:, i]) for i, name in enumerate(self.names)}
+        grid_tokens = x[:, -self.cells:]  # [T, g*g, d]: the pooled grid follows any global token
+        out.update({name: head(grid_tokens) for name, head in self.cell_classifiers.items()})  # [T, g*g, C]
+        return out
 
 
 def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum over attributes: cross-entropy for the single-label ones, binary cross-entropy for the scene."""
+    """Sum over attributes: cross-entropy for the single-label ones (per cell for the grid's), BCE for the scene."""
     total = F.binary_cross_entropy_with_logits(logits[SCENE], labels[SCENE])
     for name, values in logits.items():
         if name != SCENE:
-            total = total + F.cross_entropy(values, labels[name])
+            total = total + F.cross_entropy(values.flatten(0, -2), labels[name].flatten())
     return total
+
+
+def _episode_labels(job: tuple) -> dict[str, np.ndarray]:
+    example, attributes, grid, manifests = job
+    source = example.source
+    episode = load_episode(source.root, source.episode_id, frames=False)
+    count = example.num_frames
+    labels = frame_labels(episode, np.arange(count) / example.frame_fps, example.frame_fps, attributes)
+    stride = int(round(source.native_fps / example.frame_fps))
+    labels.update(cell_labels(episode, manifests[source.root], np.arange(count) * stride, grid, attributes))
+    compact = {name: values.astype(np.uint8) for name, values in labels.items() if name != SCENE}
+    compact[SCENE] = labels[SCENE][0]  # the same for every frame of an episode
+    return compact
+
+
+def label_examples(examples: list[StreamExample], attributes: FrameAttributes, grid: int,
+                   workers: int = 1) -> list[dict[str, np.ndarray]]:
+    """Every example's frame and cell labels, computed once (replaying each plan takes a moment)."""
+    manifests = {root: read_manifest(root) for root in {e.source.root for e in examples}}
+    manifests = {root: {k: m.get(k) for k in ("num_actions", "distractors") if k in m} for root, m in manifests.items()}
+    jobs = [(example, attributes, grid, manifests) for example in examples]
+    progress = dict(total=len(jobs), desc="frame labels", unit="clip")
+    if workers <= 1:
+        return [_episode_labels(job) for job in tqdm(jobs, **progress)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return list(tqdm(pool.imap(_episode_labels, jobs, chunksize=8), **progress))
 
 
 class FrameLabelDataset(Dataset):
     """``frames_per_clip`` random LLM frames of one clip, with their ego frames and labels (None: every frame)."""
 
-    def __init__(self, examples: list[StreamExample], recipe: FrameRecipe, attributes: FrameAttributes,
+    def __init__(self, examples: list[StreamExample], labels: list[dict[str, np.ndarray]], recipe: FrameRecipe,
                  frames_per_clip: int | None, cache: FrameCache | None = None):
-        self.examples, self.recipe, self.attributes = examples, recipe, attributes
+        self.examples, self.labels, self.recipe = examples, labels, recipe
         self.frames_per_clip, self.cache = frames_per_clip, cache
 
     def __len__(self) -> int:
@@ -85,13 +119,13 @@ class FrameLabelDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         example = self.examples[index]
         frames = load_frames(example, self.recipe, self.cache)
-        episode = load_episode(example.source.root, example.source.episode_id, frames=False)
         count = example.num_frames
-        labels = frame_labels(episode, np.arange(count) / example.frame_fps, example.frame_fps, self.attributes)
         picked = torch.arange(count) if self.frames_per_clip is None else torch.randperm(count)[: self.frames_per_clip]
         picked = picked.sort().values.numpy()
-        item = {"general": torch.from_numpy(np.ascontiguousarray(frames.general[picked])),
-                "labels": {name: torch.from_numpy(values[picked]) for name, values in labels.items()}}
+        labels = {name: torch.from_numpy(values[picked].astype(np.int64))
+                  for name, values in self.labels[index].items() if name != SCENE}
+        labels[SCENE] = torch.from_numpy(self.labels[index][SCENE]).expand(len(picked), -1).clone()
+        item = {"general": torch.from_numpy(np.ascontiguousarray(frames.general[picked])), "labels": labels}
         if frames.ego is not None:
             r = self.recipe.ego_per_frame
             ego = frames.ego.reshape(count, r, *frames.ego.shape[1:])[picked]
@@ -160,6 +194,10 @@ def held_out_accuracy(step: _Step, loader: DataLoader) -> dict[str, float]:
         logits, labels = step.logits(batch)
         acting = labels["verb"] != 0
         for name, values in logits.items():
+            if values.dim() == 3:  # per cell: over the cells that hold something
+                right = (values.argmax(-1) == labels[name]).float()
+                hits.setdefault(name, []).extend(right[labels[name] != 0].tolist())
+                continue
             if name == SCENE:
                 predicted = values.sigmoid() > SCENE_THRESHOLD
                 actual = labels[SCENE] > SCENE_THRESHOLD
@@ -212,18 +250,21 @@ def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRe
     check_pretrainable(examples, model)
     attributes = FrameAttributes.from_catalogue(load_catalogue())
     holdout = min(section.holdout_clips, len(examples) // 2)
-    train_examples, held = examples[: len(examples) - holdout], examples[len(examples) - holdout:]
+    grid = model.config.vision.pool_grid
+    labels = label_examples(examples, attributes, grid, section.num_workers)
+    cut = len(examples) - holdout
     generator = torch.Generator().manual_seed(seed)
     workers = section.num_workers
-    loader = DataLoader(FrameLabelDataset(train_examples, recipe, attributes, section.frames_per_clip, cache),
-                        batch_size=section.clips_per_batch, shuffle=True, drop_last=len(train_examples) > section.clips_per_batch,
+    train_set = FrameLabelDataset(examples[:cut], labels[:cut], recipe, section.frames_per_clip, cache)
+    held = FrameLabelDataset(examples[cut:], labels[cut:], recipe, None, cache)
+    loader = DataLoader(train_set, batch_size=section.clips_per_batch, shuffle=True,
+                        drop_last=len(train_set) > section.clips_per_batch,
                         collate_fn=collate_frames, num_workers=workers, persistent_workers=workers > 0,
                         generator=generator, pin_memory=device.type == "cuda")
-    held_loader = DataLoader(FrameLabelDataset(held, recipe, attributes, None, cache), batch_size=section.clips_per_batch,
-                             collate_fn=collate_frames, num_workers=workers)
+    held_loader = DataLoader(held, batch_size=section.clips_per_batch, collate_fn=collate_frames, num_workers=workers)
     torch.manual_seed(seed)
     model.to(device).train()
-    heads = FrameAttributeHeads(model.hidden_size, attributes).to(device)
+    heads = FrameAttributeHeads(model.hidden_size, attributes, grid).to(device)
     step = _Step(model, heads, recipe, device, bf16)
     params = list(frame_encoder_parameters(model).values()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=section.learning_rate, weight_decay=section.weight_decay)
@@ -245,7 +286,7 @@ def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRe
     window = max(1, min(section.log_window, len(losses)))
     summary = {
         "steps": section.steps, "runtime_s": round(runtime, 1), "device": str(device), "bf16": bf16,
-        "train_clips": len(train_examples), "held_out_clips": len(held),
+        "train_clips": len(train_set), "held_out_clips": len(held),
         "first_loss": round(float(np.mean(losses[:window])), 4), "last_loss": round(float(np.mean(losses[-window:])), 4),
         "held_out_before": before, "held_out_after": after,
         "parameters": sum(p.numel() for p in frame_encoder_parameters(model).values()),

@@ -31,7 +31,7 @@ def labelled_dir(tmp_path_factory):
     config_root = tmp_path_factory.mktemp("labels") / "synth"
     from lionfs_ros.data.synth import GeneratorConfig, generate_dataset
 
-    generate_dataset(config_root, GeneratorConfig(seed=21, split="train", width=48, height=48, num_actions=6),
+    generate_dataset(config_root, GeneratorConfig(seed=21, split="train", num_actions=6),
                      num_episodes=3, write_bags=False)
     return config_root
 
@@ -127,3 +127,34 @@ def test_frozen_towers_stay_as_stage_one_left_them(tmp_path, labelled_dir):
     towers = [name for name in saved if name.startswith(("vision.tower.", "ego.tower."))]
     assert towers and all(torch.equal(params[name].float(), saved[name]) for name in towers)
     assert not all(torch.equal(params[name].float(), saved[name]) for name in saved if name.startswith("connector."))
+
+
+def test_cell_labels_name_the_colour_drawn_in_that_cell(labelled_dir):
+    """Replaying the plan puts each object where the renderer drew it: its cell holds its palette colour."""
+    from lionfs_ros.data.synth import read_manifest
+    from lionfs_ros.data.synth.frame_labels import cell_labels
+
+    catalogue = load_catalogue()
+    attributes = FrameAttributes.from_catalogue(catalogue)
+    grid, near, checked, found, found_elsewhere = 4, 60, 0, 0, 0
+    for example in synth_examples(labelled_dir, FRAME_FPS, questions=False):
+        episode = load_episode(labelled_dir, example.source.episode_id)
+        native = np.arange(0, len(episode.frames), 2)
+        labels = cell_labels(episode, read_manifest(labelled_dir), native, grid, attributes)
+        size = episode.width // grid
+        for i, frame in enumerate(native):
+            for cell, colour_index in enumerate(labels["cell_colour"][i]):
+                if colour_index == 0:
+                    continue
+                rgb = np.array(catalogue.colours[attributes.cells["cell_colour"][colour_index]], np.int32)
+                row, column = divmod(cell, grid)
+                pad = size // 2  # an object centred in a cell may be drawn across its border
+                patch = episode.frames[frame, max(0, row * size - pad):(row + 1) * size + pad,
+                                       max(0, column * size - pad):(column + 1) * size + pad]
+                across = episode.frames[frame, max(0, (grid - 1 - row) * size - pad):(grid - row) * size + pad,
+                                        max(0, (grid - 1 - column) * size - pad):(grid - column) * size + pad]
+                checked += 1
+                found += int((np.abs(patch.astype(np.int32) - rgb).sum(-1) < near).any())
+                found_elsewhere += int((np.abs(across.astype(np.int32) - rgb).sum(-1) < near).any())
+    assert checked > 50 and found / checked > 0.9, (found, checked)  # the rest: covered by a hand or a stacked object
+    assert found_elsewhere < 0.7 * found, (found_elsewhere, found)  # the mirrored cell is no match

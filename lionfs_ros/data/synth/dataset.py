@@ -43,6 +43,8 @@ def _header(config: GeneratorConfig, write_bags: bool) -> dict:
         "fps": config.fps,
         "width": config.width,
         "height": config.height,
+        "num_actions": config.num_actions,  # with the rest, what replays an episode's plan (frame_labels)
+        "distractors": config.distractors,
         "frame_time": FRAME_TIME_RULE,
         "general_encoder_fps": catalogue.general_fps,
         "egocentric_encoder_fps": catalogue.egocentric_fps,
