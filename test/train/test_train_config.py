@@ -17,10 +17,14 @@ def test_shipped_configs_load_with_their_model(path):
     assert config.training.max_steps > 0 and model.stream.frame_fps > 0
 
 
-def test_ablations_change_only_their_mechanism():
-    demo = model_config_of(TrainConfig.load(REPO / "config/train/demo.yaml"))
-    general_only = model_config_of(TrainConfig.load(REPO / "config/train/ablation_general_only.yaml"))
-    no_dropping = model_config_of(TrainConfig.load(REPO / "config/train/ablation_no_dropping.yaml"))
+@pytest.mark.parametrize("prefix", ["", "round1_"])
+def test_ablations_change_only_their_mechanism(prefix):
+    demo_name = "demo" if not prefix else "round1_demo"
+    configs = [TrainConfig.load(REPO / f"config/train/{name}.yaml")
+               for name in (demo_name, f"{prefix}ablation_general_only", f"{prefix}ablation_no_dropping")]
+    assert all(c.training == configs[0].training and c.data == configs[0].data for c in configs)  # one budget
+    assert all(c.frame_pretraining == configs[0].frame_pretraining for c in configs)
+    demo, general_only, no_dropping = (model_config_of(c) for c in configs)
     assert (demo.aggregation.mode, demo.ego.source, demo.dropping.mode, demo.dropping.beta) == ("router", "tower", "mod", 0.5)
     assert (general_only.aggregation.mode, general_only.ego.source, general_only.dropping.mode) == ("none", "none", "mod")
     assert (no_dropping.aggregation.mode, no_dropping.dropping.mode) == ("router", "none")
