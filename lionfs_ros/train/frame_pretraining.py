@@ -1,12 +1,14 @@
 """Frame-encoder pretraining: the towers, connectors and router learn to see before the stream is trained.
 
-LION-FS fine-tunes on top of pretrained CLIP/SigLIP towers. Ours are random, and the narration
-loss alone teaches them little: a linear probe of the shipped round-2 model's frame tokens reads
-the held object's colour at chance (docs/RESULTS.md). This stage trains ``embed_frames`` (both
-towers, both connectors, the aggregation router) with attention-pooling heads that name, for each
-LLM frame, the action it shows and the objects involved (``lionfs_ros.data.synth.frame_labels``).
-The heads are thrown away; the stream training starts from the encoder they shaped.
+LION-FS fine-tunes on top of pretrained CLIP/SigLIP towers. Ours are random, and with the
+narration loss alone the round-2 models named the wrong colour or verb in most narrations they got
+wrong (LM-Correctness 0.58, docs/RESULTS.md). This stage trains ``embed_frames`` (both towers,
+both connectors, the aggregation router) with heads that name what each LLM frame shows: per cell
+of the token grid, the object there and any hand; per frame, the action and the objects involved
+(``lionfs_ros.data.synth.frame_labels``). The heads are thrown away; the stream training starts
+from the encoder they shaped.
 
+Under ``torchrun`` the main process trains this stage and the others load what it saved.
 Output (``OUT/frame_pretraining``): ``frame_encoder.safetensors`` (the trained modules' weights,
 reloaded instead of retrained when a run is restarted) and ``summary.json`` (losses and held-out
 accuracies before and after).

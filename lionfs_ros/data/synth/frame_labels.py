@@ -1,8 +1,8 @@
 """What each LLM frame of a synthetic episode shows, as class labels: the targets of frame-encoder pretraining.
 
 LION-FS starts from pretrained towers (CLIP, SigLIP) that already see colours, shapes and text;
-ours start random, and learning to see from the narration loss alone leaves them unable to tell
-which object the hand holds (docs/RESULTS.md). ``lionfs_ros.train.frame_pretraining`` first
+ours start random, and learned from the narration loss alone they left most wrong narrations wrong
+on the object's colour or the verb (docs/RESULTS.md). ``lionfs_ros.train.frame_pretraining`` first
 teaches them from these labels, the way CLIP learns from captions: for every LLM frame, the
 action it shows and the attributes of the objects involved, and what is on the table.
 
