@@ -68,13 +68,22 @@ class ModelParams:
                            "(config.json thinking.mode), 'on' always, 'off' never.", choices=("auto", "on", "off"))
 
 
+MODEL_THRESHOLD = -1.0  # the threshold parameter's "use the model's calibrated value" (a ROS parameter has no None)
+
+
+def engine_threshold(value: float) -> float | None:
+    """A threshold parameter as the engine takes it: None (the model's own) for any negative value."""
+    return None if value < 0 else float(value)
+
+
 @dataclass
 class LionFSNodeParams(CameraInputParams, ModelParams):
     """lionfs_node: the assistant. Threshold and trigger policy can change at run time."""
 
     autostart: bool = param(True, "Configure and activate on start (false: wait for lifecycle transitions).")
-    threshold: float = param(0.725, "Speak when P(frame-interval token) falls below this (higher = more talkative).",
-                             minimum=0.0, maximum=1.0)
+    threshold: float = param(MODEL_THRESHOLD, "Speak when P(frame-interval token) falls below this (higher = more "
+                             "talkative); -1: the model's own calibrated value (config.json stream.interval_threshold).",
+                             minimum=MODEL_THRESHOLD, maximum=1.0)
     trigger_policy: str = param("skip", "A trigger while an answer is being written: skip it, queue it "
                                 "(one pending) or replace the pending one.", choices=("skip", "queue", "replace"))
     general_fps: float = param(2.0, "Rate of the general vision encoder (frames in between feed only the ego encoder).",
@@ -103,7 +112,7 @@ def engine_config(params: LionFSNodeParams):
     from lionfs_ros.engine import EngineConfig
 
     return EngineConfig(
-        threshold=params.threshold, trigger_policy=params.trigger_policy, general_fps=params.general_fps,
+        threshold=engine_threshold(params.threshold), trigger_policy=params.trigger_policy, general_fps=params.general_fps,
         ego_fps=params.ego_fps, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
         max_new_tokens=params.max_new_tokens, slow_path=params.slow_path)
 

@@ -120,7 +120,11 @@ class StreamEngine:
             self._questions.sort()
         return query_id
 
-    def set_threshold(self, value: float) -> None:
+    def set_threshold(self, value: float | None) -> None:
+        """The speaking threshold from now on (None: the model's calibrated ``interval_threshold``)."""
+        if value is None:
+            self.threshold = self.model.config.stream.interval_threshold
+            return
         if not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {value}")
         self.threshold = float(value)

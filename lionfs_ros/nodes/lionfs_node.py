@@ -12,7 +12,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
-from lionfs_ros.config import DYNAMIC_PARAMS, LionFSNodeParams, check_value
+from lionfs_ros.config import DYNAMIC_PARAMS, LionFSNodeParams, check_value, engine_threshold
 from lionfs_ros.engine.stream_health import StreamHealth
 from lionfs_ros.engine.types import FrameError
 from lionfs_ros.msg import AssistantMessage, GuidanceEvent, UserQuery
@@ -234,7 +234,7 @@ class LionFSNode(LifecycleNode):
             setattr(self.params, change.name, value)
             if self.engine is not None:
                 if change.name == "threshold":
-                    self.engine.set_threshold(value)
+                    self.engine.set_threshold(engine_threshold(value))
                 else:
                     self.engine.set_trigger_policy(value)
         return SetParametersResult(successful=True)

@@ -99,3 +99,20 @@ def test_policies_on_a_running_engine(fused_model, policy):
     else:
         assert stats["triggers_replaced"] > 0 and stats["triggers_skipped"] == 0
         assert sum(u.cancelled for u in finals) >= stats["triggers_replaced"] - 1
+
+
+def test_the_default_threshold_is_the_models_calibrated_one(fused_model):
+    """The node's default threshold (-1) reaches the engine as None: the model's interval_threshold."""
+    from lionfs_ros.config import LionFSNodeParams, engine_config as node_engine_config
+
+    params = LionFSNodeParams()
+    assert params.threshold < 0 and node_engine_config(params).threshold is None
+    calibrated = fused_model.config.stream.interval_threshold
+    engine = StreamEngine(fused_model, engine_config(threshold=None))
+    assert engine.threshold == calibrated
+    engine.set_threshold(0.2)
+    assert engine.threshold == 0.2
+    engine.set_threshold(None)  # a run-time `ros2 param set threshold -1` goes back to the model's
+    assert engine.threshold == calibrated
+    with pytest.raises(ValueError, match="threshold must be in"):
+        engine.set_threshold(1.5)
