@@ -82,9 +82,11 @@ def test_threshold_and_policy_change_at_run_time(processes, rclpy_context, tiny_
     quiet = len(graph.events_of(GuidanceEvent.RESPONSE_TRIGGERED))
     assert set_param("threshold", 1.0).successful
     assert set_param("trigger_policy", "queue").successful
-    graph.stream(16)
+    graph.stream(32)  # 4 s at 8 Hz: 8 general-rate decisions, each one wanting to speak now
     assert wait_until(lambda: graph.stat("threshold") == "1" and graph.stat("trigger_policy") == "queue", timeout=5)
-    assert len(graph.events_of(GuidanceEvent.RESPONSE_TRIGGERED)) - quiet >= 4 > quiet
+    # A loaded 2-core CI machine drops a frame or two from the node's queue; the events also trail the frames.
+    talked = wait_until(lambda: len(graph.events_of(GuidanceEvent.RESPONSE_TRIGGERED)) - quiet >= 4, timeout=10)
+    assert talked and quiet < 4
     refused = set_param("threshold", 2.0)
     assert not refused.successful and "threshold must be <= 1.0" in refused.reason
     assert not set_param("model_path", "/elsewhere").successful
