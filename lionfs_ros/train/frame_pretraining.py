@@ -274,7 +274,8 @@ def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRe
     before = held_out_accuracy(step, held_loader) if held else {}
     losses, started = [], time.monotonic()
     batches = _batches(loader)
-    for _ in tqdm(range(section.steps), desc="frame pretraining", unit="step"):
+    progress = tqdm(range(section.steps), desc="frame pretraining", unit="step")
+    for index in progress:
         logits, labels = step.logits(next(batches))
         loss = attribute_loss(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -283,6 +284,8 @@ def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRe
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
+        if (index + 1) % section.log_window == 0:
+            progress.set_postfix(loss=f"{np.mean(losses[-section.log_window:]):.3f}")
     runtime = time.monotonic() - started
     after = held_out_accuracy(step, held_loader) if held else {}
     window = max(1, min(section.log_window, len(losses)))

@@ -136,10 +136,11 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> 
     model = build_model(config, model_config, tokenizer)
     recipe = FrameRecipe.for_model(model)
     cache = prepare_frame_cache(config, model, examples, recipe, out, args)
+    stage1 = None
     if config.frame_pretraining is not None and not resume:  # a resumed run's checkpoint already holds stage 1
         with args.main_process_first(local=True, desc="frame pretraining"):
-            pretrain_frame_encoder(model, examples, recipe, config.frame_pretraining, out / PRETRAIN_DIR,
-                                   args.device, args.bf16, cache, config.seed)
+            stage1 = pretrain_frame_encoder(model, examples, recipe, config.frame_pretraining, out / PRETRAIN_DIR,
+                                            args.device, args.bf16, cache, config.seed)
     if config.frame_pretraining is not None and config.frame_pretraining.freeze_towers:
         freeze_towers(model)
     thinking = thinking_sampler(config, model, recipe)
@@ -157,7 +158,7 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> 
     result = trainer.train(resume_from_checkpoint=last if resume else None)
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
-        write_summary(out / SUMMARY_NAME, trainer, result, model, len(examples))
+        write_summary(out / SUMMARY_NAME, trainer, result, model, len(examples), stage1)
     return out / MODEL_SUBDIR
 
 
@@ -167,7 +168,7 @@ def _program_name() -> str:
     return "lionfs" if name in ("lionfs", "cli.py") else name
 
 
-def write_summary(path: Path, trainer, result, model, num_examples: int) -> None:
+def write_summary(path: Path, trainer, result, model, num_examples: int, frame_pretraining: dict | None = None) -> None:
     losses = [entry for entry in trainer.state.log_history if "loss" in entry]
     summary = {
         "command": " ".join([_program_name()] + sys.argv[1:]),
@@ -183,4 +184,7 @@ def write_summary(path: Path, trainer, result, model, num_examples: int) -> None
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "local_rank": int(os.environ.get("LOCAL_RANK", -1)),
     }
+    if frame_pretraining is not None:  # stage 1, trained or reloaded by this run
+        summary["frame_pretraining"] = {key: frame_pretraining[key] for key in
+                                        ("steps", "runtime_s", "first_loss", "last_loss", "held_out_after")}
     path.write_text(json.dumps(summary, indent=2) + "\n")

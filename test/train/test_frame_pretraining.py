@@ -97,7 +97,10 @@ def test_stream_training_starts_from_the_pretrained_encoder(tmp_path, labelled_d
     settings = tiny_config_dict(labelled_dir, max_steps=1, learning_rate=0.0)
     settings["frame_pretraining"] = dict(STAGE1, steps=10)
     run_training(TrainConfig.from_dict(settings), tmp_path)
-    assert json.loads((tmp_path / PRETRAIN_DIR / SUMMARY_NAME).read_text())["steps"] == 10
+    stage1 = json.loads((tmp_path / PRETRAIN_DIR / SUMMARY_NAME).read_text())
+    assert stage1["steps"] == 10
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["frame_pretraining"]["held_out_after"] == stage1["held_out_after"]
     saved = load_file(str(tmp_path / PRETRAIN_DIR / WEIGHTS_NAME))
     final = LionFSModel.from_pretrained(tmp_path / MODEL_SUBDIR)
     params = dict(final.named_parameters())
