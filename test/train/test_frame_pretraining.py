@@ -161,3 +161,17 @@ def test_cell_labels_name_the_colour_drawn_in_that_cell(labelled_dir):
                 found_elsewhere += int((np.abs(across.astype(np.int32) - rgb).sum(-1) < near).any())
     assert checked > 50 and found / checked > 0.9, (found, checked)  # the rest: covered by a hand or a stacked object
     assert found_elsewhere < 0.7 * found, (found_elsewhere, found)  # the mirrored cell is no match
+
+
+def test_a_corrupt_stage_one_file_fails_with_its_path(tmp_path, labelled_dir):
+    from lionfs_ros.model.checkpoint import CheckpointError
+
+    config = tiny_config(labelled_dir)
+    model, examples = _fresh_model(config, tmp_path)
+    stage = tmp_path / PRETRAIN_DIR
+    stage.mkdir()
+    (stage / WEIGHTS_NAME).write_bytes(b"not a safetensors file")
+    (stage / SUMMARY_NAME).write_text("{}")
+    with pytest.raises(CheckpointError, match=WEIGHTS_NAME):
+        pretrain_frame_encoder(model, examples, FrameRecipe.for_model(model), FramePretrainingSection(**STAGE1),
+                               stage, torch.device("cpu"), bf16=False)
