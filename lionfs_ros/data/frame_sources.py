@@ -70,9 +70,14 @@ class SynthFrames:
             raise FrameSourceError("synthetic episodes carry pixels only: use an ego tower, not ego features")
         frames = load_episode(self.root, self.episode_id).frames
         stride, ego_stride = _strides(self.native_fps, self.frame_fps, recipe.ego_per_frame)
-        general = resize(frames[np.arange(self.num_frames) * stride], recipe.general)
+        general = resize(frames[self.native_frames()], recipe.general)
         indices = ego_indices(self.num_frames, stride, recipe.ego_per_frame, ego_stride)
         return FrameInputs(general, _ego_pixels(recipe, lambda: frames[indices]))
+
+    def native_frames(self, count: int | None = None) -> np.ndarray:
+        """The native frame index of each of the first ``count`` LLM frames (default: all of them)."""
+        stride, _ = _strides(self.native_fps, self.frame_fps, 0)
+        return np.arange(self.num_frames if count is None else count) * stride
 
     @property
     def cache_name(self) -> str:

@@ -30,10 +30,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lionfs_ros.data.frame_sources import SynthFrames
 from lionfs_ros.data.frames import FrameRecipe, normalize
 from lionfs_ros.data.stream_examples import StreamExample
 from lionfs_ros.data.synth import load_catalogue, load_episode, read_manifest
-from lionfs_ros.data.synth.frame_labels import SCENE, FrameAttributes, cell_labels, frame_labels
+from lionfs_ros.data.synth.frame_labels import SCENE, FrameAttributes, cell_labels, frame_labels, replay_settings
 from lionfs_ros.model.checkpoint import read_safetensors
 
 from .config import FramePretrainingSection, TrainConfigError
@@ -82,13 +83,12 @@ def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tens
 
 
 def _episode_labels(job: tuple) -> dict[str, np.ndarray]:
-    example, attributes, grid, manifests = job
+    example, attributes, grid, settings = job
     source = example.source
     episode = load_episode(source.root, source.episode_id, frames=False)
     count = example.num_frames
     labels = frame_labels(episode, np.arange(count) / example.frame_fps, example.frame_fps, attributes)
-    stride = int(round(source.native_fps / example.frame_fps))
-    labels.update(cell_labels(episode, manifests[source.root], np.arange(count) * stride, grid, attributes))
+    labels.update(cell_labels(episode, settings, source.native_frames(count), grid, attributes))
     compact = {name: values.astype(np.uint8) for name, values in labels.items() if name != SCENE}
     compact[SCENE] = labels[SCENE][0]  # the same for every frame of an episode
     return compact
@@ -97,9 +97,8 @@ def _episode_labels(job: tuple) -> dict[str, np.ndarray]:
 def label_examples(examples: list[StreamExample], attributes: FrameAttributes, grid: int,
                    workers: int = 1) -> list[dict[str, np.ndarray]]:
     """Every example's frame and cell labels, computed once (replaying each plan takes a moment)."""
-    manifests = {root: read_manifest(root) for root in {e.source.root for e in examples}}
-    manifests = {root: {k: m.get(k) for k in ("num_actions", "distractors") if k in m} for root, m in manifests.items()}
-    jobs = [(example, attributes, grid, manifests) for example in examples]
+    settings = {root: replay_settings(read_manifest(root)) for root in {e.source.root for e in examples}}
+    jobs = [(example, attributes, grid, settings[example.source.root]) for example in examples]
     progress = dict(total=len(jobs), desc="frame labels", unit="clip")
     if workers <= 1:
         return [_episode_labels(job) for job in tqdm(jobs, **progress)]
@@ -177,8 +176,6 @@ def freeze_towers(model) -> None:
 
 
 def check_pretrainable(examples: list[StreamExample], model) -> None:
-    from lionfs_ros.data.frame_sources import SynthFrames
-
     if not all(isinstance(e.source, SynthFrames) for e in examples):
         raise TrainConfigError("frame_pretraining reads the synthetic world's labels: data.format must be 'synth'")
     if not frame_encoder_parameters(model):

@@ -105,6 +105,11 @@ def frame_labels(episode: Episode, times: np.ndarray, frame_fps: float,
     return out
 
 
+def replay_settings(manifest: dict) -> dict:
+    """What ``replay_plan`` needs of a dataset manifest (the episode list stays behind)."""
+    return {key: manifest[key] for key in ("num_actions", "distractors") if key in manifest}
+
+
 def replay_plan(episode: Episode, manifest: dict):
     """The plan that generated ``episode`` (its scene, timeline and camera path), checked against its record."""
     config = GeneratorConfig(seed=episode.seed, split=episode.split, heldout=episode.heldout, fps=episode.fps,
@@ -121,7 +126,8 @@ def replay_plan(episode: Episode, manifest: dict):
 
 def cell_labels(episode: Episode, manifest: dict, native_frames: np.ndarray, grid: int,
                 attributes: FrameAttributes) -> dict[str, np.ndarray]:
-    """int64 ``[T, grid * grid]`` per cell attribute (cells row-major) for the given native frames."""
+    """int64 ``[T, grid * grid]`` per cell attribute (cells row-major) for the given native frames
+    (``manifest``: the dataset's, or just its ``replay_settings``)."""
     catalogue, plan = replay_plan(episode, manifest)
     objects = {record.object_id: record for record in episode.objects}
     index = {name: {value: i for i, value in enumerate(values)} for name, values in attributes.cells.items()}
