@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from lionfs_ros.eval.bag_sink import BagSink, BagSinkError
-    from lionfs_ros.eval.recorder import SessionRecorder, session_topics
+    from lionfs_ros.replay.bag_sink import BagSink, BagSinkError
+    from lionfs_ros.replay.recorder import SessionRecorder, session_topics
 
     try:
         sink = BagSink(args.out)

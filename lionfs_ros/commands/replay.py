@@ -69,11 +69,11 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lionfs_ros.eval.replay import EXIT_UNUSABLE
+    from lionfs_ros.replay.pipeline import EXIT_UNUSABLE
 
     if args.compare:
-        from lionfs_ros.eval.compare import compare_reports
-        from lionfs_ros.eval.report_json import ReportFormatError
+        from lionfs_ros.replay.compare import compare_reports
+        from lionfs_ros.replay.report_json import ReportFormatError
 
         try:
             print(compare_reports(*args.compare))
@@ -90,12 +90,12 @@ def _replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lionfs_ros.config import ConfigError
-    from lionfs_ros.eval.bag_reader import BagReadError
-    from lionfs_ros.eval.replay import (DEFAULT_TOLERANCE_S, EXIT_UNUSABLE, ReplaySettings, run_replay,
+    from lionfs_ros.replay.bag_reader import BagReadError
+    from lionfs_ros.replay.pipeline import (DEFAULT_TOLERANCE_S, EXIT_UNUSABLE, ReplaySettings, run_replay,
                                         unreadable_bag_report)
-    from lionfs_ros.eval.report_html import write_html
-    from lionfs_ros.eval.runners import RunnerFailed, RunnerUnavailable, make_runner
-    from lionfs_ros.eval.truth import TruthError
+    from lionfs_ros.replay.report_html import write_html
+    from lionfs_ros.replay.runners import RunnerFailed, RunnerUnavailable, make_runner
+    from lionfs_ros.replay.truth import TruthError
 
     settings = ReplaySettings(
         bag=args.bag, report_dir=args.report, mode=args.mode, image_topic=args.image_topic, truth_file=args.truth,

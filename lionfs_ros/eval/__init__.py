@@ -1,1 +1,1 @@
-"""eval"""
+"""Metrics and `lionfs eval` (ROS-free)."""

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from lionfs_ros.data.frames import FrameRecipe, normalize
 from lionfs_ros.data.stream_examples import StreamExample, to_messages
 from lionfs_ros.eval.stream_metrics import average_metrics, stream_evaluate
-from lionfs_ros.train.dataset import load_frames
+from lionfs_ros.data.frame_cache import load_frames
 
 from .online import DEFAULT_MAX_NEW_TOKENS, TriggerCounts, replay, score_replay
 from .qa import accuracy_by_kind, answer_questions

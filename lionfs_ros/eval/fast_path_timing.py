@@ -17,7 +17,7 @@ import time
 import torch
 
 from lionfs_ros.data.frames import FrameRecipe, normalize
-from lionfs_ros.train.dataset import load_frames
+from lionfs_ros.data.frame_cache import load_frames
 
 from .evaluate import load_eval_examples
 

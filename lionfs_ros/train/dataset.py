@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lionfs_ros.data.frame_cache import CachedFeatures
-from lionfs_ros.data.frame_sources import CachedFrames, FrameInputs
+from lionfs_ros.data.frame_cache import FrameCache, load_frames
 from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.data.stream_examples import StreamExample, to_messages
 from lionfs_ros.model.stream_format import StreamFormatter, pad_batch
@@ -35,36 +34,6 @@ def truncate(example: StreamExample, max_frames: int | None) -> StreamExample:
             turn = replace(turn, answer_of=new_index[turn.answer_of])
         turns.append(turn)
     return replace(example, num_frames=max_frames, turns=turns)
-
-
-def load_frames(example: StreamExample, recipe: FrameRecipe, cache: FrameCache | None = None) -> FrameInputs:
-    """The example's frames (from the cache when one is given), cut to ``example.num_frames``."""
-    source = example.source if cache is None else cache.entry(example)
-    inputs = source.load(recipe)
-    count = example.num_frames
-    ego = None if inputs.ego is None else inputs.ego[: count * recipe.ego_per_frame]
-    inputs = FrameInputs(inputs.general[:count], ego)
-    if len(inputs.general) != count:
-        raise ValueError(f"example {example.example_id}: {len(inputs.general)} frames loaded, {count} expected")
-    return inputs
-
-
-@dataclass(frozen=True)
-class FrameCache:
-    """A built cache: ``pixels`` entries fall back to the source when missing; ``features`` must be complete."""
-
-    mode: str  # "pixels" | "features"
-    directories: tuple[str, ...]  # pixels: (general, ego or None); features: (folder,)
-
-    def entry(self, example: StreamExample):
-        name = example.source.cache_name
-        if self.mode == "pixels":
-            cached = CachedFrames(*self.directories, name)
-            return cached if cached.exists() else example.source
-        cached = CachedFeatures(self.directories[0], name)
-        if not cached.exists():
-            raise FileNotFoundError(f"feature cache {self.directories[0]} has no entry for {name}")
-        return cached
 
 
 class StreamDataset(Dataset):

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lionfs_ros.data.frame_cache import FrameCache, load_frames
 from lionfs_ros.data.frame_sources import SynthFrames
 from lionfs_ros.data.frames import FrameRecipe, normalize
 from lionfs_ros.data.stream_examples import StreamExample
@@ -38,7 +39,6 @@ from lionfs_ros.data.synth.frame_labels import SCENE, FrameAttributes, cell_labe
 from lionfs_ros.model.checkpoint import read_safetensors
 
 from .config import FramePretrainingSection, TrainConfigError
-from .dataset import FrameCache, load_frames
 
 PRETRAIN_DIR = "frame_pretraining"
 WEIGHTS_NAME = "frame_encoder.safetensors"

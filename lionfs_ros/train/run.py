@@ -29,13 +29,13 @@ import yaml
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from lionfs_ros.data.frame_cache import build_feature_cache, build_pixel_cache
+from lionfs_ros.data.frame_cache import FrameCache, build_feature_cache, build_pixel_cache
 from lionfs_ros.data.frames import FrameRecipe, normalize
 from lionfs_ros.model.configuration_lionfs import KeyframeConfig, ThinkingConfig
 
 from .build import build_model, count_parameters, load_examples, model_config_of, obtain_tokenizer
 from .config import TrainConfig
-from .dataset import FrameCache, StreamCollator, StreamDataset
+from .dataset import StreamCollator, StreamDataset
 from .frame_pretraining import PRETRAIN_DIR, freeze_towers, pretrain_frame_encoder
 from .thinking import ThinkingSampler
 from .trainer import MODEL_SUBDIR, LionFSTensorBoardCallback, LionFSTrainer, StopAfterMinutes

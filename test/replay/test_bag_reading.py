@@ -8,8 +8,8 @@ import pytest
 
 from replay_helpers import gradient_frames, write_plain_bag
 
-from lionfs_ros.eval.bag_frames import STAMP_SOURCE_HEADER, STAMP_SOURCE_LOG, FrameStats, iter_frames
-from lionfs_ros.eval.bag_reader import BagReader, BagReadError
+from lionfs_ros.replay.bag_frames import STAMP_SOURCE_HEADER, STAMP_SOURCE_LOG, FrameStats, iter_frames
+from lionfs_ros.replay.bag_reader import BagReader, BagReadError
 
 FPS = 10.0
 

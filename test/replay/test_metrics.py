@@ -8,7 +8,7 @@ import pytest
 from lionfs_ros.eval.matching import MatchWindow, match_triggers
 from lionfs_ros.eval.stats import summarize
 from lionfs_ros.eval.text_scores import rouge_l, score_corpus, score_pair
-from lionfs_ros.eval.truth import TruthError, load_truth_file, truth_from_topic
+from lionfs_ros.replay.truth import TruthError, load_truth_file, truth_from_topic
 
 
 def test_matching_finds_the_most_pairs_where_greedy_does_not():

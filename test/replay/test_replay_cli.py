@@ -118,10 +118,10 @@ def test_bad_params_file_names_the_key(tmp_path, synth_bag):
 
 def _report_with(tmp_path, name: str, response_times: list[float], threshold: float) -> dict:
     """A report from known responses against a known truth (the runner's output, without a model)."""
-    from lionfs_ros.eval.bag_frames import FrameStats
-    from lionfs_ros.eval.records import ResponseRecord, RunOutput
-    from lionfs_ros.eval.replay import ReplaySettings, build_report
-    from lionfs_ros.eval.truth import TruthEvent, TruthTimeline
+    from lionfs_ros.replay.bag_frames import FrameStats
+    from lionfs_ros.replay.records import ResponseRecord, RunOutput
+    from lionfs_ros.replay.pipeline import ReplaySettings, build_report
+    from lionfs_ros.replay.truth import TruthEvent, TruthTimeline
 
     truth = TruthTimeline([TruthEvent(2.0, "You pick up the red cup."), TruthEvent(6.0, "You open the jar.")], "test")
     output = RunOutput(mode="deterministic", model=name, responses=[

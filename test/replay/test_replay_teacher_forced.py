@@ -5,11 +5,11 @@ import math
 
 import torch
 
-from lionfs_ros.eval.bag_frames import FrameStats, iter_frames
-from lionfs_ros.eval.bag_reader import BagReader
-from lionfs_ros.eval.replay import FrameLog, ReplaySettings
-from lionfs_ros.eval.replay_runner import DeterministicRunner
-from lionfs_ros.eval.truth import TruthEvent, TruthTimeline
+from lionfs_ros.replay.bag_frames import FrameStats, iter_frames
+from lionfs_ros.replay.bag_reader import BagReader
+from lionfs_ros.replay.pipeline import FrameLog, ReplaySettings
+from lionfs_ros.replay.replay_runner import DeterministicRunner
+from lionfs_ros.replay.truth import TruthEvent, TruthTimeline
 
 
 def test_collector_fuses_frames_like_the_engine(tmp_path, synth_bag, tiny_model):

@@ -48,7 +48,7 @@ def _mask(image: np.ndarray, hex_colour: str) -> np.ndarray:
 
 def _marker_centres(mask: np.ndarray) -> list[float]:
     """x centres of the round markers: blobs of the colour about as wide as they are tall (text is not)."""
-    from lionfs_ros.eval.svg_plots import MARKER_RADIUS
+    from lionfs_ros.replay.svg_plots import MARKER_RADIUS
 
     count, _, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
     centres = []
@@ -60,11 +60,11 @@ def _marker_centres(mask: np.ndarray) -> list[float]:
 
 
 def _write_report(tmp_path, error: str | None = None):
-    from lionfs_ros.eval.bag_frames import FrameStats
-    from lionfs_ros.eval.records import ResponseRecord, RunOutput
-    from lionfs_ros.eval.replay import ReplaySettings, build_report
-    from lionfs_ros.eval.report_html import write_html
-    from lionfs_ros.eval.truth import TruthEvent, TruthTimeline
+    from lionfs_ros.replay.bag_frames import FrameStats
+    from lionfs_ros.replay.records import ResponseRecord, RunOutput
+    from lionfs_ros.replay.pipeline import ReplaySettings, build_report
+    from lionfs_ros.replay.report_html import write_html
+    from lionfs_ros.replay.truth import TruthEvent, TruthTimeline
 
     truth = TruthTimeline([TruthEvent(t, f"You do thing {i}.") for i, t in enumerate(TRUTH_TIMES)], "test")
     responses = [ResponseRecord(i, t, f"You do thing {i}.", True, latency_s=0.05 * (i + 1))
@@ -80,7 +80,7 @@ def _write_report(tmp_path, error: str | None = None):
 
 
 def test_timeline_places_truth_and_responses_by_time(tmp_path):
-    from lionfs_ros.eval.svg_plots import HISTOGRAM_COLOUR, MATCH_COLOUR, RESPONSE_COLOUR, TRUTH_COLOUR
+    from lionfs_ros.replay.svg_plots import HISTOGRAM_COLOUR, MATCH_COLOUR, RESPONSE_COLOUR, TRUTH_COLOUR
 
     html, report = _write_report(tmp_path)
     assert [p["truth_index"] for p in report["metrics"]["triggers"]["pairs"]] == [0, 1]

@@ -9,7 +9,8 @@ from lionfs_ros.data.synth import load_episode
 from lionfs_ros.data.synth_streams import synth_examples
 from lionfs_ros.model import LionFSConfig, LionFSModel
 from lionfs_ros.model.tokenization import train_byte_bpe_tokenizer
-from lionfs_ros.train.dataset import StreamCollator, StreamDataset, load_frames, truncate
+from lionfs_ros.data.frame_cache import load_frames
+from lionfs_ros.train.dataset import StreamCollator, StreamDataset, truncate
 
 from train_helpers import TINY_MODEL
 

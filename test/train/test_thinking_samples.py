@@ -13,7 +13,8 @@ from lionfs_ros.model.configuration_lionfs import KeyframeConfig
 from lionfs_ros.model.keyframe_tokens import pool_runs
 from lionfs_ros.model.tokenization import train_byte_bpe_tokenizer
 from lionfs_ros.train.config import TrainConfig
-from lionfs_ros.train.dataset import StreamCollator, StreamDataset, load_frames
+from lionfs_ros.data.frame_cache import load_frames
+from lionfs_ros.train.dataset import StreamCollator, StreamDataset
 from lionfs_ros.train.thinking import ThinkingSampler, novelty_features, thinks
 from lionfs_ros.train.trainer import prepare_model_inputs
 

@@ -14,7 +14,7 @@ from lionfs_ros.data.stream_examples import to_messages
 from lionfs_ros.data.videollm_online import AnnotationError, narration_stream_examples, stream_frames
 from lionfs_ros.model import LionFSModel
 from lionfs_ros.train.config import TrainConfig
-from lionfs_ros.train.dataset import load_frames
+from lionfs_ros.data.frame_cache import load_frames
 from lionfs_ros.train.run import run_training
 
 from train_helpers import TINY_MODEL

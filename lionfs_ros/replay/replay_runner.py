@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Iterator
 
-from lionfs_ros.eval.bag_frames import BagFrame
-from lionfs_ros.eval.records import ResponseRecord, RunOutput
-from lionfs_ros.eval.replay_params import node_params
-from lionfs_ros.eval.runners import RunnerFailed
+from lionfs_ros.replay.bag_frames import BagFrame
+from lionfs_ros.replay.records import ResponseRecord, RunOutput
+from lionfs_ros.replay.replay_params import node_params
+from lionfs_ros.replay.runners import RunnerFailed
 from lionfs_ros.eval.stats import own_peak_rss_mib, torch_peak_gpu_mib
 
 

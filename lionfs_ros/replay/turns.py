@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from lionfs_ros.eval.records import ResponseRecord
+from lionfs_ros.replay.records import ResponseRecord
 
 NS_PER_S = 1_000_000_000
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from lionfs_ros.eval import mcap_recovery
+from lionfs_ros.replay import mcap_recovery
 
 NS_PER_S = 1_000_000_000
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -222,7 +222,7 @@ def _recovered_definitions(state: mcap_recovery.ScanState) -> dict:
 
 
 def _typestore(path: Path, embedded: dict):
-    from lionfs_ros.eval.ros_types import typestore_for
+    from lionfs_ros.replay.ros_types import typestore_for
 
     try:
         return typestore_for(embedded)

@@ -15,7 +15,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 
-from lionfs_ros.eval.bag_reader import NS_PER_S
+from lionfs_ros.replay.bag_reader import NS_PER_S
 from lionfs_ros.msg import AssistantMessage, GuidanceEvent
 
 IMAGE_TOPIC = "image_raw"
@@ -45,7 +45,7 @@ class ReplayGraph:
             self.image_type, IMAGE_TOPIC + ("/compressed" if compressed else ""), qos_profile_sensor_data)
         self.clock_pub = self.node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=10))
         reliable = QoSProfile(depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
-        from lionfs_ros.eval.turns import TurnAssembler
+        from lionfs_ros.replay.turns import TurnAssembler
 
         self.assembler = TurnAssembler()
         self._lock = threading.Lock()
@@ -106,7 +106,7 @@ class ReplayGraph:
 
     def _store(self):
         if self._serialize is None:
-            from lionfs_ros.eval.ros_types import default_typestore
+            from lionfs_ros.replay.ros_types import default_typestore
 
             self._serialize = default_typestore()
         return self._serialize

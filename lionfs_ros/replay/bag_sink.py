@@ -21,7 +21,7 @@ class BagSink:
     def __init__(self, path: Path):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
-        from lionfs_ros.eval.ros_types import default_typestore
+        from lionfs_ros.replay.ros_types import default_typestore
 
         if path.exists():
             raise BagSinkError(f"{path} already exists; record into a new path")

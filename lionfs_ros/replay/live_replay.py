@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-from lionfs_ros.eval.bag_frames import STAMP_SOURCE_LOG, BagFrame
-from lionfs_ros.eval.bag_reader import NS_PER_S
-from lionfs_ros.eval.live_node import NodeLaunch, NodeProcess, replay_namespace
-from lionfs_ros.eval.records import RunOutput
-from lionfs_ros.eval.replay_params import command_line_overrides, node_params
-from lionfs_ros.eval.runners import RunnerFailed
-from lionfs_ros.eval.turns import TurnAssembler
+from lionfs_ros.replay.bag_frames import STAMP_SOURCE_LOG, BagFrame
+from lionfs_ros.replay.bag_reader import NS_PER_S
+from lionfs_ros.replay.live_node import NodeLaunch, NodeProcess, replay_namespace
+from lionfs_ros.replay.records import RunOutput
+from lionfs_ros.replay.replay_params import command_line_overrides, node_params
+from lionfs_ros.replay.runners import RunnerFailed
+from lionfs_ros.replay.turns import TurnAssembler
 from lionfs_ros.ros_env import keep_discovery_local
 
 QUIET_S = 1.0  # after the last frame: done when no answer is open and nothing arrived for this long
@@ -54,7 +54,7 @@ class LiveRunner:
 
     def prepare(self, image_msgtype: str, has_truth: bool) -> None:
         keep_discovery_local()
-        from lionfs_ros.eval.live_graph import ReplayGraph
+        from lionfs_ros.replay.live_graph import ReplayGraph
 
         attach = self.options.attach_namespace
         domain = None

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from lionfs_ros.eval.bag_frames import BagFrame
-from lionfs_ros.eval.bag_reader import NS_PER_S, BagReader, BagReadError
-from lionfs_ros.eval.records import RunOutput
-from lionfs_ros.eval.turns import TurnAssembler
+from lionfs_ros.replay.bag_frames import BagFrame
+from lionfs_ros.replay.bag_reader import NS_PER_S, BagReader, BagReadError
+from lionfs_ros.replay.records import RunOutput
+from lionfs_ros.replay.turns import TurnAssembler
 
 ASSISTANT_TYPE = "lionfs_ros/msg/AssistantMessage"
 GUIDANCE_TYPE = "lionfs_ros/msg/GuidanceEvent"

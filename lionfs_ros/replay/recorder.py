@@ -14,7 +14,7 @@ import importlib
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from lionfs_ros.eval.bag_sink import BagSink
+from lionfs_ros.replay.bag_sink import BagSink
 
 # Relative to the assistant's namespace, like the node's own topics.
 SESSION_TOPICS = ("image_raw", "image_raw/compressed", "assistant", "guidance", "query")

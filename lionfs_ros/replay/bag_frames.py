@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lionfs_ros.eval.bag_reader import NS_PER_S, BagMessage, BagReader
+from lionfs_ros.replay.bag_reader import NS_PER_S, BagMessage, BagReader
 from lionfs_ros.image_codec import ImageDecodeError, decode_compressed, decode_raw
 
 STAMP_SOURCE_HEADER, STAMP_SOURCE_LOG = "header.stamp", "log time"

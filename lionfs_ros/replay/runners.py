@@ -12,16 +12,16 @@ class RunnerFailed(RuntimeError):
 
 def make_runner(settings):
     if settings.mode == "recorded":
-        from lionfs_ros.eval.recorded_runner import RecordedRunner
+        from lionfs_ros.replay.recorded_runner import RecordedRunner
 
         return RecordedRunner()
     if settings.mode == "deterministic":
-        from lionfs_ros.eval.replay_runner import DeterministicRunner
+        from lionfs_ros.replay.replay_runner import DeterministicRunner
 
         return DeterministicRunner(settings)
     if settings.mode == "live":
         try:
-            from lionfs_ros.eval.live_replay import LiveRunner
+            from lionfs_ros.replay.live_replay import LiveRunner
         except ImportError as err:
             raise RunnerUnavailable(f"live mode needs rclpy and the lionfs_ros interfaces: {err}") from err
         return LiveRunner(settings)

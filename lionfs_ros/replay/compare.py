@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lionfs_ros.eval.report_json import load_report
+from lionfs_ros.replay.report_json import load_report
 
 HIGHER, LOWER = "higher", "lower"  # which direction is better; None: neither
 

@@ -5,7 +5,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from lionfs_ros.eval.svg_plots import TimelineItem, histogram_svg, timeline_svg
+from lionfs_ros.replay.svg_plots import TimelineItem, histogram_svg, timeline_svg
 
 REPORT_HTML = "report.html"
 

@@ -11,15 +11,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
-from lionfs_ros.eval.bag_frames import BagFrame, FrameStats, iter_frames
-from lionfs_ros.eval.bag_reader import NS_PER_S, BagReader, BagReadError
+from lionfs_ros.replay.bag_frames import BagFrame, FrameStats, iter_frames
+from lionfs_ros.replay.bag_reader import NS_PER_S, BagReader, BagReadError
 from lionfs_ros.eval.matching import MatchWindow, match_triggers
-from lionfs_ros.eval.records import RunOutput
-from lionfs_ros.eval.report_json import ReplayReport
+from lionfs_ros.replay.records import RunOutput
+from lionfs_ros.replay.report_json import ReplayReport
 from lionfs_ros.eval.stats import summarize
 from lionfs_ros.eval.text_scores import score_corpus, score_pair
-from lionfs_ros.eval.thumbnails import ThumbnailRing
-from lionfs_ros.eval.truth import DEFAULT_TRUTH_TOPIC, STRING_TYPE, TruthError, TruthTimeline, load_truth_file, truth_from_topic
+from lionfs_ros.replay.thumbnails import ThumbnailRing
+from lionfs_ros.replay.truth import DEFAULT_TRUTH_TOPIC, STRING_TYPE, TruthError, TruthTimeline, load_truth_file, truth_from_topic
 
 # A response this close to a frame's stamp belongs to that frame (stamps survive a float round trip).
 STAMP_MATCH_S = 1e-6

@@ -1,0 +1,1 @@
+"""Rosbag replay through the assistant, recording of live sessions, and replay reports."""
