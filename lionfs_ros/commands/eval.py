@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-online", action="store_true",
                         help="skip the free-running run through the engine (teacher-forced metrics only)")
+    parser.add_argument("--no-questions", action="store_true",
+                        help="leave the user questions out: the narration stream alone, as a bag of it replays (no QA)")
     parser.add_argument("--params", type=Path,
                         help="a lionfs_node params file: the engine runs its settings (default: the node's defaults)")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the clips (each loads the model)")
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"lionfs eval: error: {err}", file=sys.stderr)
         return 2
     options = EvalOptions(tolerance_s=args.tolerance, threshold=args.threshold, online=not args.no_online,
-                          slow_path=args.slow_path, engine=engine)
+                          questions=not args.no_questions, slow_path=args.slow_path, engine=engine)
     try:
         report = evaluate_dataset(model, examples, options, workers=args.workers, model_dir=model_dir)
     except EngineConfigError as err:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lionfs_ros.data.stream_examples import USER, StreamExample
-from lionfs_ros.engine import EngineConfig, StreamEngine
+from lionfs_ros.engine import Decision, EngineConfig, StreamEngine
 
 from .matching import MatchWindow, match_triggers
 from .text_scores import normalize_tokens
@@ -41,11 +41,19 @@ class Response:
 
 @dataclass
 class ClipRun:
-    responses: list[Response]  # in turn order
-    decided: list[int]  # frames the engine decided (the others were skipped by its rate gate)
-    respond_frames: list[int]  # decided frames where the model wanted to speak (before the trigger policy)
-    step_ms: list[float] = field(default_factory=list)  # per decided frame: LLM step + decision (tokens given)
+    responses: list[Response] = field(default_factory=list)  # in turn order
+    decisions: list[Decision] = field(default_factory=list)  # the engine's, one per decided frame (meta: its index)
     stats: dict = field(default_factory=dict)  # the engine's stats after the clip
+
+    @property
+    def decided(self) -> list[int]:
+        """Frames the engine decided (the others were skipped by its rate gate)."""
+        return [d.meta for d in self.decisions]
+
+    @property
+    def step_ms(self) -> list[float]:
+        """Per decided frame: the LLM step and the decision (frame tokens given), ms."""
+        return [d.compute_s * 1e3 for d in self.decisions]
 
     @property
     def proactive(self) -> list[Response]:
@@ -63,16 +71,11 @@ def run_clip(model, config: EngineConfig, example: StreamExample, frame_embeds: 
     for index, turn in enumerate(example.turns):
         if turn.role == USER:
             engine.ask(turn.text, turn.time, query_id=str(index))
-    run = ClipRun([], [], [])
+    run = ClipRun()
+    engine.on_decision = run.decisions.append
     for index in range(example.num_frames):
         rgb = None if pixels is None else pixels[index]
-        decision = engine.process_frame(rgb, index / example.frame_fps, meta=index, embeds=frame_embeds[index])
-        if decision is None:
-            continue
-        run.decided.append(index)
-        run.step_ms.append(decision.compute_s * 1e3)
-        if decision.respond and decision.query is None:
-            run.respond_frames.append(index)
+        engine.process_frame(rgb, index / example.frame_fps, meta=index, embeds=frame_embeds[index])
     engine.flush()
     for _, update in sorted(finals.items()):
         if not update.cancelled and update.error is None:
