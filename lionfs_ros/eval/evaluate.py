@@ -57,6 +57,7 @@ class EvalOptions:
     online: bool = True  # the free-running run through the engine
     questions: bool = True
     slow_path: str | None = None  # "on" | "off" | None: as the model was trained (the engine's "auto")
+    max_new_tokens: int | None = None  # None: the engine's (lionfs_node's max_new_tokens)
     engine: EngineConfig | None = None  # None: lionfs_node's defaults
 
 
@@ -77,6 +78,8 @@ def engine_config_for(model, options: EvalOptions) -> tuple[EngineConfig, str | 
         cfg = dataclasses.replace(cfg, threshold=options.threshold)
     if options.slow_path is not None:
         cfg = dataclasses.replace(cfg, slow_path=options.slow_path)
+    if options.max_new_tokens is not None:
+        cfg = dataclasses.replace(cfg, max_new_tokens=options.max_new_tokens)
     cfg = cfg.validate()
     positions = getattr(model.llm.config, "max_position_embeddings", None)
     bounds = token_bounds(model, cfg.for_model(model))
