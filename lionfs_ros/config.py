@@ -88,7 +88,8 @@ class LionFSNodeParams(CameraInputParams, ModelParams):
                                 "(one pending) or replace the pending one.", choices=("skip", "queue", "replace"))
     general_fps: float = param(2.0, "Rate of the general vision encoder (frames in between feed only the ego encoder).",
                                minimum=0.1)
-    ego_fps: float = param(8.0, "Rate of the egocentric encoder.", minimum=0.1)
+    ego_fps: float = param(0.0, "Rate of the egocentric encoder; 0: general_fps x the model's ego.frames_per_frame "
+                           "(the rate it was trained at).", minimum=0.0)
     frame_queue_size: int = param(2, "Frames waiting for the fast thinker; the newest wins when full.", minimum=1)
     kv_budget_tokens: int = param(3072, "KV-cache budget in tokens; older frames are evicted beyond it. Must leave "
                                   "room under the backbone's max_position_embeddings for one answer.", minimum=512)
@@ -113,7 +114,7 @@ def engine_config(params: LionFSNodeParams):
 
     return EngineConfig(
         threshold=engine_threshold(params.threshold), trigger_policy=params.trigger_policy, general_fps=params.general_fps,
-        ego_fps=params.ego_fps, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
+        ego_fps=params.ego_fps or None, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
         max_new_tokens=params.max_new_tokens, slow_path=params.slow_path)
 
 

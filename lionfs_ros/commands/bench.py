@@ -4,6 +4,8 @@ Prints one JSON document (and writes it with --out). Speed mode: fast path per-f
 p50/p99 and frames per second, slow path time to first token and tokens per second, peak memory,
 the same for the naive loop measured in the same run, the ratios, and the equality checks.
 Memory mode: an hour of stream (7,200 frames at 2 fps) with memory sampled over time.
+Models mode: the fast-path time per frame of several trained models through the engine, in
+alternating rounds on the same clips of a synthetic dataset (``lionfs_ros/eval/fast_path.py``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ HOUR_AT_2FPS = 7200
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESET_NAMES, default="tiny",
                         help="model size: tiny / tiny-lionfs (CPU), llama3-8b (CUDA, bf16, random weights)")
-    parser.add_argument("--mode", choices=("speed", "memory"), default="speed")
+    parser.add_argument("--mode", choices=("speed", "memory", "models"), default="speed")
     parser.add_argument("--device", help="override the preset's device (cpu, cuda)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady timings)")
@@ -42,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     memory.add_argument("--sample-every", type=int, default=120, help="frames between memory samples")
     memory.add_argument("--budget", type=int, default=None, help="KV budget in tokens")
     memory.add_argument("--question-every", type=float, default=30.0, help="seconds of stream between questions")
+    models = parser.add_argument_group("models mode")
+    models.add_argument("--models", nargs="+", type=Path, help="model directories to compare")
+    models.add_argument("--data", type=Path, help="a `lionfs synth` dataset directory")
+    models.add_argument("--clips", type=int, default=2, help="clips played per model and round")
+    models.add_argument("--rounds", type=int, default=5, help="rounds, models alternating")
 
 
 # Per preset: (prefill frames, measured frames, new tokens) for speed mode.
@@ -58,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         import faulthandler
 
         faulthandler.dump_traceback_later(args.watchdog, exit=True)
+    if args.mode == "models":
+        return _models(args)
     preset = PRESETS[args.preset]
     device = args.device or preset.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -89,6 +98,20 @@ def run(args: argparse.Namespace) -> int:
         result = run_memory(preset, frames=args.stream_frames, fps=args.fps, sample_every=args.sample_every,
                             budget=args.budget or preset.kv_budget_tokens // 2, question_every=args.question_every,
                             new_tokens=16, device=device)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        _write(args.out, result)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    if not args.models or args.data is None:
+        print("error: --mode models needs --models DIR [DIR ...] and --data DATASET", file=sys.stderr)
+        return 2
+    from lionfs_ros.eval.fast_path import compare_models
+
+    result = compare_models([str(m) for m in args.models], str(args.data), args.clips, args.rounds,
+                            args.device or "cpu")
     print(json.dumps(result, indent=2))
     if args.out:
         _write(args.out, result)

@@ -10,7 +10,7 @@ import importlib
 _EXPORTS = {
     "EngineConfig": "config", "EngineConfigError": "config", "KeyframeConfig": "config", "RegionConfig": "config",
     "ContextFork": "context",
-    "StreamEngine": "engine",
+    "StreamEngine": "engine", "FastStep": "fast_thinker", "FastThinker": "fast_thinker",
     "ThinkingInputs": "keyframes", "ThinkingTemplate": "keyframes", "TokenAccounting": "keyframes",
     "build_thinking_inputs": "keyframes", "select_keyframes": "keyframes",
     "RegionProposer": "regions", "SaliencyMotionProposer": "regions",

@@ -9,39 +9,42 @@ Threads (after ``start``):
   budget. It is the only writer of the main context;
 - the slow thread: writes one answer at a time on its fork and calls ``on_response``.
 
+The per-frame work (rate gate, encoder, decision rule, keyframe history, questions and triggers
+becoming jobs) is ``FastThinker``'s (``fast_thinker.py``); this module keeps threads, the queue,
+callbacks, answer commits and stats.
+
 Without ``start`` the engine is synchronous: ``process_frame`` decides a frame on the caller's
 thread and writes any answer inline, before returning, right after the triggering frame (the
-layout training uses), which makes replays deterministic.
+layout training uses), which makes replays deterministic. It also takes a frame's fused tokens
+computed beforehand (``embeds``): ``lionfs eval`` embeds each clip once, in a batch, and runs the
+rest of this same loop.
 """
 from __future__ import annotations
 
 import itertools
 import threading
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .backends import pick_backend
 from .bounds import token_bounds
 from .config import EngineConfig, check_against_model
 from .context import StreamContext
-from .fast_thinker import FrameEncoder, decide
+from .fast_thinker import FastStep, FastThinker
 from .frame_queue import FrameQueue, QueuedFrame
 from .frames import check_frame, check_question
-from .keyframes import HistoryFrame, select_keyframes
-from .lm_state import DynamicLMState, LMState
-from .rates import EGO, GENERAL, SKIP, RateGate
 from .slow_thinker import LocalSlowThinker, SlowThinker, SlowThinkRequest
 from .slow_worker import Outcome, SlowWorker
 from .timing import LatencyWindow, now
 from .triggers import Job, TriggerScheduler
-from .types import RESPOND, SILENT, SKIPPED, Decision, FrameError, ResponseUpdate
+from .types import Decision, FrameError, ResponseUpdate
 
 QUEUE_POLL_S = 0.05  # the fast thread's longest wait before it re-checks for stop
 STOP_TIMEOUT_S = 10.0
-QUESTION_SCORE = 1.0
 
 
 class StreamEngine:
@@ -50,23 +53,18 @@ class StreamEngine:
         """``backend``: an ``EngineBackend`` (``cuda_graphs.StaticBackend``); None picks by ``config.backend``."""
         self.model = model.eval()
         self.cfg = (config or EngineConfig()).validate().for_model(model)
-        self.threshold = model.config.stream.interval_threshold if self.cfg.threshold is None else self.cfg.threshold
-        self.backend = backend if backend is not None else _pick_backend(model, self.cfg)
+        self.backend = backend if backend is not None else pick_backend(model, self.cfg)
         self._check_model()
-        self.encoder = FrameEncoder(model, *self.backend.towers())
         self.context = StreamContext(
             model, self.backend.main_state(), budget=self.cfg.kv_budget_tokens, chunk=self.cfg.evict_chunk_tokens,
             keep_recent_frames=self.cfg.keep_recent_frames, reindex=self.cfg.position_mode == "reindex",
             max_query_tokens=self.cfg.max_query_tokens, system_prompt=self.cfg.system_prompt)
         self.slow_thinker = slow_thinker or LocalSlowThinker(model, self.cfg, new_state=self.backend.fresh_state)
-        ego_fps = self.cfg.ego_fps
-        if ego_fps is None and self.encoder.has_ego:
-            ego_fps = self.cfg.general_fps * self.encoder.window
-        self.gate = RateGate(self.cfg.general_fps, ego_fps if self.encoder.has_ego else None, self.cfg.rate_tolerance)
         self.queue = FrameQueue(self.cfg.frame_queue_size)
-        self.history: deque[HistoryFrame] = deque(maxlen=self.cfg.keyframes.history_frames)
         self.scheduler = TriggerScheduler(self.cfg.trigger_policy, self.cfg.max_pending_triggers,
                                           self.cfg.max_pending_questions)
+        self.fast = FastThinker(model, self.cfg, self.context, self.scheduler, self._due_question,
+                                self.backend.towers())
         self.worker = SlowWorker(self.slow_thinker, self._emit, self.queue.wake)
         self.on_decision: Callable[[Decision], Any] | None = None
         self.on_response: Callable[[ResponseUpdate], Any] | None = None
@@ -74,8 +72,6 @@ class StreamEngine:
         self._questions: list[tuple[float, int, str, str]] = []  # (time, order, text, id), answered by time
         self._question_order = itertools.count()
         self._last_push: float | None = None
-        self._last_decided: float | None = None
-        self._turns = itertools.count()
         self._counts: Counter = Counter()
         self._rejected: Counter = Counter()
         self._latency = LatencyWindow(self.cfg.latency_window)
@@ -96,10 +92,10 @@ class StreamEngine:
             rgb, t = self._accept(rgb, t)
         self.queue.put(QueuedFrame(rgb, t, meta, arrival))
 
-    def _accept(self, rgb, t):
+    def _accept(self, rgb, t, pixels_optional: bool = False):
         self._counts["frames_in"] += 1
         try:
-            rgb, t = check_frame(rgb, t, self._last_push)
+            rgb, t = check_frame(rgb, t, self._last_push, pixels_optional)
         except FrameError as err:
             self._rejected[err.reason] += 1
             raise
@@ -120,27 +116,34 @@ class StreamEngine:
             self._questions.sort()
         return query_id
 
+    @property
+    def threshold(self) -> float:
+        return self.fast.threshold
+
+    @property
+    def encoder(self):
+        return self.fast.encoder
+
     def set_threshold(self, value: float | None) -> None:
         """The speaking threshold from now on (None: the model's calibrated ``interval_threshold``)."""
-        if value is None:
-            self.threshold = self.model.config.stream.interval_threshold
-            return
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {value}")
-        self.threshold = float(value)
+        self.fast.set_threshold(value)
 
     def set_trigger_policy(self, policy: str) -> None:
         self.scheduler.set_policy(policy)
 
     # Synchronous use.
-    def process_frame(self, rgb: np.ndarray, t: float, meta: Any = None) -> Decision | None:
-        """Decide one frame now (answers written inline). None for a frame that only feeds the ego encoder or is skipped."""
+    def process_frame(self, rgb: np.ndarray | None, t: float, meta: Any = None,
+                      embeds: torch.Tensor | None = None) -> Decision | None:
+        """Decide one frame now (answers written inline). None for a frame that only feeds the ego encoder or is skipped.
+
+        ``embeds [n, d]``: the frame's fused tokens computed beforehand (``lionfs eval`` embeds a clip in
+        one batch); the towers are skipped and ``rgb`` (then optional) only serves the slow thinker's keyframes."""
         if self._thread is not None:
             raise RuntimeError("process_frame is for a stopped engine; a started engine takes push_frame")
         arrival = now()
         with self._lock:
-            rgb, t = self._accept(rgb, t)
-        decision = self._handle(QueuedFrame(rgb, t, meta, arrival))
+            rgb, t = self._accept(rgb, t, pixels_optional=embeds is not None)
+        decision = self._handle(QueuedFrame(rgb, t, meta, arrival), embeds)
         self._run_jobs_inline()
         return decision
 
@@ -181,41 +184,17 @@ class StreamEngine:
                     self._last_error = f"{type(err).__name__}: {err}"
             self._start_next_job()
 
-    # The fast path.
-    @torch.no_grad()
-    def _handle(self, item: QueuedFrame) -> Decision | None:
-        route = self.gate.classify(item.time)
-        if route == SKIP:
-            self._counts["skipped"] += 1
+    # The fast path (``FastThinker``), then what the engine does with its outcome.
+    def _handle(self, item: QueuedFrame, embeds: torch.Tensor | None = None) -> Decision | None:
+        step: FastStep = self.fast.step(item.rgb, item.time, item.meta, embeds)
+        for job, why in step.dropped:
+            self._emit_cancelled(job, why)
+        decision = step.decision
+        if decision is None:
             return None
-        if route == EGO:
-            self.encoder.add_ego(item.rgb)
-            self._counts["ego_frames"] += 1
-            return None
-        assert route == GENERAL
-        started = now()
-        embeds = self.encoder.encode(item.rgb)  # [n, d]
-        logits = self.context.feed_frame(embeds, item.time)
-        p_interval, respond, top = decide(self.model, logits, self.threshold)
-        self.history.append(HistoryFrame(item.rgb, item.time, embeds.float().mean(0).cpu()))
-        decision = Decision(
-            frame_time=item.time, meta=item.meta, score=1.0 - p_interval, respond=respond, p_interval=p_interval,
-            latency_s=0.0, compute_s=0.0, frame_index=self._counts["decided"], next_token=top,
-            action=RESPOND if respond else SILENT)
-        self._counts["decided"] += 1
-        self._last_decided = item.time
-        question = self._due_question(item.time) if self.cfg.answers else None
-        job = None
-        if question is not None:
-            job = self._accept_question(decision, question)
-        elif respond and self.cfg.answers:
-            job = self._accept_trigger(decision)
-        self.context.evict_if_needed()
-        decision.kv_tokens = self.context.num_tokens
-        decision.compute_s = now() - started
         decision.latency_s = now() - item.arrival
-        if job is not None:
-            job.decision_latency_s = decision.latency_s
+        if step.job is not None:
+            step.job.decision_latency_s = decision.latency_s
         self._latency.add(decision.latency_s)
         self._compute.add(decision.compute_s)
         self._call(self.on_decision, decision)
@@ -228,38 +207,6 @@ class StreamEngine:
             if self._questions and self._questions[0][0] <= t:
                 return self._questions.pop(0)
         return None
-
-    def _new_job(self, decision: Decision, score: float, context, query=None, query_id=None) -> Job:
-        return Job(turn_index=-1, frame_time=decision.frame_time, meta=decision.meta, score=score,
-                   decision_latency_s=0.0, keyframes=[], context=context, query=query, query_id=query_id)
-
-    def _admit(self, job: Job, decision: Decision) -> None:
-        """An accepted job gets its turn number and its keyframes (chosen now, from the frames seen so far)."""
-        job.turn_index = decision.turn_index = next(self._turns)
-        job.keyframes = select_keyframes(self.history, self.cfg.keyframes)
-
-    def _accept_question(self, decision: Decision, question) -> Job:
-        _, _, text, query_id = question
-        text = self.context.cut_query(text)
-        context = self.context.portable_dialogue(self.cfg.context_turns)
-        self.context.feed_user(text, decision.frame_time)
-        job = self._new_job(decision, QUESTION_SCORE, context, text, query_id)
-        self._admit(job, decision)
-        action, dropped = self.scheduler.offer_question(job)
-        decision.respond, decision.action, decision.query, decision.query_id = True, action, text, query_id
-        self._counts["questions"] += 1
-        self._finish_jobs(dropped, "dropped: too many questions waiting")
-        return job
-
-    def _accept_trigger(self, decision: Decision) -> Job | None:
-        job = self._new_job(decision, decision.score, self.context.portable_dialogue(self.cfg.context_turns))
-        action, dropped = self.scheduler.offer_trigger(job)
-        decision.action = action
-        self._finish_jobs(dropped, "dropped: too many triggers waiting")
-        if action == SKIPPED:
-            return None
-        self._admit(job, decision)
-        return job
 
     # Jobs.
     def _request(self, job: Job) -> SlowThinkRequest:
@@ -286,7 +233,7 @@ class StreamEngine:
             if outcome.request.fork is not None:
                 outcome.request.fork.state.release()
             if outcome.committable:
-                self.context.feed_answer(outcome.result.text, self._last_decided or outcome.job.frame_time)
+                self.context.feed_answer(outcome.result.text, self.fast.last_decided or outcome.job.frame_time)
                 self._counts["answers"] += 1
                 self.context.evict_if_needed()
             elif outcome.error is not None:
@@ -294,10 +241,6 @@ class StreamEngine:
             elif outcome.result is not None and outcome.result.cancelled:
                 self._counts["cancelled"] += 1
             self.scheduler.finished(outcome.job)
-
-    def _finish_jobs(self, jobs: list[Job], why: str) -> None:
-        for job in jobs:
-            self._emit_cancelled(job, why)
 
     def _emit_cancelled(self, job: Job, why: str = "cancelled: the engine stopped") -> None:
         self._emit(ResponseUpdate(
@@ -322,6 +265,7 @@ class StreamEngine:
     def stats(self) -> dict:
         with self._lock:
             counts, rejected, pending_questions = dict(self._counts), dict(self._rejected), len(self._questions)
+        counts.update(self.fast.counts)
         sched, ev = self.scheduler, self.context.eviction
         out = {
             "frames_in": counts.get("frames_in", 0), "decided": counts.get("decided", 0),
@@ -348,34 +292,3 @@ class StreamEngine:
         }
         out.update({f"rejected_{reason}": count for reason, count in rejected.items()})
         return out
-
-
-class DynamicBackend:
-    """Any model, CPU or GPU: the model's own modules over ``StreamKVCache``s."""
-
-    name = "dynamic"
-
-    def __init__(self, model):
-        self.model = model
-
-    def towers(self):
-        return None, None
-
-    def main_state(self) -> LMState:
-        return DynamicLMState(self.model)
-
-    def fresh_state(self) -> LMState:
-        return DynamicLMState(self.model)
-
-
-def _pick_backend(model, cfg: EngineConfig):
-    wants_static = cfg.backend == "static" or (cfg.backend == "auto" and model.device.type == "cuda")
-    if wants_static:
-        from .cuda_graphs import StaticBackend, static_backend_supported
-
-        reason = static_backend_supported(model)
-        if reason is None:
-            return StaticBackend(model, cfg)
-        if cfg.backend == "static":
-            raise ValueError(f"backend='static' is not possible for this model: {reason}")
-    return DynamicBackend(model)

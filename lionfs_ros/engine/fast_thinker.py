@@ -1,4 +1,11 @@
-"""The fast thinker's per-frame work: encode a frame (general + egocentric window) and decide.
+"""The fast path in one home: ``FastThinker.step(frame) -> FastStep`` (decision, and a job to answer).
+
+Per frame: the rate gate routes it (general: decide; ego: ego window only; else skip); a decided
+frame is encoded (``FrameEncoder``: general tower + egocentric window, fused; or its fused tokens
+given precomputed, as ``lionfs eval`` does), fed to the main context, decided by the model's one
+rule (``model.stream_decision``) and kept in the keyframe history; a question due at that frame or
+a proactive trigger becomes a ``Job`` offered to the trigger scheduler; then the KV budget applies.
+Threads, queues, callbacks, answer commits and stats are ``engine.py``'s.
 
 ``FrameEncoder`` keeps the last ``ego.frames_per_frame`` egocentric tokens (the ego window ends at
 the decided frame: a decided frame is always an ego frame too). At the start of a stream, before
@@ -7,11 +14,23 @@ for faster runners of the same function (CUDA graphs, see ``cuda_graphs.py``).
 """
 from __future__ import annotations
 
-from collections import deque
-from typing import Callable
+import itertools
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from lionfs_ros.model.modeling_lionfs import stream_decision
+
+from .config import EngineConfig
+from .context import StreamContext
+from .keyframes import HistoryFrame, select_keyframes
+from .rates import EGO, GENERAL, SKIP, RateGate
+from .timing import now
+from .triggers import Job, TriggerScheduler
+from .types import RESPOND, SILENT, SKIPPED, Decision
 
 TokensFn = Callable[[np.ndarray], torch.Tensor]
 """RGB ``[H, W, 3]`` uint8 -> frame tokens ``[1, n, C]`` (preprocess, then the encoder's ``frame_tokens``)."""
@@ -58,10 +77,121 @@ class FrameEncoder:
         self._ego.clear()
 
 
-def decide(model, logits: torch.Tensor, threshold: float) -> tuple[float, bool, int]:
-    """Last-position logits ``[V]`` -> (P(interval), respond, most likely token) by VideoLLM-online's rule:
-    respond when P(interval) < threshold or the interval token is not the most likely one."""
-    probs = logits.float().softmax(dim=-1)
-    interval = model.token_ids.interval
-    p_interval, top = torch.stack([probs[interval], probs.argmax().float()]).tolist()  # one device sync
-    return p_interval, p_interval < threshold or int(top) != interval, int(top)
+QUESTION_SCORE = 1.0
+
+Question = tuple[float, int, str, str]
+"""(time, order, text, query id): a question waiting for its frame."""
+
+
+@dataclass
+class FastStep:
+    """What one frame gave: its decision (None: ego-only or skipped), the job it started, the jobs it pushed out."""
+
+    decision: Decision | None = None
+    job: Job | None = None
+    dropped: list[tuple[Job, str]] = field(default_factory=list)  # (job, why): each gets a cancelled final
+
+
+class FastThinker:
+    """Owns the encoder, the rate gate, the decision rule and the keyframe history of one stream.
+
+    ``context`` (the main context) and ``scheduler`` are shared with the engine, which commits
+    answers to the one and finishes jobs on the other; ``next_question(t)`` pops the question due
+    at a decided frame at ``t`` (None if none)."""
+
+    def __init__(self, model, cfg: EngineConfig, context: StreamContext, scheduler: TriggerScheduler,
+                 next_question: Callable[[float], Question | None], towers: tuple = (None, None)):
+        self.model, self.cfg, self.context, self.scheduler = model, cfg, context, scheduler
+        self.next_question = next_question
+        self.threshold = model.config.stream.interval_threshold if cfg.threshold is None else cfg.threshold
+        self.encoder = FrameEncoder(model, *towers)
+        ego_fps = cfg.ego_fps
+        if ego_fps is None and self.encoder.has_ego:
+            ego_fps = cfg.general_fps * self.encoder.window
+        self.gate = RateGate(cfg.general_fps, ego_fps if self.encoder.has_ego else None, cfg.rate_tolerance)
+        self.history: deque[HistoryFrame] = deque(maxlen=cfg.keyframes.history_frames)
+        self.counts: Counter = Counter()  # decided, ego_frames, skipped, questions
+        self.last_decided: float | None = None
+        self._turns = itertools.count()
+
+    def set_threshold(self, value: float | None) -> None:
+        """The speaking threshold from now on (None: the model's calibrated ``interval_threshold``)."""
+        if value is None:
+            self.threshold = self.model.config.stream.interval_threshold
+            return
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {value}")
+        self.threshold = float(value)
+
+    def decide(self, logits: torch.Tensor) -> tuple[float, bool, int]:
+        """Last-placeholder logits ``[V]`` -> (P(interval), respond, most likely token), one device sync."""
+        p_interval, respond, top = stream_decision(logits, self.model.token_ids.interval, self.threshold)
+        p_interval, respond, top = torch.stack([p_interval, respond.float(), top.float()]).tolist()
+        return p_interval, bool(respond), int(top)
+
+    @torch.no_grad()
+    def step(self, rgb: np.ndarray | None, t: float, meta: Any = None, embeds: torch.Tensor | None = None) -> FastStep:
+        """One checked frame. ``embeds [n, d]``: its fused tokens, computed beforehand (the towers are skipped)."""
+        route = self.gate.classify(t)
+        if route == SKIP:
+            self.counts["skipped"] += 1
+            return FastStep()
+        if route == EGO:
+            if embeds is None:
+                self.encoder.add_ego(rgb)
+            self.counts["ego_frames"] += 1
+            return FastStep()
+        assert route == GENERAL
+        started = now()
+        embeds = self.encoder.encode(rgb) if embeds is None else embeds.to(self.model.device, self.model.dtype)
+        logits = self.context.feed_frame(embeds, t)
+        p_interval, respond, top = self.decide(logits)
+        self.history.append(HistoryFrame(rgb, t, embeds.float().mean(0).cpu()))
+        decision = Decision(
+            frame_time=t, meta=meta, score=1.0 - p_interval, respond=respond, p_interval=p_interval,
+            latency_s=0.0, compute_s=0.0, frame_index=self.counts["decided"], next_token=top,
+            action=RESPOND if respond else SILENT)
+        self.counts["decided"] += 1
+        self.last_decided = t
+        out = FastStep(decision)
+        question = self.next_question(t) if self.cfg.answers else None
+        if question is not None:
+            out.job = self._accept_question(decision, question, out)
+        elif respond and self.cfg.answers:
+            out.job = self._accept_trigger(decision, out)
+        self.context.evict_if_needed()
+        decision.kv_tokens = self.context.num_tokens
+        decision.compute_s = now() - started
+        return out
+
+    def _new_job(self, decision: Decision, score: float, context, query=None, query_id=None) -> Job:
+        return Job(turn_index=-1, frame_time=decision.frame_time, meta=decision.meta, score=score,
+                   decision_latency_s=0.0, keyframes=[], context=context, query=query, query_id=query_id)
+
+    def _admit(self, job: Job, decision: Decision) -> None:
+        """An accepted job gets its turn number and its keyframes (chosen now, from the frames seen so far)."""
+        job.turn_index = decision.turn_index = next(self._turns)
+        job.keyframes = select_keyframes(self.history, self.cfg.keyframes)
+
+    def _accept_question(self, decision: Decision, question: Question, out: FastStep) -> Job:
+        _, _, text, query_id = question
+        text = self.context.cut_query(text)
+        context = self.context.portable_dialogue(self.cfg.context_turns)
+        self.context.feed_user(text, decision.frame_time)
+        job = self._new_job(decision, QUESTION_SCORE, context, text, query_id)
+        self._admit(job, decision)
+        action, dropped = self.scheduler.offer_question(job)
+        decision.respond, decision.action, decision.query, decision.query_id = True, action, text, query_id
+        self.counts["questions"] += 1
+        out.dropped += [(j, "dropped: too many questions waiting") for j in dropped]
+        return job
+
+    def _accept_trigger(self, decision: Decision, out: FastStep) -> Job | None:
+        job = self._new_job(decision, decision.score, self.context.portable_dialogue(self.cfg.context_turns))
+        action, dropped = self.scheduler.offer_trigger(job)
+        decision.action = action
+        out.dropped += [(j, "dropped: too many triggers waiting") for j in dropped]
+        if action == SKIPPED:
+            return None
+        self._admit(job, decision)
+        return job

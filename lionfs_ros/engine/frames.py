@@ -24,8 +24,12 @@ def check_time(t, what: str) -> float:
     return value
 
 
-def check_frame(rgb, t, last_time: float | None) -> tuple[np.ndarray, float]:
-    """Return ``(rgb, t)`` or raise ``FrameError``; ``last_time`` is the previous accepted frame's time."""
+def check_frame(rgb, t, last_time: float | None, pixels_optional: bool = False) -> tuple[np.ndarray | None, float]:
+    """Return ``(rgb, t)`` or raise ``FrameError``; ``last_time`` is the previous accepted frame's time.
+
+    ``pixels_optional``: ``rgb`` may be None (a frame given by its precomputed tokens)."""
+    if rgb is None and pixels_optional:
+        return None, _check_order(check_time(t, "frame"), last_time)
     if not isinstance(rgb, np.ndarray):
         raise FrameError("bad_type", f"a frame must be a numpy array, got {type(rgb).__name__}")
     if rgb.dtype != np.uint8:
@@ -34,10 +38,13 @@ def check_frame(rgb, t, last_time: float | None) -> tuple[np.ndarray, float]:
         raise FrameError("bad_shape", f"a frame must be [H, W, 3] RGB, got shape {list(rgb.shape)}")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise FrameError("empty", f"a frame must not be empty, got shape {list(rgb.shape)}")
-    t = check_time(t, "frame")
+    return rgb, _check_order(check_time(t, "frame"), last_time)
+
+
+def _check_order(t: float, last_time: float | None) -> float:
     if last_time is not None and t <= last_time:
         raise FrameError("non_monotonic", f"frame time {t:.6f} s is not after the previous frame's {last_time:.6f} s")
-    return rgb, t
+    return t
 
 
 def check_question(text, t) -> tuple[str, float]:

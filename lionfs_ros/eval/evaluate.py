@@ -1,40 +1,51 @@
 """``lionfs eval``: one model over a dataset -> one JSON-ready report.
 
-Per example (one clip) the frames are embedded once; then:
-- teacher-forced stream metrics (VideoLLM-online's ``stream_evaluate``) on the narration stream
-  (narrations only, as in the Ego4D narration benchmark), averaged over examples;
-- a free-running replay (``online.replay``): trigger precision / recall / F1 within a tolerance,
-  recall per narration kind, and how often a matched response is the exact narration;
-- question answering (``qa``) when the example has user questions, accuracy per kind.
+Per example (one clip) the frames are embedded once, in a batch; then:
+- **free-running** (the headline): the clip runs through ``StreamEngine`` with lionfs_node's
+  settings (``free_running``: rate gate, decision rule, KV budget, trigger policy, answer commit;
+  the model hears its own answers), its questions asked at their times: trigger precision / recall
+  / F1 and TimeDiff against the true narrations within a tolerance, recall per narration kind, the
+  text scores of matched responses, and QA accuracy per kind;
+- **teacher-forced**, beside it: VideoLLM-online's ``stream_evaluate`` on the narration stream
+  (narrations only, as in the Ego4D narration benchmark), averaged over examples, and QA with the
+  true conversation before each question (``qa``).
 
-Slow path (``EvalOptions.slow_path``: on / off / None = on when the model was trained with the
-thinking template): on, answers are written after the engine's thinking template on a fork of the
-context (``eval.slow_path``): QA answers always, narrations (teacher-forced LM metrics and the
-replay's responses) when the mode is ``all``.
+The engine's settings are lionfs_node's defaults (``lionfs_ros.config.engine_config``) or a
+lionfs_node params file's (``EvalOptions.engine``); ``--threshold`` and ``--slow-path`` override.
+A model whose positions cannot hold the node's default KV budget gets the largest budget it can
+hold (reported in ``engine``), as a params file for it would say.
 
-Top-level keys: ``lm_ppl``, ``time_diff`` (s), ``fluency``, ``lm_correctness``, ``frame_diff``,
-``trigger_precision``, ``trigger_recall``, ``trigger_f1``, ``trigger_tolerance_s``, then
-``triggers`` (details), ``qa``, ``fast_path_ms_per_frame``, ``num_examples``, ``threshold``,
-``slow_path`` (whether it was on, its mode and keyframe settings, the model's trained mode).
+Slow path (``EvalOptions.slow_path``: on / off / None = as the model was trained): the engine's
+``slow_path`` setting; the teacher-forced parts write answers after the engine's thinking template
+on a fork of the context (``eval.slow_path``): QA answers always, narrations when the mode is ``all``.
+
+Top-level keys: ``trigger_precision``, ``trigger_recall``, ``trigger_f1`` (free-running), ``triggers``
+(their details: ``time_diff_s``, ``text``, ``recall_by_kind``, ...), ``qa`` (free-running),
+``lm_ppl``, ``time_diff`` (s), ``fluency``, ``lm_correctness``, ``frame_diff``, ``lm_correctness_answer``,
+``lm_correctness_turns_by_kind`` and ``qa_teacher_forced`` (teacher-forced), ``trigger_tolerance_s``,
+``fast_path_ms_per_frame``, ``num_examples``, ``threshold``, ``engine``, ``slow_path``.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from lionfs_ros.data.frame_cache import load_frames
 from lionfs_ros.data.frames import FrameRecipe, normalize
 from lionfs_ros.data.stream_examples import StreamExample, to_messages
+from lionfs_ros.engine import EngineConfig
 from lionfs_ros.eval.stream_metrics import average_metrics, stream_evaluate
-from lionfs_ros.data.frame_cache import load_frames
 
-from .online import DEFAULT_MAX_NEW_TOKENS, TriggerCounts, replay, score_replay
+from .free_running import Answer, TriggerTally, answers_of, run_clip, score_triggers
 from .qa import accuracy_by_kind, answer_questions
 from .slow_path import ClipFrames, answer_branch, describe, slow_path_for
+from .text_scores import score_corpus
 
 SYNTH_MANIFEST = "manifest.json"
 
@@ -42,11 +53,44 @@ SYNTH_MANIFEST = "manifest.json"
 @dataclass
 class EvalOptions:
     tolerance_s: float = 1.0
-    threshold: float | None = None  # None: the model's stream.interval_threshold
-    online: bool = True
+    threshold: float | None = None  # None: the engine's (lionfs_node's: the model's stream.interval_threshold)
+    online: bool = True  # the free-running run through the engine
     questions: bool = True
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    slow_path: str | None = None  # "on" | "off" | None: on when the model was trained with thinking
+    slow_path: str | None = None  # "on" | "off" | None: as the model was trained (the engine's "auto")
+    max_new_tokens: int | None = None  # None: the engine's (lionfs_node's max_new_tokens)
+    engine: EngineConfig | None = None  # None: lionfs_node's defaults
+
+
+def node_engine_config() -> EngineConfig:
+    """The engine settings lionfs_node runs with its default parameters."""
+    from lionfs_ros.config import LionFSNodeParams, engine_config
+
+    return engine_config(LionFSNodeParams())
+
+
+def engine_config_for(model, options: EvalOptions) -> tuple[EngineConfig, str | None]:
+    """The engine settings of this evaluation, and a note when the KV budget had to be fitted to the model."""
+    from lionfs_ros.engine.bounds import token_bounds
+    from lionfs_ros.engine.config import check_against_model
+
+    cfg = options.engine or node_engine_config()
+    if options.threshold is not None:
+        cfg = dataclasses.replace(cfg, threshold=options.threshold)
+    if options.slow_path is not None:
+        cfg = dataclasses.replace(cfg, slow_path=options.slow_path)
+    if options.max_new_tokens is not None:
+        cfg = dataclasses.replace(cfg, max_new_tokens=options.max_new_tokens)
+    cfg = cfg.validate()
+    positions = getattr(model.llm.config, "max_position_embeddings", None)
+    bounds = token_bounds(model, cfg.for_model(model))
+    fits = positions - bounds.largest_feed - bounds.thinking - cfg.max_new_tokens if positions else None
+    note = None
+    if options.engine is None and cfg.position_mode == "reindex" and fits is not None and cfg.kv_budget_tokens > fits:
+        note = (f"kv_budget_tokens {cfg.kv_budget_tokens} (lionfs_node's default) does not fit this model's"
+                f" {positions} positions: {fits} used")
+        cfg = dataclasses.replace(cfg, kv_budget_tokens=fits)
+    check_against_model(cfg, token_bounds(model, cfg.for_model(model)), positions)  # a params file's, before any clip
+    return cfg, note
 
 
 def load_eval_examples(data: str | Path, frame_fps: float, videos=None, features=None, ego_features=None,
@@ -86,15 +130,17 @@ class ExampleResult:
     """What one clip contributes to the report (picklable: worker processes send it back)."""
 
     metrics: object
-    counts: dict[str, TriggerCounts]
-    answers: list
-    step_ms: list[float]
-    embed_ms: float
     turn_kinds: list[str]  # the kind of each narration turn, in the order the metrics score them
+    embed_ms: float
+    triggers: TriggerTally | None = None  # free-running
+    answers: list[Answer] = field(default_factory=list)  # free-running
+    teacher_forced_answers: list[Answer] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
+    responses: list[dict] = field(default_factory=list)  # the engine's responses: frame, time, text, query
 
 
 @torch.no_grad()
-def evaluate_example(model, example: StreamExample, options: EvalOptions, threshold: float,
+def evaluate_example(model, example: StreamExample, options: EvalOptions, engine: EngineConfig,
                      recipe: FrameRecipe) -> ExampleResult:
     slow = slow_path_for(model, options.slow_path)
     start = time.perf_counter()
@@ -109,28 +155,32 @@ def evaluate_example(model, example: StreamExample, options: EvalOptions, thresh
     narration = example.without_questions()
     sample = model.formatter.encode(to_messages(narration))
     thought = slow is not None and slow.thinks_narrations()
+    threshold = engine.threshold if engine.threshold is not None else model.config.stream.interval_threshold
     metrics = stream_evaluate(model, sample.input_ids, sample.labels, frame_embeds=frame_embeds,
                               threshold=threshold, frame_fps=example.frame_fps,
                               answer_branch=answer_branch(model, sample.input_ids, clip, slow) if thought else None)
-    counts, step_ms, answers = {}, [], []
-    if options.online:
-        result = replay(model, narration, frame_embeds, threshold, options.max_new_tokens, slow, clip)
-        step_ms = result.frame_step_ms
-        counts = score_replay(narration, result, options.tolerance_s)
-    if options.questions:
-        answers = answer_questions(model, example, frame_embeds, options.max_new_tokens, slow, clip)
     kinds = [t.kind or "narration" for t in sorted(narration.turns, key=lambda t: t.time)]
-    return ExampleResult(metrics, counts, answers, step_ms, embed_ms, kinds)
+    result = ExampleResult(metrics, kinds, embed_ms)
+    if options.online:
+        pixels = None if frames.general_is_features else frames.general
+        run = run_clip(model, engine, example if options.questions else narration, frame_embeds, pixels)
+        result.triggers = score_triggers(example, run, options.tolerance_s)
+        result.answers = answers_of(example, run) if options.questions else []
+        result.step_ms = run.step_ms
+        result.responses = [{"example": example.example_id, **dataclasses.asdict(r)} for r in run.responses]
+    if options.questions:
+        result.teacher_forced_answers = answer_questions(model, example, frame_embeds, engine.max_new_tokens, slow, clip)
+    return result
 
 
 def _evaluate_shard(job: tuple) -> list[ExampleResult]:
-    model_dir, device, examples, options, threshold = job
+    model_dir, device, examples, options, engine = job
     from lionfs_ros.model import LionFSModel
 
     torch.set_num_threads(1)
     model = LionFSModel.from_pretrained(model_dir, device=device).eval()
     recipe = FrameRecipe.for_model(model)
-    return [evaluate_example(model, e, options, threshold, recipe) for e in examples]
+    return [evaluate_example(model, e, options, engine, recipe) for e in examples]
 
 
 def evaluate_dataset(model, examples: list[StreamExample], options: EvalOptions | None = None,
@@ -140,7 +190,7 @@ def evaluate_dataset(model, examples: list[StreamExample], options: EvalOptions 
     options = options or EvalOptions()
     if not examples:
         raise ValueError("no examples to evaluate")
-    threshold = model.config.stream.interval_threshold if options.threshold is None else options.threshold
+    engine, note = engine_config_for(model, options)
     if workers > 1:
         if model_dir is None:
             raise ValueError("evaluating with several workers needs model_dir (each worker loads the model)")
@@ -148,17 +198,23 @@ def evaluate_dataset(model, examples: list[StreamExample], options: EvalOptions 
         from concurrent.futures import ProcessPoolExecutor
 
         shards = [examples[i::workers] for i in range(workers)]
-        jobs = [(str(model_dir), str(model.device), shard, options, threshold) for shard in shards if shard]
+        jobs = [(str(model_dir), str(model.device), shard, options, engine) for shard in shards if shard]
         results = []
         with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
             for part in tqdm(pool.map(_evaluate_shard, jobs), total=len(jobs), desc="eval shards"):
                 results += part
     else:
         recipe = FrameRecipe.for_model(model)
-        results = [evaluate_example(model, e, options, threshold, recipe) for e in tqdm(examples, desc="eval", unit="clip")]
+        results = [evaluate_example(model, e, options, engine, recipe)
+                   for e in tqdm(examples, desc="eval", unit="clip")]
+    threshold = engine.threshold if engine.threshold is not None else model.config.stream.interval_threshold
     report = build_report(results, options, threshold, str(model.device))
+    report["engine"] = {**{k: getattr(engine, k) for k in ENGINE_REPORT_KEYS}, "threshold": threshold, "note": note}
     report["slow_path"] = describe(slow_path_for(model, options.slow_path), model)
     return report
+
+
+ENGINE_REPORT_KEYS = ("general_fps", "ego_fps", "kv_budget_tokens", "trigger_policy", "max_new_tokens", "slow_path")
 
 
 def correctness_by_kind(results: list[ExampleResult]) -> dict[str, dict]:
@@ -174,29 +230,41 @@ def correctness_by_kind(results: list[ExampleResult]) -> dict[str, dict]:
     return {kind: {"mean": sum(v) / len(v), "turns": len(v)} for kind, v in sorted(by_kind.items())}
 
 
-def build_report(results: list[ExampleResult], options: EvalOptions, threshold: float, device: str) -> dict:
-    report = average_metrics([r.metrics for r in results]).to_dict()
-    report.update(num_examples=len(results), threshold=threshold, trigger_tolerance_s=options.tolerance_s)
-    if options.online:
-        counts: dict[str, TriggerCounts] = {}
-        for result in results:
-            for key, value in result.counts.items():
-                counts.setdefault(key, TriggerCounts()).add(value)
-        overall = counts["all"].scores()
-        report.update(trigger_precision=overall["precision"], trigger_recall=overall["recall"], trigger_f1=overall["f1"])
-        report["triggers"] = {
-            "predicted": counts["all"].predicted, "truth": counts["all"].truth, "matched": counts["all"].matched,
-            "response_text_exact": overall["text_exact"],
-            "recall_by_kind": {k.split(":", 1)[1]: v.scores()["recall"] for k, v in sorted(counts.items()) if k != "all"},
-        }
-        step_ms = [ms for r in results for ms in r.step_ms]
-        report["fast_path_ms_per_frame"] = {
+def free_running_report(results: list[ExampleResult], device: str) -> dict:
+    tally = TriggerTally()
+    for result in results:
+        tally.add(result.triggers)
+    scores = tally.scores()
+    text = score_corpus(tally.hypotheses, tally.references).to_dict()
+    step_ms = [ms for r in results for ms in r.step_ms]
+    return {
+        "trigger_precision": scores["precision"], "trigger_recall": scores["recall"], "trigger_f1": scores["f1"],
+        "triggers": {
+            "predicted": tally.predicted, "truth": tally.truth, "matched": tally.matched,
+            "time_diff_s": scores["time_diff"], "mean_offset_s": scores["mean_offset_s"],
+            "response_text_exact": text["exact_match"] or 0.0, "text": text,
+            "recall_by_kind": {k: tally.matched_by_kind[k] / n for k, n in sorted(tally.truth_by_kind.items())},
+        },
+        "fast_path_ms_per_frame": {
             "embed_batched": statistics.median(r.embed_ms for r in results),
             "llm_step_and_decision": statistics.median(step_ms) if step_ms else None,
             "device": device,
-        }
+        },
+        "responses": [response for r in results for response in r.responses],
+    }
+
+
+def build_report(results: list[ExampleResult], options: EvalOptions, threshold: float, device: str) -> dict:
+    report = {}
+    if options.online:
+        report.update(free_running_report(results, device))
+        answers = [a for r in results for a in r.answers]
+        if answers:
+            report["qa"] = accuracy_by_kind(answers)
+    report.update(average_metrics([r.metrics for r in results]).to_dict())
     report["lm_correctness_turns_by_kind"] = correctness_by_kind(results)
-    answers = [a for r in results for a in r.answers]
+    answers = [a for r in results for a in r.teacher_forced_answers]
     if answers:
-        report["qa"] = accuracy_by_kind(answers)
+        report["qa_teacher_forced"] = accuracy_by_kind(answers)
+    report.update(num_examples=len(results), threshold=threshold, trigger_tolerance_s=options.tolerance_s)
     return report

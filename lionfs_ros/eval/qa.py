@@ -1,35 +1,22 @@
-"""Question answering in the stream: the model's greedy answer to each user question, by kind.
+"""Question answering, teacher-forced: each question answered after the true conversation before it.
 
-The whole conversation (narrations and earlier answers teacher-forced) is fed once with a cache;
-for each question the cache is cut right after the question and the answer is generated on that
-branch, so every answer sees exactly the frames and turns before it. With the slow path on
-(``slow``), the engine's slow thinker writes the answer on that branch after the thinking template
-(``slow_path.slow_answer``). Answers are compared with the truth after ``normalize_text`` (case,
-punctuation, spaces).
+The free-running answers (the engine's, in its own context) are ``free_running``'s; these sit
+beside them. The whole conversation (narrations and earlier answers teacher-forced) is fed once
+with a cache; for each question the cache is cut right after the question and the engine's slow
+thinker writes the answer on that branch (``slow_path.slow_answer``: the one generation loop;
+after the thinking template when the slow path is on), so every answer sees exactly the frames
+and turns before it.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 import torch
 
 from lionfs_ros.data.stream_examples import USER, StreamExample, to_messages
 
-from .online import DEFAULT_MAX_NEW_TOKENS, normalize_text
+from .free_running import Answer
 from .slow_path import ClipFrames, SlowPath, frames_before, slow_answer
-
-
-@dataclass
-class Answer:
-    question: str
-    truth: str
-    predicted: str
-    kind: str | None
-
-    @property
-    def correct(self) -> bool:
-        return normalize_text(self.predicted) == normalize_text(self.truth)
 
 
 def question_ends(model, messages: list[dict]) -> list[int]:
@@ -42,9 +29,8 @@ def question_ends(model, messages: list[dict]) -> list[int]:
 
 
 @torch.no_grad()
-def answer_questions(model, example: StreamExample, frame_embeds: torch.Tensor,
-                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, slow: SlowPath | None = None,
-                     clip: ClipFrames | None = None) -> list[Answer]:
+def answer_questions(model, example: StreamExample, frame_embeds: torch.Tensor, max_new_tokens: int,
+                     slow: SlowPath | None = None, clip: ClipFrames | None = None) -> list[Answer]:
     """``slow`` (with ``clip``, the example's frames): answers written after the thinking template."""
     questions = [(i, t) for i, t in enumerate(example.turns) if t.role == USER]
     if not questions:
@@ -57,16 +43,10 @@ def answer_questions(model, example: StreamExample, frame_embeds: torch.Tensor,
     if example.instruction:
         ends = ends[1:]  # the first user message is the narration instruction
     answers = {t.answer_of: t for t in example.turns if t.answer_of is not None}
-    header = model.formatter.assistant_header_ids(after_stream=False)
     out = []
     for (index, question), end in zip(questions, ends):
-        if slow is not None:
-            trigger = frames_before(model, sample.input_ids, end) - 1
-            predicted = slow_answer(model, cache.trim(end), False, clip, trigger, slow, max_new_tokens)
-        else:
-            tokens = model.generate(header, cache.trim(end), max_new_tokens)
-            body = tokens[:-1] if tokens and tokens[-1] == model.token_ids.eos else tokens
-            predicted = model.tokenizer.decode(body, skip_special_tokens=True).strip()
+        trigger = frames_before(model, sample.input_ids, end) - 1
+        predicted = slow_answer(model, cache.trim(end), False, clip, trigger, slow, max_new_tokens)
         truth = answers[index].text if index in answers else ""
         out.append(Answer(question.text, truth, predicted, question.kind))
     return out

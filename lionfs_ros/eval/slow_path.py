@@ -88,15 +88,18 @@ def frames_before(model, input_ids: torch.Tensor, end: int) -> int:
     return int((input_ids[:end] == model.token_ids.placeholder).sum()) // model.tokens_per_frame
 
 
-def slow_answer(model, cache, after_stream: bool, clip: ClipFrames, trigger: int, slow: SlowPath,
+def slow_answer(model, cache, after_stream: bool, clip: ClipFrames | None, trigger: int, slow: SlowPath | None,
                 max_new_tokens: int) -> str:
-    """The engine's slow thinker on a fork of ``cache`` (the context up to the turn): the answer text."""
-    config = EngineConfig(slow_path="on", keyframes=slow.keyframes, max_new_tokens=max_new_tokens)
-    thinker = LocalSlowThinker(model, config)
-    request = SlowThinkRequest(keyframes=clip.keyframes(trigger, slow.keyframes), context=[],
-                               max_new_tokens=max_new_tokens,
+    """The engine's slow thinker on a fork of ``cache`` (the context up to the turn): the answer text.
+
+    ``slow`` None: the plain assistant header (no template, so no keyframe pixels are read)."""
+    think = slow is not None
+    config = EngineConfig(slow_path="on" if think else "off", max_new_tokens=max_new_tokens,
+                          **({"keyframes": slow.keyframes} if think else {}))
+    keyframes = clip.keyframes(trigger, slow.keyframes) if think else [(None, float(trigger))]
+    request = SlowThinkRequest(keyframes=keyframes, context=[], max_new_tokens=max_new_tokens,
                                fork=ContextFork(DynamicLMState(model, cache.fork()), after_stream))
-    return thinker.generate(request, lambda text, tokens: None).text
+    return LocalSlowThinker(model, config).generate(request, lambda text, tokens: None).text
 
 
 def answer_branch(model, input_ids: torch.Tensor, clip: ClipFrames, slow: SlowPath) -> Callable[[object], AnswerBranch]:

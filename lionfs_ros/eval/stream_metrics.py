@@ -16,7 +16,8 @@ positions* the other learned ones (the assistant's answer). Per turn:
 - Fluency: with ``v`` stream and ``m`` LM positions: on time ``(v + correct LM tokens) / (v + m)``,
   early by ``k`` frames ``(v - k) / (v + m)``, late ``(v - 1) / (v + m)``.
 
-"Speak" follows the online rule: P(interval) < threshold, or the interval token is not the argmax.
+"Speak" follows the online rule (``model.stream_decision``, the engine's): P(interval) < threshold, or the
+interval token is not the argmax.
 Averages over turns; a sample with none of a kind gets 1 (PPL, Fluency, Correctness) or 0 (TimeDiff).
 One deliberate difference: the frame offset of later turns advances over turns without labels too.
 
@@ -36,6 +37,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from lionfs_ros.model.modeling_lionfs import respond_mask
 
 AnswerBranch = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 """``start`` of an assistant turn -> ``(logits [m, V], targets [m])`` of its answer scored elsewhere (the slow path)."""
@@ -80,11 +83,6 @@ def _header_length(labels: torch.Tensor, headers: tuple[tuple[int, ...], ...]) -
     """How many leading ``labels`` are an assistant header (the longest variant that matches; 0 if none)."""
     found = [len(h) for h in headers if 0 < len(h) < labels.numel() and tuple(labels[: len(h)].tolist()) == h]
     return max(found, default=0)
-
-
-def _respond(logits: torch.Tensor, interval: int, threshold: float) -> torch.Tensor:
-    probs = logits.float().softmax(dim=-1)
-    return (probs[..., interval] < threshold) | (probs.argmax(dim=-1) != interval)
 
 
 def turn_spans(input_ids: torch.Tensor, eos: int) -> list[tuple[int, int]]:
@@ -153,7 +151,7 @@ def _mean(values: list[float], default: float) -> float:
 
 def _frame_diff(r, spans, input_ids, turn_logits, stream, start, turn_frames, past_frames, spec, future, threshold) -> int:
     """Positive: frames early; 0: on time; negative: frames late."""
-    speak = _respond(turn_logits[stream], spec.interval, threshold)
+    speak = respond_mask(turn_logits[stream], spec.interval, threshold)
     if speak.any():
         return int(stream.sum()) - int(speak.nonzero()[0, 0]) - 1
     if r == len(spans) - 1:
@@ -164,7 +162,7 @@ def _frame_diff(r, spans, input_ids, turn_logits, stream, start, turn_frames, pa
     if to_append <= 0:
         return 0
     trim = start + int(stream.nonzero()[-1, 0]) + 1
-    speak = _respond(future(trim, past_frames + turn_frames, to_append), spec.interval, threshold)
+    speak = respond_mask(future(trim, past_frames + turn_frames, to_append), spec.interval, threshold)
     return -(int(speak.nonzero()[0, 0]) + 1) if speak.any() else -to_append
 
 

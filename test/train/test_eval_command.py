@@ -48,3 +48,13 @@ def test_eval_max_frames_scores_only_the_clip_start(trained_run, val_dir, tmp_pa
     assert cut_report["max_frames"] == 6 and full_report["max_frames"] is None
     assert (cut_report["lm_ppl"], cut_report["time_diff"]) != (full_report["lm_ppl"], full_report["time_diff"])
     assert main(["eval", *common, "--json", str(tmp_path / "bad.json"), "--max-frames", "0"]) == 2
+
+
+def test_bench_models_times_the_fast_path_of_each_model(trained_run, val_dir, capsys):
+    """`lionfs bench --mode models`: each model's clips through the engine, time per decided frame."""
+    model = str(trained_run / MODEL_SUBDIR)
+    assert main(["bench", "--mode", "models", "--models", model, "--data", str(val_dir), "--clips", "1",
+                 "--rounds", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result[model]["decided_frames"] > 0 and result[model]["median_ms"] > 0
+    assert main(["bench", "--mode", "models", "--data", str(val_dir)]) == 2

@@ -12,6 +12,8 @@ import torch
 from transformers import DynamicCache
 from transformers.generation.streamers import BaseStreamer
 
+from lionfs_ros.model.modeling_lionfs import stream_decision
+
 from ..keyframes import build_thinking_inputs
 from ..timing import now
 
@@ -51,8 +53,8 @@ class NaiveStream:
         tokens = self.model.vision.frame_tokens(self.model.preprocess(rgb))
         embeds = self.model.embed_frames(tokens)[0]
         logits = self._forward(self.fmt.frame_ids(after_frame=self.frames > 0), embeds)
-        probs = logits.float().softmax(-1)
-        p, top = probs[self.model.token_ids.interval].item(), int(probs.argmax())
+        p, _, top = stream_decision(logits, self.model.token_ids.interval, self.model.config.stream.interval_threshold)
+        p, top = p.item(), int(top)
         elapsed = now() - start
         self.frames += 1
         return p, top, margin(logits), elapsed
