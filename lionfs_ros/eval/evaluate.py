@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.data.frames import FrameRecipe
+from lionfs_ros.model.image_processing import normalize
 from lionfs_ros.data.stream_examples import StreamExample, to_messages
 from lionfs_ros.eval.stream_metrics import average_metrics, stream_evaluate
 from lionfs_ros.data.frame_cache import load_frames

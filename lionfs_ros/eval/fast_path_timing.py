@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.data.frames import FrameRecipe
+from lionfs_ros.model.image_processing import normalize
 from lionfs_ros.data.frame_cache import load_frames
 
 from .evaluate import load_eval_examples

@@ -12,7 +12,7 @@ import torch
 from transformers import DynamicCache
 from transformers.generation.streamers import BaseStreamer
 
-from ..keyframes import build_thinking_inputs
+from lionfs_ros.model.thinking_template import build_thinking_inputs
 from ..timing import now
 
 
