@@ -29,6 +29,7 @@ from lionfs_ros.engine.keyframes import HistoryFrame, select_keyframes
 from lionfs_ros.engine.lm_state import DynamicLMState
 from lionfs_ros.engine.slow_thinker import LocalSlowThinker, SlowThinkRequest
 from lionfs_ros.model.configuration_lionfs import KeyframeConfig
+from lionfs_ros.model.thinking_template import build_thinking_inputs
 
 ON, OFF = "on", "off"
 ENGINE_MODE = "all"  # the engine thinks before every answer, questions and proactive narrations alike
