@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .frame_sources import CachedFrames, FrameInputs, cache_dirs
-from .frames import FrameRecipe, normalize
+from .frames import FrameRecipe
 from .stream_examples import StreamExample
 
 GENERAL_KEY, EGO_KEY = "general", "ego"
@@ -100,9 +100,9 @@ def build_feature_cache(model, examples: list[StreamExample], recipe: FrameRecip
             continue
         inputs = source.load(recipe)
         device = model.device
-        tensors = {GENERAL_KEY: model.vision.frame_tokens(normalize(torch.from_numpy(inputs.general).to(device), recipe.general))}
+        tensors = {GENERAL_KEY: model.vision.frame_tokens(recipe.general.normalize(torch.from_numpy(inputs.general).to(device)))}
         if model.ego is not None:
-            tensors[EGO_KEY] = model.ego.frame_tokens(normalize(torch.from_numpy(inputs.ego).to(device), recipe.ego))
+            tensors[EGO_KEY] = model.ego.frame_tokens(recipe.ego.normalize(torch.from_numpy(inputs.ego).to(device)))
         partial = entry.path.with_name(entry.path.name + ".partial")
         save_file({k: v.to(torch.float16).contiguous().cpu() for k, v in tensors.items()}, str(partial))
         partial.replace(entry.path)

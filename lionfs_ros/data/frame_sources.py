@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .frames import EncoderRecipe, FrameRecipe, FrameSourceError, decode_video, ego_indices, read_feature_file, resize
+from lionfs_ros.model.image_processing import STRETCH, ImageProcessor
+
+from .frames import FrameRecipe, FrameSourceError, decode_video, ego_indices, read_feature_file
 
 
 @dataclass
@@ -30,7 +32,7 @@ class FrameInputs:
 def _ego_pixels(recipe: FrameRecipe, frames_at) -> np.ndarray | None:
     if recipe.ego is None or recipe.ego_features:
         return None
-    return resize(frames_at(), recipe.ego)
+    return recipe.ego.resize(frames_at())
 
 
 def _path_digest(path: str) -> str:
@@ -70,7 +72,7 @@ class SynthFrames:
             raise FrameSourceError("synthetic episodes carry pixels only: use an ego tower, not ego features")
         frames = load_episode(self.root, self.episode_id).frames
         stride, ego_stride = _strides(self.native_fps, self.frame_fps, recipe.ego_per_frame)
-        general = resize(frames[self.native_frames()], recipe.general)
+        general = recipe.general.resize(frames[self.native_frames()])
         indices = ego_indices(self.num_frames, stride, recipe.ego_per_frame, ego_stride)
         return FrameInputs(general, _ego_pixels(recipe, lambda: frames[indices]))
 
@@ -96,7 +98,7 @@ class VideoFrames:
     def load(self, recipe: FrameRecipe) -> FrameInputs:
         if recipe.ego_features:
             raise FrameSourceError("a video source decodes pixels: ego features need a FeatureFrames source")
-        general = resize(decode_video(Path(self.path), self.frame_fps, self.start, self.count), recipe.general)
+        general = recipe.general.resize(decode_video(Path(self.path), self.frame_fps, self.start, self.count))
 
         def ego_frames() -> np.ndarray:
             wanted = _absolute_ego_indices(self.start, self.count, recipe.ego_per_frame)
@@ -139,9 +141,12 @@ class FeatureFrames:
         return f"{Path(self.general_file).stem}-{_path_digest(self.general_file)}_{self.start}_{self.count}"
 
 
-def recipe_key(recipe: EncoderRecipe, per_frame: int = 1) -> str:
-    """A short stable name for one encoder's input recipe (the pixel cache keeps a folder per recipe)."""
-    text = json.dumps({**asdict(recipe), "per_frame": per_frame}, sort_keys=True)
+def recipe_key(recipe: ImageProcessor, per_frame: int = 1) -> str:
+    """A short stable name for one encoder's input recipe (the pixel cache keeps a folder per recipe).
+
+    The default ``stretch`` resize is left out, so caches written before the resize mode existed keep their name."""
+    fields = {k: v for k, v in asdict(recipe).items() if not (k == "resize_mode" and v == STRETCH)}
+    text = json.dumps({**fields, "per_frame": per_frame}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

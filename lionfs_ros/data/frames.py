@@ -4,9 +4,10 @@ A source gives the frames of the general encoder (one per LLM frame, at ``frame_
 egocentric encoder (``frames_per_frame`` per LLM frame, the ones up to and including it, so the
 stream stays causal) as uint8 RGB arrays, or precomputed features instead of pixels.
 
-``FrameRecipe`` says what the model wants (image sizes, resampling, ego rate) and turns frames
-into what the model's encoders take: ``resize`` is ``VisionEncoder.preprocess`` without the final
-normalisation, which ``normalize`` does (on any device), so a batch can travel as uint8.
+``FrameRecipe`` says what the model wants: each encoder's ``ImageProcessor``
+(``model.image_processing``: its ``resize`` is ``VisionEncoder.preprocess`` without the final
+normalisation, which its ``normalize`` does on any device, so a batch can travel as uint8) and the
+ego rate.
 """
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from lionfs_ros.model.vision import _RESAMPLE, UINT8_MAX
+from lionfs_ros.model.image_processing import ImageProcessor
 
 FEATURE_SUFFIXES = (".safetensors", ".npy", ".pt")
 SAFETENSORS_FEATURE_KEY = "features"
@@ -28,48 +28,18 @@ class FrameSourceError(ValueError):
 
 
 @dataclass(frozen=True)
-class EncoderRecipe:
-    """One encoder's input: pixels at ``image_size`` (resized with ``resample``), or precomputed features."""
-
-    image_size: int
-    resample: str
-    image_mean: tuple[float, float, float]
-    image_std: tuple[float, float, float]
-
-
-@dataclass(frozen=True)
 class FrameRecipe:
-    general: EncoderRecipe
-    ego: EncoderRecipe | None  # None: the model has no egocentric tower (or takes ego features)
+    general: ImageProcessor
+    ego: ImageProcessor | None  # None: the model has no egocentric tower (or takes ego features)
     ego_per_frame: int  # ego frames per LLM frame (ego.frames_per_frame), 0 without an ego source
     ego_features: bool = False  # the ego source is precomputed features
 
     @classmethod
     def for_model(cls, model) -> "FrameRecipe":
-        def recipe(encoder) -> EncoderRecipe:
-            cfg = encoder.cfg
-            return EncoderRecipe(encoder.image_size, cfg.resample, tuple(cfg.image_mean), tuple(cfg.image_std))
-
         source = model.config.ego.source
         per_frame = model.config.ego.frames_per_frame if source != "none" else 0
-        ego = recipe(model.ego) if model.ego is not None else None
-        return cls(recipe(model.vision), ego, per_frame, ego_features=source == "features")
-
-
-def resize(frames: np.ndarray, recipe: EncoderRecipe) -> np.ndarray:
-    """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, S, S, 3]``, the same resize as ``VisionEncoder.preprocess``."""
-    size, resample = (recipe.image_size, recipe.image_size), _RESAMPLE[recipe.resample]
-    if len(frames) == 0:
-        return np.zeros((0, recipe.image_size, recipe.image_size, 3), np.uint8)
-    return np.stack([np.asarray(Image.fromarray(frame).resize(size, resample)) for frame in frames])
-
-
-def normalize(pixels: torch.Tensor, recipe: EncoderRecipe) -> torch.Tensor:
-    """uint8 ``[T, S, S, 3]`` (any device) -> float32 ``[T, 3, S, S]`` normalised as the encoder expects."""
-    values = pixels.permute(0, 3, 1, 2).float() / UINT8_MAX
-    mean = torch.tensor(recipe.image_mean, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(recipe.image_std, device=pixels.device).view(1, 3, 1, 1)
-    return (values - mean) / std
+        ego = model.ego.processor if model.ego is not None else None
+        return cls(model.vision.processor, ego, per_frame, ego_features=source == "features")
 
 
 def ego_indices(num_frames: int, stride: int, per_frame: int, ego_stride: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 The engine never imports rclpy; nodes, replay, benchmarks and tests drive the same code. Names
 load lazily, so ``lionfs_ros.engine.stream_health`` (used by light nodes) does not pull in torch.
+The thinking template, keyframe tokens and region proposer are the model's (``lionfs_ros.model``).
 """
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ _EXPORTS = {
     "EngineConfig": "config", "EngineConfigError": "config", "KeyframeConfig": "config", "RegionConfig": "config",
     "ContextFork": "context",
     "StreamEngine": "engine", "FastStep": "fast_thinker", "FastThinker": "fast_thinker",
-    "ThinkingInputs": "keyframes", "ThinkingTemplate": "keyframes", "TokenAccounting": "keyframes",
-    "build_thinking_inputs": "keyframes", "select_keyframes": "keyframes",
-    "RegionProposer": "regions", "SaliencyMotionProposer": "regions",
+    "HistoryFrame": "keyframes", "select_keyframes": "keyframes",
     "LocalSlowThinker": "slow_thinker", "SlowThinker": "slow_thinker", "SlowThinkRequest": "slow_thinker",
     "SlowThinkResult": "slow_thinker",
     "Decision": "types", "FrameError": "types", "Region": "types", "ResponseUpdate": "types",

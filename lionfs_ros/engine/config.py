@@ -6,34 +6,20 @@ budget too small to hold what it promises to keep fails at construction with the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import logging
+from dataclasses import dataclass, replace
 
-from lionfs_ros.model.configuration_lionfs import REGIONS_ON, ConfigError, KeyframeConfig
+from lionfs_ros.model.configuration_lionfs import ConfigError, KeyframeConfig, RegionConfig  # noqa: F401
 
 TRIGGER_POLICIES = ("skip", "queue", "replace")
 POSITION_MODES = ("reindex", "grow")
 BACKENDS = ("auto", "dynamic", "static")
 SLOW_PATH_MODES = ("auto", "on", "off")
+LOG = logging.getLogger(__name__)
 
 
 class EngineConfigError(ValueError):
     """An engine setting is out of range or cannot work with this model."""
-
-
-@dataclass
-class RegionConfig:
-    """The default region proposer (motion + feature saliency on the patch grid, no extra weights)."""
-
-    motion_weight: float = 0.5  # saliency = motion_weight * motion + (1 - motion_weight) * feature distinctiveness
-    min_score: float = 0.2  # a peak under this (saliency is scaled to [0, 1]) is no region
-    grow_fraction: float = 0.5  # a region grows over neighbouring cells whose saliency >= this * peak
-    max_cells: int = 4  # a region spans at most this many patch cells per side
-
-    def validate(self) -> None:
-        if not 0.0 <= self.motion_weight <= 1.0:
-            raise EngineConfigError(f"regions.motion_weight must be in [0, 1], got {self.motion_weight}")
-        if not 0.0 < self.grow_fraction <= 1.0 or self.max_cells < 1:
-            raise EngineConfigError("regions.grow_fraction must be in (0, 1] and regions.max_cells >= 1")
 
 
 @dataclass
@@ -63,11 +49,14 @@ class EngineConfig:
     partial_every_tokens: int = 1  # a partial ResponseUpdate every this many tokens
     # Whether the slow thinker puts the thinking template (keyframe grid and box tokens) before an
     # answer: 'auto' follows how the model was trained (config.json thinking.mode: none = never,
-    # answers = before answers to questions, all = always) and then uses the trained keyframe
-    # settings; a template the model never saw makes it write worse, not better. 'on' / 'off' force it.
+    # answers = before answers to questions, all = always); a template the model never saw makes it
+    # write worse, not better. 'on' / 'off' force it.
     slow_path: str = "auto"
-    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
-    regions: RegionConfig = field(default_factory=RegionConfig)
+    # The thinking template's keyframe and region settings are the model's (config.json
+    # thinking.keyframes / thinking.regions, what training used). Setting one here overrides the
+    # model's explicitly: ``thinking_overrides`` names it and ``for_model`` logs it.
+    keyframes: KeyframeConfig | None = None
+    regions: RegionConfig | None = None
 
     # Bounded memory: KV entries (tokens) kept; eviction runs when the cache exceeds the budget
     # and frees down to budget - evict_chunk_tokens (fewer, larger compactions).
@@ -111,18 +100,31 @@ class EngineConfig:
         if self.keep_recent_frames < 1 or self.latency_window < 1 or self.context_turns < 0:
             raise EngineConfigError("keep_recent_frames and latency_window must be >= 1, context_turns >= 0")
         try:
-            self.keyframes.validate()
+            for section in (self.keyframes, self.regions):
+                if section is not None:
+                    section.validate()
         except ConfigError as err:
             raise EngineConfigError(str(err)) from None
-        self.regions.validate()
         return self
 
     def for_model(self, model) -> "EngineConfig":
-        """With ``slow_path: auto`` and a model trained with thinking, the keyframe settings it was trained with."""
+        """The keyframe and region settings filled in from the model's config unless set here (then logged)."""
         trained = model.config.thinking
-        if self.slow_path != "auto" or trained.mode == "none":
-            return self
-        return replace(self, keyframes=trained.keyframes)
+        resolved = replace(self, keyframes=self.keyframes or trained.keyframes, regions=self.regions or trained.regions)
+        overrides = resolved.thinking_overrides(model)
+        if overrides:
+            LOG.warning("engine settings override the model's thinking settings: %s", overrides)
+        return resolved
+
+    def thinking_overrides(self, model) -> dict[str, dict]:
+        """The thinking settings set here that differ from the model's: ``{section: {key: (model, engine)}}``."""
+        trained = model.config.thinking
+        out: dict[str, dict] = {}
+        for name in ("keyframes", "regions"):
+            mine, theirs = getattr(self, name), getattr(trained, name)
+            if mine is not None and mine != theirs:
+                out[name] = {k: (getattr(theirs, k), v) for k, v in vars(mine).items() if getattr(theirs, k) != v}
+        return out
 
 
 @dataclass(frozen=True)

@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 
 from lionfs_ros.model.backbone import has_lora
+from lionfs_ros.model.image_processing import DeviceImageProcessor
 
 from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig
 from .lm_state import LENGTH_DEPENDENT_ROPE, LMState, renumbering, rope_rotation
-from .resize import FILTERS as RESIZE_FILTERS
-from .resize import ExactResize
 from .static_decoder import POSITION_SENTINEL, SPLIT_CHUNK, FusedDecoder
 
 GRAPH_WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuBLAS handles, workspaces)
 CAPACITY_ALIGN = SPLIT_CHUNK  # buffer lengths: whole chunks for split attention (and aligned mask rows)
-UINT8_MAX = 255.0  # buffer lengths rounded up: attention kernels want aligned mask rows
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
 
@@ -71,40 +68,13 @@ def _capture(body, capture_stream: torch.cuda.Stream, pool, after=None) -> tuple
     return graph, out
 
 
-class DevicePreprocess:
-    """``VisionEncoder.preprocess`` on the device, same pixels: Pillow's resize reproduced exactly
-    (``resize.ExactResize``; other filters run Pillow on the CPU), then the same normalization
-    arithmetic (uint8 / 255, then (x - mean) / std, in float32)."""
-
-    def __init__(self, encoder, device: torch.device):
-        cfg = encoder.cfg
-        self.device = device
-        self.size = (encoder.image_size, encoder.image_size)
-        self.resample = Image.Resampling[cfg.resample.upper()]
-        self.exact = ExactResize(self.size, cfg.resample) if cfg.resample in RESIZE_FILTERS else None
-        self.mean = torch.tensor(cfg.image_mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.image_std, device=device).view(1, 3, 1, 1)
-
-    def resize(self, rgb: np.ndarray) -> torch.Tensor:
-        """RGB ``[H, W, 3]`` uint8 -> ``[S, S, 3]`` uint8 on the device."""
-        if self.exact is None:
-            return torch.from_numpy(np.array(Image.fromarray(rgb).resize(self.size, self.resample))).to(self.device)
-        if not rgb.flags.writeable:  # e.g. a view of a ROS message buffer: torch wants writable memory
-            rgb = rgb.copy()
-        return self.exact(torch.from_numpy(rgb).to(self.device))
-
-    def normalize(self, resized: torch.Tensor) -> torch.Tensor:
-        pixels = resized.permute(2, 0, 1)[None].float() / UINT8_MAX  # [1, 3, S, S]
-        return (pixels - self.mean) / self.std
-
-
 class GraphedTower:
     """RGB frame -> tokens ``[1, n, C]`` of one vision encoder: exact resize on the device, then
     normalization and the tower replayed from a CUDA graph."""
 
     def __init__(self, encoder, device: torch.device):
         self.encoder = encoder
-        self.prep = DevicePreprocess(encoder, device)
+        self.prep = DeviceImageProcessor(encoder.processor, device)
         self.resized = torch.zeros(*self.prep.size, 3, dtype=torch.uint8, device=device)
         self.capture_stream = torch.cuda.Stream(device)
         self.graph = self.out = None

@@ -18,11 +18,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from lionfs_ros.model.regions import RegionProposer, SaliencyMotionProposer
+from lionfs_ros.model.thinking_template import ThinkingTemplate, TokenAccounting, build_thinking_inputs
+
 from .config import EngineConfig
 from .context import ContextFork
-from .keyframes import ThinkingTemplate, TokenAccounting, build_thinking_inputs
 from .lm_state import DynamicLMState, LMState
-from .regions import RegionProposer, SaliencyMotionProposer
 from .timing import now
 from .types import Region
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lionfs_ros.model.regions import Region  # noqa: F401  (what the engine hands out with an answer)
+
 # Decision.action values.
 SILENT = "silent"  # P(interval) says stay quiet
 RESPOND = "respond"  # a response starts at this frame
@@ -19,21 +21,6 @@ class FrameError(ValueError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Region:
-    """A normalized box on a keyframe (0..1, x right, y down) whose features became box tokens."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    label: str
-    score: float
-
-    def as_tuple(self) -> tuple[float, float, float, float, str, float]:
-        return (self.x0, self.y0, self.x1, self.y1, self.label, self.score)
 
 
 @dataclass

@@ -37,10 +37,11 @@ import torch
 from tqdm import tqdm
 
 from lionfs_ros.data.frame_cache import load_frames
-from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.data.stream_examples import StreamExample, to_messages
 from lionfs_ros.engine import EngineConfig
 from lionfs_ros.eval.stream_metrics import average_metrics, stream_evaluate
+from lionfs_ros.model.image_processing import normalize
 
 from .free_running import Answer, TriggerTally, answers_of, run_clip, score_triggers
 from .qa import accuracy_by_kind, answer_questions

@@ -25,10 +25,11 @@ import torch
 
 from lionfs_ros.engine.config import EngineConfig
 from lionfs_ros.engine.context import ContextFork
-from lionfs_ros.engine.keyframes import HistoryFrame, build_thinking_inputs, select_keyframes
+from lionfs_ros.engine.keyframes import HistoryFrame, select_keyframes
 from lionfs_ros.engine.lm_state import DynamicLMState
 from lionfs_ros.engine.slow_thinker import LocalSlowThinker, SlowThinkRequest
 from lionfs_ros.model.configuration_lionfs import KeyframeConfig
+from lionfs_ros.model.thinking_template import build_thinking_inputs
 
 ON, OFF = "on", "off"
 ENGINE_MODE = "all"  # the engine thinks before every answer, questions and proactive narrations alike

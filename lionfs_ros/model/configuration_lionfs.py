@@ -28,6 +28,7 @@ DROPPING_MODES = ("none", "mod")
 DROPPING_LAYER_PRESETS = ("interleaved", "all")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 RESAMPLE_MODES = ("nearest", "bilinear", "bicubic", "lanczos")
+RESIZE_MODES = ("stretch", "letterbox")
 REGIONS_ON = ("all", "trigger", "none")
 THINKING_MODES = ("none", "answers", "all")
 
@@ -42,7 +43,9 @@ class VisionConfig:
 
     A frame becomes ``[global] + pool_grid x pool_grid`` tokens: the global token (SigLIP's
     attention-pool ``pooler`` output, CLIP's ``cls`` token, or the ``mean`` of all patches) and the
-    patch grid average-pooled to ``pool_grid x pool_grid``.
+    patch grid average-pooled to ``pool_grid x pool_grid``. Frames are resized to the tower's square
+    input (``model.image_processing``): ``stretch`` (the aspect ratio is not kept) or ``letterbox``
+    (padded with black to a centred square first, as VideoLLM-online does).
     """
 
     path: str | None = None
@@ -51,6 +54,7 @@ class VisionConfig:
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     resample: str = "bicubic"
+    resize: str = "stretch"
     global_token: str = "pooler"
     pool_grid: int = 3
     trainable: bool = False
@@ -68,6 +72,8 @@ class VisionConfig:
             raise ConfigError(f"{where}.global_token: {self.global_token!r} is not one of {GLOBAL_TOKEN_KINDS}")
         if self.resample not in RESAMPLE_MODES:
             raise ConfigError(f"{where}.resample: {self.resample!r} is not one of {RESAMPLE_MODES}")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"{where}.resize: {self.resize!r} is not one of {RESIZE_MODES}")
         if self.pool_grid < 1:
             raise ConfigError(f"{where}.pool_grid must be >= 1, got {self.pool_grid}")
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
@@ -228,13 +234,14 @@ class KeyframeConfig:
     """Multi-granularity keyframe augmentation (the slow thinker's extra visual tokens).
 
     Keyframes: the triggering frame plus up to ``num_keyframes - 1`` of the last ``history_frames``
-    decided frames, picked greedily for novelty (see ``engine.keyframes.select_keyframes``).
+    decided frames, picked greedily for novelty (``model.thinking_template.select_keyframe_indices``).
     Grid tokens: the keyframe's patch grid average-pooled to each ``g x g`` in ``grid_sizes`` (a size
     finer than the encoder's patch grid is clipped to it; repeated sizes count once).
     Box tokens: ``box_grid x box_grid`` pooled patch features inside each of at most
     ``max_regions`` proposed regions, on the keyframes ``regions_on`` names.
-    The engine reads it (``EngineConfig.keyframes``) and so does training (``data.keyframes``), which
-    is why it lives with the model's config: a model records the template it was trained with.
+    Training writes it (``data.keyframes``) into the model's ``thinking.keyframes``, which the engine
+    reads (``EngineConfig.keyframes`` overrides it only when set): a model records the template it
+    was trained with.
     """
 
     num_keyframes: int = 3
@@ -259,21 +266,41 @@ class KeyframeConfig:
 
 
 @dataclass
+class RegionConfig:
+    """The default region proposer (``model.regions.SaliencyMotionProposer``: motion + feature
+    saliency on the patch grid, no extra weights)."""
+
+    motion_weight: float = 0.5  # saliency = motion_weight * motion + (1 - motion_weight) * feature distinctiveness
+    min_score: float = 0.2  # a peak under this (saliency is scaled to [0, 1]) is no region
+    grow_fraction: float = 0.5  # a region grows over neighbouring cells whose saliency >= this * peak
+    max_cells: int = 4  # a region spans at most this many patch cells per side
+
+    def validate(self) -> None:
+        if not 0.0 <= self.motion_weight <= 1.0:
+            raise ConfigError(f"regions.motion_weight must be in [0, 1], got {self.motion_weight}")
+        if not 0.0 < self.grow_fraction <= 1.0 or self.max_cells < 1:
+            raise ConfigError("regions.grow_fraction must be in (0, 1] and regions.max_cells >= 1")
+
+
+@dataclass
 class ThinkingConfig:
     """How the model was trained with the slow thinker's thinking template (written by training).
 
     ``mode``: ``none`` (never: the template is unseen), ``answers`` (before the answer to every
-    user question) or ``all`` (also before every proactive narration). ``keyframes``: the template
-    settings of that training, the ones evaluation and the engine should use by default.
+    user question) or ``all`` (also before every proactive narration). ``keyframes`` and
+    ``regions``: the template and region proposer settings of that training, the ones training,
+    evaluation and the engine use (``model.thinking_template``).
     """
 
     mode: str = "none"
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    regions: RegionConfig = field(default_factory=RegionConfig)
 
     def validate(self) -> None:
         if self.mode not in THINKING_MODES:
             raise ConfigError(f"thinking.mode: {self.mode!r} is not one of {THINKING_MODES}")
         self.keyframes.validate()
+        self.regions.validate()
 
     def thinks_before(self, question: bool) -> bool:
         """Whether training put the template before this answer (one to a user question, or a narration)."""
@@ -372,6 +399,8 @@ def _build(kind: type, data: Any, where: str):
         values["tower"] = _build(VisionConfig, values["tower"], f"{where}.tower")
     if kind is ThinkingConfig and isinstance(values.get("keyframes"), dict):
         values["keyframes"] = _build(KeyframeConfig, values["keyframes"], f"{where}.keyframes")
+    if kind is ThinkingConfig and isinstance(values.get("regions"), dict):
+        values["regions"] = _build(RegionConfig, values["regions"], f"{where}.regions")
     if kind is KeyframeConfig and "grid_sizes" in values:
         values["grid_sizes"] = tuple(int(g) for g in values["grid_sizes"])
     if kind is LLMConfig and "lora" in values:

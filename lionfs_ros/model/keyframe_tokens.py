@@ -1,6 +1,6 @@
 """Keyframe tokens of the thinking template: pooled general-encoder patch features.
 
-The thinking template (``engine.keyframes``) holds runs of placeholders; each run is one
+The thinking template (``model.thinking_template``) holds runs of placeholders; each run is one
 ``PoolRun``: a keyframe's patch grid ``[h, w, C]`` (or a box of it) average-pooled to
 ``size x size`` cells, row-major. ``pool_runs`` turns runs into features ``[P, C]``, which
 ``LionFSModel.project_general`` lifts to the LLM width. The online slow thinker and the model's

@@ -4,27 +4,19 @@ Any HF vision model whose output has ``last_hidden_state`` (and ``pooler_output`
 ``pooler`` global token) works: SigLIP, CLIP, ... A full dual-tower checkpoint (``SiglipModel``,
 ``CLIPModel``) is accepted by path; only its vision tower is loaded.
 
-Preprocessing is our own (PIL resize + rescale + normalize, no torchvision) and runs on the CPU,
-so pixels are identical whatever device the tower runs on.
+Preprocessing is ``model.image_processing`` (Pillow resize + rescale + normalize, no torchvision)
+and runs on the CPU, so pixels are identical whatever device the tower runs on.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from .configuration_lionfs import VisionConfig
-
-UINT8_MAX = 255.0
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+from .image_processing import ImageProcessor
 
 
 def load_vision_tower(cfg: VisionConfig, dtype: torch.dtype | None = None) -> PreTrainedModel:
@@ -63,6 +55,7 @@ class VisionEncoder(nn.Module):
         self.patch_size = int(tower_cfg.patch_size)
         self.hidden_size = int(tower_cfg.hidden_size)
         self.grid_side = self.image_size // self.patch_size
+        self.processor = ImageProcessor.from_config(cfg, self.image_size)
         self.tower.requires_grad_(cfg.trainable)
 
     @property
@@ -71,17 +64,7 @@ class VisionEncoder(nn.Module):
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 ``[T, H, W, 3]`` (any size) -> float32 ``[T, 3, S, S]`` normalized pixels (on CPU)."""
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
-        size, resample = (self.image_size, self.image_size), _RESAMPLE[self.cfg.resample]
-        resized = np.stack([np.asarray(Image.fromarray(f).resize(size, resample)) for f in frames])
-        pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / UINT8_MAX  # [T, 3, S, S]
-        mean = torch.tensor(self.cfg.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.cfg.image_std).view(1, 3, 1, 1)
-        return (pixels - mean) / std
+        return self.processor.preprocess(frames)
 
     def _run(self, pixels: torch.Tensor):
         param = next(self.tower.parameters())

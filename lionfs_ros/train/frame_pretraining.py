@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from lionfs_ros.data.frame_cache import FrameCache, load_frames
 from lionfs_ros.data.frame_sources import SynthFrames
-from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.data.stream_examples import StreamExample
 from lionfs_ros.data.synth import load_catalogue, load_episode, read_manifest
 from lionfs_ros.data.synth.frame_labels import SCENE, FrameAttributes, cell_labels, frame_labels, replay_settings
@@ -151,10 +151,10 @@ class _Step:
     bf16: bool
 
     def logits(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        general = normalize(batch["general"].to(self.device, non_blocking=True), self.recipe.general)
+        general = self.recipe.general.normalize(batch["general"].to(self.device, non_blocking=True))
         ego = batch.get("ego")
         if ego is not None:
-            ego = normalize(ego.to(self.device, non_blocking=True), self.recipe.ego)
+            ego = self.recipe.ego.normalize(ego.to(self.device, non_blocking=True))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             tokens = self.model.embed_frames(general, ego)  # [T, n, d]
         labels = {name: values.to(self.device) for name, values in batch["labels"].items()}

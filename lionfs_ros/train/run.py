@@ -30,7 +30,7 @@ from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from lionfs_ros.data.frame_cache import FrameCache, build_feature_cache, build_pixel_cache
-from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.model.configuration_lionfs import KeyframeConfig, ThinkingConfig
 
 from .build import build_model, count_parameters, load_examples, model_config_of, obtain_tokenizer
@@ -102,14 +102,14 @@ def thinking_sampler(config: TrainConfig, model, recipe: FrameRecipe) -> Thinkin
     if data.thinking == "none":
         return None
     keyframes = KeyframeConfig(**dataclasses.asdict(data.keyframes))
-    model.config.thinking = ThinkingConfig(mode=data.thinking, keyframes=keyframes)
+    model.config.thinking = ThinkingConfig(mode=data.thinking, keyframes=keyframes, regions=model.config.thinking.regions)
 
     @torch.no_grad()
     def region_grids(pixels: np.ndarray) -> torch.Tensor:
-        return model.patch_grid(normalize(torch.from_numpy(pixels).to(model.device), recipe.general)).float().cpu()
+        return model.patch_grid(recipe.general.normalize(torch.from_numpy(pixels).to(model.device))).float().cpu()
 
     wants_regions = keyframes.regions_on != "none" and keyframes.max_regions > 0
-    return ThinkingSampler(model.formatter, model.vision.grid_side, data.thinking, keyframes, data.novelty_cells,
+    return ThinkingSampler(model.formatter, model.vision.grid_side, model.config.thinking, data.novelty_cells,
                            region_grids=region_grids if wants_regions else None)  # loader workers never hold the model
 
 

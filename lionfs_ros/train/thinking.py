@@ -2,13 +2,13 @@
 
 What the engine does at a response (``engine.engine`` / ``slow_thinker``): it forks the main
 context at the trigger, feeds the thinking template on the fork
-(``build_thinking_inputs(context=None)``), writes the answer there, and commits only
+(``model.thinking_template.build_thinking_inputs(context=None)``), writes the answer there, and commits only
 ``header + answer`` to the main context: the template never enters it. A thought assistant turn
 of a plain sample (``StreamFormatter.encode``) becomes, in one sequence::
 
     ... context ... | fork k: [template][answer<eos>] | main: [header answer<eos>] ... later ...
 
-- the fork holds the same template the engine feeds (``engine.keyframes.template_layout``: stream
+- the fork holds the same template the engine feeds (``model.thinking_template.template_layout``: stream
   close + open, per keyframe grid runs and box runs, keyframe close, the assistant header), then
   the answer; its positions continue from the context, as on the engine's fork;
 - the main copy keeps the plain sample's ids and positions, so everything after it is the plain
@@ -28,8 +28,9 @@ pixel proxy instead: each frame as a ``novelty_cells x novelty_cells`` RGB thumb
 centred at mid-grey, so no model pass is needed in the data loader. The trigger is always chosen,
 as in the engine; which other frames are added can differ (pixel vs. feature novelty, and
 ``min_novelty`` is read on the proxy's scale).
-Regions (``keyframes.regions_on`` not ``none``): proposed by the engine's proposer on the model's
-own patch grid of the keyframes (``region_grids``, a no-grad tower pass in the main process).
+Regions (``keyframes.regions_on`` not ``none``): proposed by the model's proposer with the model's
+``thinking.regions`` settings (the ones the engine uses) on the model's own patch grid of the
+keyframes (``region_grids``, a no-grad tower pass in the main process).
 """
 from __future__ import annotations
 
@@ -40,11 +41,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lionfs_ros.engine.keyframes import ThinkingTemplate, propose_regions, select_keyframe_indices, template_layout
-from lionfs_ros.engine.regions import RegionProposer, SaliencyMotionProposer
-from lionfs_ros.model.configuration_lionfs import KeyframeConfig
+from lionfs_ros.model.configuration_lionfs import ThinkingConfig
 from lionfs_ros.model.keyframe_tokens import PoolRun
+from lionfs_ros.model.regions import RegionProposer, SaliencyMotionProposer
 from lionfs_ros.model.stream_format import StreamFormatter, StreamSample
+from lionfs_ros.model.thinking_template import (
+    ThinkingTemplate, propose_regions, select_keyframe_indices, template_layout,
+)
 
 ANSWERS, ALL = "answers", "all"
 MID_GREY = 0.5
@@ -79,15 +82,18 @@ def thinks(message: dict, mode: str) -> bool:
 
 
 class ThinkingSampler:
-    def __init__(self, formatter: StreamFormatter, grid_side: int, mode: str, config: KeyframeConfig,
+    """``thinking``: the model's thinking config (``model.config.thinking``: mode, keyframes, regions)."""
+
+    def __init__(self, formatter: StreamFormatter, grid_side: int, thinking: ThinkingConfig,
                  novelty_cells: int, template: ThinkingTemplate | None = None,
                  proposer: RegionProposer | None = None, region_grids: RegionGrids | None = None):
-        self.fmt, self.grid_side, self.mode, self.cfg = formatter, grid_side, mode, config
+        self.fmt, self.grid_side = formatter, grid_side
+        self.mode, self.cfg = thinking.mode, thinking.keyframes
         self.novelty_cells = novelty_cells
         self.template = template or ThinkingTemplate()
-        self.proposer = proposer or SaliencyMotionProposer()
+        self.proposer = proposer or SaliencyMotionProposer(thinking.regions)
         self.region_grids = region_grids
-        self.wants_regions = config.regions_on != "none" and config.max_regions > 0
+        self.wants_regions = self.cfg.regions_on != "none" and self.cfg.max_regions > 0
         if self.wants_regions and region_grids is None:
             raise ValueError("keyframes.regions_on needs region_grids (the model's patch grid of the keyframes)")
 

@@ -18,7 +18,7 @@ import time
 from transformers import Trainer, TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
-from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.model.checkpoint import (ADAPTER_DIR, ADAPTER_WEIGHTS_NAME, PEFT_PREFIX, WEIGHTS_NAME,
                                          load_lora_adapter, load_weights_strict, read_safetensors, strip_prefix)
 
@@ -32,13 +32,13 @@ def prepare_model_inputs(batch: dict, recipe: FrameRecipe) -> dict:
     inputs = dict(batch)
     pixels = inputs.pop("general_pixels", None)
     if pixels is not None:
-        inputs["general"] = normalize(pixels, recipe.general)
+        inputs["general"] = recipe.general.normalize(pixels)
     ego_pixels = inputs.pop("ego_pixels", None)
     if ego_pixels is not None:
-        inputs["ego"] = normalize(ego_pixels, recipe.ego)
+        inputs["ego"] = recipe.ego.normalize(ego_pixels)
     keyframe_pixels = inputs.pop("keyframe_pixels", None)  # thinking templates' keyframes (general encoder)
     if keyframe_pixels is not None:
-        inputs["keyframe_general"] = normalize(keyframe_pixels, recipe.general)
+        inputs["keyframe_general"] = recipe.general.normalize(keyframe_pixels)
     return inputs
 
 

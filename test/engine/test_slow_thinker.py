@@ -5,11 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from engine_parts import engine_config, stream_frames
-from lionfs_ros.engine import KeyframeConfig, LocalSlowThinker, Region, SlowThinkRequest, build_thinking_inputs
+from lionfs_ros.engine import KeyframeConfig, LocalSlowThinker, Region, SlowThinkRequest
 from lionfs_ros.engine.context import StreamContext
-from lionfs_ros.engine.keyframes import HistoryFrame, ThinkingTemplate, select_keyframes
+from lionfs_ros.engine.keyframes import HistoryFrame, select_keyframes
 from lionfs_ros.engine.lm_state import DynamicLMState
-from lionfs_ros.engine.regions import pool_box
+from lionfs_ros.model.regions import pool_box
+from lionfs_ros.model.thinking_template import ThinkingTemplate, build_thinking_inputs
 
 KF = KeyframeConfig(num_keyframes=2, grid_sizes=(2, 4, 8), max_regions=2, box_grid=1)  # 8 > the 4x4 grid: clipped
 REGIONS = [[Region(0.0, 0.0, 0.5, 0.5, "motion", 0.9)], [Region(0.25, 0.5, 1.0, 1.0, "salient", 0.8),
@@ -209,3 +210,15 @@ def test_slow_path_setting_is_checked():
 
     with pytest.raises(EngineConfigError, match="slow_path"):
         engine_config(slow_path="maybe").validate()
+
+
+def test_engine_reads_the_models_thinking_settings_unless_overridden(fused_model):
+    from lionfs_ros.engine import EngineConfig, RegionConfig
+
+    resolved = EngineConfig().for_model(fused_model)
+    assert resolved.keyframes == fused_model.config.thinking.keyframes
+    assert resolved.regions == fused_model.config.thinking.regions
+    assert LocalSlowThinker(fused_model).proposer.cfg == fused_model.config.thinking.regions
+    override = EngineConfig(regions=RegionConfig(min_score=0.45))
+    assert override.thinking_overrides(fused_model) == {"regions": {"min_score": (0.2, 0.45)}}
+    assert LocalSlowThinker(fused_model, override).proposer.cfg.min_score == 0.45

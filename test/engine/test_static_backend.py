@@ -82,10 +82,10 @@ def test_static_backend_refuses_token_dropping(fused_model):
 
 
 def test_device_preprocess_gives_the_models_pixels(fused_model):
-    from lionfs_ros.engine.cuda_graphs import DevicePreprocess
+    from lionfs_ros.model.image_processing import DeviceImageProcessor
 
     for encoder, source in ((fused_model.vision, "general"), (fused_model.ego, "ego")):
-        prep = DevicePreprocess(encoder, torch.device("cpu"))
+        prep = DeviceImageProcessor(encoder.processor, torch.device("cpu"))
         for rgb in stream_frames(2, seed=14, size=57):
             pixels = prep.normalize(prep.resize(rgb))
             assert torch.equal(pixels, fused_model.preprocess(rgb, source))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from lionfs_ros.data.frames import FrameRecipe, ego_indices, normalize, resize
+from lionfs_ros.data.frames import FrameRecipe, ego_indices
 from lionfs_ros.data.stream_examples import StreamExample, TimedTurn, to_messages
 from lionfs_ros.data.synth import load_episode
 from lionfs_ros.data.synth_streams import synth_examples
@@ -51,11 +51,11 @@ def test_frames_match_the_encoders_own_preprocessing(train_dir, tiny_model):
     native = load_episode(train_dir, example.source.episode_id).frames
     stride = 4  # 8 fps episodes, 2 fps stream
     assert frames.general.shape[0] == example.num_frames and frames.ego.shape[0] == 4 * example.num_frames
-    torch.testing.assert_close(normalize(torch.from_numpy(frames.general), recipe.general),
+    torch.testing.assert_close(recipe.general.normalize(torch.from_numpy(frames.general)),
                                tiny_model.preprocess(native[::stride][: example.num_frames]))
-    torch.testing.assert_close(normalize(torch.from_numpy(frames.ego), recipe.ego),
+    torch.testing.assert_close(recipe.ego.normalize(torch.from_numpy(frames.ego)),
                                tiny_model.preprocess(native[ego_indices(example.num_frames, stride, 4, 1)], "ego"))
-    assert np.array_equal(resize(native[:1], recipe.general), frames.general[:1])
+    assert np.array_equal(recipe.general.resize(native[:1]), frames.general[:1])
 
 
 def test_ego_frames_are_causal():

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from lionfs_ros.data.frames import FrameRecipe, normalize
+from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.data.stream_examples import to_messages
 from lionfs_ros.data.synth_streams import synth_examples
-from lionfs_ros.engine.keyframes import build_thinking_inputs
 from lionfs_ros.engine.lm_state import DynamicLMState
 from lionfs_ros.model import LionFSConfig, LionFSModel
-from lionfs_ros.model.configuration_lionfs import KeyframeConfig
+from lionfs_ros.model.configuration_lionfs import KeyframeConfig, ThinkingConfig
 from lionfs_ros.model.keyframe_tokens import pool_runs
+from lionfs_ros.model.thinking_template import build_thinking_inputs
 from lionfs_ros.model.tokenization import train_byte_bpe_tokenizer
 from lionfs_ros.train.config import TrainConfig
 from lionfs_ros.data.frame_cache import load_frames
@@ -34,7 +34,8 @@ def model():
 def _dataset(model, train_dir, mode, config=KF):
     examples = synth_examples(train_dir, FPS, questions=True, limit=1)
     recipe = FrameRecipe.for_model(model)
-    sampler = None if mode == "none" else ThinkingSampler(model.formatter, model.vision.grid_side, mode, config,
+    sampler = None if mode == "none" else ThinkingSampler(model.formatter, model.vision.grid_side,
+                                                          ThinkingConfig(mode, config),
                                                           NOVELTY_CELLS)
     return StreamDataset(examples, model.formatter, recipe, thinking=sampler), recipe
 
@@ -184,5 +185,5 @@ def test_keyframes_follow_the_engine_rule_on_the_proxy(model, train_dir):
     frames = load_frames(dataset.examples[0], recipe).general
     # A novelty nobody reaches: the trigger alone, as the engine does on a static scene.
     assert dataset.thinking.keyframes_at(frames, 6, _novelty(frames)) == [6]
-    assert np.array_equal(normalize(torch.from_numpy(frames[:1]), recipe.general).numpy(),
+    assert np.array_equal(recipe.general.normalize(torch.from_numpy(frames[:1])).numpy(),
                           model.preprocess(frames[:1]).numpy())  # keyframe pixels: what the engine's preprocess gives

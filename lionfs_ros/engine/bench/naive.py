@@ -13,8 +13,8 @@ from transformers import DynamicCache
 from transformers.generation.streamers import BaseStreamer
 
 from lionfs_ros.model.modeling_lionfs import stream_decision
+from lionfs_ros.model.thinking_template import build_thinking_inputs
 
-from ..keyframes import build_thinking_inputs
 from ..timing import now
 
 

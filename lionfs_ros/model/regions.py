@@ -1,6 +1,7 @@
-"""Interaction regions on keyframes, for the slow thinker's box tokens.
+"""Interaction regions on keyframes, for the slow thinker's box tokens (part of the model: its
+settings are ``thinking.regions`` in the model's ``config.json``, read by training and the engine).
 
-``RegionProposer`` is the plug: given the keyframes (RGB, oldest first) and their patch features
+``Region`` is one normalized box. ``RegionProposer`` is the plug: given the keyframes (RGB, oldest first) and their patch features
 it returns, per keyframe, normalized boxes. A hand/object detector can implement it later.
 
 The default, ``SaliencyMotionProposer``, needs no weights. On the encoder's patch grid (``h x w``
@@ -17,18 +18,32 @@ taken region are not used again. Peaks under ``min_score`` end the search.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-from lionfs_ros.model.keyframe_tokens import pool_cells
-
-from .config import RegionConfig
-from .types import Region
+from .configuration_lionfs import RegionConfig
+from .keyframe_tokens import pool_cells
 
 EPS = 1e-6
 MOTION, SALIENT = "motion", "salient"
+
+
+@dataclass(frozen=True)
+class Region:
+    """A normalized box on a keyframe (0..1, x right, y down) whose features became box tokens."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str
+    score: float
+
+    def as_tuple(self) -> tuple[float, float, float, float, str, float]:
+        return (self.x0, self.y0, self.x1, self.y1, self.label, self.score)
 
 
 class RegionProposer(ABC):

@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from lionfs_ros.engine import RegionConfig, SaliencyMotionProposer
-from lionfs_ros.engine.regions import pool_box
+from lionfs_ros.model.configuration_lionfs import RegionConfig
+from lionfs_ros.model.regions import SaliencyMotionProposer, pool_box
 
 SIDE, CELLS, WIDTH = 64, 8, 16
 
@@ -36,3 +36,15 @@ def test_a_distinct_feature_is_a_salient_region():
     pooled = pool_box(grid[0], r, box_grid=1)
     torch.testing.assert_close(pooled, grid[0, 2, 5][None])
     assert pool_box(grid[0], r, box_grid=2).shape == (4, WIDTH)
+
+
+def test_region_settings_live_in_the_models_config(tmp_path):
+    from lionfs_ros.model.configuration_lionfs import LionFSConfig, ThinkingConfig
+
+    cfg = LionFSConfig(vision=LionFSConfig().vision, thinking=ThinkingConfig(regions=RegionConfig(min_score=0.4)))
+    cfg.vision.config, cfg.llm.config = {"model_type": "siglip_vision_model"}, {"model_type": "llama"}
+    cfg.save(tmp_path / "config.json")
+    assert LionFSConfig.load(tmp_path / "config.json").thinking.regions == RegionConfig(min_score=0.4)
+    data = cfg.to_dict()
+    del data["thinking"]["regions"]  # a config.json written before regions were the model's
+    assert LionFSConfig.from_dict(data).thinking.regions == RegionConfig()

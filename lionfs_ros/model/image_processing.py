@@ -1,0 +1,274 @@
+"""Image processing of the vision encoders: resize (stretch or letterbox), rescale, normalize.
+
+One module, used by the model (``VisionEncoder.preprocess``), the data pipeline (pixel caches
+keep the resized uint8 frames), training (normalization on the device) and the engine's CUDA
+graph path (``DeviceImageProcessor``).
+
+``ImageProcessor`` runs on the CPU with Pillow: a frame ``[H, W, 3]`` uint8 is
+- ``stretch``: resized to ``S x S`` (the aspect ratio is not kept), or
+- ``letterbox``: padded with black to a centred square of side ``max(H, W)`` (the extra row or
+  column of an odd difference goes to the bottom / right), then resized to ``S x S``
+  (VideoLLM-online's input);
+then rescaled to [0, 1] (``/ UINT8_MAX``) and normalized ``(x - mean) / std`` in float32.
+
+``DeviceImageProcessor`` gives the same pixels with the resize on any torch device: Pillow's
+bicubic / bilinear resize of 8-bit images is reproduced bit for bit (``ExactResize``). Pillow
+resamples in two passes, each a weighted sum with fixed-point integer coefficients
+(``PRECISION_BITS = 22``), rounded and clipped to uint8 after each pass (``libImaging/Resample.c``:
+``precompute_coeffs``, ``normalize_coeffs_8bpc``, ``clip8``). Here each pass is one matrix product
+with those same integer coefficients; every product and sum is an integer below 2**53, so float64
+arithmetic is exact in any summation order (CPU or GPU). Which pass goes first depends on the
+Pillow version and the sizes, so for each (input size, output size) pair the order is settled
+once by resizing a random probe image both ways and keeping the one equal to the installed
+Pillow's result; if neither is, that size pair falls back to Pillow itself. Other filters
+(nearest, lanczos) always run Pillow on the CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+UINT8_MAX = 255.0
+RESAMPLE_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+STRETCH, LETTERBOX = "stretch", "letterbox"
+RESIZE_MODES = (STRETCH, LETTERBOX)
+PAD_VALUE = 0  # letterbox padding: black
+
+
+def square_padding(height: int, width: int) -> tuple[int, int, int]:
+    """Letterbox geometry of an ``height x width`` frame: ``(side, top, left)`` of its centred square."""
+    side = max(height, width)
+    return side, (side - height) // 2, (side - width) // 2
+
+
+def pad_to_square(rgb: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> ``[side, side, 3]``: the frame centred on black (``square_padding``)."""
+    h, w, _ = rgb.shape
+    side, top, left = square_padding(h, w)
+    if side == h == w:
+        return rgb
+    out = np.full((side, side, 3), PAD_VALUE, dtype=np.uint8)
+    out[top:top + h, left:left + w] = rgb
+    return out
+
+
+def pad_to_square_tensor(rgb: torch.Tensor) -> torch.Tensor:
+    """``pad_to_square`` of a uint8 ``[H, W, 3]`` tensor, on its device."""
+    h, w, _ = rgb.shape
+    side, top, left = square_padding(h, w)
+    if side == h == w:
+        return rgb
+    out = torch.full((side, side, 3), PAD_VALUE, dtype=torch.uint8, device=rgb.device)
+    out[top:top + h, left:left + w] = rgb
+    return out
+
+
+@dataclass(frozen=True)
+class ImageProcessor:
+    """One encoder's input recipe: ``image_size`` square pixels, resized (``resize_mode``) with ``resample``."""
+
+    image_size: int
+    resample: str = "bicubic"
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize_mode: str = STRETCH
+
+    def __post_init__(self):
+        if self.resample not in RESAMPLE_FILTERS:
+            raise ValueError(f"resample {self.resample!r} is not one of {tuple(RESAMPLE_FILTERS)}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize {self.resize_mode!r} is not one of {RESIZE_MODES}")
+
+    @classmethod
+    def from_config(cls, cfg, image_size: int) -> "ImageProcessor":
+        """From a ``VisionConfig`` and the tower's image size."""
+        return cls(int(image_size), cfg.resample, tuple(cfg.image_mean), tuple(cfg.image_std), cfg.resize)
+
+    def resize_one(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 ``[H, W, 3]`` -> ``[S, S, 3]`` (Pillow, on the CPU)."""
+        if self.resize_mode == LETTERBOX:
+            rgb = pad_to_square(rgb)
+        size = (self.image_size, self.image_size)
+        return np.asarray(Image.fromarray(rgb).resize(size, RESAMPLE_FILTERS[self.resample]))
+
+    def resize(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 ``[T, H, W, 3]`` (or one ``[H, W, 3]``) -> uint8 ``[T, S, S, 3]``."""
+        frames = _check_frames(frames)
+        if len(frames) == 0:
+            return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        return np.stack([self.resize_one(frame) for frame in frames])
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[T, S, S, 3]`` (any device) -> float32 ``[T, 3, S, S]``: ``(x / 255 - mean) / std``."""
+        values = pixels.permute(0, 3, 1, 2).float() / UINT8_MAX
+        mean = torch.tensor(self.image_mean, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std, device=pixels.device).view(1, 3, 1, 1)
+        return (values - mean) / std
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 ``[T, H, W, 3]`` (any size) -> float32 ``[T, 3, S, S]`` normalized pixels (on the CPU)."""
+        return self.normalize(torch.from_numpy(self.resize(frames)))
+
+
+def normalize(pixels: torch.Tensor, processor: ImageProcessor) -> torch.Tensor:
+    """``processor.normalize(pixels)``, for call sites that pass the recipe along."""
+    return processor.normalize(pixels)
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    return frames
+
+
+class DeviceImageProcessor:
+    """``ImageProcessor`` with the resize and normalization on ``device``, the same pixels bit for bit."""
+
+    def __init__(self, processor: ImageProcessor, device: torch.device):
+        self.processor, self.device = processor, device
+        self.size = (processor.image_size, processor.image_size)
+        exact = processor.resample in FILTERS
+        self.exact = ExactResize(self.size, processor.resample) if exact else None
+        self.mean = torch.tensor(processor.image_mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(processor.image_std, device=device).view(1, 3, 1, 1)
+
+    def resize(self, rgb: np.ndarray) -> torch.Tensor:
+        """RGB ``[H, W, 3]`` uint8 -> ``[S, S, 3]`` uint8 on the device."""
+        if self.exact is None:
+            return torch.from_numpy(self.processor.resize_one(rgb).copy()).to(self.device)
+        if not rgb.flags.writeable:  # e.g. a view of a ROS message buffer: torch wants writable memory
+            rgb = rgb.copy()
+        frame = torch.from_numpy(rgb).to(self.device)
+        if self.processor.resize_mode == LETTERBOX:
+            frame = pad_to_square_tensor(frame)
+        return self.exact(frame)
+
+    def normalize(self, resized: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[S, S, 3]`` on the device -> float32 ``[1, 3, S, S]`` (same arithmetic as ``ImageProcessor``)."""
+        pixels = resized.permute(2, 0, 1)[None].float() / UINT8_MAX  # [1, 3, S, S]
+        return (pixels - self.mean) / self.std
+
+
+# Pillow's resize, exactly, on any device.
+
+PRECISION_BITS = 32 - 8 - 2
+ROUND_HALF = float(1 << (PRECISION_BITS - 1))
+SCALE = float(1 << PRECISION_BITS)
+BICUBIC_A = -0.5
+
+
+def _bicubic(x: float) -> float:
+    a = BICUBIC_A
+    if x < 0.0:
+        x = -x
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * a
+    return 0.0
+
+
+def _bilinear(x: float) -> float:
+    if x < 0.0:
+        x = -x
+    if x < 1.0:
+        return 1.0 - x
+    return 0.0
+
+
+FILTERS = {"bicubic": (_bicubic, 2.0), "bilinear": (_bilinear, 1.0)}
+
+
+def coefficients(in_size: int, out_size: int, resample: str) -> torch.Tensor:
+    """Pillow's fixed-point weights as a dense ``[out_size, in_size]`` float64 matrix (integers)."""
+    fn, support = FILTERS[resample]
+    scale = float(in_size) / out_size
+    filterscale = max(scale, 1.0)
+    support = support * filterscale
+    out = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for xx in range(out_size):
+        center = 0.0 + (xx + 0.5) * scale
+        ss = 1.0 / filterscale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        weights = [fn((x + xmin - center + 0.5) * ss) for x in range(xmax)]
+        total = 0.0
+        for w in weights:
+            total += w
+        for x, w in enumerate(weights):
+            w = w / total if total != 0.0 else w
+            fixed = int(-0.5 + w * SCALE) if w < 0 else int(0.5 + w * SCALE)  # C casts truncate toward zero
+            out[xx, xmin + x] = float(fixed)
+    return out
+
+
+def _clip8(acc: torch.Tensor) -> torch.Tensor:
+    return torch.floor((acc + ROUND_HALF) / SCALE).clamp_(0.0, UINT8_MAX)
+
+
+class ExactResize:
+    """``rgb [H, W, 3] uint8`` (a tensor on any device) -> ``[S_h, S_w, 3] uint8`` equal to Pillow's resize."""
+
+    def __init__(self, size: tuple[int, int], resample: str):
+        if resample not in FILTERS:
+            raise ValueError(f"exact resize supports {sorted(FILTERS)}, not {resample!r}")
+        self.width, self.height = size
+        self.resample = resample
+        self._plans: dict[tuple, tuple | None] = {}
+
+    def _plan(self, in_h: int, in_w: int, device: torch.device):
+        key = (in_h, in_w, str(device))
+        if key not in self._plans:
+            horizontal = coefficients(in_w, self.width, self.resample)  # [S_w, W]
+            vertical = coefficients(in_h, self.height, self.resample)  # [S_h, H]
+            order = _settle_order(in_h, in_w, (self.height, self.width), self.resample, horizontal, vertical)
+            self._plans[key] = None if order is None else (horizontal.to(device), vertical.to(device), order)
+        return self._plans[key]
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        in_h, in_w, _ = rgb.shape
+        plan = self._plan(in_h, in_w, rgb.device)
+        if plan is None:  # this Pillow resamples these sizes some other way: use it
+            out = _pillow(rgb.cpu().numpy(), (self.height, self.width), self.resample).copy()
+            return torch.from_numpy(out).to(rgb.device)
+        horizontal, vertical, order = plan
+        return _two_pass(rgb, horizontal, vertical, order)
+
+
+HORIZONTAL_FIRST, VERTICAL_FIRST = "horizontal", "vertical"
+PROBE_SEED = 0
+
+
+def _two_pass(rgb: torch.Tensor, horizontal: torch.Tensor, vertical: torch.Tensor, order: str) -> torch.Tensor:
+    planes = rgb.permute(2, 0, 1).to(torch.float64)  # [3, H, W]
+    if order == HORIZONTAL_FIRST:
+        out = _clip8(vertical @ _clip8(planes @ horizontal.T))  # [3, S_h, S_w]
+    else:
+        out = _clip8(_clip8(vertical @ planes) @ horizontal.T)
+    return out.permute(1, 2, 0).to(torch.uint8)
+
+
+def _pillow(rgb, out_hw: tuple[int, int], resample: str):
+    method = RESAMPLE_FILTERS[resample]
+    return np.asarray(Image.fromarray(rgb).resize((out_hw[1], out_hw[0]), method))
+
+
+def _settle_order(in_h, in_w, out_hw, resample, horizontal, vertical) -> str | None:
+    """The pass order that reproduces the installed Pillow on a random probe image (None: neither does)."""
+    probe = np.random.default_rng(PROBE_SEED).integers(0, 256, size=(in_h, in_w, 3), dtype=np.uint8)
+    want = torch.from_numpy(_pillow(probe, out_hw, resample).copy())  # Pillow's array is read-only
+    for order in (HORIZONTAL_FIRST, VERTICAL_FIRST):
+        if torch.equal(_two_pass(torch.from_numpy(probe), horizontal, vertical, order), want):
+            return order
+    return None

@@ -1,0 +1,320 @@
+"""Multi-granularity Keyframe Augmentation: the keyframe rule and the thinking template.
+
+Part of the model: its settings are the model's ``thinking`` config (``keyframes`` for the
+template, ``regions`` for the region proposer), saved in ``config.json``; training lays out the
+samples with these functions and the engine's slow thinker feeds the same template at run time.
+
+Keyframe rule (``select_keyframe_indices``; the engine applies it to its history of decided
+frames, ``engine.keyframes.select_keyframes``): the triggering frame is always a keyframe. From the last
+``history_frames`` decided frames the others are added greedily, each time the frame whose
+fast-path feature (mean of its fused frame tokens) is farthest, by cosine distance, from every
+keyframe chosen so far (max-min, ties to the newer frame), while that distance is at least
+``min_novelty``; so near-duplicates of the trigger add nothing and a change that happened a few
+frames before the trigger is kept. Keyframes are returned oldest first.
+
+Thinking template (``build_thinking_inputs``), inserted between the context and the assistant's
+answer. With ``<v>`` the model's frame placeholder, for keyframes k = 1..K (oldest first)::
+
+    []]\\nKeyframes: [<v>*g1^2 <v>*g2^2 ... regions:<v>*(R_k*b^2)] ... [...]\\nAssistant:
+
+i.e. ``stream_close`` (only when the context ends inside the stream) + ``open``; per keyframe
+``keyframe_open``, then one run of ``g*g`` grid tokens per ``g`` in ``grid_sizes`` (the patch grid
+average-pooled to ``g x g``, row-major), then ``regions_open`` and ``b*b`` box tokens per region
+(``b = box_grid``, regions in proposer order) if the keyframe has regions, then ``keyframe_close``;
+finally the model's assistant header. Every piece is tokenized on its own (like the stream
+format), the ``<v>`` runs are filled from ``project_general`` of the pooled patch features, and
+those tokens are marked non-visual so a token-dropping layer never drops them.
+
+The template's ids and the runs that fill it come from ``template_layout`` (text and arithmetic,
+no model pass) and its embeddings from ``fill_template`` (``model.keyframe_tokens.pool_runs`` +
+``project_general``): training lays out the same template with the same function, and the
+model's training forward fills it with the same pooling (``LionFSModel.forward(keyframe_runs=...)``).
+
+Two uses, one function:
+- on a live context (the engine's fork): ``context=None``; the ids continue the fork;
+- from portable fields (a remote slow thinker, training): ``context=[(role, text), ...]`` builds
+  the whole prompt: system prompt, the dialogue, a stream of the keyframes as ordinary frames
+  (for a fused model the egocentric tokens of a keyframe are its own, repeated over the
+  ego window), the question as a user turn if any, then the template.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .configuration_lionfs import KeyframeConfig
+from .keyframe_tokens import PoolRun, pool_runs
+from .regions import Region, RegionProposer, SaliencyMotionProposer
+
+
+@dataclass(frozen=True)
+class ThinkingTemplate:
+    open: str = "\nKeyframes:"
+    keyframe_open: str = " ["
+    regions_open: str = " regions:"
+    keyframe_close: str = "]"
+
+
+@dataclass
+class TokenAccounting:
+    text: int = 0  # text tokens (template pieces, headers, dialogue)
+    frame: int = 0  # ordinary frame placeholders (portable prompts)
+    grid: int = 0  # keyframe grid tokens
+    box: int = 0  # region box tokens
+
+    @property
+    def total(self) -> int:
+        return self.text + self.frame + self.grid + self.box
+
+    def add(self, other: "TokenAccounting") -> None:
+        self.text, self.frame = self.text + other.text, self.frame + other.frame
+        self.grid, self.box = self.grid + other.grid, self.box + other.box
+
+
+@dataclass
+class TemplateLayout:
+    """The thinking template's ids and the pooled runs that fill its placeholders, in reading order."""
+
+    input_ids: list[int]
+    runs: list[PoolRun]  # keyframe = index among this template's keyframes (oldest first)
+    pieces: list[tuple[str, int]]
+    accounting: TokenAccounting
+
+
+@dataclass
+class ThinkingInputs:
+    input_ids: torch.Tensor  # [L] long
+    embeds: torch.Tensor | None  # [P, d]: fills the placeholders of input_ids in order (None: there are none)
+    visual_mask: torch.Tensor  # [L] bool: ordinary frame tokens only (droppable)
+    regions: list[list[Region]]  # per keyframe
+    accounting: TokenAccounting
+    pieces: list[tuple[str, int]] = field(default_factory=list)  # (what, tokens) in order
+
+
+def select_keyframe_indices(features: torch.Tensor, config: KeyframeConfig) -> list[int]:
+    """The keyframe rule on per-frame features ``[N, d]`` (the last row is the trigger): indices, ascending."""
+    feats = F.normalize(features[-config.history_frames:].float(), dim=-1)  # [N, d]
+    skipped = features.shape[0] - feats.shape[0]
+    chosen = [feats.shape[0] - 1]
+    while len(chosen) < config.num_keyframes:
+        distance = 1.0 - feats @ feats[chosen].T  # [N, |chosen|]
+        nearest = distance.min(dim=1).values
+        nearest[chosen] = -1.0
+        best = max(range(feats.shape[0]), key=lambda i: (float(nearest[i]), i))
+        if float(nearest[best]) < config.min_novelty:
+            break
+        chosen.append(best)
+    return [skipped + i for i in sorted(chosen)]
+
+
+class _Builder:
+    """Accumulates ids, placeholder embeddings and accounting, piece by piece."""
+
+    def __init__(self, model):
+        self.model, self.fmt = model, model.formatter
+        self.ids: list[int] = []
+        self.visual: list[bool] = []
+        self.embeds: list[torch.Tensor] = []
+        self.acc = TokenAccounting()
+        self.pieces: list[tuple[str, int]] = []
+
+    def text(self, ids: list[int], what: str) -> None:
+        self.ids += ids
+        self.visual += [False] * len(ids)
+        self.acc.text += len(ids)
+        self.pieces.append((what, len(ids)))
+
+    def tokens(self, embeds: torch.Tensor, kind: str, ids: list[int] | None = None) -> None:
+        """Placeholder run filled by ``embeds [m, d]``; ``ids`` when the run carries other tokens (interval)."""
+        ids = ids if ids is not None else [self.fmt.ids.placeholder] * embeds.shape[0]
+        self.ids += ids
+        self.visual += [i == self.fmt.ids.placeholder and kind == "frame" for i in ids]
+        self.embeds.append(embeds)
+        setattr(self.acc, kind, getattr(self.acc, kind) + embeds.shape[0])
+        self.pieces.append((kind, len(ids)))
+
+    def template(self, layout: TemplateLayout, embeds: torch.Tensor) -> None:
+        """The whole thinking template; ``embeds [P, d]`` fill its placeholders (none of them droppable)."""
+        self.ids += layout.input_ids
+        self.visual += [False] * len(layout.input_ids)
+        self.embeds.append(embeds)
+        self.acc.add(layout.accounting)
+        self.pieces += layout.pieces
+
+    def finish(self, regions: list[list[Region]]) -> ThinkingInputs:
+        embeds = torch.cat(self.embeds).reshape(-1, self.model.hidden_size) if self.embeds else None
+        return ThinkingInputs(
+            input_ids=torch.tensor(self.ids, dtype=torch.long), embeds=embeds,
+            visual_mask=torch.tensor(self.visual, dtype=torch.bool), regions=regions, accounting=self.acc,
+            pieces=self.pieces,
+        )
+
+
+def grid_sizes(config: KeyframeConfig, grid_side: int) -> list[int]:
+    """The granularities used on a ``grid_side x grid_side`` patch grid: clipped to it, each once, in order."""
+    out: list[int] = []
+    for g in config.grid_sizes:
+        g = min(int(g), grid_side)
+        if g not in out:
+            out.append(g)
+    return out
+
+
+def template_layout(
+    fmt,
+    grid_side: int,
+    regions: Sequence[Sequence[Region]],
+    config: KeyframeConfig,
+    template: ThinkingTemplate,
+    after_stream: bool,
+) -> TemplateLayout:
+    """The template for ``len(regions)`` keyframes (``regions[k]``: keyframe k's boxes) on a ``grid_side`` patch grid.
+
+    ``fmt``: the model's ``StreamFormatter``; ``after_stream``: the context ends inside the stream.
+    """
+    ids: list[int] = []
+    runs: list[PoolRun] = []
+    pieces: list[tuple[str, int]] = []
+    acc = TokenAccounting()
+
+    def text(piece: list[int], what: str) -> None:
+        ids.extend(piece)
+        acc.text += len(piece)
+        pieces.append((what, len(piece)))
+
+    def run(kind: str, new_runs: list[PoolRun]) -> None:
+        count = sum(r.num_tokens for r in new_runs)
+        ids.extend([fmt.ids.placeholder] * count)
+        runs.extend(new_runs)
+        setattr(acc, kind, getattr(acc, kind) + count)
+        pieces.append((kind, count))
+
+    text(fmt.text_ids((fmt.cfg.stream_close if after_stream else "") + template.open), "open")
+    for k, boxes in enumerate(regions):
+        text(fmt.text_ids(template.keyframe_open), "keyframe_open")
+        for g in grid_sizes(config, grid_side):
+            run("grid", [PoolRun(k, "grid", g)])
+        if boxes:
+            text(fmt.text_ids(template.regions_open), "regions_open")
+            run("box", [PoolRun(k, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1)) for r in boxes])
+        text(fmt.text_ids(template.keyframe_close), "keyframe_close")
+    text(fmt.assistant_header_ids(after_stream=False), "assistant_header")
+    return TemplateLayout(ids, runs, pieces, acc)
+
+
+def fill_template(model, grids: torch.Tensor, runs: Sequence[PoolRun]) -> torch.Tensor:
+    """Keyframe patch grids ``[K, h, w, C]`` -> the template's placeholder embeddings ``[P, d]``."""
+    return model.project_general(pool_runs(grids, runs))
+
+
+def keyframe_pixels(model, keyframes: Sequence[np.ndarray]) -> torch.Tensor:
+    """Keyframes of any sizes -> general-encoder pixels ``[K, 3, S, S]``."""
+    return torch.cat([model.preprocess(rgb) for rgb in keyframes])
+
+
+def _frame_embeds(model, keyframes: Sequence[np.ndarray], pixels: torch.Tensor) -> torch.Tensor:
+    """Keyframes as ordinary stream frames ``[K, n, d]`` (a fused model gets each keyframe's own ego tokens)."""
+    if model.ego is None:
+        return model.embed_frames(pixels)
+    ratio = model.config.ego.frames_per_frame
+    ego = torch.cat([model.preprocess(rgb, "ego") for rgb in keyframes])  # [K, 3, S', S']
+    return model.embed_frames(pixels, ego.repeat_interleave(ratio, dim=0))
+
+
+def build_thinking_inputs(
+    model,
+    keyframes: Sequence[np.ndarray],
+    *,
+    context: Sequence[tuple[str, str]] | None = None,
+    query: str | None = None,
+    after_stream: bool = True,
+    config: KeyframeConfig | None = None,
+    template: ThinkingTemplate | None = None,
+    proposer: RegionProposer | None = None,
+    regions: list[list[Region]] | None = None,
+    think: bool = True,
+) -> ThinkingInputs:
+    """Model + keyframes (RGB, oldest first; the last is the trigger) + context -> ids and embeddings.
+
+    ``context=None``: the template alone, continuing a live context (``after_stream``: it ends
+    inside the stream). ``context=[("system"|"user"|"assistant", text), ...]``: a whole prompt;
+    ``query`` (if any) is asked as a user turn after the keyframe stream. ``regions`` overrides the
+    proposer (one list per keyframe). ``config`` / ``proposer`` default to the model's
+    (``thinking.keyframes``, ``thinking.regions``). ``think=False``: the slow path off, the plain
+    assistant header instead of the template (for a model never trained with it). Pure: reads the
+    model, changes nothing.
+    """
+    config = config or model.config.thinking.keyframes
+    template = template or ThinkingTemplate()
+    proposer = proposer or SaliencyMotionProposer(model.config.thinking.regions)
+    if not keyframes:
+        raise ValueError("the thinking template needs at least one keyframe")
+    b = _Builder(model)
+    if not think:
+        return _plain_inputs(b, model, keyframes, context, query, after_stream)
+    pixels = keyframe_pixels(model, keyframes)
+    grids = model.patch_grid(pixels)  # [K, h, w, C]
+    if regions is None:
+        regions = propose_regions(proposer, keyframes, grids, config)
+    if context is not None:
+        after_stream = _portable_prefix(b, model, keyframes, pixels, context, query)
+    layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream)
+    b.template(layout, fill_template(model, grids, layout.runs))
+    return b.finish(regions)
+
+
+def _plain_inputs(b: _Builder, model, keyframes, context, query, after_stream: bool) -> ThinkingInputs:
+    """The context (or the portable prompt) straight into the assistant header, as without a slow path."""
+    if context is not None:
+        after_stream = _portable_prefix(b, model, keyframes, keyframe_pixels(model, keyframes), context, query)
+    b.text(model.formatter.assistant_header_ids(after_stream=after_stream), "assistant_header")
+    return b.finish([[] for _ in keyframes])
+
+
+def propose_regions(proposer: RegionProposer, keyframes, grids, config: KeyframeConfig) -> list[list[Region]]:
+    """The proposer's regions on the keyframes ``config.regions_on`` names, at most ``max_regions`` each."""
+    if config.regions_on == "none" or config.max_regions == 0:
+        return [[] for _ in keyframes]
+    found = proposer.propose(list(keyframes), grids, config.max_regions)
+    if config.regions_on == "trigger":
+        found = [[] for _ in keyframes[:-1]] + [found[-1]]
+    return [list(r)[: config.max_regions] for r in found]
+
+
+def _portable_prefix(b: _Builder, model, keyframes, pixels, context, query) -> bool:
+    """System + dialogue + keyframes as a stream (+ the question). Returns whether it ends inside the stream."""
+    fmt = model.formatter
+    system = [text for role, text in context if role == "system"]
+    b.text(fmt.system_ids(system[0] if system else None), "system")
+    for role, text in context:
+        if role == "user":
+            b.text(fmt.user_ids(text, after_stream=False), "user")
+        elif role == "assistant":
+            b.text(fmt.assistant_header_ids(after_stream=False) + fmt.assistant_body_ids(text), "assistant")
+        elif role != "system":
+            raise ValueError(f"context role {role!r} is not one of ('system', 'user', 'assistant')")
+    b.text(fmt.stream_open_ids(), "stream_open")
+    frames = _frame_embeds(model, keyframes, pixels)  # [K, n, d]
+    for k in range(frames.shape[0]):
+        b.tokens(frames[k], "frame", fmt.frame_ids(after_frame=k > 0))
+    if query:
+        b.text(fmt.user_ids(query, after_stream=True), "query")
+        return False
+    return True
+
+
+def thinking_token_bound(model, config: KeyframeConfig, template: ThinkingTemplate | None = None) -> int:
+    """Most tokens the template can add on a live context (for the position checks)."""
+    template = template or ThinkingTemplate()
+    fmt = model.formatter
+    per_keyframe = (
+        len(fmt.text_ids(template.keyframe_open)) + sum(g * g for g in grid_sizes(config, model.vision.grid_side))
+        + len(fmt.text_ids(template.regions_open)) + config.max_regions * config.box_grid ** 2
+        + len(fmt.text_ids(template.keyframe_close))
+    )
+    head = len(fmt.text_ids(fmt.cfg.stream_close + template.open))
+    return head + config.num_keyframes * per_keyframe + len(fmt.assistant_header_ids(after_stream=False))

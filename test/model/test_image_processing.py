@@ -1,0 +1,85 @@
+"""Image processing: the GPU-able resize equals Pillow's bit for bit (the model's pixels must not
+change), the device path gives the CPU path's pixels, letterbox pads as specified."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lionfs_ros.model.configuration_lionfs import ConfigError, LionFSConfig, VisionConfig
+from lionfs_ros.model.image_processing import (
+    DeviceImageProcessor, ExactResize, ImageProcessor, pad_to_square, square_padding,
+)
+
+CASES = [((480, 640), (384, 384)), ((240, 320), (64, 64)), ((17, 23), (32, 32)), ((384, 384), (384, 384)),
+         ((1, 5), (8, 8)), ((333, 97), (50, 120)), ((71, 19), (46, 7)), ((80, 115), (24, 47))]
+
+
+@pytest.mark.parametrize("resample", ["bicubic", "bilinear"])
+@pytest.mark.parametrize("src, dst", CASES)
+def test_equals_pillow(src, dst, resample):
+    rng = np.random.default_rng(sum(src) + sum(dst))
+    images = [rng.integers(0, 256, size=(*src, 3), dtype=np.uint8),
+              (rng.integers(0, 2, size=(*src, 3)) * 255).astype(np.uint8)]  # hard edges: over/undershoot clipping
+    resize = ExactResize((dst[1], dst[0]), resample)
+    method = Image.Resampling[resample.upper()]
+    for rgb in images:  # not the probe image the pass order was settled on
+        want = np.asarray(Image.fromarray(rgb).resize((dst[1], dst[0]), method))
+        got = resize(torch.from_numpy(rgb)).numpy()
+        assert got.dtype == np.uint8 and np.array_equal(got, want)
+    assert all(plan is not None for plan in resize._plans.values())  # our two passes, not the Pillow fallback
+
+
+def test_random_sizes_equal_pillow():
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        src, dst = rng.integers(2, 90, 2), rng.integers(2, 90, 2)
+        rgb = rng.integers(0, 256, size=(*src, 3), dtype=np.uint8)
+        want = np.asarray(Image.fromarray(rgb).resize((int(dst[1]), int(dst[0])), Image.Resampling.BICUBIC))
+        resize = ExactResize((int(dst[1]), int(dst[0])), "bicubic")
+        assert np.array_equal(resize(torch.from_numpy(rgb)).numpy(), want)
+        assert all(plan is not None for plan in resize._plans.values())
+
+
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+@pytest.mark.parametrize("resample", ["bicubic", "bilinear", "lanczos"])
+def test_device_path_equals_cpu_path(mode, resample):
+    processor = ImageProcessor(32, resample, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), resize_mode=mode)
+    device = DeviceImageProcessor(processor, torch.device("cpu"))
+    rng = np.random.default_rng(3)
+    for shape in ((40, 64), (64, 40), (33, 33), (7, 50)):
+        rgb = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+        resized = device.resize(rgb)
+        assert resized.dtype == torch.uint8 and tuple(resized.shape) == (32, 32, 3)
+        assert np.array_equal(resized.numpy(), processor.resize(rgb)[0])
+        assert torch.equal(device.normalize(resized), processor.preprocess(rgb))
+
+
+def test_letterbox_pads_to_a_centred_black_square():
+    assert square_padding(40, 64) == (64, 12, 0)
+    assert square_padding(64, 41) == (64, 0, 11)  # odd difference: the extra column on the right
+    rgb = np.full((40, 64, 3), 200, np.uint8)
+    square = pad_to_square(rgb)
+    assert square.shape == (64, 64, 3)
+    assert (square[:12] == 0).all() and (square[52:] == 0).all() and (square[12:52] == 200).all()
+    resized = ImageProcessor(16, "bilinear", resize_mode="letterbox").resize(rgb)[0]  # [16, 16, 3]
+    assert (resized[0] == 0).all() and (resized[-1] == 0).all() and (resized[8] == 200).all()
+    want = np.asarray(Image.fromarray(square).resize((16, 16), Image.Resampling.BILINEAR))
+    assert np.array_equal(resized, want)
+    stretched = ImageProcessor(16, "bilinear").resize(rgb)[0]
+    assert (stretched == 200).all()  # stretch keeps no border
+
+
+def test_resize_mode_in_the_model_config():
+    assert VisionConfig().resize == "stretch"
+    data = LionFSConfig(vision=VisionConfig(config={"model_type": "siglip_vision_model"})).to_dict()
+    data["llm"]["config"] = {"model_type": "llama"}
+    del data["vision"]["resize"]  # a config.json written before the setting existed
+    assert LionFSConfig.from_dict(data).vision.resize == "stretch"
+    data["vision"]["resize"] = "letterbox"
+    cfg = LionFSConfig.from_dict(data)
+    assert ImageProcessor.from_config(cfg.vision, 64) == ImageProcessor(64, resize_mode="letterbox")
+    with pytest.raises(ConfigError, match="resize"):
+        LionFSConfig.from_dict({**data, "vision": {**data["vision"], "resize": "crop"}})
+    assert dataclasses.asdict(ImageProcessor(8))["resize_mode"] == "stretch"
