@@ -2,7 +2,8 @@
 
 What runs as a graph (replayed with no Python in between):
 - the general (and ego) vision tower on one frame, normalization included (``GraphedTower``);
-- the LLM step of a decided frame (interval + n placeholders) on the main context;
+- the LLM step of a decided frame (interval + n placeholders) on the main context, token dropping
+  included (``static_decoder``: a fixed number of kept tokens per dropping layer, top-k on the device);
 - the LLM step of one generated token on the slow thinker's context.
 Everything else (text pieces, prompts, the first frame after a text turn, eviction) runs the same
 code eagerly. Two states exist: the main one (fast thread, ``kv_budget_tokens`` plus one feed) and
@@ -35,8 +36,6 @@ SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
 def static_backend_supported(model) -> str | None:
     """None if the static backend can run this model, else the reason it cannot."""
-    if model.token_dropping is not None:
-        return "token dropping gives each layer its own cache (use the dynamic backend)"
     if has_lora(model.llm):
         return "LoRA layers are not merged (call model.merge_lora() first)"
     if model.llm.config.model_type not in SUPPORTED_MODEL_TYPES:
@@ -121,16 +120,24 @@ class GraphedTower:
 
 
 class StaticLMState(LMState):
-    def __init__(self, model, fused: FusedDecoder, capacity: int, use_graphs: bool, frame_length: int | None = None):
-        self.model, self.fused, self.capacity = model, fused, capacity
+    """One context in preallocated buffers. ``fork_into``: the state a fork of this one is copied into
+    (the main state forks into the backend's one slow buffer; the slow state itself cannot fork)."""
+
+    def __init__(self, model, fused: FusedDecoder, capacity: int, use_graphs: bool, frame_length: int | None = None,
+                 fork_into: "StaticLMState | None" = None):
+        self.model, self.fused, self.capacity, self.fork_into = model, fused, capacity, fork_into
         device, dtype = model.device, model.dtype
         shape = (len(fused.layers), fused.num_kv_heads, capacity, fused.head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)  # [layers, H_kv, capacity, D]
         self.values = torch.zeros(shape, dtype=dtype, device=device)
-        self.slot_pos = torch.full((capacity,), POSITION_SENTINEL, dtype=torch.long, device=device)
-        self.fill_t = torch.zeros((), dtype=torch.long, device=device)
+        tracks = fused.num_tracks  # the full layers, then each token-dropping layer
+        self.slot_pos = torch.full((tracks, capacity), POSITION_SENTINEL, dtype=torch.long, device=device)
+        self.fill_t = torch.zeros(tracks, dtype=torch.long, device=device)
         self.next_pos_t = torch.zeros((), dtype=torch.long, device=device)
-        self.fill = self.next_pos = 0
+        self.fills = [0] * tracks  # host copy of fill_t
+        self.next_pos = 0
+        self._used_tracks = [t for t in range(tracks) if fused.track_layers(t)]
+        self._plans: dict[tuple[bool, ...], object] = {}
         self.use_graphs = use_graphs and device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.capture_stream = torch.cuda.Stream(device) if self.use_graphs else None
@@ -150,66 +157,88 @@ class StaticLMState(LMState):
 
     @property
     def num_tokens(self) -> int:
-        return self.fill
+        return max(self.fills[t] for t in self._used_tracks)
+
+    @property
+    def fill(self) -> int:
+        """Slots in use (the full layers'; every track holds at most this many)."""
+        return max(self.fills)
 
     def nbytes(self) -> int:
         return 2 * self.keys.numel() * self.keys.element_size() + self.slot_pos.numel() * 8
 
     # Steps.
-    def _run(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
-        return self.fused.forward(x, self.keys, self.values, self.slot_pos, self.fill_t, self.next_pos_t, fast=fast)
+    def _run(self, x: torch.Tensor, plan=None, fast: bool = False) -> torch.Tensor:
+        return self.fused.forward(x, self.keys, self.values, self.slot_pos, self.fill_t, self.next_pos_t, plan, fast=fast)
 
-    def _graph(self, kind: str, body):
-        if kind not in self._graphs:
-            fill, pos, length = self.fill, self.next_pos, self._length(kind)
+    def _plan(self, visual: tuple[bool, ...]):
+        """The token-dropping plan of a feed with this visual mask (its device tensors made once)."""
+        if visual not in self._plans:
+            self._plans[visual] = self.fused.plan(list(visual), self.keys.device)
+        return self._plans[visual]
+
+    def _graph(self, key, length: int, body):
+        if key not in self._graphs:
+            fills, pos = list(self.fills), self.next_pos
 
             def undo():
-                self.fill_t.fill_(fill)
+                self.fill_t.copy_(torch.tensor(fills))
                 self.next_pos_t.fill_(pos)
-                self.slot_pos[fill:fill + length] = POSITION_SENTINEL
+                for track, fill in enumerate(fills):
+                    self.slot_pos[track, fill:fill + length] = POSITION_SENTINEL
 
-            self._graphs[kind] = _capture(body, self.capture_stream, self._pool, after=undo)
-        return self._graphs[kind]
-
-    def _length(self, kind: str) -> int:
-        return 1 if kind == "token" else self.frame_length
+            self._graphs[key] = _capture(body, self.capture_stream, self._pool, after=undo)
+        return self._graphs[key]
 
     @torch.no_grad()
     def feed(self, ids, embeds=None, visual=None) -> torch.Tensor:
         ids = list(ids)
         if self.fill + len(ids) > self.capacity:
             raise RuntimeError(f"static KV buffer full: {self.fill} + {len(ids)} tokens > capacity {self.capacity}")
+        placeholder = self.model.token_ids.placeholder
+        marks = tuple(i == placeholder for i in ids) if visual is None else tuple(bool(v) for v in list(visual))
+        if len(marks) != len(ids):
+            raise ValueError(f"visual mask of {len(marks)} for {len(ids)} tokens")
+        plan = self._plan(marks)  # host-side: which tokens are visual is known before the step
         if self.stream is None:
-            return self._feed(ids, embeds)
+            return self._feed(ids, embeds, marks, plan)
         self.stream.wait_stream(torch.cuda.current_stream())  # embeds were made on the caller's stream
         with torch.cuda.stream(self.stream):
-            logits = self._feed(ids, embeds)
+            logits = self._feed(ids, embeds, marks, plan)
         self.stream.synchronize()  # the caller reads the decision / token right away
         return logits
 
-    def _feed(self, ids: list[int], embeds) -> torch.Tensor:
+    def _feed(self, ids: list[int], embeds, marks: tuple[bool, ...], plan) -> torch.Tensor:
         if self.use_graphs and embeds is None and len(ids) == 1:
             self._token_in.fill_(ids[0])
             embed_tokens = self.model.llm.get_input_embeddings()
-            graph, out = self._graph("token", lambda: self._run(embed_tokens(self._token_in), fast=True))
+            graph, out = self._graph("token", 1, lambda: self._run(embed_tokens(self._token_in), fast=True))
             graph.replay()
         else:
             x, _ = self.model.joint_embed(torch.as_tensor(ids, dtype=torch.long)[None],
                                           None if embeds is None else embeds.reshape(1, -1, embeds.shape[-1]))
             if self.use_graphs and len(ids) == self.frame_length:
                 self._frame_in.copy_(x[0])
-                graph, out = self._graph("frame", lambda: self._run(self._frame_in, fast=True))
+                graph, out = self._graph(("frame", marks), len(ids),
+                                         lambda: self._run(self._frame_in, plan, fast=True))
                 graph.replay()
             else:
-                out = self._run(x[0])
-        self.fill += len(ids)
+                out = self._run(x[0], plan)
+        kept = len(ids) if plan is None else plan.kept
+        self.fills = [fill + (kept if routed else len(ids)) for fill, routed in zip(self.fills, self.fused.track_routed)]
         self.next_pos += len(ids)
         return out[-1]
 
     # Fork, reset, eviction.
+    def fork(self) -> "StaticLMState":
+        """The fork for the slow thinker: this context copied into the preallocated slow buffer."""
+        if self.fork_into is None:
+            raise RuntimeError("this static state has no buffer to fork into (only the main context forks)")
+        return self.fork_into.load_from(self)
+
     @torch.no_grad()
     def load_from(self, other: "StaticLMState") -> "StaticLMState":
-        """Become a copy of ``other``'s context (the fork for the slow thinker)."""
+        """Become a copy of ``other``'s context."""
         if self.in_use:
             raise RuntimeError("the slow thinker's buffer is still in use by the previous fork")
         n = other.fill
@@ -222,12 +251,12 @@ class StaticLMState(LMState):
             self.keys[:, :, :n].copy_(other.keys[:, :, :n])
             self.values[:, :, :n].copy_(other.values[:, :, :n])
             self.slot_pos.fill_(POSITION_SENTINEL)
-            self.slot_pos[:n].copy_(other.slot_pos[:n])
-            self.fill_t.fill_(n)
+            self.slot_pos[:, :n].copy_(other.slot_pos[:, :n])
+            self.fill_t.copy_(other.fill_t)
             self.next_pos_t.fill_(other.next_pos)
         if stream is not None:
             stream.synchronize()
-        self.fill, self.next_pos, self.in_use = n, other.next_pos, True
+        self.fills, self.next_pos, self.in_use = list(other.fills), other.next_pos, True
         return self
 
     def reset(self) -> "StaticLMState":
@@ -236,42 +265,39 @@ class StaticLMState(LMState):
         self.slot_pos.fill_(POSITION_SENTINEL)
         self.fill_t.zero_()
         self.next_pos_t.zero_()
-        self.fill = self.next_pos = 0
+        self.fills = [0] * len(self.fills)
+        self.next_pos = 0
         self.in_use = True
         return self
 
     def release(self) -> None:
         self.in_use = False
 
-    def fork(self) -> "StaticLMState":
-        raise RuntimeError("a static state forks through its backend (one preallocated slow buffer)")
-
     @torch.no_grad()
     def evict(self, keep: torch.Tensor, reindex: bool) -> None:
-        n_before = self.fill
-        held = self.slot_pos[:n_before]  # positions, increasing along the slots
-        idx = keep.to(held.device)[held].nonzero().squeeze(-1)
-        n = int(idx.numel())
-        new_pos = held[idx]
+        keep = keep.to(self.slot_pos.device)
         if reindex:
             if self._rotate is None:
                 self._rotate = rope_rotation(self.model.llm.get_decoder().rotary_emb)
-            mapping, self.next_pos = renumbering(keep.to(held.device))
-            moved = mapping[new_pos]
+            mapping, next_pos = renumbering(keep)
+        for track, n_before in enumerate(self.fills):
+            held = self.slot_pos[track, :n_before]  # positions, increasing along the slots
+            idx = keep[held].nonzero().squeeze(-1)
+            n = int(idx.numel())
+            new_pos = held[idx]
+            moved = mapping[new_pos] if reindex else new_pos
             delta = (moved - new_pos)[None]  # [1, n]
-            for layer in range(self.keys.shape[0]):  # one layer at a time: bounded temporary memory
-                self.keys[layer, :, :n] = self._rotate(self.keys[layer, :, idx][None], delta)[0]
+            for layer in self.fused.track_layers(track):  # one layer at a time: bounded temporary memory
+                k = self.keys[layer, :, idx]
+                self.keys[layer, :, :n] = self._rotate(k[None], delta)[0] if reindex else k
                 self.values[layer, :, :n] = self.values[layer, :, idx]
-            new_pos = moved
-            self.next_pos_t.fill_(self.next_pos)
-        else:
-            for layer in range(self.keys.shape[0]):
-                self.keys[layer, :, :n] = self.keys[layer, :, idx]
-                self.values[layer, :, :n] = self.values[layer, :, idx]
-        self.slot_pos[:n] = new_pos
-        self.slot_pos[n:n_before] = POSITION_SENTINEL
-        self.fill = n
-        self.fill_t.fill_(n)
+            self.slot_pos[track, :n] = moved
+            self.slot_pos[track, n:n_before] = POSITION_SENTINEL
+            self.fills[track] = n
+        self.fill_t.copy_(torch.tensor(self.fills))
+        if reindex:
+            self.next_pos = next_pos
+            self.next_pos_t.fill_(next_pos)
 
 
 def _align(n: int) -> int:
@@ -301,12 +327,11 @@ class StaticBackend:
         main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
         slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
                                    portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
-        fused = FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention)
+        fused = FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention,
+                             dropping=model.token_dropping)
         frame_length = model.tokens_per_frame + 1
-        self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length)
         self.slow = StaticLMState(model, fused, slow_capacity, self.use_graphs)
-        self.main.fork = lambda: self.slow.load_from(self.main)
-        self.main.release = lambda: None
+        self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)
 
     def towers(self):
         if not self.use_graphs:
