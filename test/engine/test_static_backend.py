@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine_parts import engine_config, stream_frames
+from engine_parts import build_model, engine_config, stream_frames
 from lionfs_ros.engine import StreamEngine
 from lionfs_ros.engine.cuda_graphs import StaticBackend, static_backend_supported
 from lionfs_ros.engine.lm_state import DynamicLMState
@@ -118,3 +118,24 @@ def test_device_preprocess_gives_the_models_pixels(fused_model):
         for rgb in stream_frames(2, seed=14, size=57):
             pixels = prep.normalize(prep.resize(rgb))
             assert torch.equal(pixels, fused_model.preprocess(rgb, source))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (the CPU tests above run the same code)")
+def test_cuda_graphs_with_dropping_and_ego_decide_like_the_dynamic_backend(tiny_parts_dir, tmp_path):
+    """On a GPU: the graphed towers and the graphed dropping step decide as the dynamic backend does."""
+    from lionfs_ros.model import LionFSModel
+
+    build_model(tiny_parts_dir, tmp_path)
+    model = LionFSModel.from_pretrained(tmp_path, device="cuda", dtype=torch.float32).eval()
+    frames = stream_frames(12, seed=15)
+    results = {}
+    for backend in ("dynamic", "static"):
+        engine = StreamEngine(model, engine_config(backend=backend, threshold=0.7, kv_budget_tokens=300,
+                                                   evict_chunk_tokens=60, keep_recent_frames=4))
+        decisions = [engine.process_frame(frames[k % 12], k * 0.125) for k in range(96)]
+        results[backend] = [d for d in decisions if d is not None]
+    dyn, sta = results["dynamic"], results["static"]
+    assert len(sta) == len(dyn) == 24
+    assert [d.respond for d in sta] == [d.respond for d in dyn]
+    torch.testing.assert_close(torch.tensor([d.p_interval for d in sta]), torch.tensor([d.p_interval for d in dyn]),
+                               atol=1e-3, rtol=0)
