@@ -15,6 +15,8 @@ The same classes run on the CPU without graphs (tests check them against ``Dynam
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from PIL import Image
@@ -28,6 +30,7 @@ from .resize import FILTERS as RESIZE_FILTERS
 from .resize import ExactResize
 from .static_decoder import POSITION_SENTINEL, SPLIT_CHUNK, FusedDecoder
 
+log = logging.getLogger(__name__)
 GRAPH_WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuBLAS handles, workspaces)
 CAPACITY_ALIGN = SPLIT_CHUNK  # buffer lengths: whole chunks for split attention (and aligned mask rows)
 UINT8_MAX = 255.0  # buffer lengths rounded up: attention kernels want aligned mask rows
@@ -187,7 +190,16 @@ class StaticLMState(LMState):
                 for track, fill in enumerate(fills):
                     self.slot_pos[track, fill:fill + length] = POSITION_SENTINEL
 
-            self._graphs[key] = _capture(body, self.capture_stream, self._pool, after=undo)
+            try:
+                self._graphs[key] = _capture(body, self.capture_stream, self._pool, after=undo)
+            except Exception as err:  # torch.compile fails on the first (warm-up) run: fall back to the plain ops
+                if not self.fused.compiled:
+                    raise
+                torch.cuda.synchronize(self.keys.device)
+                undo()
+                self.fused.use_eager(f"torch.compile failed: {type(err).__name__}: {err}")
+                log.warning("static backend: %s; running without it", self.fused.compile_fallback)
+                self._graphs[key] = _capture(body, self.capture_stream, self._pool, after=undo)
         return self._graphs[key]
 
     @torch.no_grad()

@@ -24,7 +24,9 @@ between small kernels as much as by reading the weights):
   query length (HF's ``repeat_kv`` pairing, without copying K/V);
 - the elementwise pieces (RMSNorm, residual add + RMSNorm, RoPE, SiLU-gate, masked softmax) are
   plain functions with HF's arithmetic; ``compile=True`` fuses each into one kernel with
-  ``torch.compile`` (for the graphed steps only: fixed shapes, compiled once);
+  ``torch.compile`` (for the graphed steps only: fixed shapes, compiled once). Where Triton cannot
+  run (no GPU, no Triton, a compiler error at the first step) the plain functions run instead and
+  ``compile_fallback`` says why;
 - attention is either ``sdpa`` (PyTorch's fused kernel with the mask) or ``split``: scores by one
   batched matrix product over the whole buffer, a float32 masked softmax (HF's eager arithmetic),
   then the value product split into ``SPLIT_CHUNK``-slot chunks summed in float32. With a few
@@ -145,6 +147,17 @@ class TrackView:
     sin: torch.Tensor
 
 
+def compile_problem() -> str | None:
+    """None if ``torch.compile`` can fuse the graphed steps here (a CUDA GPU and a working Triton), else why not."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    from torch.utils._triton import has_triton
+
+    if not has_triton():
+        return "Triton is not installed or does not support this GPU"
+    return None
+
+
 class _Ops:
     def __init__(self, act, compiled: bool):
         gate = silu_gate if act is None else (lambda gu: act(gu.chunk(2, -1)[0]) * gu.chunk(2, -1)[1])
@@ -188,7 +201,13 @@ class FusedDecoder:
         self.scaling = self.decoder.layers[0].self_attn.scaling
         act = None if getattr(cfg, "hidden_act", "silu") == "silu" else self.decoder.layers[0].mlp.act_fn
         self.eager_ops = _Ops(act, compiled=False)
-        self.fast_ops = _Ops(act, compiled=compile)
+        self.compile_fallback = compile_problem() if compile else None
+        self.compiled = compile and self.compile_fallback is None
+        self.fast_ops = _Ops(act, compiled=True) if self.compiled else self.eager_ops
+
+    def use_eager(self, reason: str) -> None:
+        """Give up ``torch.compile`` (it failed here): the graphed steps run the plain functions."""
+        self.compiled, self.compile_fallback, self.fast_ops = False, reason, self.eager_ops
 
     @property
     def num_tracks(self) -> int:

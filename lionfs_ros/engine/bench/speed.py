@@ -235,6 +235,7 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
     out = {
         "backend": engine.backend.name, "compile": cfg.compile, "attention": cfg.attention,
         "dropping": model.token_dropping is not None,
+        "compile_fallback": getattr(getattr(getattr(engine.backend, "main", None), "fused", None), "compile_fallback", None),
         "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
                  "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens,
