@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .backends import pick_backend
 from .bounds import token_bounds
 from .config import EngineConfig, check_against_model
 from .context import StreamContext
@@ -31,7 +32,6 @@ from .fast_thinker import FrameEncoder, decide
 from .frame_queue import FrameQueue, QueuedFrame
 from .frames import check_frame, check_question
 from .keyframes import HistoryFrame, select_keyframes
-from .lm_state import DynamicLMState, LMState
 from .rates import EGO, GENERAL, SKIP, RateGate
 from .slow_thinker import LocalSlowThinker, SlowThinker, SlowThinkRequest
 from .slow_worker import Outcome, SlowWorker
@@ -51,7 +51,7 @@ class StreamEngine:
         self.model = model.eval()
         self.cfg = (config or EngineConfig()).validate().for_model(model)
         self.threshold = model.config.stream.interval_threshold if self.cfg.threshold is None else self.cfg.threshold
-        self.backend = backend if backend is not None else _pick_backend(model, self.cfg)
+        self.backend = backend if backend is not None else pick_backend(model, self.cfg)
         self._check_model()
         self.encoder = FrameEncoder(model, *self.backend.towers())
         self.context = StreamContext(
@@ -348,34 +348,3 @@ class StreamEngine:
         }
         out.update({f"rejected_{reason}": count for reason, count in rejected.items()})
         return out
-
-
-class DynamicBackend:
-    """Any model, CPU or GPU: the model's own modules over ``StreamKVCache``s."""
-
-    name = "dynamic"
-
-    def __init__(self, model):
-        self.model = model
-
-    def towers(self):
-        return None, None
-
-    def main_state(self) -> LMState:
-        return DynamicLMState(self.model)
-
-    def fresh_state(self) -> LMState:
-        return DynamicLMState(self.model)
-
-
-def _pick_backend(model, cfg: EngineConfig):
-    wants_static = cfg.backend == "static" or (cfg.backend == "auto" and model.device.type == "cuda")
-    if wants_static:
-        from .cuda_graphs import StaticBackend, static_backend_supported
-
-        reason = static_backend_supported(model)
-        if reason is None:
-            return StaticBackend(model, cfg)
-        if cfg.backend == "static":
-            raise ValueError(f"backend='static' is not possible for this model: {reason}")
-    return DynamicBackend(model)
