@@ -1,4 +1,5 @@
-"""The static backend: preallocated KV buffers, CUDA graphs for the per-frame and per-token steps.
+"""The static backend's parts: preallocated KV buffers, CUDA graphs for the per-frame and per-token steps
+(the backend itself, ``StaticBackend``, sits beside the dynamic one in ``backends.py``).
 
 What runs as a graph (replayed with no Python in between):
 - the general (and ego) vision tower on one frame, normalization included (``GraphedTower``);
@@ -21,33 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lionfs_ros.model.backbone import has_lora
-
-from .bounds import portable_prompt_bound, token_bounds
-from .config import EngineConfig
-from .lm_state import LENGTH_DEPENDENT_ROPE, LMState, renumbering, rope_rotation
+from .lm_state import LMState, renumbering, rope_rotation
 from .resize import FILTERS as RESIZE_FILTERS
 from .resize import ExactResize
-from .static_decoder import POSITION_SENTINEL, SPLIT_CHUNK, FusedDecoder
+from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
 log = logging.getLogger(__name__)
 GRAPH_WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuBLAS handles, workspaces)
-CAPACITY_ALIGN = SPLIT_CHUNK  # buffer lengths: whole chunks for split attention (and aligned mask rows)
 UINT8_MAX = 255.0  # buffer lengths rounded up: attention kernels want aligned mask rows
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
-
-
-def static_backend_supported(model) -> str | None:
-    """None if the static backend can run this model, else the reason it cannot."""
-    if has_lora(model.llm):
-        return "LoRA layers are not merged (call model.merge_lora() first)"
-    if model.llm.config.model_type not in SUPPORTED_MODEL_TYPES:
-        return f"backbone type {model.llm.config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}"
-    if getattr(model.llm.config, "sliding_window", None) and getattr(model.llm.config, "use_sliding_window", False):
-        return "sliding-window attention is not supported"
-    if getattr(model.llm.get_decoder().rotary_emb, "rope_type", "default") in LENGTH_DEPENDENT_ROPE:
-        return "length-dependent RoPE"
-    return None
 
 
 def _capture(body, capture_stream: torch.cuda.Stream, pool, after=None) -> tuple[torch.cuda.CUDAGraph, object]:
@@ -312,47 +294,9 @@ class StaticLMState(LMState):
             self.next_pos_t.fill_(next_pos)
 
 
-def _align(n: int) -> int:
-    return -(-n // CAPACITY_ALIGN) * CAPACITY_ALIGN
-
-
 class _nullcontext:
     def __enter__(self):
         return None
 
     def __exit__(self, *exc):
         return False
-
-
-class StaticBackend:
-    """Main + slow static states and graphed vision towers for one model."""
-
-    name = "static"
-
-    def __init__(self, model, cfg: EngineConfig, use_graphs: bool | None = None):
-        reason = static_backend_supported(model)
-        if reason is not None:
-            raise ValueError(f"static backend: {reason}")
-        self.model = model
-        self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
-        bounds = token_bounds(model, cfg)
-        main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
-        slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
-                                   portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
-        fused = FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention,
-                             dropping=model.token_dropping)
-        frame_length = model.tokens_per_frame + 1
-        self.slow = StaticLMState(model, fused, slow_capacity, self.use_graphs)
-        self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)
-
-    def towers(self):
-        if not self.use_graphs:
-            return None, None
-        m = self.model
-        return GraphedTower(m.vision, m.device), GraphedTower(m.ego, m.device) if m.ego is not None else None
-
-    def main_state(self) -> LMState:
-        return self.main
-
-    def fresh_state(self) -> LMState:
-        return self.slow.reset()

@@ -9,7 +9,7 @@ import torch
 
 from engine_parts import build_model, engine_config, stream_frames
 from lionfs_ros.engine import StreamEngine
-from lionfs_ros.engine.cuda_graphs import StaticBackend, static_backend_supported
+from lionfs_ros.engine.backends import StaticBackend, static_backend_supported
 from lionfs_ros.engine.lm_state import DynamicLMState
 
 ATOL = 1e-4
