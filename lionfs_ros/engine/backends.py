@@ -90,6 +90,8 @@ class StaticBackend:
         frame_length = model.tokens_per_frame + 1
         self.slow = StaticLMState(model, fused, slow_capacity, self.use_graphs)
         self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)
+        self.main.warm_up()
+        self.slow.warm_up()
 
     def towers(self):
         if not self.use_graphs:

@@ -202,19 +202,39 @@ class StaticLMState(LMState):
         self.stream.synchronize()  # the caller reads the decision / token right away
         return logits
 
+    def _token_graph(self):
+        embed_tokens = self.model.llm.get_input_embeddings()
+        return self._graph("token", 1, lambda: self._run(embed_tokens(self._token_in), fast=True))
+
+    def _frame_graph(self, marks: tuple[bool, ...]):
+        plan = self._plan(marks)
+        return self._graph(("frame", marks), len(marks), lambda: self._run(self._frame_in, plan, fast=True))
+
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """Capture (and compile) the one-token and decided-frame graphs now, before the stream starts, on the
+        thread that builds the engine: no capture or compilation later stalls a frame or races another thread."""
+        if not self.use_graphs:
+            return
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            self._token_graph()
+            if self.frame_length:
+                self._frame_graph(tuple(i == self.model.token_ids.placeholder
+                                        for i in self.model.formatter.frame_ids(after_frame=True)))
+        self.stream.synchronize()
+
     def _feed(self, ids: list[int], embeds, marks: tuple[bool, ...], plan) -> torch.Tensor:
         if self.use_graphs and embeds is None and len(ids) == 1:
             self._token_in.fill_(ids[0])
-            embed_tokens = self.model.llm.get_input_embeddings()
-            graph, out = self._graph("token", 1, lambda: self._run(embed_tokens(self._token_in), fast=True))
+            graph, out = self._token_graph()
             graph.replay()
         else:
             x, _ = self.model.joint_embed(torch.as_tensor(ids, dtype=torch.long)[None],
                                           None if embeds is None else embeds.reshape(1, -1, embeds.shape[-1]))
             if self.use_graphs and len(ids) == self.frame_length:
                 self._frame_in.copy_(x[0])
-                graph, out = self._graph(("frame", marks), len(ids),
-                                         lambda: self._run(self._frame_in, plan, fast=True))
+                graph, out = self._frame_graph(marks)
                 graph.replay()
             else:
                 out = self._run(x[0], plan)

@@ -76,11 +76,11 @@ def _fast_summary(latencies: list[float], wall: float) -> dict:
 
 
 VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the routers off)
-    "eager": {"attention": "sdpa"},
-    "dynamic": {"attention": "sdpa", "backend": "dynamic"},
-    "graphs": {"attention": "sdpa"},
+    "eager": {"compile": False, "attention": "sdpa"},
+    "dynamic": {"compile": False, "attention": "sdpa", "backend": "dynamic"},
+    "graphs": {"compile": False, "attention": "sdpa"},
     "graphs+compile": {"compile": True, "attention": "sdpa"},
-    "graphs+split": {"attention": "split"},
+    "graphs+split": {"compile": False, "attention": "split"},
     "graphs+compile+split": {"compile": True, "attention": "split"},
 }
 NODROP = "+nodrop"
