@@ -132,6 +132,9 @@ def test_cuda_graphs_with_dropping_and_ego_decide_like_the_dynamic_backend(tiny_
     for backend in ("dynamic", "static"):
         engine = StreamEngine(model, engine_config(backend=backend, threshold=0.7, kv_budget_tokens=300,
                                                    evict_chunk_tokens=60, keep_recent_frames=4))
+        if backend == "static":  # compiled by default where Triton works, graphs captured at construction
+            fused = engine.backend.main.fused
+            assert fused.compiled and fused.compile_fallback is None and engine.backend.main._graphs
         decisions = [engine.process_frame(frames[k % 12], k * 0.125) for k in range(96)]
         results[backend] = [d for d in decisions if d is not None]
     dyn, sta = results["dynamic"], results["static"]
