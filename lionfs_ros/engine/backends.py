@@ -5,13 +5,22 @@ own modules) and the LM states of the main context and of a fresh slow-thinker c
 (``main_state()``, ``fresh_state()``); ``name`` appears in ``engine.stats()``.
 
 - ``DynamicBackend``: any model, CPU or GPU: the model's own modules over ``StreamKVCache``s.
-- ``StaticBackend`` (``cuda_graphs.py``): preallocated KV buffers and CUDA graphs, Llama/Qwen2
-  backbones without token dropping, chosen automatically on CUDA.
+- ``StaticBackend``: preallocated KV buffers and CUDA graphs (``cuda_graphs.py``, ``static_decoder.py``),
+  Llama/Qwen2 backbones, token dropping included, chosen automatically on CUDA. Its main state
+  forks into one preallocated slow buffer (``StaticLMState.fork_into``).
 """
 from __future__ import annotations
 
+from lionfs_ros.model.backbone import has_lora
+
+from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig
-from .lm_state import DynamicLMState, LMState
+from .cuda_graphs import GraphedTower, StaticLMState
+from .lm_state import LENGTH_DEPENDENT_ROPE, DynamicLMState, LMState
+from .static_decoder import SPLIT_CHUNK, FusedDecoder
+
+CAPACITY_ALIGN = SPLIT_CHUNK  # buffer lengths: whole chunks for split attention (and aligned mask rows)
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
 
 class DynamicBackend:
@@ -36,11 +45,62 @@ def pick_backend(model, cfg: EngineConfig):
     """The backend ``cfg.backend`` asks for (``auto``: static on CUDA when the model allows it, else dynamic)."""
     wants_static = cfg.backend == "static" or (cfg.backend == "auto" and model.device.type == "cuda")
     if wants_static:
-        from .cuda_graphs import StaticBackend, static_backend_supported
-
         reason = static_backend_supported(model)
         if reason is None:
             return StaticBackend(model, cfg)
         if cfg.backend == "static":
             raise ValueError(f"backend='static' is not possible for this model: {reason}")
     return DynamicBackend(model)
+
+
+def static_backend_supported(model) -> str | None:
+    """None if the static backend can run this model, else the reason it cannot."""
+    if has_lora(model.llm):
+        return "LoRA layers are not merged (call model.merge_lora() first)"
+    if model.llm.config.model_type not in SUPPORTED_MODEL_TYPES:
+        return f"backbone type {model.llm.config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}"
+    if getattr(model.llm.config, "sliding_window", None) and getattr(model.llm.config, "use_sliding_window", False):
+        return "sliding-window attention is not supported"
+    if getattr(model.llm.get_decoder().rotary_emb, "rope_type", "default") in LENGTH_DEPENDENT_ROPE:
+        return "length-dependent RoPE"
+    return None
+
+
+def _align(n: int) -> int:
+    return -(-n // CAPACITY_ALIGN) * CAPACITY_ALIGN
+
+
+class StaticBackend:
+    """Main + slow static states and graphed vision towers for one model."""
+
+    name = "static"
+
+    def __init__(self, model, cfg: EngineConfig, use_graphs: bool | None = None):
+        reason = static_backend_supported(model)
+        if reason is not None:
+            raise ValueError(f"static backend: {reason}")
+        self.model = model
+        self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
+        bounds = token_bounds(model, cfg)
+        main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
+        slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
+                                   portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
+        fused = FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention,
+                             dropping=model.token_dropping)
+        frame_length = model.tokens_per_frame + 1
+        self.slow = StaticLMState(model, fused, slow_capacity, self.use_graphs)
+        self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)
+        self.main.warm_up()
+        self.slow.warm_up()
+
+    def towers(self):
+        if not self.use_graphs:
+            return None, None
+        m = self.model
+        return GraphedTower(m.vision, m.device), GraphedTower(m.ego, m.device) if m.ego is not None else None
+
+    def main_state(self) -> LMState:
+        return self.main
+
+    def fresh_state(self) -> LMState:
+        return self.slow.reset()

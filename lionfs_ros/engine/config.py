@@ -67,7 +67,9 @@ class EngineConfig:
 
     # Runtime.
     backend: str = "auto"  # 'dynamic' (any model, StreamKVCache), 'static' (CUDA graphs), 'auto'
-    compile: bool = False  # static backend on CUDA: fuse the elementwise pieces with torch.compile (once, slow start)
+    # static backend on CUDA: fuse the elementwise pieces with torch.compile (compiled once, when the engine is
+    # built: ~20 s); where Triton is missing or compilation fails, the plain pieces run (compile_fallback says why)
+    compile: bool = True
     attention: str = "split"  # static backend: 'split' (split-K over keys, see static_decoder) or 'sdpa' (fused kernel)
     latency_window: int = 2048  # decisions kept for the latency percentiles
     system_prompt: str | None = None  # None: the model's stream.system_prompt

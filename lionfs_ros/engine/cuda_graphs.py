@@ -1,8 +1,10 @@
-"""The static backend: preallocated KV buffers, CUDA graphs for the per-frame and per-token steps.
+"""The static backend's parts: preallocated KV buffers, CUDA graphs for the per-frame and per-token steps
+(the backend itself, ``StaticBackend``, sits beside the dynamic one in ``backends.py``).
 
 What runs as a graph (replayed with no Python in between):
 - the general (and ego) vision tower on one frame, normalization included (``GraphedTower``);
-- the LLM step of a decided frame (interval + n placeholders) on the main context;
+- the LLM step of a decided frame (interval + n placeholders) on the main context, token dropping
+  included (``static_decoder``: a fixed number of kept tokens per dropping layer, top-k on the device);
 - the LLM step of one generated token on the slow thinker's context.
 Everything else (text pieces, prompts, the first frame after a text turn, eviction) runs the same
 code eagerly. Two states exist: the main one (fast thread, ``kv_budget_tokens`` plus one feed) and
@@ -14,35 +16,18 @@ The same classes run on the CPU without graphs (tests check them against ``Dynam
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
-from lionfs_ros.model.backbone import has_lora
 from lionfs_ros.model.image_processing import DeviceImageProcessor
 
-from .bounds import portable_prompt_bound, token_bounds
-from .config import EngineConfig
-from .lm_state import LENGTH_DEPENDENT_ROPE, LMState, renumbering, rope_rotation
-from .static_decoder import POSITION_SENTINEL, SPLIT_CHUNK, FusedDecoder
+from .lm_state import LMState, renumbering, rope_rotation
+from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
+log = logging.getLogger(__name__)
 GRAPH_WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuBLAS handles, workspaces)
-CAPACITY_ALIGN = SPLIT_CHUNK  # buffer lengths: whole chunks for split attention (and aligned mask rows)
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
-
-
-def static_backend_supported(model) -> str | None:
-    """None if the static backend can run this model, else the reason it cannot."""
-    if model.token_dropping is not None:
-        return "token dropping gives each layer its own cache (use the dynamic backend)"
-    if has_lora(model.llm):
-        return "LoRA layers are not merged (call model.merge_lora() first)"
-    if model.llm.config.model_type not in SUPPORTED_MODEL_TYPES:
-        return f"backbone type {model.llm.config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}"
-    if getattr(model.llm.config, "sliding_window", None) and getattr(model.llm.config, "use_sliding_window", False):
-        return "sliding-window attention is not supported"
-    if getattr(model.llm.get_decoder().rotary_emb, "rope_type", "default") in LENGTH_DEPENDENT_ROPE:
-        return "length-dependent RoPE"
-    return None
 
 
 def _capture(body, capture_stream: torch.cuda.Stream, pool, after=None) -> tuple[torch.cuda.CUDAGraph, object]:
@@ -91,16 +76,24 @@ class GraphedTower:
 
 
 class StaticLMState(LMState):
-    def __init__(self, model, fused: FusedDecoder, capacity: int, use_graphs: bool, frame_length: int | None = None):
-        self.model, self.fused, self.capacity = model, fused, capacity
+    """One context in preallocated buffers. ``fork_into``: the state a fork of this one is copied into
+    (the main state forks into the backend's one slow buffer; the slow state itself cannot fork)."""
+
+    def __init__(self, model, fused: FusedDecoder, capacity: int, use_graphs: bool, frame_length: int | None = None,
+                 fork_into: "StaticLMState | None" = None):
+        self.model, self.fused, self.capacity, self.fork_into = model, fused, capacity, fork_into
         device, dtype = model.device, model.dtype
         shape = (len(fused.layers), fused.num_kv_heads, capacity, fused.head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)  # [layers, H_kv, capacity, D]
         self.values = torch.zeros(shape, dtype=dtype, device=device)
-        self.slot_pos = torch.full((capacity,), POSITION_SENTINEL, dtype=torch.long, device=device)
-        self.fill_t = torch.zeros((), dtype=torch.long, device=device)
+        tracks = fused.num_tracks  # the full layers, then each token-dropping layer
+        self.slot_pos = torch.full((tracks, capacity), POSITION_SENTINEL, dtype=torch.long, device=device)
+        self.fill_t = torch.zeros(tracks, dtype=torch.long, device=device)
         self.next_pos_t = torch.zeros((), dtype=torch.long, device=device)
-        self.fill = self.next_pos = 0
+        self.fills = [0] * tracks  # host copy of fill_t
+        self.next_pos = 0
+        self._used_tracks = [t for t in range(tracks) if fused.track_layers(t)]
+        self._plans: dict[tuple[bool, ...], object] = {}
         self.use_graphs = use_graphs and device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.capture_stream = torch.cuda.Stream(device) if self.use_graphs else None
@@ -120,66 +113,117 @@ class StaticLMState(LMState):
 
     @property
     def num_tokens(self) -> int:
-        return self.fill
+        return max(self.fills[t] for t in self._used_tracks)
+
+    @property
+    def fill(self) -> int:
+        """Slots in use (the full layers'; every track holds at most this many)."""
+        return max(self.fills)
 
     def nbytes(self) -> int:
         return 2 * self.keys.numel() * self.keys.element_size() + self.slot_pos.numel() * 8
 
     # Steps.
-    def _run(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
-        return self.fused.forward(x, self.keys, self.values, self.slot_pos, self.fill_t, self.next_pos_t, fast=fast)
+    def _run(self, x: torch.Tensor, plan=None, fast: bool = False) -> torch.Tensor:
+        return self.fused.forward(x, self.keys, self.values, self.slot_pos, self.fill_t, self.next_pos_t, plan, fast=fast)
 
-    def _graph(self, kind: str, body):
-        if kind not in self._graphs:
-            fill, pos, length = self.fill, self.next_pos, self._length(kind)
+    def _plan(self, visual: tuple[bool, ...]):
+        """The token-dropping plan of a feed with this visual mask (its device tensors made once)."""
+        if visual not in self._plans:
+            self._plans[visual] = self.fused.plan(list(visual), self.keys.device)
+        return self._plans[visual]
+
+    def _graph(self, key, length: int, body):
+        if key not in self._graphs:
+            fills, pos = list(self.fills), self.next_pos
 
             def undo():
-                self.fill_t.fill_(fill)
+                self.fill_t.copy_(torch.tensor(fills))
                 self.next_pos_t.fill_(pos)
-                self.slot_pos[fill:fill + length] = POSITION_SENTINEL
+                for track, fill in enumerate(fills):
+                    self.slot_pos[track, fill:fill + length] = POSITION_SENTINEL
 
-            self._graphs[kind] = _capture(body, self.capture_stream, self._pool, after=undo)
-        return self._graphs[kind]
-
-    def _length(self, kind: str) -> int:
-        return 1 if kind == "token" else self.frame_length
+            try:
+                self._graphs[key] = _capture(body, self.capture_stream, self._pool, after=undo)
+            except Exception as err:  # torch.compile fails on the first (warm-up) run: fall back to the plain ops
+                if not self.fused.compiled:
+                    raise
+                torch.cuda.synchronize(self.keys.device)
+                undo()
+                self.fused.use_eager(f"torch.compile failed: {type(err).__name__}: {err}")
+                log.warning("static backend: %s; running without it", self.fused.compile_fallback)
+                self._graphs[key] = _capture(body, self.capture_stream, self._pool, after=undo)
+        return self._graphs[key]
 
     @torch.no_grad()
     def feed(self, ids, embeds=None, visual=None) -> torch.Tensor:
         ids = list(ids)
         if self.fill + len(ids) > self.capacity:
             raise RuntimeError(f"static KV buffer full: {self.fill} + {len(ids)} tokens > capacity {self.capacity}")
+        placeholder = self.model.token_ids.placeholder
+        marks = tuple(i == placeholder for i in ids) if visual is None else tuple(bool(v) for v in list(visual))
+        if len(marks) != len(ids):
+            raise ValueError(f"visual mask of {len(marks)} for {len(ids)} tokens")
+        plan = self._plan(marks)  # host-side: which tokens are visual is known before the step
         if self.stream is None:
-            return self._feed(ids, embeds)
+            return self._feed(ids, embeds, marks, plan)
         self.stream.wait_stream(torch.cuda.current_stream())  # embeds were made on the caller's stream
         with torch.cuda.stream(self.stream):
-            logits = self._feed(ids, embeds)
+            logits = self._feed(ids, embeds, marks, plan)
         self.stream.synchronize()  # the caller reads the decision / token right away
         return logits
 
-    def _feed(self, ids: list[int], embeds) -> torch.Tensor:
+    def _token_graph(self):
+        embed_tokens = self.model.llm.get_input_embeddings()
+        return self._graph("token", 1, lambda: self._run(embed_tokens(self._token_in), fast=True))
+
+    def _frame_graph(self, marks: tuple[bool, ...]):
+        plan = self._plan(marks)
+        return self._graph(("frame", marks), len(marks), lambda: self._run(self._frame_in, plan, fast=True))
+
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """Capture (and compile) the one-token and decided-frame graphs now, before the stream starts, on the
+        thread that builds the engine: no capture or compilation later stalls a frame or races another thread."""
+        if not self.use_graphs:
+            return
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            self._token_graph()
+            if self.frame_length:
+                self._frame_graph(tuple(i == self.model.token_ids.placeholder
+                                        for i in self.model.formatter.frame_ids(after_frame=True)))
+        self.stream.synchronize()
+
+    def _feed(self, ids: list[int], embeds, marks: tuple[bool, ...], plan) -> torch.Tensor:
         if self.use_graphs and embeds is None and len(ids) == 1:
             self._token_in.fill_(ids[0])
-            embed_tokens = self.model.llm.get_input_embeddings()
-            graph, out = self._graph("token", lambda: self._run(embed_tokens(self._token_in), fast=True))
+            graph, out = self._token_graph()
             graph.replay()
         else:
             x, _ = self.model.joint_embed(torch.as_tensor(ids, dtype=torch.long)[None],
                                           None if embeds is None else embeds.reshape(1, -1, embeds.shape[-1]))
             if self.use_graphs and len(ids) == self.frame_length:
                 self._frame_in.copy_(x[0])
-                graph, out = self._graph("frame", lambda: self._run(self._frame_in, fast=True))
+                graph, out = self._frame_graph(marks)
                 graph.replay()
             else:
-                out = self._run(x[0])
-        self.fill += len(ids)
+                out = self._run(x[0], plan)
+        kept = len(ids) if plan is None else plan.kept
+        self.fills = [fill + (kept if routed else len(ids)) for fill, routed in zip(self.fills, self.fused.track_routed)]
         self.next_pos += len(ids)
         return out[-1]
 
     # Fork, reset, eviction.
+    def fork(self) -> "StaticLMState":
+        """The fork for the slow thinker: this context copied into the preallocated slow buffer."""
+        if self.fork_into is None:
+            raise RuntimeError("this static state has no buffer to fork into (only the main context forks)")
+        return self.fork_into.load_from(self)
+
     @torch.no_grad()
     def load_from(self, other: "StaticLMState") -> "StaticLMState":
-        """Become a copy of ``other``'s context (the fork for the slow thinker)."""
+        """Become a copy of ``other``'s context."""
         if self.in_use:
             raise RuntimeError("the slow thinker's buffer is still in use by the previous fork")
         n = other.fill
@@ -192,12 +236,12 @@ class StaticLMState(LMState):
             self.keys[:, :, :n].copy_(other.keys[:, :, :n])
             self.values[:, :, :n].copy_(other.values[:, :, :n])
             self.slot_pos.fill_(POSITION_SENTINEL)
-            self.slot_pos[:n].copy_(other.slot_pos[:n])
-            self.fill_t.fill_(n)
+            self.slot_pos[:, :n].copy_(other.slot_pos[:, :n])
+            self.fill_t.copy_(other.fill_t)
             self.next_pos_t.fill_(other.next_pos)
         if stream is not None:
             stream.synchronize()
-        self.fill, self.next_pos, self.in_use = n, other.next_pos, True
+        self.fills, self.next_pos, self.in_use = list(other.fills), other.next_pos, True
         return self
 
     def reset(self) -> "StaticLMState":
@@ -206,46 +250,39 @@ class StaticLMState(LMState):
         self.slot_pos.fill_(POSITION_SENTINEL)
         self.fill_t.zero_()
         self.next_pos_t.zero_()
-        self.fill = self.next_pos = 0
+        self.fills = [0] * len(self.fills)
+        self.next_pos = 0
         self.in_use = True
         return self
 
     def release(self) -> None:
         self.in_use = False
 
-    def fork(self) -> "StaticLMState":
-        raise RuntimeError("a static state forks through its backend (one preallocated slow buffer)")
-
     @torch.no_grad()
     def evict(self, keep: torch.Tensor, reindex: bool) -> None:
-        n_before = self.fill
-        held = self.slot_pos[:n_before]  # positions, increasing along the slots
-        idx = keep.to(held.device)[held].nonzero().squeeze(-1)
-        n = int(idx.numel())
-        new_pos = held[idx]
+        keep = keep.to(self.slot_pos.device)
         if reindex:
             if self._rotate is None:
                 self._rotate = rope_rotation(self.model.llm.get_decoder().rotary_emb)
-            mapping, self.next_pos = renumbering(keep.to(held.device))
-            moved = mapping[new_pos]
+            mapping, next_pos = renumbering(keep)
+        for track, n_before in enumerate(self.fills):
+            held = self.slot_pos[track, :n_before]  # positions, increasing along the slots
+            idx = keep[held].nonzero().squeeze(-1)
+            n = int(idx.numel())
+            new_pos = held[idx]
+            moved = mapping[new_pos] if reindex else new_pos
             delta = (moved - new_pos)[None]  # [1, n]
-            for layer in range(self.keys.shape[0]):  # one layer at a time: bounded temporary memory
-                self.keys[layer, :, :n] = self._rotate(self.keys[layer, :, idx][None], delta)[0]
+            for layer in self.fused.track_layers(track):  # one layer at a time: bounded temporary memory
+                k = self.keys[layer, :, idx]
+                self.keys[layer, :, :n] = self._rotate(k[None], delta)[0] if reindex else k
                 self.values[layer, :, :n] = self.values[layer, :, idx]
-            new_pos = moved
-            self.next_pos_t.fill_(self.next_pos)
-        else:
-            for layer in range(self.keys.shape[0]):
-                self.keys[layer, :, :n] = self.keys[layer, :, idx]
-                self.values[layer, :, :n] = self.values[layer, :, idx]
-        self.slot_pos[:n] = new_pos
-        self.slot_pos[n:n_before] = POSITION_SENTINEL
-        self.fill = n
-        self.fill_t.fill_(n)
-
-
-def _align(n: int) -> int:
-    return -(-n // CAPACITY_ALIGN) * CAPACITY_ALIGN
+            self.slot_pos[track, :n] = moved
+            self.slot_pos[track, n:n_before] = POSITION_SENTINEL
+            self.fills[track] = n
+        self.fill_t.copy_(torch.tensor(self.fills))
+        if reindex:
+            self.next_pos = next_pos
+            self.next_pos_t.fill_(next_pos)
 
 
 class _nullcontext:
@@ -254,38 +291,3 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
-
-
-class StaticBackend:
-    """Main + slow static states and graphed vision towers for one model."""
-
-    name = "static"
-
-    def __init__(self, model, cfg: EngineConfig, use_graphs: bool | None = None):
-        reason = static_backend_supported(model)
-        if reason is not None:
-            raise ValueError(f"static backend: {reason}")
-        self.model = model
-        self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
-        bounds = token_bounds(model, cfg)
-        main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
-        slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
-                                   portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
-        fused = FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention)
-        frame_length = model.tokens_per_frame + 1
-        self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length)
-        self.slow = StaticLMState(model, fused, slow_capacity, self.use_graphs)
-        self.main.fork = lambda: self.slow.load_from(self.main)
-        self.main.release = lambda: None
-
-    def towers(self):
-        if not self.use_graphs:
-            return None, None
-        m = self.model
-        return GraphedTower(m.vision, m.device), GraphedTower(m.ego, m.device) if m.ego is not None else None
-
-    def main_state(self) -> LMState:
-        return self.main
-
-    def fresh_state(self) -> LMState:
-        return self.slow.reset()

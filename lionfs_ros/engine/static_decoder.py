@@ -1,12 +1,21 @@
 """A Llama-family decoder pass over preallocated KV buffers (the static backend's math).
 
-Same function as ``model.step`` for a backbone without token dropping, written for fixed shapes so
-a step can be captured in a CUDA graph, and with few kernels (a one-token step is bound by launch
-gaps between small kernels as much as by reading the weights):
+Same function as ``model.step`` (token dropping included), written for fixed shapes so a step can
+be captured in a CUDA graph, and with few kernels (a one-token step is bound by launch gaps
+between small kernels as much as by reading the weights):
 - K/V live in buffers ``[layers, H_kv, capacity, D]``; new tokens are written at slots
   ``fill .. fill+M-1`` with ``index_copy_``; each slot remembers its position (``slot_pos``, a
   sentinel past any position when empty), so the additive mask ``slot_pos <= query position`` over
-  the whole buffer is causal inside the step and hides empty slots; it is built once per step;
+  the whole buffer is causal inside the step and hides empty slots;
+- a *track* is a group of layers holding the same tokens: track 0 the full layers, then one per
+  token-dropping layer (each keeps its own subset). Each track has its own ``slot_pos`` row and
+  ``fill``; its mask is built once per step (the full track) or once per layer (dropping tracks);
+- token dropping with fixed shapes: which tokens of a feed are visual is known on the host, so a
+  ``DropPlan`` fixes the frames' token indices and the number ``K`` of tokens a dropping layer
+  runs on (text + ``keep`` per frame). On the device: router logits, a per-frame ``topk``, the
+  kept mask, and the kept indices in sequence order by a cumulative sum and a scatter (no
+  ``nonzero``, no host sync); kept tokens run the layer, dropped ones pass through (the
+  straight-through term of training is exactly zero in value, so it is left out);
 - ``fill`` and ``next_pos`` live on the device and are advanced by the step itself, so a graph
   replay needs no host input besides the new embeddings;
 - q/k/v and gate/up run as one matrix product each (their weights are concatenated once, and the
@@ -15,7 +24,9 @@ gaps between small kernels as much as by reading the weights):
   query length (HF's ``repeat_kv`` pairing, without copying K/V);
 - the elementwise pieces (RMSNorm, residual add + RMSNorm, RoPE, SiLU-gate, masked softmax) are
   plain functions with HF's arithmetic; ``compile=True`` fuses each into one kernel with
-  ``torch.compile`` (for the graphed steps only: fixed shapes, compiled once);
+  ``torch.compile`` (for the graphed steps only: fixed shapes, compiled once). Where Triton cannot
+  run (no GPU, no Triton, a compiler error at the first step) the plain functions run instead and
+  ``compile_fallback`` says why;
 - attention is either ``sdpa`` (PyTorch's fused kernel with the mask) or ``split``: scores by one
   batched matrix product over the whole buffer, a float32 masked softmax (HF's eager arithmetic),
   then the value product split into ``SPLIT_CHUNK``-slot chunks summed in float32. With a few
@@ -82,6 +93,34 @@ def fuse_rows(modules: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | No
 
 
 @dataclass
+class DropPlan:
+    """Token dropping for one feed, fixed by which of its ``M`` tokens are visual (known on the host)."""
+
+    text: torch.Tensor  # [M] bool: tokens every layer keeps (not visual)
+    frames: torch.Tensor  # [F, n] long: the visual tokens' indices, frame by frame
+    steps: torch.Tensor  # [M] long: 0 .. M-1
+    kept: int  # K: tokens a dropping layer runs on
+    counts: torch.Tensor  # [tracks] long: tokens each track gains (M on the full track, K on dropping ones)
+
+
+def drop_plan(visual: list[bool], tokens_per_frame: int, keep: int, track_routed: list[bool],
+              device: torch.device) -> DropPlan | None:
+    """The plan for a feed with this visual mask; None when every token is kept (no visual tokens, or keep = n)."""
+    index = [i for i, v in enumerate(visual) if v]
+    if len(index) % tokens_per_frame:
+        raise ValueError(f"{len(index)} visual tokens in a row is not a whole number of {tokens_per_frame}-token frames")
+    if not index or keep >= tokens_per_frame:
+        return None
+    m, frames = len(visual), len(index) // tokens_per_frame
+    kept = m - len(index) + frames * keep
+    counts = [kept if routed else m for routed in track_routed]
+    return DropPlan(
+        text=torch.tensor([not v for v in visual], dtype=torch.bool, device=device),
+        frames=torch.tensor(index, dtype=torch.long, device=device).view(frames, tokens_per_frame),
+        steps=torch.arange(m, device=device), kept=kept, counts=torch.tensor(counts, dtype=torch.long, device=device))
+
+
+@dataclass
 class FusedLayer:
     ln1: torch.Tensor  # input_layernorm weight
     ln2: torch.Tensor  # post_attention_layernorm weight
@@ -94,6 +133,29 @@ class FusedLayer:
     gate_up_bias: torch.Tensor | None
     down_weight: torch.Tensor
     down_bias: torch.Tensor | None
+    track: int  # 0: a full layer; else its own dropping track
+    router: nn.Module | None  # the layer's Token Dropping Router
+
+
+@dataclass
+class TrackView:
+    """Where one step writes in one track and what its queries may see."""
+
+    slots: torch.Tensor  # [K] slots written
+    mask: torch.Tensor  # [g*K, cap] additive
+    cos: torch.Tensor  # [1, K, D]
+    sin: torch.Tensor
+
+
+def compile_problem() -> str | None:
+    """None if ``torch.compile`` can fuse the graphed steps here (a CUDA GPU and a working Triton), else why not."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    from torch.utils._triton import has_triton
+
+    if not has_triton():
+        return "Triton is not installed or does not support this GPU"
+    return None
 
 
 class _Ops:
@@ -107,7 +169,8 @@ class _Ops:
 class FusedDecoder:
     """The backbone's layers with fused projections; shared by every static state of one model."""
 
-    def __init__(self, llm, compile: bool = False, attention: str = "sdpa"):
+    def __init__(self, llm, compile: bool = False, attention: str = "sdpa", dropping=None):
+        """``dropping``: the model's ``TokenDropping`` (or None)."""
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention {attention!r} is not one of {ATTENTION_KINDS}")
         self.attention = attention
@@ -118,54 +181,114 @@ class FusedDecoder:
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
         self.groups = self.num_heads // self.num_kv_heads
+        self.dropping = dropping
         self.layers: list[FusedLayer] = []
-        for layer in self.decoder.layers:
+        self.track_routed = [False]  # track 0: the full layers
+        for idx, layer in enumerate(self.decoder.layers):
+            router = dropping.router(idx) if dropping is not None else None
+            track = 0
+            if router is not None:
+                track = len(self.track_routed)
+                self.track_routed.append(True)
             attn, mlp = layer.self_attn, layer.mlp
             qkv_w, qkv_b = fuse_rows([attn.q_proj, attn.k_proj, attn.v_proj])
             gu_w, gu_b = fuse_rows([mlp.gate_proj, mlp.up_proj])
             self.layers.append(FusedLayer(
                 layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
                 layer.input_layernorm.variance_epsilon, qkv_w, qkv_b, attn.o_proj.weight, attn.o_proj.bias,
-                gu_w, gu_b, mlp.down_proj.weight, mlp.down_proj.bias))
+                gu_w, gu_b, mlp.down_proj.weight, mlp.down_proj.bias, track, router))
         self.final_norm = (self.decoder.norm.weight, self.decoder.norm.variance_epsilon)
         self.scaling = self.decoder.layers[0].self_attn.scaling
         act = None if getattr(cfg, "hidden_act", "silu") == "silu" else self.decoder.layers[0].mlp.act_fn
         self.eager_ops = _Ops(act, compiled=False)
-        self.fast_ops = _Ops(act, compiled=compile)
+        self.compile_fallback = compile_problem() if compile else None
+        self.compiled = compile and self.compile_fallback is None
+        self.fast_ops = _Ops(act, compiled=True) if self.compiled else self.eager_ops
+
+    def use_eager(self, reason: str) -> None:
+        """Give up ``torch.compile`` (it failed here): the graphed steps run the plain functions."""
+        self.compiled, self.compile_fallback, self.fast_ops = False, reason, self.eager_ops
+
+    @property
+    def num_tracks(self) -> int:
+        return len(self.track_routed)
+
+    def track_layers(self, track: int) -> list[int]:
+        return [idx for idx, fl in enumerate(self.layers) if fl.track == track]
+
+    def plan(self, visual: list[bool], device: torch.device) -> DropPlan | None:
+        if self.dropping is None:
+            return None
+        return drop_plan(visual, self.dropping.tokens_per_frame, self.dropping.keep, self.track_routed, device)
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slot_pos: torch.Tensor,
-                fill: torch.Tensor, next_pos: torch.Tensor, fast: bool = False) -> torch.Tensor:
+                fill: torch.Tensor, next_pos: torch.Tensor, plan: DropPlan | None = None,
+                fast: bool = False) -> torch.Tensor:
         """``x [M, d]`` new embeddings -> last position's logits ``[1, V]``; writes K/V, advances fill/next_pos.
 
+        ``slot_pos [tracks, cap]``, ``fill [tracks]``; ``plan``: token dropping for this feed (None: all kept).
         ``fast``: use the compiled elementwise kernels (fixed-shape graphed steps)."""
         ops = self.fast_ops if fast else self.eager_ops
         m = x.shape[0]
         steps = torch.arange(m, device=x.device)
         pos = next_pos + steps  # [M]
-        slots = fill + steps
-        slot_pos.index_copy_(0, slots, pos)
-        allowed = (slot_pos[None, :] <= pos[:, None]).repeat(self.groups, 1)  # [g*M, cap]
-        mask_dtype = torch.float32 if self.attention == "split" else x.dtype
-        mask = torch.zeros(allowed.shape, dtype=mask_dtype, device=x.device).masked_fill(~allowed, float("-inf"))
         cos, sin = self.decoder.rotary_emb(x[None], position_ids=pos[None])  # [1, M, D]
+        whole: dict[int, TrackView] = {}  # track -> view, for layers that run on every token
         first = self.layers[0]
         h = ops.rms_norm(x, first.ln1, first.eps)
-        residual = x
+        residual = x  # the stream entering the layer; h is its input norm
         for idx, fl in enumerate(self.layers):
-            attn = self._attention(fl, h, keys[idx], values[idx], slots, mask, cos, sin, ops)
-            h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
-            mlp = F.linear(ops.gate(F.linear(h, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
             nxt = self.layers[idx + 1] if idx + 1 < len(self.layers) else None
             weight, eps = (nxt.ln1, nxt.eps) if nxt is not None else self.final_norm
-            h, residual = ops.add_rms_norm(mlp[-1:] if nxt is None else mlp, residual[-1:] if nxt is None else residual,
-                                           weight, eps)
+            if fl.router is not None and plan is not None:
+                sel = self._route(fl.router, residual, plan)  # [K] kept tokens, in order
+                view = self._view(fl.track, pos[sel], cos[:, sel], sin[:, sel], slot_pos, fill, x.dtype)
+                out = self._layer(fl, h[sel], residual[sel], keys[idx], values[idx], view, ops)
+                residual = residual.index_copy(0, sel, out)  # dropped tokens pass the layer unchanged
+                h = ops.rms_norm(residual if nxt is not None else residual[-1:], weight, eps)
+                continue
+            if fl.track not in whole:
+                whole[fl.track] = self._view(fl.track, pos, cos, sin, slot_pos, fill, x.dtype)
+            view = whole[fl.track]
+            attn = self._attention(fl, h, keys[idx], values[idx], view, ops)
+            h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
+            last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
+            mlp = F.linear(ops.gate(F.linear(h[last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
+            h, residual = ops.add_rms_norm(mlp, residual[last], weight, eps)
         logits = self.llm.get_output_embeddings()(h)  # [1, V]: h is the last position after the final norm
-        fill.add_(m)
+        fill.add_(m if plan is None else plan.counts)
         next_pos.add_(m)
         return logits
 
-    def _attention(self, fl: FusedLayer, h, k_buf, v_buf, slots, mask, cos, sin, ops) -> torch.Tensor:
+    def _route(self, router: nn.Module, residual: torch.Tensor, plan: DropPlan) -> torch.Tensor:
+        """Kept token indices ``[K]`` in sequence order: text, plus each frame's top-``keep`` by router logit."""
+        logits = router(residual[None])[0]  # [M]
+        top = logits[plan.frames].topk(self.dropping.keep, dim=-1).indices  # [F, keep]
+        kept = plan.text.scatter(0, plan.frames.gather(1, top).flatten(), True)  # [M]
+        dest = torch.where(kept, kept.long().cumsum(0) - 1, plan.kept)  # dropped tokens go to a spare slot
+        order = torch.empty(plan.kept + 1, dtype=torch.long, device=residual.device)
+        return order.scatter_(0, dest, plan.steps)[:plan.kept]
+
+    def _view(self, track, pos, cos, sin, slot_pos, fill, dtype) -> TrackView:
+        """Write ``pos [K]`` at the track's next slots; the additive mask of those queries over its buffer."""
+        slots = fill[track] + torch.arange(pos.shape[0], device=pos.device)
+        row = slot_pos[track]
+        row.index_copy_(0, slots, pos)
+        allowed = (row[None, :] <= pos[:, None]).repeat(self.groups, 1)  # [g*K, cap]
+        mask_dtype = torch.float32 if self.attention == "split" else dtype
+        mask = torch.zeros(allowed.shape, dtype=mask_dtype, device=pos.device).masked_fill(~allowed, float("-inf"))
+        return TrackView(slots, mask, cos, sin)
+
+    def _layer(self, fl: FusedLayer, h, residual, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
+        """One whole decoder layer on ``h = norm(residual)`` ``[K, d]`` -> the layer's output stream ``[K, d]``."""
+        attn = self._attention(fl, h, k_buf, v_buf, view, ops)
+        h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
+        mlp = F.linear(ops.gate(F.linear(h, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
+        return residual + mlp
+
+    def _attention(self, fl: FusedLayer, h, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
         m, hd, hq, hkv = h.shape[0], self.head_dim, self.num_heads, self.num_kv_heads
+        slots, mask, cos, sin = view.slots, view.mask, view.cos, view.sin
         qkv = F.linear(h, fl.qkv_weight, fl.qkv_bias)  # [M, (Hq + 2 Hkv) * D]
         qk = ops.rope(qkv[:, :(hq + hkv) * hd].view(m, hq + hkv, hd).transpose(0, 1), cos, sin)  # [Hq+Hkv, M, D]
         q, k = qk[:hq], qk[hq:]

@@ -36,6 +36,15 @@ def test_memory_json_is_flat_on_a_short_stream(capsys, tmp_path):
     assert s["kv_bytes_after_warm_up"]["max"] < 1.5 * s["kv_bytes_after_warm_up"]["min"]
 
 
-def test_speed_mode_refuses_a_model_without_a_plain_hf_loop(capsys):
-    assert main(["bench", "--preset", "tiny-lionfs"]) == 2
-    assert "plain HF loop" in capsys.readouterr().err
+def test_speed_with_ego_frames_and_dropping_on_and_off(capsys):
+    """tiny-lionfs: the camera at 8 fps (3 ego-only frames per decided one), the naive loop runs the ego tower and
+    the model's own dropping decoder; the same model with dropping off is timed beside it."""
+    r = run(capsys, "--preset", "tiny-lionfs", "--prefill-frames", "4", "--frames", "4", "--new-tokens", "4",
+            "--backend", "static", "--variants", "eager,eager+nodrop", "--concurrent-variant", "eager")
+    assert r["camera_fps"] == 8.0 and r["token_dropping"]["keep_per_frame"] > 0
+    assert r["ego_only_frame"]["engine"]["frames"] == r["ego_only_frame"]["naive"]["frames"] == 3 * 4
+    eq = r["variants"]["eager"]["equality"]
+    assert eq["frames_compared"] == 8 == eq["decisions_equal"] == eq["next_token_equal"]
+    assert eq["same_prompt"] and eq["generated_tokens_equal_prefix"] == eq["generated_tokens_compared"] == 4
+    assert r["variants"]["eager+nodrop"]["equality"].startswith("not compared")
+    assert r["dropping_on_over_off_p50"]["eager"] > 0

@@ -5,6 +5,10 @@
   router, token dropping); the long-stream memory run uses it.
 - ``llama3-8b``: SigLIP-L/16-384 + a Llama-3-8B-sized backbone (VideoLLM-online v1+'s shape, the
   paper's fast path without the ego stream); CUDA, bf16.
+- ``lionfs-8b``: the full LION-FS 8B design: SigLIP-L/16-384 at 2 fps, a CLIP-B/16-sized egocentric
+  tower (EgoVLPv2's video encoder is a TimeSformer-B/16: the same width and depth) at 8 fps,
+  aggregation router, MoD token dropping (beta 0.5, interleaved layers), Llama-3-8B-sized backbone;
+  a 640x480 camera at 8 fps; CUDA, bf16.
 
 A tokenizer is trained on a few sentences (the backbone's vocabulary keeps its real size).
 ``bias_interval`` gives random weights a trained model's habit of staying silent on most frames.
@@ -37,6 +41,8 @@ TINY_CLIP = dict(model_type="clip_vision_model", hidden_size=64, intermediate_si
 LLAMA3_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
                  rope_theta=500000.0, rms_norm_eps=1e-5)
+CLIP_B16 = dict(model_type="clip_vision_model", hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                num_attention_heads=12, image_size=224, patch_size=16)
 SIGLIP_L16_384 = dict(model_type="siglip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                       num_attention_heads=16, image_size=384, patch_size=16)
 
@@ -50,6 +56,7 @@ class Preset:
     frame_size: tuple[int, int]  # camera frames (H, W) fed to the engine
     kv_budget_tokens: int
     grid_sizes: tuple[int, ...]
+    camera_fps: float = 2.0  # the camera; the general encoder decides at 2 fps, an ego tower takes every frame
 
 
 PRESETS = {
@@ -63,12 +70,20 @@ PRESETS = {
         "aggregation": {"mode": "router"},
         "dropping": {"mode": "mod", "beta": 0.5, "layers": "interleaved"},
         "llm": {"config": TINY_LLM},
-    }, "cpu", torch.float32, (240, 320), 1024, (4, 8)),
+    }, "cpu", torch.float32, (240, 320), 1024, (4, 8), camera_fps=8.0),
     "llama3-8b": Preset("llama3-8b", {
         "vision": {"config": SIGLIP_L16_384, "global_token": "pooler"},
         "llm": {"config": LLAMA3_8B},
     }, "cuda", torch.bfloat16, (480, 640), 4096, (4, 6)),
+    "lionfs-8b": Preset("lionfs-8b", {
+        "vision": {"config": SIGLIP_L16_384, "global_token": "pooler"},
+        "ego": {"source": "tower", "frames_per_frame": 4, "tower": {"config": CLIP_B16, "global_token": "cls"}},
+        "aggregation": {"mode": "router"},
+        "dropping": {"mode": "mod", "beta": 0.5, "layers": "interleaved"},
+        "llm": {"config": LLAMA3_8B},
+    }, "cuda", torch.bfloat16, (480, 640), 4096, (4, 6), camera_fps=8.0),
 }
+GENERAL_FPS = 2.0
 
 
 def build_model(preset: Preset, device: str | None = None, seed: int = 0) -> LionFSModel:

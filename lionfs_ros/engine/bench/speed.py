@@ -1,13 +1,20 @@
 """Speed: the engine's fast and slow paths against the naive loop, measured in one run, same inputs.
 
 Fast path: decided frames (camera-sized RGB in, decision out: preprocessing, vision, LLM step and
-the decision included), after a warm-up that fills the context to ``prefill_frames`` frames.
-Slow path: the thinking prompt for the last keyframes on that context, then ``new_tokens`` greedy
-tokens (EOS ignored so both sides decode the same length): time to first token and decoding
-tokens per second. Equality: per frame P(interval) and the most likely token, and the generated
-ids; where they differ, the naive side's top-1/top-2 logit margin shows whether it was a near tie.
+the decision included), after a warm-up that fills the context to ``prefill_frames`` decided
+frames. With an egocentric tower the camera runs at the preset's ``camera_fps`` (8): between two
+decided frames come ego-only frames (the ego tower alone), timed on their own (synchronized).
+Slow path: the thinking prompt for the last keyframes on that context (the same prompt on both
+sides: the naive loop is given the ids the engine's slow thinker builds), then ``new_tokens``
+greedy tokens (EOS ignored so both sides decode the same length): time to first token and
+decoding tokens per second. Equality: per decided frame P(interval) and the most likely token,
+and the generated ids (how many positions agree, the common prefix, and the naive side's
+top-1/top-2 logit margin at the first difference: a bf16 near-tie or not).
 Concurrency: frames decided while the slow thinker writes on its fork, from another thread.
-Each engine variant (``compile`` off/on, ``attention`` sdpa/split) is measured in turn on the same model.
+Each engine variant (``compile`` off/on, ``attention`` sdpa/split, token dropping off) is measured
+in turn on the same model; ``+nodrop`` variants run the same weights with the dropping routers
+switched off (the naive loop runs the model as built, so they are not compared with it).
+The LLM step is reported beside the weight-matrix floor measured in the same run (``floor.py``).
 """
 from __future__ import annotations
 
@@ -20,12 +27,15 @@ import traceback
 import numpy as np
 import torch
 
+from lionfs_ros.model.thinking_template import build_thinking_inputs
+
 from ..config import EngineConfig, KeyframeConfig
 from ..engine import StreamEngine
-from ..slow_thinker import SlowThinkRequest
+from ..slow_thinker import LocalSlowThinker, SlowThinkRequest
 from ..timing import now, percentiles_ms, rss_bytes
+from .floor import weight_floor
 from .naive import NaiveStream, naive_generate
-from .presets import Preset, build_model, camera_frames
+from .presets import GENERAL_FPS, Preset, build_model, camera_frames
 
 MIB = 1024 * 1024
 DISTINCT_FRAMES = 16
@@ -66,54 +76,77 @@ def _fast_summary(latencies: list[float], wall: float) -> dict:
             "mean_ms": float(np.mean(latencies) * 1e3), "frames_per_second": len(latencies) / wall}
 
 
-VARIANTS = {  # name -> EngineConfig fields
-    "eager": {"attention": "sdpa"},
-    "graphs": {"attention": "sdpa"},
+VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the routers off)
+    "eager": {"compile": False, "attention": "sdpa"},
+    "dynamic": {"compile": False, "attention": "sdpa", "backend": "dynamic"},
+    "graphs": {"compile": False, "attention": "sdpa"},
     "graphs+compile": {"compile": True, "attention": "sdpa"},
-    "graphs+split": {"attention": "split"},
+    "graphs+split": {"compile": False, "attention": "split"},
     "graphs+compile+split": {"compile": True, "attention": "split"},
 }
+NODROP = "+nodrop"
+for _name in list(VARIANTS):
+    VARIANTS[_name + NODROP] = {**VARIANTS[_name], "dropping": False}
+
+
+def variant_fields(name: str) -> tuple[dict, bool]:
+    """(EngineConfig fields, dropping on) of a variant name."""
+    fields = dict(VARIANTS[name])
+    return fields, fields.pop("dropping", True)
 
 
 def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_tokens: int, device: str | None = None,
               backend: str = "auto", variants: tuple[str, ...] = ("eager",), concurrent_variant: str | None = None,
               on_update=None) -> dict:
-    """``on_update(result)`` is called after every phase with the result so far (so a crash keeps what was measured)."""
+    """``prefill_frames`` / ``measure_frames``: decided frames. ``on_update(result)`` is called after every phase
+    with the result so far (so a crash keeps what was measured)."""
     log(f"building {preset.name}")
     model = build_model(preset, device)
     dev = model.device
     log(f"model built on {dev} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters)")
     frames = camera_frames(DISTINCT_FRAMES, preset.frame_size)
     keyframes_cfg = KeyframeConfig(num_keyframes=3, grid_sizes=preset.grid_sizes)
-    total = prefill_frames + measure_frames
-    times = [0.5 * k for k in range(total)]
-    keyframes = [(frames[k % DISTINCT_FRAMES], times[k]) for k in range(total - 3, total)]
+    ratio = round(preset.camera_fps / GENERAL_FPS) if model.ego is not None else 1  # camera frames per decided one
+    total = (prefill_frames + measure_frames) * ratio
+    times = [k / (GENERAL_FPS * ratio) for k in range(total)]
+    decided = [k for k in range(total) if k % ratio == 0]
+    keyframes = [(frames[k % DISTINCT_FRAMES], times[k]) for k in decided[-3:]]
+    base = dict(general_fps=GENERAL_FPS if ratio > 1 else 1e6, answers=False, kv_budget_tokens=preset.kv_budget_tokens,
+                max_new_tokens=new_tokens, stop_on_eos=False, keyframes=keyframes_cfg, backend=backend, slow_path="on")
     result = {
         "preset": preset.name, "device": device_name(dev), "dtype": str(model.dtype).replace("torch.", ""),
         "torch": torch.__version__, "frame_size": list(preset.frame_size), "tokens_per_frame": model.tokens_per_frame,
-        "prefill_frames": prefill_frames, "variants": {},
+        "camera_fps": GENERAL_FPS * ratio, "decided_fps": GENERAL_FPS, "prefill_frames": prefill_frames,
+        "token_dropping": None if model.token_dropping is None else {
+            "layers": model.token_dropping.layers, "keep_per_frame": model.token_dropping.keep},
+        "variants": {},
     }
     update = on_update or (lambda _: None)
-
-    naive = _naive(model, frames, prefill_frames, total, keyframes, keyframes_cfg, new_tokens)
-    result["naive"] = {"fast": naive["fast"], "slow": naive["slow"], "peak_memory_mib": naive["peak_memory_mib"]}
+    thinker = LocalSlowThinker(model, EngineConfig(**base))
+    prompt = build_thinking_inputs(model, [rgb for rgb, _ in keyframes], after_stream=True, config=thinker.cfg.keyframes,
+                                   template=thinker.template, proposer=thinker.proposer, think=True)
+    naive = _naive(model, frames, ratio, prefill_frames, total, prompt, new_tokens)
+    result["naive"] = {k: naive[k] for k in ("fast", "ego_only", "slow", "peak_memory_mib") if k in naive}
     update(result)
-    gc.collect()
     if dev.type == "cuda":
-        torch.cuda.empty_cache()
+        result["weight_floor"] = {"frame_step": weight_floor(model.llm, model.tokens_per_frame + 1),
+                                  "token_step": weight_floor(model.llm, 1)}
+        update(result)
+    _free(dev)
     concurrent_variant = concurrent_variant or variants[-1]
+    dropping = model.token_dropping
     for name in variants:
-        cfg = EngineConfig(general_fps=1e6, answers=False, kv_budget_tokens=preset.kv_budget_tokens,
-                           max_new_tokens=new_tokens, stop_on_eos=False, keyframes=keyframes_cfg, backend=backend,
-                           **VARIANTS[name])
+        fields, drop_on = variant_fields(name)
+        cfg = EngineConfig(**{**base, **fields})
 
-        def publish(partial: dict, name=name) -> None:
-            result["variants"][name] = _equality(dict(partial), naive, model)
+        def publish(partial: dict, name=name, compare=drop_on or dropping is None) -> None:
+            result["variants"][name] = _equality(dict(partial), naive, model) if compare else _no_equality(dict(partial))
             _summarize(result, naive, dev.type == "cuda")
             update(result)
 
+        model.token_dropping = dropping if drop_on else None
         try:
-            _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_tokens,
+            _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframes, new_tokens,
                             concurrent=name == concurrent_variant, publish=publish)
         except Exception as err:  # a variant that cannot run is reported, the rest go on
             entry = result["variants"].setdefault(name, {})
@@ -121,40 +154,68 @@ def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_t
             entry["traceback"] = traceback.format_exc(limit=6)
             log(f"variant {name} failed: {err}")
             update(result)
-        gc.collect()
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+        finally:
+            model.token_dropping = dropping
+        _free(dev)
     return result
+
+
+def _free(dev) -> None:
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _summarize(result: dict, naive: dict, cuda: bool) -> None:
     ok = {k: v for k, v in result["variants"].items() if "fast" in v and "slow" in v}
-    if not ok:
+    on = {k: v for k, v in ok.items() if not k.endswith(NODROP)}
+    if not on:
         return
-    best = min(ok, key=lambda k: ok[k]["fast"]["p50_ms"])
-    b = ok[best]
+    best = min(on, key=lambda k: on[k]["fast"]["p50_ms"])
+    b = on[best]
     result["best_variant"] = best
     result["fast_path"] = {"engine": b["fast"], "naive": naive["fast"],
                            "speedup_p50": naive["fast"]["p50_ms"] / b["fast"]["p50_ms"]}
+    if "ego_only" in b:
+        result["ego_only_frame"] = {"engine": b["ego_only"], "naive": naive["ego_only"]}
     result["slow_path"] = {"engine": b["slow"], "naive": naive["slow"],
                            "speedup_tokens_per_second": b["slow"]["tokens_per_second"] / naive["slow"]["tokens_per_second"]}
     kind = "torch.cuda.max_memory_allocated" if cuda else "process RSS"
     result["peak_memory_mib"] = {"engine": b["peak_memory_mib"], "naive": naive["peak_memory_mib"], "kind": kind}
+    ratios = {k: ok[k]["fast"]["p50_ms"] / ok[k + NODROP]["fast"]["p50_ms"] for k in on if k + NODROP in ok}
+    if ratios and result.get("token_dropping"):
+        result["dropping_on_over_off_p50"] = ratios
+    floor = result.get("weight_floor", {}).get("frame_step", {})
+    if "ms" in floor and "breakdown_ms" in b:
+        result["llm_step_over_floor"] = {"llm_step_ms": b["breakdown_ms"]["llm_step"], "floor_ms": floor["ms"],
+                                         "ratio": b["breakdown_ms"]["llm_step"] / floor["ms"]}
 
 
-def _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_tokens, concurrent: bool, publish) -> None:
+def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframes, new_tokens, concurrent: bool,
+                    publish) -> None:
     dev = model.device
     _reset_peak(dev)
     started = now()
     engine = StreamEngine(model, cfg)
-    log(f"engine built ({engine.backend.name} backend, compile={cfg.compile}, attention={cfg.attention})")
-    decisions = []
+    log(f"engine built ({engine.backend.name} backend, compile={cfg.compile}, attention={cfg.attention},"
+        f" dropping={model.token_dropping is not None})")
+    decisions, ego_only, is_decided = [], [], set(decided)
+    first_measured = decided[prefill_frames]
     for k in range(len(times)):
-        if k == prefill_frames:
+        if k == first_measured:
             context_start, wall = engine.stats()["kv_tokens"], now()
-        decisions.append(engine.process_frame(frames[k % DISTINCT_FRAMES], times[k]))
-        if k % PROGRESS_EVERY == 0:
-            log(f"engine frame {k}: {decisions[-1].latency_s * 1e3:.1f} ms")
+        t0 = now()
+        decision = engine.process_frame(frames[k % DISTINCT_FRAMES], times[k])
+        if (decision is not None) != (k in is_decided):
+            raise RuntimeError(f"camera frame {k} at {times[k]:.3f} s: the engine's rate gate and the bench disagree")
+        if decision is None:
+            _sync(dev)  # an ego-only frame returns before its GPU work ends: time all of it
+            if k > first_measured:
+                ego_only.append(now() - t0)
+            continue
+        decisions.append(decision)
+        if len(decisions) % PROGRESS_EVERY == 1:
+            log(f"engine frame {k}: {decision.latency_s * 1e3:.1f} ms")
     wall = now() - wall
     measured = decisions[prefill_frames:]
     fast = _fast_summary([d.latency_s for d in measured], wall)
@@ -169,15 +230,22 @@ def _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_to
         fork.state.release()
         log(f"engine slow path: {slow_runs[-1].tokens_per_second:.1f} tokens/s")
     slow = slow_runs[-1]
+    st = engine.slow_thinker
+    prompt = build_thinking_inputs(model, [rgb for rgb, _ in keyframes], after_stream=True, config=st.cfg.keyframes,
+                                   template=st.template, proposer=st.proposer, think=st.thinks(request))
     out = {
         "backend": engine.backend.name, "compile": cfg.compile, "attention": cfg.attention,
+        "dropping": model.token_dropping is not None,
+        "compile_fallback": getattr(getattr(getattr(engine.backend, "main", None), "fused", None), "compile_fallback", None),
         "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
                  "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens,
                  "first_run_tokens_per_second": slow_runs[0].tokens_per_second},
         "peak_memory_mib": _peak_mib(dev),
-        "_decisions": decisions, "_tokens": slow.token_ids,
+        "_decisions": decisions, "_tokens": slow.token_ids, "_prompt_ids": prompt.input_ids.tolist(),
     }
+    if ego_only:
+        out["ego_only"] = _ego_summary(ego_only)
     publish(out)
     log("breakdown")
     out["breakdown_ms"] = _breakdown(engine, frames)
@@ -190,11 +258,18 @@ def _engine_variant(model, cfg, frames, times, prefill_frames, keyframes, new_to
     publish(out)
 
 
+def _ego_summary(seconds: list[float]) -> dict:
+    return {"frames": len(seconds), **{f"{k}_ms": v for k, v in percentiles_ms(seconds).items()},
+            "mean_ms": float(np.mean(seconds) * 1e3)}
+
+
 def _breakdown(engine: StreamEngine, frames) -> dict:
     """Median time of each stage of a decided frame, run on its own (synchronized)."""
     model, dev = engine.model, engine.model.device
     enc, state = engine.encoder, engine.context.state
     stages = {"resize_and_tower": [], "connector": [], "llm_step": [], "decide": []}
+    if enc.has_ego:
+        stages["ego_tower"] = []
     with torch.no_grad():
         for k in range(BREAKDOWN_REPS):
             rgb = frames[k % DISTINCT_FRAMES]
@@ -202,7 +277,14 @@ def _breakdown(engine: StreamEngine, frames) -> dict:
             tokens = enc.general_tokens(rgb)
             _sync(dev)
             t1 = now()
-            embeds = model.embed_frames(tokens)[0] if not enc.has_ego else enc.encode(rgb)
+            if enc.has_ego:  # the decided frame's own ego tower, then the connectors and the aggregation router
+                enc.add_ego(rgb)
+                _sync(dev)
+                stages["ego_tower"].append(now() - t1)
+                t1 = now()
+                embeds = model.embed_frames(tokens, enc.ego_window())[0]
+            else:
+                embeds = model.embed_frames(tokens)[0]
             _sync(dev)
             t2 = now()
             logits = state.feed(model.formatter.frame_ids(after_frame=True), embeds)
@@ -210,7 +292,7 @@ def _breakdown(engine: StreamEngine, frames) -> dict:
             t3 = now()
             float(model.p_interval(logits))
             t4 = now()
-            for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            for key, value in zip(("resize_and_tower", "connector", "llm_step", "decide"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 stages[key].append(value)
     return {key: float(np.median(values) * 1e3) for key, values in stages.items()}
 
@@ -247,33 +329,49 @@ def _concurrent(engine: StreamEngine, frames, keyframes, new_tokens: int, last_t
     return out
 
 
-def _naive(model, frames, prefill_frames, total, keyframes, keyframes_cfg, new_tokens) -> dict:
+def _naive(model, frames, ratio, prefill_frames, total, prompt, new_tokens) -> dict:
     dev = model.device
     _reset_peak(dev)
     naive = NaiveStream(model)
-    out = []
+    out, ego_only = [], []
+    first_measured = prefill_frames * ratio
     for k in range(total):
-        if k == prefill_frames:
+        if k == first_measured:
             wall = now()
-        out.append(naive.frame(frames[k % DISTINCT_FRAMES]))
-        if k % PROGRESS_EVERY == 0:
+        rgb = frames[k % DISTINCT_FRAMES]
+        if k % ratio:
+            seconds = naive.ego_frame(rgb)
+            if k > first_measured:
+                ego_only.append(seconds)
+            continue
+        out.append(naive.frame(rgb))
+        if len(out) % PROGRESS_EVERY == 1:
             log(f"naive frame {k}: {out[-1][3] * 1e3:.1f} ms")
     wall = now() - wall
     fast = _fast_summary([s for *_, s in out[prefill_frames:]], wall)
-    rgbs = [rgb for rgb, _ in keyframes]
-    runs = [naive_generate(naive, rgbs, new_tokens, keyframes_cfg, rewind=True) for _ in range(2)]  # first: warm-up
+    runs = [naive_generate(naive, prompt, new_tokens) for _ in range(2)]  # the first: a warm-up
     gen = runs[-1]
     log(f"naive slow path: {gen['tokens_per_second']:.1f} tokens/s")
-    return {
+    result = {
         "fast": fast, "frames": out, "gen": gen, "peak_memory_mib": _peak_mib(dev),
         "slow": {"time_to_first_token_ms": gen["time_to_first_token_s"] * 1e3,
                  "tokens_per_second": gen["tokens_per_second"], "new_tokens": len(gen["ids"]),
                  "prompt_tokens": gen["prompt_tokens"], "first_run_tokens_per_second": runs[0]["tokens_per_second"]},
     }
+    if ego_only:
+        result["ego_only"] = _ego_summary(ego_only)
+    return result
+
+
+def _no_equality(variant: dict) -> dict:
+    for key in ("_decisions", "_tokens", "_prompt_ids"):
+        variant.pop(key)
+    variant["equality"] = "not compared: the naive loop runs the model with token dropping, this variant without"
+    return variant
 
 
 def _equality(variant: dict, naive: dict, model) -> dict:
-    decisions, tokens = variant.pop("_decisions"), variant.pop("_tokens")
+    decisions, tokens, prompt_ids = variant.pop("_decisions"), variant.pop("_tokens"), variant.pop("_prompt_ids")
     frames = naive["frames"]
     interval = model.token_ids.interval
     p_engine = np.array([d.p_interval for d in decisions])
@@ -282,12 +380,13 @@ def _equality(variant: dict, naive: dict, model) -> dict:
     same = [d.respond == (p < model.config.stream.interval_threshold or top != interval)
             for d, (p, top, _, _) in zip(decisions, frames)]
     gen = naive["gen"]
-    prefix = next((i for i, (a, b) in enumerate(zip(tokens, gen["ids"])) if a != b), len(gen["ids"]))
+    prefix = next((i for i, (a, b) in enumerate(zip(tokens, gen["ids"])) if a != b), min(len(tokens), len(gen["ids"])))
     variant["equality"] = {
         "frames_compared": len(decisions), "decisions_equal": int(sum(same)),
         "next_token_equal": len(decisions) - len(mismatch),
         "next_token_mismatch_max_naive_margin": max(mismatch) if mismatch else None,
         "max_abs_p_interval_diff": float(np.abs(p_engine - p_naive).max()),
+        "same_prompt": prompt_ids == gen["prompt_ids"], "prompt_tokens": [len(prompt_ids), len(gen["prompt_ids"])],
         "generated_tokens_compared": len(gen["ids"]), "generated_tokens_equal_prefix": prefix,
         "naive_margin_at_first_difference": gen["margins"][prefix] if prefix < len(gen["margins"]) else None,
     }
