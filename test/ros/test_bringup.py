@@ -77,7 +77,8 @@ def test_launch_file_starts_the_same_nodes_as_bringup(monkeypatch):
         "launch": types.SimpleNamespace(LaunchDescription=list),
         "launch.actions": types.SimpleNamespace(
             DeclareLaunchArgument=lambda name, **kw: ("arg", name, kw["default_value"]),
-            OpaqueFunction=lambda function: ("opaque", function)),
+            OpaqueFunction=lambda function: ("opaque", function),
+            Shutdown=lambda reason: ("shutdown", reason)),
         "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
         "launch_ros.actions": types.SimpleNamespace(Node=Node),
     }
@@ -89,15 +90,18 @@ def test_launch_file_starts_the_same_nodes_as_bringup(monkeypatch):
     description = launch_file.generate_launch_description()
     defaults = {item[1]: item[2] for item in description if item[0] == "arg"}
     opaque = next(item[1] for item in description if item[0] == "opaque")
-    opaque(defaults)
-
-    node_set = get_node_set(defaults["node_set"])
-    assert [(n["executable"], n["name"]) for n in recorded] == [(s.executable, s.name) for s in node_set.nodes]
-    for launched, spec in zip(recorded, node_set.nodes):
-        assert launched["parameters"] == [str(node_set.params_file)]
-        assert dict(launched["remappings"]) == spec.remappings
-        command = node_command(spec, node_set.params_file)
-        assert "--params-file" in command and str(node_set.params_file) in command
+    for set_name in (defaults["node_set"], "lionfs_split"):
+        recorded.clear()
+        opaque({**defaults, "node_set": set_name})
+        node_set = get_node_set(set_name)
+        assert [(n["executable"], n["name"]) for n in recorded] == [(s.executable, s.name) for s in node_set.nodes]
+        for launched, spec in zip(recorded, node_set.nodes):
+            assert (launched["on_exit"] is not None) == spec.essential  # launch shuts down on essential exits only
+            assert launched["parameters"] == [str(node_set.params_file)]
+            assert dict(launched["remappings"]) == spec.remappings
+            command = node_command(spec, node_set.params_file)
+            assert "--params-file" in command and str(node_set.params_file) in command
+    assert [spec.essential for spec in get_node_set("lionfs_split").nodes] == [False, True]
 
 
 def test_split_set_starts_edge_and_server_with_one_params_file(processes, rclpy_context, tmp_path):
