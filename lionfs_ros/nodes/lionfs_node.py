@@ -34,6 +34,9 @@ ASSISTANT_TOPIC, GUIDANCE_TOPIC, QUERY_TOPIC, ASK_SERVICE = "assistant", "guidan
 PUBLISH_DEPTH = 50
 STALL_CHECKS_PER_TIMEOUT = 10
 BAD_INPUT_LOG_PERIOD = 5.0
+# A stamp this far behind the newest frame is a camera clock jump (reset the stream); a smaller
+# step back is one late frame, refused (counted as rejected_non_monotonic).
+CLOCK_JUMP_S = 0.5
 # /diagnostics stays WARN this long after a stream reset (clock jump), so a monitor sees it.
 RESET_WARN_S = 10.0
 DYNAMIC = DYNAMIC_PARAMS["lionfs_node"]
@@ -83,7 +86,7 @@ class LionFSNode(LifecycleNode):
         self.camera = CameraInput(self, p, self._on_frame, self._on_reject,
                                   callback_group=MutuallyExclusiveCallbackGroup())
         self._query_sub = self.create_subscription(UserQuery, QUERY_TOPIC, self._on_query, 10,
-                                                   callback_group=self._group)
+                                                   callback_group=MutuallyExclusiveCallbackGroup())
         self._ask_srv = self.create_service(AskQuestion, ASK_SERVICE, self._on_ask, callback_group=self._group)
         self._timers = [
             self.create_timer(p.stall_timeout / STALL_CHECKS_PER_TIMEOUT, self._check_stream, callback_group=self._group),
@@ -144,7 +147,7 @@ class LionFSNode(LifecycleNode):
         self._last_header = header
         self.health.frame(receive_time, t)
         self._publish_stream_events(receive_time)  # 'started' goes out before any response to this frame
-        if self._last_stamp is not None and t < self._last_stamp:
+        if self._last_stamp is not None and self._last_stamp - t > CLOCK_JUMP_S:
             self._reset_stream(self._last_stamp - t, header)
         try:
             self.engine.push_frame(rgb, t, meta=header)
