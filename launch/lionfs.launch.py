@@ -1,11 +1,12 @@
 """ros2 launch lionfs_ros lionfs.launch.py [node_set:=lionfs] [params_file:=FILE] [namespace:=NS]
 
 Starts the same node set as `lionfs bringup` (config/node_sets.yaml): same executables, node
-names, params file and remappings. The nodes keep DDS discovery on this host unless
-ROS_AUTOMATIC_DISCOVERY_RANGE is set in the environment.
+names, params file, remappings, and which nodes are essential (an essential node's exit shuts
+the launch down; a non-essential one may die while the others carry on). The nodes keep DDS
+discovery on this host unless ROS_AUTOMATIC_DISCOVERY_RANGE is set in the environment.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -18,7 +19,8 @@ def _nodes(context, *args, **kwargs):
     namespace = LaunchConfiguration("namespace").perform(context)
     return [
         Node(package="lionfs_ros", executable=spec.executable, name=spec.name, namespace=namespace,
-             parameters=[params_file], remappings=list(spec.remappings.items()), output="screen")
+             parameters=[params_file], remappings=list(spec.remappings.items()), output="screen",
+             on_exit=Shutdown(reason=f"{spec.name} exited") if spec.essential else None)
         for spec in node_set.nodes
     ]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ class LionFSNodeParams(CameraInputParams, ModelParams):
     remote_timeout: float = param(30.0, "Seconds to wait for a remote answer before giving up on it.", minimum=0.1)
     stall_timeout: float = param(2.0, "Seconds without a frame before STREAM_STALLED.", minimum=0.01)
     diagnostics_period: float = param(1.0, "Seconds between /diagnostics messages.", minimum=0.05)
+    question_timeout: float = param(10.0, "Seconds a question waits for a camera frame to be answered at before it "
+                                    "is withdrawn (QUERY_EXPIRED, final AssistantMessage with error).", minimum=0.1)
 
 
 @dataclass
@@ -187,28 +190,58 @@ def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     return sections
 
 
-def validate_params_file(path: str | Path, executables: dict[str, str]) -> None:
+def section_matches(section: str, fqn: str) -> bool:
+    """Whether a params-file section applies to the node with this fully qualified name, as rcl
+    matches them: 'name' means '/name' (no namespace), '/*' is one namespace level, '/**' any."""
+    pattern = ""
+    for token in section.strip("/").split("/"):
+        pattern += {"**": "(/[^/]+)*", "*": "/[^/]+"}.get(token, "/" + re.escape(token))
+    return re.fullmatch(pattern or "/", fqn) is not None
+
+
+def node_fqn(name: str, namespace: str = "") -> str:
+    return "/" + "/".join(part for part in (namespace.strip("/"), name) if part)
+
+
+def params_for_node(sections: dict[str, dict[str, Any]], fqn: str) -> dict[str, Any]:
+    """The values a node gets from a loaded params file (later sections win, as in rcl)."""
+    values = {}
+    for section, params in sections.items():
+        if section_matches(section, fqn):
+            values.update(params)
+    return values
+
+
+def validate_params_file(path: str | Path, executables: dict[str, str], namespace: str = "",
+                         tolerated: frozenset[str] = frozenset()) -> None:
     """Check a params file against the nodes that will read it.
 
-    `executables` maps node name -> executable. A section named after a node is checked
-    against that node's parameters; the '/**' section against the union of all of them.
+    `executables` maps node name -> executable; the nodes run in `namespace`. A section that
+    applies to one node is checked against that node's parameters; one that applies to several
+    ('/**', '/**/name' patterns) against the union of theirs, and names in `tolerated` (another
+    node's parameters, when a node runs alone) pass. A section named after a node of the set
+    that does not reach it under `namespace` is an error: rcl would silently ignore it.
     """
     sections = load_params_file(path)
-    known = {name: NODE_PARAMS[exe] for name, exe in executables.items() if exe in NODE_PARAMS}
+    nodes = {node_fqn(name, namespace): NODE_PARAMS[exe] for name, exe in executables.items() if exe in NODE_PARAMS}
     for section, params in sections.items():
-        node = section.lstrip("/")
+        owners = [cls for fqn, cls in nodes.items() if section_matches(section, fqn)]
+        leaf = section.strip("/").split("/")[-1]
+        if not owners:
+            if leaf in executables and namespace:
+                raise ConfigError(
+                    f"{path}: section {section!r} does not apply to {node_fqn(leaf, namespace)} (it means "
+                    f"{node_fqn(section.strip('/'))}); key it '/**/{leaf}' to work under any namespace")
+            continue
         for name, value in params.items():
             if name in ROS_BUILTIN_PARAMS or name.startswith(ROS_BUILTIN_PREFIXES):
                 continue
             where = f"{path}: {section}.ros__parameters.{name}"
-            if section == WILDCARD_NODE:
-                owners = [cls for cls in known.values() if name in {f.name for f in fields(cls)}]
-                if not owners and known:
-                    check_value(next(iter(known.values())), name, value, where)
-                for cls in owners:
-                    check_value(cls, name, value, where)
-            elif node in known:
-                check_value(known[node], name, value, where)
+            declared = [cls for cls in owners if name in {f.name for f in fields(cls)}]
+            if not declared and name in tolerated:
+                continue
+            for cls in declared or owners[:1]:  # none declares it: unknown, reported against the first
+                check_value(cls, name, value, where)
 
 
 def _flatten(params: dict, prefix: str = "") -> dict[str, Any]:

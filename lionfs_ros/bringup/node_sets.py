@@ -17,6 +17,9 @@ class NodeSpec:
     executable: str
     name: str
     remappings: dict[str, str] = field(default_factory=dict)
+    # An essential node's exit ends the set; a non-essential one (a remote slow thinker) may die
+    # and the rest carries on degraded.
+    essential: bool = True
 
     def ros_args(self, params_file: Path, namespace: str = "") -> list[str]:
         """The --ros-args part of this node's command line."""
@@ -66,7 +69,8 @@ def load_node_sets(path: Path | None = None) -> dict[str, NodeSet]:
         where = f"{path}: {set_name}"
         try:
             nodes = tuple(
-                NodeSpec(str(n["executable"]), str(n["name"]), {str(k): str(v) for k, v in (n.get("remappings") or {}).items()})
+                NodeSpec(str(n["executable"]), str(n["name"]), {str(k): str(v) for k, v in (n.get("remappings") or {}).items()},
+                         _flag(n.get("essential", True), f"{where}: {n['name']}.essential"))
                 for n in body["nodes"])
             sets[set_name] = NodeSet(set_name, str(body.get("description", "")), path.parent / body["params"], nodes)
         except (KeyError, TypeError) as err:
@@ -79,3 +83,17 @@ def get_node_set(name: str, path: Path | None = None) -> NodeSet:
     if name not in sets:
         raise ConfigError(f"unknown node set {name!r}; available: {', '.join(sorted(sets))}")
     return sets[name]
+
+
+def _flag(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def camera_topic(set_name: str = "lionfs") -> str:
+    """The camera topic the set's nodes listen to, relative to the namespace (`camera/image_raw`)."""
+    for node in get_node_set(set_name).nodes:
+        if "image_raw" in node.remappings:
+            return node.remappings["image_raw"]
+    return "image_raw"

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actions", type=int, default=4, help="actions in the episode (default: 4)")
     parser.add_argument("--fps", type=int, help="camera rate in Hz (default: the synthetic world's)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default: 1)")
-    parser.add_argument("--set", dest="node_set", default="lionfs", help="node set to run (default: lionfs)")
+    parser.add_argument("--node-set", "--set", dest="node_set", default="lionfs",
+                        help="node set to run (default: lionfs); --set is the older spelling")
     parser.add_argument("--log-dir", type=Path, help="node logs (default: a new temp dir)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
 
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     keep_discovery_local(force=True)
     os.environ.setdefault("ROS_DOMAIN_ID", str(DEMO_DOMAIN_ID))
+    from lionfs_ros.bringup.supervisor import transport_env
+
+    os.environ.update(transport_env(os.environ, "shm")[0])  # the camera here and the nodes share memory
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     node_set = get_node_set(args.node_set)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="lionfs-demo-"))
     out = open(os.devnull, "w") if args.quiet else sys.stdout
-    supervisor = Supervisor(node_set, node_set.params_file, log_dir, out=out)
+    supervisor = Supervisor(node_set, node_set.params_file, log_dir, out=out, echo=False)
     episode = demo_episode(seed=args.seed, actions=args.actions, fps=args.fps)
     rclpy.init()
     executor = MultiThreadedExecutor()
@@ -99,8 +103,8 @@ def _summary(ok: bool, seed: int, episode, camera, listener, stall_seen: bool, l
     timing = "-" if scores.time_diff_s is None else f"{scores.time_diff_s:.2f} s"
     p50 = f"{1e3 * latency[len(latency) // 2]:.0f} ms" if latency else "-"
     return (f"demo: {'ok' if ok else 'FAILED'}: episode seed={seed}, {len(camera.published)} frames, "
-            f"{len(episode.narrations)} true narrations; {len(finals)} responses, {scores.matched} on time "
-            f"(-{MATCH_EARLY_S:g}/+{MATCH_LATE_S:g} s), TimeDiff {timing}, decision latency p50 {p50}; "
+            f"{len(episode.narrations)} true narrations; {len(finals)} responses, {scores.matched} timed at a "
+            f"true narration (-{MATCH_EARLY_S:g}/+{MATCH_LATE_S:g} s; timing only, text not scored), TimeDiff {timing}, decision latency p50 {p50}; "
             f"end of stream detected: {'yes' if stall_seen else 'no'}; logs: {log_dir}")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -14,7 +15,8 @@ HELP = "record a live session (camera, assistant messages, events) into a rosbag
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", type=Path, required=True, help="bag directory to create (must not exist)")
     parser.add_argument("--namespace", default="", help="the assistant's namespace (its topics are relative to it)")
-    parser.add_argument("--image-topic", help="camera topic (default: image_raw in the namespace, raw and /compressed)")
+    parser.add_argument("--image-topic", help="camera topic, raw and /compressed (default: the one `lionfs bringup` "
+                        "subscribes, camera/image_raw in the namespace)")
     parser.add_argument("--topic", action="append", default=[], metavar="TOPIC",
                         help="another topic to record (repeatable)")
     parser.add_argument("--duration", type=float, help="stop by itself after this many seconds (default: until Ctrl-C)")
@@ -45,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    recorder = SessionRecorder(sink, session_topics(args.image_topic, args.topic), namespace=args.namespace)
+    from lionfs_ros.bringup.node_sets import camera_topic
+
+    recorder = SessionRecorder(sink, session_topics(args.image_topic or camera_topic(), args.topic),
+                               namespace=args.namespace or None)
     executor = SingleThreadedExecutor()
     executor.add_node(recorder)
     spinner = threading.Thread(target=_spin, args=(executor, ExternalShutdownException), daemon=True)
@@ -63,6 +68,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"lionfs record: {sum(sink.counts.values())} messages in {elapsed:.1f} s into {args.out}: {counts}")
     for topic, why in recorder.skipped.items():
         print(f"  not recorded: {topic} ({why})")
+    camera = [t for t in recorder.wanted_camera if sink.counts.get(t)]
+    if not sink.counts:
+        print(f"lionfs record: error: nothing was recorded; looked for {', '.join(sorted(recorder.wanted))} "
+              f"(namespace {args.namespace or '/'}, ROS_DOMAIN_ID {os.environ.get('ROS_DOMAIN_ID', '0')})",
+              file=sys.stderr)
+        return 1
+    if not camera:
+        print(f"lionfs record: warning: no camera frame on {' or '.join(recorder.wanted_camera)}; "
+              "the bag cannot be replayed (use --image-topic)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="seconds to wait after the last frame for answers still being written (default: 30)")
     live.add_argument("--attach", metavar="NAMESPACE",
                       help="use an already running lionfs_node in NAMESPACE instead of starting one "
-                           "(it must run with use_sim_time and image_topic image_raw)")
+                           "(it must run with use_sim_time; frames go to NAMESPACE/camera/image_raw, the "
+                           "camera topic of `lionfs bringup --namespace NAMESPACE`)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
                         help="print two reports (report.json or their directories) side by side and exit")
@@ -133,7 +134,9 @@ def _print_summary(report: dict, json_path: Path, html_path: Path) -> None:
     latency = metrics["latency"]["end_to_end"]
     parts = [f"{report['frames']['decoded']} frames", f"{len(report['responses'])} responses"]
     if triggers:
-        parts.append(f"truth {triggers['num_truth']}, matched {triggers['matched']}")
+        chrf = (metrics.get("text") or {}).get("chrf")
+        text = "text not scored" if chrf is None else f"their text chrF {chrf:.1f}"
+        parts.append(f"truth {triggers['num_truth']}, {triggers['matched']} timed at a true narration ({text})")
         if triggers["f1"] is not None:
             parts.append(f"F1 {triggers['f1']:.3f}")
         if triggers["time_diff_s"] is not None:

@@ -22,6 +22,7 @@ rest of this same loop.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import uuid
 from collections import Counter
@@ -123,6 +124,30 @@ class StreamEngine:
     @property
     def encoder(self):
         return self.fast.encoder
+
+    def reset_stream(self) -> int:
+        """The camera's clock jumped back (or restarted): accept the next frame whatever its time.
+
+        Drops frames still waiting (they carry the old clock), re-anchors the rate grids and the
+        keyframe history on the new clock, and moves waiting questions to the next decided frame.
+        The model's context (what it has seen and said) is kept. Returns the frames dropped.
+        """
+        with self._lock:
+            self._last_push = None
+            self._questions = [(-math.inf, order, text, query_id) for _, order, text, query_id in self._questions]
+            self.fast.reset_clock()
+            self._counts["stream_resets"] += 1
+        return self.queue.clear()
+
+    def drop_question(self, query_id: str) -> bool:
+        """Withdraw a question still waiting for a frame (e.g. the camera stalled); False if it was taken."""
+        with self._lock:
+            kept = [q for q in self._questions if q[3] != query_id]
+            dropped = len(kept) != len(self._questions)
+            self._questions = kept
+            if dropped:
+                self._counts["questions_dropped_waiting"] += 1
+        return dropped
 
     def set_threshold(self, value: float | None) -> None:
         """The speaking threshold from now on (None: the model's calibrated ``interval_threshold``)."""
@@ -286,7 +311,7 @@ class StreamEngine:
             "busy": sched.running is not None, "jobs_waiting": len(sched.questions) + len(sched.triggers),
             "slow_errors": counts.get("slow_errors", 0),
             "frame_errors": counts.get("frame_errors", 0), "last_frame_error": self._last_error,
-            "callback_errors": counts.get("callback_errors", 0),
+            "callback_errors": counts.get("callback_errors", 0), "stream_resets": counts.get("stream_resets", 0),
             "threshold": self.threshold, "trigger_policy": sched.policy, "running": self._thread is not None,
             "backend": self.backend.name,
         }

@@ -105,14 +105,23 @@ class FastThinker:
         self.next_question = next_question
         self.threshold = model.config.stream.interval_threshold if cfg.threshold is None else cfg.threshold
         self.encoder = FrameEncoder(model, *towers)
-        ego_fps = cfg.ego_fps
-        if ego_fps is None and self.encoder.has_ego:
-            ego_fps = cfg.general_fps * self.encoder.window
-        self.gate = RateGate(cfg.general_fps, ego_fps if self.encoder.has_ego else None, cfg.rate_tolerance)
+        self.gate = self._new_gate()
         self.history: deque[HistoryFrame] = deque(maxlen=cfg.keyframes.history_frames)
         self.counts: Counter = Counter()  # decided, ego_frames, skipped, questions
         self.last_decided: float | None = None
         self._turns = itertools.count()
+
+    def _new_gate(self) -> RateGate:
+        ego_fps = self.cfg.ego_fps
+        if ego_fps is None and self.encoder.has_ego:
+            ego_fps = self.cfg.general_fps * self.encoder.window
+        return RateGate(self.cfg.general_fps, ego_fps if self.encoder.has_ego else None, self.cfg.rate_tolerance)
+
+    def reset_clock(self) -> None:
+        """The camera's clock restarted: rate grids re-anchor at the next frame; the keyframe history
+        (frames on the old clock) is forgotten. The model's context is kept."""
+        self.gate = self._new_gate()
+        self.history.clear()
 
     def set_threshold(self, value: float | None) -> None:
         """The speaking threshold from now on (None: the model's calibrated ``interval_threshold``)."""

@@ -38,7 +38,8 @@ def assistant_message(update, stream_id: str, sequence: int, clock) -> Assistant
         role=role, text=update.text, is_final=update.is_final, sequence=sequence,
         trigger_score=float(update.trigger_score), query=update.query or "", query_id=update.query_id or "",
         decision_latency=duration(update.decision_latency_s),
-        generation_latency=duration(update.generation_latency_s), num_tokens=int(update.num_tokens))
+        generation_latency=duration(update.generation_latency_s), num_tokens=int(update.num_tokens),
+        error=update.error or "")
 
 
 def guidance_event(event_type: int, stream_id: str, summary: str, header: Header, score: float = 0.0,

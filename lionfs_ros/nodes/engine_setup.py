@@ -22,8 +22,9 @@ def build_engine(node, params: LionFSNodeParams, callback_group):
     return engine, remote, f"model {path} on {device}, slow thinker {where}"
 
 
-def engine_diagnostics(node, stats: dict, health, now: float, remote):
-    """One DiagnosticStatus with the engine's and the input's numbers."""
+def engine_diagnostics(node, stats: dict, health, now: float, remote, warning: str = ""):
+    """One DiagnosticStatus with the engine's and the input's numbers; `warning` (e.g. a recent
+    stream reset) makes it WARN when nothing worse is going on."""
     values = {
         "topic": node.camera.resolved_topic if node.camera else "",
         "input_rate_hz": health.rate(now), "frames_received": health.frames, "frames_rejected": health.bad_frames,
@@ -40,6 +41,8 @@ def engine_diagnostics(node, stats: dict, health, now: float, remote):
         level, message = "warn", "camera stalled"
     elif health.frames == 0:
         level, message = "warn", "no frame yet"
+    elif warning:
+        level, message = "warn", warning
     return diagnostic_array(node.get_clock().now().to_msg(), f"{node.get_name()}: assistant", node.params.stream_id,
                             level, message, values)
 

@@ -10,15 +10,44 @@ from lionfs_ros.ros_env import keep_discovery_local
 EXECUTOR_THREADS = 4
 
 
-def _spin(node_factory, multi_threaded: bool = False) -> int:
+def check_params_files(executable: str, argv: list[str]) -> None:
+    """Check every --params-file of this node's command line as `lionfs bringup` checks a set's,
+    before rcl reads it (rcl's own errors are tracebacks, and it ignores what it cannot place)."""
+    from dataclasses import fields
+
+    from lionfs_ros.config import NODE_PARAMS, validate_params_file
+
+    name, namespace = executable, ""
+    for arg, value in zip(argv, argv[1:]):
+        if arg in ("-r", "--remap") and value.startswith("__node:="):
+            name = value.split(":=", 1)[1]
+        elif arg in ("-r", "--remap") and value.startswith("__ns:="):
+            namespace = value.split(":=", 1)[1]
+    others = frozenset(spec.name for cls in NODE_PARAMS.values() for spec in fields(cls))
+    for arg, value in zip(argv, argv[1:]):
+        if arg == "--params-file":
+            validate_params_file(value, {name: executable}, namespace, tolerated=others)
+
+
+def _spin(node_factory, multi_threaded: bool = False, executable: str = "") -> int:
     keep_discovery_local()
+    from lionfs_ros.config import ConfigError
+
+    try:
+        check_params_files(executable, sys.argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
-    from lionfs_ros.config import ConfigError
     from lionfs_ros.model_loading import ModelLoadError
 
-    rclpy.init(args=sys.argv)
+    try:
+        rclpy.init(args=sys.argv)
+    except Exception as err:  # rcl's argument errors (a bad -p value) come as RCLError with its own text
+        print(f"error: bad ROS arguments: {err}", file=sys.stderr)
+        return 2
     try:
         node = node_factory()
     except (ConfigError, ModelLoadError) as err:
@@ -40,16 +69,16 @@ def _spin(node_factory, multi_threaded: bool = False) -> int:
 def stream_monitor() -> int:
     from lionfs_ros.nodes.stream_monitor import StreamMonitor
 
-    return _spin(StreamMonitor)
+    return _spin(StreamMonitor, executable="stream_monitor")
 
 
 def lionfs_node() -> int:
     from lionfs_ros.nodes.lionfs_node import LionFSNode
 
-    return _spin(LionFSNode, multi_threaded=True)
+    return _spin(LionFSNode, multi_threaded=True, executable="lionfs_node")
 
 
 def slow_thinker_node() -> int:
     from lionfs_ros.nodes.slow_thinker_node import SlowThinkerNode
 
-    return _spin(SlowThinkerNode, multi_threaded=True)
+    return _spin(SlowThinkerNode, multi_threaded=True, executable="slow_thinker_node")

@@ -4,15 +4,21 @@ configure loads the model and builds the engine; activate subscribes to the came
 query topic and starts the engine's threads; deactivate stops both. Callbacks only decode and
 hand work to the engine (which keeps the newest frame under overload); the engine calls back
 from its own threads, and those callbacks publish.
+
+Camera callbacks run one at a time (their own mutually exclusive group), so frames reach the
+engine in arrival order and a frame that decodes slowly is never overtaken by the next one.
+A camera whose clock jumps back (a driver restart, a bag looping) resets the stream instead of
+having every frame refused; frames stamped zero are stamped on arrival. Every triggered turn
+ends with one final AssistantMessage, with `error` set when it has no answer.
 """
 from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
-from lionfs_ros.config import DYNAMIC_PARAMS, LionFSNodeParams, check_value, engine_threshold
+from lionfs_ros.config import DYNAMIC_PARAMS, LionFSNodeParams, engine_threshold
 from lionfs_ros.engine.stream_health import StreamHealth
 from lionfs_ros.engine.types import FrameError
 from lionfs_ros.msg import AssistantMessage, GuidanceEvent, UserQuery
@@ -20,19 +26,26 @@ from lionfs_ros.nodes.assistant_messages import assistant_message, guidance_even
 from lionfs_ros.nodes.camera_input import CameraInput, stamp_seconds
 from lionfs_ros.nodes.diagnostics import DIAGNOSTICS_TOPIC
 from lionfs_ros.nodes.engine_setup import build_engine, engine_diagnostics
-from lionfs_ros.nodes.params import declare_params
+from lionfs_ros.nodes.params import declare_params, validation_result
+from lionfs_ros.nodes.questions import QuestionBook
 from lionfs_ros.srv import AskQuestion
 
 ASSISTANT_TOPIC, GUIDANCE_TOPIC, QUERY_TOPIC, ASK_SERVICE = "assistant", "guidance", "query", "ask"
 PUBLISH_DEPTH = 50
 STALL_CHECKS_PER_TIMEOUT = 10
 BAD_INPUT_LOG_PERIOD = 5.0
+# A stamp this far behind the newest frame is a camera clock jump (reset the stream); a smaller
+# step back is one late frame, refused (counted as rejected_non_monotonic).
+CLOCK_JUMP_S = 0.5
+# /diagnostics stays WARN this long after a stream reset (clock jump), so a monitor sees it.
+RESET_WARN_S = 10.0
+DYNAMIC = DYNAMIC_PARAMS["lionfs_node"]
 
 
 class LionFSNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("lionfs_node", **kwargs)
-        self.params: LionFSNodeParams = declare_params(self, LionFSNodeParams)
+        self.params: LionFSNodeParams = declare_params(self, LionFSNodeParams, DYNAMIC)
         self.engine = None
         self.remote = None
         self.camera = None
@@ -41,8 +54,13 @@ class LionFSNode(LifecycleNode):
         self._reported = {"dropped": 0, "rejected": 0}
         self._decided_mark: tuple[int, float | None] = (0, None)  # for the decision rate
         self._last_header = None
+        self._last_stamp: float | None = None  # newest frame handed to the engine (camera clock)
+        self._reset_note, self._reset_until = "", 0.0
+        self._zero_stamps = 0
+        self.questions = QuestionBook(self.params.question_timeout)
         self._query_sub = self._ask_srv = None
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(self._check_parameters)  # the whole batch, before any change
+        self.add_post_set_parameters_callback(self._apply_parameters)
         self._autostart = None
         self.startup_failed = False
         if self.params.autostart:
@@ -65,9 +83,10 @@ class LionFSNode(LifecycleNode):
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         p = self.params
-        self.camera = CameraInput(self, p, self._on_frame, self._on_reject, callback_group=self._group)
+        self.camera = CameraInput(self, p, self._on_frame, self._on_reject,
+                                  callback_group=MutuallyExclusiveCallbackGroup())
         self._query_sub = self.create_subscription(UserQuery, QUERY_TOPIC, self._on_query, 10,
-                                                   callback_group=self._group)
+                                                   callback_group=MutuallyExclusiveCallbackGroup())
         self._ask_srv = self.create_service(AskQuestion, ASK_SERVICE, self._on_ask, callback_group=self._group)
         self._timers = [
             self.create_timer(p.stall_timeout / STALL_CHECKS_PER_TIMEOUT, self._check_stream, callback_group=self._group),
@@ -118,13 +137,32 @@ class LionFSNode(LifecycleNode):
 
     # Inputs (subscription threads): decode, hand over, return.
     def _on_frame(self, rgb, header, receive_time: float) -> None:
+        if header.stamp.sec == 0 and header.stamp.nanosec == 0:  # a driver that does not stamp
+            header.stamp = self.get_clock().now().to_msg()
+            self._zero_stamps += 1
+            if self._zero_stamps == 1:
+                self.get_logger().warning(f"frames on {self.camera.resolved_topic} have zero stamps: "
+                                          "stamping them on arrival with this node's clock")
+        t = stamp_seconds(header.stamp)
         self._last_header = header
-        self.health.frame(receive_time, stamp_seconds(header.stamp))
+        self.health.frame(receive_time, t)
         self._publish_stream_events(receive_time)  # 'started' goes out before any response to this frame
+        if self._last_stamp is not None and self._last_stamp - t > CLOCK_JUMP_S:
+            self._reset_stream(self._last_stamp - t, header)
         try:
-            self.engine.push_frame(rgb, stamp_seconds(header.stamp), meta=header)
+            self.engine.push_frame(rgb, t, meta=header)
+            self._last_stamp = t
         except FrameError as err:  # counted by the engine (stats: rejected_<reason>)
             self.get_logger().warning(f"engine refused a frame: {err}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD)
+
+    def _reset_stream(self, jump: float, header) -> None:
+        """The camera's clock went back: re-anchor the engine on the new clock and say so."""
+        self.engine.reset_stream()
+        self.health.last_stamp = stamp_seconds(header.stamp)
+        self._reset_note = f"camera clock jumped back {jump:.3f} s on {self.camera.resolved_topic}: stream reset"
+        self._reset_until = stamp_seconds(self.get_clock().now().to_msg()) + max(RESET_WARN_S, self.params.diagnostics_period)
+        self.get_logger().warning(self._reset_note)
+        self._publish_event(GuidanceEvent.STREAM_RESET, self._reset_note, header, score=jump)
 
     def _on_reject(self, reason: str, detail: str, header) -> None:
         self.health.bad_frame(reason, stamp_seconds(header.stamp))
@@ -145,16 +183,31 @@ class LionFSNode(LifecycleNode):
 
     def _queue_question(self, text: str, query_id: str | None, header) -> str | None:
         header = header or header_or_now(None, self.get_clock())
+        t, note = self.questions.answer_time(stamp_seconds(header.stamp), self._last_stamp)
+        if self.health.stalled or self._last_stamp is None:
+            note += f" (no camera frame now: it waits up to {self.params.question_timeout:g} s for one)"
         try:
-            query_id = self.engine.ask(text, stamp_seconds(header.stamp), query_id=query_id)
+            query_id = self.engine.ask(text, t, query_id=query_id)
         except FrameError as err:
             self.get_logger().warning(f"refused a question: {err}")
             return None
-        self._publish_event(GuidanceEvent.QUERY_RECEIVED, f"question {query_id}: {text}", header)
+        self.questions.add(query_id, text, header)
+        self._publish_event(GuidanceEvent.QUERY_RECEIVED, f"question {query_id}: {text}{note}", header)
         return query_id
+
+    def _expire_questions(self) -> None:
+        for question in self.questions.expired():
+            if not self.engine.drop_question(question.query_id):
+                continue  # a frame took it meanwhile: it is being answered
+            error = f"no camera frame within {self.params.question_timeout:g} s to answer at"
+            self.assistant.publish(AssistantMessage(
+                header=question.header, stream_id=self.params.stream_id, role=AssistantMessage.ROLE_QUERY_ANSWER,
+                is_final=True, query=question.text, query_id=question.query_id, error=error))
+            self._publish_event(GuidanceEvent.QUERY_EXPIRED, f"question {question.query_id}: {error}", question.header)
 
     # Engine callbacks (engine threads).
     def _on_decision(self, decision) -> None:
+        self.questions.taken(decision.query_id)
         if decision.respond:
             header = header_or_now(decision.meta, self.get_clock())
             what = f"answering {decision.query!r}" if decision.query else "speaking"
@@ -163,25 +216,28 @@ class LionFSNode(LifecycleNode):
 
     def _on_response(self, update) -> None:
         header = header_or_now(update.trigger_meta, self.get_clock())
-        if update.error:
+        message = assistant_message(update, self.params.stream_id, update.sequence, self.get_clock())
+        if update.cancelled:
+            message.error = update.error or "cancelled: a newer trigger replaced it"
+        self.assistant.publish(message)  # a failed turn too: its final carries the error
+        if not update.is_final:
+            return
+        if update.error and not update.cancelled:
             # No answer for this turn; the fast path goes on. A remote thinker's absence is also
             # reported by its availability poll, and its return as DEGRADED_RECOVERED.
-            already_degraded = self.remote is not None and self.remote.available is False
             if self.remote is not None:
                 self.remote.mark_failed(update.error)
-            if not already_degraded:
-                self._publish_event(GuidanceEvent.DEGRADED_MODE, f"turn {update.turn_index} has no answer: "
-                                    f"{update.error}", header, turn_index=update.turn_index)
+            self._publish_event(GuidanceEvent.DEGRADED_MODE, f"turn {update.turn_index} has no answer: "
+                                f"{update.error}", header, turn_index=update.turn_index)
             return
-        self.assistant.publish(assistant_message(update, self.params.stream_id, update.sequence, self.get_clock()))
-        if update.is_final:
-            summary = f"(cancelled) {update.text}" if update.cancelled else update.text
-            self._publish_event(GuidanceEvent.RESPONSE_COMPLETED, summary, header, score=update.trigger_score,
-                                turn_index=update.turn_index, regions=update.regions)
+        summary = f"({message.error}) {update.text}" if update.cancelled else update.text
+        self._publish_event(GuidanceEvent.RESPONSE_COMPLETED, summary, header, score=update.trigger_score,
+                            turn_index=update.turn_index, regions=update.regions)
 
     # Periodic: stream health, overload, degraded mode, diagnostics.
     def _check_stream(self) -> None:
         self._publish_stream_events(stamp_seconds(self.get_clock().now().to_msg()))
+        self._expire_questions()
         if self.remote is not None:
             change = self.remote.poll_availability()
             if change is not None:
@@ -213,28 +269,27 @@ class LionFSNode(LifecycleNode):
         self._decided_mark = (stats.get("decided", 0), now)
         elapsed = now - previous_time if previous_time is not None else 0.0
         stats["decision_rate_hz"] = (stats.get("decided", 0) - previous_decided) / elapsed if elapsed > 0 else 0.0
-        self.diagnostics.publish(engine_diagnostics(self, stats, self.health, now, self.remote))
+        stats["zero_stamps"] = self._zero_stamps
+        warning = self._reset_note if now < self._reset_until else ""
+        self.diagnostics.publish(engine_diagnostics(self, stats, self.health, now, self.remote, warning))
 
     def _publish_event(self, event_type, summary, header, score=0.0, count=0, turn_index=0, regions=()) -> None:
         self.guidance.publish(guidance_event(event_type, self.params.stream_id, summary, header, score=score,
                                              count=count, turn_index=turn_index, regions=regions))
 
-    def _on_set_parameters(self, changes) -> SetParametersResult:
-        dynamic = DYNAMIC_PARAMS["lionfs_node"]
-        for change in changes:
-            if change.name not in dynamic:
-                if change.name in {f for f in vars(self.params)}:
-                    return SetParametersResult(successful=False, reason=f"{change.name} is read at configure; "
-                                               f"only {', '.join(dynamic)} change at run time")
+    def _check_parameters(self, changes) -> SetParametersResult:
+        """Validate the whole batch (set_parameters_atomically) before any of it takes effect."""
+        ok, reason, _ = validation_result(LionFSNodeParams, changes, DYNAMIC, f"node {self.get_name()}")
+        return SetParametersResult(successful=ok, reason=reason)
+
+    def _apply_parameters(self, changes) -> None:
+        """Called by rclpy only after the batch was accepted and stored."""
+        _, _, values = validation_result(LionFSNodeParams, changes, DYNAMIC, f"node {self.get_name()}")
+        for name, value in values.items():
+            setattr(self.params, name, value)
+            if self.engine is None:
                 continue
-            try:
-                value = check_value(LionFSNodeParams, change.name, change.value, f"node {self.get_name()}")
-            except ValueError as err:
-                return SetParametersResult(successful=False, reason=str(err))
-            setattr(self.params, change.name, value)
-            if self.engine is not None:
-                if change.name == "threshold":
-                    self.engine.set_threshold(engine_threshold(value))
-                else:
-                    self.engine.set_trigger_policy(value)
-        return SetParametersResult(successful=True)
+            if name == "threshold":
+                self.engine.set_threshold(engine_threshold(value))
+            else:
+                self.engine.set_trigger_policy(value)

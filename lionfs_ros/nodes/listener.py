@@ -1,6 +1,7 @@
 """What an AR app sees: assistant messages and guidance events, printed for humans.
 
-Partial answers rewrite one line in place; finals and events get their own lines. Every
+On a terminal, partial answers rewrite one line in place; finals and events get their own
+lines. Into a pipe or file only whole lines go (finals and events, no carriage returns). Every
 received message is also kept so the demo and tests can score them.
 """
 from __future__ import annotations
@@ -26,9 +27,10 @@ RELIABLE_DEPTH = 50
 
 
 class Listener(Node):
-    def __init__(self, out=sys.stdout, show_events: bool = True, **kwargs):
+    def __init__(self, out=sys.stdout, show_events: bool = True, partials: bool | None = None, **kwargs):
         super().__init__("lionfs_listener", **kwargs)
         self.out, self.show_events = out, show_events
+        self.partials = _is_terminal(out) if partials is None else partials
         self.lock = threading.Lock()
         self.messages: list[AssistantMessage] = []
         self.events: list[GuidanceEvent] = []
@@ -45,7 +47,7 @@ class Listener(Node):
         if msg.is_final:
             self._write("\r" + line + "\n" if self._partial_open else line + "\n")
             self._partial_open = False
-        else:
+        elif self.partials:
             self._write("\r" + line + " ...")
             self._partial_open = True
 
@@ -67,6 +69,13 @@ class Listener(Node):
             time.sleep(0.05)
         return False
 
+    def has_publishers(self) -> bool:
+        return bool(self.count_publishers(self._resolved(ASSISTANT_TOPIC)) or
+                    self.count_publishers(self._resolved(GUIDANCE_TOPIC)))
+
+    def topics(self) -> str:
+        return f"{self._resolved(ASSISTANT_TOPIC)} and {self._resolved(GUIDANCE_TOPIC)}"
+
     def _resolved(self, topic: str) -> str:
         return self.resolve_topic_name(topic)
 
@@ -77,3 +86,10 @@ class Listener(Node):
     def _write(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
+
+
+def _is_terminal(out) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False

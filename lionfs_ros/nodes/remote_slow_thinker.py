@@ -3,6 +3,10 @@
 Implements the engine's SlowThinker interface, so the engine neither knows nor cares that the
 answer is written elsewhere. The engine calls `generate` from its own slow-path thread; the
 node's multi-threaded executor delivers the action's responses meanwhile.
+
+The server is alive while its heartbeat (`<action>/heartbeat`, every HEARTBEAT_PERIOD_S) keeps
+coming: a killed server is noticed within HEARTBEAT_TIMEOUT_S, where DDS discovery alone takes
+its participant lease (~20 s) to forget it.
 """
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import threading
 import time
 
 from rclpy.action import ActionClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
 from lionfs_ros.action import SlowThink
 from lionfs_ros.engine import SlowThinker, SlowThinkResult
@@ -23,6 +29,15 @@ LIVENESS_PERIOD_S = 0.2
 # gets no reply (it would cost a whole remote_timeout).
 SETTLE_S = 1.0
 NS_PER_S = 1_000_000_000
+HEARTBEAT_SUFFIX = "/heartbeat"
+HEARTBEAT_PERIOD_S = 0.25
+# Missing beats for this long means the server is gone (a loaded 2-core machine can delay a few).
+HEARTBEAT_TIMEOUT_S = 2.0
+HEARTBEAT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def heartbeat_topic(action_name: str) -> str:
+    return action_name.rstrip("/") + HEARTBEAT_SUFFIX
 
 
 class SlowThinkerUnavailable(RuntimeError):
@@ -34,16 +49,28 @@ class RemoteSlowThinker(SlowThinker):
         self.node, self.timeout = node, timeout
         self.client = ActionClient(node, SlowThink, action_name, callback_group=callback_group)
         self.action_name = node.resolve_topic_name(action_name)
+        self._last_beat: float | None = None
+        node.create_subscription(Header, heartbeat_topic(action_name), self._on_heartbeat, HEARTBEAT_QOS,
+                                 callback_group=callback_group)
         self.available: bool | None = None  # unknown until the first poll
         self.last_error = "not contacted yet"
         self._ready_since: float | None = None
+
+    def _on_heartbeat(self, _msg) -> None:
+        self._last_beat = time.monotonic()
+
+    def alive(self) -> bool:
+        """The action server is discovered and its heartbeat is fresh."""
+        beat = self._last_beat
+        fresh = beat is not None and time.monotonic() - beat < HEARTBEAT_TIMEOUT_S
+        return fresh and self.client.server_is_ready()
 
     def poll_availability(self) -> bool | None:
         """True/False when availability changed since the last poll, None when it did not.
 
         A server found on the first poll is normal operation, not a recovery: no event.
         """
-        ready = self.client.server_is_ready()
+        ready = self.alive()
         if not ready:
             self._ready_since = None
         elif self._ready_since is None:
@@ -54,7 +81,7 @@ class RemoteSlowThinker(SlowThinker):
         if ready == self.available:
             return None
         self.available = ready
-        self.last_error = "" if ready else f"no slow_think server on {self.action_name}"
+        self.last_error = "" if ready else f"no slow_think server (or no heartbeat) on {self.action_name}"
         return ready
 
     def mark_failed(self, reason: str) -> None:
@@ -68,8 +95,8 @@ class RemoteSlowThinker(SlowThinker):
         return f"remote slow thinker unavailable ({self.last_error}); the fast path keeps running"
 
     def generate(self, request, on_text) -> SlowThinkResult:
-        if not self.client.server_is_ready():
-            raise SlowThinkerUnavailable(f"no slow_think server on {self.action_name}")
+        if not self.alive():
+            raise SlowThinkerUnavailable(f"no slow_think server (or no heartbeat) on {self.action_name}")
         if self._ready_since is not None:
             time.sleep(max(0.0, self._ready_since + SETTLE_S - time.monotonic()))
         goal = SlowThink.Goal(
@@ -114,8 +141,8 @@ class RemoteSlowThinker(SlowThinker):
             if time.monotonic() - started > self.timeout:
                 self.last_error = f"no answer within {self.timeout:.1f} s"
                 raise SlowThinkerUnavailable(self.last_error)
-            if not self.client.server_is_ready():
-                self.last_error = "the server went away during the call"
+            if not self.alive():
+                self.last_error = "the server went away during the call (no heartbeat)"
                 raise SlowThinkerUnavailable(self.last_error)
         return future.result()
 

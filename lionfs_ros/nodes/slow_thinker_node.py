@@ -2,7 +2,8 @@
 
 It rebuilds the context from the goal's portable fields (keyframes + dialogue) and streams the
 answer back as feedback. One goal at a time: a GPU writes one answer at a time anyway, and a
-second goal waits rather than slowing the first.
+second goal waits rather than slowing the first. A heartbeat on `<action>/heartbeat` tells
+clients it is alive (they give up on it within seconds of a crash, not at the DDS lease).
 """
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import threading
 import time
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
+from std_msgs.msg import Header
 
 from lionfs_ros.action import SlowThink
 from lionfs_ros.config import SlowThinkerNodeParams
 from lionfs_ros.image_codec import ImageDecodeError
 from lionfs_ros.nodes.camera_input import decode_image_msg, stamp_seconds
 from lionfs_ros.nodes.params import declare_params
+from lionfs_ros.nodes.remote_slow_thinker import HEARTBEAT_PERIOD_S, HEARTBEAT_QOS, heartbeat_topic
 
 
 class SlowThinkerNode(Node):
@@ -36,8 +39,14 @@ class SlowThinkerNode(Node):
             self, SlowThink, self.params.slow_think_action, execute_callback=self._execute,
             goal_callback=self._accept, cancel_callback=lambda _: CancelResponse.ACCEPT,
             callback_group=ReentrantCallbackGroup())
+        self.heartbeat = self.create_publisher(Header, heartbeat_topic(self.params.slow_think_action), HEARTBEAT_QOS)
+        # Its own group: beats go on while a goal is being written.
+        self.create_timer(HEARTBEAT_PERIOD_S, self._beat, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f"serving {self.resolve_topic_name(self.params.slow_think_action)} "
                                f"with model {path} on {device}")
+
+    def _beat(self) -> None:
+        self.heartbeat.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.get_name()))
 
     def _accept(self, goal) -> GoalResponse:
         if not goal.keyframes and not goal.query:

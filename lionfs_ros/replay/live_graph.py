@@ -33,7 +33,7 @@ def _time_msg(seconds: float):
 
 
 class ReplayGraph:
-    def __init__(self, namespace: str, transport: str, domain_id: int | None):
+    def __init__(self, namespace: str, transport: str, domain_id: int | None, image_topic: str = IMAGE_TOPIC):
         self.context = rclpy.Context()
         kwargs = {"domain_id": domain_id} if domain_id is not None else {}
         rclpy.init(context=self.context, **kwargs)
@@ -42,7 +42,7 @@ class ReplayGraph:
         self.image_type = CompressedImage if compressed else Image
         # Camera drivers publish sensor-data QoS; the node's default subscription matches it.
         self.image_pub = self.node.create_publisher(
-            self.image_type, IMAGE_TOPIC + ("/compressed" if compressed else ""), qos_profile_sensor_data)
+            self.image_type, image_topic + ("/compressed" if compressed else ""), qos_profile_sensor_data)
         self.clock_pub = self.node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=10))
         reliable = QoSProfile(depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
         from lionfs_ros.replay.turns import TurnAssembler

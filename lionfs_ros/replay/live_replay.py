@@ -65,7 +65,10 @@ class LiveRunner:
         if attach is None:
             launch = NodeLaunch(namespace, transport, self.settings.params_file, command_line_overrides(self.settings))
             self.node = NodeProcess(launch, domain)
-        self.ros = ReplayGraph(namespace, transport, domain)
+        # An attached node was started by `lionfs bringup`: its camera is the node set's remapped topic.
+        from lionfs_ros.bringup.node_sets import camera_topic
+
+        self.ros = ReplayGraph(namespace, transport, domain, camera_topic() if attach else "image_raw")
         deadline = time.monotonic() + self.options.startup_timeout_s
         while not self.ros.connected():
             if self.node is not None and not self.node.alive():
@@ -103,6 +106,9 @@ class LiveRunner:
                 self.node.sample_memory()
             self.close(keep_log=False)
         self._collect(output, ros, sent, log)
+        if output.frames.fed and output.frames.received == 0:
+            raise RunnerFailed(f"lionfs_node received none of the {output.frames.fed} frames sent to "
+                               f"{ros.image_pub.topic_name}: wrong namespace, topic or transport?")
         return output
 
     def _drain(self, ros) -> None:

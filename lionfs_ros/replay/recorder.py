@@ -47,6 +47,7 @@ class SessionRecorder(Node):
         super().__init__("lionfs_recorder", **kwargs)
         self.sink = sink
         self.wanted = {self.resolve_topic_name(t) for t in topics}
+        self.wanted_camera = [self.resolve_topic_name(t) for t in topics[:2]]  # raw and /compressed
         self.recording: dict[str, str] = {}  # topic -> type
         self.skipped: dict[str, str] = {}
         self.create_timer(GRAPH_POLL_S, self.discover)

@@ -11,7 +11,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from lionfs_ros.config import (NODE_PARAMS, ROS_BUILTIN_PARAMS, ROS_BUILTIN_PREFIXES, LionFSNodeParams, build_params,
-                               load_params_file, validate_params_file)
+                               load_params_file, node_fqn, params_for_node,
+                               validate_params_file)
 
 NODE_NAME = "lionfs_node"
 
@@ -30,9 +31,7 @@ def file_values(path: Path | None) -> dict:
     # lionfs_node first: an unknown '/**' key is reported against its parameters (the closest-match hint).
     validate_params_file(path, {NODE_NAME: NODE_NAME, **{name: name for name in NODE_PARAMS if name != NODE_NAME}})
     sections = load_params_file(path)
-    values = {}
-    for section in ("/**", NODE_NAME, f"/{NODE_NAME}"):
-        values.update(sections.get(section, {}))
+    values = params_for_node(sections, node_fqn(NODE_NAME))
     known = {f.name for f in fields(LionFSNodeParams)}
     # Parameters of other nodes in a shared '/**' section and ROS's own ones are not the engine's business.
     return {k: v for k, v in values.items() if k in known

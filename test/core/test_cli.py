@@ -30,3 +30,11 @@ def test_unknown_subcommand_is_an_error(capsys):
         build_parser().parse_args(["fly"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'fly'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["bringup", "demo"])
+def test_node_set_option_keeps_its_old_spelling(command):
+    """`--set` means a node set in bringup/demo and an override in train: `--node-set` says which, `--set` still works."""
+    parser = build_parser()
+    assert parser.parse_args([command, "--node-set", "monitor"]).node_set == "monitor"
+    assert parser.parse_args([command, "--set", "monitor"]).node_set == "monitor"

@@ -55,7 +55,10 @@ def test_data_as_array_module_array_like_rclpy():
 
 
 @pytest.mark.parametrize("args, reason", [
-    (("yuv422", 6, 5, 15, bytes(90)), "unknown_encoding"),
+    (("yuv9", 6, 5, 15, bytes(90)), "unknown_encoding"),
+    (("16UC1", 6, 5, 10, bytes(60)), "depth_image"),
+    (("32FC1", 6, 5, 20, bytes(120)), "depth_image"),
+    (("nv21", 5, 5, 5, bytes(50)), "bad_size"),
     (("rgb8", 6, 5, 10, bytes(90)), "bad_step"),
     (("rgb8", 6, 5, 15, bytes(50)), "truncated"),
     (("rgb8", 0, 0, 0, b""), "empty_frame"),
@@ -71,8 +74,72 @@ def test_broken_raw_images_are_rejected_with_a_reason(args, reason):
     ("jpeg", b"\xff\xd8\xff\xe0 this is not a jpeg", "corrupt_data"),
     ("jpeg", b"", "empty_frame"),
     ("tiff", b"II*\x00", "unknown_format"),
+    ("png", b"GIF89a" + bytes(30), "corrupt_data"),
+    ("16UC1; compressedDepth png", bytes(12) + b"\x89PNG\r\n\x1a\n", "depth_image"),
 ])
 def test_broken_compressed_images_are_rejected(fmt, data, reason):
     with pytest.raises(ImageDecodeError) as err:
         decode_compressed(fmt, data)
     assert err.value.reason == reason
+
+
+# A flat colour survives chroma subsampling exactly (up to YUV rounding).
+COLOUR = np.full((8, 6, 3), (200, 100, 50), dtype=np.uint8)
+
+
+def _yuv_planes(rgb):
+    height = rgb.shape[0]
+    i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)  # Y rows, then U and V quarter planes
+    y, u, v = i420[:height], i420[height:height * 5 // 4].reshape(-1), i420[height * 5 // 4:].reshape(-1)
+    return y, u, v
+
+
+def _camera_encodings(rgb):
+    """The same picture in the encodings usb_cam, RealSense and industrial cameras publish."""
+    height, width = rgb.shape[:2]
+    y, u, v = _yuv_planes(rgb)
+    u2, v2 = u.reshape(height // 2, width // 2).repeat(2, 0), v.reshape(height // 2, width // 2).repeat(2, 0)
+    yuyv = np.stack([y[:, 0::2], u2, y[:, 1::2], v2], -1).reshape(height, width * 2)
+    uyvy = np.stack([u2, y[:, 0::2], v2, y[:, 1::2]], -1).reshape(height, width * 2)
+    bayer = np.zeros((height, width), np.uint8)
+    bayer[0::2, 0::2], bayer[0::2, 1::2], bayer[1::2, 0::2], bayer[1::2, 1::2] = rgb[0, 0, 0], rgb[0, 0, 1], rgb[0, 0, 1], rgb[0, 0, 2]
+    return {
+        "yuv422_yuy2": yuyv, "yuv422": uyvy, "uyvy": uyvy,
+        "nv12": np.concatenate([y.reshape(-1), np.stack([u, v], 1).reshape(-1)]),
+        "nv21": np.concatenate([y.reshape(-1), np.stack([v, u], 1).reshape(-1)]),
+        "bayer_rggb8": bayer, "bayer_rggb16": bayer.astype(np.uint16) * 257,
+        "rgb16": rgb.astype(np.uint16) * 257, "bgr16": rgb[..., ::-1].astype(np.uint16) * 257,
+    }
+
+
+@pytest.mark.parametrize("encoding", sorted(_camera_encodings(COLOUR)))
+def test_camera_encodings_convert_to_rgb(encoding):
+    data = np.ascontiguousarray(_camera_encodings(COLOUR)[encoding])
+    height, width = COLOUR.shape[:2]
+    row_bytes = data.nbytes // (height * 3 // 2 if encoding.startswith("nv") else height)
+    out = decode_raw(encoding, height, width, row_bytes, data.tobytes())
+    assert out.shape == COLOUR.shape and out.dtype == np.uint8
+    assert np.abs(out[2:-2, 2:-2].astype(int) - COLOUR[2:-2, 2:-2]).max() <= 3, out[3, 3]
+
+
+def test_compressed_pixel_limit_is_checked_before_decoding():
+    """A small PNG whose header claims 12000x12000 would decode to 432 MB: refused from its header."""
+    png = bytearray(encode_compressed(RGB, "png"))
+    png[16:24] = (12000).to_bytes(4, "big") * 2
+    with pytest.raises(ImageDecodeError) as err:
+        decode_compressed("png", bytes(png))
+    assert err.value.reason == "too_large" and "12000x12000" in str(err.value)
+    jpeg = bytearray(encode_compressed(RGB, "jpeg"))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = (12000).to_bytes(2, "big") * 2
+    with pytest.raises(ImageDecodeError) as err:
+        decode_compressed("jpeg", bytes(jpeg))
+    assert err.value.reason == "too_large"
+
+
+def test_decoded_frame_does_not_share_the_message_buffer():
+    height, width, step, data = encode_raw(RGB)
+    buf = bytearray(data)
+    out = decode_raw("rgb8", height, width, step, buf)
+    buf[:] = bytes(len(buf))
+    np.testing.assert_array_equal(out, RGB)

@@ -25,7 +25,7 @@ def _publish_session(node, frames: np.ndarray) -> None:
     from lionfs_ros.image_codec import encode_raw
     from lionfs_ros.msg import AssistantMessage, GuidanceEvent
 
-    camera = node.create_publisher(Image, "image_raw", qos_profile_sensor_data)
+    camera = node.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)  # bringup's camera topic
     assistant = node.create_publisher(AssistantMessage, "assistant", 50)
     guidance = node.create_publisher(GuidanceEvent, "guidance", 50)
     assert wait_until(lambda: camera.get_subscription_count() and assistant.get_subscription_count()
@@ -59,7 +59,7 @@ def test_record_then_replay_and_read_with_mcap(tmp_path, ros_domain, processes, 
     recorder.send_signal(signal.SIGINT)
     assert recorder.wait(timeout=20) == 0, processes.log(recorder)
     log = processes.log(recorder)
-    assert f"/robot1/image_raw {FRAMES}" in log and "/robot1/assistant 2" in log and "/robot1/guidance 1" in log
+    assert f"/robot1/camera/image_raw {FRAMES}" in log and "/robot1/assistant 2" in log and "/robot1/guidance 1" in log
 
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps([{"time": ANSWERED_FRAME / FPS, "text": "You open the jar."}]))
@@ -83,7 +83,7 @@ def test_record_then_replay_and_read_with_mcap(tmp_path, ros_domain, processes, 
         decoded = [(channel.topic, schema.name, message) for schema, channel, _, message in reader.iter_decoded_messages()]
     texts = [m.text for topic, name, m in decoded if name == "lionfs_ros/msg/AssistantMessage"]
     assert texts == ["You", "You open the jar."]
-    images = [m for topic, name, m in decoded if topic == "/robot1/image_raw"]
+    images = [m for topic, name, m in decoded if topic == "/robot1/camera/image_raw"]
     assert len(images) == FRAMES and bytes(images[3].data) == frames[3].tobytes()
     assert "rosbag2_bagfile_information" in (bag / "metadata.yaml").read_text()
 
@@ -92,3 +92,9 @@ def test_record_refuses_an_existing_path(tmp_path):
     (tmp_path / "bag").mkdir()
     result = run_lionfs(["record", "--out", tmp_path / "bag", "--duration", "1"])
     assert result.returncode == 2 and "already exists" in result.stderr
+
+
+def test_record_with_nothing_to_record_fails_instead_of_writing_an_empty_bag(tmp_path, ros_domain):
+    result = run_lionfs(["record", "--out", tmp_path / "bag", "--namespace", "robot9", "--duration", "1.5"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "nothing was recorded; looked for" in result.stderr and "/robot9/camera/image_raw" in result.stderr

@@ -55,7 +55,7 @@ class StandInAssistant:
 
         self.node = rclpy.create_node("stand_in_assistant", namespace=namespace, context=context)
         self.publisher = self.node.create_publisher(AssistantMessage, "assistant", 50)
-        self.node.create_subscription(Image, "image_raw", self._on_frame, qos_profile_sensor_data)
+        self.node.create_subscription(Image, "camera/image_raw", self._on_frame, qos_profile_sensor_data)  # bringup's
         executor.add_node(self.node)
         self.frames, self.turns = 0, 0
 

@@ -3,6 +3,7 @@ import importlib.util
 import re
 import signal
 import sys
+import time
 import types
 
 from lionfs_testing import REPO, VENV_BIN, wait_until
@@ -77,7 +78,8 @@ def test_launch_file_starts_the_same_nodes_as_bringup(monkeypatch):
         "launch": types.SimpleNamespace(LaunchDescription=list),
         "launch.actions": types.SimpleNamespace(
             DeclareLaunchArgument=lambda name, **kw: ("arg", name, kw["default_value"]),
-            OpaqueFunction=lambda function: ("opaque", function)),
+            OpaqueFunction=lambda function: ("opaque", function),
+            Shutdown=lambda reason: ("shutdown", reason)),
         "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
         "launch_ros.actions": types.SimpleNamespace(Node=Node),
     }
@@ -89,22 +91,47 @@ def test_launch_file_starts_the_same_nodes_as_bringup(monkeypatch):
     description = launch_file.generate_launch_description()
     defaults = {item[1]: item[2] for item in description if item[0] == "arg"}
     opaque = next(item[1] for item in description if item[0] == "opaque")
-    opaque(defaults)
+    for set_name in (defaults["node_set"], "lionfs_split"):
+        recorded.clear()
+        opaque({**defaults, "node_set": set_name})
+        node_set = get_node_set(set_name)
+        assert [(n["executable"], n["name"]) for n in recorded] == [(s.executable, s.name) for s in node_set.nodes]
+        for launched, spec in zip(recorded, node_set.nodes):
+            assert (launched["on_exit"] is not None) == spec.essential  # launch shuts down on essential exits only
+            assert launched["parameters"] == [str(node_set.params_file)]
+            assert dict(launched["remappings"]) == spec.remappings
+            command = node_command(spec, node_set.params_file)
+            assert "--params-file" in command and str(node_set.params_file) in command
+    assert [spec.essential for spec in get_node_set("lionfs_split").nodes] == [False, True]
 
-    node_set = get_node_set(defaults["node_set"])
-    assert [(n["executable"], n["name"]) for n in recorded] == [(s.executable, s.name) for s in node_set.nodes]
-    for launched, spec in zip(recorded, node_set.nodes):
-        assert launched["parameters"] == [str(node_set.params_file)]
-        assert dict(launched["remappings"]) == spec.remappings
-        command = node_command(spec, node_set.params_file)
-        assert "--params-file" in command and str(node_set.params_file) in command
 
+def test_split_set_starts_and_degrades_when_the_server_dies(processes, rclpy_context, tmp_path):
+    """The shipped edge/server set comes up; the server is not essential: killing it leaves the edge
+    running and reporting DEGRADED_MODE (heartbeat, within seconds), and bringup still stops cleanly."""
+    import os
 
-def test_split_set_starts_edge_and_server_with_one_params_file(processes, rclpy_context, tmp_path):
-    """The shipped edge/server set comes up: the edge subscribes to the camera, the server serves the action."""
-    bringup = processes.start(lionfs("bringup", "--set", "lionfs_split", "--log-dir", str(tmp_path)), "bringup")
-    assert wait_until(camera_subscribers(rclpy_context), timeout=90), processes.log(bringup)
+    import rclpy
+    from lionfs_ros.msg import GuidanceEvent
+
+    context, executor = rclpy_context
+    probe = rclpy.create_node("split_probe", context=context)
+    executor.add_node(probe)
+    events = []
+    probe.create_subscription(GuidanceEvent, "/guidance", events.append, 50)
+    bringup = processes.start(lionfs("bringup", "--node-set", "lionfs_split", "--log-dir", str(tmp_path)), "bringup")
+    assert wait_until(lambda: probe.count_subscribers("/camera/image_raw"), timeout=90), processes.log(bringup)
     assert wait_until(lambda: "serving /slow_think" in (tmp_path / "slow_thinker_node.log").read_text(), timeout=60)
+    assert wait_until(lambda: probe.count_publishers("/guidance"), timeout=30)
+    out = processes.log(bringup)
+    assert "[lionfs_node] " in out and "[slow_thinker_node] " in out and "fastdds_shm.xml" in out  # like ros2 launch
+    pid = int(re.search(r"started slow_thinker_node \(pid (\d+)\)", out).group(1))
+    events.clear()  # the edge may have reported the server missing while it was still loading
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    assert wait_until(lambda: [e for e in events if e.event_type == GuidanceEvent.DEGRADED_MODE], timeout=15), \
+        processes.log(bringup)
+    assert time.monotonic() - killed < 5.0
+    assert bringup.poll() is None and "it is not essential: the others carry on" in processes.log(bringup)
     bringup.send_signal(signal.SIGINT)
     assert bringup.wait(timeout=30) == 0, processes.log(bringup)
     assert "slow thinker remote (/slow_think)" in (tmp_path / "lionfs_node.log").read_text()

@@ -19,6 +19,6 @@ def test_demo_exits_zero_with_summary(ros_domain, tmp_path):
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith("demo: ok:"), summary
     assert "end of stream detected: yes" in summary
-    responses = int(re.search(r"; (\d+) responses, (\d+) on time", summary).group(1))
+    responses = int(re.search(r"; (\d+) responses, (\d+) timed at a true narration", summary).group(1))
     assert responses >= 1
     assert "truth: You " in result.stdout

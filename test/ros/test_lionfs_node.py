@@ -145,6 +145,15 @@ def test_compressed_jpeg_and_png(processes, rclpy_context, tiny_model):
     graph.publish(CompressedImage(format="jpeg", data=good[:60] + b"not a jpeg" * 8))
     graph.publish(CompressedImage(format="jpeg", data=good))
     assert wait_until(lambda: graph.stat("rejected_corrupt_data") == "1" and graph.stat("frames_in") == "9", timeout=10)
+    # A 136-byte PNG claiming 12000x12000 (432 MB decoded) is refused from its header, like a raw frame that size;
+    # compressedDepth is depth data, not a picture.
+    huge = bytearray(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+    huge[16:24] = (12000).to_bytes(4, "big") * 2
+    graph.publish(CompressedImage(format="png", data=bytes(huge)))
+    graph.publish(CompressedImage(format="16UC1; compressedDepth png", data=bytes(12) + bytes(huge)))
+    graph.publish(CompressedImage(format="jpeg", data=good))
+    assert wait_until(lambda: graph.stat("rejected_too_large") == "1" and graph.stat("rejected_depth_image") == "1"
+                      and graph.stat("frames_in") == "10", timeout=10), graph.diagnostics[-1]
     assert node.poll() is None
 
 
