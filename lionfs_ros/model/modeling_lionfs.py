@@ -3,7 +3,7 @@
 Shapes: ``T`` frames, ``n`` tokens per frame, ``C`` vision width, ``d`` LLM width, ``V`` vocab.
 The fast path per frame is ``embed_frames`` then ``step`` on ``[interval] + n placeholders``
 with a ``StreamKVCache``; ``stream_decision`` on the last logits decides whether to speak (the one
-decision rule). Answers are written by the engine's slow thinker (``lionfs_ros.engine``): the model
+decision rule). Answers are written by the stream engine's slow thinker (the ROS-free runtime package): the model
 has no generation loop of its own.
 """
 from __future__ import annotations
