@@ -137,10 +137,13 @@ class LionFSNode(LifecycleNode):
 
     # Inputs (subscription threads): decode, hand over, return.
     def _on_frame(self, rgb, header, receive_time: float) -> None:
-        if header.stamp.sec == 0 and header.stamp.nanosec == 0:  # a driver that does not stamp
-            header.stamp = self.get_clock().now().to_msg()
+        if header.stamp.sec == 0 and header.stamp.nanosec == 0:
+            # One frame at time 0 is a bag or simulation starting; zeros again mean a driver that
+            # does not stamp: from then on such frames are stamped on arrival.
             self._zero_stamps += 1
-            if self._zero_stamps == 1:
+            if self._zero_stamps > 1:
+                header.stamp = self.get_clock().now().to_msg()
+            if self._zero_stamps == 2:
                 self.get_logger().warning(f"frames on {self.camera.resolved_topic} have zero stamps: "
                                           "stamping them on arrival with this node's clock")
         t = stamp_seconds(header.stamp)
