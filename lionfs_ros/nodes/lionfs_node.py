@@ -211,11 +211,13 @@ class LionFSNode(LifecycleNode):
     # Engine callbacks (engine threads).
     def _on_decision(self, decision) -> None:
         self.questions.taken(decision.query_id)
-        if decision.respond:
+        # Only a turn that will end (answered, failed or cancelled, always with a final message) is
+        # announced; a trigger skipped while the slow thinker is busy is counted (triggers_skipped).
+        if decision.respond and decision.turn_index is not None:
             header = header_or_now(decision.meta, self.get_clock())
             what = f"answering {decision.query!r}" if decision.query else "speaking"
             self._publish_event(GuidanceEvent.RESPONSE_TRIGGERED, f"{what} (score {decision.score:.2f})", header,
-                                score=decision.score, turn_index=decision.turn_index or 0)
+                                score=decision.score, turn_index=decision.turn_index)
 
     def _on_response(self, update) -> None:
         header = header_or_now(update.trigger_meta, self.get_clock())
