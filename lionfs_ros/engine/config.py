@@ -56,7 +56,7 @@ class EngineConfig:
     trigger_policy: str = "skip"  # what a proactive trigger does while an answer is being written
     max_pending_triggers: int = 1  # 'queue': proactive triggers waiting (oldest dropped beyond)
     max_pending_questions: int = 8  # questions waiting (oldest dropped beyond)
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None  # None: the model's stream.max_new_tokens
     stop_on_eos: bool = True  # benchmarks turn this off to decode a fixed length
     max_query_tokens: int = 64  # a longer question is cut to this many tokens
     context_turns: int = 8  # dialogue turns a portable (remote) request carries
@@ -98,7 +98,7 @@ class EngineConfig:
             raise EngineConfigError(f"trigger_policy: {self.trigger_policy!r} is not one of {TRIGGER_POLICIES}")
         if self.max_pending_triggers < 1 or self.max_pending_questions < 1:
             raise EngineConfigError("max_pending_triggers and max_pending_questions must be >= 1")
-        if self.max_new_tokens < 1 or self.max_query_tokens < 1 or self.partial_every_tokens < 1:
+        if (self.max_new_tokens is not None and self.max_new_tokens < 1) or self.max_query_tokens < 1 or self.partial_every_tokens < 1:
             raise EngineConfigError("max_new_tokens, max_query_tokens and partial_every_tokens must be >= 1")
         if self.position_mode not in POSITION_MODES:
             raise EngineConfigError(f"position_mode: {self.position_mode!r} is not one of {POSITION_MODES}")
@@ -119,10 +119,11 @@ class EngineConfig:
 
     def for_model(self, model) -> "EngineConfig":
         """With ``slow_path: auto`` and a model trained with thinking, the keyframe settings it was trained with."""
+        cfg = self if self.max_new_tokens is not None else replace(self, max_new_tokens=model.config.stream.max_new_tokens)
         trained = model.config.thinking
-        if self.slow_path != "auto" or trained.mode == "none":
-            return self
-        return replace(self, keyframes=trained.keyframes)
+        if cfg.slow_path != "auto" or trained.mode == "none":
+            return cfg
+        return replace(cfg, keyframes=trained.keyframes)
 
 
 @dataclass(frozen=True)

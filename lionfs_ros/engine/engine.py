@@ -204,7 +204,7 @@ class StreamEngine:
             action=RESPOND if respond else SILENT)
         self._counts["decided"] += 1
         self._last_decided = item.time
-        question = self._due_question(item.time) if self.cfg.answers else None
+        question = self._due_question(item.time + self._question_lookahead) if self.cfg.answers else None
         job = None
         if question is not None:
             job = self._accept_question(decision, question)
@@ -223,9 +223,14 @@ class StreamEngine:
             self._start_next_job()
         return decision
 
+    @property
+    def _question_lookahead(self) -> float:
+        """``stream.question_timing: before_next_frame``: a question before the next frame's time is due now."""
+        return 1.0 / self.cfg.general_fps if self.model.config.stream.question_timing == "before_next_frame" else 0.0
+
     def _due_question(self, t: float):
         with self._lock:
-            if self._questions and self._questions[0][0] <= t:
+            if self._questions and (self._questions[0][0] < t if self._question_lookahead else self._questions[0][0] <= t):
                 return self._questions.pop(0)
         return None
 
@@ -286,7 +291,8 @@ class StreamEngine:
             if outcome.request.fork is not None:
                 outcome.request.fork.state.release()
             if outcome.committable:
-                self.context.feed_answer(outcome.result.text, self._last_decided or outcome.job.frame_time)
+                self.context.feed_answer(outcome.result.text, self._last_decided or outcome.job.frame_time,
+                                         outcome.result.token_ids, outcome.result.truncated)
                 self._counts["answers"] += 1
                 self.context.evict_if_needed()
             elif outcome.error is not None:
