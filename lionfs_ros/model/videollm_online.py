@@ -51,7 +51,7 @@ from .configuration_lionfs import (
     StreamConfig,
     VisionConfig,
 )
-from .hub import resolve
+from .hub import is_hub_id, resolve
 from .modeling_lionfs import LionFSModel, default_dtype
 from .tokenization import load_tokenizer, prepare_tokenizer
 
@@ -169,6 +169,7 @@ def convert_videollm_online(adapter_dir: str | Path, llm: str, vision: str, out:
     for name, where in (("llm", llm), ("vision", vision)):
         if not resolve(where).exists():
             raise FileNotFoundError(f"--{name} {where} not found")
+    llm, vision = (where if is_hub_id(where) else str(Path(where).expanduser().resolve()) for where in (llm, vision))
     config = videollm_online_config(release.adapter, llm, vision)
     tokenizer = load_tokenizer(resolve(llm))
     prepare_tokenizer(tokenizer, config.stream)
