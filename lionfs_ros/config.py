@@ -59,7 +59,7 @@ class StreamMonitorParams(CameraInputParams):
 class ModelParams:
     """Which model a node loads, on which device."""
 
-    model_path: str = param("", "Model directory (config.json + safetensors); empty = the bundled demo model.")
+    model_path: str = param("", "Model directory (config.json + safetensors) or hub id (org/name, from the hub cache); empty = the bundled demo model.")
     device: str = param("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
     dtype: str = param("auto", "'auto' (bf16 on GPU, fp32 on CPU), 'float32', 'bfloat16' or 'float16'.",
                        choices=("auto", "float32", "bfloat16", "float16"))
