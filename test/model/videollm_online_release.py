@@ -48,9 +48,10 @@ def write_llama3_base(root: Path, interval_id: int, interval_gain: float, eos_ga
         llm = LlamaForCausalLM(config).to(dtype)
     width = config.hidden_size
     with torch.no_grad():
-        llm.lm_head.weight[interval_id] = interval_gain * torch.ones(width) / width ** 0.5
+        row = llm.lm_head.weight
+        row[interval_id] = (interval_gain * torch.ones(width) / width ** 0.5).to(row)
         eos_direction = torch.randn(width, generator=torch.Generator().manual_seed(5))
-        llm.lm_head.weight[tokenizer.eos_token_id] = eos_gain * eos_direction / eos_direction.norm()
+        row[tokenizer.eos_token_id] = (eos_gain * eos_direction / eos_direction.norm()).to(row)
     llm.save_pretrained(root / "llm")
     return root / "llm"
 
