@@ -183,6 +183,12 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
     module.load_state_dict(state, strict=False)
 
 
+def load_model_weights(model, file: Path) -> None:
+    """A model directory's ``model.safetensors`` into ``model``; the weights of named bases may be absent (adapter-only)."""
+    bases = named_bases(model.config)
+    load_weights_strict(model, read_safetensors(file), file, optional=lambda key: any(key.startswith(p) for p in bases))
+
+
 def load_lora_adapter(llm: torch.nn.Module, lora_state: dict[str, torch.Tensor], source: Path) -> None:
     """Set LoRA weights (peft keys, prefix already stripped) into an injected backbone; every LoRA weight must be given."""
     result = set_peft_model_state_dict(llm, lora_state)
@@ -210,9 +216,7 @@ def load_model(cls, path: str | Path, device=None, dtype=None):
     if not tokenizer_dir.is_dir():
         raise CheckpointError(f"{tokenizer_dir} not found")
     model = cls.from_config(config, tokenizer=load_tokenizer(tokenizer_dir), device="cpu", dtype=torch.float32)
-    bases = named_bases(config)
-    load_weights_strict(model, read_safetensors(path / WEIGHTS_NAME), path / WEIGHTS_NAME,
-                        optional=lambda key: any(key.startswith(p) for p in bases))
+    load_model_weights(model, path / WEIGHTS_NAME)
     adapter_file = path / ADAPTER_DIR / ADAPTER_WEIGHTS_NAME
     if config.llm.lora.enabled:
         lora = strip_prefix(read_safetensors(adapter_file), PEFT_PREFIX, adapter_file)
