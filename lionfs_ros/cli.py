@@ -18,6 +18,7 @@ COMMANDS = {
     "replay": "replay",
     "record": "record",
     "bench": "bench",
+    "convert": "convert",
 }
 
 

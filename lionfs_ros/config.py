@@ -60,11 +60,12 @@ class StreamMonitorParams(CameraInputParams):
 class ModelParams:
     """Which model a node loads, on which device."""
 
-    model_path: str = param("", "Model directory (config.json + safetensors); empty = the bundled demo model.")
+    model_path: str = param("", "Model directory (config.json + safetensors) or hub id (org/name, from the hub cache); empty = the bundled demo model.")
     device: str = param("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
     dtype: str = param("auto", "'auto' (bf16 on GPU, fp32 on CPU), 'float32', 'bfloat16' or 'float16'.",
                        choices=("auto", "float32", "bfloat16", "float16"))
-    max_new_tokens: int = param(48, "Longest answer the slow thinker writes, in tokens.", minimum=1)
+    max_new_tokens: int = param(0, "Longest answer the slow thinker writes, in tokens; 0 = the model's "
+                                "stream.max_new_tokens (100 for a converted VideoLLM-online).", minimum=0)
     slow_path: str = param("auto", "Keyframe thinking template before answers: 'auto' as the model was trained "
                            "(config.json thinking.mode), 'on' always, 'off' never.", choices=("auto", "on", "off"))
 
@@ -118,7 +119,7 @@ def engine_config(params: LionFSNodeParams):
     return EngineConfig(
         threshold=engine_threshold(params.threshold), trigger_policy=params.trigger_policy, general_fps=params.general_fps,
         ego_fps=params.ego_fps or None, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
-        max_new_tokens=params.max_new_tokens, slow_path=params.slow_path)
+        max_new_tokens=params.max_new_tokens or None, slow_path=params.slow_path)
 
 
 # Executable name -> its parameter dataclass. Nodes register here as they are added.

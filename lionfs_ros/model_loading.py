@@ -31,11 +31,19 @@ def resolve_dtype(dtype: str, device: str):
 
 
 def resolve_model_path(model_path: str) -> Path:
-    """An explicit directory, or the bundled demo model when `model_path` is empty."""
+    """An explicit directory, a hub id (``org/name``, fetched into the hub cache; offline, found
+    there), or the bundled demo model when `model_path` is empty."""
     if not model_path:
         from lionfs_ros.resources import demo_model_path
 
         return demo_model_path()
+    from lionfs_ros.model.hub import is_hub_id, resolve
+
+    if is_hub_id(model_path):
+        try:
+            return resolve_model_path(str(resolve(model_path)))
+        except FileNotFoundError as err:
+            raise ModelLoadError(str(err)) from err
     path = Path(model_path).expanduser()
     if not path.exists():
         raise ModelLoadError(f"model path {path} does not exist")

@@ -6,7 +6,10 @@
 # Every step is keyed by a hash of its inputs, so a re-run with nothing changed only checks
 # the imports. Safe to run in any order state: the final import check proves the result.
 #
-# Environment: PYTHON (interpreter, default python3.11), LIONFS_VENV (default ./.venv).
+# Environment: PYTHON (interpreter, default python3.11), LIONFS_VENV (default ./.venv),
+# TORCH_VARIANT (default cpu: the pinned CPU build; e.g. cu126 or cu128 installs the same pinned
+# torch version as a CUDA build from PyTorch's index), TORCH_INDEX_URL (that index, default
+# https://download.pytorch.org/whl/$TORCH_VARIANT).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,11 +56,19 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}")
 
-# 2. torch, pinned and alone: nothing later may pull a CUDA build.
-h=$(inputs_hash "$REQ/torch.txt")
+# 2. torch, pinned and alone: nothing later may pull another build. TORCH_VARIANT picks CPU or CUDA.
+TORCH_VARIANT="${TORCH_VARIANT:-cpu}"
+h=$( (cat "$REQ/torch.txt"; echo "$TORCH_VARIANT ${TORCH_INDEX_URL:-}") | sha256sum | cut -c1-16)
 if ! is_fresh torch "$h"; then
-  log "installing torch (CPU build)"
-  "${PIP[@]}" -r "$REQ/torch.txt"
+  if [ "$TORCH_VARIANT" = cpu ]; then
+    log "installing torch (CPU build)"
+    "${PIP[@]}" -r "$REQ/torch.txt"
+  else
+    log "installing torch ($TORCH_VARIANT build)"
+    "${PIP[@]}" --force-reinstall --no-deps -r "$REQ/torch.txt" \
+      --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/$TORCH_VARIANT}"
+    "${PIP[@]}" -r "$REQ/torch.txt" --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/$TORCH_VARIANT}"
+  fi
   mark_done torch "$h"
 fi
 

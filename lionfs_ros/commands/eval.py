@@ -11,7 +11,7 @@ DEFAULT_TOLERANCE_S = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="LionFS model directory (default: the bundled demo model)")
+    parser.add_argument("--model", type=Path, help="LionFS model directory or hub id (default: the bundled demo model)")
     parser.add_argument("--data", type=Path, required=True,
                         help="a `lionfs synth` dataset directory, or a narration-stream annotation JSON")
     parser.add_argument("--json", type=Path, required=True, help="where to write the metrics")

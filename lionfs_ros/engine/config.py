@@ -42,7 +42,7 @@ class EngineConfig:
     trigger_policy: str = "skip"  # what a proactive trigger does while an answer is being written
     max_pending_triggers: int = 1  # 'queue': proactive triggers waiting (oldest dropped beyond)
     max_pending_questions: int = 8  # questions waiting (oldest dropped beyond)
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None  # None: the model's stream.max_new_tokens
     stop_on_eos: bool = True  # benchmarks turn this off to decode a fixed length
     max_query_tokens: int = 64  # a longer question is cut to this many tokens
     context_turns: int = 8  # dialogue turns a portable (remote) request carries
@@ -89,7 +89,7 @@ class EngineConfig:
             raise EngineConfigError(f"trigger_policy: {self.trigger_policy!r} is not one of {TRIGGER_POLICIES}")
         if self.max_pending_triggers < 1 or self.max_pending_questions < 1:
             raise EngineConfigError("max_pending_triggers and max_pending_questions must be >= 1")
-        if self.max_new_tokens < 1 or self.max_query_tokens < 1 or self.partial_every_tokens < 1:
+        if (self.max_new_tokens is not None and self.max_new_tokens < 1) or self.max_query_tokens < 1 or self.partial_every_tokens < 1:
             raise EngineConfigError("max_new_tokens, max_query_tokens and partial_every_tokens must be >= 1")
         if self.position_mode not in POSITION_MODES:
             raise EngineConfigError(f"position_mode: {self.position_mode!r} is not one of {POSITION_MODES}")
@@ -110,9 +110,11 @@ class EngineConfig:
         return self
 
     def for_model(self, model) -> "EngineConfig":
-        """The keyframe and region settings filled in from the model's config unless set here (then logged)."""
+        """The keyframe and region settings filled in from the model's config unless set here (then logged);
+        ``max_new_tokens`` None: the model's ``stream.max_new_tokens``."""
+        cfg = self if self.max_new_tokens is not None else replace(self, max_new_tokens=model.config.stream.max_new_tokens)
         trained = model.config.thinking
-        resolved = replace(self, keyframes=self.keyframes or trained.keyframes, regions=self.regions or trained.regions)
+        resolved = replace(cfg, keyframes=cfg.keyframes or trained.keyframes, regions=cfg.regions or trained.regions)
         overrides = resolved.thinking_overrides(model)
         if overrides:
             LOG.warning("engine settings override the model's thinking settings: %s", overrides)

@@ -29,6 +29,7 @@ class ContextFork:
 
     state: LMState
     after_stream: bool  # the context ends inside the stream (a ']' must close it first)
+    header: list[int] | None = None  # ids that open the answer instead of the assistant header (a rendered question's last token)
 
 
 @dataclass
@@ -55,7 +56,14 @@ class StreamContext:
         self.truncated_queries = 0
         self.eviction = EvictionStats()
         self.system_prompt = model.config.stream.system_prompt if system_prompt is None else system_prompt
-        self._feed(self.fmt.system_ids(self.system_prompt), SYSTEM, None)
+        # stream.tokenize 'rendered' / commit 'generated' (VideoLLM-online's demo): the system prompt waits
+        # for the stream opener; ``header`` is a rendered question's last token, which opens its answer;
+        # ``pending`` the ids fed before the next frame in place of the interval token (after an answer).
+        self.opened = not self.fmt.rendered
+        self.header: list[int] | None = None
+        self.pending: list[int] | None = None
+        if self.opened:
+            self._feed(self.fmt.system_ids(self.system_prompt), SYSTEM, None)
 
     # Feeding.
     def _feed(self, ids: list[int], kind: str, time: float | None, embeds=None) -> torch.Tensor:
@@ -66,12 +74,19 @@ class StreamContext:
 
     def feed_frame(self, embeds: torch.Tensor, time: float) -> torch.Tensor:
         """One decided frame ``[n, d]``; returns the logits at its last placeholder ``[V]``."""
-        if not self.in_stream:
+        if not self.opened:
+            self._feed(self.fmt.opening_ids(self.system_prompt), SYSTEM, time)
+            self.opened = True
+            ids = self.fmt.frame_ids(after_frame=False)
+        elif self.pending is not None:
+            ids = self.pending + self.fmt.frame_ids(after_frame=False)
+        elif not self.in_stream:
             self._feed(self.fmt.stream_open_ids(), TEXT, time)
             ids = self.fmt.frame_ids(after_frame=False)
         else:
             ids = self.fmt.frame_ids(after_frame=True)
         logits = self._feed(ids, FRAME, time, embeds)
+        self.header = self.pending = None
         self.in_stream = True
         self.frames_fed += 1
         return logits
@@ -85,19 +100,34 @@ class StreamContext:
         return self.fmt.tokenizer.decode(ids[: self.max_query_tokens])
 
     def feed_user(self, text: str, time: float) -> None:
-        self._feed(self.fmt.user_ids(text, after_stream=self.in_stream), TEXT, time)
-        self.in_stream = False
+        if not self.opened:
+            self._feed(self.fmt.system_ids(self.system_prompt), SYSTEM, time)
+            self.opened = True
+        if self.fmt.rendered:
+            ids, self.header = self.fmt.question_ids(text, after_stream=self.in_stream)
+        else:
+            ids = self.fmt.user_ids(text, after_stream=self.in_stream)
+        self._feed(ids, TEXT, time)
+        self.in_stream, self.pending = False, None
         self.dialogue.append((USER, text))
 
-    def feed_answer(self, text: str, time: float) -> None:
-        """Commit an assistant turn (the slow thinker's final text) to the main context."""
-        ids = self.fmt.assistant_header_ids(after_stream=self.in_stream) + self.fmt.assistant_body_ids(text)
-        self._feed(ids, TEXT, time)
-        self.in_stream = False
+    def feed_answer(self, text: str, time: float, generated: list[int] | None = None, truncated: bool = False) -> None:
+        """Commit an assistant turn (the slow thinker's final text; with ``stream.commit: generated``, its ids)."""
+        header = self.header if self.header is not None else self.fmt.assistant_header_ids(after_stream=self.in_stream)
+        if self.fmt.cfg.commit == "generated" and generated is not None:
+            # As VideoLLM-online's demo: every generated id but the last was fed while decoding; the
+            # last (EOS, then the stream opener; or a truncated answer's last token) waits for the next frame.
+            self._feed(header + (generated[:-1] if truncated else generated), TEXT, time)
+            self.pending = generated[-1:] if truncated else [self.fmt.ids.eos] + self.fmt.stream_open_ids()
+            self.in_stream = True
+        else:
+            self._feed(header + self.fmt.assistant_body_ids(text), TEXT, time)
+            self.in_stream = False
+        self.header = None
         self.dialogue.append((ASSISTANT, text))
 
     def fork(self) -> ContextFork:
-        return ContextFork(self.state.fork(), self.in_stream)
+        return ContextFork(self.state.fork(), self.in_stream, self.header)
 
     def portable_dialogue(self, turns: int) -> list[tuple[str, str]]:
         """("system", prompt) then the last ``turns`` dialogue turns: what a remote slow thinker gets."""

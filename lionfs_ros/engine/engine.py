@@ -227,9 +227,16 @@ class StreamEngine:
             self._start_next_job()
         return decision
 
+    @property
+    def _question_lookahead(self) -> float:
+        """``stream.question_timing: before_next_frame``: a question before the next frame's time is due now."""
+        return 1.0 / self.cfg.general_fps if self.model.config.stream.question_timing == "before_next_frame" else 0.0
+
     def _due_question(self, t: float):
+        """The question due at a decided frame at ``t`` (with ``before_next_frame`` timing: asked before the next one)."""
+        lookahead = self._question_lookahead
         with self._lock:
-            if self._questions and self._questions[0][0] <= t:
+            if self._questions and (self._questions[0][0] < t + lookahead if lookahead else self._questions[0][0] <= t):
                 return self._questions.pop(0)
         return None
 
@@ -258,7 +265,8 @@ class StreamEngine:
             if outcome.request.fork is not None:
                 outcome.request.fork.state.release()
             if outcome.committable:
-                self.context.feed_answer(outcome.result.text, self.fast.last_decided or outcome.job.frame_time)
+                self.context.feed_answer(outcome.result.text, self.fast.last_decided or outcome.job.frame_time,
+                                         outcome.result.token_ids, outcome.result.truncated)
                 self._counts["answers"] += 1
                 self.context.evict_if_needed()
             elif outcome.error is not None:

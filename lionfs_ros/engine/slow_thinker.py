@@ -55,6 +55,7 @@ class SlowThinkResult:
     prompt_tokens: int = 0
     accounting: TokenAccounting | None = None
     cancelled: bool = False
+    keep_empty: bool = False  # the model's stream.commit is 'generated': an empty answer still enters the context
 
 
 class SlowThinker(ABC):
@@ -105,7 +106,10 @@ class LocalSlowThinker(SlowThinker):
         )
         state = fork.state if fork else self.new_state()
         try:
-            logits = state.feed(inputs.input_ids.tolist(), inputs.embeds, inputs.visual_mask)
+            if fork is not None and fork.header is not None and not self.thinks(request):
+                logits = state.feed(fork.header)  # a rendered question's last token opens the answer
+            else:
+                logits = state.feed(inputs.input_ids.tolist(), inputs.embeds, inputs.visual_mask)
             ids, first, last, truncated = self._decode_loop(state, logits, request, on_text)
         finally:
             if not fork:
@@ -117,7 +121,7 @@ class LocalSlowThinker(SlowThinker):
             time_to_first_token=(first - start) if count else now() - start, tokens_per_second=speed,
             token_ids=ids, regions=[r for rs in inputs.regions for r in rs],
             prompt_tokens=int(inputs.input_ids.numel()), accounting=inputs.accounting,
-            cancelled=request.cancel.is_set(),
+            cancelled=request.cancel.is_set(), keep_empty=self.model.config.stream.commit == "generated",
         )
 
     def _decode_loop(self, state: LMState, logits: torch.Tensor, request: SlowThinkRequest, on_text: OnText):

@@ -31,7 +31,8 @@ class Outcome:
 
     @property
     def committable(self) -> bool:
-        return self.result is not None and not self.result.cancelled and bool(self.result.text)
+        kept_empty = self.result is not None and self.result.keep_empty  # stream.commit 'generated' keeps empty answers
+        return self.result is not None and not self.result.cancelled and (bool(self.result.text) or kept_empty)
 
 
 class SlowWorker:

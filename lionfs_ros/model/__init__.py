@@ -10,9 +10,12 @@ from .configuration_lionfs import (
     StreamConfig,
     VisionConfig,
 )
+from .hf_lionfs import LionFSForVideoStreaming, LionFSPretrainedConfig, register
 from .kv_cache import StreamKVCache
 from .modeling_lionfs import LionFSModel, LionFSOutput, respond_mask, stream_decision
 from .stream_format import StreamFormatter, StreamSample, pad_batch
+
+register()  # AutoConfig / AutoModel know model_type 'lionfs' once lionfs_ros.model is imported
 
 __all__ = [
     "AggregationConfig",
@@ -20,6 +23,8 @@ __all__ = [
     "DroppingConfig",
     "EgoConfig",
     "LionFSConfig",
+    "LionFSForVideoStreaming",
+    "LionFSPretrainedConfig",
     "LionFSModel",
     "LionFSOutput",
     "LLMConfig",

@@ -1,8 +1,11 @@
 """Model directories: ``config.json`` + ``model.safetensors`` + ``tokenizer/`` (+ ``adapter/``).
 
-- ``config.json``: the ``LionFSConfig`` with every backbone given inline (its HF config dict), so
-  the directory needs nothing else to rebuild the architecture.
-- ``model.safetensors``: every weight except LoRA's (tied weights stored once).
+- ``config.json``: ``model_type: lionfs`` and the ``LionFSConfig``, every backbone given inline
+  (its HF config dict), so the directory needs nothing else to rebuild the architecture; or, for
+  an adapter-only directory (a LoRA run on a named base, a converted VideoLLM-online release), the
+  base LLM / vision tower named by ``path`` (a local path or a hub id).
+- ``model.safetensors``: every weight except LoRA's (tied weights stored once), minus the weights
+  of the bases an adapter-only directory names.
 - ``adapter/adapter_config.json`` + ``adapter/adapter_model.safetensors``: the LoRA adapter in
   peft's layout (keys ``base_model.model.<module>.lora_A.weight``), loadable by peft onto the
   backbone alone.
@@ -35,6 +38,8 @@ ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 FORMAT_KEY = "lionfs_format"
 FORMAT_VERSION = 1
+MODEL_TYPE = "lionfs"
+BASE_PARTS = (("llm.", "llm"), ("vision.tower.", "vision"), ("ego.tower.", "ego"))  # state prefix, config part
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
@@ -65,18 +70,54 @@ def _unique_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_model(model, path: str | Path) -> None:
+def write_config(config: LionFSConfig, path: Path) -> None:
+    data = {"model_type": MODEL_TYPE, FORMAT_KEY: FORMAT_VERSION, **config.to_dict()}
+    (path / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def named_bases(config: LionFSConfig) -> list[str]:
+    """State-dict prefixes of the parts an adapter-only directory takes from their named (frozen) bases."""
+    paths = {"llm": config.llm.path if config.llm.lora.enabled else None,
+             "vision": config.vision.path if not config.vision.trainable else None,
+             "ego": config.ego.tower.path if config.ego.source == "tower" and not config.ego.tower.trainable else None}
+    return [prefix for prefix, part in BASE_PARTS if paths[part]]
+
+
+def adapter_only_config(model) -> LionFSConfig:
+    """The model's config keeping the named bases (paths or hub ids) and inlining the rest."""
+    cfg, full = copy.deepcopy(model.config), inline_config(model)
+    bases = named_bases(cfg)
+    if "llm." not in bases:
+        cfg.llm = full.llm
+    if "vision.tower." not in bases:
+        cfg.vision = full.vision
+    if cfg.ego.source == "tower" and "ego.tower." not in bases:
+        cfg.ego = full.ego
+    return cfg.validate()
+
+
+def save_model(model, path: str | Path, adapter_only: bool | None = None) -> None:
+    """``adapter_only`` (default: a LoRA model on a named base LLM): store the adapter and the trained
+    parts (connectors, routers), and name the bases (``base_model_name_or_path`` in the adapter)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    data = {FORMAT_KEY: FORMAT_VERSION, **inline_config(model).to_dict()}
-    (path / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n")
-    state = {k: v for k, v in model.state_dict().items() if not is_lora_key(k)}
+    if adapter_only is None:
+        adapter_only = "llm." in named_bases(model.config)
+    if adapter_only and "llm." not in named_bases(model.config):
+        raise CheckpointError("adapter_only needs a LoRA model whose llm.path names its base")
+    config = adapter_only_config(model) if adapter_only else inline_config(model)
+    write_config(config, path)
+    skipped = named_bases(config) if adapter_only else []
+    state = {k: v for k, v in model.state_dict().items()
+             if not is_lora_key(k) and not any(k.startswith(p) for p in skipped)}
     save_file(_unique_state(state), str(path / WEIGHTS_NAME), metadata={"format": "pt"})
     model.tokenizer.save_pretrained(path / TOKENIZER_DIR)
     if has_lora(model.llm):
         adapter = path / ADAPTER_DIR
         adapter.mkdir(exist_ok=True)
-        lora_config(model.config.llm.lora).save_pretrained(adapter)
+        settings = lora_config(model.config.llm.lora)
+        settings.base_model_name_or_path = model.config.llm.path
+        settings.save_pretrained(adapter)
         lora = {
             PEFT_PREFIX + k: v.detach().contiguous().cpu()
             for k, v in get_peft_model_state_dict(model.llm, save_embedding_layers=False).items()
@@ -92,6 +133,8 @@ def read_config(path: Path) -> LionFSConfig:
         data = json.loads(config_file.read_text())
     except ValueError as err:
         raise CheckpointError(f"{config_file} is not valid JSON: {err}") from err
+    if isinstance(data, dict) and data.get("model_type", MODEL_TYPE) == MODEL_TYPE:
+        data.pop("model_type", None)
     if not isinstance(data, dict) or data.pop(FORMAT_KEY, None) != FORMAT_VERSION:
         raise CheckpointError(f"{config_file} is not a LionFS config (missing {FORMAT_KEY}: {FORMAT_VERSION})")
     try:
@@ -116,8 +159,10 @@ def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file} is not a readable safetensors file: {err}") from err
 
 
-def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path, skip=is_lora_key) -> None:
-    """Load ``state`` into ``module``: unknown keys and missing weights (other than tied aliases) are errors."""
+def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path, skip=is_lora_key,
+                        optional=lambda key: False) -> None:
+    """Load ``state`` into ``module``: unknown keys and missing weights (other than tied aliases and
+    ``optional`` ones, which keep their loaded values) are errors."""
     expected = {k: v for k, v in module.state_dict().items() if not skip(k)}
     unknown = sorted(set(state) - set(expected))
     if unknown:
@@ -129,12 +174,19 @@ def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
         ptr = expected[key].untyped_storage().data_ptr()
         if not any(expected[k].untyped_storage().data_ptr() == ptr for k in state):
             missing.append(key)
+    missing = [k for k in missing if not optional(k)]
     if missing:
         raise CheckpointError(f"{source} lacks weights: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
     bad = [k for k, v in state.items() if v.shape != expected[k].shape]
     if bad:
         raise CheckpointError(f"{source}: shape mismatch for {bad[:8]}")
     module.load_state_dict(state, strict=False)
+
+
+def load_model_weights(model, file: Path) -> None:
+    """A model directory's ``model.safetensors`` into ``model``; the weights of named bases may be absent (adapter-only)."""
+    bases = named_bases(model.config)
+    load_weights_strict(model, read_safetensors(file), file, optional=lambda key: any(key.startswith(p) for p in bases))
 
 
 def load_lora_adapter(llm: torch.nn.Module, lora_state: dict[str, torch.Tensor], source: Path) -> None:
@@ -164,7 +216,7 @@ def load_model(cls, path: str | Path, device=None, dtype=None):
     if not tokenizer_dir.is_dir():
         raise CheckpointError(f"{tokenizer_dir} not found")
     model = cls.from_config(config, tokenizer=load_tokenizer(tokenizer_dir), device="cpu", dtype=torch.float32)
-    load_weights_strict(model, read_safetensors(path / WEIGHTS_NAME), path / WEIGHTS_NAME)
+    load_model_weights(model, path / WEIGHTS_NAME)
     adapter_file = path / ADAPTER_DIR / ADAPTER_WEIGHTS_NAME
     if config.llm.lora.enabled:
         lora = strip_prefix(read_safetensors(adapter_file), PEFT_PREFIX, adapter_file)

@@ -33,6 +33,10 @@ REGIONS_ON = ("all", "trigger", "none")
 BOX_SOURCES = ("grid", "crop")
 REGION_FEATURES = ("tower", "pixels")
 THINKING_MODES = ("none", "answers", "all")
+RESIZE_MODES = ("stretch", "letterbox")
+TOKENIZE_MODES = ("pieces", "rendered")
+COMMIT_MODES = ("text", "generated")
+QUESTION_TIMINGS = ("next_frame", "before_next_frame")
 
 
 class ConfigError(ValueError):
@@ -56,7 +60,7 @@ class VisionConfig:
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     resample: str = "bicubic"
-    resize: str = "stretch"
+    resize: str = "stretch"  # to the square input: 'stretch', or 'letterbox' (pad with black, centred; VideoLLM-online)
     global_token: str = "pooler"
     pool_grid: int = 3
     trainable: bool = False
@@ -204,7 +208,18 @@ class LLMConfig:
 
 @dataclass
 class StreamConfig:
-    """Stream format (VideoLLM-online's by default) and the per-frame decision."""
+    """Stream format (VideoLLM-online's by default), the per-frame decision and how answers enter the context.
+
+    ``tokenize``: ``pieces`` tokenizes each turn piece on its own (what this project's models are
+    trained with); ``rendered`` tokenizes the text between two frames as one string, as
+    VideoLLM-online renders its chat template (a BPE such as Llama-3's merges ``'.\\n\\n'`` across
+    what would be two pieces). ``commit``: ``text`` re-tokenizes a finished answer into the context;
+    ``generated`` keeps the generated ids as they were decoded, an empty answer included, and feeds
+    the last one (EOS, or the last token of a truncated answer) before the next frame, as
+    VideoLLM-online's demo does. ``question_timing``: ``next_frame`` answers a question after the
+    first frame at or after it; ``before_next_frame`` answers it before the first frame after it
+    (VideoLLM-online's demo). ``max_new_tokens``: the answer length the engine uses unless told.
+    """
 
     placeholder_token: str = "<v>"
     interval_token: str = ","
@@ -221,6 +236,10 @@ class StreamConfig:
     stream_loss_weight: float = 1.0
     interval_threshold: float = 0.725
     ignore_index: int = -100
+    tokenize: str = "pieces"
+    commit: str = "text"
+    question_timing: str = "next_frame"
+    max_new_tokens: int = 64
 
     def validate(self) -> None:
         if not self.placeholder_token or not self.interval_token:
@@ -229,6 +248,11 @@ class StreamConfig:
             raise ConfigError(f"stream.frame_fps must be > 0, got {self.frame_fps}")
         if not 0.0 <= self.interval_threshold <= 1.0:
             raise ConfigError(f"stream.interval_threshold must be in [0, 1], got {self.interval_threshold}")
+        for name, allowed in (("tokenize", TOKENIZE_MODES), ("commit", COMMIT_MODES), ("question_timing", QUESTION_TIMINGS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"stream.{name}: {getattr(self, name)!r} is not one of {allowed}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"stream.max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 
 @dataclass

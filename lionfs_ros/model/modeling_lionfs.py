@@ -21,6 +21,7 @@ from .aggregation import Connector, TokenAggregationRouter
 from .backbone import apply_lora, load_llm, merge_lora
 from .configuration_lionfs import LionFSConfig
 from .decoder import DecoderOutput, run_decoder
+from .hub import resolve
 from .keyframe_tokens import PoolRun, pool_runs
 from .kv_cache import StreamKVCache
 from .stream_format import StreamFormatter
@@ -92,29 +93,32 @@ class LionFSModel(nn.Module):
         """Build every part the config names: pretrained where it gives a path, fresh where it gives an inline config."""
         config.validate()
         dtype = dtype or default_dtype(device)
+        local = resolve_paths(config)  # hub ids -> the hub cache; the model keeps the names as given
         if tokenizer is None:
-            source = config.llm.tokenizer_path or config.llm.path
+            source = local.llm.tokenizer_path or local.llm.path
             if source is None:
                 raise ValueError("an inline llm.config needs a tokenizer: pass one or set llm.tokenizer_path")
             tokenizer = load_tokenizer(source)
-        llm = load_llm(config.llm, dtype)
+        llm = load_llm(local.llm, dtype)
         if config.llm.lora.enabled:
             llm = apply_lora(llm, config.llm.lora)
-        vision = load_vision_tower(config.vision, dtype)
-        ego = load_vision_tower(config.ego.tower, dtype) if config.ego.source == "tower" else None
+        vision = load_vision_tower(local.vision, dtype)
+        ego = load_vision_tower(local.ego.tower, dtype) if config.ego.source == "tower" else None
         model = cls(config, tokenizer, llm, vision, ego)
         return model.to(device=device or "cpu", dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """A model directory, or a hub id (``org/name``) resolved into the hub cache."""
         from .checkpoint import load_model
 
-        return load_model(cls, path, device=device, dtype=dtype)
+        return load_model(cls, resolve(str(path)), device=device, dtype=dtype)
 
-    def save_pretrained(self, path: str | Path) -> None:
+    def save_pretrained(self, path: str | Path, adapter_only: bool | None = None) -> None:
+        """``adapter_only`` (default: for a LoRA model on a named base) stores the adapter and the trained parts."""
         from .checkpoint import save_model
 
-        save_model(self, path)
+        save_model(self, path, adapter_only)
 
     def merge_lora(self) -> "LionFSModel":
         """Fold LoRA into the backbone (inference); the config then says LoRA is off."""
@@ -296,6 +300,19 @@ class LionFSModel(nn.Module):
             + self.config.dropping.aux_loss_coef * out.router_aux_loss
         )
         return result
+
+
+def resolve_paths(config: LionFSConfig) -> LionFSConfig:
+    """A copy of ``config`` whose backbone paths (local paths or hub ids) are local paths."""
+    import copy
+
+    local = copy.deepcopy(config)
+    for part in (local.llm, local.vision, local.ego.tower):
+        if part is not None and part.path is not None:
+            part.path = str(resolve(part.path))
+    if local.llm.tokenizer_path is not None:
+        local.llm.tokenizer_path = str(resolve(local.llm.tokenizer_path))
+    return local
 
 
 def stream_decision(logits: torch.Tensor, interval_id: int, threshold: float):

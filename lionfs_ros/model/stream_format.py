@@ -72,6 +72,30 @@ class StreamFormatter:
     def assistant_body_ids(self, text: str) -> list[int]:
         return self.text_ids(self.cfg.content_separator + text) + [self.ids.eos]
 
+    # The same turns as VideoLLM-online's demo renders them (``stream.tokenize: rendered``): the text
+    # between two frames is one string, so BPE merges may cross what are two pieces above.
+    @property
+    def rendered(self) -> bool:
+        return self.cfg.tokenize == "rendered"
+
+    def opening_ids(self, prompt: str | None = None) -> list[int]:
+        """The system prompt and the stream opener, before the first frame."""
+        if not self.rendered:
+            return self.system_ids(prompt) + self.stream_open_ids()
+        bos = [self.ids.bos] if self.ids.bos is not None else []
+        prompt = self.cfg.system_prompt if prompt is None else prompt
+        return bos + self.text_ids(prompt + self.cfg.system_suffix + self.cfg.stream_open)
+
+    def question_ids(self, text: str, after_stream: bool) -> tuple[list[int], list[int]]:
+        """A question and the assistant header after it, as ``(fed now, opens the answer)``.
+
+        ``pieces``: the user turn, then the header on its own. ``rendered``: the two as one string,
+        split before its last token (so the answer still starts with a fed token)."""
+        if not self.rendered:
+            return self.user_ids(text, after_stream), self.assistant_header_ids(after_stream=False)
+        ids = self.text_ids((self.cfg.stream_close if after_stream else "") + self.cfg.user_prefix + text + self.cfg.assistant_prefix)
+        return ids[:-1], ids[-1:]
+
     def encode(self, messages: list[dict]) -> StreamSample:
         """Messages: ``{"role": "system"|"user"|"assistant", "content": str, "learn": bool}`` and
         ``{"role": "stream", "num_frames": int, "learn": bool | int}`` (an int learns that many first frames).

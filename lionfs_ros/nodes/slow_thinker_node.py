@@ -32,7 +32,7 @@ class SlowThinkerNode(Node):
         self.params: SlowThinkerNodeParams = declare_params(self, SlowThinkerNodeParams)
         model, path, device = load_for_inference(self.params.model_path, self.params.device, self.params.dtype)
         self.thinker = LocalSlowThinker(model, EngineConfig(slow_path=self.params.slow_path,
-                                                           max_new_tokens=self.params.max_new_tokens))
+                                                           max_new_tokens=self.params.max_new_tokens or None))
         self._request_type = SlowThinkRequest
         self._one_at_a_time = threading.Lock()
         self.server = ActionServer(

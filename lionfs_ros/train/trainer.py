@@ -20,7 +20,7 @@ from transformers.integrations import TensorBoardCallback
 
 from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.model.checkpoint import (ADAPTER_DIR, ADAPTER_WEIGHTS_NAME, PEFT_PREFIX, WEIGHTS_NAME,
-                                         load_lora_adapter, load_weights_strict, read_safetensors, strip_prefix)
+                                         load_lora_adapter, load_model_weights, read_safetensors, strip_prefix)
 
 MODEL_SUBDIR = "model"
 TRAINING_ARGS_JSON = "training_args.json"
@@ -111,7 +111,7 @@ class LionFSTrainer(Trainer):
         model_dir = Path(resume_from_checkpoint) / MODEL_SUBDIR
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
         weights = model_dir / WEIGHTS_NAME
-        load_weights_strict(target, read_safetensors(weights), weights)
+        load_model_weights(target, weights)
         if target.config.llm.lora.enabled:
             adapter = model_dir / ADAPTER_DIR / ADAPTER_WEIGHTS_NAME
             load_lora_adapter(target.llm, strip_prefix(read_safetensors(adapter), PEFT_PREFIX, adapter), adapter)

@@ -41,7 +41,13 @@ def test_save_load_gives_identical_logits(build, tmp_path, kind):
     loaded = LionFSModel.from_pretrained(tmp_path / "m").eval()
     assert torch.equal(logits_of(loaded), logits_of(model))
     assert loaded.token_ids == model.token_ids
-    assert loaded.config.llm.path is None and loaded.config.llm.config["model_type"] == "llama"
+    if kind == "lionfs":  # a LoRA model on a named base saves adapter-only: the base is named, not copied
+        assert loaded.config.llm.path == model.config.llm.path and loaded.config.llm.config is None
+        assert not any(k.startswith("llm.") for k in load_file(tmp_path / "m" / "model.safetensors"))
+        adapter = json.loads((tmp_path / "m" / "adapter" / "adapter_config.json").read_text())
+        assert adapter["base_model_name_or_path"] == model.config.llm.path
+    else:
+        assert loaded.config.llm.path is None and loaded.config.llm.config["model_type"] == "llama"
 
 
 def test_adapter_uses_peft_key_layout(build, tmp_path):
