@@ -10,7 +10,7 @@ from lionfs_ros.ros_env import keep_discovery_local
 EXECUTOR_THREADS = 4
 
 
-def _spin(node_factory, multi_threaded: bool = False) -> int:
+def _spin(node_factory, multi_threaded: bool = False, args: list[str] | None = None) -> int:
     keep_discovery_local()
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
@@ -18,7 +18,7 @@ def _spin(node_factory, multi_threaded: bool = False) -> int:
     from lionfs_ros.config import ConfigError
     from lionfs_ros.model_loading import ModelLoadError
 
-    rclpy.init(args=sys.argv)
+    rclpy.init(args=sys.argv if args is None else args)
     try:
         node = node_factory()
     except (ConfigError, ModelLoadError) as err:
@@ -53,3 +53,9 @@ def slow_thinker_node() -> int:
     from lionfs_ros.nodes.slow_thinker_node import SlowThinkerNode
 
     return _spin(SlowThinkerNode, multi_threaded=True)
+
+
+def bridge(args: list[str] | None = None) -> int:
+    from lionfs_ros.nodes.bridge_node import BridgeNode
+
+    return _spin(BridgeNode, args=args)
