@@ -13,6 +13,7 @@ GUIDANCE_TOPIC = "/guidance"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 CAMERA_TOPIC = "/camera/compressed"
 ANNOTATIONS_TOPIC = "/camera/annotations"
+LOG_TOPIC = "/assistant/log"  # final answers and guidance events as foxglove.Log, for the app's Log panel
 
 ROLE_NAMES = {0: "assistant", 1: "narration", 2: "query_answer"}
 EVENT_NAMES = {0: "STREAM_STARTED", 1: "STREAM_STALLED", 2: "RESPONSE_TRIGGERED", 3: "RESPONSE_COMPLETED",

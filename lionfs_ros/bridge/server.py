@@ -19,19 +19,21 @@ from dataclasses import dataclass
 
 import foxglove
 from foxglove import Channel, Schema
-from foxglove.channels import CompressedImageChannel, ImageAnnotationsChannel
-from foxglove.messages import CompressedImage, Timestamp
+from foxglove.channels import CompressedImageChannel, ImageAnnotationsChannel, LogChannel
+from foxglove.messages import CompressedImage, Log, LogLevel, Timestamp
 
 from lionfs_ros.bridge.annotations import Overlay
 from lionfs_ros.bridge.messages import (ANNOTATIONS_TOPIC, ASSISTANT_SCHEMA, ASSISTANT_TOPIC, CAMERA_TOPIC,
                                         DIAGNOSTICS_SCHEMA, DIAGNOSTICS_TOPIC, GUIDANCE_SCHEMA, GUIDANCE_TOPIC,
-                                        NS_PER_S)
+                                        LOG_TOPIC, NS_PER_S)
 from lionfs_ros.image_codec import encode_compressed
 
 SERVER_NAME = "lionfs_ros bridge"
 # The SDK's (Rust) log record when a client's outbox is full and its oldest messages are dropped.
 OVERFLOW_LOGGER = "foxglove.websocket.connected_client.send_lossy"
 JSON_SCHEMA_ENCODING = "jsonschema"
+# Guidance events that read as warnings in the log; the others are informational.
+WARNING_EVENTS = ("STREAM_STALLED", "FRAMES_DROPPED", "DEGRADED_MODE", "BAD_INPUT")
 
 
 @dataclass
@@ -93,8 +95,10 @@ class BridgeServer:
         self.overlay = Overlay()
         self.subscriptions = _Subscriptions()
         self._overflow = _OverflowCounter()
+        overflow_logger = logging.getLogger(OVERFLOW_LOGGER)
+        overflow_logger.setLevel(logging.INFO)  # whatever the root logger's level: these records are counted
+        overflow_logger.addHandler(self._overflow)
         foxglove.set_log_level("INFO")  # routes the SDK's own log records to Python logging
-        logging.getLogger(OVERFLOW_LOGGER).addHandler(self._overflow)
         self.context = foxglove.Context()
         self._json = {topic: Channel(topic, message_encoding="json", context=self.context,
                                      schema=Schema(name=schema["title"], encoding=JSON_SCHEMA_ENCODING,
@@ -103,6 +107,7 @@ class BridgeServer:
                                             (DIAGNOSTICS_TOPIC, DIAGNOSTICS_SCHEMA))}
         self._camera = CompressedImageChannel(CAMERA_TOPIC, context=self.context)
         self._annotations = ImageAnnotationsChannel(ANNOTATIONS_TOPIC, context=self.context)
+        self._log = LogChannel(LOG_TOPIC, context=self.context)
         self.server = foxglove.start_server(name=SERVER_NAME, host=host, port=port, context=self.context,
                                             server_listener=self.subscriptions, message_backlog_size=client_backlog)
         self._worker = threading.Thread(target=self._run, name="bridge-sender", daemon=True)
@@ -175,11 +180,20 @@ class BridgeServer:
 
     def _send_message(self, topic: str, message: dict, stamp_ns: int) -> None:
         self._json[topic].log(message, log_time=stamp_ns)
-        overlay_changed = False
+        overlay_changed, log = False, None
         if topic == ASSISTANT_TOPIC:
             self.overlay.text, overlay_changed = message["text"], True
-        elif topic == GUIDANCE_TOPIC and message["regions"]:
-            self.overlay.regions, overlay_changed = message["regions"], True
+            if message["is_final"]:
+                log = (LogLevel.Info, "assistant", f"turn {message['turn_index']}: {message['text']}")
+        elif topic == GUIDANCE_TOPIC:
+            overlay_changed = bool(message["regions"])
+            if overlay_changed:
+                self.overlay.regions = message["regions"]
+            level = LogLevel.Warning if message["event"] in WARNING_EVENTS else LogLevel.Info
+            log = (level, "guidance", f"{message['event']}: {message['summary']}")
+        if log is not None:
+            stamp = Timestamp(sec=stamp_ns // NS_PER_S, nsec=stamp_ns % NS_PER_S)
+            self._log.log(Log(timestamp=stamp, level=log[0], name=log[1], message=log[2]), log_time=stamp_ns)
         if overlay_changed:
             self._annotations.log(self.overlay.annotations(stamp_ns), log_time=stamp_ns)
         with self._cond:

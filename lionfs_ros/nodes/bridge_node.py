@@ -35,11 +35,13 @@ class BridgeNode(Node):
     def __init__(self, **kwargs):
         super().__init__("bridge", **kwargs)
         self.params = p = declare_params(self, BridgeParams)
+        self.server = self.page = None
         try:
             self.server = BridgeServer(p.host, p.port, p.client_backlog, p.queue_size, p.jpeg_quality).start()
             self.page = PageServer(p.host, p.http_port, self.server.port) if p.http_port else None
         except (OSError, RuntimeError) as err:
-            raise ConfigError(f"node {self.get_name()}: cannot listen on {p.host}:{p.port}/{p.http_port}: {err}") from err
+            raise ConfigError(f"node {self.get_name()}: cannot listen on {p.host} (WebSocket port {p.port}, HTTP port "
+                              f"{p.http_port}): {err}") from err
         self._min_period = 1.0 / p.camera_rate if p.camera_rate > 0 else None
         self._last_forward = float("-inf")
         self.counts = {"camera_frames_in": 0, "camera_frames_skipped": 0, "camera_rejected": 0}
@@ -100,7 +102,7 @@ class BridgeNode(Node):
                                                   p.stream_id, level, message, values))
 
     def destroy_node(self) -> None:
-        if self.page is not None:
-            self.page.stop()
-        self.server.stop()
+        for part in (self.page, self.server):  # either may be missing when the constructor failed
+            if part is not None:
+                part.stop()
         super().destroy_node()

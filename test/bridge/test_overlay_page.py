@@ -45,9 +45,9 @@ def _params_file(tmp_path, ws_port: int, http_port: int):
     return path
 
 
-def _start_node(processes, executable: str, params, name: str):
-    return processes.start(node_command(executable, "-r", f"__node:={name}", "--params-file", str(params),
-                                        "-r", "image_raw:=/camera/image_raw"), name)
+def _start_node(processes, executable: str, params, log_name: str):
+    return processes.start(node_command(executable, "-r", f"__node:={executable}", "--params-file", str(params),
+                                        "-r", "image_raw:=/camera/image_raw"), log_name)
 
 
 def _border_coverage(png, box: tuple[float, float, float, float]) -> list[float]:
