@@ -1,4 +1,4 @@
-"""ros2 launch lionfs_ros lionfs.launch.py [node_set:=lionfs] [params_file:=FILE] [namespace:=NS]
+"""ros2 launch lionfs_ros lionfs.launch.py [node_set:=lionfs|lionfs_split|monitor|lionfs_ar] [params_file:=FILE] [namespace:=NS]
 
 Starts the same node set as `lionfs bringup` (config/node_sets.yaml): same executables, node
 names, params file and remappings. The nodes keep DDS discovery on this host unless

@@ -136,3 +136,27 @@ def test_page_and_client_receive_answer_and_region(processes, rclpy_context, tmp
         player.join(timeout=ANSWER_TIMEOUT_S)
         if example.poll() is None:
             example.kill()
+
+
+def test_bringup_starts_the_ar_set_with_the_page(processes, ros_domain, tmp_path):
+    """`lionfs bringup --set lionfs_ar`: lionfs_node and the bridge come up from one params file; SIGINT stops both."""
+    import urllib.request
+
+    from lionfs_testing import VENV_BIN
+
+    ws_port, http_port = free_port(), free_port()
+    exe = VENV_BIN / "lionfs"
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "lionfs_ros.cli"]
+    bringup = processes.start(command + ["bringup", "--set", "lionfs_ar", "--params",
+                                         str(_params_file(tmp_path, ws_port, http_port)),
+                                         "--log-dir", str(tmp_path / "logs")], "bringup")
+    assert wait_for_port(http_port, STARTUP_TIMEOUT_S), processes.log(bringup)
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/") as page:
+        assert "lionfs_ros live overlay" in page.read().decode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/bridge.json") as config:
+        assert json.load(config)["ws_port"] == ws_port
+    node_log = tmp_path / "logs" / "lionfs_node.log"
+    assert wait_until(lambda: node_log.exists() and "active: watching" in node_log.read_text(), STARTUP_TIMEOUT_S), \
+        processes.log(bringup)
+    bringup.send_signal(2)
+    assert bringup.wait(timeout=30) == 0, processes.log(bringup)
