@@ -1,8 +1,9 @@
-"""ros2 launch lionfs_ros lionfs.launch.py [node_set:=lionfs|lionfs_split|monitor|lionfs_ar] [params_file:=FILE] [namespace:=NS]
+"""ros2 launch lionfs_ros lionfs.launch.py [node_set:=lionfs] [params_file:=FILE] [namespace:=NS]
 
 Starts the same node set as `lionfs bringup` (config/node_sets.yaml): same executables, node
-names, params file and remappings. The nodes keep DDS discovery on this host unless
-ROS_AUTOMATIC_DISCOVERY_RANGE is set in the environment.
+names, params file and remappings (node_set:=lionfs_ar adds the WebSocket bridge, docs/BRIDGE.md).
+The nodes keep DDS discovery on this host unless ROS_AUTOMATIC_DISCOVERY_RANGE is set in the
+environment.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction

@@ -161,7 +161,8 @@ def _run(condition: str, episode, log_dir: Path) -> dict:
     return {
         "condition": condition, "frames_published": len(camera.published), "statuses_seen": seen,
         "decided": int(node["decided"]), "frames_dropped": int(node["dropped"]),
-        "decision_latency_p50_ms": float(node["latency_p50_ms"]), "decision_latency_p99_ms": float(node["latency_p99_ms"]),
+        "decision_latency_p50_ms": float(node["latency_p50_ms"]),
+        "decision_latency_p99_ms": float(node["latency_p99_ms"]),
         "answers": len(finals), "answer_decision_latency_ms": [round(v, 1) for v in answer_ms],
         "client_messages_received": list(counts) if condition == "bridge_5_stalled" else [],
         "bridge": {k: bridge[k] for k in ("clients", "messages_sent", "camera_frames_sent", "queue_dropped",

@@ -1,4 +1,4 @@
-"""Helpers of the bridge tests: free ports, a real headless Chromium driven over the DevTools protocol, the docs example."""
+"""Helpers of the bridge tests: free ports, headless Chromium driven over the DevTools protocol, the docs example."""
 from __future__ import annotations
 
 import base64
