@@ -34,6 +34,7 @@ OVERFLOW_LOGGER = "foxglove.websocket.connected_client.send_lossy"
 JSON_SCHEMA_ENCODING = "jsonschema"
 # Guidance events that read as warnings in the log; the others are informational.
 WARNING_EVENTS = ("STREAM_STALLED", "FRAMES_DROPPED", "DEGRADED_MODE", "BAD_INPUT")
+NEW_RESPONSE_EVENT = "RESPONSE_TRIGGERED"
 
 
 @dataclass
@@ -186,7 +187,8 @@ class BridgeServer:
             if message["is_final"]:
                 log = (LogLevel.Info, "assistant", f"turn {message['turn_index']}: {message['text']}")
         elif topic == GUIDANCE_TOPIC:
-            overlay_changed = bool(message["regions"])
+            # A new response clears the previous one's boxes; the boxes of this one come with its events.
+            overlay_changed = bool(message["regions"]) or message["event"] == NEW_RESPONSE_EVENT
             if overlay_changed:
                 self.overlay.regions = message["regions"]
             level = LogLevel.Warning if message["event"] in WARNING_EVENTS else LogLevel.Info

@@ -96,6 +96,8 @@ def test_page_and_client_receive_answer_and_region(processes, rclpy_context, tmp
         final = wait_until(lambda: next((m for m in listener.messages if m.is_final and m.text), None),
                            ANSWER_TIMEOUT_S)
         assert final is not None, processes.log(assistant)[-3000:]
+        player.join(timeout=ANSWER_TIMEOUT_S)  # the stream ends: no later response can clear the region below
+        assert wait_until(lambda: listener.events_of(GuidanceEvent.STREAM_STALLED), ANSWER_TIMEOUT_S)
         guidance.publish(GuidanceEvent(
             header=final.header, stream_id=final.stream_id, event_type=GuidanceEvent.RESPONSE_COMPLETED,
             turn_index=final.turn_index, summary="test region",
@@ -112,7 +114,8 @@ def test_page_and_client_receive_answer_and_region(processes, rclpy_context, tmp
         assert browser.wait_for(in_history, PAGE_TIMEOUT_S), browser.evaluate("document.body.innerText")
         assert browser.wait_for("document.querySelectorAll('#regions .region').length === 1", PAGE_TIMEOUT_S)
         assert browser.wait_for("document.getElementById('camera').naturalWidth > 0", PAGE_TIMEOUT_S)
-        assert browser.wait_for("document.getElementById('node-health').dataset.level !== 'stale'", PAGE_TIMEOUT_S)
+        for pill in ("node-health", "bridge-health", "camera-health"):  # stream health from /diagnostics and the page
+            assert browser.wait_for(f"document.getElementById('{pill}').dataset.level !== 'stale'", PAGE_TIMEOUT_S)
         dom = browser.evaluate("document.documentElement.outerHTML")
         (tmp_path / "page.html").write_text(dom)
         assert final.text in dom and 'data-label="hand"' in dom

@@ -81,8 +81,9 @@ function showAnswer(msg) {
 }
 
 function showRegions(event) {
-  if (!event.regions.length) return;
+  // The boxes of the latest response: a new response clears the previous one's, its own come with its events.
   const layer = $("regions");
+  if (!event.regions.length && event.event !== "RESPONSE_TRIGGERED") return;
   layer.replaceChildren();
   layer.dataset.turn = String(event.turn_index);
   for (const r of event.regions) {
