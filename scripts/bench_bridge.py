@@ -80,7 +80,9 @@ def _clients(url: str, ready, stop, counts) -> None:
     sock = socket.socket()  # a small receive buffer: the stall reaches the server's outbox within seconds
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RCVBUF)
     sock.connect((host, int(port)))
-    stalled = connect(url, sock=sock, subprotocols=[SUBPROTOCOL], max_size=None, max_queue=1, close_timeout=1)
+    # No keepalive pings: a client that stops reading would otherwise give up on its own after ~40 s.
+    stalled = connect(url, sock=sock, subprotocols=[SUBPROTOCOL], max_size=None, max_queue=1, close_timeout=1,
+                      ping_interval=None)
     _subscribe_all(stalled)
     ready.release()
     threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(CLIENTS)]
@@ -92,7 +94,7 @@ def _clients(url: str, ready, stop, counts) -> None:
     stalled.close()
 
 
-def _run(condition: str, episode, log_dir: Path) -> dict:
+def _run(condition: str, episode, log_dir: Path, client_backlog: int) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import MultiThreadedExecutor
@@ -107,7 +109,7 @@ def _run(condition: str, episode, log_dir: Path) -> dict:
     params = yaml.safe_load(node_set.params_file.read_text())
     ws_port = _free_port()
     if "bridge" in params:
-        params["bridge"]["ros__parameters"].update(port=ws_port, http_port=0)
+        params["bridge"]["ros__parameters"].update(port=ws_port, http_port=0, client_backlog=client_backlog)
     params_file = log_dir / f"{condition}.yaml"
     params_file.write_text(yaml.safe_dump(params))
     supervisor = Supervisor(node_set, params_file, log_dir / condition, out=open(os.devnull, "w"))
@@ -175,6 +177,9 @@ def main() -> int:
     parser.add_argument("--actions", type=int, default=8, help="actions in the synthetic episode (8: about 36 s)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3, help="times each condition runs, interleaved")
+    parser.add_argument("--client-backlog", type=int, default=32,
+                        help="the bridge's per-client outbox (default 32, small so the stalled client's overflows "
+                        "within a run; the shipped config has 256)")
     parser.add_argument("--machine", default=platform.node(), help="how to name this machine in the JSON")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
@@ -183,18 +188,22 @@ def main() -> int:
 
     episode = demo_episode(seed=args.seed, actions=args.actions)
     log_dir = Path(tempfile.mkdtemp(prefix="lionfs-bench-bridge-"))
-    runs = [_run(condition, episode, log_dir) for _ in range(args.rounds) for condition in CONDITIONS]
+    runs = [_run(condition, episode, log_dir, args.client_backlog)
+            for _ in range(args.rounds) for condition in CONDITIONS]
     summary = {}  # the median over rounds: one run hit by another process on a shared machine does not decide it
     for condition in CONDITIONS:
         mine = [r for r in runs if r["condition"] == condition]
         summary[condition] = {key: round(float(np.median([r[key] for r in mine])), 2)
                               for key in ("decision_latency_p50_ms", "decision_latency_p99_ms", "frames_dropped")}
+        summary[condition]["decision_latency_p50_ms_range"] = [min(r["decision_latency_p50_ms"] for r in mine),
+                                                               max(r["decision_latency_p50_ms"] for r in mine)]
     result = {
         "benchmark": "bridge clients vs lionfs_node decision latency", "machine": args.machine,
         "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "episode": {"seed": args.seed, "actions": args.actions, "frames": len(list(episode.frames())),
                     "duration_s": episode.duration},
-        "clients": {"reading": CLIENTS, "stalled": 1, "subscribed_to": "every channel, camera included"},
+        "clients": {"reading": CLIENTS, "stalled": 1, "subscribed_to": "every channel, camera included",
+                    "bridge_client_backlog": args.client_backlog},
         "summary_median_over_rounds": summary, "runs": runs, "logs": str(log_dir),
     }
     text = json.dumps(result, indent=2)
