@@ -51,6 +51,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def _subscribe_all(ws) -> None:
     """Wait for the server's advertisement and subscribe to every channel."""
     while True:
@@ -149,6 +155,7 @@ def _run(condition: str, episode, log_dir: Path, client_backlog: int) -> dict:
             time.sleep(0.1)
         seen = len(diagnostics)
         time.sleep(2 * SETTLE_S)  # one more /diagnostics period after the end of the stream
+        cpu_s = {n.spec.name: _cpu_seconds(n.process.pid) for n in supervisor.nodes}
         node = next(v for k, v in diagnostics.items() if k.startswith("lionfs_node"))
         bridge = next((v for k, v in diagnostics.items() if k.startswith("bridge")), {})
     finally:
@@ -166,6 +173,7 @@ def _run(condition: str, episode, log_dir: Path, client_backlog: int) -> dict:
         "decision_latency_p50_ms": float(node["latency_p50_ms"]),
         "decision_latency_p99_ms": float(node["latency_p99_ms"]),
         "answers": len(finals), "answer_decision_latency_ms": [round(v, 1) for v in answer_ms],
+        "cpu_seconds": cpu_s,
         "client_messages_received": list(counts) if condition == "bridge_5_stalled" else [],
         "bridge": {k: bridge[k] for k in ("clients", "messages_sent", "camera_frames_sent", "queue_dropped",
                                           "camera_frames_replaced", "client_overflow_reports") if k in bridge},
@@ -195,6 +203,8 @@ def main() -> int:
         mine = [r for r in runs if r["condition"] == condition]
         summary[condition] = {key: round(float(np.median([r[key] for r in mine])), 2)
                               for key in ("decision_latency_p50_ms", "decision_latency_p99_ms", "frames_dropped")}
+        summary[condition]["cpu_seconds"] = {name: round(float(np.median([r["cpu_seconds"][name] for r in mine])), 2)
+                                             for name in mine[0]["cpu_seconds"]}
         summary[condition]["decision_latency_p50_ms_range"] = [min(r["decision_latency_p50_ms"] for r in mine),
                                                                max(r["decision_latency_p50_ms"] for r in mine)]
     result = {
