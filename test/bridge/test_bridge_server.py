@@ -151,3 +151,15 @@ def test_bridge_on_a_busy_port_exits_2_naming_it(ros_domain):
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"cannot listen on 127.0.0.1 (WebSocket port {port}, HTTP port 0)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_event_and_role_names_match_the_interfaces():
+    """The ROS-free bridge names events and roles itself; the names must be the .msg constants."""
+    from lionfs_ros.bridge.messages import EVENT_NAMES, ROLE_NAMES
+    from lionfs_ros.msg import AssistantMessage
+    from lionfs_ros.nodes.listener import EVENT_NAMES as MSG_EVENT_NAMES
+
+    assert EVENT_NAMES == MSG_EVENT_NAMES
+    roles = {value: name.removeprefix("ROLE_").lower() for name, value in vars(AssistantMessage).items()
+             if name.startswith("ROLE_")}
+    assert ROLE_NAMES == roles
