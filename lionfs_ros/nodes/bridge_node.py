@@ -22,6 +22,8 @@ from lionfs_ros.image_codec import ImageDecodeError
 from lionfs_ros.msg import AssistantMessage, GuidanceEvent
 from lionfs_ros.nodes.camera_input import COMPRESSED_SUFFIX, decode_image_msg
 from lionfs_ros.nodes.diagnostics import diagnostic_array
+from lionfs_ros.nodes.listener import ASSISTANT_TOPIC as ROS_ASSISTANT_TOPIC
+from lionfs_ros.nodes.listener import GUIDANCE_TOPIC as ROS_GUIDANCE_TOPIC
 from lionfs_ros.nodes.listener import RELIABLE_DEPTH
 from lionfs_ros.nodes.params import declare_params
 from lionfs_ros.nodes.qos import camera_qos
@@ -46,8 +48,8 @@ class BridgeNode(Node):
         self._last_forward = float("-inf")
         self.counts = {"camera_frames_in": 0, "camera_frames_skipped": 0, "camera_rejected": 0}
         self._reported_drops = 0
-        self.create_subscription(AssistantMessage, ASSISTANT_TOPIC.lstrip("/"), self._on_assistant, RELIABLE_DEPTH)
-        self.create_subscription(GuidanceEvent, GUIDANCE_TOPIC.lstrip("/"), self._on_guidance, RELIABLE_DEPTH)
+        self.create_subscription(AssistantMessage, ROS_ASSISTANT_TOPIC, self._on_assistant, RELIABLE_DEPTH)
+        self.create_subscription(GuidanceEvent, ROS_GUIDANCE_TOPIC, self._on_guidance, RELIABLE_DEPTH)
         self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, DIAGNOSTICS_DEPTH)
         compressed = p.image_transport == "compressed"
         camera_topic = self.resolve_topic_name(p.image_topic) + (COMPRESSED_SUFFIX if compressed else "")
