@@ -11,6 +11,7 @@ ENTRY_POINTS = {
         "stream_monitor = lionfs_ros.nodes.entry_points:stream_monitor",
         "lionfs_node = lionfs_ros.nodes.entry_points:lionfs_node",
         "slow_thinker_node = lionfs_ros.nodes.entry_points:slow_thinker_node",
+        "bridge = lionfs_ros.nodes.entry_points:bridge",
     ]
 }
 
@@ -23,6 +24,7 @@ setup(
     package_data={"lionfs_ros": [
         "data/synth/*.yaml", "data/synth/README.md",
         "resources/demo_model/*.json", "resources/demo_model/*.safetensors", "resources/demo_model/tokenizer/*.json",
+        "resources/web/*",
     ]},
     python_requires=">=3.10",
     install_requires=[
@@ -37,6 +39,7 @@ setup(
         "PyYAML>=6",
         "rosbags>=0.10",
         "tqdm>=4.60",
+        "foxglove-sdk>=0.30",
     ],
     entry_points=ENTRY_POINTS,
 )

@@ -2,8 +2,9 @@
 
 Starts the same node set as `lionfs bringup` (config/node_sets.yaml): same executables, node
 names, params file, remappings, and which nodes are essential (an essential node's exit shuts
-the launch down; a non-essential one may die while the others carry on). The nodes keep DDS
-discovery on this host unless ROS_AUTOMATIC_DISCOVERY_RANGE is set in the environment.
+the launch down; a non-essential one may die while the others carry on); node_set:=lionfs_ar adds
+the WebSocket bridge (docs/BRIDGE.md). The nodes keep DDS discovery on this host unless
+ROS_AUTOMATIC_DISCOVERY_RANGE is set in the environment.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown

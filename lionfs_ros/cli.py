@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train",
     "eval": "eval",
     "listen": "listen",
+    "bridge": "bridge",
     "replay": "replay",
     "record": "record",
     "bench": "bench",

@@ -112,6 +112,25 @@ class SlowThinkerNodeParams(ModelParams):
     slow_think_action: str = param("slow_think", "Action name to serve (relative, remappable).")
 
 
+@dataclass
+class BridgeParams(CameraInputParams):
+    """bridge: the assistant's topics and the camera over the Foxglove WebSocket protocol, plus the overlay page."""
+
+    host: str = param("127.0.0.1", "Address the WebSocket and HTTP servers bind to. 127.0.0.1 keeps them on this "
+                      "machine; 0.0.0.0 (or one interface's address) exposes them to the network, unauthenticated.")
+    port: int = param(8765, "Foxglove WebSocket port (the Foxglove app's default).", minimum=1, maximum=65535)
+    http_port: int = param(8766, "HTTP port of the live overlay page; 0 serves no page.", minimum=0, maximum=65535)
+    camera_rate: float = param(5.0, "Most camera frames per second forwarded as JPEG; 0 forwards no camera.",
+                               minimum=0.0, maximum=60.0)
+    jpeg_quality: int = param(80, "JPEG quality of forwarded raw frames (compressed input is passed through).",
+                              minimum=1, maximum=100)
+    client_backlog: int = param(256, "Messages buffered per WebSocket client; the oldest is dropped when a slow "
+                                "client's buffer is full.", minimum=8)
+    queue_size: int = param(64, "Messages waiting between the ROS callbacks and the WebSocket server; the oldest is "
+                            "dropped when full.", minimum=4)
+    diagnostics_period: float = param(1.0, "Seconds between the bridge's /diagnostics messages.", minimum=0.05)
+
+
 def engine_config(params: LionFSNodeParams):
     """The engine settings a lionfs_node with these parameters runs (replay uses the same)."""
     from lionfs_ros.engine import EngineConfig
@@ -127,6 +146,7 @@ NODE_PARAMS: dict[str, type] = {
     "stream_monitor": StreamMonitorParams,
     "lionfs_node": LionFSNodeParams,
     "slow_thinker_node": SlowThinkerNodeParams,
+    "bridge": BridgeParams,
 }
 # Parameters that may change while a node runs (others need a restart).
 DYNAMIC_PARAMS: dict[str, tuple[str, ...]] = {"lionfs_node": ("threshold", "trigger_policy")}

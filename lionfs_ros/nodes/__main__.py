@@ -7,6 +7,7 @@ EXECUTABLES = {
     "stream_monitor": entry_points.stream_monitor,
     "lionfs_node": entry_points.lionfs_node,
     "slow_thinker_node": entry_points.slow_thinker_node,
+    "bridge": entry_points.bridge,
 }
 
 if __name__ == "__main__":

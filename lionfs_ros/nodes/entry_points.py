@@ -29,19 +29,19 @@ def check_params_files(executable: str, argv: list[str]) -> None:
             validate_params_file(value, {name: executable}, namespace, tolerated=others)
 
 
-def _params_error(executable: str) -> int:
+def _params_error(executable: str, argv: list[str] | None = None) -> int:
     """2 (after one line on stderr) for a bad params file, else 0; runs before the heavy imports."""
     from lionfs_ros.config import ConfigError
 
     try:
-        check_params_files(executable, sys.argv)
+        check_params_files(executable, sys.argv if argv is None else argv)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 
 
-def _spin(node_factory, multi_threaded: bool = False) -> int:
+def _spin(node_factory, multi_threaded: bool = False, args: list[str] | None = None) -> int:
     keep_discovery_local()
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
@@ -50,7 +50,7 @@ def _spin(node_factory, multi_threaded: bool = False) -> int:
     from lionfs_ros.model_loading import ModelLoadError
 
     try:
-        rclpy.init(args=sys.argv)
+        rclpy.init(args=sys.argv if args is None else args)
     except Exception as err:  # rcl's argument errors (a bad -p value) come as RCLError with its own text
         print(f"error: bad ROS arguments: {err}", file=sys.stderr)
         return 2
@@ -94,3 +94,11 @@ def slow_thinker_node() -> int:
     from lionfs_ros.nodes.slow_thinker_node import SlowThinkerNode
 
     return _spin(SlowThinkerNode, multi_threaded=True)
+
+
+def bridge(args: list[str] | None = None) -> int:
+    if code := _params_error("bridge", args):
+        return code
+    from lionfs_ros.nodes.bridge_node import BridgeNode
+
+    return _spin(BridgeNode, args=args)
