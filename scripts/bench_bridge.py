@@ -115,7 +115,7 @@ def _run(condition: str, episode, log_dir: Path, client_backlog: int) -> dict:
     params = yaml.safe_load(node_set.params_file.read_text())
     ws_port = _free_port()
     if "bridge" in params:
-        params["bridge"]["ros__parameters"].update(port=ws_port, http_port=0, client_backlog=client_backlog)
+        params["/**/bridge"]["ros__parameters"].update(port=ws_port, http_port=0, client_backlog=client_backlog)
     params_file = log_dir / f"{condition}.yaml"
     params_file.write_text(yaml.safe_dump(params))
     supervisor = Supervisor(node_set, params_file, log_dir / condition, out=open(os.devnull, "w"))
