@@ -124,7 +124,7 @@ class DataSection:
 class TrainingSection:
     """Hugging Face ``TrainingArguments`` (these, plus anything under ``extra``)."""
 
-    max_steps: int = 1000
+    max_steps: int = 1000  # optimizer steps of stage 2 (the stream training); stage 1 has frame_pretraining.steps
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
@@ -150,10 +150,12 @@ class TrainingSection:
 
 @dataclass
 class FramePretrainingSection:
-    """Stage 1 (``train.frame_pretraining``): the frame encoder learns the synthetic world's frame labels."""
+    """Stage 1 (``train.frame_pretraining``): the frame encoder learns the synthetic world's frame labels.
+    ``steps`` is this stage's own step limit: ``training.max_steps`` and ``training.max_minutes`` limit
+    stage 2 only."""
 
-    steps: int = 1000
-    clips_per_batch: int = 16
+    steps: int = 1000  # optimizer steps of stage 1 (each over clips_per_batch clips per process)
+    clips_per_batch: int = 16  # per process, like training.per_device_train_batch_size
     frames_per_clip: int = 16  # LLM frames drawn from each clip per batch (with their ego frames)
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -162,6 +164,7 @@ class FramePretrainingSection:
     holdout_clips: int = 64  # the last clips of the training set, kept out of this stage to measure it
     num_workers: int = 0
     log_window: int = 50  # steps averaged for the first and last loss in the summary
+    eval_steps: int | None = None  # held-out accuracies (TensorBoard) every this many steps, besides first and last
     freeze_towers: bool = False  # keep the towers as this stage leaves them; the stream training adapts the rest
 
     def validate(self) -> None:
@@ -170,6 +173,8 @@ class FramePretrainingSection:
                 raise TrainConfigError(f"frame_pretraining.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise TrainConfigError(f"frame_pretraining.learning_rate must be > 0, got {self.learning_rate}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise TrainConfigError(f"frame_pretraining.eval_steps must be >= 1 or null, got {self.eval_steps}")
         if self.warmup_steps < 0 or self.holdout_clips < 0 or self.num_workers < 0:
             raise TrainConfigError("frame_pretraining: warmup_steps, holdout_clips and num_workers must be >= 0")
 

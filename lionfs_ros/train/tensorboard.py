@@ -1,0 +1,17 @@
+"""A TensorBoard writer for the parts of a run the HF Trainer does not log (stage 1, validation)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def open_writer(log_dir: Path):
+    """A ``SummaryWriter`` on ``log_dir`` (PyTorch's, else tensorboardX's, as the HF callback picks), or None
+    when neither is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            return None
+    return SummaryWriter(log_dir=str(log_dir))
