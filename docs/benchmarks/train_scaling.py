@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,11 +70,17 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--launchers", default="single,torchrun,accelerate")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per run")
+    parser.add_argument("--deadline", type=float, default=3600.0, help="seconds for all runs together")
+    parser.add_argument("--min-run", type=float, default=60.0, help="skip a run when fewer seconds are left")
+    parser.add_argument("--log-dir", type=Path, default=None, help="run logs (default: --work)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
 
     from lionfs_ros.train.config import TrainConfig
 
+    deadline = time.monotonic() + args.deadline
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.log_dir = args.log_dir or args.work
     config = TrainConfig.load(args.config, args.overrides)
     batch2 = config.training.per_device_train_batch_size
     batch1 = config.frame_pretraining.clips_per_batch if config.frame_pretraining else None
@@ -94,14 +101,26 @@ def main() -> int:
         run_env = dict(env)
         if kind == "single":
             run_env["CUDA_VISIBLE_DEVICES"] = run_env.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+        left = deadline - time.monotonic()
+        if left < args.min_run:
+            print(f"skipping {kind}: {left:.0f} s left", flush=True)
+            report["runs"][kind] = {"skipped": f"{left:.0f} s left before the deadline"}
+            continue
         print("$", " ".join(command), flush=True)
         started = time.monotonic()
-        done = subprocess.run(command, env=run_env, timeout=args.timeout, capture_output=True, text=True)
+        log = args.log_dir / f"{kind}_{processes}.log"
+        with open(log, "w") as sink:  # streamed, so a run cut short still leaves its log
+            child = subprocess.Popen(command, env=run_env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = child.wait(timeout=min(args.timeout, left))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)  # the launcher and every process it started
+                child.wait()
+                code = "timeout"
         wall = round(time.monotonic() - started, 1)
-        (args.work / f"{kind}_{processes}.log").write_text(done.stdout + done.stderr)
-        if done.returncode != 0:
-            print(done.stderr[-4000:], flush=True)
-            report["runs"][kind] = {"returncode": done.returncode, "wall_s": wall}
+        print(f"{kind}: exit {code} after {wall} s", flush=True)
+        if code != 0:
+            report["runs"][kind] = {"returncode": code, "wall_s": wall}
         else:
             report["runs"][kind] = {"processes": processes, "wall_s": wall, **collect(out)}
         args.out.write_text(json.dumps(report) + "\n")  # what is done so far survives a later failure
@@ -114,7 +133,7 @@ def main() -> int:
                 print(kind, stage, rate, run[stage][rate], "speedup", run[stage]["speedup"],
                       "loss per", WINDOW, "steps", run[stage]["loss_windows"], flush=True)
     args.out.write_text(json.dumps(report) + "\n")
-    return 0 if all("returncode" not in run for run in report["runs"].values()) else 1
+    return 0 if all("world_size" in run for run in report["runs"].values()) else 1
 
 
 if __name__ == "__main__":

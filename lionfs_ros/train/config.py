@@ -165,6 +165,7 @@ class FramePretrainingSection:
     num_workers: int = 0
     log_window: int = 50  # steps averaged for the first and last loss in the summary
     eval_steps: int | None = None  # held-out accuracies (TensorBoard) every this many steps, besides first and last
+    max_minutes: float | None = None  # stop this stage early (the summary says after how many steps)
     freeze_towers: bool = False  # keep the towers as this stage leaves them; the stream training adapts the rest
 
     def validate(self) -> None:

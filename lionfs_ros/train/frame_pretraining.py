@@ -236,6 +236,16 @@ def _batches(loader: DataLoader):
         epoch += 1
 
 
+def stop_after(minutes: float | None):
+    """``out_of_time(started)``: whether the budget is spent, the same answer on every process (the main
+    process's clock decides, so no process leaves the step loop alone)."""
+    def out_of_time(started: float) -> bool:
+        if minutes is None:
+            return False
+        return from_main_process(time.monotonic() - started > minutes * 60.0)
+    return out_of_time
+
+
 def _log_held_out(writer, report: dict[str, float], step: int) -> None:
     if writer is not None:
         for name, value in report.items():
@@ -295,6 +305,7 @@ def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRe
     before = held_out_accuracy(step, held_loader) if held and main else {}
     _log_held_out(writer, before, 0)
     losses, started = [], time.monotonic()
+    out_of_time = stop_after(section.max_minutes)
     batches = _batches(loader)
     progress = tqdm(range(section.steps), desc="frame pretraining", unit="step", disable=not main)
     for index in progress:
@@ -314,15 +325,17 @@ def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRe
             progress.set_postfix(loss=f"{np.mean(losses[-section.log_window:]):.3f}")
         if section.eval_steps and (index + 1) % section.eval_steps == 0 and index + 1 < section.steps and held and main:
             _log_held_out(writer, held_out_accuracy(step, held_loader), index + 1)
+        if out_of_time(started):
+            break
     runtime = time.monotonic() - started
     check_in_sync(params, "frame pretraining")
     summary = None
     if main:
         after = held_out_accuracy(step, held_loader) if held else {}
-        _log_held_out(writer, after, section.steps)
+        _log_held_out(writer, after, len(losses))
         window = max(1, min(section.log_window, len(losses)))
         summary = {
-            "steps": section.steps, "runtime_s": round(runtime, 1), "device": str(device), "bf16": bf16,
+            "steps": len(losses), "runtime_s": round(runtime, 1), "device": str(device), "bf16": bf16,
             "world_size": world, "clips_per_step": section.clips_per_batch * world,
             "train_clips": len(train_set), "held_out_clips": len(held),
             "first_loss": round(float(np.mean(losses[:window])), 4),
