@@ -180,6 +180,36 @@ class FramePretrainingSection:
             raise TrainConfigError("frame_pretraining: warmup_steps, holdout_clips and num_workers must be >= 0")
 
 
+# Validation metrics (names as in ``lionfs eval``'s report) and whether a lower value is better.
+VALIDATION_METRICS = {"lm_ppl": True, "time_diff": True, "trigger_f1": False, "lm_correctness": False,
+                      "fluency": False}
+
+
+@dataclass
+class ValidationSection:
+    """Held-out metrics during stage 2 (``lionfs train`` runs them through ``lionfs_ros.eval``): LM-PPL,
+    TimeDiff, trigger F1 ... every ``every_steps`` steps and at the end; the best model is kept in
+    ``OUT/best_model``. Only the main process evaluates."""
+
+    data: str = ""  # a synthetic dataset directory or a narration-stream JSON (as ``lionfs eval --data``)
+    generate: SynthGenerateSection | None = None  # synth: generate ``data`` first if it has no manifest
+    every_steps: int = 100
+    max_examples: int | None = 8  # the first clips of ``data``
+    online: bool = True  # free-running replay: trigger precision / recall / F1 (off: teacher-forced metrics only)
+    questions: bool = False  # question answering accuracy too
+    best_metric: str = "lm_ppl"  # what "best" means: one of VALIDATION_METRICS
+
+    def validate(self) -> None:
+        if not self.data:
+            raise TrainConfigError("validation.data is required (a synthetic dataset directory or an annotation file)")
+        if self.every_steps < 1:
+            raise TrainConfigError(f"validation.every_steps must be >= 1, got {self.every_steps}")
+        if self.best_metric not in VALIDATION_METRICS:
+            raise TrainConfigError(f"validation.best_metric: {self.best_metric!r} is not one of {sorted(VALIDATION_METRICS)}")
+        if self.best_metric.startswith("trigger") and not self.online:
+            raise TrainConfigError(f"validation.best_metric {self.best_metric!r} needs validation.online: true")
+
+
 @dataclass
 class TrainConfig:
     seed: int = 0
@@ -188,10 +218,13 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     frame_pretraining: FramePretrainingSection | None = None  # None: the stream training starts from the towers as built
+    validation: ValidationSection | None = None  # None: no held-out metrics during training
 
     def validate(self) -> "TrainConfig":
         for section in (self.model, self.tokenizer, self.data, self.training):
             section.validate()
+        if self.validation is not None:
+            self.validation.validate()
         if self.frame_pretraining is not None:
             self.frame_pretraining.validate()
             if self.data.format != "synth" or self.data.frame_cache == "features":
