@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from lionfs_ros.train.build import generate_synth
 from lionfs_ros.train.config import VALIDATION_METRICS, ValidationSection
+from lionfs_ros.train.dataset import truncate
 from lionfs_ros.train.run import TrainContext
 from lionfs_ros.train.tensorboard import open_writer
 
@@ -39,8 +40,9 @@ def validation_examples(section: ValidationSection, data, frame_fps: float) -> l
     root = Path(section.data)
     if section.generate is not None and not (root / "manifest.json").is_file():
         generate_synth((root, section.generate.seed, section.generate.episodes, section.generate))
-    return load_eval_examples(root, frame_fps, videos=data.videos, features=data.features,
-                              ego_features=data.ego_features, limit=section.max_examples)
+    examples = load_eval_examples(root, frame_fps, videos=data.videos, features=data.features,
+                                  ego_features=data.ego_features, limit=section.max_examples)
+    return [truncate(example, section.max_frames) for example in examples]
 
 
 def is_better(value: float, best: float | None, lower_is_better: bool) -> bool:
@@ -56,6 +58,9 @@ class ValidationCallback(TrainerCallback):
         if context.config.validation is None:
             raise ValueError("ValidationCallback needs a config with a 'validation' section")
         self.section = context.config.validation
+        if self.section.generate is None and not Path(self.section.data).exists():
+            raise FileNotFoundError(f"validation.data not found: {self.section.data} (give validation.generate"
+                                    " to create a synthetic one)")
         self.data = context.config.data
         self.model = context.model
         self.best_dir = context.out / BEST_DIR
@@ -92,7 +97,8 @@ class ValidationCallback(TrainerCallback):
         model = self.model
         was_training = model.training
         model.eval()
-        options = EvalOptions(online=self.section.online, questions=self.section.questions)
+        options = EvalOptions(online=self.section.online, questions=self.section.questions,
+                              max_new_tokens=self.section.max_new_tokens)
         try:
             report = evaluate_dataset(model, self.examples, options)
         finally:

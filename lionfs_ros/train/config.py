@@ -195,6 +195,8 @@ class ValidationSection:
     generate: SynthGenerateSection | None = None  # synth: generate ``data`` first if it has no manifest
     every_steps: int = 100
     max_examples: int | None = 8  # the first clips of ``data``
+    max_frames: int | None = None  # cut them to this many LLM frames (as ``lionfs eval --max-frames``)
+    max_new_tokens: int = 32  # per response in the free-running replay (an untrained model may speak at every frame)
     online: bool = True  # free-running replay: trigger precision / recall / F1 (off: teacher-forced metrics only)
     questions: bool = False  # question answering accuracy too
     best_metric: str = "lm_ppl"  # what "best" means: one of VALIDATION_METRICS
@@ -202,8 +204,11 @@ class ValidationSection:
     def validate(self) -> None:
         if not self.data:
             raise TrainConfigError("validation.data is required (a synthetic dataset directory or an annotation file)")
-        if self.every_steps < 1:
-            raise TrainConfigError(f"validation.every_steps must be >= 1, got {self.every_steps}")
+        for name in ("every_steps", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise TrainConfigError(f"validation.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise TrainConfigError(f"validation.max_frames must be >= 1 or null, got {self.max_frames}")
         if self.best_metric not in VALIDATION_METRICS:
             raise TrainConfigError(f"validation.best_metric: {self.best_metric!r} is not one of {sorted(VALIDATION_METRICS)}")
         if self.best_metric.startswith("trigger") and not self.online:

@@ -149,6 +149,8 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(config, out)
     set_seed(config.seed)
+    if args.process_index == 0:
+        print(describe_plan(config, args), flush=True)
 
     model_config = model_config_of(config)
     with args.main_process_first(local=True, desc="training data"):
@@ -162,6 +164,7 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
     cache = prepare_frame_cache(config, model, examples, recipe, out, args)
     stage1 = None
     logs = out / LOGS_DIR if TENSORBOARD in config.training.report_to else None
+    extra = [make(TrainContext(config, out, model, recipe, logs)) for make in extra_callbacks]  # fail before stage 1
     if config.frame_pretraining is not None and not resume:  # a resumed run's checkpoint already holds stage 1
         stage1 = pretrain_frame_encoder(model, examples, recipe, config.frame_pretraining, out / PRETRAIN_DIR,
                                         args.device, args.bf16, cache, config.seed, log_dir=logs)
@@ -175,12 +178,10 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
         callbacks.append(LionFSTensorBoardCallback(logs, json.dumps(model.config.to_dict())))
     if config.training.max_minutes is not None:
         callbacks.append(StopAfterMinutes(config.training.max_minutes))
-    context = TrainContext(config, out, model, recipe, logs)
-    callbacks += [make(context) for make in extra_callbacks]
+    callbacks += extra
     trainer = LionFSTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                             recipe=recipe, callbacks=callbacks)
     if args.process_index == 0:
-        print(describe_plan(config, args), flush=True)
         (out / CONFIG_COPY).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     result = trainer.train(resume_from_checkpoint=last if resume else None)
     trainer.save_model(str(out))

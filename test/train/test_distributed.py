@@ -60,14 +60,17 @@ def test_two_processes_train_both_stages(tmp_path, train_dir, launcher):
     LionFSModel.from_pretrained(out / "model")
 
 
-def test_accelerate_starting_one_process_for_several_is_refused(tmp_path, train_dir):
+def test_accelerate_starting_one_process_for_several_is_refused():
     """Without GPUs and without --multi_gpu, `accelerate launch --num_processes 2` starts ONE process (its simple
-    launcher); training alone on world size 1 is refused with the way out."""
-    out = tmp_path / "run"
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(PROCESSES),
-                  "--main_process_port", str(free_port())]
-    done = launch(accelerate, two_stage_config(tmp_path, train_dir), out)
-    assert done.returncode != 0 and "--multi_gpu" in done.stderr
-    assert not (out / "checkpoints").exists()
-    assert check_launch({"ACCELERATE_MIXED_PRECISION": "no", "MASTER_PORT": "1", "WORLD_SIZE": "2"}) is None
+    launcher). The environment that process really gets (printed by `env` in its place) is refused, with the
+    way out; the environment of a process of a real group is not."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(PROCESSES), "--no_python",
+               "env"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    launched = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    problem = check_launch(launched)
+    assert problem is not None and "--multi_gpu" in problem
+    assert check_launch({**launched, "WORLD_SIZE": "2", "RANK": "0"}) is None
     assert check_launch({}) is None

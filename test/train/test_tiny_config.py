@@ -26,7 +26,7 @@ def shorter(tmp_path: Path) -> list[str]:
         "frame_pretraining.holdout_clips": 1, "frame_pretraining.eval_steps": 2,
         "training.max_steps": STAGE2_STEPS, "training.logging_steps": 1, "training.save_steps": EVERY,
         "validation.data": tmp_path / "val", "validation.generate.episodes": 1, "validation.every_steps": EVERY,
-        "validation.max_examples": 1,
+        "validation.max_examples": 1, "validation.max_frames": 12, "validation.max_new_tokens": 4,
     }
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
 
