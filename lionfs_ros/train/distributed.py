@@ -15,6 +15,9 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+# Where launchers put the number of processes: torchrun / accelerate's multi-process launcher, and MPI
+# (accelerate's multi-CPU launch runs under mpirun).
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -96,10 +99,11 @@ def check_launch(environ: Mapping[str, str]) -> str | None:
     ``accelerate launch --num_processes N`` on a machine with fewer than two GPUs and no accelerate
     config uses its "simple" launcher: it starts ONE process (several need mpirun or ``--multi_gpu``)
     and only sets ``MASTER_ADDR``/``MASTER_PORT`` for it. That process would train alone on a world
-    size of 1 while the user asked for N.
+    size of 1 while the user asked for N. (With ``--mpirun_hostfile`` mpirun starts them and says so.)
     """
     launched_by_accelerate = "ACCELERATE_MIXED_PRECISION" in environ
-    if launched_by_accelerate and "MASTER_PORT" in environ and "WORLD_SIZE" not in environ:
+    in_a_group = any(name in environ for name in WORLD_SIZE_VARIABLES)
+    if launched_by_accelerate and "MASTER_PORT" in environ and not in_a_group:
         return ("accelerate launch started a single process although several were asked for (its simple launcher,"
                 " used without GPUs or a config): add --multi_gpu (it also starts CPU processes, with gloo), e.g."
                 " `accelerate launch --multi_gpu --num_processes 2 -m lionfs_ros.cli train ...`, or use torchrun")

@@ -73,4 +73,5 @@ def test_accelerate_starting_one_process_for_several_is_refused():
     problem = check_launch(launched)
     assert problem is not None and "--multi_gpu" in problem
     assert check_launch({**launched, "WORLD_SIZE": "2", "RANK": "0"}) is None
+    assert check_launch({**launched, "OMPI_COMM_WORLD_SIZE": "2"}) is None  # mpirun started the group
     assert check_launch({}) is None

@@ -55,3 +55,17 @@ def test_tiny_config_trains_both_stages_with_validation(tmp_path):
     assert 1.0 < best["metrics"]["lm_ppl"] < 1e4 and 0.0 <= best["metrics"]["trigger_f1"] <= 1.0
     LionFSModel.from_pretrained(out / "best_model")
     LionFSModel.from_pretrained(out / "model")
+
+
+def test_validation_section_errors_name_the_key(tmp_path):
+    import pytest
+
+    from lionfs_ros.train.config import TrainConfig, TrainConfigError
+
+    with pytest.raises(TrainConfigError, match="validation.best_metric"):
+        TrainConfig.load(TINY, ["validation.best_metric=accuracy"])
+    with pytest.raises(TrainConfigError, match="needs validation.online"):
+        TrainConfig.load(TINY, ["validation.best_metric=trigger_f1", "validation.online=false"])
+    with pytest.raises(TrainConfigError, match="validation.max_frames"):
+        TrainConfig.load(TINY, ["validation.max_frames=0"])
+    assert TrainConfig.load(TINY, ["validation=null"]).validation is None
