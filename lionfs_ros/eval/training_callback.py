@@ -78,7 +78,7 @@ class ValidationCallback(TrainerCallback):
         if not self.examples:
             raise ValueError(f"validation.data {self.section.data} holds no examples")
         if self.log_dir is not None:
-            self.writer = open_writer(self.log_dir)
+            self.writer = open_writer(self.log_dir, TB_PREFIX)
         saved = self.best_dir / BEST_REPORT
         if saved.is_file():  # a resumed run: the model to beat is the one kept before
             self.best = json.loads(saved.read_text())["metrics"].get(self.section.best_metric)

@@ -49,8 +49,9 @@ def average_gradients(params: Sequence[torch.Tensor]) -> None:
 def mean_over_processes(value: torch.Tensor) -> float:
     """A scalar averaged over the processes (the logged loss of a data-parallel step)."""
     _, world = rank_and_world()
+    value = value.detach()
     if world > 1:
-        value = value.detach().clone()
+        value = value.clone()
         dist.all_reduce(value)
         value /= world
     return float(value)

@@ -301,7 +301,7 @@ def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRe
     params = list(frame_encoder_parameters(model).values()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=section.learning_rate, weight_decay=section.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, section))
-    writer = open_writer(log_dir) if main and log_dir is not None else None
+    writer = open_writer(log_dir, TB_PREFIX) if main and log_dir is not None else None
     before = held_out_accuracy(step, held_loader) if held and main else {}
     _log_held_out(writer, before, 0)
     losses, started = [], time.monotonic()
