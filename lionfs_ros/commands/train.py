@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 HELP = ("train a LionFS model (HF Trainer; resumable; TensorBoard logs in OUT/logs). First try: "
-        "lionfs train --config config/train/tiny.yaml --out /tmp/lionfs/tiny_run (a few minutes on a CPU); "
+        "lionfs train --config config/train/tiny.yaml --out /tmp/lionfs/tiny_run (about 20 s on a 2-core CPU); "
         "guide: docs/TRAINING.md")
 
 
