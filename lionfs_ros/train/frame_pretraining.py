@@ -13,8 +13,8 @@ batch's clips (``clips_per_batch`` per process, like ``per_device_train_batch_si
 averaged (``train.distributed``); the main process measures the held-out clips and saves. The loss
 (and the held-out accuracies) go to TensorBoard under ``frame_pretraining/``.
 Output (``OUT/frame_pretraining``): ``frame_encoder.safetensors`` (the trained modules' weights,
-reloaded instead of retrained when a run is restarted) and ``summary.json`` (losses and held-out
-accuracies before and after).
+reloaded instead of retrained when a run is restarted), ``summary.json`` (losses and held-out
+accuracies before and after) and ``losses.json`` (every step's loss).
 """
 from __future__ import annotations
 
