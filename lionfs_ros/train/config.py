@@ -127,7 +127,7 @@ class DataSection:
 class TrainingSection:
     """Hugging Face ``TrainingArguments`` (these, plus anything under ``extra``)."""
 
-    max_steps: int = 1000
+    max_steps: int = 1000  # optimizer steps of stage 2 (the stream training); stage 1 has frame_pretraining.steps
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
@@ -153,10 +153,12 @@ class TrainingSection:
 
 @dataclass
 class FramePretrainingSection:
-    """Stage 1 (``train.frame_pretraining``): the frame encoder learns the synthetic world's frame labels."""
+    """Stage 1 (``train.frame_pretraining``): the frame encoder learns the synthetic world's frame labels.
+    ``steps`` is this stage's own step limit: ``training.max_steps`` and ``training.max_minutes`` limit
+    stage 2 only."""
 
-    steps: int = 1000
-    clips_per_batch: int = 16
+    steps: int = 1000  # optimizer steps of stage 1 (each over clips_per_batch clips per process)
+    clips_per_batch: int = 16  # per process, like training.per_device_train_batch_size
     frames_per_clip: int = 16  # LLM frames drawn from each clip per batch (with their ego frames)
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -165,6 +167,8 @@ class FramePretrainingSection:
     holdout_clips: int = 64  # the last clips of the training set, kept out of this stage to measure it
     num_workers: int = 0
     log_window: int = 50  # steps averaged for the first and last loss in the summary
+    eval_steps: int | None = None  # held-out accuracies (TensorBoard) every this many steps, besides first and last
+    max_minutes: float | None = None  # stop this stage early (the summary says after how many steps)
     freeze_towers: bool = False  # keep the towers as this stage leaves them; the stream training adapts the rest
 
     def validate(self) -> None:
@@ -173,8 +177,45 @@ class FramePretrainingSection:
                 raise TrainConfigError(f"frame_pretraining.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise TrainConfigError(f"frame_pretraining.learning_rate must be > 0, got {self.learning_rate}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise TrainConfigError(f"frame_pretraining.eval_steps must be >= 1 or null, got {self.eval_steps}")
         if self.warmup_steps < 0 or self.holdout_clips < 0 or self.num_workers < 0:
             raise TrainConfigError("frame_pretraining: warmup_steps, holdout_clips and num_workers must be >= 0")
+
+
+# Validation metrics (names as in ``lionfs eval``'s report) and whether a lower value is better.
+VALIDATION_METRICS = {"lm_ppl": True, "time_diff": True, "trigger_f1": False, "lm_correctness": False,
+                      "fluency": False}
+
+
+@dataclass
+class ValidationSection:
+    """Held-out metrics during stage 2 (``lionfs train`` runs them through ``lionfs_ros.eval``): LM-PPL,
+    TimeDiff, trigger F1 ... every ``every_steps`` steps and at the end; the best model is kept in
+    ``OUT/best_model``. Only the main process evaluates."""
+
+    data: str = ""  # a synthetic dataset directory or a narration-stream JSON (as ``lionfs eval --data``)
+    generate: SynthGenerateSection | None = None  # synth: generate ``data`` first if it has no manifest
+    every_steps: int = 100
+    max_examples: int | None = 8  # the first clips of ``data``
+    max_frames: int | None = None  # cut them to this many LLM frames (as ``lionfs eval --max-frames``)
+    max_new_tokens: int = 32  # per response in the free-running replay (an untrained model may speak at every frame)
+    online: bool = True  # free-running replay: trigger precision / recall / F1 (off: teacher-forced metrics only)
+    questions: bool = False  # question answering accuracy too
+    best_metric: str = "lm_ppl"  # what "best" means: one of VALIDATION_METRICS
+
+    def validate(self) -> None:
+        if not self.data:
+            raise TrainConfigError("validation.data is required (a synthetic dataset directory or an annotation file)")
+        for name in ("every_steps", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise TrainConfigError(f"validation.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise TrainConfigError(f"validation.max_frames must be >= 1 or null, got {self.max_frames}")
+        if self.best_metric not in VALIDATION_METRICS:
+            raise TrainConfigError(f"validation.best_metric: {self.best_metric!r} is not one of {sorted(VALIDATION_METRICS)}")
+        if self.best_metric.startswith("trigger") and not self.online:
+            raise TrainConfigError(f"validation.best_metric {self.best_metric!r} needs validation.online: true")
 
 
 @dataclass
@@ -185,10 +226,13 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     frame_pretraining: FramePretrainingSection | None = None  # None: the stream training starts from the towers as built
+    validation: ValidationSection | None = None  # None: no held-out metrics during training
 
     def validate(self) -> "TrainConfig":
         for section in (self.model, self.tokenizer, self.data, self.training):
             section.validate()
+        if self.validation is not None:
+            self.validation.validate()
         if self.frame_pretraining is not None:
             self.frame_pretraining.validate()
             if self.data.format != "synth" or self.data.frame_cache == "features":

@@ -8,10 +8,13 @@ of the token grid, the object there and any hand; per frame, the action and the 
 (``lionfs_ros.data.synth.frame_labels``). The heads are thrown away; the stream training starts
 from the encoder they shaped.
 
-Under ``torchrun`` the main process trains this stage and the others load what it saved.
+Under ``torchrun`` / ``accelerate launch`` every process trains this stage on its share of each
+batch's clips (``clips_per_batch`` per process, like ``per_device_train_batch_size``), their gradients
+averaged (``train.distributed``); the main process measures the held-out clips and saves. The loss
+(and the held-out accuracies) go to TensorBoard under ``frame_pretraining/``.
 Output (``OUT/frame_pretraining``): ``frame_encoder.safetensors`` (the trained modules' weights,
-reloaded instead of retrained when a run is restarted) and ``summary.json`` (losses and held-out
-accuracies before and after).
+reloaded instead of retrained when a run is restarted), ``summary.json`` (losses and held-out
+accuracies before and after) and ``losses.json`` (every step's loss).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from lionfs_ros.data.frame_cache import FrameCache, load_frames
@@ -39,10 +42,15 @@ from lionfs_ros.data.synth.frame_labels import SCENE, FrameAttributes, cell_labe
 from lionfs_ros.model.checkpoint import read_safetensors
 
 from .config import FramePretrainingSection, TrainConfigError
+from .distributed import (average_gradients, check_in_sync, from_main_process, map_sharded, mean_over_processes,
+                          rank_and_world)
+from .tensorboard import open_writer
 
 PRETRAIN_DIR = "frame_pretraining"
 WEIGHTS_NAME = "frame_encoder.safetensors"
 SUMMARY_NAME = "summary.json"
+LOSSES_NAME = "losses.json"  # the loss of every step (averaged over the processes)
+TB_PREFIX = "frame_pretraining"
 # What embed_frames is made of; the LLM and the token-dropping routers are not touched.
 FRAME_ENCODER_MODULES = ("vision", "ego", "connector", "ego_connector", "aggregation_router")
 SCENE_THRESHOLD = 0.5
@@ -220,8 +228,28 @@ def _schedule(step: int, section: FramePretrainingSection) -> float:
 
 
 def _batches(loader: DataLoader):
+    epoch = 0
     while True:
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)  # another shuffle each pass, the same on every process
         yield from loader
+        epoch += 1
+
+
+def stop_after(minutes: float | None):
+    """``out_of_time(started)``: whether the budget is spent, the same answer on every process (the main
+    process's clock decides, so no process leaves the step loop alone)."""
+    def out_of_time(started: float) -> bool:
+        if minutes is None:
+            return False
+        return from_main_process(time.monotonic() - started > minutes * 60.0)
+    return out_of_time
+
+
+def _log_held_out(writer, report: dict[str, float], step: int) -> None:
+    if writer is not None:
+        for name, value in report.items():
+            writer.add_scalar(f"{TB_PREFIX}/held_out/{name}", value, step)
 
 
 def load_pretrained_frame_encoder(model, path: Path) -> None:
@@ -240,62 +268,88 @@ def load_pretrained_frame_encoder(model, path: Path) -> None:
 
 def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRecipe, section: FramePretrainingSection,
                            out: Path, device: torch.device, bf16: bool, cache: FrameCache | None = None,
-                           seed: int = 0) -> dict:
-    """Train (or, if ``out`` already holds the result, reload) the frame encoder; returns the summary."""
+                           seed: int = 0, log_dir: Path | None = None) -> dict:
+    """Train (or, if ``out`` already holds the result, reload) the frame encoder; returns the summary.
+    Every process of a distributed run calls this; ``log_dir``: TensorBoard logs (main process)."""
     weights_path, summary_path = out / WEIGHTS_NAME, out / SUMMARY_NAME
     if weights_path.is_file() and summary_path.is_file():
         load_pretrained_frame_encoder(model, weights_path)
         return json.loads(summary_path.read_text())
     check_pretrainable(examples, model)
+    rank, world = rank_and_world()
+    main = rank == 0
     attributes = FrameAttributes.from_catalogue(load_catalogue())
     holdout = min(section.holdout_clips, len(examples) // 2)
     grid = model.config.vision.pool_grid
-    labels = label_examples(examples, attributes, grid, section.num_workers)
+    labels = map_sharded(examples, lambda part: label_examples(part, attributes, grid, section.num_workers))
     cut = len(examples) - holdout
-    generator = torch.Generator().manual_seed(seed)
     workers = section.num_workers
     train_set = FrameLabelDataset(examples[:cut], labels[:cut], recipe, section.frames_per_clip, cache)
     held = FrameLabelDataset(examples[cut:], labels[cut:], recipe, None, cache)
-    loader = DataLoader(train_set, batch_size=section.clips_per_batch, shuffle=True,
-                        drop_last=len(train_set) > section.clips_per_batch,
-                        collate_fn=collate_frames, num_workers=workers, persistent_workers=workers > 0,
-                        generator=generator, pin_memory=device.type == "cuda")
+    drop_last = len(train_set) > section.clips_per_batch * world
+    if world > 1:
+        order = dict(sampler=DistributedSampler(train_set, world, rank, shuffle=True, seed=seed, drop_last=drop_last))
+    else:
+        order = dict(shuffle=True, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(train_set, batch_size=section.clips_per_batch, drop_last=drop_last, collate_fn=collate_frames,
+                        num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda", **order)
     held_loader = DataLoader(held, batch_size=section.clips_per_batch, collate_fn=collate_frames, num_workers=workers)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the heads start the same on every process
     model.to(device).train()
     heads = FrameAttributeHeads(model.hidden_size, attributes, grid).to(device)
     step = _Step(model, heads, recipe, device, bf16)
     params = list(frame_encoder_parameters(model).values()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=section.learning_rate, weight_decay=section.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, section))
-    before = held_out_accuracy(step, held_loader) if held else {}
+    writer = open_writer(log_dir, TB_PREFIX) if main and log_dir is not None else None
+    before = held_out_accuracy(step, held_loader) if held and main else {}
+    _log_held_out(writer, before, 0)
     losses, started = [], time.monotonic()
+    out_of_time = stop_after(section.max_minutes)
     batches = _batches(loader)
-    progress = tqdm(range(section.steps), desc="frame pretraining", unit="step")
+    progress = tqdm(range(section.steps), desc="frame pretraining", unit="step", disable=not main)
     for index in progress:
         logits, labels = step.logits(next(batches))
         loss = attribute_loss(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, section.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        losses.append(loss.item())
+        losses.append(mean_over_processes(loss))
+        if writer is not None:
+            writer.add_scalar(f"{TB_PREFIX}/loss", losses[-1], index + 1)
+            writer.add_scalar(f"{TB_PREFIX}/learning_rate", scheduler.get_last_lr()[0], index + 1)
         if (index + 1) % section.log_window == 0:
             progress.set_postfix(loss=f"{np.mean(losses[-section.log_window:]):.3f}")
+        if section.eval_steps and (index + 1) % section.eval_steps == 0 and index + 1 < section.steps and held and main:
+            _log_held_out(writer, held_out_accuracy(step, held_loader), index + 1)
+        if out_of_time(started):
+            break
     runtime = time.monotonic() - started
-    after = held_out_accuracy(step, held_loader) if held else {}
-    window = max(1, min(section.log_window, len(losses)))
-    summary = {
-        "steps": section.steps, "runtime_s": round(runtime, 1), "device": str(device), "bf16": bf16,
-        "train_clips": len(train_set), "held_out_clips": len(held),
-        "first_loss": round(float(np.mean(losses[:window])), 4), "last_loss": round(float(np.mean(losses[-window:])), 4),
-        "held_out_before": before, "held_out_after": after,
-        "parameters": sum(p.numel() for p in frame_encoder_parameters(model).values()),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({name: p.detach().float().cpu().contiguous() for name, p in frame_encoder_parameters(model).items()},
-              str(weights_path))
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    check_in_sync(params, "frame pretraining")
+    summary = None
+    if main:
+        after = held_out_accuracy(step, held_loader) if held else {}
+        _log_held_out(writer, after, len(losses))
+        window = max(1, min(section.log_window, len(losses)))
+        summary = {
+            "steps": len(losses), "runtime_s": round(runtime, 1), "device": str(device), "bf16": bf16,
+            "world_size": world, "clips_per_step": section.clips_per_batch * world,
+            "train_clips": len(train_set), "held_out_clips": len(held),
+            "first_loss": round(float(np.mean(losses[:window])), 4),
+            "last_loss": round(float(np.mean(losses[-window:])), 4),
+            "held_out_before": before, "held_out_after": after,
+            "parameters": sum(p.numel() for p in frame_encoder_parameters(model).values()),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({name: p.detach().float().cpu().contiguous() for name, p in frame_encoder_parameters(model).items()},
+                  str(weights_path))
+        (out / LOSSES_NAME).write_text(json.dumps([round(v, 5) for v in losses]) + "\n")
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        if writer is not None:
+            writer.close()
+    summary = from_main_process(summary)  # the others wait here for the saved result
     model.to("cpu")
     return summary

@@ -11,9 +11,10 @@ Output directory layout::
                                  encoder's weights and summary.json (see ``train.frame_pretraining``)
     OUT/model/                   the final LionFS model directory (what ``lionfs eval`` loads)
     OUT/train_summary.json       steps, losses, runtime, parameter counts, the command
+    OUT/train_log.json           the Trainer's log history (loss per logging step, validation metrics)
 
 Runs unchanged under ``torchrun`` / ``accelerate launch``: the Trainer reads the distributed
-environment; only the main process writes the shared files.
+environment and both stages are data-parallel; only the main process writes the shared files.
 """
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
-from transformers import TrainingArguments, set_seed
+from transformers import TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from lionfs_ros.data.frame_cache import FrameCache, build_feature_cache, build_pixel_cache
@@ -36,13 +39,26 @@ from lionfs_ros.model.configuration_lionfs import KeyframeConfig, ThinkingConfig
 from .build import build_model, count_parameters, load_examples, model_config_of, obtain_tokenizer
 from .config import TrainConfig
 from .dataset import StreamCollator, StreamDataset
+from .distributed import check_launch
 from .frame_pretraining import PRETRAIN_DIR, freeze_towers, pretrain_frame_encoder
 from .thinking import ThinkingSampler
 from .trainer import MODEL_SUBDIR, LionFSTensorBoardCallback, LionFSTrainer, StopAfterMinutes
 
 CHECKPOINTS_DIR, LOGS_DIR, CACHE_DIR = "checkpoints", "logs", "frame_cache"
-CONFIG_COPY, SUMMARY_NAME = "train_config.yaml", "train_summary.json"
+CONFIG_COPY, SUMMARY_NAME, LOG_NAME = "train_config.yaml", "train_summary.json", "train_log.json"
 TENSORBOARD = "tensorboard"
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What an extra callback of ``run_training`` may need: the config, the run directory, the model being
+    trained (the same object the Trainer steps), its frame recipe and the TensorBoard directory (or None)."""
+
+    config: TrainConfig
+    out: Path
+    model: torch.nn.Module
+    recipe: FrameRecipe
+    log_dir: Path | None
 
 
 class TrainRunError(RuntimeError):
@@ -115,9 +131,17 @@ def thinking_sampler(config: TrainConfig, model, recipe: FrameRecipe) -> Thinkin
                            else None, processor=recipe.general)  # loader workers never hold the model
 
 
-def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> Path:
-    """Train; returns the final model directory ``out/model``."""
+def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
+                 extra_callbacks: Sequence[Callable[[TrainContext], TrainerCallback]] = ()) -> Path:
+    """Train; returns the final model directory ``out/model``.
+
+    ``extra_callbacks``: factories called with the run's ``TrainContext`` once the model and data are
+    ready; each returns a ``TrainerCallback`` added to stage 2 (``lionfs train`` adds the validation
+    of ``eval.training_callback`` this way, so this package needs nothing from ``eval``)."""
     out = Path(out)
+    problem = check_launch(os.environ)
+    if problem is not None:
+        raise TrainRunError(problem)
     checkpoints = out / CHECKPOINTS_DIR
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume and last is None:
@@ -127,6 +151,8 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> 
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(config, out)
     set_seed(config.seed)
+    if args.process_index == 0:
+        print(describe_plan(config, args), flush=True)
 
     model_config = model_config_of(config)
     with args.main_process_first(local=True, desc="training data"):
@@ -139,20 +165,22 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> 
     recipe = FrameRecipe.for_model(model)
     cache = prepare_frame_cache(config, model, examples, recipe, out, args)
     stage1 = None
+    logs = out / LOGS_DIR if TENSORBOARD in config.training.report_to else None
+    extra = [make(TrainContext(config, out, model, recipe, logs)) for make in extra_callbacks]  # fail before stage 1
     if config.frame_pretraining is not None and not resume:  # a resumed run's checkpoint already holds stage 1
-        with args.main_process_first(local=True, desc="frame pretraining"):
-            stage1 = pretrain_frame_encoder(model, examples, recipe, config.frame_pretraining, out / PRETRAIN_DIR,
-                                            args.device, args.bf16, cache, config.seed)
+        stage1 = pretrain_frame_encoder(model, examples, recipe, config.frame_pretraining, out / PRETRAIN_DIR,
+                                        args.device, args.bf16, cache, config.seed, log_dir=logs)
     if config.frame_pretraining is not None and config.frame_pretraining.freeze_towers:
         freeze_towers(model)
     thinking = thinking_sampler(config, model, recipe)
     dataset = StreamDataset(examples, model.formatter, recipe, config.data.max_frames, cache, thinking)
     collator = StreamCollator(pad_id=tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
     callbacks = []
-    if TENSORBOARD in config.training.report_to:
-        callbacks.append(LionFSTensorBoardCallback(out / LOGS_DIR, json.dumps(model.config.to_dict())))
+    if logs is not None:
+        callbacks.append(LionFSTensorBoardCallback(logs, json.dumps(model.config.to_dict())))
     if config.training.max_minutes is not None:
         callbacks.append(StopAfterMinutes(config.training.max_minutes))
+    callbacks += extra
     trainer = LionFSTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                             recipe=recipe, callbacks=callbacks)
     if args.process_index == 0:
@@ -161,7 +189,20 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> 
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         write_summary(out / SUMMARY_NAME, trainer, result, model, len(examples), stage1)
+        (out / LOG_NAME).write_text(json.dumps(trainer.state.log_history) + "\n")
     return out / MODEL_SUBDIR
+
+
+def describe_plan(config: TrainConfig, args: TrainingArguments) -> str:
+    """One line that says how many processes train and how many steps each stage takes (the global batches)."""
+    t, stage1 = config.training, config.frame_pretraining
+    world = args.world_size
+    lines = [f"lionfs train: {world} process(es) on {args.device.type}"]
+    if stage1 is not None:
+        lines.append(f"stage 1 (frame_pretraining.steps): {stage1.steps} steps x {stage1.clips_per_batch * world} clips")
+    batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
+    lines.append(f"stage 2 (training.max_steps): {t.max_steps} steps x {batch} examples")
+    return "; ".join(lines)
 
 
 def _program_name() -> str:
@@ -179,6 +220,7 @@ def write_summary(path: Path, trainer, result, model, num_examples: int, frame_p
         "bf16": trainer.args.bf16,
         "global_step": trainer.state.global_step,
         "train_runtime_s": result.metrics.get("train_runtime"),
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "examples": num_examples,
         "parameters": count_parameters(model),
         "first_logged": losses[0] if losses else None,
@@ -188,5 +230,6 @@ def write_summary(path: Path, trainer, result, model, num_examples: int, frame_p
     }
     if frame_pretraining is not None:  # stage 1, trained or reloaded by this run
         summary["frame_pretraining"] = {key: frame_pretraining[key] for key in
-                                        ("steps", "runtime_s", "first_loss", "last_loss", "held_out_after")}
+                                        ("steps", "runtime_s", "first_loss", "last_loss", "held_out_after")
+                                        if key in frame_pretraining}
     path.write_text(json.dumps(summary, indent=2) + "\n")

@@ -22,6 +22,8 @@ from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.model.checkpoint import (ADAPTER_DIR, ADAPTER_WEIGHTS_NAME, PEFT_PREFIX, WEIGHTS_NAME,
                                          load_lora_adapter, load_model_weights, read_safetensors, strip_prefix)
 
+from .distributed import from_main_process
+
 MODEL_SUBDIR = "model"
 TRAINING_ARGS_JSON = "training_args.json"
 LOSS_PARTS = ("lm_loss", "stream_loss", "router_aux_loss")
@@ -61,7 +63,8 @@ class LionFSTensorBoardCallback(TensorBoardCallback):
 
 
 class StopAfterMinutes(TrainerCallback):
-    """Ends training (with the usual final save) once a wall-clock budget is spent: a guard for leased machines."""
+    """Ends training (with the usual final save) once a wall-clock budget is spent: a guard for leased machines.
+    The main process's clock decides for all processes (one that stopped alone would leave the others waiting)."""
 
     def __init__(self, minutes: float):
         self.seconds = minutes * 60.0
@@ -71,7 +74,7 @@ class StopAfterMinutes(TrainerCallback):
         self.start = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() - self.start > self.seconds:
+        if from_main_process(time.monotonic() - self.start > self.seconds):
             control.should_training_stop = True
         return control
 

@@ -53,3 +53,21 @@ def tiny_config_dict(train_dir: Path, **training) -> dict:
 
 def tiny_config(train_dir: Path, **training) -> TrainConfig:
     return TrainConfig.from_dict(tiny_config_dict(train_dir, **training))
+
+
+def tensorboard_tags(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the event files under ``log_dir``: tag -> [(step, value)] (read as TensorBoard reads them:
+    records of length, CRC, an ``Event`` protobuf, CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset + 12 <= len(data):
+            length = int.from_bytes(data[offset:offset + 8], "little")
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
