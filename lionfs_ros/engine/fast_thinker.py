@@ -70,11 +70,12 @@ class FrameEncoder:
     def encode(self, rgb: np.ndarray, towers: "TowerTokens | None" = None) -> torch.Tensor:
         """A decided frame -> fused tokens ``[n, d]`` (it also enters the ego window).
 
-        ``towers``: its (general ``[1, n, C]``, ego ``[1, n, C']`` or None) tokens computed beforehand."""
-        general = self.general_tokens(rgb) if towers is None else towers[0]  # [1, n, C]
+        ``towers``: its (general ``[1, n, C]``, ego ``[1, n, C']``) tokens computed beforehand (None: computed here)."""
+        general_given, ego_given = towers or (None, None)
+        general = self.general_tokens(rgb) if general_given is None else general_given  # [1, n, C]
         if not self.has_ego:
             return self.model.embed_frames(general)[0]
-        self.add_ego(rgb, None if towers is None else towers[1])
+        self.add_ego(rgb, ego_given)
         return self.model.embed_frames(general, self.ego_window())[0]
 
     def reset(self) -> None:

@@ -211,10 +211,14 @@ class StreamGroup:
 
     @torch.no_grad()
     def _batched_towers(self, items: dict[str, QueuedFrame], routes: dict[str, str]) -> dict[str, tuple]:
-        """Tower tokens per stream ``(general [1, n, C] or None, ego [1, n, C'] or None)``, one batch per tower."""
+        """Tower tokens per stream ``(general [1, n, C] or None, ego [1, n, C'] or None)``, one batch per tower
+        (None: the stream's own runner computes it)."""
         model = self.model
         decided = [sid for sid in items if routes[sid] == GENERAL]
         ego_fed = [sid for sid in items if routes[sid] in (GENERAL, EGO)] if model.ego is not None else []
+        # A tower with one frame this round runs it through the stream's own runner (a CUDA graph on the static backend).
+        decided = decided if len(decided) > 1 else []
+        ego_fed = ego_fed if len(ego_fed) > 1 else []
         general = self._tower(model.vision, "general", [items[sid].rgb for sid in decided])
         ego = self._tower(model.ego, "ego", [items[sid].rgb for sid in ego_fed])
         out = {sid: [None, None] for sid in set(decided) | set(ego_fed)}

@@ -104,3 +104,18 @@ def test_overload_on_one_stream_drops_only_its_frames_and_slow_is_fair(fused_mod
 def test_empty_group_is_refused(fused_model):
     with pytest.raises(ValueError, match="at least one stream"):
         StreamGroup(fused_model, {})
+
+
+def test_streams_bench_json_on_cpu():
+    from lionfs_ros.engine.bench.presets import PRESETS
+    from lionfs_ros.engine.bench.streams import parse_counts, run_streams
+
+    result = run_streams(PRESETS["tiny-lionfs"], counts=parse_counts("1,2"), rounds=8, prefill_rounds=4,
+                         realtime_seconds=0.5)
+    assert [run["streams"] for run in result["runs"]] == [1, 2]
+    two = result["runs"][1]
+    assert two["throughput"]["decided_frames"] == 2 * 8 // 4  # 8 fps camera, 2 fps decided
+    assert set(two["throughput"]["per_stream"]) == {"cam00", "cam01"} and two["throughput"]["worst_p99_ms"] > 0
+    assert two["realtime"]["decided_frames"] > 0 and result["towers_batched"]
+    with pytest.raises(ValueError, match="positive stream counts"):
+        parse_counts("0,2")
