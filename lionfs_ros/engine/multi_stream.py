@@ -28,6 +28,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from lionfs_ros.model.image_processing import DeviceImageProcessor
+
 from .backends import DynamicBackend, StaticBackend, pick_backend
 from .config import EngineConfig
 from .engine import QUEUE_POLL_S, STOP_TIMEOUT_S, StreamEngine
@@ -156,6 +158,10 @@ class StreamGroup:
             engine.worker = _SharedSlot(engine.worker, self.slow, stream_id)
             engine.worker.on_done = engine.queue.wake
             self.streams[stream_id] = engine
+        # On a GPU the batched towers resize and normalize there (the same pixels bit for bit as on the CPU).
+        self._prep = {} if model.device.type != "cuda" else {
+            source: DeviceImageProcessor(encoder.processor, model.device)
+            for source, encoder in (("general", model.vision), ("ego", model.ego)) if encoder is not None}
         self.rounds = 0
         self.batched_frames = 0
         self._thread: threading.Thread | None = None
@@ -231,7 +237,11 @@ class StreamGroup:
     def _tower(self, encoder, source: str, frames: list[np.ndarray]) -> torch.Tensor | None:
         if not frames:
             return None
-        pixels = torch.cat([self.model.preprocess(rgb, source) for rgb in frames])  # [B, 3, S, S]
+        prep = self._prep.get(source)
+        if prep is not None:
+            pixels = torch.cat([prep.normalize(prep.resize(rgb)) for rgb in frames])  # [B, 3, S, S]
+        else:
+            pixels = torch.cat([self.model.preprocess(rgb, source) for rgb in frames])
         return encoder.frame_tokens(pixels)  # [B, n, C]
 
     # Threads.
