@@ -119,3 +119,15 @@ def test_streams_bench_json_on_cpu():
     assert two["realtime"]["decided_frames"] > 0 and result["towers_batched"]
     with pytest.raises(ValueError, match="positive stream counts"):
         parse_counts("0,2")
+
+
+def test_streams_parameter_is_parsed_and_checked():
+    from lionfs_ros.config import ConfigError, StreamSpec, parse_streams
+
+    assert parse_streams("") == [] and parse_streams("  ") == []
+    assert parse_streams("head=/robot/head/image_raw, wrist_left") == [
+        StreamSpec("head", "/robot/head/image_raw"), StreamSpec("wrist_left", "wrist_left/image_raw")]
+    for bad, why in (("head, head", "given twice"), ("1cam", "must start with a letter"), ("a/b", "must start"),
+                     ("head=", "empty camera topic"), ("a=x, b=x", "same camera topic"), ("head,,left", "''")):
+        with pytest.raises(ConfigError, match=why):
+            parse_streams(bad)

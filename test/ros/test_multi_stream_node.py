@@ -11,7 +11,9 @@ SIZE = 40
 STREAMS = {"head": "head/image_raw", "left": "cams/left", "right": "right/image_raw"}
 SPEC = "head, left=cams/left, right"  # 'head' and 'right' take the default '<id>/image_raw'
 FIRST_FRAMES = 4
-FLOOD = 80
+FLOOD = 200
+# Every frame decided (and, at threshold 1, wanting to speak): a flood overruns its stream's queue on any machine.
+EVERY_FRAME = "general_fps:=1000.0"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ class Streams:
         context, executor = rclpy_context
         self.node = rclpy.create_node("multi_peer", context=context)
         executor.add_node(self.node)
-        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        qos = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)  # the flood, every frame delivered
         self.cameras = {sid: self.node.create_publisher(Image, topic, qos) for sid, topic in STREAMS.items()}
         self.messages = {sid: [] for sid in STREAMS}
         self.events = {sid: [] for sid in STREAMS}
@@ -72,7 +74,8 @@ def alone(model_path, frames):
     from lionfs_ros.model_loading import load_for_inference
 
     model, _, _ = load_for_inference(model_path, "cpu", "float32")
-    params = LionFSNodeParams(model_path=model_path, threshold=1.0, kv_budget_tokens=800, max_new_tokens=4)
+    params = LionFSNodeParams(model_path=model_path, threshold=1.0, kv_budget_tokens=800, max_new_tokens=4,
+                              general_fps=1000.0)
     engine = StreamEngine(model, engine_config(params))
     finals = []
     engine.on_response = lambda u: finals.append(u.text) if u.is_final else None
@@ -85,8 +88,8 @@ def test_three_cameras_one_node(processes, rclpy_context, tiny_model):
     from lionfs_ros.msg import GuidanceEvent
 
     node = processes.start(node_command("lionfs_node", "-p", f"model_path:={tiny_model}", *TINY_NODE_PARAMS,
-                                        "-p", "threshold:=1.0", "-p", f"streams:={SPEC}",
-                                        "-p", "reliability:=reliable", "-p", "qos_depth:=100", "-p", "diagnostics_period:=0.2"),
+                                        "-p", "threshold:=1.0", "-p", EVERY_FRAME, "-p", f"streams:={SPEC}",
+                                        "-p", "reliability:=reliable", "-p", "qos_depth:=500", "-p", "diagnostics_period:=0.2"),
                            "lionfs_node")
     peer = Streams(rclpy_context)
     assert wait_until(lambda: all(c.get_subscription_count() > 0 for c in peer.cameras.values()), timeout=60), \
@@ -112,7 +115,7 @@ def test_three_cameras_one_node(processes, rclpy_context, tiny_model):
     for _ in range(4):
         for sid in ("left", "right"):
             peer.publish(sid)
-        time.sleep(0.125)
+        time.sleep(0.25)
     sent = {sid: len(peer.sent[sid]) for sid in STREAMS}
     assert wait_until(lambda: all(peer.stat(sid, "frames_in") == str(sent[sid]) for sid in STREAMS), timeout=30), \
         {sid: peer.stat(sid, "frames_in") for sid in STREAMS}
