@@ -7,7 +7,7 @@ with topics under ``<stream id>/`` (``head/assistant``, ...), all served by one 
 
 Camera callbacks run one at a time (their own mutually exclusive group), so frames reach the
 engine in arrival order. A camera whose clock jumps back resets the stream instead of having
-every frame refused; frames stamped zero are stamped on arrival. Every triggered turn ends with
+every frame refused; repeated zero stamps are stamped on arrival. Every triggered turn ends with
 one final AssistantMessage, with `error` set when it has no answer.
 """
 from __future__ import annotations
@@ -89,10 +89,13 @@ class StreamPort:
 
     # Inputs (subscription threads): decode, hand over, return.
     def _on_frame(self, rgb, header, receive_time: float) -> None:
-        if header.stamp.sec == 0 and header.stamp.nanosec == 0:  # a driver that does not stamp
-            header.stamp = self.get_clock().now().to_msg()
+        if header.stamp.sec == 0 and header.stamp.nanosec == 0:
+            # One frame at time 0 is a bag or simulation starting; zeros again mean a driver that
+            # does not stamp: from then on such frames are stamped on arrival.
             self._zero_stamps += 1
-            if self._zero_stamps == 1:
+            if self._zero_stamps > 1:
+                header.stamp = self.get_clock().now().to_msg()
+            if self._zero_stamps == 2:
                 self._log().warning(f"frames on {self.camera.resolved_topic} have zero stamps: "
                                     "stamping them on arrival with this node's clock")
         t = stamp_seconds(header.stamp)
@@ -160,11 +163,13 @@ class StreamPort:
     # Engine callbacks (engine threads).
     def _on_decision(self, decision) -> None:
         self.questions.taken(decision.query_id)
-        if decision.respond:
+        # Only a turn that will end (answered, failed or cancelled, always with a final message) is
+        # announced; a trigger skipped while the slow thinker is busy is counted (triggers_skipped).
+        if decision.respond and decision.turn_index is not None:
             header = header_or_now(decision.meta, self.get_clock())
             what = f"answering {decision.query!r}" if decision.query else "speaking"
             self._publish_event(GuidanceEvent.RESPONSE_TRIGGERED, f"{what} (score {decision.score:.2f})", header,
-                                score=decision.score, turn_index=decision.turn_index or 0)
+                                score=decision.score, turn_index=decision.turn_index)
 
     def _on_response(self, update) -> None:
         header = header_or_now(update.trigger_meta, self.get_clock())
