@@ -1,9 +1,9 @@
 """Teacher-forced LM-PPL / TimeDiff / Fluency / LM-Correctness (VideoLLM-online's stream_evaluate) on a replay.
 
 The sample is what the engine saw, with the truth in place of its own answers: the system prompt,
-the frames the engine decided on (its general-rate grid), each fused exactly as the engine fuses
-it (the frame plus the last `frames_per_frame` ego-routed frames, the oldest repeated while fewer
-exist), and every true narration as an assistant turn right after the first decided frame at or
+the frames the engine decided on (its general-rate grid), each fused by the engine's own
+``FrameEncoder`` (the frame plus the last `frames_per_frame` ego-routed frames, the oldest repeated
+while fewer exist), and every true narration as an assistant turn right after the first decided frame at or
 after its time (VideoLLM-online's ceil rule). Only the model's public API is used, so the numbers
 mean the same as `lionfs eval`'s.
 
@@ -13,11 +13,12 @@ can hold in one forward pass; a longer bag is scored on its beginning, and the r
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from lionfs_ros.engine.fast_thinker import FrameEncoder
 
 TIME_EPSILON = 1e-6  # a narration exactly on a frame's time belongs to that frame
 
@@ -34,8 +35,7 @@ class TeacherForcedCollector:
     def __init__(self, model, general_fps: float, threshold: float, system_prompt: str | None):
         self.model = model
         self.general_fps, self.threshold, self.system_prompt = general_fps, threshold, system_prompt
-        self.window = model.config.ego.frames_per_frame if model.ego is not None else 0
-        self._ego: deque[torch.Tensor] = deque(maxlen=max(self.window, 1))
+        self.encoder = FrameEncoder(model)
         self.max_positions = getattr(model.llm.config, "max_position_embeddings", None)
         per_frame = model.tokens_per_frame + 1  # placeholders + the interval token between frames
         self.max_frames = self.max_positions // per_frame if self.max_positions else None
@@ -52,26 +52,15 @@ class TeacherForcedCollector:
     @torch.no_grad()
     def _add(self, rgb: np.ndarray, stamp_s: float, decided: bool, ego_only: bool) -> None:
         if ego_only:
-            self._add_ego(rgb)
+            self.encoder.add_ego(rgb)
             return
         if not decided:
             return
         if self.max_frames is not None and len(self.embeds) >= self.max_frames:
             self.frames_beyond += 1
             return
-        general = self.model.preprocess(rgb)
-        if self.window:
-            self._add_ego(rgb)
-            held = list(self._ego)
-            fused = self.model.embed_frames(general, torch.cat([held[0]] * (self.window - len(held)) + held))
-        else:
-            fused = self.model.embed_frames(general)
-        self.embeds.append(fused[0].detach().cpu())
+        self.embeds.append(self.encoder.encode(rgb).detach().cpu())
         self.times.append(stamp_s)
-
-    def _add_ego(self, rgb: np.ndarray) -> None:
-        if self.window:
-            self._ego.append(self.model.preprocess(rgb, "ego"))
 
     def _messages(self, placements: list[_Placement], num_frames: int) -> list[dict]:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []

@@ -30,6 +30,8 @@ ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 RESAMPLE_MODES = ("nearest", "bilinear", "bicubic", "lanczos")
 RESIZE_MODES = ("stretch", "letterbox")
 REGIONS_ON = ("all", "trigger", "none")
+BOX_SOURCES = ("grid", "crop")
+REGION_FEATURES = ("tower", "pixels")
 THINKING_MODES = ("none", "answers", "all")
 
 
@@ -237,8 +239,15 @@ class KeyframeConfig:
     decided frames, picked greedily for novelty (``model.thinking_template.select_keyframe_indices``).
     Grid tokens: the keyframe's patch grid average-pooled to each ``g x g`` in ``grid_sizes`` (a size
     finer than the encoder's patch grid is clipped to it; repeated sizes count once).
-    Box tokens: ``box_grid x box_grid`` pooled patch features inside each of at most
-    ``max_regions`` proposed regions, on the keyframes ``regions_on`` names.
+    Box tokens: ``box_grid x box_grid`` tokens for each of at most ``max_regions`` proposed regions,
+    on the keyframes ``regions_on`` names. ``box_source``: ``grid`` pools the keyframe's patch
+    features inside the box; ``crop`` re-encodes the box from the keyframe's full-resolution pixels
+    (a square around it, ``crop_margin`` of its side added on each side and at least ``crop_min``
+    of the frame's shorter side, resized to the general tower's input) and pools that crop's whole
+    patch grid, so details too small for the frame's patches (printed labels) get a patch grid of
+    their own. Tile tokens (``tiles > 0``): the keyframe cut into ``tiles x tiles`` tiles, each
+    re-encoded at the tower's full input size and its patch grid pooled to ``tile_grid x tile_grid``
+    (finer grid tokens from the full-resolution frame, with no proposer).
     Training writes it (``data.keyframes``) into the model's ``thinking.keyframes``, which the engine
     reads (``EngineConfig.keyframes`` overrides it only when set): a model records the template it
     was trained with.
@@ -251,6 +260,11 @@ class KeyframeConfig:
     box_grid: int = 1
     max_regions: int = 3
     regions_on: str = "all"
+    box_source: str = "grid"
+    crop_margin: float = 0.25
+    crop_min: float = 0.25
+    tiles: int = 0
+    tile_grid: int = 2
 
     def validate(self) -> None:
         if self.num_keyframes < 1:
@@ -263,23 +277,34 @@ class KeyframeConfig:
             raise ConfigError("keyframes.box_grid must be >= 1 and keyframes.max_regions >= 0")
         if self.regions_on not in REGIONS_ON:
             raise ConfigError(f"keyframes.regions_on: {self.regions_on!r} is not one of {REGIONS_ON}")
+        if self.box_source not in BOX_SOURCES:
+            raise ConfigError(f"keyframes.box_source: {self.box_source!r} is not one of {BOX_SOURCES}")
+        if self.tiles < 0 or self.tile_grid < 1:
+            raise ConfigError("keyframes.tiles must be >= 0 and keyframes.tile_grid >= 1")
+        if self.crop_margin < 0 or not 0.0 < self.crop_min <= 1.0:
+            raise ConfigError("keyframes.crop_margin must be >= 0 and keyframes.crop_min in (0, 1]")
 
 
 @dataclass
 class RegionConfig:
     """The default region proposer (``model.regions.SaliencyMotionProposer``: motion + feature
-    saliency on the patch grid, no extra weights)."""
+    saliency on the patch grid, no extra weights). ``features``: what "stands out" is measured on:
+    the general tower's patch features (``tower``) or each cell's mean colour (``pixels``: no tower
+    pass, so training proposes regions in its data loader exactly as the engine does)."""
 
     motion_weight: float = 0.5  # saliency = motion_weight * motion + (1 - motion_weight) * feature distinctiveness
     min_score: float = 0.2  # a peak under this (saliency is scaled to [0, 1]) is no region
     grow_fraction: float = 0.5  # a region grows over neighbouring cells whose saliency >= this * peak
     max_cells: int = 4  # a region spans at most this many patch cells per side
+    features: str = "tower"
 
     def validate(self) -> None:
         if not 0.0 <= self.motion_weight <= 1.0:
             raise ConfigError(f"regions.motion_weight must be in [0, 1], got {self.motion_weight}")
         if not 0.0 < self.grow_fraction <= 1.0 or self.max_cells < 1:
             raise ConfigError("regions.grow_fraction must be in (0, 1] and regions.max_cells >= 1")
+        if self.features not in REGION_FEATURES:
+            raise ConfigError(f"regions.features: {self.features!r} is not one of {REGION_FEATURES}")
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Shapes: ``T`` frames, ``n`` tokens per frame, ``C`` vision width, ``d`` LLM width, ``V`` vocab.
 The fast path per frame is ``embed_frames`` then ``step`` on ``[interval] + n placeholders``
 with a ``StreamKVCache``; ``stream_decision`` on the last logits decides whether to speak (the one
-decision rule). Answers are written by the engine's slow thinker (``lionfs_ros.engine``): the model
+decision rule). Answers are written by the stream engine's slow thinker (the ROS-free runtime package): the model
 has no generation loop of its own.
 """
 from __future__ import annotations
@@ -250,6 +250,7 @@ class LionFSModel(nn.Module):
         past_key_values: StreamKVCache | None = None,
         keyframe_general: torch.Tensor | None = None,
         keyframe_runs: list[PoolRun] | None = None,
+        keyframe_crops: torch.Tensor | None = None,
         template_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         branch_ids: torch.Tensor | None = None,
@@ -260,6 +261,7 @@ class LionFSModel(nn.Module):
         Thinking templates in the sequence (training with ``data.thinking``): ``keyframe_general``
         ``[K, 3, S, S]`` are the general-encoder pixels of every template's keyframes, ``keyframe_runs``
         the pooled runs of all templates in reading order (``keyframe`` indexes ``keyframe_general``),
+        ``keyframe_crops [N, 3, S, S]`` the pixels of their ``crop`` runs (reading order),
         ``template_mask [B, L]`` their placeholders; the runs are pooled from the tower's patch grid
         (gradients reach the tower and the connector through them). ``position_ids``/``branch_ids``
         put each template and its answer on a fork of the context (``decoder.run_decoder``).
@@ -273,7 +275,8 @@ class LionFSModel(nn.Module):
         template_embeds = None
         if keyframe_general is not None:
             grids = self.patch_grid(keyframe_general)  # [K, h, w, C]
-            template_embeds = self.project_general(pool_runs(grids, keyframe_runs or []))  # [P, d]
+            crop_grids = self.patch_grid(keyframe_crops) if keyframe_crops is not None else None  # [N, h, w, C]
+            template_embeds = self.project_general(pool_runs(grids, keyframe_runs or [], crop_grids))  # [P, d]
         embeds, visual = self.joint_embed(input_ids, frame_embeds, template_mask, template_embeds)
         out = self.step(embeds, visual, past_key_values, attention_mask, position_ids, branch_ids)
         result = LionFSOutput(logits=out.logits, router_aux_loss=out.router_aux_loss, past_key_values=out.past_key_values, kept=out.kept)

@@ -57,6 +57,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return np.zeros_like(x) if high - low < EPS else (x - low) / (high - low)
 
 
+def _colour_cells(rgb: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """Mean colour of each of ``h x w`` cells, ``[h, w, 3]`` in [0, 1]."""
+    cells = Image.fromarray(rgb).resize((w, h), Image.Resampling.BOX)
+    return torch.from_numpy(np.asarray(cells, dtype=np.float32) / 255.0)
+
+
 def _grey_cells(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
     """Mean grey level of each of ``h x w`` cells, in [0, 1]."""
     grey = Image.fromarray(rgb).convert("L").resize((w, h), Image.Resampling.BOX)
@@ -68,9 +74,12 @@ class SaliencyMotionProposer(RegionProposer):
         self.cfg = config or RegionConfig()
 
     def saliency(self, rgb: np.ndarray, previous: np.ndarray | None, grid: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Per-cell saliency ``[h, w]`` in [0, 1] and its motion part (zeros without a previous keyframe)."""
+        """Per-cell saliency ``[h, w]`` in [0, 1] and its motion part (zeros without a previous keyframe).
+
+        ``grid``: the keyframe's patch features ``[h, w, C]``; with ``features: pixels`` only its
+        shape is read and each cell's mean colour stands in for its feature."""
         h, w, _ = grid.shape
-        feats = grid.float().cpu()
+        feats = _colour_cells(rgb, h, w) if self.cfg.features == "pixels" else grid.float().cpu()
         distinct = _unit((feats - feats.mean(dim=(0, 1))).norm(dim=-1).numpy())
         if previous is None:
             return distinct, np.zeros_like(distinct)

@@ -19,11 +19,14 @@ answer. With ``<v>`` the model's frame placeholder, for keyframes k = 1..K (olde
 
 i.e. ``stream_close`` (only when the context ends inside the stream) + ``open``; per keyframe
 ``keyframe_open``, then one run of ``g*g`` grid tokens per ``g`` in ``grid_sizes`` (the patch grid
-average-pooled to ``g x g``, row-major), then ``regions_open`` and ``b*b`` box tokens per region
-(``b = box_grid``, regions in proposer order) if the keyframe has regions, then ``keyframe_close``;
-finally the model's assistant header. Every piece is tokenized on its own (like the stream
-format), the ``<v>`` runs are filled from ``project_general`` of the pooled patch features, and
-those tokens are marked non-visual so a token-dropping layer never drops them.
+average-pooled to ``g x g``, row-major), then (``tiles > 0``) ``tile_grid^2`` tokens per tile of
+a ``tiles x tiles`` cut of the keyframe (row-major, each tile re-encoded by the general tower from
+the full-resolution pixels), then ``regions_open`` and ``b*b`` box tokens per region
+(``b = box_grid``, regions in proposer order; pooled from the patch grid inside the box, or with
+``box_source: crop`` from the box's crop re-encoded) if the keyframe has regions, then
+``keyframe_close``; finally the model's assistant header. Every piece is tokenized on its own
+(like the stream format), the ``<v>`` runs are filled from ``project_general`` of the pooled
+patch features, and those tokens are marked non-visual so a token-dropping layer never drops them.
 
 The template's ids and the runs that fill it come from ``template_layout`` (text and arithmetic,
 no model pass) and its embeddings from ``fill_template`` (``model.keyframe_tokens.pool_runs`` +
@@ -47,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from .configuration_lionfs import KeyframeConfig
-from .keyframe_tokens import PoolRun, pool_runs
+from .keyframe_tokens import CROP, PoolRun, crop_images, pool_runs
 from .regions import Region, RegionProposer, SaliencyMotionProposer
 
 
@@ -198,17 +201,36 @@ def template_layout(
         text(fmt.text_ids(template.keyframe_open), "keyframe_open")
         for g in grid_sizes(config, grid_side):
             run("grid", [PoolRun(k, "grid", g)])
+        if config.tiles:
+            run("grid", [PoolRun(k, "tile", config.tile_grid, box, CROP) for box in tile_boxes(config.tiles)])
         if boxes:
             text(fmt.text_ids(template.regions_open), "regions_open")
-            run("box", [PoolRun(k, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1)) for r in boxes])
+            run("box", [PoolRun(k, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1), config.box_source) for r in boxes])
         text(fmt.text_ids(template.keyframe_close), "keyframe_close")
     text(fmt.assistant_header_ids(after_stream=False), "assistant_header")
     return TemplateLayout(ids, runs, pieces, acc)
 
 
-def fill_template(model, grids: torch.Tensor, runs: Sequence[PoolRun]) -> torch.Tensor:
-    """Keyframe patch grids ``[K, h, w, C]`` -> the template's placeholder embeddings ``[P, d]``."""
-    return model.project_general(pool_runs(grids, runs))
+def tile_boxes(tiles: int) -> list[tuple[float, float, float, float]]:
+    """The normalized boxes of a ``tiles x tiles`` cut of a frame, row-major."""
+    step = 1.0 / tiles
+    return [(c * step, r * step, (c + 1) * step, (r + 1) * step) for r in range(tiles) for c in range(tiles)]
+
+
+def fill_template(model, grids: torch.Tensor, runs: Sequence[PoolRun], crops: torch.Tensor | None = None) -> torch.Tensor:
+    """Keyframe patch grids ``[K, h, w, C]`` (+ the ``crop`` runs' pixels ``[N, 3, S, S]``) -> the
+    template's placeholder embeddings ``[P, d]``."""
+    crop_grids = model.patch_grid(crops) if crops is not None and len(crops) else None  # [N, h, w, C]
+    return model.project_general(pool_runs(grids, runs, crop_grids))
+
+
+def crop_pixels(processor, keyframes: Sequence[np.ndarray], runs: Sequence[PoolRun], config: KeyframeConfig) -> np.ndarray:
+    """The ``crop`` runs' boxes cut from the keyframes (full resolution) and resized by the general
+    encoder's ``ImageProcessor``: uint8 ``[N, S, S, 3]`` in reading order (training and the engine alike)."""
+    crops = crop_images(keyframes, runs, config.crop_margin, config.crop_min)
+    if not crops:
+        return np.zeros((0, processor.image_size, processor.image_size, 3), np.uint8)
+    return np.stack([processor.resize_one(np.ascontiguousarray(crop)) for crop in crops])
 
 
 def keyframe_pixels(model, keyframes: Sequence[np.ndarray]) -> torch.Tensor:
@@ -263,7 +285,11 @@ def build_thinking_inputs(
     if context is not None:
         after_stream = _portable_prefix(b, model, keyframes, pixels, context, query)
     layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream)
-    b.template(layout, fill_template(model, grids, layout.runs))
+    crops = None
+    if any(run.source == CROP for run in layout.runs):
+        processor = model.vision.processor
+        crops = processor.normalize(torch.from_numpy(crop_pixels(processor, keyframes, layout.runs, config)))
+    b.template(layout, fill_template(model, grids, layout.runs, crops))
     return b.finish(regions)
 
 
@@ -313,6 +339,7 @@ def thinking_token_bound(model, config: KeyframeConfig, template: ThinkingTempla
     fmt = model.formatter
     per_keyframe = (
         len(fmt.text_ids(template.keyframe_open)) + sum(g * g for g in grid_sizes(config, model.vision.grid_side))
+        + config.tiles ** 2 * config.tile_grid ** 2
         + len(fmt.text_ids(template.regions_open)) + config.max_regions * config.box_grid ** 2
         + len(fmt.text_ids(template.keyframe_close))
     )

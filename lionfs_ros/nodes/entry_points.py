@@ -29,8 +29,8 @@ def check_params_files(executable: str, argv: list[str]) -> None:
             validate_params_file(value, {name: executable}, namespace, tolerated=others)
 
 
-def _spin(node_factory, multi_threaded: bool = False, executable: str = "") -> int:
-    keep_discovery_local()
+def _params_error(executable: str) -> int:
+    """2 (after one line on stderr) for a bad params file, else 0; runs before the heavy imports."""
     from lionfs_ros.config import ConfigError
 
     try:
@@ -38,9 +38,15 @@ def _spin(node_factory, multi_threaded: bool = False, executable: str = "") -> i
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _spin(node_factory, multi_threaded: bool = False) -> int:
+    keep_discovery_local()
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
+    from lionfs_ros.config import ConfigError
     from lionfs_ros.model_loading import ModelLoadError
 
     try:
@@ -67,18 +73,24 @@ def _spin(node_factory, multi_threaded: bool = False, executable: str = "") -> i
 
 
 def stream_monitor() -> int:
+    if code := _params_error("stream_monitor"):
+        return code
     from lionfs_ros.nodes.stream_monitor import StreamMonitor
 
-    return _spin(StreamMonitor, executable="stream_monitor")
+    return _spin(StreamMonitor)
 
 
 def lionfs_node() -> int:
+    if code := _params_error("lionfs_node"):
+        return code
     from lionfs_ros.nodes.lionfs_node import LionFSNode
 
-    return _spin(LionFSNode, multi_threaded=True, executable="lionfs_node")
+    return _spin(LionFSNode, multi_threaded=True)
 
 
 def slow_thinker_node() -> int:
+    if code := _params_error("slow_thinker_node"):
+        return code
     from lionfs_ros.nodes.slow_thinker_node import SlowThinkerNode
 
-    return _spin(SlowThinkerNode, multi_threaded=True, executable="slow_thinker_node")
+    return _spin(SlowThinkerNode, multi_threaded=True)

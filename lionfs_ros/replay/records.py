@@ -21,6 +21,8 @@ class ResponseRecord:
     decision_latency_s: float | None = None  # as reported by the assistant
     generation_latency_s: float | None = None
     messages: int = 1  # partial and final messages seen for this turn
+    # The slow thinker's keyframe regions (normalized x0, y0, x1, y1 + what each is), when it used any.
+    regions: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

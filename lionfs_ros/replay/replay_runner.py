@@ -126,6 +126,9 @@ def torch_reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+REGION_KEYS = ("x0", "y0", "x1", "y1", "label", "score")
+
+
 def _records(timing: _TurnTiming, log) -> list[ResponseRecord]:
     records = []
     for turn_index, (first_at, update, last_at, count, frame_start) in sorted(timing.updates.items()):
@@ -138,5 +141,5 @@ def _records(timing: _TurnTiming, log) -> list[ResponseRecord]:
             num_tokens=int(update.num_tokens), query=update.query or "",
             latency_s=last_at - frame_start if update.is_final else None, first_latency_s=first_at - frame_start,
             decision_latency_s=update.decision_latency_s, generation_latency_s=update.generation_latency_s,
-            messages=count))
+            messages=count, regions=[dict(zip(REGION_KEYS, region)) for region in update.regions]))
     return records

@@ -22,6 +22,9 @@ table { border-collapse: collapse; font-size: 13px; } td, th { border: 1px solid
 vertical-align: top; text-align: left; } th { background: #eceff1; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } .miss { color: #b71c1c; }
 img.key { width: 160px; image-rendering: auto; display: block; }
+.kf { position: relative; display: inline-block; }
+.kf span { position: absolute; border: 2px solid #ff1744; box-sizing: border-box; }
+.kf span b { position: absolute; left: 0; top: -1px; font-size: 9px; color: #fff; background: #ff1744; }
 pre { background: #f5f5f5; padding: 8px; font-size: 12px; overflow-x: auto; }
 """
 
@@ -69,11 +72,20 @@ def _timeline(report: dict) -> str:
     return timeline_svg(report["frames"].get("duration_s") or 0.0, items_truth, items_resp, window)
 
 
+def _keyframe(uri: str, response: dict) -> str:
+    """The trigger frame's thumbnail with the slow thinker's regions drawn on it (boxes in percent)."""
+    boxes = "".join(
+        f'<span class="region" title="{escape(str(g["label"]))} {g["score"]:.2f}" style="left:{100 * g["x0"]:.1f}%;'
+        f'top:{100 * g["y0"]:.1f}%;width:{100 * (g["x1"] - g["x0"]):.1f}%;height:{100 * (g["y1"] - g["y0"]):.1f}%">'
+        f'<b>{escape(str(g["label"]))}</b></span>' for g in response.get("regions") or ())
+    return f'<div class="kf"><img class="key" src="{uri}" alt="keyframe {response.get("frame_index")}">{boxes}</div>'
+
+
 def _responses_table(report: dict, thumbnails: dict[int, str]) -> str:
     rows = []
     for i, r in enumerate(report["responses"]):
         uri = thumbnails.get(r.get("frame_index"))
-        image = f'<img class="key" src="{uri}" alt="keyframe {r.get("frame_index")}">' if uri else "–"
+        image = _keyframe(uri, r) if uri else "–"
         score = r.get("text_score") or {}
         truth = escape(r["truth_text"]) if r.get("truth_text") else '<span class="miss">no match</span>'
         final = "" if r["is_final"] else " <i>(unfinished)</i>"

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lionfs_ros.model.configuration_lionfs import THINKING_MODES, ConfigError, KeyframeConfig
+from lionfs_ros.model.configuration_lionfs import THINKING_MODES, ConfigError, KeyframeConfig, RegionConfig
 
 DATA_FORMATS = ("synth", "videollm_online")
 FRAME_CACHE_MODES = ("none", "pixels", "features")
@@ -91,6 +91,7 @@ class DataSection:
     # The slow thinker's template before assistant turns (``train.thinking``): none | answers | all.
     thinking: str = "none"
     keyframes: TrainKeyframeConfig = field(default_factory=TrainKeyframeConfig)
+    regions: RegionConfig | None = None  # the region proposer's settings (None: the model's thinking.regions)
     novelty_cells: int = 4  # keyframe choice in training: frames compared as novelty_cells^2 RGB thumbnails
 
     def validate(self) -> None:
@@ -100,6 +101,8 @@ class DataSection:
             self.keyframes.grid_sizes = tuple(self.keyframes.grid_sizes)
         try:
             self.keyframes.validate()
+            if self.regions is not None:
+                self.regions.validate()
         except ConfigError as err:
             raise TrainConfigError(f"data.{err}") from None
         if self.novelty_cells < 1:
@@ -192,7 +195,8 @@ class TrainConfig:
                 raise TrainConfigError("frame_pretraining learns the synthetic world's frame labels from pixels: it needs"
                                        " data.format 'synth' and data.frame_cache 'none' or 'pixels'")
         regions = self.data.keyframes.regions_on != "none" and self.data.keyframes.max_regions > 0
-        if self.data.thinking != "none" and regions and self.training.dataloader_num_workers > 0:
+        on_tower = self.data.regions is None or self.data.regions.features == "tower"
+        if self.data.thinking != "none" and regions and on_tower and self.training.dataloader_num_workers > 0:
             raise TrainConfigError("data.keyframes.regions_on needs training.dataloader_num_workers: 0 (the regions"
                                    " are proposed on the model's own patch features, in the main process)")
         return self

@@ -68,7 +68,8 @@ class StreamDataset(Dataset):
                 raise ValueError(f"example {example.example_id}: the thinking template needs pixels, not features")
             thought = self.thinking.sample(messages, sample, frames.general)
             item.update(input_ids=thought.input_ids, labels=thought.labels, thinking=thought,
-                        keyframe_pixels=frames.general[thought.keyframes])
+                        keyframe_pixels=frames.general[thought.keyframes],
+                        crop_pixels=self.thinking.crops(frames.general, thought))
         return item
 
 

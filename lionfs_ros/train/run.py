@@ -102,7 +102,8 @@ def thinking_sampler(config: TrainConfig, model, recipe: FrameRecipe) -> Thinkin
     if data.thinking == "none":
         return None
     keyframes = KeyframeConfig(**dataclasses.asdict(data.keyframes))
-    model.config.thinking = ThinkingConfig(mode=data.thinking, keyframes=keyframes, regions=model.config.thinking.regions)
+    regions = data.regions or model.config.thinking.regions
+    model.config.thinking = ThinkingConfig(mode=data.thinking, keyframes=keyframes, regions=regions)
 
     @torch.no_grad()
     def region_grids(pixels: np.ndarray) -> torch.Tensor:
@@ -110,7 +111,8 @@ def thinking_sampler(config: TrainConfig, model, recipe: FrameRecipe) -> Thinkin
 
     wants_regions = keyframes.regions_on != "none" and keyframes.max_regions > 0
     return ThinkingSampler(model.formatter, model.vision.grid_side, model.config.thinking, data.novelty_cells,
-                           region_grids=region_grids if wants_regions else None)  # loader workers never hold the model
+                           region_grids=region_grids if wants_regions and model.config.thinking.regions.features == "tower"
+                           else None, processor=recipe.general)  # loader workers never hold the model
 
 
 def run_training(config: TrainConfig, out: str | Path, resume: bool = False) -> Path:

@@ -19,7 +19,10 @@ of a plain sample (``StreamFormatter.encode``) becomes, in one sequence::
   the main copy is not learned (the engine never generates on the main context). The trigger
   frame's decision keeps its plain target (the main context's next token);
 - the template's placeholders are marked in ``template_mask`` (never visual, never dropped) and
-  filled in the forward from the keyframes' patch grid (``LionFSModel.forward(keyframe_runs=)``).
+  filled in the forward from the keyframes' patch grid (``LionFSModel.forward(keyframe_runs=)``);
+  with ``keyframes.box_source: crop`` the box runs are filled from their crops
+  (``model.thinking_template.crop_pixels``, cut in the data loader from the clip's general-size
+  frames: the full resolution for the synthetic world, whose frames are the tower's size).
 
 Keyframe choice. The engine picks, among the last ``history_frames`` decided frames up to the
 trigger, the trigger plus novel frames by the cosine distance of their fast-path features (the
@@ -34,7 +37,7 @@ keyframes (``region_grids``, a no-grad tower pass in the main process).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -45,8 +48,9 @@ from lionfs_ros.model.configuration_lionfs import ThinkingConfig
 from lionfs_ros.model.keyframe_tokens import PoolRun
 from lionfs_ros.model.regions import RegionProposer, SaliencyMotionProposer
 from lionfs_ros.model.stream_format import StreamFormatter, StreamSample
+from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.thinking_template import (
-    ThinkingTemplate, propose_regions, select_keyframe_indices, template_layout,
+    ThinkingTemplate, crop_pixels, propose_regions, select_keyframe_indices, template_layout,
 )
 
 ANSWERS, ALL = "answers", "all"
@@ -82,20 +86,35 @@ def thinks(message: dict, mode: str) -> bool:
 
 
 class ThinkingSampler:
-    """``thinking``: the model's thinking config (``model.config.thinking``: mode, keyframes, regions)."""
+    """``thinking``: the model's thinking config (``model.config.thinking``: mode, keyframes, regions);
+    ``processor``: the general encoder's (crops are resized by it)."""
 
     def __init__(self, formatter: StreamFormatter, grid_side: int, thinking: ThinkingConfig,
                  novelty_cells: int, template: ThinkingTemplate | None = None,
-                 proposer: RegionProposer | None = None, region_grids: RegionGrids | None = None):
-        self.fmt, self.grid_side = formatter, grid_side
+                 proposer: RegionProposer | None = None, region_grids: RegionGrids | None = None,
+                 processor: ImageProcessor | None = None):
+        self.fmt, self.grid_side, self.processor = formatter, grid_side, processor
         self.mode, self.cfg = thinking.mode, thinking.keyframes
         self.novelty_cells = novelty_cells
         self.template = template or ThinkingTemplate()
         self.proposer = proposer or SaliencyMotionProposer(thinking.regions)
         self.region_grids = region_grids
         self.wants_regions = self.cfg.regions_on != "none" and self.cfg.max_regions > 0
-        if self.wants_regions and region_grids is None:
+        if self.wants_regions and region_grids is None and thinking.regions.features == "pixels":
+            self.region_grids = self._cell_shape  # the proposer reads colours, not tower features
+        elif self.wants_regions and region_grids is None:
             raise ValueError("keyframes.regions_on needs region_grids (the model's patch grid of the keyframes)")
+
+    def _cell_shape(self, keyframes: np.ndarray) -> torch.Tensor:
+        """Stands for the patch grids when the proposer reads only their shape: ``[K, h, w, 0]``."""
+        return torch.zeros(len(keyframes), self.grid_side, self.grid_side, 0)
+
+    def crops(self, frames: np.ndarray, sample: "ThinkingSample") -> np.ndarray:
+        """uint8 ``[N, S, S, 3]``: the sample's ``crop`` runs cut from ``frames`` (the clip) and resized."""
+        keyframes = {slot: frames[index] for slot, index in enumerate(sample.keyframes)}
+        if self.processor is None:
+            raise ValueError("keyframes.box_source 'crop' needs the general encoder's image processor")
+        return crop_pixels(self.processor, keyframes, sample.runs, self.cfg)
 
     def keyframes_at(self, frames: np.ndarray, trigger: int, features: torch.Tensor) -> list[int]:
         """Clip frame indices of the keyframes of a turn right after frame ``trigger`` (oldest first)."""
@@ -123,7 +142,7 @@ class ThinkingSampler:
             layout = template_layout(self.fmt, self.grid_side, self._regions(frames, chosen), self.cfg,
                                      self.template, after_stream)
             for run in layout.runs:
-                runs.append(PoolRun(slots.setdefault(chosen[run.keyframe], len(slots)), run.kind, run.size, run.box))
+                runs.append(replace(run, keyframe=slots.setdefault(chosen[run.keyframe], len(slots))))
             fork = layout.input_ids + body
             fork_labels = [ignore] * (len(layout.input_ids) - 1) + body + [ignore]
             out.fork(fork, fork_labels, start, [i == placeholder for i in layout.input_ids] + [False] * len(body))
@@ -171,7 +190,7 @@ def collate_thinking(items: list[dict], longest: int) -> dict:
         "branch_ids": torch.zeros(len(items), longest, dtype=torch.long),
         "template_mask": torch.zeros(len(items), longest, dtype=torch.bool),
     }
-    pixels, runs = [], []
+    pixels, runs, crops = [], [], []
     for row, item in enumerate(items):
         sample: ThinkingSample = item["thinking"]
         n = sample.input_ids.numel()
@@ -179,9 +198,12 @@ def collate_thinking(items: list[dict], longest: int) -> dict:
         batch["branch_ids"][row, :n] = sample.branch_ids
         batch["template_mask"][row, :n] = sample.template_mask
         offset = sum(len(p) for p in pixels)
-        runs += [PoolRun(r.keyframe + offset, r.kind, r.size, r.box) for r in sample.runs]
+        runs += [replace(r, keyframe=r.keyframe + offset) for r in sample.runs]
         pixels.append(item["keyframe_pixels"])
+        crops.append(item["crop_pixels"])
     if runs:
         batch["keyframe_pixels"] = torch.from_numpy(np.ascontiguousarray(np.concatenate(pixels)))
         batch["keyframe_runs"] = runs
+        if sum(len(c) for c in crops):
+            batch["keyframe_crop_pixels"] = torch.from_numpy(np.ascontiguousarray(np.concatenate(crops)))
     return batch

@@ -39,6 +39,9 @@ def prepare_model_inputs(batch: dict, recipe: FrameRecipe) -> dict:
     keyframe_pixels = inputs.pop("keyframe_pixels", None)  # thinking templates' keyframes (general encoder)
     if keyframe_pixels is not None:
         inputs["keyframe_general"] = recipe.general.normalize(keyframe_pixels)
+    crop_pixels = inputs.pop("keyframe_crop_pixels", None)  # their box crops (keyframes.box_source: crop)
+    if crop_pixels is not None:
+        inputs["keyframe_crops"] = recipe.general.normalize(crop_pixels)
     return inputs
 
 

@@ -48,3 +48,15 @@ def test_region_settings_live_in_the_models_config(tmp_path):
     data = cfg.to_dict()
     del data["thinking"]["regions"]  # a config.json written before regions were the model's
     assert LionFSConfig.from_dict(data).thinking.regions == RegionConfig()
+
+
+def test_crop_windows_are_squares_inside_the_frame():
+    from lionfs_ros.model.keyframe_tokens import crop_box, crop_window
+    from lionfs_ros.model.thinking_template import tile_boxes
+
+    # A 16 x 8 px box at the right edge of a 96 x 128 frame, 25% margin: a 24 px square, shifted inside.
+    assert crop_window((0.875, 0.5, 1.0, 0.5833), 96, 128, margin=0.25, minimum=0.0) == (40, 104, 24, 24)
+    assert crop_window((0.5, 0.5, 0.51, 0.51), 96, 128, margin=0.0, minimum=0.25) == (36, 53, 24, 24)  # at least 1/4
+    rgb = np.arange(96 * 128 * 3, dtype=np.uint32).reshape(96, 128, 3).astype(np.uint8)
+    assert np.array_equal(crop_box(rgb, (0.0, 0.0, 0.5, 0.5), 0.0, 0.0), rgb[:64, :64])  # a tile: squared, not stretched
+    assert tile_boxes(2) == [(0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0), (0.5, 0.5, 1.0, 1.0)]

@@ -30,12 +30,12 @@ def _browser() -> str:
     return found
 
 
-def _screenshot(html_path, out_png, tmp_path) -> np.ndarray:
+def _screenshot(html_path, out_png, tmp_path, window=WINDOW) -> np.ndarray:
     profile = tmp_path / "chromium-profile"
     command = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                "--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={out_png}",
-               f"--window-size={WINDOW[0]},{WINDOW[1]}", html_path.as_uri()]
+               f"--window-size={window[0]},{window[1]}", html_path.as_uri()]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and out_png.exists(), result.stderr[-2000:]
     return cv2.cvtColor(cv2.imread(str(out_png)), cv2.COLOR_BGR2RGB)
@@ -59,7 +59,7 @@ def _marker_centres(mask: np.ndarray) -> list[float]:
     return sorted(centres)
 
 
-def _write_report(tmp_path, error: str | None = None):
+def _write_report(tmp_path, error: str | None = None, regions=(), thumbnails=None):
     from lionfs_ros.replay.bag_frames import FrameStats
     from lionfs_ros.replay.records import ResponseRecord, RunOutput
     from lionfs_ros.replay.pipeline import ReplaySettings, build_report
@@ -67,8 +67,8 @@ def _write_report(tmp_path, error: str | None = None):
     from lionfs_ros.replay.truth import TruthEvent, TruthTimeline
 
     truth = TruthTimeline([TruthEvent(t, f"You do thing {i}.") for i, t in enumerate(TRUTH_TIMES)], "test")
-    responses = [ResponseRecord(i, t, f"You do thing {i}.", True, latency_s=0.05 * (i + 1))
-                 for i, t in enumerate(RESPONSE_TIMES)]
+    responses = [ResponseRecord(i, t, f"You do thing {i}.", True, frame_index=i, latency_s=0.05 * (i + 1),
+                                regions=list(regions)) for i, t in enumerate(RESPONSE_TIMES)]
     output = RunOutput(mode="deterministic", model="test", responses=responses)
     stats = FrameStats(decoded=81, origin_s=0.0, last_s=DURATION_S)
     settings = ReplaySettings(bag=tmp_path / "bag", report_dir=tmp_path / "r", tolerance_s=1.0)
@@ -76,7 +76,7 @@ def _write_report(tmp_path, error: str | None = None):
     report = build_report(settings, {"path": "bag", "storage": "mcap"}, "/camera/image_raw", stats, truth, output,
                           status).to_dict()
     (tmp_path / "r").mkdir(exist_ok=True)
-    return write_html(report, {}, tmp_path / "r"), report
+    return write_html(report, thumbnails or {}, tmp_path / "r"), report
 
 
 def test_timeline_places_truth_and_responses_by_time(tmp_path):
@@ -104,3 +104,18 @@ def test_partial_report_shows_its_error(tmp_path):
     banner = _mask(image, "#ffebee")  # the banner's background
     assert banner.sum() > 5000, "the error banner is visible at the top of the page"
     assert "bag damaged: truncated at byte 1234" in html.read_text()
+
+
+def test_keyframe_thumbnails_show_the_slow_thinkers_regions(tmp_path):
+    from lionfs_ros.replay.thumbnails import jpeg_data_uri
+
+    box = {"x0": 0.5, "y0": 0.25, "x1": 1.0, "y1": 0.75, "label": "motion", "score": 0.9}
+    grey = np.full((96, 128, 3), 128, np.uint8)
+    html, report = _write_report(tmp_path, regions=[box], thumbnails={0: jpeg_data_uri(grey)})
+    assert report["responses"][0]["regions"] == [box]
+    image = _screenshot(html, tmp_path / "regions.png", tmp_path, window=(WINDOW[0], 2400))  # the table too
+    count, _, stats, _ = cv2.connectedComponentsWithStats(_mask(image, "#ff1744").astype(np.uint8))
+    frames = [stats[i] for i in range(1, count) if stats[i][2] > 40 and stats[i][3] > 40]
+    assert len(frames) == 1, "one region box, on the one thumbnail (the others have none)"
+    x, y, w, h, _ = frames[0]
+    assert abs(w - 80) <= 3 and abs(h - 60) <= 3  # half the 160 x 120 thumbnail wide, half of it high

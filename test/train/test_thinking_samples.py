@@ -8,8 +8,9 @@ from lionfs_ros.data.stream_examples import to_messages
 from lionfs_ros.data.synth_streams import synth_examples
 from lionfs_ros.engine.lm_state import DynamicLMState
 from lionfs_ros.model import LionFSConfig, LionFSModel
-from lionfs_ros.model.configuration_lionfs import KeyframeConfig, ThinkingConfig
+from lionfs_ros.model.configuration_lionfs import KeyframeConfig, RegionConfig, ThinkingConfig
 from lionfs_ros.model.keyframe_tokens import pool_runs
+from lionfs_ros.model.regions import SaliencyMotionProposer
 from lionfs_ros.model.thinking_template import build_thinking_inputs
 from lionfs_ros.model.tokenization import train_byte_bpe_tokenizer
 from lionfs_ros.train.config import TrainConfig
@@ -31,12 +32,12 @@ def model():
     return LionFSModel.from_config(LionFSConfig.from_dict(TINY_MODEL), tokenizer=tokenizer).eval()
 
 
-def _dataset(model, train_dir, mode, config=KF):
+def _dataset(model, train_dir, mode, config=KF, regions=None):
     examples = synth_examples(train_dir, FPS, questions=True, limit=1)
     recipe = FrameRecipe.for_model(model)
     sampler = None if mode == "none" else ThinkingSampler(model.formatter, model.vision.grid_side,
-                                                          ThinkingConfig(mode, config),
-                                                          NOVELTY_CELLS)
+                                                          ThinkingConfig(mode, config, regions or RegionConfig()),
+                                                          NOVELTY_CELLS, processor=recipe.general)
     return StreamDataset(examples, model.formatter, recipe, thinking=sampler), recipe
 
 
@@ -121,10 +122,17 @@ def test_a_fork_is_invisible_to_later_main_tokens(model, train_dir):
     torch.testing.assert_close(forked, reference, atol=1e-4, rtol=1e-4)
 
 
-def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train_dir):
+# Box tokens re-encoded from crops, regions proposed on colours (the slow path of the shipped model).
+KF_CROP = KeyframeConfig(num_keyframes=2, history_frames=4, grid_sizes=(2,), regions_on="trigger", max_regions=2, tiles=2,
+                         box_grid=2, box_source="crop", min_novelty=0.0)
+PIXEL_REGIONS = RegionConfig(features="pixels", min_score=0.0)
+
+
+@pytest.mark.parametrize("config, regions", [(KF, None), (KF_CROP, PIXEL_REGIONS)], ids=["grid", "crop"])
+def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train_dir, config, regions):
     """Each fork of a training sample (a batch of two, token dropping on) gives the logits the engine gets:
     the context up to the turn in a KV cache, then the template and the answer fed on a fork of it, token by token."""
-    dataset, recipe = _dataset(model, train_dir, "all")
+    dataset, recipe = _dataset(model, train_dir, "all", config, regions)
     item = dataset[0]
     messages = to_messages(dataset.examples[0])
     plain = model.formatter.encode(messages)
@@ -150,7 +158,11 @@ def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train
             state = DynamicLMState(model, cache.fork())
             chosen = dataset.thinking.keyframes_at(frames, frames_before - 1, features)
             after_stream = bool(plain.input_ids[start - 1] == model.token_ids.placeholder)
-            engine = build_thinking_inputs(model, list(frames[chosen]), after_stream=after_stream, config=KF)
+            proposer = SaliencyMotionProposer(regions) if regions else None
+            engine = build_thinking_inputs(model, list(frames[chosen]), after_stream=after_stream, config=config,
+                                           proposer=proposer)
+            if regions:
+                assert engine.accounting.box == 2 * 2 * 2, "two regions on the trigger, 2x2 crop tokens each"
             steps = [state.feed(engine.input_ids.tolist(), engine.embeds, engine.visual_mask).reshape(-1)]
             body = sample.input_ids[fork][engine.input_ids.numel():].tolist()
             steps += [state.feed([token]).reshape(-1) for token in body[:-1]]  # greedy decoding's feeds
@@ -159,6 +171,8 @@ def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train
             labels = sample.labels[fork][engine.input_ids.numel() - 1:-1]
             assert labels.tolist() == body  # the logits compared are exactly those the answer is learned on
     assert forks == int(sample.branch_ids.max()) > 0
+    if regions:
+        assert inputs["keyframe_crops"].shape[0] == 2 * (2 + 2 * 4) * forks  # two items; a fork: 2 regions + 2 x 4 tiles
 
 
 def test_thinking_none_leaves_samples_byte_identical(model, train_dir):
