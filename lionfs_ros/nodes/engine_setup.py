@@ -15,8 +15,6 @@ def build_engine(node, params: LionFSNodeParams, callback_group, streams=()):
     from lionfs_ros.model_loading import load_for_inference
     from lionfs_ros.nodes.remote_slow_thinker import RemoteSlowThinker
 
-    if streams and params.slow_thinker == "remote":
-        raise ValueError("streams with slow_thinker='remote' is not supported yet: run the slow thinker locally")
     model, path, device = load_for_inference(params.model_path, params.device, params.dtype)
     if streams:
         group = StreamGroup(model, {s.stream_id: engine_config(params) for s in streams})

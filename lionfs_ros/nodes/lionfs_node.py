@@ -20,7 +20,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
-from lionfs_ros.config import DYNAMIC_PARAMS, LionFSNodeParams, engine_threshold, parse_streams
+from lionfs_ros.config import DYNAMIC_PARAMS, ConfigError, LionFSNodeParams, engine_threshold, parse_streams
 from lionfs_ros.nodes.diagnostics import DIAGNOSTICS_TOPIC
 from lionfs_ros.nodes.engine_setup import build_engine
 from lionfs_ros.nodes.params import declare_params, validation_result
@@ -34,7 +34,10 @@ class LionFSNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("lionfs_node", **kwargs)
         self.params: LionFSNodeParams = declare_params(self, LionFSNodeParams, DYNAMIC)
-        self.streams = parse_streams(self.params.streams, f"node {self.get_fully_qualified_name()}: streams")
+        where = f"node {self.get_fully_qualified_name()}: streams"
+        self.streams = parse_streams(self.params.streams, where)
+        if self.streams and self.params.slow_thinker == "remote":
+            raise ConfigError(f"{where}: several streams need slow_thinker 'local' ('remote' is not supported with streams yet)")
         self.engine = None  # a StreamEngine (one stream) or a StreamGroup (several)
         self.remote = None
         self.ports: list[StreamPort] = []
