@@ -68,6 +68,7 @@ def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, pref
     result = {"preset": preset.name, "device": device_name(dev), "backend": group[ids[0]].backend.name,
               "camera_fps": CAMERA_FPS, "decided_fps_per_stream": GENERAL_FPS, "towers_batched": batch_towers,
               "llm_step": "per stream, back to back (not batched across streams)",
+              "compile": cfg.compile,  # off: torch.compile per stream backend would cost ~20 s each
               "rounds": rounds, "prefill_rounds": prefill_rounds, "realtime_seconds": realtime_seconds, "runs": []}
 
     def feed_round(active: list[str]) -> dict[str, float]:
