@@ -161,7 +161,10 @@ class FastThinker:
             return FastStep()
         assert route == GENERAL
         started = now()
-        embeds = self.encoder.encode(rgb, towers) if embeds is None else embeds.to(self.model.device, self.model.dtype)
+        if embeds is None:  # a single stream calls encode(rgb) as before; a group passes its batched tower tokens
+            embeds = self.encoder.encode(rgb) if towers is None else self.encoder.encode(rgb, towers)
+        else:
+            embeds = embeds.to(self.model.device, self.model.dtype)
         logits = self.context.feed_frame(embeds, t)
         p_interval, respond, top = self.decide(logits)
         self.history.append(HistoryFrame(rgb, t, embeds.float().mean(0).cpu()))
