@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
         counts = parse_counts(args.streams) if args.streams else DEFAULT_COUNTS
         result = run_streams(preset, counts=counts, rounds=args.stream_rounds, realtime_seconds=args.realtime_seconds,
-                             device=device, backend=args.backend)
+                             device=device, backend=args.backend,
+                             on_update=(lambda r: _write(args.out, r)) if args.out else None)
     elif args.mode == "speed":
         from lionfs_ros.engine.bench.speed import run_speed
 

@@ -53,8 +53,9 @@ def _stream_summary(latencies: dict[str, list[float]]) -> dict:
 
 def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, prefill_rounds: int = 40,
                 realtime_seconds: float = 8.0, device: str | None = None, backend: str = "auto",
-                batch_towers: bool = True) -> dict:
-    """``rounds``/``prefill_rounds``: camera frames per stream measured / fed before (context fill)."""
+                batch_towers: bool = True, on_update=None) -> dict:
+    """``rounds``/``prefill_rounds``: camera frames per stream measured / fed before (context fill);
+    ``on_update(result)`` after each N (a crash or a timeout keeps what was measured)."""
     model = build_model(preset, device)
     dev = model.device
     cfg = EngineConfig(threshold=0.0, general_fps=GENERAL_FPS, kv_budget_tokens=preset.kv_budget_tokens,
@@ -109,6 +110,8 @@ def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, pref
             f"{throughput['worst_p99_ms']} ms; realtime {realtime_seconds} s")
         realtime = _realtime(group, active, frames, clock, realtime_seconds, dev)
         result["runs"].append({"streams": n, "throughput": throughput, "realtime": realtime, **_memory(dev)})
+        if on_update is not None:
+            on_update(result)
     base = result["runs"][0]["throughput"]["aggregate_decided_fps"] if result["runs"] else None
     for run in result["runs"]:
         run["throughput"]["speedup_vs_first"] = round(run["throughput"]["aggregate_decided_fps"] / base, 2)
