@@ -103,6 +103,40 @@ class LionFSNodeParams(CameraInputParams, ModelParams):
     diagnostics_period: float = param(1.0, "Seconds between /diagnostics messages.", minimum=0.05)
     question_timeout: float = param(10.0, "Seconds a question waits for a camera frame to be answered at before it "
                                     "is withdrawn (QUERY_EXPIRED, final AssistantMessage with error).", minimum=0.1)
+    streams: str = param("", "Several cameras on one model: comma-separated 'id' or 'id=camera_topic' entries "
+                         "(e.g. 'head=/head/image_raw, wrist_left'); each stream gets its own engine context and "
+                         "topics under '<id>/' (camera default '<id>/image_raw'). Empty: one stream (image_topic, "
+                         "stream_id).")
+
+
+@dataclass
+class StreamSpec:
+    """One stream of a multi-stream lionfs_node."""
+
+    stream_id: str
+    image_topic: str
+
+
+STREAM_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def parse_streams(text: str, where: str = "streams") -> list[StreamSpec]:
+    """The ``streams`` parameter -> its streams, in order ([] for one stream); clear errors for bad entries."""
+    out: list[StreamSpec] = []
+    for entry in (part.strip() for part in text.split(",")) if text.strip() else ():
+        stream_id, _, topic = (piece.strip() for piece in entry.partition("="))
+        if not STREAM_ID.fullmatch(stream_id):
+            raise ConfigError(f"{where}: stream id {stream_id!r} (in {entry!r}) must start with a letter and hold only "
+                              "letters, digits and '_' (it names the stream's topics)")
+        if any(spec.stream_id == stream_id for spec in out):
+            raise ConfigError(f"{where}: stream id {stream_id!r} is given twice")
+        if "=" in entry and not topic:
+            raise ConfigError(f"{where}: stream {stream_id!r} has an empty camera topic")
+        out.append(StreamSpec(stream_id, topic or f"{stream_id}/image_raw"))
+    topics = [spec.image_topic for spec in out]
+    if len(set(topics)) != len(topics):
+        raise ConfigError(f"{where}: two streams read the same camera topic ({topics})")
+    return out
 
 
 @dataclass

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESET_NAMES, default="tiny",
                         help="model size: tiny / tiny-lionfs (CPU), llama3-8b / lionfs-8b (CUDA, bf16, random weights;"
                              " lionfs-8b: ego tower at 8 fps, aggregation router, token dropping)")
-    parser.add_argument("--mode", choices=("speed", "memory", "models"), default="speed")
+    parser.add_argument("--mode", choices=("speed", "memory", "models", "streams"), default="speed",
+                        help="streams: N cameras on one model (lionfs_ros/engine/bench/streams.py); implied by --streams")
     parser.add_argument("--device", help="override the preset's device (cpu, cuda)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady timings)")
@@ -48,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     memory.add_argument("--sample-every", type=int, default=120, help="frames between memory samples")
     memory.add_argument("--budget", type=int, default=None, help="KV budget in tokens")
     memory.add_argument("--question-every", type=float, default=30.0, help="seconds of stream between questions")
+    streams = parser.add_argument_group("streams mode")
+    streams.add_argument("--streams", default=None, help="stream counts, comma-separated (default 1,2,4,8,16)")
+    streams.add_argument("--stream-rounds", type=int, default=40, help="camera frames per stream measured (8 fps camera)")
+    streams.add_argument("--realtime-seconds", type=float, default=8.0, help="wall seconds of the real-time phase per N")
     models = parser.add_argument_group("models mode")
     models.add_argument("--models", nargs="+", type=Path, help="model directories to compare")
     models.add_argument("--data", type=Path, help="a `lionfs synth` dataset directory")
@@ -72,12 +77,21 @@ def run(args: argparse.Namespace) -> int:
         faulthandler.dump_traceback_later(args.watchdog, exit=True)
     if args.mode == "models":
         return _models(args)
+    if args.streams is not None or args.mode == "streams":
+        args.mode = "streams"
     preset = PRESETS[args.preset]
     device = args.device or preset.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         print(f"error: preset {preset.name} needs CUDA (or pass --device cpu)", file=sys.stderr)
         return 2
-    if args.mode == "speed":
+    if args.mode == "streams":
+        from lionfs_ros.engine.bench.streams import DEFAULT_COUNTS, parse_counts, run_streams
+
+        counts = parse_counts(args.streams) if args.streams else DEFAULT_COUNTS
+        result = run_streams(preset, counts=counts, rounds=args.stream_rounds, realtime_seconds=args.realtime_seconds,
+                             device=device, backend=args.backend,
+                             on_update=(lambda r: _write(args.out, r)) if args.out else None)
+    elif args.mode == "speed":
         from lionfs_ros.engine.bench.speed import run_speed
 
         prefill, frames, tokens = SPEED_DEFAULTS[preset.name]

@@ -11,7 +11,7 @@ import importlib
 _EXPORTS = {
     "EngineConfig": "config", "EngineConfigError": "config", "KeyframeConfig": "config", "RegionConfig": "config",
     "ContextFork": "context",
-    "StreamEngine": "engine", "FastStep": "fast_thinker", "FastThinker": "fast_thinker",
+    "StreamEngine": "engine", "FastStep": "fast_thinker", "FastThinker": "fast_thinker", "StreamGroup": "multi_stream",
     "HistoryFrame": "keyframes", "select_keyframes": "keyframes",
     "LocalSlowThinker": "slow_thinker", "SlowThinker": "slow_thinker", "SlowThinkRequest": "slow_thinker",
     "SlowThinkResult": "slow_thinker",

@@ -75,7 +75,8 @@ class StaticBackend:
 
     name = "static"
 
-    def __init__(self, model, cfg: EngineConfig, use_graphs: bool | None = None):
+    def __init__(self, model, cfg: EngineConfig, use_graphs: bool | None = None, fused: FusedDecoder | None = None):
+        """``fused``: another backend's ``FusedDecoder`` to share (its fused weight copies), e.g. one per stream of a group."""
         reason = static_backend_supported(model)
         if reason is not None:
             raise ValueError(f"static backend: {reason}")
@@ -85,11 +86,11 @@ class StaticBackend:
         main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
         slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
                                    portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
-        fused = FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention,
-                             dropping=model.token_dropping)
+        self.fused = fused or FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention,
+                                           dropping=model.token_dropping)
         frame_length = model.tokens_per_frame + 1
-        self.slow = StaticLMState(model, fused, slow_capacity, self.use_graphs)
-        self.main = StaticLMState(model, fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)
+        self.slow = StaticLMState(model, self.fused, slow_capacity, self.use_graphs)
+        self.main = StaticLMState(model, self.fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)
         self.main.warm_up()
         self.slow.warm_up()
 

@@ -210,8 +210,10 @@ class StreamEngine:
             self._start_next_job()
 
     # The fast path (``FastThinker``), then what the engine does with its outcome.
-    def _handle(self, item: QueuedFrame, embeds: torch.Tensor | None = None) -> Decision | None:
-        step: FastStep = self.fast.step(item.rgb, item.time, item.meta, embeds)
+    def _handle(self, item: QueuedFrame, embeds: torch.Tensor | None = None, route: str | None = None,
+                towers=None) -> Decision | None:
+        """``route``/``towers``: taken and computed beforehand by a ``StreamGroup`` (see ``FastThinker.step``)."""
+        step: FastStep = self.fast.step(item.rgb, item.time, item.meta, embeds, route, towers)
         for job, why in step.dropped:
             self._emit_cancelled(job, why)
         decision = step.decision

@@ -32,6 +32,7 @@ from .timing import now
 from .triggers import Job, TriggerScheduler
 from .types import RESPOND, SILENT, SKIPPED, Decision
 
+TowerTokens = tuple  # (general [1, n, C] or None, ego [1, n, C'] or None): one frame's tower outputs
 TokensFn = Callable[[np.ndarray], torch.Tensor]
 """RGB ``[H, W, 3]`` uint8 -> frame tokens ``[1, n, C]`` (preprocess, then the encoder's ``frame_tokens``)."""
 
@@ -55,9 +56,10 @@ class FrameEncoder:
         self._ego: deque[torch.Tensor] = deque(maxlen=max(self.window, 1))  # each [1, n, C']
 
     @torch.no_grad()
-    def add_ego(self, rgb: np.ndarray) -> None:
+    def add_ego(self, rgb: np.ndarray, tokens: torch.Tensor | None = None) -> None:
+        """``tokens [1, n, C']``: this frame's ego tokens computed beforehand (a batch across streams)."""
         if self.has_ego:
-            self._ego.append(self.ego_tokens(rgb))
+            self._ego.append(self.ego_tokens(rgb) if tokens is None else tokens)
 
     def ego_window(self) -> torch.Tensor:
         """``[r, n, C']``: the last r ego tokens, oldest first, the oldest repeated while fewer exist."""
@@ -65,12 +67,15 @@ class FrameEncoder:
         return torch.cat([held[0]] * (self.window - len(held)) + held)
 
     @torch.no_grad()
-    def encode(self, rgb: np.ndarray) -> torch.Tensor:
-        """A decided frame -> fused tokens ``[n, d]`` (it also enters the ego window)."""
-        general = self.general_tokens(rgb)  # [1, n, C]
+    def encode(self, rgb: np.ndarray, towers: "TowerTokens | None" = None) -> torch.Tensor:
+        """A decided frame -> fused tokens ``[n, d]`` (it also enters the ego window).
+
+        ``towers``: its (general ``[1, n, C]``, ego ``[1, n, C']``) tokens computed beforehand (None: computed here)."""
+        general_given, ego_given = towers or (None, None)
+        general = self.general_tokens(rgb) if general_given is None else general_given  # [1, n, C]
         if not self.has_ego:
             return self.model.embed_frames(general)[0]
-        self.add_ego(rgb)
+        self.add_ego(rgb, ego_given)
         return self.model.embed_frames(general, self.ego_window())[0]
 
     def reset(self) -> None:
@@ -139,20 +144,27 @@ class FastThinker:
         return p_interval, bool(respond), int(top)
 
     @torch.no_grad()
-    def step(self, rgb: np.ndarray | None, t: float, meta: Any = None, embeds: torch.Tensor | None = None) -> FastStep:
-        """One checked frame. ``embeds [n, d]``: its fused tokens, computed beforehand (the towers are skipped)."""
-        route = self.gate.classify(t)
+    def step(self, rgb: np.ndarray | None, t: float, meta: Any = None, embeds: torch.Tensor | None = None,
+             route: str | None = None, towers: TowerTokens | None = None) -> FastStep:
+        """One checked frame. ``embeds [n, d]``: its fused tokens, computed beforehand (the towers are skipped).
+
+        ``route``/``towers``: the gate's route for ``t`` (already taken with ``gate.classify``) and this
+        frame's tower tokens, computed in a batch across streams (``multi_stream.py``)."""
+        route = self.gate.classify(t) if route is None else route
         if route == SKIP:
             self.counts["skipped"] += 1
             return FastStep()
         if route == EGO:
             if embeds is None:
-                self.encoder.add_ego(rgb)
+                self.encoder.add_ego(rgb, None if towers is None else towers[1])
             self.counts["ego_frames"] += 1
             return FastStep()
         assert route == GENERAL
         started = now()
-        embeds = self.encoder.encode(rgb) if embeds is None else embeds.to(self.model.device, self.model.dtype)
+        if embeds is None:  # a single stream calls encode(rgb) as before; a group passes its batched tower tokens
+            embeds = self.encoder.encode(rgb) if towers is None else self.encoder.encode(rgb, towers)
+        else:
+            embeds = embeds.to(self.model.device, self.model.dtype)
         logits = self.context.feed_frame(embeds, t)
         p_interval, respond, top = self.decide(logits)
         self.history.append(HistoryFrame(rgb, t, embeds.float().mean(0).cpu()))

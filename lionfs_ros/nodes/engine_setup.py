@@ -7,13 +7,19 @@ from lionfs_ros.nodes.diagnostics import diagnostic_array
 BYTES_PER_MIB = 1024 * 1024
 
 
-def build_engine(node, params: LionFSNodeParams, callback_group):
-    """(engine, remote slow thinker or None, one-line description)."""
-    from lionfs_ros.engine import StreamEngine
+def build_engine(node, params: LionFSNodeParams, callback_group, streams=()):
+    """(engine, remote slow thinker or None, one-line description).
+
+    ``streams`` (``config.StreamSpec``s): several streams on one model, a ``StreamGroup``; none: a ``StreamEngine``."""
+    from lionfs_ros.engine import StreamEngine, StreamGroup
     from lionfs_ros.model_loading import load_for_inference
     from lionfs_ros.nodes.remote_slow_thinker import RemoteSlowThinker
 
     model, path, device = load_for_inference(params.model_path, params.device, params.dtype)
+    if streams:
+        group = StreamGroup(model, {s.stream_id: engine_config(params) for s in streams})
+        names = ", ".join(f"{s.stream_id} ({s.image_topic})" for s in streams)
+        return group, None, f"model {path} on {device}, {len(streams)} streams: {names}, slow thinker local"
     remote = None
     if params.slow_thinker == "remote":
         remote = RemoteSlowThinker(node, params.slow_think_action, params.remote_timeout, callback_group)
@@ -23,7 +29,7 @@ def build_engine(node, params: LionFSNodeParams, callback_group):
 
 
 def engine_diagnostics(node, stats: dict, health, now: float, remote, warning: str = ""):
-    """One DiagnosticStatus with the engine's and the input's numbers; `warning` (e.g. a recent
+    """One DiagnosticStatus of one stream (``node``: its ``StreamPort``) with the engine's and the input's numbers; `warning` (e.g. a recent
     stream reset) makes it WARN when nothing worse is going on."""
     values = {
         "topic": node.camera.resolved_topic if node.camera else "",
@@ -43,7 +49,7 @@ def engine_diagnostics(node, stats: dict, health, now: float, remote, warning: s
         level, message = "warn", "no frame yet"
     elif warning:
         level, message = "warn", warning
-    return diagnostic_array(node.get_clock().now().to_msg(), f"{node.get_name()}: assistant", node.params.stream_id,
+    return diagnostic_array(node.get_clock().now().to_msg(), f"{node.get_name()}: assistant", node.stream_id,
                             level, message, values)
 
 

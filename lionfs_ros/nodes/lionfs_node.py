@@ -1,44 +1,32 @@
 """lionfs_node: the assistant on the ROS graph (a lifecycle node).
 
-configure loads the model and builds the engine; activate subscribes to the camera and the
-query topic and starts the engine's threads; deactivate stops both. Callbacks only decode and
+configure loads the model and builds the engine; activate subscribes to the camera(s) and the
+query topic(s) and starts the engine's threads; deactivate stops both. Callbacks only decode and
 hand work to the engine (which keeps the newest frame under overload); the engine calls back
 from its own threads, and those callbacks publish.
 
-Camera callbacks run one at a time (their own mutually exclusive group), so frames reach the
-engine in arrival order and a frame that decodes slowly is never overtaken by the next one.
-A camera whose clock jumps back (a driver restart, a bag looping) resets the stream instead of
-having every frame refused; frames stamped zero are stamped on arrival. Every triggered turn
-ends with one final AssistantMessage, with `error` set when it has no answer.
+One stream (default): topics relative to the node namespace (``image_topic``, ``assistant``,
+``guidance``, ``query``, ``ask``). Several (``streams: "head=/head/image_raw, wrist_left"``): one
+model and one ``StreamGroup`` (one fast thread batching the streams' vision towers, one fair slow
+thread); each stream has its own engine context, KV budget, rate gate, questions and health, and
+its topics under ``<id>/``. The per-stream I/O is ``StreamPort``'s (``stream_port.py``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
-from lionfs_ros.config import DYNAMIC_PARAMS, LionFSNodeParams, engine_threshold
-from lionfs_ros.engine.stream_health import StreamHealth
-from lionfs_ros.engine.types import FrameError
-from lionfs_ros.msg import AssistantMessage, GuidanceEvent, UserQuery
-from lionfs_ros.nodes.assistant_messages import assistant_message, guidance_event, header_or_now
-from lionfs_ros.nodes.camera_input import CameraInput, stamp_seconds
+from lionfs_ros.config import DYNAMIC_PARAMS, ConfigError, LionFSNodeParams, engine_threshold, parse_streams
 from lionfs_ros.nodes.diagnostics import DIAGNOSTICS_TOPIC
-from lionfs_ros.nodes.engine_setup import build_engine, engine_diagnostics
+from lionfs_ros.nodes.engine_setup import build_engine
 from lionfs_ros.nodes.params import declare_params, validation_result
-from lionfs_ros.nodes.questions import QuestionBook
-from lionfs_ros.srv import AskQuestion
+from lionfs_ros.nodes.stream_port import StreamPort
 
-ASSISTANT_TOPIC, GUIDANCE_TOPIC, QUERY_TOPIC, ASK_SERVICE = "assistant", "guidance", "query", "ask"
-PUBLISH_DEPTH = 50
 STALL_CHECKS_PER_TIMEOUT = 10
-BAD_INPUT_LOG_PERIOD = 5.0
-# A stamp this far behind the newest frame is a camera clock jump (reset the stream); a smaller
-# step back is one late frame, refused (counted as rejected_non_monotonic).
-CLOCK_JUMP_S = 0.5
-# /diagnostics stays WARN this long after a stream reset (clock jump), so a monitor sees it.
-RESET_WARN_S = 10.0
 DYNAMIC = DYNAMIC_PARAMS["lionfs_node"]
 
 
@@ -46,19 +34,15 @@ class LionFSNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("lionfs_node", **kwargs)
         self.params: LionFSNodeParams = declare_params(self, LionFSNodeParams, DYNAMIC)
-        self.engine = None
+        where = f"node {self.get_fully_qualified_name()}: streams"
+        self.streams = parse_streams(self.params.streams, where)
+        if self.streams and self.params.slow_thinker == "remote":
+            raise ConfigError(f"{where}: several streams need slow_thinker 'local' ('remote' is not supported with streams yet)")
+        self.engine = None  # a StreamEngine (one stream) or a StreamGroup (several)
         self.remote = None
-        self.camera = None
-        self.health = StreamHealth(stall_timeout=self.params.stall_timeout)
+        self.ports: list[StreamPort] = []
         self._group = ReentrantCallbackGroup()
-        self._reported = {"dropped": 0, "rejected": 0}
-        self._decided_mark: tuple[int, float | None] = (0, None)  # for the decision rate
-        self._last_header = None
-        self._last_stamp: float | None = None  # newest frame handed to the engine (camera clock)
-        self._reset_note, self._reset_until = "", 0.0
-        self._zero_stamps = 0
-        self.questions = QuestionBook(self.params.question_timeout)
-        self._query_sub = self._ask_srv = None
+        self._timers = []
         self.add_on_set_parameters_callback(self._check_parameters)  # the whole batch, before any change
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._autostart = None
@@ -69,31 +53,33 @@ class LionFSNode(LifecycleNode):
     # Lifecycle.
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
-            self.engine, self.remote, info = build_engine(self, self.params, self._group)
+            self.engine, self.remote, info = build_engine(self, self.params, self._group, self.streams)
         except Exception as err:  # a bad model path or checkpoint must not kill the process
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
-        self.engine.on_decision = self._on_decision
-        self.engine.on_response = self._on_response
-        self.assistant = self.create_lifecycle_publisher(AssistantMessage, ASSISTANT_TOPIC, PUBLISH_DEPTH)
-        self.guidance = self.create_lifecycle_publisher(GuidanceEvent, GUIDANCE_TOPIC, PUBLISH_DEPTH)
+        if self.streams:
+            self.ports = [StreamPort(self, self.engine[s.stream_id], s.stream_id,
+                                     dataclasses.replace(self.params, image_topic=s.image_topic), f"{s.stream_id}/")
+                          for s in self.streams]
+        else:
+            self.ports = [StreamPort(self, self.engine, self.params.stream_id, self.params)]
+            self.ports[0].remote = self.remote
         self.diagnostics = self.create_lifecycle_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.get_logger().info(f"configured: {info}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         p = self.params
-        self.camera = CameraInput(self, p, self._on_frame, self._on_reject,
-                                  callback_group=MutuallyExclusiveCallbackGroup())
-        self._query_sub = self.create_subscription(UserQuery, QUERY_TOPIC, self._on_query, 10,
-                                                   callback_group=MutuallyExclusiveCallbackGroup())
-        self._ask_srv = self.create_service(AskQuestion, ASK_SERVICE, self._on_ask, callback_group=self._group)
+        for port in self.ports:
+            port.open(self._group)
         self._timers = [
-            self.create_timer(p.stall_timeout / STALL_CHECKS_PER_TIMEOUT, self._check_stream, callback_group=self._group),
+            self.create_timer(p.stall_timeout / STALL_CHECKS_PER_TIMEOUT, self._check_streams, callback_group=self._group),
             self.create_timer(p.diagnostics_period, self._report, callback_group=self._group),
         ]
         self.engine.start()
-        self.get_logger().info(f"active: watching {self.camera.resolved_topic}, answering on {ASSISTANT_TOPIC}")
+        watching = ", ".join(port.camera.resolved_topic for port in self.ports)
+        answering = ", ".join(port.assistant.topic_name for port in self.ports)
+        self.get_logger().info(f"active: watching {watching}, answering on {answering}")
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -102,8 +88,10 @@ class LionFSNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
-        for publisher in (self.assistant, self.guidance, self.diagnostics):
-            self.destroy_lifecycle_publisher(publisher)
+        for port in self.ports:
+            port.destroy()
+        self.destroy_lifecycle_publisher(self.diagnostics)
+        self.ports = []
         self.engine = None
         return TransitionCallbackReturn.SUCCESS
 
@@ -124,177 +112,34 @@ class LionFSNode(LifecycleNode):
             self.context.try_shutdown()
 
     def _teardown_io(self) -> None:
-        if self.camera is not None:
-            self.destroy_subscription(self.camera.subscription)
-            self.camera = None
-        if self._query_sub is not None:
-            self.destroy_subscription(self._query_sub)
-            self.destroy_service(self._ask_srv)
-            self._query_sub = self._ask_srv = None
-        for timer in getattr(self, "_timers", []):
+        for port in self.ports:
+            port.close()
+        for timer in self._timers:
             self.destroy_timer(timer)
         self._timers = []
 
-    # Inputs (subscription threads): decode, hand over, return.
-    def _on_frame(self, rgb, header, receive_time: float) -> None:
-        if header.stamp.sec == 0 and header.stamp.nanosec == 0:
-            # One frame at time 0 is a bag or simulation starting; zeros again mean a driver that
-            # does not stamp: from then on such frames are stamped on arrival.
-            self._zero_stamps += 1
-            if self._zero_stamps > 1:
-                header.stamp = self.get_clock().now().to_msg()
-            if self._zero_stamps == 2:
-                self.get_logger().warning(f"frames on {self.camera.resolved_topic} have zero stamps: "
-                                          "stamping them on arrival with this node's clock")
-        t = stamp_seconds(header.stamp)
-        self._last_header = header
-        self.health.frame(receive_time, t)
-        self._publish_stream_events(receive_time)  # 'started' goes out before any response to this frame
-        if self._last_stamp is not None and self._last_stamp - t > CLOCK_JUMP_S:
-            self._reset_stream(self._last_stamp - t, header)
-        try:
-            self.engine.push_frame(rgb, t, meta=header)
-            self._last_stamp = t
-        except FrameError as err:  # counted by the engine (stats: rejected_<reason>)
-            self.get_logger().warning(f"engine refused a frame: {err}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD)
-
-    def _reset_stream(self, jump: float, header) -> None:
-        """The camera's clock went back: re-anchor the engine on the new clock and say so."""
-        self.engine.reset_stream()
-        self.health.last_stamp = stamp_seconds(header.stamp)
-        self._reset_note = f"camera clock jumped back {jump:.3f} s on {self.camera.resolved_topic}: stream reset"
-        self._reset_until = stamp_seconds(self.get_clock().now().to_msg()) + max(RESET_WARN_S, self.params.diagnostics_period)
-        self.get_logger().warning(self._reset_note)
-        self._publish_event(GuidanceEvent.STREAM_RESET, self._reset_note, header, score=jump)
-
-    def _on_reject(self, reason: str, detail: str, header) -> None:
-        self.health.bad_frame(reason, stamp_seconds(header.stamp))
-        self.get_logger().warning(f"rejected a message on {self.camera.resolved_topic}: {detail} "
-                                  f"({self.health.bad_frames} so far)", throttle_duration_sec=BAD_INPUT_LOG_PERIOD)
-
-    def _on_query(self, msg: UserQuery) -> None:
-        self._queue_question(msg.text, msg.query_id or None, msg.header if msg.header.stamp.sec else None)
-
-    def _on_ask(self, request, response):
-        if not request.text.strip():
-            response.accepted, response.message = False, "empty question"
-            return response
-        query_id = self._queue_question(request.text, None, None)
-        response.accepted = query_id is not None
-        response.query_id, response.message = query_id or "", "queued" if query_id else "refused by the engine"
-        return response
-
-    def _queue_question(self, text: str, query_id: str | None, header) -> str | None:
-        header = header or header_or_now(None, self.get_clock())
-        t, note = self.questions.answer_time(stamp_seconds(header.stamp), self._last_stamp)
-        if self.health.stalled or self._last_stamp is None:
-            note += f" (no camera frame now: it waits up to {self.params.question_timeout:g} s for one)"
-        try:
-            query_id = self.engine.ask(text, t, query_id=query_id)
-        except FrameError as err:
-            self.get_logger().warning(f"refused a question: {err}")
-            return None
-        self.questions.add(query_id, text, header)
-        self._publish_event(GuidanceEvent.QUERY_RECEIVED, f"question {query_id}: {text}{note}", header)
-        return query_id
-
-    def _expire_questions(self) -> None:
-        for question in self.questions.expired():
-            if not self.engine.drop_question(question.query_id):
-                continue  # a frame took it meanwhile: it is being answered
-            error = f"no camera frame within {self.params.question_timeout:g} s to answer at"
-            self.assistant.publish(AssistantMessage(
-                header=question.header, stream_id=self.params.stream_id, role=AssistantMessage.ROLE_QUERY_ANSWER,
-                is_final=True, query=question.text, query_id=question.query_id, error=error))
-            self._publish_event(GuidanceEvent.QUERY_EXPIRED, f"question {question.query_id}: {error}", question.header)
-
-    # Engine callbacks (engine threads).
-    def _on_decision(self, decision) -> None:
-        self.questions.taken(decision.query_id)
-        # Only a turn that will end (answered, failed or cancelled, always with a final message) is
-        # announced; a trigger skipped while the slow thinker is busy is counted (triggers_skipped).
-        if decision.respond and decision.turn_index is not None:
-            header = header_or_now(decision.meta, self.get_clock())
-            what = f"answering {decision.query!r}" if decision.query else "speaking"
-            self._publish_event(GuidanceEvent.RESPONSE_TRIGGERED, f"{what} (score {decision.score:.2f})", header,
-                                score=decision.score, turn_index=decision.turn_index)
-
-    def _on_response(self, update) -> None:
-        header = header_or_now(update.trigger_meta, self.get_clock())
-        message = assistant_message(update, self.params.stream_id, update.sequence, self.get_clock())
-        if update.cancelled:
-            message.error = update.error or "cancelled: a newer trigger replaced it"
-        self.assistant.publish(message)  # a failed turn too: its final carries the error
-        if not update.is_final:
-            return
-        if update.error and not update.cancelled:
-            # No answer for this turn; the fast path goes on. A remote thinker's absence is also
-            # reported by its availability poll, and its return as DEGRADED_RECOVERED.
-            if self.remote is not None:
-                self.remote.mark_failed(update.error)
-            self._publish_event(GuidanceEvent.DEGRADED_MODE, f"turn {update.turn_index} has no answer: "
-                                f"{update.error}", header, turn_index=update.turn_index)
-            return
-        summary = f"({message.error}) {update.text}" if update.cancelled else update.text
-        self._publish_event(GuidanceEvent.RESPONSE_COMPLETED, summary, header, score=update.trigger_score,
-                            turn_index=update.turn_index, regions=update.regions)
-
-    # Periodic: stream health, overload, degraded mode, diagnostics.
-    def _check_stream(self) -> None:
-        self._publish_stream_events(stamp_seconds(self.get_clock().now().to_msg()))
-        self._expire_questions()
-        if self.remote is not None:
-            change = self.remote.poll_availability()
-            if change is not None:
-                event_type = GuidanceEvent.DEGRADED_RECOVERED if change else GuidanceEvent.DEGRADED_MODE
-                self._publish_event(event_type, self.remote.status_text(), header_or_now(None, self.get_clock()))
-
-    def _publish_stream_events(self, now: float) -> None:
-        for event in self.health.poll(now):
-            header = self._last_header or header_or_now(None, self.get_clock())
-            if event.kind == "stalled":
-                summary = f"no frame for {event.value:.1f} s on {self.camera.resolved_topic}"
-                self._publish_event(GuidanceEvent.STREAM_STALLED, summary, header, score=event.value)
-            else:
-                self._publish_event(GuidanceEvent.STREAM_STARTED, f"stream {event.kind} on {self.camera.resolved_topic}",
-                                    header)
+    # Periodic: each stream's health, questions, degraded mode and diagnostics.
+    def _check_streams(self) -> None:
+        for port in self.ports:
+            port.check()
 
     def _report(self) -> None:
-        stats = self.engine.stats()
-        header = self._last_header or header_or_now(None, self.get_clock())
-        for key, event_type, what in (("dropped", GuidanceEvent.FRAMES_DROPPED, "frame(s) dropped (overload)"),
-                                      ("rejected", GuidanceEvent.BAD_INPUT, "message(s) rejected")):
-            total = stats.get(key, 0) + (self.health.bad_frames if key == "rejected" else 0)
-            new = total - self._reported[key]
-            if new > 0:
-                self._publish_event(event_type, f"{new} {what}", header, count=new)
-            self._reported[key] = total
-        now = stamp_seconds(self.get_clock().now().to_msg())
-        previous_decided, previous_time = self._decided_mark
-        self._decided_mark = (stats.get("decided", 0), now)
-        elapsed = now - previous_time if previous_time is not None else 0.0
-        stats["decision_rate_hz"] = (stats.get("decided", 0) - previous_decided) / elapsed if elapsed > 0 else 0.0
-        stats["zero_stamps"] = self._zero_stamps
-        warning = self._reset_note if now < self._reset_until else ""
-        self.diagnostics.publish(engine_diagnostics(self, stats, self.health, now, self.remote, warning))
+        for port in self.ports:
+            port.report(self.diagnostics)
 
-    def _publish_event(self, event_type, summary, header, score=0.0, count=0, turn_index=0, regions=()) -> None:
-        self.guidance.publish(guidance_event(event_type, self.params.stream_id, summary, header, score=score,
-                                             count=count, turn_index=turn_index, regions=regions))
-
+    # Parameters.
     def _check_parameters(self, changes) -> SetParametersResult:
         """Validate the whole batch (set_parameters_atomically) before any of it takes effect."""
         ok, reason, _ = validation_result(LionFSNodeParams, changes, DYNAMIC, f"node {self.get_name()}")
         return SetParametersResult(successful=ok, reason=reason)
 
     def _apply_parameters(self, changes) -> None:
-        """Called by rclpy only after the batch was accepted and stored."""
+        """Called by rclpy only after the batch was accepted and stored; applies to every stream."""
         _, _, values = validation_result(LionFSNodeParams, changes, DYNAMIC, f"node {self.get_name()}")
         for name, value in values.items():
             setattr(self.params, name, value)
-            if self.engine is None:
-                continue
-            if name == "threshold":
-                self.engine.set_threshold(engine_threshold(value))
-            else:
-                self.engine.set_trigger_policy(value)
+            for port in self.ports:
+                if name == "threshold":
+                    port.engine.set_threshold(engine_threshold(value))
+                else:
+                    port.engine.set_trigger_policy(value)

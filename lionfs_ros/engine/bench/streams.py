@@ -1,0 +1,183 @@
+"""lionfs bench --mode streams: N camera streams on one model (``StreamGroup``), N = 1, 2, 4, 8, 16.
+
+Each stream is an 8 fps camera decided at 2 fps (the others feed the ego tower, or are skipped when
+the model has none). One group of max(N) streams is built once (a static backend holds one
+stream's buffers: building it per N would capture graphs again); each N drives its first N streams:
+
+- ``throughput``: rounds as fast as the engine goes (one camera frame per stream per round, all due
+  at the same time: the towers run as one batch, the LLM steps back to back): aggregate decided
+  frames/s, and per stream the time from the round's start to its decision (p50/p99);
+- ``realtime``: a feeder pushes each stream's frame every 1/8 s of wall time to the started group
+  (one fast thread, one slow thread); per stream the decision latency from arrival (p50/p99), and
+  frames dropped by overload (newest wins). Where it saturates, drops appear and p99 grows.
+
+Streams never speak (threshold 0): this measures the fast path. GPU memory: allocated now and peak.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+from lionfs_ros.engine import EngineConfig, KeyframeConfig, StreamGroup
+
+from ..timing import now, percentiles_ms
+from .presets import GENERAL_FPS, Preset, build_model, camera_frames
+from .speed import MIB, device_name, log
+
+CAMERA_FPS = 8.0
+DISTINCT_FRAMES = 8  # per stream, cycled
+DEFAULT_COUNTS = (1, 2, 4, 8, 16)
+TARGET_STREAMS, TARGET_SPEEDUP, TARGET_P99_MS = 8, 6.0, 30.0  # issue 19's target on one H200
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _memory(device: torch.device) -> dict:
+    if device.type != "cuda":
+        return {}
+    return {"gpu_allocated_mib": round(torch.cuda.memory_allocated(device) / MIB, 1),
+            "gpu_peak_mib": round(torch.cuda.max_memory_allocated(device) / MIB, 1)}
+
+
+def _stream_summary(latencies: dict[str, list[float]]) -> dict:
+    per = {sid: percentiles_ms(values) for sid, values in latencies.items()}
+    return {"per_stream": per,
+            "worst_p50_ms": max((p["p50"] for p in per.values()), default=None),
+            "worst_p99_ms": max((p["p99"] for p in per.values()), default=None)}
+
+
+def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, prefill_rounds: int = 40,
+                realtime_seconds: float = 8.0, device: str | None = None, backend: str = "auto",
+                batch_towers: bool = True, on_update=None) -> dict:
+    """``rounds``/``prefill_rounds``: camera frames per stream measured / fed before (context fill);
+    ``on_update(result)`` after each N (a crash or a timeout keeps what was measured)."""
+    model = build_model(preset, device)
+    dev = model.device
+    cfg = EngineConfig(threshold=0.0, general_fps=GENERAL_FPS, kv_budget_tokens=preset.kv_budget_tokens,
+                       backend=backend, answers=False,
+                       keyframes=KeyframeConfig(grid_sizes=preset.grid_sizes))
+    ids = [f"cam{i:02d}" for i in range(max(counts))]
+    log(f"building a group of {len(ids)} streams ({preset.name}, backend {backend})")
+    group = StreamGroup(model, {sid: cfg for sid in ids}, batch_towers=batch_towers)
+    frames = {sid: camera_frames(DISTINCT_FRAMES, preset.frame_size, seed=i) for i, sid in enumerate(ids)}
+    clock = {sid: 0 for sid in ids}  # camera frames each stream has seen
+    result = {"preset": preset.name, "device": device_name(dev), "backend": group[ids[0]].backend.name,
+              "camera_fps": CAMERA_FPS, "decided_fps_per_stream": GENERAL_FPS, "towers_batched": batch_towers,
+              "llm_step": "per stream, back to back (not batched across streams)",
+              "compile": cfg.compile,  # the static backends share one fused decoder: compiled once
+              "rounds": rounds, "prefill_rounds": prefill_rounds, "realtime_seconds": realtime_seconds, "runs": []}
+
+    def feed_round(active: list[str]) -> dict[str, float]:
+        """One synchronous round; per stream, seconds from the round's start to its decision (decided only)."""
+        decided_at: dict[str, float] = {}
+        for sid in active:
+            group[sid].on_decision = lambda d, sid=sid: decided_at.__setitem__(sid, now())
+        start = now()
+        batch = {}
+        for sid in active:
+            k = clock[sid]
+            batch[sid] = (frames[sid][k % DISTINCT_FRAMES], k / CAMERA_FPS, k)
+            clock[sid] = k + 1
+        group.process_round(batch)
+        _sync(dev)
+        end = now()
+        return {sid: (min(decided_at[sid], end) - start) if sid in decided_at else None for sid in active}
+
+    for n in counts:
+        active = ids[:n]
+        log(f"N={n}: prefill {prefill_rounds} rounds")
+        for _ in range(prefill_rounds):
+            feed_round(active)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        latencies = {sid: [] for sid in active}
+        decided = 0
+        t0 = now()
+        for _ in range(rounds):
+            for sid, seconds in feed_round(active).items():
+                if seconds is not None:
+                    latencies[sid].append(seconds)
+                    decided += 1
+        wall = now() - t0
+        throughput = {"decided_frames": decided, "wall_s": round(wall, 3),
+                      "aggregate_decided_fps": round(decided / wall, 2), **_stream_summary(latencies)}
+        log(f"N={n}: throughput {throughput['aggregate_decided_fps']} decided/s, worst p99 "
+            f"{throughput['worst_p99_ms']} ms; realtime {realtime_seconds} s")
+        realtime = _realtime(group, active, frames, clock, realtime_seconds, dev)
+        result["runs"].append({"streams": n, "throughput": throughput, "realtime": realtime, **_memory(dev)})
+        if on_update is not None:
+            on_update(result)
+    base = result["runs"][0]["throughput"]["aggregate_decided_fps"] if result["runs"] else None
+    for run in result["runs"]:
+        run["throughput"]["speedup_vs_first"] = round(run["throughput"]["aggregate_decided_fps"] / base, 2)
+    result["saturation"] = _saturation(result["runs"])
+    return result
+
+
+def _realtime(group: StreamGroup, active: list[str], frames, clock, seconds: float, dev) -> dict:
+    """Frames pushed at 8 fps of wall time per stream to the started group; decision latency from arrival."""
+    latencies = {sid: [] for sid in active}
+    lock = threading.Lock()
+    before = {sid: group[sid].stats() for sid in active}
+    for sid in active:
+        def record(d, sid=sid):
+            with lock:
+                latencies[sid].append(d.latency_s)
+        group[sid].on_decision = record
+    group.start()
+    try:
+        start = time.perf_counter()
+        ticks = int(seconds * CAMERA_FPS)
+        for tick in range(ticks):
+            delay = start + tick / CAMERA_FPS - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            for sid in active:
+                k = clock[sid]
+                group[sid].push_frame(frames[sid][k % DISTINCT_FRAMES], k / CAMERA_FPS, meta=k)
+                clock[sid] = k + 1
+        deadline = time.perf_counter() + 30.0
+        while any(len(group[sid].queue) for sid in active) and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        wall = time.perf_counter() - start
+    finally:
+        group.stop()
+    after = {sid: group[sid].stats() for sid in active}
+    decided = sum(after[s]["decided"] - before[s]["decided"] for s in active)
+    dropped = {s: after[s]["dropped"] - before[s]["dropped"] for s in active}
+    return {"decided_frames": decided, "wall_s": round(wall, 3), "aggregate_decided_fps": round(decided / wall, 2),
+            "offered_decided_fps": len(active) * GENERAL_FPS, "dropped_frames": sum(dropped.values()),
+            "dropped_per_stream": dropped, **_stream_summary(latencies)}
+
+
+def _saturation(runs: list[dict]) -> dict:
+    """Where it saturates (real time: the first N that drops frames or whose p99 passes a camera period) and
+    the issue's target: N=8 gives >= 6x the decided frames/s of N=1 with per-stream p99 <= 30 ms."""
+    period_ms = 1000.0 / CAMERA_FPS
+    out = {"first_saturated_streams": None, "why": "no run dropped frames or passed a camera period at p99"}
+    for run in runs:
+        rt = run["realtime"]
+        if rt["dropped_frames"] > 0 or (rt["worst_p99_ms"] or 0.0) > period_ms:
+            out = {"first_saturated_streams": run["streams"], "why": (
+                f"{rt['dropped_frames']} frames dropped, worst p99 {rt['worst_p99_ms']:.1f} ms "
+                f"(camera period {period_ms:.0f} ms)")}
+            break
+    eight = next((run for run in runs if run["streams"] == TARGET_STREAMS), None)
+    if eight is not None:
+        p99 = max(eight["throughput"]["worst_p99_ms"] or 0.0, eight["realtime"]["worst_p99_ms"] or 0.0)
+        out["target"] = {"streams": TARGET_STREAMS, "speedup": eight["throughput"]["speedup_vs_first"],
+                         "worst_p99_ms": p99,
+                         "met": eight["throughput"]["speedup_vs_first"] >= TARGET_SPEEDUP and p99 <= TARGET_P99_MS}
+    return out
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(",") if part.strip())
+    if not counts or any(c < 1 for c in counts):
+        raise ValueError(f"--streams wants positive stream counts, e.g. 1,2,4,8,16; got {text!r}")
+    return counts

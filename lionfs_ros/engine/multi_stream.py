@@ -1,0 +1,297 @@
+"""StreamGroup: several camera streams, one model, one fast thread, one slow thread.
+
+Each stream is a full ``StreamEngine`` (its own main context and KV budget, rate gate, keyframe
+history, questions, trigger scheduler, frame queue and stats); the group shares the model
+between them and replaces their threads:
+
+- one fast thread: each round takes the oldest waiting frame of every stream that has one
+  (streams round-robin, at most one frame per stream per round, so a stream that floods its
+  queue cannot take another's turn: its own queue drops its own oldest frames). The frames of a
+  round are routed by each stream's rate gate, then their vision towers run as ONE batch (the
+  general tower over the decided frames, the egocentric tower over the decided and ego-only
+  frames), then each stream's LLM step runs on its own context, back to back. The LLM step is
+  not batched across streams (each stream's KV cache has its own length and positions);
+- one slow thread: jobs of all streams wait in one queue served round-robin by stream; a stream
+  has at most one job there (its scheduler runs one answer at a time and bounds what waits), so
+  a busy stream cannot starve the others, and the fast thread never waits for it.
+
+Without ``start`` each stream is an ordinary synchronous engine (``process_frame``), and
+``process_round`` decides one round of frames (one per stream) with the batched towers: what the
+bench and the tests use. A stream's decisions in a group equal what it decides alone.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from lionfs_ros.model.image_processing import DeviceImageProcessor
+
+from .backends import DynamicBackend, StaticBackend, pick_backend
+from .config import EngineConfig
+from .engine import QUEUE_POLL_S, STOP_TIMEOUT_S, StreamEngine
+from .frame_queue import FrameQueue, QueuedFrame
+from .rates import EGO, GENERAL, SKIP
+from .slow_worker import SlowWorker
+from .timing import now
+from .types import Decision
+
+
+class _GroupQueue(FrameQueue):
+    """A stream's frame queue that also rings the group's doorbell."""
+
+    def __init__(self, capacity: int, doorbell: threading.Event):
+        super().__init__(capacity)
+        self.doorbell = doorbell
+
+    def put(self, item: QueuedFrame) -> None:
+        super().put(item)
+        self.doorbell.set()
+
+    def wake(self) -> None:
+        super().wake()
+        self.doorbell.set()
+
+    def pop(self) -> QueuedFrame | None:
+        with self._cond:
+            return self._items.popleft() if self._items else None
+
+
+class _SharedSlot(SlowWorker):
+    """A stream's slow worker whose jobs run on the group's one slow thread."""
+
+    def __init__(self, worker: SlowWorker, pool: "FairSlowPool", stream_id: str):
+        super().__init__(worker.thinker, worker.emit, worker.on_done)
+        self.pool, self.stream_id = pool, stream_id
+
+    def start(self) -> None:
+        pass  # the pool's thread runs the jobs
+
+    def stop(self, timeout: float) -> None:
+        pass
+
+    def submit(self, job, request) -> None:
+        self.pool.submit(self, job, request)
+
+
+class FairSlowPool:
+    """One slow thread for all streams; waiting jobs are served round-robin by stream."""
+
+    def __init__(self):
+        self._waiting: OrderedDict[str, deque] = OrderedDict()  # stream id -> its jobs, in order
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.served: dict[str, int] = {}
+
+    def submit(self, slot: _SharedSlot, job, request) -> None:
+        with self._cond:
+            self._waiting.setdefault(slot.stream_id, deque()).append((slot, job, request))
+            self._cond.notify()
+
+    def next_item(self):
+        """The next stream's oldest job (that stream then goes to the back of the line), or None."""
+        with self._cond:
+            for stream_id, jobs in self._waiting.items():
+                if jobs:
+                    self._waiting.move_to_end(stream_id)
+                    return jobs.popleft()
+        return None
+
+    def run_one(self) -> bool:
+        item = self.next_item()
+        if item is None:
+            return False
+        slot, job, request = item
+        slot.outcomes.append(slot.run(job, request))
+        self.served[slot.stream_id] = self.served.get(slot.stream_id, 0) + 1
+        slot.on_done()
+        return True
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="lionfs-slow-group", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not any(self._waiting.values()):
+                    self._cond.wait()
+                if self._stopping and not any(self._waiting.values()):
+                    return
+            self.run_one()
+
+
+class StreamGroup:
+    def __init__(self, model, configs: dict[str, EngineConfig], *, slow_thinkers: dict | None = None,
+                 batch_towers: bool = True):
+        """``configs``: stream id -> its engine config (ids in the order streams are served).
+
+        ``slow_thinkers``: stream id -> a ``SlowThinker`` (e.g. remote); missing: local, on the shared model.
+        ``batch_towers=False`` runs each frame's towers alone (the bench's baseline)."""
+        if not configs:
+            raise ValueError("a StreamGroup needs at least one stream")
+        self.model = model.eval()
+        self.batch_towers = batch_towers
+        self.doorbell = threading.Event()
+        self.slow = FairSlowPool()
+        self.streams: dict[str, StreamEngine] = {}
+        shared = None  # the dynamic backend, or the static backends' fused decoder (one copy of its weights)
+        for stream_id, cfg in configs.items():
+            cfg = (cfg or EngineConfig()).validate().for_model(model)
+            backend = self._backend(model, cfg, shared)
+            shared = backend if isinstance(backend, DynamicBackend) else getattr(backend, "fused", shared)
+            engine = StreamEngine(model, cfg, (slow_thinkers or {}).get(stream_id), backend=backend)
+            engine.queue = _GroupQueue(engine.cfg.frame_queue_size, self.doorbell)
+            engine.worker = _SharedSlot(engine.worker, self.slow, stream_id)
+            engine.worker.on_done = engine.queue.wake
+            self.streams[stream_id] = engine
+        # On a GPU the batched towers resize and normalize there (the same pixels bit for bit as on the CPU).
+        self._prep = {} if model.device.type != "cuda" else {
+            source: DeviceImageProcessor(encoder.processor, model.device)
+            for source, encoder in (("general", model.vision), ("ego", model.ego)) if encoder is not None}
+        self.rounds = 0
+        self.batched_frames = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _backend(model, cfg: EngineConfig, shared):
+        """A static backend holds one stream's KV buffers and graphs: one per stream, over one fused decoder."""
+        if isinstance(shared, DynamicBackend):
+            return shared
+        if shared is not None:
+            return StaticBackend(model, cfg, fused=shared)
+        return pick_backend(model, cfg)
+
+    def __getitem__(self, stream_id: str) -> StreamEngine:
+        return self.streams[stream_id]
+
+    # Synchronous use.
+    def process_round(self, frames: dict[str, tuple[np.ndarray, float, Any]]) -> dict[str, Decision | None]:
+        """Decide one frame per listed stream ``{id: (rgb, t, meta)}`` with batched towers; answers inline."""
+        items = {}
+        for stream_id, (rgb, t, meta) in frames.items():
+            engine = self.streams[stream_id]
+            arrival = now()
+            with engine._lock:
+                rgb, t = engine._accept(rgb, t)
+            items[stream_id] = QueuedFrame(rgb, t, meta, arrival)
+        decisions = self._step_round(items)
+        for stream_id in items:
+            self.streams[stream_id]._run_jobs_inline()
+        return decisions
+
+    def flush(self) -> None:
+        for engine in self.streams.values():
+            engine.flush()
+
+    # The round: route, batched towers, per-stream LLM steps.
+    def _step_round(self, items: dict[str, QueuedFrame]) -> dict[str, Decision | None]:
+        routes = {sid: self.streams[sid].fast.gate.classify(item.time) for sid, item in items.items()}
+        towers = self._batched_towers(items, routes) if self.batch_towers else {}
+        self.rounds += 1
+        self.batched_frames += sum(route != SKIP for route in routes.values())
+        out = {}
+        for sid, item in items.items():
+            engine = self.streams[sid]
+            try:
+                out[sid] = engine._handle(item, route=routes[sid], towers=towers.get(sid))
+            except Exception as err:  # one bad step must not end the stream (nor the others)
+                engine._counts["frame_errors"] += 1
+                engine._last_error = f"{type(err).__name__}: {err}"
+                out[sid] = None
+        return out
+
+    @torch.no_grad()
+    def _batched_towers(self, items: dict[str, QueuedFrame], routes: dict[str, str]) -> dict[str, tuple]:
+        """Tower tokens per stream ``(general [1, n, C] or None, ego [1, n, C'] or None)``, one batch per tower
+        (None: the stream's own runner computes it)."""
+        model = self.model
+        decided = [sid for sid in items if routes[sid] == GENERAL]
+        ego_fed = [sid for sid in items if routes[sid] in (GENERAL, EGO)] if model.ego is not None else []
+        # A tower with one frame this round runs it through the stream's own runner (a CUDA graph on the static backend).
+        decided = decided if len(decided) > 1 else []
+        ego_fed = ego_fed if len(ego_fed) > 1 else []
+        general = self._tower(model.vision, "general", [items[sid].rgb for sid in decided])
+        ego = self._tower(model.ego, "ego", [items[sid].rgb for sid in ego_fed])
+        out = {sid: [None, None] for sid in set(decided) | set(ego_fed)}
+        for i, sid in enumerate(decided):
+            out[sid][0] = general[i:i + 1]
+        for i, sid in enumerate(ego_fed):
+            out[sid][1] = ego[i:i + 1]
+        return {sid: tuple(pair) for sid, pair in out.items()}
+
+    def _tower(self, encoder, source: str, frames: list[np.ndarray]) -> torch.Tensor | None:
+        if not frames:
+            return None
+        prep = self._prep.get(source)
+        if prep is not None:
+            pixels = torch.cat([prep.normalize(prep.resize(rgb)) for rgb in frames])  # [B, 3, S, S]
+        else:
+            pixels = torch.cat([self.model.preprocess(rgb, source) for rgb in frames])
+        return encoder.frame_tokens(pixels)  # [B, n, C]
+
+    # Threads.
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self.slow.start()
+        self._thread = threading.Thread(target=self._fast_loop, name="lionfs-fast-group", daemon=True)
+        for engine in self.streams.values():
+            engine._thread = self._thread  # the engines are started: push_frame, jobs on the slow thread
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self.doorbell.set()
+        self._thread.join(STOP_TIMEOUT_S)
+        self._thread = None
+        for engine in self.streams.values():
+            engine._thread = None
+            for job in engine.scheduler.drain():
+                engine._emit_cancelled(job)
+        self.slow.stop(STOP_TIMEOUT_S)
+        for engine in self.streams.values():
+            engine._commit_outcomes()
+
+    def _fast_loop(self) -> None:
+        while not self._stop.is_set():
+            self.doorbell.clear()
+            items = {}
+            for sid, engine in self.streams.items():
+                engine._commit_outcomes()
+                item = engine.queue.pop()
+                if item is not None:
+                    items[sid] = item
+            if items:
+                self._step_round(items)
+            for engine in self.streams.values():
+                engine._start_next_job()
+            if not items and not any(len(e.queue) for e in self.streams.values()):
+                self.doorbell.wait(QUEUE_POLL_S)
+
+    # Introspection.
+    def stats(self) -> dict:
+        per_stream = {sid: engine.stats() for sid, engine in self.streams.items()}
+        return {"streams": per_stream, "rounds": self.rounds, "batched_frames": self.batched_frames,
+                "decided": sum(s["decided"] for s in per_stream.values()),
+                "slow_served": dict(self.slow.served), "running": self._thread is not None}
+
+    def ids(self) -> Iterable[str]:
+        return self.streams.keys()
