@@ -83,14 +83,16 @@ def engine_config_for(model, options: EvalOptions) -> tuple[EngineConfig, str | 
         cfg = dataclasses.replace(cfg, max_new_tokens=options.max_new_tokens)
     cfg = cfg.validate()
     positions = getattr(model.llm.config, "max_position_embeddings", None)
-    bounds = token_bounds(model, cfg.for_model(model))
-    fits = positions - bounds.largest_feed - bounds.thinking - cfg.max_new_tokens if positions else None
+    resolved = cfg.for_model(model)  # the model's max_new_tokens and thinking settings where cfg leaves them open
+    bounds = token_bounds(model, resolved)
+    fits = positions - bounds.largest_feed - bounds.thinking - resolved.max_new_tokens if positions else None
     note = None
     if options.engine is None and cfg.position_mode == "reindex" and fits is not None and cfg.kv_budget_tokens > fits:
         note = (f"kv_budget_tokens {cfg.kv_budget_tokens} (lionfs_node's default) does not fit this model's"
                 f" {positions} positions: {fits} used")
         cfg = dataclasses.replace(cfg, kv_budget_tokens=fits)
-    check_against_model(cfg, token_bounds(model, cfg.for_model(model)), positions)  # a params file's, before any clip
+    resolved = cfg.for_model(model)
+    check_against_model(resolved, token_bounds(model, resolved), positions)  # a params file's, before any clip
     return cfg, note
 
 

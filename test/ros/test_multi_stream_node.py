@@ -12,6 +12,9 @@ STREAMS = {"head": "head/image_raw", "left": "cams/left", "right": "right/image_
 SPEC = "head, left=cams/left, right"  # 'head' and 'right' take the default '<id>/image_raw'
 FIRST_FRAMES = 4
 FLOOD = 200
+# Per-stream queue: deeper than the 4 frames 'left'/'right' send during the flood (so a busy CPU
+# cannot overflow theirs), far shallower than the flood (so 'head' must drop).
+QUEUE = 16
 # Every frame decided (and, at threshold 1, wanting to speak): a flood overruns its stream's queue on any machine.
 EVERY_FRAME = "general_fps:=1000.0"
 
@@ -89,7 +92,8 @@ def test_three_cameras_one_node(processes, rclpy_context, tiny_model):
 
     node = processes.start(node_command("lionfs_node", "-p", f"model_path:={tiny_model}", *TINY_NODE_PARAMS,
                                         "-p", "threshold:=1.0", "-p", EVERY_FRAME, "-p", f"streams:={SPEC}",
-                                        "-p", "reliability:=reliable", "-p", "qos_depth:=500", "-p", "diagnostics_period:=0.2"),
+                                        "-p", "reliability:=reliable", "-p", "qos_depth:=500", "-p", "diagnostics_period:=0.2",
+                                        "-p", f"frame_queue_size:={QUEUE}"),
                            "lionfs_node")
     peer = Streams(rclpy_context)
     assert wait_until(lambda: all(c.get_subscription_count() > 0 for c in peer.cameras.values()), timeout=60), \
