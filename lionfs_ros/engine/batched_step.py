@@ -10,8 +10,10 @@ masks each row's queries by that row's slot positions, so a row decides exactly 
 A round's batchable frames are the fixed piece "interval + n placeholders" (a plain frame right
 after a frame: ``StreamContext.plain_frame_ids``); the others (a stream's first frame, the first
 after an answer) feed alone on their state. The batch is padded to a bucket (1, 2, 4, 8, 16; 3 due
-frames run as 4, the 4th row on scratch); on CUDA each bucket is one CUDA graph captured when the
-group is built. The same code runs eagerly on the CPU (the tests check it against each stream alone).
+frames run as 4, the 4th row on scratch). Attention reads each row's slots up to a *span*: the longest
+row's fill plus the frame, in whole ``SPAN_STEP`` chunks (a short context does not pay for the whole
+budget's buffer). On CUDA each (bucket, span) is one CUDA graph, all captured when the group is built.
+The same code runs eagerly on the CPU (the tests check it against each stream alone).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .cuda_graphs import StaticLMState, _capture
 from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
 BUCKETS = (1, 2, 4, 8, 16)  # batch sizes with a graph; a round pads up to the next one
+SPAN_STEP = CAPACITY_ALIGN  # attention spans (slots read per row) come in whole chunks of this many
 
 
 def bucket_for(n: int) -> int:
@@ -99,29 +102,37 @@ class BatchedFrameStep:
         self.use_graphs = use_graphs and device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.buckets = [b for b in BUCKETS if b <= bucket_for(min(streams, BUCKETS[-1]))]
-        self._graphs: dict[int, tuple] = {}
+        self.spans = list(range(SPAN_STEP, pool.capacity + 1, SPAN_STEP))
+        self._graphs: dict[tuple[int, int], tuple] = {}  # (bucket, span) -> (graph, logits)
         self._inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # bucket -> (x [B, M, d], rows [B])
         if self.use_graphs:
             self._capture_stream = torch.cuda.Stream(device)
             self._graph_pool = torch.cuda.graph_pool_handle()
             with torch.cuda.stream(self.stream):
                 for b in self.buckets:
-                    self._graph(b)
+                    for span in self.spans:
+                        self._graph(b, span)
             self.stream.synchronize()
         self.steps = 0
 
-    def _graph(self, b: int):
-        if b not in self._graphs:
-            x = torch.zeros(b, self.length, self.model.hidden_size, dtype=self.model.dtype, device=self.model.device)
-            rows = torch.full((b,), self.pool.scratch, dtype=torch.long, device=self.model.device)
-            self._inputs[b] = (x, rows)
+    def _graph(self, b: int, span: int):
+        if (b, span) not in self._graphs:
+            if b not in self._inputs:
+                x = torch.zeros(b, self.length, self.model.hidden_size, dtype=self.model.dtype, device=self.model.device)
+                self._inputs[b] = (x, torch.full((b,), self.pool.scratch, dtype=torch.long, device=self.model.device))
+            x, rows = self._inputs[b]
 
             def body():
                 self.pool.clear_scratch()
-                return batched_forward(self.fused, self.pool, rows, x, self.plan)
+                return batched_forward(self.fused, self.pool, rows, x, self.plan, span)
 
-            self._graphs[b] = _capture(body, self._capture_stream, self._graph_pool, after=self.pool.clear_scratch)
-        return self._graphs[b]
+            self._graphs[b, span] = _capture(body, self._capture_stream, self._graph_pool, after=self.pool.clear_scratch)
+        return self._graphs[b, span]
+
+    def span_for(self, states: list[StaticLMState]) -> int:
+        """Slots every row's attention reads: the longest row's fill plus this frame, in whole chunks."""
+        need = max(state.fill for state in states) + self.length
+        return min(-(-need // SPAN_STEP) * SPAN_STEP, self.pool.capacity)
 
     @torch.no_grad()
     def run(self, states: list[StaticLMState], rows: list[int], embeds: list[torch.Tensor]) -> list[tuple[int, torch.Tensor]]:
@@ -143,11 +154,12 @@ class BatchedFrameStep:
         x, _ = self.model.joint_embed(ids, torch.stack([e.to(self.model.device, self.model.dtype) for e in embeds]))
         rows_t = torch.tensor(rows + [self.pool.scratch] * (b - n), dtype=torch.long)  # [B]: padded with scratch
         starts = [state.next_position for state in states]
+        span = self.span_for(states)
         if self.stream is not None:
             self.stream.wait_stream(torch.cuda.current_stream())  # embeds were made on the caller's stream
         with torch.cuda.stream(self.stream) if self.stream is not None else _nullcontext():
             if self.use_graphs:
-                graph, logits = self._graph(b)
+                graph, logits = self._graph(b, span)
                 x_in, rows_in = self._inputs[b]
                 x_in[:n].copy_(x)
                 rows_in.copy_(rows_t)
@@ -155,7 +167,7 @@ class BatchedFrameStep:
             else:
                 x = torch.cat([x, x.new_zeros(b - n, *x.shape[1:])])
                 self.pool.clear_scratch()
-                logits = batched_forward(self.fused, self.pool, rows_t.to(x.device), x, self.plan)
+                logits = batched_forward(self.fused, self.pool, rows_t.to(x.device), x, self.plan, span)
             logits = logits[:n].clone()
         if self.stream is not None:
             self.stream.synchronize()  # the callers read their decisions right away
@@ -165,8 +177,10 @@ class BatchedFrameStep:
         return list(zip(starts, logits.unbind(0)))
 
 
-def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: torch.Tensor, plan) -> torch.Tensor:
-    """``x [B, M, d]`` new embeddings of pool rows ``rows [B]`` -> each row's last logits ``[B, V]``.
+def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: torch.Tensor, plan,
+                    span: int) -> torch.Tensor:
+    """``x [B, M, d]`` new embeddings of pool rows ``rows [B]`` -> each row's last logits ``[B, V]``; attention
+    reads the first ``span`` slots of each row (every row's fill plus ``M`` fits in them).
 
     ``FusedDecoder.forward``'s arithmetic, row by row in one batch; writes K/V and advances fill/next_pos."""
     ops = fused.eager_ops
@@ -186,7 +200,7 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
             def pick(t: torch.Tensor) -> torch.Tensor:
                 return t.gather(1, sel[..., None].expand(-1, -1, t.shape[-1]))
 
-            view = _view(fused, pool, rows, fl.track, pos.gather(1, sel), x.dtype)
+            view = _view(fused, pool, rows, fl.track, pos.gather(1, sel), x.dtype, span)
             attn = _attention(fused, fl, idx, pool, rows, pick(h), view, pick(cos), pick(sin), ops)
             hk, res = ops.add_rms_norm(attn, pick(residual), fl.ln2, fl.eps)
             mlp = F.linear(ops.gate(F.linear(hk, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
@@ -194,7 +208,7 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
             h = ops.rms_norm(residual if nxt is not None else residual[:, -1:], weight, eps)
             continue
         if fl.track not in whole:
-            whole[fl.track] = _view(fused, pool, rows, fl.track, pos, x.dtype)
+            whole[fl.track] = _view(fused, pool, rows, fl.track, pos, x.dtype, span)
         attn = _attention(fused, fl, idx, pool, rows, h, whole[fl.track], cos, sin, ops)
         h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
         last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
@@ -219,13 +233,13 @@ def _route(fused: FusedDecoder, router, residual: torch.Tensor, plan) -> torch.T
     return order.scatter_(1, dest, plan.steps.expand(b, -1))[:, :plan.kept]
 
 
-def _view(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, track: int, pos: torch.Tensor, dtype):
-    """Write ``pos [B, K]`` at each row's next slots of ``track``; returns (slots [B, K], additive mask [B, g*K, cap])."""
+def _view(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, track: int, pos: torch.Tensor, dtype, span: int):
+    """Write ``pos [B, K]`` at each row's next slots of ``track``; returns (slots [B, K], additive mask [B, g*K, span])."""
     k = pos.shape[1]
     slots = pool.fill[rows, track][:, None] + torch.arange(k, device=pos.device)  # [B, K]
     pool.slot_pos[rows[:, None], track, slots] = pos
-    allowed = pool.slot_pos[rows, track][:, None, :] <= pos[:, :, None]  # [B, K, cap]
-    allowed = allowed.repeat(1, fused.groups, 1)  # [B, g*K, cap]: query heads of one K/V head stacked along length
+    allowed = pool.slot_pos[rows, track, :span][:, None, :] <= pos[:, :, None]  # [B, K, span]
+    allowed = allowed.repeat(1, fused.groups, 1)  # [B, g*K, span]: query heads of one K/V head stacked along length
     mask_dtype = torch.float32 if fused.attention == "split" else dtype
     mask = torch.zeros(allowed.shape, dtype=mask_dtype, device=pos.device).masked_fill(~allowed, float("-inf"))
     return slots, mask
@@ -243,7 +257,8 @@ def _attention(fused: FusedDecoder, fl, layer: int, pool: KVPool, rows, h, view,
     k_pool, v_pool = pool.keys[layer], pool.values[layer]  # [S+1, Hkv, cap, D]
     k_pool[rows[:, None], :, slots] = k.transpose(1, 2)  # [B, K, Hkv, D] at each row's slots
     v_pool[rows[:, None], :, slots] = v.transpose(1, 2)
-    k_rows, v_rows = k_pool[rows], v_pool[rows]  # [B, Hkv, cap, D]
+    span = mask.shape[-1]
+    k_rows, v_rows = k_pool[rows, :, :span], v_pool[rows, :, :span]  # [B, Hkv, span, D]
     q = q.reshape(b, hkv, g * m, hd)
     if fused.attention == "sdpa":
         out = F.scaled_dot_product_attention(q, k_rows, v_rows, attn_mask=mask[:, None], scale=fused.scaling)

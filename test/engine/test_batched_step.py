@@ -24,7 +24,7 @@ QUESTION = ("what is in my hand?", 1.0)
 
 
 def _config(name, backend="auto"):
-    return engine_config(general_fps=CAMERA_FPS, backend=backend, **STREAMS[name]["cfg"])
+    return engine_config(general_fps=CAMERA_FPS, backend=backend, compile=False, **STREAMS[name]["cfg"])
 
 
 def _frames(name):
@@ -102,7 +102,7 @@ def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_
     build_model(tiny_parts_dir, tmp_path)
     model = LionFSModel.from_pretrained(tmp_path, device="cuda", dtype=torch.float32).eval()
     group, got = _grouped(model)
-    assert sorted(group.batched._graphs) == [1, 2, 4, 8]  # five streams: buckets up to 8, captured at build
+    assert sorted({b for b, _ in group.batched._graphs}) == [1, 2, 4, 8]  # five streams: buckets up to 8, at build
     assert group.stats()["llm_batched_frames"] > 2 * ROUNDS
     for backend in ("dynamic", "static"):
         for name in STREAMS:
