@@ -56,9 +56,10 @@ class KVPool:
         return self.keys[:, r], self.values[:, r], self.slot_pos[r], self.fill[r], self.next_pos[r]
 
     def clear_scratch(self) -> None:
-        self.slot_pos[self.scratch] = POSITION_SENTINEL
-        self.fill[self.scratch] = 0
-        self.next_pos[self.scratch] = 0
+        # fill_ on views (an indexed assignment of a Python number copies from the host: not capturable)
+        self.slot_pos[self.scratch].fill_(POSITION_SENTINEL)
+        self.fill[self.scratch].zero_()
+        self.next_pos[self.scratch].zero_()
 
 
 class PooledBackend(StaticBackend):
