@@ -178,6 +178,7 @@ class BatchedFrameStep:
         return list(zip(starts, logits.unbind(0)))
 
 
+@torch.no_grad()  # also while graphs are captured at build: autograd history on the pool would keep every run alive
 def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: torch.Tensor, plan,
                     span: int) -> torch.Tensor:
     """``x [B, M, d]`` new embeddings of pool rows ``rows [B]`` -> each row's last logits ``[B, V]``; attention
