@@ -9,15 +9,19 @@ between them and replaces their threads:
   queue cannot take another's turn: its own queue drops its own oldest frames). The frames of a
   round are routed by each stream's rate gate, then their vision towers run as ONE batch (the
   general tower over the decided frames, the egocentric tower over the decided and ego-only
-  frames), then each stream's LLM step runs on its own context, back to back. The LLM step is
-  not batched across streams (each stream's KV cache has its own length and positions);
+  frames), then the round's decided frames take ONE batched LLM step (``batched_step.py``: each
+  stream's main context is a row of one KV pool, with its own length, positions and KV budget;
+  padded to a bucket of 1, 2, 4, 8 or 16 rows; CUDA graphs per bucket). A frame whose token piece
+  is not the plain frame (a stream's first, the first after an answer) feeds alone on its row;
 - one slow thread: jobs of all streams wait in one queue served round-robin by stream; a stream
   has at most one job there (its scheduler runs one answer at a time and bounds what waits), so
   a busy stream cannot starve the others, and the fast thread never waits for it.
 
 Without ``start`` each stream is an ordinary synchronous engine (``process_frame``), and
-``process_round`` decides one round of frames (one per stream) with the batched towers: what the
-bench and the tests use. A stream's decisions in a group equal what it decides alone.
+``process_round`` decides one round of frames (one per stream) with the batched towers and LLM
+step: what the bench and the tests use. A stream's decisions in a group equal what it decides alone.
+The group drives each engine through its public interface (``accept_frame``, ``route``,
+``begin_frame``/``end_frame``, ``plain_frame_state``, ``attach``, ``set_driver``, ...).
 """
 from __future__ import annotations
 
