@@ -85,11 +85,22 @@ class StreamContext:
             ids = self.fmt.frame_ids(after_frame=False)
         else:
             ids = self.fmt.frame_ids(after_frame=True)
-        logits = self._feed(ids, FRAME, time, embeds)
+        start = self.state.next_position
+        logits = self.state.feed(ids, embeds)
+        self.frame_fed(start, len(ids), time)
+        return logits
+
+    def plain_frame_ids(self) -> list[int] | None:
+        """The next frame's ids if it is a plain frame right after a frame (the one fixed-shape piece, which a
+        ``StreamGroup`` feeds for several streams in one batched step), else None (it feeds alone)."""
+        return self.fmt.frame_ids(after_frame=True) if self.opened and self.in_stream and self.pending is None else None
+
+    def frame_fed(self, start: int, length: int, time: float) -> None:
+        """Record a frame piece fed at ``start`` (by ``feed_frame``, or by a batched step on this context's state)."""
+        self.segments.append(Segment(FRAME, start, length, time))
         self.header = self.pending = None
         self.in_stream = True
         self.frames_fed += 1
-        return logits
 
     def cut_query(self, text: str) -> str:
         """The question, cut to ``max_query_tokens`` tokens (so positions stay bounded)."""

@@ -80,16 +80,21 @@ class StaticLMState(LMState):
     (the main state forks into the backend's one slow buffer; the slow state itself cannot fork)."""
 
     def __init__(self, model, fused: FusedDecoder, capacity: int, use_graphs: bool, frame_length: int | None = None,
-                 fork_into: "StaticLMState | None" = None):
+                 fork_into: "StaticLMState | None" = None, buffers: tuple | None = None):
+        """``buffers``: (keys, values, slot_pos, fill, next_pos) to work in (views of a pool shared by several
+        states, ``batched_step.KVPool``), shaped as allocated below; None: its own."""
         self.model, self.fused, self.capacity, self.fork_into = model, fused, capacity, fork_into
         device, dtype = model.device, model.dtype
         shape = (len(fused.layers), fused.num_kv_heads, capacity, fused.head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # [layers, H_kv, capacity, D]
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
         tracks = fused.num_tracks  # the full layers, then each token-dropping layer
-        self.slot_pos = torch.full((tracks, capacity), POSITION_SENTINEL, dtype=torch.long, device=device)
-        self.fill_t = torch.zeros(tracks, dtype=torch.long, device=device)
-        self.next_pos_t = torch.zeros((), dtype=torch.long, device=device)
+        if buffers is not None:
+            self.keys, self.values, self.slot_pos, self.fill_t, self.next_pos_t = buffers
+        else:
+            self.keys = torch.zeros(shape, dtype=dtype, device=device)  # [layers, H_kv, capacity, D]
+            self.values = torch.zeros(shape, dtype=dtype, device=device)
+            self.slot_pos = torch.full((tracks, capacity), POSITION_SENTINEL, dtype=torch.long, device=device)
+            self.fill_t = torch.zeros(tracks, dtype=torch.long, device=device)
+            self.next_pos_t = torch.zeros((), dtype=torch.long, device=device)
         self.fills = [0] * tracks  # host copy of fill_t
         self.next_pos = 0
         self._used_tracks = [t for t in range(tracks) if fused.track_layers(t)]

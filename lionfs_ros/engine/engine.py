@@ -35,7 +35,7 @@ from .backends import pick_backend
 from .bounds import token_bounds
 from .config import EngineConfig, check_against_model
 from .context import StreamContext
-from .fast_thinker import FastStep, FastThinker
+from .fast_thinker import FastStep, FastThinker, PendingFrame
 from .frame_queue import FrameQueue, QueuedFrame
 from .frames import check_frame, check_question
 from .slow_thinker import LocalSlowThinker, SlowThinker, SlowThinkRequest
@@ -88,20 +88,20 @@ class StreamEngine:
     # Inputs (any thread).
     def push_frame(self, rgb: np.ndarray, t: float, meta: Any = None) -> None:
         """Queue a frame for the fast thread; never blocks. Raises ``FrameError`` for a bad frame."""
+        self.queue.put(self.accept_frame(rgb, t, meta))
+
+    def accept_frame(self, rgb, t, meta: Any = None, pixels_optional: bool = False) -> QueuedFrame:
+        """Check and count an incoming frame (any thread); raises ``FrameError`` for a bad one."""
         arrival = now()
         with self._lock:
-            rgb, t = self._accept(rgb, t)
-        self.queue.put(QueuedFrame(rgb, t, meta, arrival))
-
-    def _accept(self, rgb, t, pixels_optional: bool = False):
-        self._counts["frames_in"] += 1
-        try:
-            rgb, t = check_frame(rgb, t, self._last_push, pixels_optional)
-        except FrameError as err:
-            self._rejected[err.reason] += 1
-            raise
-        self._last_push = t
-        return rgb, t
+            self._counts["frames_in"] += 1
+            try:
+                rgb, t = check_frame(rgb, t, self._last_push, pixels_optional)
+            except FrameError as err:
+                self._rejected[err.reason] += 1
+                raise
+            self._last_push = t
+        return QueuedFrame(rgb, t, meta, arrival)
 
     def ask(self, text: str, t: float, query_id: str | None = None) -> str:
         """Queue a question; it is answered at the first decided frame at or after ``t``. Returns its id."""
@@ -165,16 +165,13 @@ class StreamEngine:
         one batch); the towers are skipped and ``rgb`` (then optional) only serves the slow thinker's keyframes."""
         if self._thread is not None:
             raise RuntimeError("process_frame is for a stopped engine; a started engine takes push_frame")
-        arrival = now()
-        with self._lock:
-            rgb, t = self._accept(rgb, t, pixels_optional=embeds is not None)
-        decision = self._handle(QueuedFrame(rgb, t, meta, arrival), embeds)
-        self._run_jobs_inline()
+        decision = self._handle(self.accept_frame(rgb, t, meta, pixels_optional=embeds is not None), embeds)
+        self.run_jobs_inline()
         return decision
 
     def flush(self) -> None:
         """Synchronous use: write every answer still waiting for the slow thinker (questions wait for a frame)."""
-        self._run_jobs_inline()
+        self.run_jobs_inline()
 
     # Threads.
     def start(self) -> None:
@@ -192,28 +189,61 @@ class StreamEngine:
         self.queue.wake()
         self._thread.join(STOP_TIMEOUT_S)
         self._thread = None
-        for job in self.scheduler.drain():
-            self._emit_cancelled(job)
+        self.cancel_waiting_jobs()
         self.worker.stop(STOP_TIMEOUT_S)
-        self._commit_outcomes()
+        self.commit_outcomes()
 
     def _fast_loop(self) -> None:
         while not self._stop.is_set():
             item = self.queue.get(QUEUE_POLL_S)
-            self._commit_outcomes()
+            self.commit_outcomes()
             if item is not None:
                 try:
                     self._handle(item)
                 except Exception as err:  # one bad step must not end the stream; it is counted and visible in stats
-                    self._counts["frame_errors"] += 1
-                    self._last_error = f"{type(err).__name__}: {err}"
-            self._start_next_job()
+                    self.frame_failed(err)
+            self.start_next_job()
+
+    # Driven by a ``StreamGroup`` (several streams, one fast thread, one slow thread, LLM steps batched).
+    def attach(self, queue: FrameQueue, worker: SlowWorker) -> None:
+        """Take frames from ``queue`` and run answers on ``worker`` (a group's), in place of this engine's own."""
+        self.queue, self.worker = queue, worker
+
+    def set_driver(self, thread: threading.Thread | None) -> None:
+        """Another object's thread (a group's) runs this engine's fast path now (None: stopped)."""
+        self._thread = thread
+
+    def frame_failed(self, err: Exception) -> None:
+        """Count a frame whose step raised (the stream carries on)."""
+        self._counts["frame_errors"] += 1
+        self._last_error = f"{type(err).__name__}: {err}"
+
+    def cancel_waiting_jobs(self) -> None:
+        for job in self.scheduler.drain():
+            self._emit_cancelled(job)
+
+    def route(self, t: float) -> str:
+        """The rate gate's route for a frame at ``t`` (general, ego or skip); taken once per frame."""
+        return self.fast.gate.classify(t)
+
+    def begin_frame(self, item: QueuedFrame, route: str | None = None, towers=None,
+                    embeds: torch.Tensor | None = None) -> FastStep | PendingFrame:
+        """The fast path up to the LLM step (``FastThinker.prepare``); ``end_frame`` does the rest."""
+        return self.fast.prepare(item.rgb, item.time, item.meta, embeds, route, towers)
+
+    def plain_frame_state(self):
+        """The LM state the next decided frame's plain piece goes to, if that frame may join a batched step
+        (``StreamContext.plain_frame_ids``); else None."""
+        return self.context.state if self.context.plain_frame_ids() is not None else None
 
     # The fast path (``FastThinker``), then what the engine does with its outcome.
-    def _handle(self, item: QueuedFrame, embeds: torch.Tensor | None = None, route: str | None = None,
-                towers=None) -> Decision | None:
-        """``route``/``towers``: taken and computed beforehand by a ``StreamGroup`` (see ``FastThinker.step``)."""
-        step: FastStep = self.fast.step(item.rgb, item.time, item.meta, embeds, route, towers)
+    def _handle(self, item: QueuedFrame, embeds: torch.Tensor | None = None) -> Decision | None:
+        return self.end_frame(item, self.begin_frame(item, embeds=embeds))
+
+    def end_frame(self, item: QueuedFrame, prepared: FastStep | PendingFrame,
+                  fed: tuple[int, torch.Tensor] | None = None) -> Decision | None:
+        """The fast path from the LLM step on. ``fed``: (start, logits) of the frame's piece fed by a batched step."""
+        step = prepared if isinstance(prepared, FastStep) else self.fast.finish(prepared, fed)
         for job, why in step.dropped:
             self._emit_cancelled(job, why)
         decision = step.decision
@@ -226,7 +256,7 @@ class StreamEngine:
         self._compute.add(decision.compute_s)
         self._call(self.on_decision, decision)
         if self._thread is not None:
-            self._start_next_job()
+            self.start_next_job()
         return decision
 
     @property
@@ -249,19 +279,21 @@ class StreamEngine:
             max_new_tokens=self.cfg.max_new_tokens, turn_index=job.turn_index,
             fork=self.context.fork() if isinstance(self.slow_thinker, LocalSlowThinker) else None, cancel=job.cancel)
 
-    def _start_next_job(self) -> None:
+    def start_next_job(self) -> None:
         job = self.scheduler.next_job()
         if job is not None:
             self._counts["turns"] += 1
             self.worker.submit(job, self._request(job))
 
-    def _run_jobs_inline(self) -> None:
+    def run_jobs_inline(self) -> None:
+        """Synchronous use: write every answer that can start now, on this thread."""
         while (job := self.scheduler.next_job()) is not None:
             self._counts["turns"] += 1
             self.worker.outcomes.append(self.worker.run(job, self._request(job)))
-            self._commit_outcomes()
+            self.commit_outcomes()
 
-    def _commit_outcomes(self) -> None:
+    def commit_outcomes(self) -> None:
+        """Commit finished answers to the main context (the fast path's thread only)."""
         while self.worker.outcomes:
             outcome: Outcome = self.worker.outcomes.popleft()
             if outcome.request.fork is not None:

@@ -84,6 +84,17 @@ class FrameEncoder:
 
 QUESTION_SCORE = 1.0
 
+
+@dataclass
+class PendingFrame:
+    """A decided frame encoded and waiting for its LLM step (``FastThinker.prepare`` -> ``finish``)."""
+
+    rgb: np.ndarray | None
+    time: float
+    meta: Any
+    embeds: torch.Tensor  # [n, d] fused tokens
+    started: float
+
 Question = tuple[float, int, str, str]
 """(time, order, text, query id): a question waiting for its frame."""
 
@@ -150,6 +161,13 @@ class FastThinker:
 
         ``route``/``towers``: the gate's route for ``t`` (already taken with ``gate.classify``) and this
         frame's tower tokens, computed in a batch across streams (``multi_stream.py``)."""
+        prepared = self.prepare(rgb, t, meta, embeds, route, towers)
+        return prepared if isinstance(prepared, FastStep) else self.finish(prepared)
+
+    @torch.no_grad()
+    def prepare(self, rgb: np.ndarray | None, t: float, meta: Any = None, embeds: torch.Tensor | None = None,
+                route: str | None = None, towers: TowerTokens | None = None) -> "FastStep | PendingFrame":
+        """``step`` up to the LLM: a finished ``FastStep`` (ego-only or skipped), or a decided frame's fused tokens."""
         route = self.gate.classify(t) if route is None else route
         if route == SKIP:
             self.counts["skipped"] += 1
@@ -165,7 +183,18 @@ class FastThinker:
             embeds = self.encoder.encode(rgb) if towers is None else self.encoder.encode(rgb, towers)
         else:
             embeds = embeds.to(self.model.device, self.model.dtype)
-        logits = self.context.feed_frame(embeds, t)
+        return PendingFrame(rgb, t, meta, embeds, started)
+
+    @torch.no_grad()
+    def finish(self, frame: "PendingFrame", fed: tuple[int, torch.Tensor] | None = None) -> FastStep:
+        """``step`` from the LLM on. ``fed``: (start position, last logits ``[V]``) when a batched step across
+        streams already fed the frame's plain piece (``context.plain_frame_ids``) to this context's state."""
+        rgb, t, meta, embeds, started = frame.rgb, frame.time, frame.meta, frame.embeds, frame.started
+        if fed is None:
+            logits = self.context.feed_frame(embeds, t)
+        else:
+            start, logits = fed
+            self.context.frame_fed(start, self.context.state.next_position - start, t)
         p_interval, respond, top = self.decide(logits)
         self.history.append(HistoryFrame(rgb, t, embeds.float().mean(0).cpu()))
         decision = Decision(

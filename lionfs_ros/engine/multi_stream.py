@@ -9,15 +9,19 @@ between them and replaces their threads:
   queue cannot take another's turn: its own queue drops its own oldest frames). The frames of a
   round are routed by each stream's rate gate, then their vision towers run as ONE batch (the
   general tower over the decided frames, the egocentric tower over the decided and ego-only
-  frames), then each stream's LLM step runs on its own context, back to back. The LLM step is
-  not batched across streams (each stream's KV cache has its own length and positions);
+  frames), then the round's decided frames take ONE batched LLM step (``batched_step.py``: each
+  stream's main context is a row of one KV pool, with its own length, positions and KV budget;
+  padded to a bucket of 1, 2, 4, 8 or 16 rows; CUDA graphs per bucket). A frame whose token piece
+  is not the plain frame (a stream's first, the first after an answer) feeds alone on its row;
 - one slow thread: jobs of all streams wait in one queue served round-robin by stream; a stream
   has at most one job there (its scheduler runs one answer at a time and bounds what waits), so
   a busy stream cannot starve the others, and the fast thread never waits for it.
 
 Without ``start`` each stream is an ordinary synchronous engine (``process_frame``), and
-``process_round`` decides one round of frames (one per stream) with the batched towers: what the
-bench and the tests use. A stream's decisions in a group equal what it decides alone.
+``process_round`` decides one round of frames (one per stream) with the batched towers and LLM
+step: what the bench and the tests use. A stream's decisions in a group equal what it decides alone.
+The group drives each engine through its public interface (``accept_frame``, ``route``,
+``begin_frame``/``end_frame``, ``plain_frame_state``, ``attach``, ``set_driver``, ...).
 """
 from __future__ import annotations
 
@@ -30,12 +34,15 @@ import torch
 
 from lionfs_ros.model.image_processing import DeviceImageProcessor
 
-from .backends import DynamicBackend, StaticBackend, pick_backend
+from .backends import DynamicBackend, StaticBackend, pick_backend, static_backend_supported
+from .batched_step import BatchedFrameStep, KVPool, PooledBackend, pool_capacity
 from .config import EngineConfig
 from .engine import QUEUE_POLL_S, STOP_TIMEOUT_S, StreamEngine
+from .fast_thinker import PendingFrame
 from .frame_queue import FrameQueue, QueuedFrame
 from .rates import EGO, GENERAL, SKIP
 from .slow_worker import SlowWorker
+from .static_decoder import FusedDecoder
 from .timing import now
 from .types import Decision
 
@@ -136,11 +143,13 @@ class FairSlowPool:
 
 class StreamGroup:
     def __init__(self, model, configs: dict[str, EngineConfig], *, slow_thinkers: dict | None = None,
-                 batch_towers: bool = True):
+                 batch_towers: bool = True, batch_llm: bool = True):
         """``configs``: stream id -> its engine config (ids in the order streams are served).
 
         ``slow_thinkers``: stream id -> a ``SlowThinker`` (e.g. remote); missing: local, on the shared model.
-        ``batch_towers=False`` runs each frame's towers alone (the bench's baseline)."""
+        ``batch_towers=False`` runs each frame's towers alone, ``batch_llm=False`` each LLM step alone (the
+        bench's baselines). The LLM step is batched when the model runs on the static backend's math
+        (``static_backend_supported``; CPU too, without graphs) and no stream asks for ``backend: dynamic``."""
         if not configs:
             raise ValueError("a StreamGroup needs at least one stream")
         self.model = model.eval()
@@ -148,15 +157,22 @@ class StreamGroup:
         self.doorbell = threading.Event()
         self.slow = FairSlowPool()
         self.streams: dict[str, StreamEngine] = {}
+        cfgs = {sid: (cfg or EngineConfig()).validate().for_model(model) for sid, cfg in configs.items()}
+        self.batched: BatchedFrameStep | None = None
+        self._rows: dict[str, int] = {}  # stream id -> its KV pool row (batched LLM step)
+        backends = self._pooled_backends(model, cfgs) if batch_llm else None
         shared = None  # the dynamic backend, or the static backends' fused decoder (one copy of its weights)
-        for stream_id, cfg in configs.items():
-            cfg = (cfg or EngineConfig()).validate().for_model(model)
-            backend = self._backend(model, cfg, shared)
-            shared = backend if isinstance(backend, DynamicBackend) else getattr(backend, "fused", shared)
+        for stream_id, cfg in cfgs.items():
+            if backends is not None:
+                backend = backends[stream_id]
+            else:
+                backend = self._backend(model, cfg, shared)
+                shared = backend if isinstance(backend, DynamicBackend) else getattr(backend, "fused", shared)
             engine = StreamEngine(model, cfg, (slow_thinkers or {}).get(stream_id), backend=backend)
-            engine.queue = _GroupQueue(engine.cfg.frame_queue_size, self.doorbell)
-            engine.worker = _SharedSlot(engine.worker, self.slow, stream_id)
-            engine.worker.on_done = engine.queue.wake
+            queue = _GroupQueue(engine.cfg.frame_queue_size, self.doorbell)
+            worker = _SharedSlot(engine.worker, self.slow, stream_id)
+            worker.on_done = queue.wake
+            engine.attach(queue, worker)
             self.streams[stream_id] = engine
         # On a GPU the batched towers resize and normalize there (the same pixels bit for bit as on the CPU).
         self._prep = {} if model.device.type != "cuda" else {
@@ -164,8 +180,26 @@ class StreamGroup:
             for source, encoder in (("general", model.vision), ("ego", model.ego)) if encoder is not None}
         self.rounds = 0
         self.batched_frames = 0
+        self.llm_batches = 0  # batched LLM steps run
+        self.llm_batched_frames = 0  # frames decided in them
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+
+    def _pooled_backends(self, model, cfgs: dict[str, EngineConfig]) -> dict | None:
+        """One KV pool for every stream's main context and the batched step over it; None where not possible."""
+        if static_backend_supported(model) is not None or any(cfg.backend == "dynamic" for cfg in cfgs.values()):
+            return None
+        first = next(iter(cfgs.values()))
+        use_graphs = model.device.type == "cuda"
+        fused = FusedDecoder(model.llm, compile=first.compile and use_graphs, attention=first.attention,
+                             dropping=model.token_dropping)
+        pool = KVPool(fused, len(cfgs), pool_capacity(model, list(cfgs.values())), model.device, model.dtype)
+        backends = {}
+        for row, (sid, cfg) in enumerate(cfgs.items()):
+            backends[sid] = PooledBackend(model, cfg, fused, pool, row, use_graphs)
+            self._rows[sid] = row
+        self.batched = BatchedFrameStep(model, fused, pool, use_graphs, len(cfgs))
+        return backends
 
     @staticmethod
     def _backend(model, cfg: EngineConfig, shared):
@@ -182,38 +216,60 @@ class StreamGroup:
     # Synchronous use.
     def process_round(self, frames: dict[str, tuple[np.ndarray, float, Any]]) -> dict[str, Decision | None]:
         """Decide one frame per listed stream ``{id: (rgb, t, meta)}`` with batched towers; answers inline."""
-        items = {}
-        for stream_id, (rgb, t, meta) in frames.items():
-            engine = self.streams[stream_id]
-            arrival = now()
-            with engine._lock:
-                rgb, t = engine._accept(rgb, t)
-            items[stream_id] = QueuedFrame(rgb, t, meta, arrival)
+        items = {sid: self.streams[sid].accept_frame(rgb, t, meta) for sid, (rgb, t, meta) in frames.items()}
         decisions = self._step_round(items)
         for stream_id in items:
-            self.streams[stream_id]._run_jobs_inline()
+            self.streams[stream_id].run_jobs_inline()
         return decisions
 
     def flush(self) -> None:
         for engine in self.streams.values():
             engine.flush()
 
-    # The round: route, batched towers, per-stream LLM steps.
+    # The round: route, batched towers, one batched LLM step, then each stream's decision.
     def _step_round(self, items: dict[str, QueuedFrame]) -> dict[str, Decision | None]:
-        routes = {sid: self.streams[sid].fast.gate.classify(item.time) for sid, item in items.items()}
+        routes = {sid: self.streams[sid].route(item.time) for sid, item in items.items()}
         towers = self._batched_towers(items, routes) if self.batch_towers else {}
         self.rounds += 1
         self.batched_frames += sum(route != SKIP for route in routes.values())
-        out = {}
+        out: dict[str, Decision | None] = {}
+        prepared = {}
         for sid, item in items.items():
+            try:
+                prepared[sid] = self.streams[sid].begin_frame(item, routes[sid], towers.get(sid))
+            except Exception as err:  # one bad step must not end the stream (nor the others)
+                self.streams[sid].frame_failed(err)
+                out[sid] = None
+        fed = self._batched_llm(prepared)
+        for sid, work in prepared.items():
             engine = self.streams[sid]
             try:
-                out[sid] = engine._handle(item, route=routes[sid], towers=towers.get(sid))
-            except Exception as err:  # one bad step must not end the stream (nor the others)
-                engine._counts["frame_errors"] += 1
-                engine._last_error = f"{type(err).__name__}: {err}"
+                out[sid] = engine.end_frame(items[sid], work, fed.get(sid))
+            except Exception as err:
+                engine.frame_failed(err)
                 out[sid] = None
         return out
+
+    def _batched_llm(self, prepared: dict) -> dict[str, tuple[int, torch.Tensor]]:
+        """One LLM step for every decided frame whose piece is the plain frame: ``{id: (start, logits [V])}``."""
+        if self.batched is None:
+            return {}
+        due = [(sid, self.streams[sid].plain_frame_state(), work) for sid, work in prepared.items()
+               if isinstance(work, PendingFrame)]
+        due = [(sid, state, work) for sid, state, work in due if state is not None]
+        if not due:
+            return {}
+        try:
+            results = self.batched.run([state for _, state, _ in due], [self._rows[sid] for sid, _, _ in due],
+                                       [work.embeds for _, _, work in due])
+        except Exception as err:  # the frames of this round are lost for these streams, as one failed step would be
+            for sid, _, _ in due:
+                self.streams[sid].frame_failed(err)
+                prepared.pop(sid)
+            return {}
+        self.llm_batches += 1
+        self.llm_batched_frames += len(due)
+        return {sid: result for (sid, _, _), result in zip(due, results)}
 
     @torch.no_grad()
     def _batched_towers(self, items: dict[str, QueuedFrame], routes: dict[str, str]) -> dict[str, tuple]:
@@ -252,7 +308,7 @@ class StreamGroup:
         self.slow.start()
         self._thread = threading.Thread(target=self._fast_loop, name="lionfs-fast-group", daemon=True)
         for engine in self.streams.values():
-            engine._thread = self._thread  # the engines are started: push_frame, jobs on the slow thread
+            engine.set_driver(self._thread)  # the engines are started: push_frame, jobs on the slow thread
         self._thread.start()
 
     def stop(self) -> None:
@@ -263,26 +319,25 @@ class StreamGroup:
         self._thread.join(STOP_TIMEOUT_S)
         self._thread = None
         for engine in self.streams.values():
-            engine._thread = None
-            for job in engine.scheduler.drain():
-                engine._emit_cancelled(job)
+            engine.set_driver(None)
+            engine.cancel_waiting_jobs()
         self.slow.stop(STOP_TIMEOUT_S)
         for engine in self.streams.values():
-            engine._commit_outcomes()
+            engine.commit_outcomes()
 
     def _fast_loop(self) -> None:
         while not self._stop.is_set():
             self.doorbell.clear()
             items = {}
             for sid, engine in self.streams.items():
-                engine._commit_outcomes()
+                engine.commit_outcomes()
                 item = engine.queue.pop()
                 if item is not None:
                     items[sid] = item
             if items:
                 self._step_round(items)
             for engine in self.streams.values():
-                engine._start_next_job()
+                engine.start_next_job()
             if not items and not any(len(e.queue) for e in self.streams.values()):
                 self.doorbell.wait(QUEUE_POLL_S)
 
@@ -290,6 +345,7 @@ class StreamGroup:
     def stats(self) -> dict:
         per_stream = {sid: engine.stats() for sid, engine in self.streams.items()}
         return {"streams": per_stream, "rounds": self.rounds, "batched_frames": self.batched_frames,
+                "llm_batches": self.llm_batches, "llm_batched_frames": self.llm_batched_frames,
                 "decided": sum(s["decided"] for s in per_stream.values()),
                 "slow_served": dict(self.slow.served), "running": self._thread is not None}
 

@@ -7,8 +7,8 @@ from its own threads, and those callbacks publish.
 
 One stream (default): topics relative to the node namespace (``image_topic``, ``assistant``,
 ``guidance``, ``query``, ``ask``). Several (``streams: "head=/head/image_raw, wrist_left"``): one
-model and one ``StreamGroup`` (one fast thread batching the streams' vision towers, one fair slow
-thread); each stream has its own engine context, KV budget, rate gate, questions and health, and
+model and one ``StreamGroup`` (one fast thread batching the streams' vision towers and LLM step,
+one fair slow thread); each stream has its own engine context, KV budget, rate gate, questions and health, and
 its topics under ``<id>/``. The per-stream I/O is ``StreamPort``'s (``stream_port.py``).
 """
 from __future__ import annotations

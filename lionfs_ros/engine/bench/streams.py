@@ -5,7 +5,8 @@ the model has none). One group of max(N) streams is built once (a static backend
 stream's buffers: building it per N would capture graphs again); each N drives its first N streams:
 
 - ``throughput``: rounds as fast as the engine goes (one camera frame per stream per round, all due
-  at the same time: the towers run as one batch, the LLM steps back to back): aggregate decided
+  at the same time: the towers run as one batch, the LLM step of the round's decided frames as one
+  batched step, ``batched_step.py``, padded to a bucket of 1, 2, 4, 8 or 16): aggregate decided
   frames/s, and per stream the time from the round's start to its decision (p50/p99);
 - ``realtime``: a feeder pushes each stream's frame every 1/8 s of wall time to the started group
   (one fast thread, one slow thread); per stream the decision latency from arrival (p50/p99), and
@@ -53,23 +54,29 @@ def _stream_summary(latencies: dict[str, list[float]]) -> dict:
 
 def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, prefill_rounds: int = 40,
                 realtime_seconds: float = 8.0, device: str | None = None, backend: str = "auto",
-                batch_towers: bool = True, on_update=None) -> dict:
+                batch_towers: bool = True, batch_llm: bool = True, on_update=None) -> dict:
     """``rounds``/``prefill_rounds``: camera frames per stream measured / fed before (context fill);
     ``on_update(result)`` after each N (a crash or a timeout keeps what was measured)."""
     model = build_model(preset, device)
     dev = model.device
+    # compile=False: the batched step runs plain ops in its graphs; torch.compile would only serve the
+    # per-stream one-token graphs of the slow path, which this bench never uses (no answers).
     cfg = EngineConfig(threshold=0.0, general_fps=GENERAL_FPS, kv_budget_tokens=preset.kv_budget_tokens,
-                       backend=backend, answers=False,
+                       backend=backend, answers=False, compile=False,
                        keyframes=KeyframeConfig(grid_sizes=preset.grid_sizes))
     ids = [f"cam{i:02d}" for i in range(max(counts))]
     log(f"building a group of {len(ids)} streams ({preset.name}, backend {backend})")
-    group = StreamGroup(model, {sid: cfg for sid in ids}, batch_towers=batch_towers)
+    built = now()
+    group = StreamGroup(model, {sid: cfg for sid in ids}, batch_towers=batch_towers, batch_llm=batch_llm)
+    build_s = now() - built
     frames = {sid: camera_frames(DISTINCT_FRAMES, preset.frame_size, seed=i) for i, sid in enumerate(ids)}
     clock = {sid: 0 for sid in ids}  # camera frames each stream has seen
     result = {"preset": preset.name, "device": device_name(dev), "backend": group[ids[0]].backend.name,
               "camera_fps": CAMERA_FPS, "decided_fps_per_stream": GENERAL_FPS, "towers_batched": batch_towers,
-              "llm_step": "per stream, back to back (not batched across streams)",
-              "compile": cfg.compile,  # the static backends share one fused decoder: compiled once
+              "llm_step": ("one batched step per round (KV pool, buckets 1/2/4/8/16)" if group.batched is not None
+                           else "per stream, back to back"),
+              "llm_graphs": len(group.batched._graphs) if group.batched is not None else 0,
+              "group_build_s": round(build_s, 2), "compile": cfg.compile,
               "rounds": rounds, "prefill_rounds": prefill_rounds, "realtime_seconds": realtime_seconds, "runs": []}
 
     def feed_round(active: list[str]) -> dict[str, float]:
@@ -109,7 +116,10 @@ def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, pref
         log(f"N={n}: throughput {throughput['aggregate_decided_fps']} decided/s, worst p99 "
             f"{throughput['worst_p99_ms']} ms; realtime {realtime_seconds} s")
         realtime = _realtime(group, active, frames, clock, realtime_seconds, dev)
-        result["runs"].append({"streams": n, "throughput": throughput, "realtime": realtime, **_memory(dev)})
+        stats = group.stats()
+        result["runs"].append({"streams": n, "throughput": throughput, "realtime": realtime, **_memory(dev),
+                               "llm_batches_total": stats["llm_batches"],
+                               "llm_batched_frames_total": stats["llm_batched_frames"]})
         if on_update is not None:
             on_update(result)
     base = result["runs"][0]["throughput"]["aggregate_decided_fps"] if result["runs"] else None

@@ -1,0 +1,110 @@
+"""The batched LLM step across streams: frames of several streams due in one round are decided in ONE step
+over a KV pool (rows of different lengths, padded to a bucket, each with its own KV budget), and each
+stream decides as it would alone."""
+import pytest
+import torch
+
+from engine_parts import build_model, engine_config, stream_frames
+from lionfs_ros.engine import StreamEngine, StreamGroup
+from lionfs_ros.engine.batched_step import BUCKETS, bucket_for
+
+CAMERA_FPS = 8.0
+ROUNDS = 24
+# Five streams (rounds of 5 pad to 8, rounds of 3 to 4), joining at different rounds (contexts of different
+# lengths); "tight" has a KV budget small enough to evict several times; "asks" gets a question (a text piece
+# and an answer: its next frame feeds alone, then it joins the batch again).
+STREAMS = {
+    "head": dict(joins=0, cfg=dict(threshold=0.7)),
+    "tight": dict(joins=0, cfg=dict(threshold=0.7, kv_budget_tokens=200, evict_chunk_tokens=40, keep_recent_frames=4)),
+    "asks": dict(joins=2, cfg=dict(threshold=0.7, max_new_tokens=3)),
+    "left": dict(joins=5, cfg=dict(threshold=0.6)),
+    "right": dict(joins=9, cfg=dict(threshold=0.8)),
+}
+QUESTION = ("what is in my hand?", 1.0)
+
+
+def _config(name, backend="auto"):
+    return engine_config(general_fps=CAMERA_FPS, backend=backend, compile=False, **STREAMS[name]["cfg"])
+
+
+def _frames(name):
+    return stream_frames(ROUNDS, seed=20 + list(STREAMS).index(name))
+
+
+def _alone(model, name, backend):
+    engine = StreamEngine(model, _config(name, backend))
+    if name == "asks":
+        engine.ask(*QUESTION, query_id="q")
+    frames, joins = _frames(name), STREAMS[name]["joins"]
+    out = [engine.process_frame(frames[k], (k - joins) / CAMERA_FPS) for k in range(joins, ROUNDS)]
+    engine.flush()
+    return out, engine.stats()
+
+
+def _grouped(model):
+    group = StreamGroup(model, {name: _config(name) for name in STREAMS})
+    group["asks"].ask(*QUESTION, query_id="q")
+    frames = {name: _frames(name) for name in STREAMS}
+    got = {name: [] for name in STREAMS}
+    for k in range(ROUNDS):
+        due = {name: (frames[name][k], (k - s["joins"]) / CAMERA_FPS, None)
+               for name, s in STREAMS.items() if k >= s["joins"]}
+        for name, decision in group.process_round(due).items():
+            got[name].append(decision)
+    group.flush()
+    return group, got
+
+
+def _assert_same(got, alone, atol):
+    assert len(got) == len(alone) and all(d is not None for d in got + alone)
+    assert [(d.frame_index, d.respond, d.next_token, d.action) for d in got] == \
+        [(d.frame_index, d.respond, d.next_token, d.action) for d in alone]
+    torch.testing.assert_close(torch.tensor([d.p_interval for d in got]), torch.tensor([d.p_interval for d in alone]),
+                               atol=atol, rtol=0)
+
+
+def test_bucket_sizes():
+    assert [bucket_for(n) for n in (1, 2, 3, 4, 5, 8, 9, 16)] == [1, 2, 4, 4, 8, 8, 16, 16] and BUCKETS[-1] == 16
+
+
+def test_batched_llm_step_decides_as_each_stream_alone_on_cpu(fused_model):
+    """On the CPU (no graphs): the same batched step as on CUDA, against each stream alone on both backends."""
+    group, got = _grouped(fused_model)
+    stats = group.stats()
+    assert group.batched is not None and stats["llm_batches"] >= ROUNDS - 2
+    assert stats["llm_batched_frames"] > 2 * ROUNDS  # most frames (not the first, nor those after an answer) were batched
+    assert all(group[name].backend.name == "static-pooled" for name in STREAMS)
+    assert stats["streams"]["tight"]["compactions"] >= 2  # its own KV budget evicted inside the pool
+    assert stats["streams"]["asks"]["questions"] == 1 and stats["streams"]["asks"]["answers"] >= 1
+    lengths = {stats["streams"][name]["kv_tokens"] for name in STREAMS}
+    assert len(lengths) >= 4  # the rows held contexts of different lengths
+    for backend in ("dynamic", "static"):
+        for name in STREAMS:
+            alone, alone_stats = _alone(fused_model, name, backend)
+            _assert_same(got[name], alone, atol=1e-4)
+            assert stats["streams"][name]["kv_tokens"] == alone_stats["kv_tokens"], (name, backend)
+            assert stats["streams"][name]["compactions"] == alone_stats["compactions"], (name, backend)
+
+
+def test_group_without_batched_llm_runs_each_step_alone(fused_model):
+    group = StreamGroup(fused_model, {name: _config(name) for name in ("head", "left")}, batch_llm=False)
+    frames = stream_frames(4, seed=3)
+    for k in range(4):
+        group.process_round({name: (frames[k], k / CAMERA_FPS, None) for name in ("head", "left")})
+    assert group.batched is None and group.stats()["llm_batches"] == 0 and group["head"].stats()["decided"] == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (the CPU test runs the same step)")
+def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_path):
+    """On a GPU: the graphed batched step (one graph per bucket) against each stream alone (graphed static, dynamic)."""
+    from lionfs_ros.model import LionFSModel
+
+    build_model(tiny_parts_dir, tmp_path)
+    model = LionFSModel.from_pretrained(tmp_path, device="cuda", dtype=torch.float32).eval()
+    group, got = _grouped(model)
+    assert sorted({b for b, _ in group.batched._graphs}) == [1, 2, 4, 8]  # five streams: buckets up to 8, at build
+    assert group.stats()["llm_batched_frames"] > 2 * ROUNDS
+    for backend in ("dynamic", "static"):
+        for name in STREAMS:
+            alone, _ = _alone(model, name, backend)
+            _assert_same(got[name], alone, atol=1e-3)
