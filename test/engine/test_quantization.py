@@ -82,14 +82,16 @@ def test_the_weights_option_is_checked_and_refused_with_the_reason_off_gpu(basel
 @pytest.mark.parametrize("m,n,k,bias", [(1, 6144, 4096, False), (11, 4096, 14336, False), (11, 28672, 4096, True),
                                         (16, 512, 256, False), (5, 200, 136, True), (40, 1000, 300, True),
                                         (185, 1024, 256, False)])
-def test_cuda_kernel_equals_the_reference(m, n, k, bias):
-    from lionfs_ros.engine.kernels.fp8_linear import fp8_linear
+@pytest.mark.parametrize("split", [None, 1, 3])
+def test_cuda_kernel_equals_the_reference(m, n, k, bias, split):
+    from lionfs_ros.engine.kernels.fp8_linear import SMALL_M, fp8_linear, pick_config
 
     torch.manual_seed(m * 7 + n)
     w = quantize_fp8(_weight(n, k, seed=n + k).cuda())
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
-    out = fp8_linear(x, w.codes, w.scale, b)
+    config = None if split is None or m > SMALL_M else (*pick_config(m, n, k, x.device)[:5], split)
+    out = fp8_linear(x, w.codes, w.scale, b, config)
     ref = fp8_linear_reference(x.double(), w, b)
     assert out.dtype == torch.bfloat16 and out.shape == (m, n) and torch.isfinite(out).all()
     rel = float((out.double() - ref).norm() / ref.norm())
@@ -129,13 +131,14 @@ def test_cuda_engine_with_fp8_weights_decides_like_native():
     frames = camera_frames(12, (240, 320), seed=3)
     runs = {}
     for weights in ("native", "fp8"):
-        engine = StreamEngine(model, EngineConfig(weights=weights, answers=False, general_fps=2.0))
+        engine = StreamEngine(model, EngineConfig(weights=weights, answers=False, general_fps=2.0, kv_budget_tokens=2048))
         assert engine.backend.name == "static"
         steps = [engine.process_frame(frames[k % 12], k * 0.125) for k in range(96)]
         runs[weights] = [d for d in steps if d is not None]
         assert engine.backend.main.fused.weights == weights
     native, fp8 = runs["native"], runs["fp8"]
-    assert len(native) == len(fp8) >= 20
+    assert len(native) == len(fp8) >= 20, (len(native), len(fp8))
     diff = np.abs(np.array([d.p_interval for d in native]) - np.array([d.p_interval for d in fp8]))
-    assert diff.max() < 0.05, diff.max()
-    assert sum(a.respond == b.respond for a, b in zip(native, fp8)) >= 0.9 * len(native)
+    same = sum(a.respond == b.respond for a, b in zip(native, fp8))
+    print(f"fp8 vs native: {same}/{len(native)} decisions equal, max |dP(interval)| {diff.max():.4f}")
+    assert diff.max() < 0.05 and same >= 0.9 * len(native), (same, len(native), float(diff.max()))
