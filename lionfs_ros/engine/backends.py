@@ -87,6 +87,8 @@ class StaticBackend:
             raise ValueError(f"static backend: {reason}")
         if cfg.weights == "fp8" and fp8_problem(model.device) is not None:
             raise EngineConfigError(f"weights='fp8' is not possible here: {fp8_problem(model.device)}")
+        if fused is not None and fused.weights != cfg.weights:
+            raise EngineConfigError(f"weights={cfg.weights!r} differs from the shared decoder's ({fused.weights!r})")
         self.model = model
         self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
         bounds = token_bounds(model, cfg)

@@ -88,9 +88,13 @@ def fp8_problem(device: torch.device) -> str | None:
 
 
 def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear`` for a plain weight, the FP8 kernel for an ``Fp8Weight`` (``x [M, K]`` -> ``[M, N]``)."""
+    """``F.linear`` for a plain weight, the FP8 kernel for an ``Fp8Weight`` (``x [M, K]`` -> ``[M, N]``).
+
+    Off the GPU (tests of the static decoder's FP8 wiring; the engine refuses FP8 there) the reference math runs."""
     if not isinstance(weight, Fp8Weight):
         return F.linear(x, weight, bias)
+    if not x.is_cuda:
+        return fp8_linear_reference(x, weight, bias)
     from .kernels.fp8_linear import fp8_linear
 
     return fp8_linear(x, weight.codes, weight.scale, bias)

@@ -76,6 +76,40 @@ def test_the_weights_option_is_checked_and_refused_with_the_reason_off_gpu(basel
                       use_graphs=False)
 
 
+@pytest.mark.parametrize("name", ["baseline_model", "fused_model"])
+def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request, monkeypatch, name):
+    """The FP8 wiring (which weights, fused rows, biases, dropping layers) on the CPU: the static state with FP8
+    weights equals the model's own decoder whose projections hold the dequantized weights. The engine refuses
+    FP8 off the GPU, so the device check is bypassed here; the reference math stands in for the kernel."""
+    import copy
+
+    from engine_parts import engine_config
+    from lionfs_ros.engine import backends
+    from lionfs_ros.engine.lm_state import DynamicLMState
+    from test_static_backend import ATOL, feeds
+
+    model = request.getfixturevalue(name)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in twin.llm.get_decoder().layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
+                         layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+                proj.weight.data = dequantize_fp8(quantize_fp8(proj.weight), proj.weight.dtype)  # rows are independent
+    monkeypatch.setattr(backends, "fp8_problem", lambda device: None)
+    backend = backends.StaticBackend(model, engine_config(backend="static", attention="split", weights="fp8"),
+                                     use_graphs=False)
+    assert backend.fused.weights == "fp8" and isinstance(backend.fused.layers[0].qkv_weight, Fp8Weight)
+    static, reference, plain = backend.main_state(), DynamicLMState(twin), DynamicLMState(model)
+    moved = 0.0
+    for ids, embeds in feeds(model):
+        out = static.feed(ids, embeds)
+        torch.testing.assert_close(out, reference.feed(ids, embeds), atol=ATOL, rtol=0)
+        moved = max(moved, float((out - plain.feed(ids, embeds)).abs().max()))
+    assert moved > 10 * ATOL  # FP8 did change the weights the static state ran with
+    with pytest.raises(EngineConfigError, match="shared decoder"):
+        backends.StaticBackend(model, engine_config(backend="static"), use_graphs=False, fused=backend.fused)
+
+
 # GPU: the kernel and the engine.
 
 @needs_fp8_gpu
