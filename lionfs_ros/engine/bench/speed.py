@@ -263,11 +263,12 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
     st = engine.slow_thinker
     prompt = build_thinking_inputs(model, [rgb for rgb, _ in keyframes], after_stream=True, config=st.cfg.keyframes,
                                    template=st.template, proposer=st.proposer, think=st.thinks(request))
+    fused = getattr(getattr(engine.backend, "main", None), "fused", None)  # the static backend's decoder
     out = {
         "backend": engine.backend.name, "compile": cfg.compile, "attention": cfg.attention, "weights": cfg.weights,
         "dropping": model.token_dropping is not None,
-        "compile_fallback": getattr(getattr(getattr(engine.backend, "main", None), "fused", None), "compile_fallback", None),
-        "fp8_tuning": getattr(getattr(getattr(engine.backend, "main", None), "fused", None), "fp8_tuning", None),
+        "compile_fallback": getattr(fused, "compile_fallback", None),
+        "fp8_weight_bytes": getattr(fused, "fp8_bytes", None), "fp8_tuning": getattr(fused, "fp8_tuning", None),
         "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
                  "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens,
