@@ -95,6 +95,9 @@ class LionFSNodeParams(CameraInputParams, ModelParams):
     frame_queue_size: int = param(2, "Frames waiting for the fast thinker; the newest wins when full.", minimum=1)
     kv_budget_tokens: int = param(3072, "KV-cache budget in tokens; older frames are evicted beyond it. Must leave "
                                   "room under the backbone's max_position_embeddings for one answer.", minimum=512)
+    weights: str = param("native", "Decoder weights on a GPU: 'native' (the model's dtype) or 'fp8' (weight-only FP8, "
+                         "quantized at configure; compute capability >= 8.9 with Triton: H100/H200, L4/L40).",
+                         choices=("native", "fp8"))
     slow_thinker: str = param("local", "'local' (in this process) or 'remote' (slow_thinker_node over the "
                               "slow_think action).", choices=("local", "remote"))
     slow_think_action: str = param("slow_think", "Action name of the remote slow thinker (relative, remappable).")
@@ -172,7 +175,7 @@ def engine_config(params: LionFSNodeParams):
     return EngineConfig(
         threshold=engine_threshold(params.threshold), trigger_policy=params.trigger_policy, general_fps=params.general_fps,
         ego_fps=params.ego_fps or None, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
-        max_new_tokens=params.max_new_tokens or None, slow_path=params.slow_path)
+        max_new_tokens=params.max_new_tokens or None, slow_path=params.slow_path, weights=params.weights)
 
 
 # Executable name -> its parameter dataclass. Nodes register here as they are added.

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-path", choices=("on", "off"), default=None,
                         help="answers after the slow thinker's thinking template (on) or straight (off); default:"
                              " on when the model was trained with the template (config.json thinking.mode)")
+    parser.add_argument("--weights", choices=("native", "fp8"), default=None,
+                        help="the engine's decoder weights: native (the model's dtype) or fp8 (weight-only FP8, CUDA"
+                             " compute capability >= 8.9 with Triton; see lionfs_ros/engine/README.md); default native")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"lionfs eval: error: {err}", file=sys.stderr)
         return 2
     options = EvalOptions(tolerance_s=args.tolerance, threshold=args.threshold, online=not args.no_online,
-                          questions=not args.no_questions, slow_path=args.slow_path, engine=engine)
+                          questions=not args.no_questions, slow_path=args.slow_path, engine=engine,
+                          weights=args.weights)
     try:
         report = evaluate_dataset(model, examples, options, workers=args.workers, model_dir=model_dir)
     except EngineConfigError as err:

@@ -14,9 +14,10 @@ from __future__ import annotations
 from lionfs_ros.model.backbone import has_lora
 
 from .bounds import portable_prompt_bound, token_bounds
-from .config import EngineConfig
+from .config import EngineConfig, EngineConfigError
 from .cuda_graphs import GraphedTower, StaticLMState
 from .lm_state import LENGTH_DEPENDENT_ROPE, DynamicLMState, LMState
+from .quantization import fp8_problem
 from .static_decoder import SPLIT_CHUNK, FusedDecoder
 
 CAPACITY_ALIGN = SPLIT_CHUNK  # buffer lengths: whole chunks for split attention (and aligned mask rows)
@@ -43,6 +44,10 @@ class DynamicBackend:
 
 def pick_backend(model, cfg: EngineConfig):
     """The backend ``cfg.backend`` asks for (``auto``: static on CUDA when the model allows it, else dynamic)."""
+    if cfg.weights == "fp8":
+        reason = fp8_problem(model.device) or static_backend_supported(model)
+        if reason is not None:
+            raise EngineConfigError(f"weights='fp8' is not possible here: {reason}")
     wants_static = cfg.backend == "static" or (cfg.backend == "auto" and model.device.type == "cuda")
     if wants_static:
         reason = static_backend_supported(model)
@@ -80,6 +85,10 @@ class StaticBackend:
         reason = static_backend_supported(model)
         if reason is not None:
             raise ValueError(f"static backend: {reason}")
+        if cfg.weights == "fp8" and fp8_problem(model.device) is not None:
+            raise EngineConfigError(f"weights='fp8' is not possible here: {fp8_problem(model.device)}")
+        if fused is not None and fused.weights != cfg.weights:
+            raise EngineConfigError(f"weights={cfg.weights!r} differs from the shared decoder's ({fused.weights!r})")
         self.model = model
         self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
         bounds = token_bounds(model, cfg)
@@ -87,7 +96,7 @@ class StaticBackend:
         slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
                                    portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
         self.fused = fused or FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention,
-                                           dropping=model.token_dropping)
+                                           dropping=model.token_dropping, weights=cfg.weights)
         frame_length = model.tokens_per_frame + 1
         self.slow = StaticLMState(model, self.fused, slow_capacity, self.use_graphs)
         self.main = StaticLMState(model, self.fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)

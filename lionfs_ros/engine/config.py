@@ -15,6 +15,7 @@ TRIGGER_POLICIES = ("skip", "queue", "replace")
 POSITION_MODES = ("reindex", "grow")
 BACKENDS = ("auto", "dynamic", "static")
 SLOW_PATH_MODES = ("auto", "on", "off")
+WEIGHT_FORMATS = ("native", "fp8")  # the model's own dtype, or weight-only FP8 (engine/quantization.py)
 LOG = logging.getLogger(__name__)
 
 
@@ -71,6 +72,10 @@ class EngineConfig:
     # built: ~20 s); where Triton is missing or compilation fails, the plain pieces run (compile_fallback says why)
     compile: bool = True
     attention: str = "split"  # static backend: 'split' (split-K over keys, see static_decoder) or 'sdpa' (fused kernel)
+    # static backend: the decoder's projection weights as the model holds them ('native': bf16 on a GPU) or as
+    # weight-only FP8 with per-output-channel scales ('fp8', quantized once when the engine is built; a CUDA GPU of
+    # compute capability >= 8.9 with Triton: H100/H200, L4/L40). See engine/quantization.py.
+    weights: str = "native"
     latency_window: int = 2048  # decisions kept for the latency percentiles
     system_prompt: str | None = None  # None: the model's stream.system_prompt
 
@@ -95,6 +100,10 @@ class EngineConfig:
             raise EngineConfigError(f"position_mode: {self.position_mode!r} is not one of {POSITION_MODES}")
         if self.attention not in ("sdpa", "split"):
             raise EngineConfigError(f"attention: {self.attention!r} is not one of ('sdpa', 'split')")
+        if self.weights not in WEIGHT_FORMATS:
+            raise EngineConfigError(f"weights: {self.weights!r} is not one of {WEIGHT_FORMATS}")
+        if self.weights == "fp8" and self.backend == "dynamic":
+            raise EngineConfigError("weights='fp8' runs on the static backend only (backend 'auto' or 'static', on a GPU)")
         if self.backend not in BACKENDS:
             raise EngineConfigError(f"backend: {self.backend!r} is not one of {BACKENDS}")
         if not 0 < self.evict_chunk_tokens < self.kv_budget_tokens:

@@ -41,9 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .quantization import linear, quantize_layers, tune_layers
+
 POSITION_SENTINEL = 1 << 40  # an empty slot's position: after every query, so always masked
 SPLIT_CHUNK = 256  # key slots per chunk of the split value product (buffers are sized in multiples)
 ATTENTION_KINDS = ("sdpa", "split")
+FP8_TUNE_ROWS = 11  # FP8 kernel tiles are timed at a decided frame's rows (interval + 10 tokens)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -169,8 +172,9 @@ class _Ops:
 class FusedDecoder:
     """The backbone's layers with fused projections; shared by every static state of one model."""
 
-    def __init__(self, llm, compile: bool = False, attention: str = "sdpa", dropping=None):
-        """``dropping``: the model's ``TokenDropping`` (or None)."""
+    def __init__(self, llm, compile: bool = False, attention: str = "sdpa", dropping=None, weights: str = "native"):
+        """``dropping``: the model's ``TokenDropping`` (or None). ``weights='fp8'``: the layers' projections as
+        weight-only FP8 (``quantization.py``; the model's own weights are left as they are)."""
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention {attention!r} is not one of {ATTENTION_KINDS}")
         self.attention = attention
@@ -197,6 +201,10 @@ class FusedDecoder:
                 layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
                 layer.input_layernorm.variance_epsilon, qkv_w, qkv_b, attn.o_proj.weight, attn.o_proj.bias,
                 gu_w, gu_b, mlp.down_proj.weight, mlp.down_proj.bias, track, router))
+        self.weights = weights
+        self.fp8_bytes = quantize_layers(self.layers) if weights == "fp8" else 0
+        tunable = weights == "fp8" and self.layers and self.layers[0].qkv_weight.codes.is_cuda
+        self.fp8_tuning = tune_layers(self.layers, FP8_TUNE_ROWS, llm.dtype) if tunable else []
         self.final_norm = (self.decoder.norm.weight, self.decoder.norm.variance_epsilon)
         self.scaling = self.decoder.layers[0].self_attn.scaling
         act = None if getattr(cfg, "hidden_act", "silu") == "silu" else self.decoder.layers[0].mlp.act_fn
@@ -253,7 +261,7 @@ class FusedDecoder:
             attn = self._attention(fl, h, keys[idx], values[idx], view, ops)
             h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
             last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
-            mlp = F.linear(ops.gate(F.linear(h[last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
+            mlp = linear(ops.gate(linear(h[last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
             h, residual = ops.add_rms_norm(mlp, residual[last], weight, eps)
         logits = self.llm.get_output_embeddings()(h)  # [1, V]: h is the last position after the final norm
         fill.add_(m if plan is None else plan.counts)
@@ -283,13 +291,13 @@ class FusedDecoder:
         """One whole decoder layer on ``h = norm(residual)`` ``[K, d]`` -> the layer's output stream ``[K, d]``."""
         attn = self._attention(fl, h, k_buf, v_buf, view, ops)
         h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
-        mlp = F.linear(ops.gate(F.linear(h, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
+        mlp = linear(ops.gate(linear(h, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
         return residual + mlp
 
     def _attention(self, fl: FusedLayer, h, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
         m, hd, hq, hkv = h.shape[0], self.head_dim, self.num_heads, self.num_kv_heads
         slots, mask, cos, sin = view.slots, view.mask, view.cos, view.sin
-        qkv = F.linear(h, fl.qkv_weight, fl.qkv_bias)  # [M, (Hq + 2 Hkv) * D]
+        qkv = linear(h, fl.qkv_weight, fl.qkv_bias)  # [M, (Hq + 2 Hkv) * D]
         qk = ops.rope(qkv[:, :(hq + hkv) * hd].view(m, hq + hkv, hd).transpose(0, 1), cos, sin)  # [Hq+Hkv, M, D]
         q, k = qk[:hq], qk[hq:]
         v = qkv[:, (hq + hkv) * hd:].view(m, hkv, hd).transpose(0, 1)  # [Hkv, M, D]
@@ -302,7 +310,7 @@ class FusedDecoder:
         else:
             out = self._split_attention(q, k_buf, v_buf, mask, ops)
         out = out.view(hq, m, hd).transpose(0, 1).reshape(m, hq * hd)
-        return F.linear(out, fl.o_weight, fl.o_bias)
+        return linear(out, fl.o_weight, fl.o_bias)
 
     def _split_attention(self, q, k_buf, v_buf, mask, ops) -> torch.Tensor:
         """``q [Hkv, gM, D]`` over the whole buffer ``[Hkv, cap, D]`` -> ``[Hkv, gM, D]``."""

@@ -60,6 +60,7 @@ class EvalOptions:
     slow_path: str | None = None  # "on" | "off" | None: as the model was trained (the engine's "auto")
     max_new_tokens: int | None = None  # None: the engine's (lionfs_node's max_new_tokens)
     engine: EngineConfig | None = None  # None: lionfs_node's defaults
+    weights: str | None = None  # "native" | "fp8" (EngineConfig.weights); None: the engine's
 
 
 def node_engine_config() -> EngineConfig:
@@ -81,6 +82,8 @@ def engine_config_for(model, options: EvalOptions) -> tuple[EngineConfig, str | 
         cfg = dataclasses.replace(cfg, slow_path=options.slow_path)
     if options.max_new_tokens is not None:
         cfg = dataclasses.replace(cfg, max_new_tokens=options.max_new_tokens)
+    if options.weights is not None:
+        cfg = dataclasses.replace(cfg, weights=options.weights)
     cfg = cfg.validate()
     positions = getattr(model.llm.config, "max_position_embeddings", None)
     resolved = cfg.for_model(model)  # the model's max_new_tokens and thinking settings where cfg leaves them open
@@ -217,7 +220,7 @@ def evaluate_dataset(model, examples: list[StreamExample], options: EvalOptions 
     return report
 
 
-ENGINE_REPORT_KEYS = ("general_fps", "ego_fps", "kv_budget_tokens", "trigger_policy", "max_new_tokens", "slow_path")
+ENGINE_REPORT_KEYS = ("general_fps", "ego_fps", "kv_budget_tokens", "trigger_policy", "max_new_tokens", "slow_path", "weights")
 
 
 def correctness_by_kind(results: list[ExampleResult]) -> dict[str, dict]:

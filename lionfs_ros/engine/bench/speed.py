@@ -11,10 +11,13 @@ decoding tokens per second. Equality: per decided frame P(interval) and the most
 and the generated ids (how many positions agree, the common prefix, and the naive side's
 top-1/top-2 logit margin at the first difference: a bf16 near-tie or not).
 Concurrency: frames decided while the slow thinker writes on its fork, from another thread.
-Each engine variant (``compile`` off/on, ``attention`` sdpa/split, token dropping off) is measured
-in turn on the same model; ``+nodrop`` variants run the same weights with the dropping routers
-switched off (the naive loop runs the model as built, so they are not compared with it).
-The LLM step is reported beside the weight-matrix floor measured in the same run (``floor.py``).
+Each engine variant (``compile`` off/on, ``attention`` sdpa/split, token dropping off, FP8 weights) is
+measured in turn on the same model; ``+nodrop`` variants run the same weights with the dropping routers
+switched off (the naive loop runs the model as built, so they are not compared with it); ``+fp8``
+variants run the decoder's projections as weight-only FP8 (``quantization.py``), compared with the naive
+loop (the model's bf16 function) and with their bf16 twin (the same name without ``+fp8``) when it ran.
+The LLM step is reported beside the weight-matrix floor measured in the same run (``floor.py``): bf16,
+and FP8 when an FP8 variant runs.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ from ..config import EngineConfig, KeyframeConfig
 from ..engine import StreamEngine
 from ..slow_thinker import LocalSlowThinker, SlowThinkRequest
 from ..timing import now, percentiles_ms, rss_bytes
-from .floor import weight_floor
+from .floor import copy_floor, weight_floor
+from .equality import naive_equality, no_equality, twin_equality
 from .naive import NaiveStream, naive_generate
 from .presets import GENERAL_FPS, Preset, build_model, camera_frames
 
@@ -85,8 +89,11 @@ VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the
     "graphs+compile+split": {"compile": True, "attention": "split"},
 }
 NODROP = "+nodrop"
+FP8 = "+fp8"
 for _name in list(VARIANTS):
     VARIANTS[_name + NODROP] = {**VARIANTS[_name], "dropping": False}
+for _name in [n for n in VARIANTS if not n.startswith(("eager", "dynamic"))]:
+    VARIANTS[_name + FP8] = {**VARIANTS[_name], "weights": "fp8"}
 
 
 def variant_fields(name: str) -> tuple[dict, bool]:
@@ -130,17 +137,26 @@ def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_t
     update(result)
     if dev.type == "cuda":
         result["weight_floor"] = {"frame_step": weight_floor(model.llm, model.tokens_per_frame + 1),
-                                  "token_step": weight_floor(model.llm, 1)}
+                                  "token_step": weight_floor(model.llm, 1), "copy": copy_floor(dev)}
+        if any(FP8 in name for name in variants):
+            result["weight_floor"]["fp8_frame_step"] = weight_floor(model.llm, model.tokens_per_frame + 1, "fp8")
+            result["weight_floor"]["fp8_token_step"] = weight_floor(model.llm, 1, "fp8")
         update(result)
     _free(dev)
     concurrent_variant = concurrent_variant or variants[-1]
     dropping = model.token_dropping
+    decided_by: dict[str, list] = {}  # variant -> its decisions (FP8 variants are compared with their bf16 twin)
     for name in variants:
         fields, drop_on = variant_fields(name)
         cfg = EngineConfig(**{**base, **fields})
 
         def publish(partial: dict, name=name, compare=drop_on or dropping is None) -> None:
-            result["variants"][name] = _equality(dict(partial), naive, model) if compare else _no_equality(dict(partial))
+            decided_by[name] = partial.get("_decisions", decided_by.get(name))
+            entry = naive_equality(dict(partial), naive, model) if compare else no_equality(dict(partial))
+            twin = name.replace(FP8, "")
+            if name.endswith(FP8) and decided_by.get(twin) and decided_by[name]:
+                entry["equality_vs_bf16_engine"] = twin_equality(decided_by[name], decided_by[twin], twin)
+            result["variants"][name] = entry
             _summarize(result, naive, dev.type == "cuda")
             update(result)
 
@@ -168,7 +184,20 @@ def _free(dev) -> None:
 
 def _summarize(result: dict, naive: dict, cuda: bool) -> None:
     ok = {k: v for k, v in result["variants"].items() if "fast" in v and "slow" in v}
-    on = {k: v for k, v in ok.items() if not k.endswith(NODROP)}
+    on = {k: v for k, v in ok.items() if NODROP not in k and FP8 not in k}
+    fp8 = {k: v for k, v in ok.items() if NODROP not in k and FP8 in k}
+    if fp8:
+        best = min(fp8, key=lambda k: fp8[k]["fast"]["p50_ms"])
+        b = fp8[best]
+        summary = {"variant": best, "fast": b["fast"], "slow": b["slow"], "equality": b.get("equality"),
+                   "equality_vs_bf16_engine": b.get("equality_vs_bf16_engine")}
+        if "ego_only" in b:
+            summary["ego_only"] = b["ego_only"]
+        floor = result.get("weight_floor", {}).get("fp8_frame_step", {})
+        if "ms" in floor and "breakdown_ms" in b:
+            summary["llm_step_over_fp8_floor"] = {"llm_step_ms": b["breakdown_ms"]["llm_step"], "floor_ms": floor["ms"],
+                                                  "ratio": b["breakdown_ms"]["llm_step"] / floor["ms"]}
+        result["fp8"] = summary
     if not on:
         return
     best = min(on, key=lambda k: on[k]["fast"]["p50_ms"])
@@ -182,7 +211,8 @@ def _summarize(result: dict, naive: dict, cuda: bool) -> None:
                            "speedup_tokens_per_second": b["slow"]["tokens_per_second"] / naive["slow"]["tokens_per_second"]}
     kind = "torch.cuda.max_memory_allocated" if cuda else "process RSS"
     result["peak_memory_mib"] = {"engine": b["peak_memory_mib"], "naive": naive["peak_memory_mib"], "kind": kind}
-    ratios = {k: ok[k]["fast"]["p50_ms"] / ok[k + NODROP]["fast"]["p50_ms"] for k in on if k + NODROP in ok}
+    off = {k: k.replace(FP8, "") + NODROP + (FP8 if k.endswith(FP8) else "") for k in {**on, **fp8}}  # same, routers off
+    ratios = {k: ok[k]["fast"]["p50_ms"] / ok[off[k]]["fast"]["p50_ms"] for k in off if off[k] in ok}
     if ratios and result.get("token_dropping"):
         result["dropping_on_over_off_p50"] = ratios
     floor = result.get("weight_floor", {}).get("frame_step", {})
@@ -233,10 +263,12 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
     st = engine.slow_thinker
     prompt = build_thinking_inputs(model, [rgb for rgb, _ in keyframes], after_stream=True, config=st.cfg.keyframes,
                                    template=st.template, proposer=st.proposer, think=st.thinks(request))
+    fused = getattr(getattr(engine.backend, "main", None), "fused", None)  # the static backend's decoder
     out = {
-        "backend": engine.backend.name, "compile": cfg.compile, "attention": cfg.attention,
+        "backend": engine.backend.name, "compile": cfg.compile, "attention": cfg.attention, "weights": cfg.weights,
         "dropping": model.token_dropping is not None,
-        "compile_fallback": getattr(getattr(getattr(engine.backend, "main", None), "fused", None), "compile_fallback", None),
+        "compile_fallback": getattr(fused, "compile_fallback", None),
+        "fp8_weight_bytes": getattr(fused, "fp8_bytes", None), "fp8_tuning": getattr(fused, "fp8_tuning", None),
         "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
                  "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens,
@@ -361,33 +393,3 @@ def _naive(model, frames, ratio, prefill_frames, total, prompt, new_tokens) -> d
     if ego_only:
         result["ego_only"] = _ego_summary(ego_only)
     return result
-
-
-def _no_equality(variant: dict) -> dict:
-    for key in ("_decisions", "_tokens", "_prompt_ids"):
-        variant.pop(key)
-    variant["equality"] = "not compared: the naive loop runs the model with token dropping, this variant without"
-    return variant
-
-
-def _equality(variant: dict, naive: dict, model) -> dict:
-    decisions, tokens, prompt_ids = variant.pop("_decisions"), variant.pop("_tokens"), variant.pop("_prompt_ids")
-    frames = naive["frames"]
-    interval = model.token_ids.interval
-    p_engine = np.array([d.p_interval for d in decisions])
-    p_naive = np.array([p for p, *_ in frames])
-    mismatch = [margin for d, (p, top, margin, _) in zip(decisions, frames) if d.next_token != top]
-    same = [d.respond == (p < model.config.stream.interval_threshold or top != interval)
-            for d, (p, top, _, _) in zip(decisions, frames)]
-    gen = naive["gen"]
-    prefix = next((i for i, (a, b) in enumerate(zip(tokens, gen["ids"])) if a != b), min(len(tokens), len(gen["ids"])))
-    variant["equality"] = {
-        "frames_compared": len(decisions), "decisions_equal": int(sum(same)),
-        "next_token_equal": len(decisions) - len(mismatch),
-        "next_token_mismatch_max_naive_margin": max(mismatch) if mismatch else None,
-        "max_abs_p_interval_diff": float(np.abs(p_engine - p_naive).max()),
-        "same_prompt": prompt_ids == gen["prompt_ids"], "prompt_tokens": [len(prompt_ids), len(gen["prompt_ids"])],
-        "generated_tokens_compared": len(gen["ids"]), "generated_tokens_equal_prefix": prefix,
-        "naive_margin_at_first_difference": gen["margins"][prefix] if prefix < len(gen["margins"]) else None,
-    }
-    return variant

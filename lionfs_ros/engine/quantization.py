@@ -1,0 +1,126 @@
+"""Weight-only FP8 for the static backend (``EngineConfig.weights = "fp8"``).
+
+At 1 to 11 rows per step (a generated token, a decided frame) every matrix product of the backbone
+reads its whole weight matrix and does almost no arithmetic, so the LLM step is bound by memory
+bandwidth: weights stored in FP8 (e4m3, one byte) halve what each step must read against bf16.
+Only the weights are FP8; activations stay in the model's dtype and the products accumulate in
+float32. Each output channel (weight row) ``n`` gets its own scale ``s[n] = max|W[n, :]| / 448`` (448:
+e4m3's largest finite value), ``Q = round_e4m3(W / s)``, and ``x @ W.T ~= (x @ Q.T) * s``: the scale
+factors out of the sum over the input dim, so the kernel multiplies it in once per output.
+
+What is quantized: the decoder layers' q/k/v, o, gate/up and down projections (the fused copies of
+``static_decoder.FusedDecoder``), once, when the engine is built. The embeddings, the output head
+(whose logits are the decision), the norms, the routers and the vision towers stay as they are
+(the towers run hundreds of rows per frame: bound by arithmetic, not by reading weights). The
+model's own bf16 weights are kept (the dynamic model path and training use them), so FP8 adds
+about half the decoder's bytes to GPU memory: it buys speed, not memory.
+
+The product runs in a Triton kernel (``kernels/fp8_linear.py``) that loads the FP8 tile, upcasts it
+to the activations' dtype in registers and multiplies on the tensor cores; it runs inside the CUDA
+graphs like any kernel. It needs a CUDA GPU with FP8 conversions (compute capability >= 8.9: Ada
+L4/L40/RTX 40xx, Hopper H100/H200) and Triton; ``fp8_problem`` says why not elsewhere, and the engine
+refuses the option there with that reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = 448.0  # largest finite e4m3fn value
+MIN_CAPABILITY = (8, 9)  # FP8 conversions in hardware: Ada (8.9) and Hopper (9.0) onwards
+TINY_SCALE = 1e-12  # a row of zeros gets this scale (its codes are all zero either way)
+
+
+@dataclass
+class Fp8Weight:
+    """A linear layer's weight ``[N, K]`` as FP8 codes and one float32 scale per output channel."""
+
+    codes: torch.Tensor  # [N, K] float8_e4m3fn
+    scale: torch.Tensor  # [N] float32
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.codes.shape
+
+    def nbytes(self) -> int:
+        return self.codes.numel() * self.codes.element_size() + self.scale.numel() * self.scale.element_size()
+
+
+def quantize_fp8(weight: torch.Tensor) -> Fp8Weight:
+    """``W [N, K]`` -> per-output-channel FP8 (computed in float32; any device)."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / FP8_MAX).clamp(min=TINY_SCALE)  # [N]
+    codes = (w / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    return Fp8Weight(codes.contiguous(), scale.contiguous())
+
+
+def dequantize_fp8(w: Fp8Weight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The weight the FP8 product computes with: ``Q * s`` ``[N, K]``."""
+    return (w.codes.double() * w.scale.double()[:, None]).to(dtype)
+
+
+def fp8_linear_reference(x: torch.Tensor, w: Fp8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """What the kernel computes, in plain torch: ``(x @ Q.T) * s + b``, summed in float64 (the kernel: float32),
+    output in ``x``'s dtype."""
+    out = (x.double() @ w.codes.double().t()) * w.scale.double()
+    if bias is not None:
+        out = out + bias.double()
+    return out.to(x.dtype)
+
+
+def fp8_problem(device: torch.device) -> str | None:
+    """None if weight-only FP8 can run on ``device``, else the reason it cannot."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"it needs a CUDA GPU with compute capability >= 8.9 (H100/H200, L4/L40); the model is on {device.type}"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < MIN_CAPABILITY:
+        return (f"it needs compute capability >= {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} (H100/H200, L4/L40);"
+                f" {torch.cuda.get_device_name(device)} is {major}.{minor}")
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "it needs Triton (pip install triton), which is not installed"
+    return None
+
+
+def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` for a plain weight, the FP8 kernel for an ``Fp8Weight`` (``x [M, K]`` -> ``[M, N]``).
+
+    Off the GPU (tests of the static decoder's FP8 wiring; the engine refuses FP8 there) the reference math runs."""
+    if not isinstance(weight, Fp8Weight):
+        return F.linear(x, weight, bias)
+    if not x.is_cuda:
+        return fp8_linear_reference(x, weight, bias)
+    from .kernels.fp8_linear import fp8_linear
+
+    return fp8_linear(x, weight.codes, weight.scale, bias)
+
+
+def quantize_layers(layers) -> int:
+    """Replace the fused decoder layers' projection weights by ``Fp8Weight``s; returns the FP8 bytes made."""
+    made = 0
+    for fl in layers:
+        for name in ("qkv_weight", "o_weight", "gate_up_weight", "down_weight"):
+            q = quantize_fp8(getattr(fl, name))
+            setattr(fl, name, q)
+            made += q.nbytes()
+    return made
+
+
+def tune_layers(layers, rows: int, dtype: torch.dtype) -> list[dict]:
+    """Pick the FP8 kernel's tile shapes for each distinct weight shape of these layers on this GPU (a second or
+    two, once per engine build); returns what was timed (``kernels.fp8_linear.tune``)."""
+    from .kernels.fp8_linear import TUNED, tune
+
+    seen, report = set(), []
+    for fl in layers:
+        for name in ("qkv_weight", "o_weight", "gate_up_weight", "down_weight"):
+            w = getattr(fl, name)
+            if tuple(w.shape) not in seen and tuple(w.shape) not in TUNED:
+                seen.add(tuple(w.shape))
+                report.append(tune(w.codes, w.scale, rows, dtype))
+    return report
