@@ -24,6 +24,7 @@ from .backends import CAPACITY_ALIGN, StaticBackend
 from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig
 from .cuda_graphs import StaticLMState, _capture
+from .quantization import linear
 from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
 BUCKETS = (1, 2, 4, 8, 16)  # batch sizes with a graph; a round pads up to the next one
@@ -205,7 +206,7 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
             view = _view(fused, pool, rows, fl.track, pos.gather(1, sel), x.dtype, span)
             attn = _attention(fused, fl, idx, pool, rows, pick(h), view, pick(cos), pick(sin), ops)
             hk, res = ops.add_rms_norm(attn, pick(residual), fl.ln2, fl.eps)
-            mlp = F.linear(ops.gate(F.linear(hk, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
+            mlp = linear(ops.gate(linear(hk, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
             residual = residual.scatter(1, sel[..., None].expand(-1, -1, residual.shape[-1]), res + mlp)
             h = ops.rms_norm(residual if nxt is not None else residual[:, -1:], weight, eps)
             continue
@@ -214,7 +215,7 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
         attn = _attention(fused, fl, idx, pool, rows, h, whole[fl.track], cos, sin, ops)
         h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
         last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
-        mlp = F.linear(ops.gate(F.linear(h[:, last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
+        mlp = linear(ops.gate(linear(h[:, last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
         h, residual = ops.add_rms_norm(mlp, residual[:, last], weight, eps)
     logits = fused.llm.get_output_embeddings()(h[:, -1])  # [B, V]
     counts = torch.full((fused.num_tracks,), m, dtype=torch.long, device=x.device) if plan is None else plan.counts
@@ -252,7 +253,7 @@ def _attention(fused: FusedDecoder, fl, layer: int, pool: KVPool, rows, h, view,
     b, m = h.shape[:2]
     hd, hq, hkv, g = fused.head_dim, fused.num_heads, fused.num_kv_heads, fused.groups
     slots, mask = view
-    qkv = F.linear(h, fl.qkv_weight, fl.qkv_bias)  # [B, K, (Hq + 2 Hkv) * D]
+    qkv = linear(h, fl.qkv_weight, fl.qkv_bias)  # [B, K, (Hq + 2 Hkv) * D]
     qk = ops.rope(qkv[..., :(hq + hkv) * hd].view(b, m, hq + hkv, hd).transpose(1, 2), cos[:, None], sin[:, None])
     q, k = qk[:, :hq], qk[:, hq:]  # [B, Hq, K, D], [B, Hkv, K, D]
     v = qkv[..., (hq + hkv) * hd:].view(b, m, hkv, hd).transpose(1, 2)  # [B, Hkv, K, D]
@@ -268,7 +269,7 @@ def _attention(fused: FusedDecoder, fl, layer: int, pool: KVPool, rows, h, view,
         probs = ops.masked_softmax(torch.matmul(q, k_rows.transpose(-1, -2)), mask[:, None], fused.scaling)
         out = torch.matmul(probs, v_rows)  # [B, Hkv, gK, D]
     out = out.view(b, hq, m, hd).transpose(1, 2).reshape(b, m, hq * hd)
-    return F.linear(out, fl.o_weight, fl.o_bias)
+    return linear(out, fl.o_weight, fl.o_bias)
 
 
 class _nullcontext:

@@ -32,14 +32,14 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from lionfs_ros.model.image_processing import DeviceImageProcessor
-
 from .backends import DynamicBackend, StaticBackend, pick_backend, static_backend_supported
 from .batched_step import BatchedFrameStep, KVPool, PooledBackend, pool_capacity
-from .config import EngineConfig
+from .batched_towers import GraphedTowerBatch
+from .config import EngineConfig, EngineConfigError
 from .engine import QUEUE_POLL_S, STOP_TIMEOUT_S, StreamEngine
 from .fast_thinker import PendingFrame
 from .frame_queue import FrameQueue, QueuedFrame
+from .quantization import fp8_problem
 from .rates import EGO, GENERAL, SKIP
 from .slow_worker import SlowWorker
 from .static_decoder import FusedDecoder
@@ -174,9 +174,9 @@ class StreamGroup:
             worker.on_done = queue.wake
             engine.attach(queue, worker)
             self.streams[stream_id] = engine
-        # On a GPU the batched towers resize and normalize there (the same pixels bit for bit as on the CPU).
-        self._prep = {} if model.device.type != "cuda" else {
-            source: DeviceImageProcessor(encoder.processor, model.device)
+        # On a GPU the batched towers run from CUDA graphs per batch size (resize and normalization there too).
+        self._graphed = {} if model.device.type != "cuda" or not batch_towers else {
+            source: GraphedTowerBatch(encoder, model.device, len(cfgs))
             for source, encoder in (("general", model.vision), ("ego", model.ego)) if encoder is not None}
         self.rounds = 0
         self.batched_frames = 0
@@ -190,9 +190,14 @@ class StreamGroup:
         if static_backend_supported(model) is not None or any(cfg.backend == "dynamic" for cfg in cfgs.values()):
             return None
         first = next(iter(cfgs.values()))
+        weights = {cfg.weights for cfg in cfgs.values()}
+        if len(weights) > 1:  # one decoder serves every stream: one copy of its weights
+            raise EngineConfigError(f"the streams of one group share one decoder: weights must agree, got {sorted(weights)}")
+        if first.weights == "fp8" and fp8_problem(model.device) is not None:
+            raise EngineConfigError(f"weights='fp8' is not possible here: {fp8_problem(model.device)}")
         use_graphs = model.device.type == "cuda"
         fused = FusedDecoder(model.llm, compile=first.compile and use_graphs, attention=first.attention,
-                             dropping=model.token_dropping)
+                             dropping=model.token_dropping, weights=first.weights)
         pool = KVPool(fused, len(cfgs), pool_capacity(model, list(cfgs.values())), model.device, model.dtype)
         backends = {}
         for row, (sid, cfg) in enumerate(cfgs.items()):
@@ -278,9 +283,9 @@ class StreamGroup:
         model = self.model
         decided = [sid for sid in items if routes[sid] == GENERAL]
         ego_fed = [sid for sid in items if routes[sid] in (GENERAL, EGO)] if model.ego is not None else []
-        # A tower with one frame this round runs it through the stream's own runner (a CUDA graph on the static backend).
-        decided = decided if len(decided) > 1 else []
-        ego_fed = ego_fed if len(ego_fed) > 1 else []
+        if not self._graphed:  # eager: a tower with one frame this round runs it through the stream's own runner
+            decided = decided if len(decided) > 1 else []
+            ego_fed = ego_fed if len(ego_fed) > 1 else []
         general = self._tower(model.vision, "general", [items[sid].rgb for sid in decided])
         ego = self._tower(model.ego, "ego", [items[sid].rgb for sid in ego_fed])
         out = {sid: [None, None] for sid in set(decided) | set(ego_fed)}
@@ -293,11 +298,9 @@ class StreamGroup:
     def _tower(self, encoder, source: str, frames: list[np.ndarray]) -> torch.Tensor | None:
         if not frames:
             return None
-        prep = self._prep.get(source)
-        if prep is not None:
-            pixels = torch.cat([prep.normalize(prep.resize(rgb)) for rgb in frames])  # [B, 3, S, S]
-        else:
-            pixels = torch.cat([self.model.preprocess(rgb, source) for rgb in frames])
+        if source in self._graphed:
+            return self._graphed[source](frames)  # [B, n, C]
+        pixels = torch.cat([self.model.preprocess(rgb, source) for rgb in frames])  # [B, 3, S, S]
         return encoder.frame_tokens(pixels)  # [B, n, C]
 
     # Threads.

@@ -88,7 +88,7 @@ def fp8_problem(device: torch.device) -> str | None:
 
 
 def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear`` for a plain weight, the FP8 kernel for an ``Fp8Weight`` (``x [M, K]`` -> ``[M, N]``).
+    """``F.linear`` for a plain weight, the FP8 kernel for an ``Fp8Weight`` (``x [..., K]`` -> ``[..., N]``).
 
     Off the GPU (tests of the static decoder's FP8 wiring; the engine refuses FP8 there) the reference math runs."""
     if not isinstance(weight, Fp8Weight):
@@ -97,7 +97,8 @@ def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.T
         return fp8_linear_reference(x, weight, bias)
     from .kernels.fp8_linear import fp8_linear
 
-    return fp8_linear(x, weight.codes, weight.scale, bias)
+    rows = x.reshape(-1, x.shape[-1])  # [..., K] -> [M, K]: the kernel takes a matrix
+    return fp8_linear(rows, weight.codes, weight.scale, bias).view(*x.shape[:-1], -1)
 
 
 def quantize_layers(layers) -> int:

@@ -7,6 +7,7 @@ import torch
 from engine_parts import build_model, engine_config, stream_frames
 from lionfs_ros.engine import StreamEngine, StreamGroup
 from lionfs_ros.engine.batched_step import BUCKETS, bucket_for
+from lionfs_ros.engine.config import EngineConfigError
 
 CAMERA_FPS = 8.0
 ROUNDS = 24
@@ -94,6 +95,13 @@ def test_group_without_batched_llm_runs_each_step_alone(fused_model):
     assert group.batched is None and group.stats()["llm_batches"] == 0 and group["head"].stats()["decided"] == 4
 
 
+def test_group_streams_must_agree_on_weights(fused_model):
+    """One decoder serves every stream of a group: a stream asking for other weights is refused at build."""
+    configs = {"head": _config("head"), "left": engine_config(general_fps=CAMERA_FPS, compile=False, weights="fp8")}
+    with pytest.raises(EngineConfigError, match="weights must agree"):
+        StreamGroup(fused_model, configs)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (the CPU test runs the same step)")
 def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_path):
     """On a GPU: the graphed batched step (one graph per bucket) against each stream alone (graphed static, dynamic)."""
@@ -103,6 +111,7 @@ def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_
     model = LionFSModel.from_pretrained(tmp_path, device="cuda", dtype=torch.float32).eval()
     group, got = _grouped(model)
     assert sorted({b for b, _ in group.batched._graphs}) == [1, 2, 4, 8]  # five streams: buckets up to 8, at build
+    assert sorted(group._graphed["general"]._graphs) == [1, 2, 4, 8]  # the towers too, graphed per bucket at build
     assert group.stats()["llm_batched_frames"] > 2 * ROUNDS
     for backend in ("dynamic", "static"):
         for name in STREAMS:

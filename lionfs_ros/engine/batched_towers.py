@@ -1,0 +1,49 @@
+"""One vision tower over the frames of several streams at once (a ``StreamGroup``'s round).
+
+On a GPU each batch size of ``BUCKETS`` is one CUDA graph (resized uint8 frames ``[B, S, S, 3]`` ->
+normalization -> tower -> tokens ``[B, n, C]``), captured when the group is built; a round with 3 frames
+runs the graph of 4 (the spare row holds an older frame, its tokens are not used). Run eagerly, a
+tower of a few hundred small kernels costs more in launches than in arithmetic, so the batched towers
+would grow with the number of streams; from a graph they cost about one frame's launches.
+
+Each row's arithmetic is the tower's own (rows do not mix), with the device resize of
+``DeviceImageProcessor``, so a stream's tokens are the ones its own ``GraphedTower`` gives, up to the
+matrix products' summation order at another batch size.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lionfs_ros.model.image_processing import DeviceImageProcessor
+
+from .batched_step import BUCKETS, bucket_for
+from .cuda_graphs import _capture
+
+
+class GraphedTowerBatch:
+    """RGB frames ``[H, W, 3]`` uint8 (one per stream) -> tokens ``[B, n, C]`` of one vision encoder."""
+
+    def __init__(self, encoder, device: torch.device, streams: int):
+        self.encoder = encoder
+        self.prep = DeviceImageProcessor(encoder.processor, device)
+        self.buckets = [b for b in BUCKETS if b <= bucket_for(min(streams, BUCKETS[-1]))]
+        self.resized = torch.zeros(self.buckets[-1], *self.prep.size, 3, dtype=torch.uint8, device=device)
+        self.capture_stream = torch.cuda.Stream(device)
+        self._graphs = {b: _capture(lambda b=b: self._body(b), self.capture_stream, None) for b in self.buckets}
+
+    @torch.no_grad()
+    def _body(self, b: int) -> torch.Tensor:
+        pixels = torch.cat([self.prep.normalize(self.resized[i]) for i in range(b)])  # [B, 3, S, S]
+        return self.encoder.frame_tokens(pixels)  # [B, n, C]
+
+    def __call__(self, frames: list[np.ndarray]) -> torch.Tensor:
+        chunks = []
+        for lo in range(0, len(frames), self.buckets[-1]):
+            chunk = frames[lo:lo + self.buckets[-1]]
+            for i, rgb in enumerate(chunk):
+                self.resized[i].copy_(self.prep.resize(rgb))
+            graph, tokens = self._graphs[bucket_for(len(chunk))]
+            graph.replay()
+            chunks.append(tokens[:len(chunk)].clone())
+        return torch.cat(chunks)  # [len(frames), n, C]
