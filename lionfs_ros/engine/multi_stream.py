@@ -9,7 +9,7 @@ between them and replaces their threads:
   queue cannot take another's turn: its own queue drops its own oldest frames). The frames of a
   round are routed by each stream's rate gate, then their vision towers run as ONE batch (the
   general tower over the decided frames, the egocentric tower over the decided and ego-only
-  frames), then the round's decided frames take ONE batched LLM step (``batched_step.py``: each
+  frames; on a GPU from CUDA graphs per bucket, ``batched_towers.py``), then the round's decided frames take ONE batched LLM step (``batched_step.py``: each
   stream's main context is a row of one KV pool, with its own length, positions and KV budget;
   padded to a bucket of 1, 2, 4, 8 or 16 rows; CUDA graphs per bucket). A frame whose token piece
   is not the plain frame (a stream's first, the first after an answer) feeds alone on its row;

@@ -1,0 +1,80 @@
+"""Where a ``StreamGroup`` round's time goes on a GPU: the graphed batched towers and the batched LLM step.
+
+For each preset: each vision tower's CUDA graph per batch size (``graph_ms``: the replay alone;
+``call_ms``: with the per-frame device resize the group runs before it; ``eager_1_ms``: one frame
+without a graph), and the batched LLM step's graph per (batch size, attention span) (``llm``: key
+``BxSPAN``, rows on the pool's scratch row, so the step costs what a round of B frames costs at that
+span). Medians of CUDA-event timings; writes ``$OUT/profile_streams.json`` (or ``./``).
+
+    PYTHONPATH=. python3 docs/benchmarks/profile_streams.py llama3-8b lionfs-8b
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+
+from lionfs_ros.engine import EngineConfig, KeyframeConfig, StreamGroup
+from lionfs_ros.engine.batched_towers import GraphedTowerBatch
+from lionfs_ros.engine.bench.presets import GENERAL_FPS, PRESETS, build_model, camera_frames
+
+MAX_STREAMS = 16
+WARMUP_RUNS = 3
+SPANS = (512, 2048, 4096)  # attention spans reported (plus the pool's full capacity)
+
+
+def median_ms(fn, reps: int = 20) -> float:
+    for _ in range(WARMUP_RUNS):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return round(sorted(times)[len(times) // 2], 3)
+
+
+def profile(name: str) -> dict:
+    preset = PRESETS[name]
+    model = build_model(preset, "cuda")
+    out = {"towers": {}, "llm": {}}
+    frames = camera_frames(MAX_STREAMS, preset.frame_size)
+    for source, encoder in (("general", model.vision), ("ego", model.ego)):
+        if encoder is None:
+            continue
+        towers = GraphedTowerBatch(encoder, model.device, MAX_STREAMS)
+        out["towers"][source] = {b: {"graph_ms": median_ms(towers._graphs[b][0].replay),
+                                     "call_ms": median_ms(lambda b=b: towers(frames[:b]), reps=10)}
+                                 for b in towers.buckets}
+        with torch.no_grad():
+            pixels = towers.prep.normalize(towers.prep.resize(frames[0]))
+            out["towers"][source]["eager_1_ms"] = median_ms(lambda: encoder.frame_tokens(pixels), reps=10)
+        print(name, source, out["towers"][source], flush=True)
+    cfg = EngineConfig(threshold=0.0, general_fps=GENERAL_FPS, kv_budget_tokens=preset.kv_budget_tokens, answers=False,
+                       compile=False, keyframes=KeyframeConfig(grid_sizes=preset.grid_sizes))
+    group = StreamGroup(model, {f"cam{i:02d}": cfg for i in range(MAX_STREAMS)})
+    largest = max(span for _, span in group.batched._graphs)
+    for (b, span), (graph, _) in sorted(group.batched._graphs.items()):
+        if span in SPANS or span == largest:
+            out["llm"][f"{b}x{span}"] = median_ms(graph.replay)
+    print(name, "llm", out["llm"], flush=True)
+    return out
+
+
+def main() -> None:
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    for name in sys.argv[1:]:
+        results[name] = profile(name)
+        torch.cuda.empty_cache()
+    with open(os.path.join(os.environ.get("OUT", "."), "profile_streams.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
