@@ -33,8 +33,17 @@ NOT_A_PICKLE = b"training_args.bin: never unpickled\n"
 
 def write_llama3_base(root: Path, interval_id: int, interval_gain: float, eos_gain: float, size: str = "tiny",
                       device: str = "cpu", dtype: torch.dtype = torch.float32, tokenizer_dir: Path | None = None) -> Path:
-    """A random Llama-3-vocabulary Llama; the interval and EOS rows of lm_head are tilted so that the
-    per-frame decision and the answer lengths vary (random weights alone almost never say ',' or stop)."""
+    """``build_llama3_base`` saved to ``root/llm`` (with the tokenizer); returns that directory."""
+    build_llama3_base(root, interval_id, interval_gain, eos_gain, size, device, dtype, tokenizer_dir).save_pretrained(root / "llm")
+    return root / "llm"
+
+
+def build_llama3_base(root: Path, interval_id: int, interval_gain: float, eos_gain: float, size: str = "tiny",
+                      device: str = "cpu", dtype: torch.dtype = torch.float32,
+                      tokenizer_dir: Path | None = None) -> LlamaForCausalLM:
+    """A random Llama-3-vocabulary Llama (the tokenizer saved to ``root/llm`` unless ``tokenizer_dir`` is
+    given); the interval and EOS rows of lm_head are tilted so that the per-frame decision and the answer
+    lengths vary (random weights alone almost never say ',' or stop)."""
     tokenizer_dir = tokenizer_dir or save_llama3_tokenizer(root / "llm")
     from transformers import AutoTokenizer
 
@@ -52,8 +61,7 @@ def write_llama3_base(root: Path, interval_id: int, interval_gain: float, eos_ga
         row[interval_id] = (interval_gain * torch.ones(width) / width ** 0.5).to(row)
         eos_direction = torch.randn(width, generator=torch.Generator().manual_seed(5))
         row[tokenizer.eos_token_id] = (eos_gain * eos_direction / eos_direction.norm()).to(row)
-    llm.save_pretrained(root / "llm")
-    return root / "llm"
+    return llm
 
 
 def write_siglip(path: Path, size: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Path:
