@@ -45,6 +45,7 @@ RESAMPLE_FILTERS = {
 STRETCH, LETTERBOX = "stretch", "letterbox"
 RESIZE_MODES = (STRETCH, LETTERBOX)
 PAD_VALUE = 0  # letterbox padding: black
+EVEN = 2  # letterbox sizes and offsets are multiples of this (ffmpeg's -2; yuv420p's chroma grid)
 
 
 def letterbox_geometry(height: int, width: int, side: int) -> tuple[int, int, int, int]:
@@ -59,8 +60,6 @@ def letterbox_geometry(height: int, width: int, side: int) -> tuple[int, int, in
         new_h, new_w = side, _even_rescale(side, width, height)
     return new_h, new_w, (side - new_h) // 2 // EVEN * EVEN, (side - new_w) // 2 // EVEN * EVEN
 
-
-EVEN = 2
 
 
 def _even_rescale(side: int, short: int, long: int) -> int:
