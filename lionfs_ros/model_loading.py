@@ -62,4 +62,6 @@ def load_for_inference(model_path: str = "", device: str = "auto", dtype: str = 
         model = LionFSModel.from_pretrained(path, device=device, dtype=resolve_dtype(dtype, device))
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the model in {path}: {err}") from err
+    if device.startswith("cuda") and model.config.llm.lora.enabled:
+        model.merge_lora()  # inference only: LoRA folded into the backbone, so the CUDA-graph backend can run it
     return model.eval(), path, device

@@ -215,7 +215,11 @@ def load_model(cls, path: str | Path, device=None, dtype=None):
     tokenizer_dir = path / TOKENIZER_DIR
     if not tokenizer_dir.is_dir():
         raise CheckpointError(f"{tokenizer_dir} not found")
-    model = cls.from_config(config, tokenizer=load_tokenizer(tokenizer_dir), device="cpu", dtype=torch.float32)
+    from .modeling_lionfs import default_dtype
+
+    # Built in the target dtype (weights are cast once, as they load): an 8B base is never held in float32.
+    dtype = dtype or default_dtype(device)
+    model = cls.from_config(config, tokenizer=load_tokenizer(tokenizer_dir), device="cpu", dtype=dtype)
     load_model_weights(model, path / WEIGHTS_NAME)
     adapter_file = path / ADAPTER_DIR / ADAPTER_WEIGHTS_NAME
     if config.llm.lora.enabled:
@@ -223,6 +227,4 @@ def load_model(cls, path: str | Path, device=None, dtype=None):
         load_lora_adapter(model.llm, lora, adapter_file)
     elif adapter_file.exists():
         raise CheckpointError(f"{adapter_file} exists but config.json says llm.lora.enabled is false")
-    from .modeling_lionfs import default_dtype
-
-    return model.to(device=device or "cpu", dtype=dtype or default_dtype(device))
+    return model.to(device=device or "cpu", dtype=dtype)

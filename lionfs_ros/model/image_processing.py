@@ -6,9 +6,13 @@ graph path (``DeviceImageProcessor``).
 
 ``ImageProcessor`` runs on the CPU with Pillow: a frame ``[H, W, 3]`` uint8 is
 - ``stretch``: resized to ``S x S`` (the aspect ratio is not kept), or
-- ``letterbox``: padded with black to a centred square of side ``max(H, W)`` (the extra row or
-  column of an odd difference goes to the bottom / right), then resized to ``S x S``
-  (VideoLLM-online's input);
+- ``letterbox``: resized so that its long side is ``S`` and its short side the even size nearest
+  the aspect ratio (half rounds up), then placed on a black ``S x S`` square, centred, the offset
+  rounded down to an even pixel (the extra rows / columns go to the bottom / right).
+  VideoLLM-online's input: its videos are prepared by ffmpeg with ``scale='if(gt(iw,ih),S,-2)':
+  'if(gt(iw,ih),-2,S)',pad=S:S:(ow-iw)/2:(oh-ih)/2:color=black`` (``letterbox_geometry`` states
+  that arithmetic; ffmpeg's swscale bicubic and the yuv420p/H.264 round trip are not reproduced:
+  the resize is Pillow's, like every other mode here);
 then rescaled to [0, 1] (``/ UINT8_MAX``) and normalized ``(x - mean) / std`` in float32.
 
 ``DeviceImageProcessor`` gives the same pixels with the resize on any torch device: Pillow's
@@ -41,33 +45,39 @@ RESAMPLE_FILTERS = {
 STRETCH, LETTERBOX = "stretch", "letterbox"
 RESIZE_MODES = (STRETCH, LETTERBOX)
 PAD_VALUE = 0  # letterbox padding: black
+EVEN = 2  # letterbox sizes and offsets are multiples of this (ffmpeg's -2; yuv420p's chroma grid)
 
 
-def square_padding(height: int, width: int) -> tuple[int, int, int]:
-    """Letterbox geometry of an ``height x width`` frame: ``(side, top, left)`` of its centred square."""
-    side = max(height, width)
-    return side, (side - height) // 2, (side - width) // 2
+def letterbox_geometry(height: int, width: int, side: int) -> tuple[int, int, int, int]:
+    """``(new_h, new_w, top, left)``: an ``height x width`` frame resized into a ``side`` square and placed on it.
+
+    The long side becomes ``side`` (a square frame: both); the short one ``round(side * short / long)``
+    to the nearest even size, half up (ffmpeg's ``-2``: ``av_rescale`` to a multiple of 2), at least 2;
+    the offsets ``(side - new) / 2`` truncated, then rounded down to even (yuv420p's chroma grid)."""
+    if width > height:
+        new_w, new_h = side, _even_rescale(side, height, width)
+    else:
+        new_h, new_w = side, _even_rescale(side, width, height)
+    return new_h, new_w, (side - new_h) // 2 // EVEN * EVEN, (side - new_w) // 2 // EVEN * EVEN
 
 
-def pad_to_square(rgb: np.ndarray) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` -> ``[side, side, 3]``: the frame centred on black (``square_padding``)."""
-    h, w, _ = rgb.shape
-    side, top, left = square_padding(h, w)
-    if side == h == w:
-        return rgb
+
+def _even_rescale(side: int, short: int, long: int) -> int:
+    """``side * short / long`` to the nearest multiple of 2 (half up), within [2, side]."""
+    return min(side, max(EVEN, (side * short + long) // (EVEN * long) * EVEN))
+
+
+def place_on_black(inner: np.ndarray, side: int, top: int, left: int) -> np.ndarray:
+    """uint8 ``[h, w, 3]`` -> ``[side, side, 3]``: ``inner`` at ``(top, left)`` on black."""
     out = np.full((side, side, 3), PAD_VALUE, dtype=np.uint8)
-    out[top:top + h, left:left + w] = rgb
+    out[top:top + inner.shape[0], left:left + inner.shape[1]] = inner
     return out
 
 
-def pad_to_square_tensor(rgb: torch.Tensor) -> torch.Tensor:
-    """``pad_to_square`` of a uint8 ``[H, W, 3]`` tensor, on its device."""
-    h, w, _ = rgb.shape
-    side, top, left = square_padding(h, w)
-    if side == h == w:
-        return rgb
-    out = torch.full((side, side, 3), PAD_VALUE, dtype=torch.uint8, device=rgb.device)
-    out[top:top + h, left:left + w] = rgb
+def place_on_black_tensor(inner: torch.Tensor, side: int, top: int, left: int) -> torch.Tensor:
+    """``place_on_black`` of a uint8 ``[h, w, 3]`` tensor, on its device."""
+    out = torch.full((side, side, 3), PAD_VALUE, dtype=torch.uint8, device=inner.device)
+    out[top:top + inner.shape[0], left:left + inner.shape[1]] = inner
     return out
 
 
@@ -94,10 +104,12 @@ class ImageProcessor:
 
     def resize_one(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 ``[H, W, 3]`` -> ``[S, S, 3]`` (Pillow, on the CPU)."""
+        method = RESAMPLE_FILTERS[self.resample]
         if self.resize_mode == LETTERBOX:
-            rgb = pad_to_square(rgb)
-        size = (self.image_size, self.image_size)
-        return np.asarray(Image.fromarray(rgb).resize(size, RESAMPLE_FILTERS[self.resample]))
+            new_h, new_w, top, left = letterbox_geometry(rgb.shape[0], rgb.shape[1], self.image_size)
+            inner = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), method))  # [new_h, new_w, 3]
+            return place_on_black(inner, self.image_size, top, left)
+        return np.asarray(Image.fromarray(rgb).resize((self.image_size, self.image_size), method))
 
     def resize(self, frames: np.ndarray) -> np.ndarray:
         """uint8 ``[T, H, W, 3]`` (or one ``[H, W, 3]``) -> uint8 ``[T, S, S, 3]``."""
@@ -138,21 +150,28 @@ class DeviceImageProcessor:
     def __init__(self, processor: ImageProcessor, device: torch.device):
         self.processor, self.device = processor, device
         self.size = (processor.image_size, processor.image_size)
-        exact = processor.resample in FILTERS
-        self.exact = ExactResize(self.size, processor.resample) if exact else None
+        self.exact = processor.resample in FILTERS
+        self._resizers: dict[tuple[int, int], ExactResize] = {}  # (width, height) out -> its exact resize
         self.mean = torch.tensor(processor.image_mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(processor.image_std, device=device).view(1, 3, 1, 1)
 
     def resize(self, rgb: np.ndarray) -> torch.Tensor:
         """RGB ``[H, W, 3]`` uint8 -> ``[S, S, 3]`` uint8 on the device."""
-        if self.exact is None:
+        if not self.exact:
             return torch.from_numpy(self.processor.resize_one(rgb).copy()).to(self.device)
         if not rgb.flags.writeable:  # e.g. a view of a ROS message buffer: torch wants writable memory
             rgb = rgb.copy()
         frame = torch.from_numpy(rgb).to(self.device)
         if self.processor.resize_mode == LETTERBOX:
-            frame = pad_to_square_tensor(frame)
-        return self.exact(frame)
+            side = self.processor.image_size
+            new_h, new_w, top, left = letterbox_geometry(rgb.shape[0], rgb.shape[1], side)
+            return place_on_black_tensor(self._resizer((new_w, new_h))(frame), side, top, left)
+        return self._resizer(self.size)(frame)
+
+    def _resizer(self, size: tuple[int, int]) -> "ExactResize":
+        if size not in self._resizers:
+            self._resizers[size] = ExactResize(size, self.processor.resample)
+        return self._resizers[size]
 
     def normalize(self, resized: torch.Tensor) -> torch.Tensor:
         """uint8 ``[S, S, 3]`` on the device -> float32 ``[1, 3, S, S]`` (same arithmetic as ``ImageProcessor``)."""

@@ -9,7 +9,7 @@ from PIL import Image
 
 from lionfs_ros.model.configuration_lionfs import ConfigError, LionFSConfig, VisionConfig
 from lionfs_ros.model.image_processing import (
-    DeviceImageProcessor, ExactResize, ImageProcessor, pad_to_square, square_padding,
+    DeviceImageProcessor, ExactResize, ImageProcessor, letterbox_geometry,
 )
 
 CASES = [((480, 640), (384, 384)), ((240, 320), (64, 64)), ((17, 23), (32, 32)), ((384, 384), (384, 384)),
@@ -56,17 +56,21 @@ def test_device_path_equals_cpu_path(mode, resample):
         assert torch.equal(device.normalize(resized), processor.preprocess(rgb))
 
 
-def test_letterbox_pads_to_a_centred_black_square():
-    assert square_padding(40, 64) == (64, 12, 0)
-    assert square_padding(64, 41) == (64, 0, 11)  # odd difference: the extra column on the right
+def test_letterbox_resizes_then_centres_on_black():
+    assert letterbox_geometry(480, 640, 384) == (288, 384, 48, 0)  # ffmpeg: 384x288, pad at y=48
+    assert letterbox_geometry(640, 480, 384) == (384, 288, 0, 48)
+    assert letterbox_geometry(40, 64, 16) == (10, 16, 2, 0)  # 16 * 40 / 64 = 10; (16 - 10) / 2 = 3 -> 2 (even)
+    assert letterbox_geometry(33, 50, 16) == (10, 16, 2, 0)  # 10.56 -> 10 (nearest even)
+    assert letterbox_geometry(35, 50, 16) == (12, 16, 2, 0)  # 11.2 -> 12 (nearest even, half up)
+    assert letterbox_geometry(20, 20, 16) == (16, 16, 0, 0) and letterbox_geometry(1, 500, 16) == (2, 16, 6, 0)
     rgb = np.full((40, 64, 3), 200, np.uint8)
-    square = pad_to_square(rgb)
-    assert square.shape == (64, 64, 3)
-    assert (square[:12] == 0).all() and (square[52:] == 0).all() and (square[12:52] == 200).all()
     resized = ImageProcessor(16, "bilinear", resize_mode="letterbox").resize(rgb)[0]  # [16, 16, 3]
-    assert (resized[0] == 0).all() and (resized[-1] == 0).all() and (resized[8] == 200).all()
-    want = np.asarray(Image.fromarray(square).resize((16, 16), Image.Resampling.BILINEAR))
-    assert np.array_equal(resized, want)
+    assert (resized[:2] == 0).all() and (resized[12:] == 0).all() and (resized[2:12] == 200).all()
+    # resize first, then pad: the frame's edge rows are not blended with the black (padding first would)
+    padded_first = np.zeros((64, 64, 3), np.uint8)
+    padded_first[12:52] = rgb
+    blended = np.asarray(Image.fromarray(padded_first).resize((16, 16), Image.Resampling.BILINEAR))
+    assert not np.array_equal(resized, blended)
     stretched = ImageProcessor(16, "bilinear").resize(rgb)[0]
     assert (stretched == 200).all()  # stretch keeps no border
 

@@ -1,6 +1,4 @@
-"""The VideoLLM-online v1+ checkpoint layout, rebuilt tiny: peft LoRA adapter + connector on a Llama."""
-import json
-
+"""The VideoLLM-online v1+ release layout (adapter files alone), rebuilt tiny: peft LoRA adapter + connector on a Llama."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,40 +8,14 @@ from transformers import LlamaForCausalLM, SiglipVisionModel
 from lionfs_ros.model.checkpoint import CheckpointError
 from lionfs_ros.model.videollm_online import load_videollm_online
 
-from tiny_parts import LLM_WIDTH, random_frames
-
-R, ALPHA = 4, 8
-V1PLUS_TARGETS = "model.*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)|lm_head$"
-PROJS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
-
-
-def write_v1plus_adapter(path, llm: LlamaForCausalLM, vision_width: int):
-    """adapter_config.json + adapter_model.safetensors with the public checkpoint's names."""
-    path.mkdir()
-    (path / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "meta-llama/Meta-Llama-3-8B-Instruct",
-        "r": R, "lora_alpha": ALPHA, "lora_dropout": 0.05, "target_modules": V1PLUS_TARGETS,
-        "modules_to_save": ["connector"], "bias": "none", "inference_mode": True, "fan_in_fan_out": False,
-    }))
-    g = torch.Generator().manual_seed(1)
-    tensors = {}
-    linears = {f"model.layers.{i}.{p}": llm.get_submodule(f"model.layers.{i}.{p}") for i in range(llm.config.num_hidden_layers) for p in PROJS}
-    linears["lm_head"] = llm.lm_head
-    for name, lin in linears.items():
-        tensors[f"base_model.model.{name}.lora_A.weight"] = torch.randn(R, lin.in_features, generator=g) * 0.1
-        tensors[f"base_model.model.{name}.lora_B.weight"] = torch.randn(lin.out_features, R, generator=g) * 0.1
-    tensors["base_model.model.connector.0.weight"] = torch.randn(LLM_WIDTH, vision_width, generator=g) * 0.1
-    tensors["base_model.model.connector.0.bias"] = torch.randn(LLM_WIDTH, generator=g) * 0.1
-    tensors["base_model.model.connector.2.weight"] = torch.randn(LLM_WIDTH, LLM_WIDTH, generator=g) * 0.1
-    tensors["base_model.model.connector.2.bias"] = torch.randn(LLM_WIDTH, generator=g) * 0.1
-    save_file(tensors, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
-    return tensors
+from tiny_parts import random_frames
+from videollm_online_release import ALPHA, R, write_release_adapter
 
 
 @pytest.fixture
 def v1plus(tiny_dirs, tmp_path):
     base = LlamaForCausalLM.from_pretrained(tiny_dirs["llm"])
-    tensors = write_v1plus_adapter(tmp_path / "adapter", base, vision_width=32)
+    tensors = write_release_adapter(tmp_path / "adapter", base, vision_width=32, trainer_dir=False)
     return tmp_path / "adapter", tensors, base
 
 

@@ -1,12 +1,13 @@
 """A VideoLLM-online release, converted, decides and answers in our engine as the reference demo does.
 
 Tiny random weights in the exact release layout (a Trainer output dir), the real Llama-3 BPE, 40
-square frames (letterboxing a square is the identity, so no resize is involved), two questions
-(one at a frame's time, one between frames). The reference is ``videollm_online_reference``: the
+frames of three shapes (square at the tower's size, then 640x480, then 480x640: letterboxed as the
+reference's ffmpeg does), two questions (one at a frame's time, one between frames). The reference is ``videollm_online_reference``: the
 demo loop re-written from its code on HF Llama + peft, independent of our engine.
 """
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
@@ -25,6 +26,21 @@ INTERVAL_GAIN, EOS_GAIN = -30.0, 0.5  # decisions split about evenly; answers em
 ANSWER_BUFFER = 6  # the demo's 100-token buffer, shortened on both sides for test time
 QUESTIONS = [(5.0, "What is it?"), (12.25, "Where is it?")]  # at frame 10's time; between frames 24 and 25
 P_TOLERANCE = 1e-4
+SQUARE_FRAMES = 26  # the questions fall among these; then as many landscape as portrait frames
+SHAPES = [(480, 640), (640, 480)]  # (H, W): landscape, portrait
+BLOCK = 80  # their content is random 80-pixel blocks, so it survives the downscale
+
+
+def camera_frames(count: int, seed: int) -> list[np.ndarray]:
+    """``count`` uint8 RGB frames: ``SQUARE_FRAMES`` at the tower's size, then landscape ones, then portrait ones."""
+    frames = list(random_frames(SQUARE_FRAMES, seed, size=IMAGE_SIZE))
+    rng = np.random.default_rng(seed)
+    half = (count - SQUARE_FRAMES + 1) // 2
+    for i in range(count - SQUARE_FRAMES):
+        h, w = SHAPES[i // half]
+        blocks = rng.integers(0, 256, size=(h // BLOCK, w // BLOCK, 3), dtype=np.uint8)
+        frames.append(np.repeat(np.repeat(blocks, BLOCK, axis=0), BLOCK, axis=1))  # [H, W, 3]
+    return frames
 
 
 class RecordingThinker(LocalSlowThinker):
@@ -58,7 +74,7 @@ def test_converted_release_matches_the_reference_demo(release, tiny_dirs, tmp_pa
 
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     assert tokenizer.convert_tokens_to_ids(INTERVAL) == 11
-    frames = random_frames(NUM_FRAMES, 3, size=IMAGE_SIZE)
+    frames = camera_frames(NUM_FRAMES, 3)
     times = [i / FPS for i in range(NUM_FRAMES)]
     reference = ReferenceDemo(root / "trainer", llm_dir, tiny_dirs["siglip"], tokenizer, 32, ANSWER_BUFFER)
     expected = reference.run(frames, times, QUESTIONS)

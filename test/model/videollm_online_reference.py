@@ -7,6 +7,16 @@ template's strings tokenized as rendered; ``last_ids`` are fed before the next f
 token after a silent frame, EOS + ``\\n[`` after an answer, a truncated answer's last token); a
 question is answered before the first frame after it, or right after a frame at its very time
 (without that frame's decision); answers are greedy, at most 100 tokens, EOS included.
+
+Frames (data/utils.py ``ffmpeg_once``, run by demo/cli.py and for the training videos) are
+letterboxed by ffmpeg: ``-sws_flags bicubic``, ``scale='if(gt(iw,ih),R,-2)':'if(gt(iw,ih),-2,R)'``
+then ``pad=R:R:(ow-iw)/2:(oh-ih)/2:color='#000000'``: the long side scaled to R first (a square
+frame: both), the short side to the aspect ratio rounded to the nearest multiple of 2 (libavfilter
+``ff_scale_adjust_dimensions``: ``av_rescale``, half away from zero), then padded with black, the
+offset truncated to an integer and rounded down to the yuv420p chroma grid (even). Stated here:
+that geometry, with Pillow's bicubic (antialiased on downscale, like swscale's; its cubic has
+a=-0.5 where swscale's default is B=0, C=0.6) and without the yuv420p + H.264 round trip of the
+reference's cached video files, which no re-statement can reproduce.
 """
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 from torch import nn
+from PIL import Image
 from transformers import LlamaForCausalLM, SiglipModel
 
 SYSTEM = (
@@ -28,6 +39,19 @@ INTERVAL = ","
 THRESHOLD = 0.725
 ANSWER_BUFFER = 100
 POOL = 3
+
+
+def ffmpeg_letterbox(rgb: np.ndarray, side: int) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> ``[side, side, 3]`` as the reference's ffmpeg scale + pad filters place it."""
+    h, w, _ = rgb.shape
+    if w > h:  # if(gt(iw,ih), R, -2): the height follows, a multiple of 2
+        out_w, out_h = side, 2 * ((side * h + w) // (2 * w))
+    else:
+        out_w, out_h = 2 * ((side * w + h) // (2 * h)), side
+    x, y = int((side - out_w) / 2) & ~1, int((side - out_h) / 2) & ~1
+    canvas = np.zeros((side, side, 3), np.uint8)  # color='#000000'
+    canvas[y:y + out_h, x:x + out_w] = np.asarray(Image.fromarray(rgb).resize((out_w, out_h), Image.Resampling.BICUBIC))
+    return canvas
 
 
 @dataclass
@@ -54,7 +78,9 @@ class ReferenceDemo:
         self.query_ids = lambda q: text("]\nUser: " + q + "\nAssistant:")
 
     @torch.no_grad()
-    def frame_embeds(self, frames: np.ndarray) -> torch.Tensor:
+    def frame_embeds(self, frames: list[np.ndarray]) -> torch.Tensor:
+        side = self.vision.config.image_size
+        frames = np.stack([ffmpeg_letterbox(rgb, side) for rgb in frames])
         pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
         pixels = (pixels - 0.5) / 0.5
         out = self.vision(pixels)
@@ -87,7 +113,7 @@ class ReferenceDemo:
         run.answers.append((query, generated))
 
     @torch.no_grad()
-    def run(self, frames: np.ndarray, times: list[float], queries: list[tuple[float, str]]) -> ReferenceRun:
+    def run(self, frames: list[np.ndarray], times: list[float], queries: list[tuple[float, str]]) -> ReferenceRun:
         run = ReferenceRun()
         self.past, self.last_ids = None, []
         frame_queue = deque(zip(times, self.frame_embeds(frames)))

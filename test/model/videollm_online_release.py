@@ -33,8 +33,17 @@ NOT_A_PICKLE = b"training_args.bin: never unpickled\n"
 
 def write_llama3_base(root: Path, interval_id: int, interval_gain: float, eos_gain: float, size: str = "tiny",
                       device: str = "cpu", dtype: torch.dtype = torch.float32, tokenizer_dir: Path | None = None) -> Path:
-    """A random Llama-3-vocabulary Llama; the interval and EOS rows of lm_head are tilted so that the
-    per-frame decision and the answer lengths vary (random weights alone almost never say ',' or stop)."""
+    """``build_llama3_base`` saved to ``root/llm`` (with the tokenizer); returns that directory."""
+    build_llama3_base(root, interval_id, interval_gain, eos_gain, size, device, dtype, tokenizer_dir).save_pretrained(root / "llm")
+    return root / "llm"
+
+
+def build_llama3_base(root: Path, interval_id: int, interval_gain: float, eos_gain: float, size: str = "tiny",
+                      device: str = "cpu", dtype: torch.dtype = torch.float32,
+                      tokenizer_dir: Path | None = None) -> LlamaForCausalLM:
+    """A random Llama-3-vocabulary Llama (the tokenizer saved to ``root/llm`` unless ``tokenizer_dir`` is
+    given); the interval and EOS rows of lm_head are tilted so that the per-frame decision and the answer
+    lengths vary (random weights alone almost never say ',' or stop)."""
     tokenizer_dir = tokenizer_dir or save_llama3_tokenizer(root / "llm")
     from transformers import AutoTokenizer
 
@@ -52,8 +61,7 @@ def write_llama3_base(root: Path, interval_id: int, interval_gain: float, eos_ga
         row[interval_id] = (interval_gain * torch.ones(width) / width ** 0.5).to(row)
         eos_direction = torch.randn(width, generator=torch.Generator().manual_seed(5))
         row[tokenizer.eos_token_id] = (eos_gain * eos_direction / eos_direction.norm()).to(row)
-    llm.save_pretrained(root / "llm")
-    return root / "llm"
+    return llm
 
 
 def write_siglip(path: Path, size: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Path:
@@ -63,15 +71,18 @@ def write_siglip(path: Path, size: str, device: str = "cpu", dtype: torch.dtype 
 
 
 def write_release_adapter(path: Path, llm: LlamaForCausalLM, vision_width: int, seed: int = 1,
-                          rank: int = R, alpha: int = ALPHA, dtype: torch.dtype = torch.float32) -> dict:
-    """A Trainer output dir: adapter_config.json + adapter_model.safetensors (+ training_args.bin)."""
+                          rank: int = R, alpha: int = ALPHA, dtype: torch.dtype = torch.float32,
+                          trainer_dir: bool = True) -> dict:
+    """adapter_config.json + adapter_model.safetensors with the public checkpoint's names; ``trainer_dir``:
+    as the Trainer leaves it (peft's copy of the base ``lm_head`` in the file, ``training_args.bin`` beside)."""
     path.mkdir(parents=True)
     (path / "adapter_config.json").write_text(json.dumps({
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "meta-llama/Meta-Llama-3-8B-Instruct",
         "r": rank, "lora_alpha": alpha, "lora_dropout": 0.05, "target_modules": V1PLUS_TARGETS,
         "modules_to_save": ["connector"], "bias": "none", "inference_mode": True, "fan_in_fan_out": False,
     }))
-    (path / "training_args.bin").write_bytes(NOT_A_PICKLE)
+    if trainer_dir:
+        (path / "training_args.bin").write_bytes(NOT_A_PICKLE)
     g = torch.Generator().manual_seed(seed)
     width = llm.config.hidden_size
     linears = {f"model.layers.{i}.{p}": llm.get_submodule(f"model.layers.{i}.{p}")
@@ -81,7 +92,8 @@ def write_release_adapter(path: Path, llm: LlamaForCausalLM, vision_width: int, 
     for name, lin in linears.items():
         tensors[f"base_model.model.{name}.lora_A.weight"] = torch.randn(rank, lin.in_features, generator=g) * 0.1
         tensors[f"base_model.model.{name}.lora_B.weight"] = torch.randn(lin.out_features, rank, generator=g) * 0.01
-    tensors["base_model.model.lm_head.base_layer.weight"] = llm.lm_head.weight.detach().float().cpu().clone()
+    if trainer_dir:
+        tensors["base_model.model.lm_head.base_layer.weight"] = llm.lm_head.weight.detach().float().cpu().clone()
     tensors["base_model.model.connector.0.weight"] = torch.randn(width, vision_width, generator=g) * 0.2
     tensors["base_model.model.connector.0.bias"] = torch.randn(width, generator=g) * 0.1
     tensors["base_model.model.connector.2.weight"] = torch.randn(width, width, generator=g) * 0.2
