@@ -62,6 +62,11 @@ def load_for_inference(model_path: str = "", device: str = "auto", dtype: str = 
         model = LionFSModel.from_pretrained(path, device=device, dtype=resolve_dtype(dtype, device))
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the model in {path}: {err}") from err
-    if device.startswith("cuda") and model.config.llm.lora.enabled:
-        model.merge_lora()  # inference only: LoRA folded into the backbone, so the CUDA-graph backend can run it
-    return model.eval(), path, device
+    return ready_for_inference(model), path, device
+
+
+def ready_for_inference(model):
+    """Eval mode; on CUDA a LoRA is folded into the backbone (inference only), so the CUDA-graph backend runs it."""
+    if model.device.type == "cuda" and model.config.llm.lora.enabled:
+        model.merge_lora()
+    return model.eval()

@@ -50,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
     from lionfs_ros.eval.evaluate import EvalOptions, evaluate_dataset, load_eval_examples
     from lionfs_ros.model import LionFSModel
     from lionfs_ros.model.checkpoint import CheckpointError
+    from lionfs_ros.model_loading import ready_for_inference
     from lionfs_ros.resources import demo_model_path
     from lionfs_ros.train.dataset import truncate
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_dir = args.model or demo_model_path()
     try:
-        model = LionFSModel.from_pretrained(model_dir, device=device).eval()
+        model = ready_for_inference(LionFSModel.from_pretrained(model_dir, device=device))
         examples = load_eval_examples(args.data, model.config.stream.frame_fps, videos=args.videos,
                                       features=args.features, ego_features=args.ego_features,
                                       limit=args.max_examples)

@@ -182,9 +182,10 @@ def evaluate_example(model, example: StreamExample, options: EvalOptions, engine
 def _evaluate_shard(job: tuple) -> list[ExampleResult]:
     model_dir, device, examples, options, engine = job
     from lionfs_ros.model import LionFSModel
+    from lionfs_ros.model_loading import ready_for_inference
 
     torch.set_num_threads(1)
-    model = LionFSModel.from_pretrained(model_dir, device=device).eval()
+    model = ready_for_inference(LionFSModel.from_pretrained(model_dir, device=device))
     recipe = FrameRecipe.for_model(model)
     return [evaluate_example(model, e, options, engine, recipe) for e in examples]
 
