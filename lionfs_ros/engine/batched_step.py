@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .backends import CAPACITY_ALIGN, StaticBackend
 from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig
-from .cuda_graphs import StaticLMState, _capture
+from .cuda_graphs import StaticLMState, capture_graph
 from .quantization import linear
 from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
@@ -128,7 +128,7 @@ class BatchedFrameStep:
                 self.pool.clear_scratch()
                 return batched_forward(self.fused, self.pool, rows, x, self.plan, span)
 
-            self._graphs[b, span] = _capture(body, self._capture_stream, self._graph_pool, after=self.pool.clear_scratch)
+            self._graphs[b, span] = capture_graph(body, self._capture_stream, self._graph_pool, after=self.pool.clear_scratch)
         return self._graphs[b, span]
 
     def span_for(self, states: list[StaticLMState]) -> int:

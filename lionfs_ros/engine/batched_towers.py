@@ -18,7 +18,7 @@ import torch
 from lionfs_ros.model.image_processing import DeviceImageProcessor
 
 from .batched_step import BUCKETS, bucket_for
-from .cuda_graphs import _capture
+from .cuda_graphs import capture_graph
 
 
 class GraphedTowerBatch:
@@ -30,7 +30,7 @@ class GraphedTowerBatch:
         self.buckets = [b for b in BUCKETS if b <= bucket_for(min(streams, BUCKETS[-1]))]
         self.resized = torch.zeros(self.buckets[-1], *self.prep.size, 3, dtype=torch.uint8, device=device)
         self.capture_stream = torch.cuda.Stream(device)
-        self._graphs = {b: _capture(lambda b=b: self._body(b), self.capture_stream, None) for b in self.buckets}
+        self._graphs = {b: capture_graph(lambda b=b: self._body(b), self.capture_stream, None) for b in self.buckets}
 
     @torch.no_grad()
     def _body(self, b: int) -> torch.Tensor:

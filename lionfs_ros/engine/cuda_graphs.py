@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 GRAPH_WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuBLAS handles, workspaces)
 
 
-def _capture(body, capture_stream: torch.cuda.Stream, pool, after=None) -> tuple[torch.cuda.CUDAGraph, object]:
+def capture_graph(body, capture_stream: torch.cuda.Stream, pool, after=None) -> tuple[torch.cuda.CUDAGraph, object]:
     """Warm ``body`` up, then capture it, both on ``capture_stream``; ``after`` undoes what the runs changed.
 
     Each graph owner (main state, slow state, each tower) captures on a stream of its own: cuBLAS
@@ -70,7 +70,7 @@ class GraphedTower:
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         self.resized.copy_(self.prep.resize(rgb))
         if self.graph is None:
-            self.graph, self.out = _capture(self._body, self.capture_stream, None)
+            self.graph, self.out = capture_graph(self._body, self.capture_stream, None)
         self.graph.replay()
         return self.out.clone()
 
@@ -149,7 +149,7 @@ class StaticLMState(LMState):
                     self.slot_pos[track, fill:fill + length] = POSITION_SENTINEL
 
             try:
-                self._graphs[key] = _capture(body, self.capture_stream, self._pool, after=undo)
+                self._graphs[key] = capture_graph(body, self.capture_stream, self._pool, after=undo)
             except Exception as err:  # torch.compile fails on the first (warm-up) run: fall back to the plain ops
                 if not self.fused.compiled:
                     raise
@@ -157,7 +157,7 @@ class StaticLMState(LMState):
                 undo()
                 self.fused.use_eager(f"torch.compile failed: {type(err).__name__}: {err}")
                 log.warning("static backend: %s; running without it", self.fused.compile_fallback)
-                self._graphs[key] = _capture(body, self.capture_stream, self._pool, after=undo)
+                self._graphs[key] = capture_graph(body, self.capture_stream, self._pool, after=undo)
         return self._graphs[key]
 
     @torch.no_grad()
