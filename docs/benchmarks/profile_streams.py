@@ -5,6 +5,8 @@ For each preset: each vision tower's CUDA graph per batch size (``graph_ms``: th
 without a graph), and the batched LLM step's graph per (batch size, attention span) (``llm``: key
 ``BxSPAN``, rows on the pool's scratch row, so the step costs what a round of B frames costs at that
 span). Medians of CUDA-event timings; writes ``$OUT/profile_streams.json`` (or ``./``).
+``KERNELS=1`` also runs the batched LLM step eagerly (no graph) under ``torch.profiler`` at 8 rows and
+the pool's full span and keeps its top GPU operators (``llm_kernels``): where the step's time goes.
 
     PYTHONPATH=. python3 docs/benchmarks/profile_streams.py llama3-8b lionfs-8b
 """
@@ -17,12 +19,15 @@ import sys
 import torch
 
 from lionfs_ros.engine import EngineConfig, KeyframeConfig, StreamGroup
+from lionfs_ros.engine.batched_step import batched_forward
 from lionfs_ros.engine.batched_towers import GraphedTowerBatch
 from lionfs_ros.engine.bench.presets import GENERAL_FPS, PRESETS, build_model, camera_frames
 
 MAX_STREAMS = 16
 WARMUP_RUNS = 3
 SPANS = (512, 2048, 4096)  # attention spans reported (plus the pool's full capacity)
+KERNEL_ROWS = 8  # rows of the profiled eager step
+TOP_OPERATORS = 25
 
 
 def median_ms(fn, reps: int = 20) -> float:
@@ -64,7 +69,32 @@ def profile(name: str) -> dict:
         if span in SPANS or span == largest:
             out["llm"][f"{b}x{span}"] = median_ms(graph.replay)
     print(name, "llm", out["llm"], flush=True)
+    if os.environ.get("KERNELS"):
+        out["llm_kernels"] = operator_profile(group, largest)
     return out
+
+
+def operator_profile(group: StreamGroup, span: int) -> list[dict]:
+    """The batched step run eagerly on the scratch row (``KERNEL_ROWS`` rows, ``span`` slots): top GPU operators."""
+    step, model = group.batched, group.model
+    x = torch.zeros(KERNEL_ROWS, step.length, model.hidden_size, dtype=model.dtype, device=model.device)
+    rows = torch.full((KERNEL_ROWS,), step.pool.scratch, dtype=torch.long, device=model.device)
+
+    def run():
+        step.pool.clear_scratch()
+        batched_forward(step.fused, step.pool, rows, x, step.plan, span)
+
+    for _ in range(WARMUP_RUNS):
+        run()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    step.pool.clear_scratch()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_device_time_total, reverse=True)[:TOP_OPERATORS]
+    table = [{"name": e.key[:80], "calls": e.count, "gpu_ms": round(e.self_device_time_total / 1000, 3)} for e in events]
+    print("llm kernels", table, flush=True)
+    return table
 
 
 def main() -> None:
