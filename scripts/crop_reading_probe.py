@@ -53,7 +53,7 @@ def features_of(rgb, frame_grid, tiles, x, y, size) -> dict[str, torch.Tensor]:
         tiles[(column, row)] = grid_of(rgb[row * side:(row + 1) * side, column * side:(column + 1) * side])
     tile = pool_cells(tiles[(column, row)], WHOLE_FRAME, TILE_GRID).reshape(TILE_GRID, TILE_GRID, -1)
     tx, ty = x * TILES - column, y * TILES - row
-    cell = pool_cells(frame_grid, (x - CELL, y - CELL, x + CELL, y + CELL), 1)  # [1, C]
+    cell = pool_cells(frame_grid, (max(x - CELL, 0.0), max(y - CELL, 0.0), min(x + CELL, 1.0), min(y + CELL, 1.0)), 1)  # [1, C]
     tile_token = pool_cells(tile, (tx, ty, tx, ty), 1)  # [1, C]
     feats = {"frame_cell": cell, "frame_cell_connector": model.project_general(cell),
              "tile_token": tile_token, "tile_token_connector": model.project_general(tile_token)}

@@ -242,3 +242,26 @@ def test_default_kv_budget_is_fitted_to_the_models_positions(fused_model):
     with pytest.raises(EngineConfigError, match="positions could reach"):  # one more token is refused
         check_against_model(replace(cfg, kv_budget_tokens=cfg.kv_budget_tokens + 1), bounds, positions)
     assert EngineConfig(kv_budget_tokens=700).for_model(fused_model).kv_budget_tokens == 700  # a set budget stays
+
+
+@pytest.mark.parametrize("slow_path", ["on", "off"])
+def test_responses_carry_the_keyframe_regions_when_the_slow_path_ran(fused_model, slow_path):
+    """What GuidanceEvent.regions and the replay report get: the final update of an answer written with
+    the template holds its keyframes' regions (normalized boxes, what each is); without it, none."""
+    from lionfs_ros.engine import StreamEngine
+    from lionfs_ros.model.regions import MOTION, SALIENT
+
+    engine = StreamEngine(fused_model, engine_config(threshold=1.0, slow_path=slow_path))
+    finals = []
+    engine.on_response = lambda update: finals.append(update) if update.is_final else None
+    for i, rgb in enumerate(stream_frames(4, seed=3)):
+        engine.process_frame(rgb, i / engine.cfg.general_fps)
+    engine.flush()
+    assert finals
+    for update in finals:
+        if slow_path == "off":
+            assert update.regions == []
+            continue
+        assert 0 < len(update.regions) <= engine.cfg.keyframes.num_keyframes * engine.cfg.keyframes.max_regions
+        for x0, y0, x1, y1, label, score in update.regions:
+            assert 0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0 and label in (MOTION, SALIENT) and score > 0
