@@ -16,6 +16,7 @@ POSITION_MODES = ("reindex", "grow")
 BACKENDS = ("auto", "dynamic", "static")
 SLOW_PATH_MODES = ("auto", "on", "off")
 WEIGHT_FORMATS = ("native", "fp8")  # the model's own dtype, or weight-only FP8 (engine/quantization.py)
+DEFAULT_KV_BUDGET = 4096  # kv_budget_tokens None: this, or less where the model's positions need it
 LOG = logging.getLogger(__name__)
 
 
@@ -60,8 +61,10 @@ class EngineConfig:
     regions: RegionConfig | None = None
 
     # Bounded memory: KV entries (tokens) kept; eviction runs when the cache exceeds the budget
-    # and frees down to budget - evict_chunk_tokens (fewer, larger compactions).
-    kv_budget_tokens: int = 4096
+    # and frees down to budget - evict_chunk_tokens (fewer, larger compactions). None: fitted to the
+    # model by ``for_model``: DEFAULT_KV_BUDGET, or the largest that fits its positions with the
+    # slow thinker's template and an answer (a thinking model on a 4096-position backbone).
+    kv_budget_tokens: int | None = None
     evict_chunk_tokens: int = 256
     keep_recent_frames: int = 16
     position_mode: str = "reindex"  # 'reindex': kept entries renumbered 0.. (keys re-rotated); 'grow'
@@ -106,7 +109,7 @@ class EngineConfig:
             raise EngineConfigError("weights='fp8' runs on the static backend only (backend 'auto' or 'static', on a GPU)")
         if self.backend not in BACKENDS:
             raise EngineConfigError(f"backend: {self.backend!r} is not one of {BACKENDS}")
-        if not 0 < self.evict_chunk_tokens < self.kv_budget_tokens:
+        if not 0 < self.evict_chunk_tokens < (self.kv_budget_tokens or DEFAULT_KV_BUDGET):
             raise EngineConfigError("evict_chunk_tokens must be > 0 and < kv_budget_tokens")
         if self.keep_recent_frames < 1 or self.latency_window < 1 or self.context_turns < 0:
             raise EngineConfigError("keep_recent_frames and latency_window must be >= 1, context_turns >= 0")
@@ -120,13 +123,15 @@ class EngineConfig:
 
     def for_model(self, model) -> "EngineConfig":
         """The keyframe and region settings filled in from the model's config unless set here (then logged);
-        ``max_new_tokens`` None: the model's ``stream.max_new_tokens``."""
+        ``max_new_tokens`` None: the model's ``stream.max_new_tokens``; ``kv_budget_tokens`` None: fitted."""
         cfg = self if self.max_new_tokens is not None else replace(self, max_new_tokens=model.config.stream.max_new_tokens)
         trained = model.config.thinking
         resolved = replace(cfg, keyframes=cfg.keyframes or trained.keyframes, regions=cfg.regions or trained.regions)
         overrides = resolved.thinking_overrides(model)
         if overrides:
             LOG.warning("engine settings override the model's thinking settings: %s", overrides)
+        if resolved.kv_budget_tokens is None:
+            resolved = replace(resolved, kv_budget_tokens=fitted_kv_budget(model, resolved))
         return resolved
 
     def thinking_overrides(self, model) -> dict[str, dict]:
@@ -153,6 +158,18 @@ class TokenBounds:
     @property
     def largest_feed(self) -> int:
         return max(self.frame, self.query, self.answer)
+
+
+def fitted_kv_budget(model, cfg: EngineConfig) -> int:
+    """DEFAULT_KV_BUDGET, or less where positions could pass the backbone's (``position_mode: reindex``):
+    the budget + one feed + the slow thinker's template + an answer must stay within them."""
+    from .bounds import token_bounds  # bounds reads this module's types
+
+    positions = getattr(model.llm.config, "max_position_embeddings", None)
+    if cfg.position_mode != "reindex" or positions is None:
+        return DEFAULT_KV_BUDGET
+    bounds = token_bounds(model, cfg)
+    return min(DEFAULT_KV_BUDGET, positions - bounds.largest_feed - bounds.thinking - cfg.max_new_tokens)
 
 
 def check_against_model(cfg: EngineConfig, bounds: TokenBounds, max_positions: int | None) -> None:

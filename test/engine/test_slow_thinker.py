@@ -222,3 +222,46 @@ def test_engine_reads_the_models_thinking_settings_unless_overridden(fused_model
     override = EngineConfig(regions=RegionConfig(min_score=0.45))
     assert override.thinking_overrides(fused_model) == {"regions": {"min_score": (0.2, 0.45)}}
     assert LocalSlowThinker(fused_model, override).proposer.cfg.min_score == 0.45
+
+
+def test_default_kv_budget_is_fitted_to_the_models_positions(fused_model):
+    """kv_budget_tokens left open: the largest budget whose worst case (a feed over it, the slow
+    thinker's template on a fork, an answer) stays within the backbone's positions, at most 4096."""
+    from dataclasses import replace
+
+    from lionfs_ros.engine import EngineConfig, EngineConfigError, StreamEngine
+    from lionfs_ros.engine.bounds import token_bounds
+    from lionfs_ros.engine.config import DEFAULT_KV_BUDGET, check_against_model
+
+    positions = fused_model.llm.config.max_position_embeddings
+    cfg = EngineConfig(slow_path="on").for_model(fused_model)
+    bounds = token_bounds(fused_model, cfg)
+    assert cfg.kv_budget_tokens == min(DEFAULT_KV_BUDGET, positions - bounds.largest_feed - bounds.thinking
+                                       - cfg.max_new_tokens)
+    assert StreamEngine(fused_model, EngineConfig(slow_path="on")).cfg.kv_budget_tokens == cfg.kv_budget_tokens
+    with pytest.raises(EngineConfigError, match="positions could reach"):  # one more token is refused
+        check_against_model(replace(cfg, kv_budget_tokens=cfg.kv_budget_tokens + 1), bounds, positions)
+    assert EngineConfig(kv_budget_tokens=700).for_model(fused_model).kv_budget_tokens == 700  # a set budget stays
+
+
+@pytest.mark.parametrize("slow_path", ["on", "off"])
+def test_responses_carry_the_keyframe_regions_when_the_slow_path_ran(fused_model, slow_path):
+    """What GuidanceEvent.regions and the replay report get: the final update of an answer written with
+    the template holds its keyframes' regions (normalized boxes, what each is); without it, none."""
+    from lionfs_ros.engine import StreamEngine
+    from lionfs_ros.model.regions import MOTION, SALIENT
+
+    engine = StreamEngine(fused_model, engine_config(threshold=1.0, slow_path=slow_path))
+    finals = []
+    engine.on_response = lambda update: finals.append(update) if update.is_final else None
+    for i, rgb in enumerate(stream_frames(4, seed=3)):
+        engine.process_frame(rgb, i / engine.cfg.general_fps)
+    engine.flush()
+    assert finals
+    for update in finals:
+        if slow_path == "off":
+            assert update.regions == []
+            continue
+        assert 0 < len(update.regions) <= engine.cfg.keyframes.num_keyframes * engine.cfg.keyframes.max_regions
+        for x0, y0, x1, y1, label, score in update.regions:
+            assert 0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0 and label in (MOTION, SALIENT) and score > 0
