@@ -73,7 +73,7 @@ def node_engine_config() -> EngineConfig:
 def engine_config_for(model, options: EvalOptions) -> tuple[EngineConfig, str | None]:
     """The engine settings of this evaluation, and a note when the KV budget had to be fitted to the model."""
     from lionfs_ros.engine.bounds import token_bounds
-    from lionfs_ros.engine.config import check_against_model
+    from lionfs_ros.engine.config import check_against_model, fitted_kv_budget
 
     cfg = options.engine or node_engine_config()
     if options.threshold is not None:
@@ -87,10 +87,9 @@ def engine_config_for(model, options: EvalOptions) -> tuple[EngineConfig, str | 
     cfg = cfg.validate()
     positions = getattr(model.llm.config, "max_position_embeddings", None)
     resolved = cfg.for_model(model)  # the model's max_new_tokens and thinking settings where cfg leaves them open
-    bounds = token_bounds(model, resolved)
-    fits = positions - bounds.largest_feed - bounds.thinking - resolved.max_new_tokens if positions else None
+    fits = fitted_kv_budget(model, resolved)  # the largest budget (up to the default) the positions allow
     note = None
-    if options.engine is None and cfg.position_mode == "reindex" and fits is not None and cfg.kv_budget_tokens > fits:
+    if options.engine is None and cfg.kv_budget_tokens is not None and cfg.kv_budget_tokens > fits:
         note = (f"kv_budget_tokens {cfg.kv_budget_tokens} (lionfs_node's default) does not fit this model's"
                 f" {positions} positions: {fits} used")
         cfg = dataclasses.replace(cfg, kv_budget_tokens=fits)

@@ -58,3 +58,19 @@ def test_bench_models_times_the_fast_path_of_each_model(trained_run, val_dir, ca
     result = json.loads(capsys.readouterr().out)
     assert result[model]["decided_frames"] > 0 and result[model]["median_ms"] > 0
     assert main(["bench", "--mode", "models", "--data", str(val_dir)]) == 2
+
+
+def test_eval_fits_the_node_default_kv_budget_to_a_short_backbone():
+    """lionfs_node's default budget is fitted down (with a note) where the model's positions cannot hold it."""
+    from lionfs_ros.engine.config import fitted_kv_budget
+    from lionfs_ros.eval.evaluate import EvalOptions, engine_config_for, node_engine_config
+    from lionfs_ros.model import LionFSModel
+    from lionfs_ros.resources import demo_model_path
+
+    model = LionFSModel.from_pretrained(demo_model_path(), device="cpu").eval()
+    cfg, note = engine_config_for(model, EvalOptions())
+    assert note is None and cfg.kv_budget_tokens == node_engine_config().kv_budget_tokens  # fits as it is
+    model.llm.config.max_position_embeddings = 2048
+    cfg, note = engine_config_for(model, EvalOptions())
+    assert cfg.kv_budget_tokens == fitted_kv_budget(model, cfg.for_model(model)) < 2048
+    assert "does not fit this model's 2048 positions" in note
