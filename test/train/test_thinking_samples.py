@@ -225,3 +225,18 @@ def test_keyframes_follow_the_engine_rule_on_the_proxy(model, train_dir):
     assert dataset.thinking.keyframes_at(frames, 6, _novelty(frames)) == [6]
     assert np.array_equal(recipe.general.normalize(torch.from_numpy(frames[:1])).numpy(),
                           model.preprocess(frames[:1]).numpy())  # keyframe pixels: what the engine's preprocess gives
+
+
+def test_thinking_question_is_checked(train_dir):
+    from lionfs_ros.model.configuration_lionfs import ConfigError
+
+    with pytest.raises(ConfigError, match="thinking.question"):
+        ThinkingConfig("answers", KF, question="later").validate()
+    with pytest.raises(ConfigError, match="mode 'none' never uses"):
+        ThinkingConfig("none", KF, question="after").validate()
+    data = tiny_config_dict(train_dir)
+    data["data"].update(thinking="answers", thinking_question="later")
+    with pytest.raises(ValueError, match="data.thinking_question"):
+        TrainConfig.from_dict(data)
+    data["data"].update(thinking="none", thinking_question="after")  # the equal-budget control of a question-after run
+    assert TrainConfig.from_dict(data).data.thinking_question == "after"
