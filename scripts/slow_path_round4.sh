@@ -4,7 +4,9 @@
 # trained side by side, BOTH evaluated on validation (seed 900) and held-out combinations (8
 # episodes), then (time left) the slow path's cost on a clean GPU. docs/RESULTS.md "Round 4".
 #
-# Run (device): copy this tree into /work/main/.dev_slow (git-ignored there), then
+# Run (device): copy this tree into /work/main/.dev_slow (git-ignored there; ~20 MB, under the 64 MiB a call carries):
+#   rm -rf /work/main/.dev_slow && mkdir /work/main/.dev_slow && git -C <this checkout> archive HEAD | tar x -C /work/main/.dev_slow
+# then
 #   run(command="cd .dev_slow && bash scripts/slow_path_round4.sh", carry=[".dev_slow", ".whl"], timeout_s=450)
 # It installs ../.whl/*.whl (rapidfuzz: `lionfs eval` needs it, the device lacks it) into /tmp/site first.
 # Comes back under $OUT (4 files): timeline.txt, train_logs.tar.gz (as soon as training ends),
