@@ -15,8 +15,15 @@ def token_bounds(model, cfg: EngineConfig) -> TokenBounds:
         frame=len(fmt.stream_open_ids()) + model.tokens_per_frame + 1,
         query=len(fmt.user_ids("", after_stream=True)) + cfg.max_query_tokens,
         answer=len(fmt.assistant_header_ids(after_stream=True)) + cfg.max_new_tokens + ANSWER_EXTRA,
-        thinking=thinking_token_bound(model, _keyframes(model, cfg), ThinkingTemplate()),
+        thinking=thinking_token_bound(model, _keyframes(model, cfg), ThinkingTemplate(), _restated_question(model, cfg)),
     )
+
+
+def _restated_question(model, cfg: EngineConfig) -> int:
+    """Most tokens of the question restated after the template (``thinking.question: after``), else 0."""
+    if not model.config.thinking.restates_question:
+        return 0
+    return len(model.formatter.user_ids("", after_stream=False)) + cfg.max_query_tokens
 
 
 def portable_prompt_bound(model, cfg: EngineConfig) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lionfs_ros.model.regions import RegionProposer, SaliencyMotionProposer
-from lionfs_ros.model.thinking_template import ThinkingTemplate, TokenAccounting, build_thinking_inputs
+from lionfs_ros.model.thinking_template import ThinkingInputs, ThinkingTemplate, TokenAccounting, build_thinking_inputs
 
 from .config import EngineConfig
 from .context import ContextFork
@@ -94,16 +94,23 @@ class LocalSlowThinker(SlowThinker):
         # Ids past the tokenizer (a backbone with a larger embedding table) have no text.
         return self.model.tokenizer.decode([i for i in ids if i < self._vocab], skip_special_tokens=True).strip()
 
+    def prompt(self, request: SlowThinkRequest) -> ThinkingInputs:
+        """What is fed before the answer: the template on the fork (or the whole portable prompt); a model
+        trained with ``thinking.question: after`` gets the question restated after the template, as in training."""
+        fork = request.fork
+        think = self.thinks(request)
+        restate = request.query if think and self.model.config.thinking.restates_question else None
+        return build_thinking_inputs(
+            self.model, [rgb for rgb, _ in request.keyframes], context=None if fork else request.context,
+            query=None if fork else request.query, after_stream=fork.after_stream if fork else True,
+            config=self.cfg.keyframes, template=self.template, proposer=self.proposer, think=think, restate=restate,
+        )
+
     @torch.no_grad()
     def generate(self, request: SlowThinkRequest, on_text: OnText) -> SlowThinkResult:
         start = now()
-        rgbs = [rgb for rgb, _ in request.keyframes]
         fork = request.fork
-        inputs = build_thinking_inputs(
-            self.model, rgbs, context=None if fork else request.context, query=None if fork else request.query,
-            after_stream=fork.after_stream if fork else True, config=self.cfg.keyframes, template=self.template,
-            proposer=self.proposer, think=self.thinks(request),
-        )
+        inputs = self.prompt(request)
         state = fork.state if fork else self.new_state()
         try:
             if fork is not None and fork.header is not None and not self.thinks(request):

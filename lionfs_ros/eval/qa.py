@@ -46,7 +46,7 @@ def answer_questions(model, example: StreamExample, frame_embeds: torch.Tensor, 
     out = []
     for (index, question), end in zip(questions, ends):
         trigger = frames_before(model, sample.input_ids, end) - 1
-        predicted = slow_answer(model, cache.trim(end), False, clip, trigger, slow, max_new_tokens)
+        predicted = slow_answer(model, cache.trim(end), False, clip, trigger, slow, max_new_tokens, question.text)
         truth = answers[index].text if index in answers else ""
         out.append(Answer(question.text, truth, predicted, question.kind))
     return out

@@ -90,15 +90,16 @@ def frames_before(model, input_ids: torch.Tensor, end: int) -> int:
 
 
 def slow_answer(model, cache, after_stream: bool, clip: ClipFrames | None, trigger: int, slow: SlowPath | None,
-                max_new_tokens: int) -> str:
+                max_new_tokens: int, query: str | None = None) -> str:
     """The engine's slow thinker on a fork of ``cache`` (the context up to the turn): the answer text.
 
-    ``slow`` None: the plain assistant header (no template, so no keyframe pixels are read)."""
+    ``slow`` None: the plain assistant header (no template, so no keyframe pixels are read). ``query``: the
+    question answered (restated after the template for a model trained with ``thinking.question: after``)."""
     think = slow is not None
     config = EngineConfig(slow_path="on" if think else "off", max_new_tokens=max_new_tokens,
                           **({"keyframes": slow.keyframes} if think else {}))
     keyframes = clip.keyframes(trigger, slow.keyframes) if think else [(None, float(trigger))]
-    request = SlowThinkRequest(keyframes=keyframes, context=[], max_new_tokens=max_new_tokens,
+    request = SlowThinkRequest(keyframes=keyframes, context=[], query=query, max_new_tokens=max_new_tokens,
                                fork=ContextFork(DynamicLMState(model, cache.fork()), after_stream))
     return LocalSlowThinker(model, config).generate(request, lambda text, tokens: None).text
 

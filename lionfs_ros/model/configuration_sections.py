@@ -26,6 +26,7 @@ REGIONS_ON = ("all", "trigger", "none")
 BOX_SOURCES = ("grid", "crop")
 REGION_FEATURES = ("tower", "pixels")
 THINKING_MODES = ("none", "answers", "all")
+THINKING_QUESTIONS = ("before", "after")
 TOKENIZE_MODES = ("pieces", "rendered")
 COMMIT_MODES = ("text", "generated")
 QUESTION_TIMINGS = ("next_frame", "before_next_frame")
@@ -330,19 +331,32 @@ class ThinkingConfig:
     ``mode``: ``none`` (never: the template is unseen), ``answers`` (before the answer to every
     user question) or ``all`` (also before every proactive narration). ``keyframes`` and
     ``regions``: the template and region proposer settings of that training, the ones training,
-    evaluation and the engine use (``model.thinking_template``).
+    evaluation and the engine use (``model.thinking_template``). ``question``: where an answer's
+    question stands on the fork: ``before`` the template only (in the context it forks from), or also
+    restated ``after`` it, right before the assistant header (``... [template] User: q Assistant: a``),
+    so the answer follows its question as in every other turn.
     """
 
     mode: str = "none"
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
+    question: str = "before"
 
     def validate(self) -> None:
         if self.mode not in THINKING_MODES:
             raise ConfigError(f"thinking.mode: {self.mode!r} is not one of {THINKING_MODES}")
+        if self.question not in THINKING_QUESTIONS:
+            raise ConfigError(f"thinking.question: {self.question!r} is not one of {THINKING_QUESTIONS}")
+        if self.question == "after" and self.mode == "none":
+            raise ConfigError("thinking.question: 'after' restates questions after the template, which mode 'none' never uses")
         self.keyframes.validate()
         self.regions.validate()
 
     def thinks_before(self, question: bool) -> bool:
         """Whether training put the template before this answer (one to a user question, or a narration)."""
         return self.mode == "all" or (self.mode == "answers" and question)
+
+    @property
+    def restates_question(self) -> bool:
+        """Whether an answer's question is restated after the template (``question: after``)."""
+        return self.question == "after"

@@ -24,7 +24,9 @@ a ``tiles x tiles`` cut of the keyframe (row-major, each tile re-encoded by the 
 the full-resolution pixels), then ``regions_open`` and ``b*b`` box tokens per region
 (``b = box_grid``, regions in proposer order; pooled from the patch grid inside the box, or with
 ``box_source: crop`` from the box's crop re-encoded) if the keyframe has regions, then
-``keyframe_close``; finally the model's assistant header. Every piece is tokenized on its own
+``keyframe_close``; then (a model trained with ``thinking.question: after``, answering a question)
+the question restated as a user turn, so the answer follows its question as in every other turn;
+finally the model's assistant header. Every piece is tokenized on its own
 (like the stream format), the ``<v>`` runs are filled from ``project_general`` of the pooled
 patch features, and those tokens are marked non-visual so a token-dropping layer never drops them.
 
@@ -174,10 +176,12 @@ def template_layout(
     config: KeyframeConfig,
     template: ThinkingTemplate,
     after_stream: bool,
+    question: str | None = None,
 ) -> TemplateLayout:
     """The template for ``len(regions)`` keyframes (``regions[k]``: keyframe k's boxes) on a ``grid_side`` patch grid.
 
-    ``fmt``: the model's ``StreamFormatter``; ``after_stream``: the context ends inside the stream.
+    ``fmt``: the model's ``StreamFormatter``; ``after_stream``: the context ends inside the stream;
+    ``question``: restated as a user turn between the last keyframe and the assistant header (None: not).
     """
     ids: list[int] = []
     runs: list[PoolRun] = []
@@ -207,6 +211,8 @@ def template_layout(
             text(fmt.text_ids(template.regions_open), "regions_open")
             run("box", [PoolRun(k, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1), config.box_source) for r in boxes])
         text(fmt.text_ids(template.keyframe_close), "keyframe_close")
+    if question is not None:
+        text(fmt.user_ids(question, after_stream=False), "question")
     text(fmt.assistant_header_ids(after_stream=False), "assistant_header")
     return TemplateLayout(ids, runs, pieces, acc)
 
@@ -259,6 +265,7 @@ def build_thinking_inputs(
     proposer: RegionProposer | None = None,
     regions: list[list[Region]] | None = None,
     think: bool = True,
+    restate: str | None = None,
 ) -> ThinkingInputs:
     """Model + keyframes (RGB, oldest first; the last is the trigger) + context -> ids and embeddings.
 
@@ -268,7 +275,8 @@ def build_thinking_inputs(
     proposer (one list per keyframe). ``config`` / ``proposer`` default to the model's
     (``thinking.keyframes``, ``thinking.regions``). ``think=False``: the slow path off, the plain
     assistant header instead of the template (for a model never trained with it). Pure: reads the
-    model, changes nothing.
+    model, changes nothing. ``restate``: a question restated after the template, right before the
+    assistant header (``template_layout``'s ``question``: a model with ``thinking.question: after``).
     """
     config = config or model.config.thinking.keyframes
     template = template or ThinkingTemplate()
@@ -284,7 +292,7 @@ def build_thinking_inputs(
         regions = propose_regions(proposer, keyframes, grids, config)
     if context is not None:
         after_stream = _portable_prefix(b, model, keyframes, pixels, context, query)
-    layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream)
+    layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream, restate)
     crops = None
     if any(run.source == CROP for run in layout.runs):
         processor = model.vision.processor
@@ -333,8 +341,10 @@ def _portable_prefix(b: _Builder, model, keyframes, pixels, context, query) -> b
     return True
 
 
-def thinking_token_bound(model, config: KeyframeConfig, template: ThinkingTemplate | None = None) -> int:
-    """Most tokens the template can add on a live context (for the position checks)."""
+def thinking_token_bound(model, config: KeyframeConfig, template: ThinkingTemplate | None = None,
+                         question_tokens: int = 0) -> int:
+    """Most tokens the template can add on a live context (for the position checks); ``question_tokens``:
+    the most a restated question takes (its user turn, ``thinking.question: after``), else 0."""
     template = template or ThinkingTemplate()
     fmt = model.formatter
     per_keyframe = (
@@ -344,4 +354,4 @@ def thinking_token_bound(model, config: KeyframeConfig, template: ThinkingTempla
         + len(fmt.text_ids(template.keyframe_close))
     )
     head = len(fmt.text_ids(fmt.cfg.stream_close + template.open))
-    return head + config.num_keyframes * per_keyframe + len(fmt.assistant_header_ids(after_stream=False))
+    return head + config.num_keyframes * per_keyframe + question_tokens + len(fmt.assistant_header_ids(after_stream=False))

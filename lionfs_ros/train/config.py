@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from lionfs_ros.model.configuration_lionfs import THINKING_MODES, ConfigError, KeyframeConfig, RegionConfig
+from lionfs_ros.model.configuration_sections import THINKING_QUESTIONS
 
 DATA_FORMATS = ("synth", "videollm_online")
 FRAME_CACHE_MODES = ("none", "pixels", "features")
@@ -90,6 +91,7 @@ class DataSection:
     cache_workers: int = 1  # processes that build a pixel cache
     # The slow thinker's template before assistant turns (``train.thinking``): none | answers | all.
     thinking: str = "none"
+    thinking_question: str = "before"  # before | after: also restate the question after the template (model thinking.question)
     keyframes: TrainKeyframeConfig = field(default_factory=TrainKeyframeConfig)
     regions: RegionConfig | None = None  # the region proposer's settings (None: the model's thinking.regions)
     novelty_cells: int = 4  # keyframe choice in training: frames compared as novelty_cells^2 RGB thumbnails
@@ -97,6 +99,8 @@ class DataSection:
     def validate(self) -> None:
         if self.thinking not in THINKING_MODES:
             raise TrainConfigError(f"data.thinking: {self.thinking!r} is not one of {THINKING_MODES}")
+        if self.thinking_question not in THINKING_QUESTIONS:
+            raise TrainConfigError(f"data.thinking_question: {self.thinking_question!r} is not one of {THINKING_QUESTIONS}")
         if isinstance(self.keyframes.grid_sizes, list):
             self.keyframes.grid_sizes = tuple(self.keyframes.grid_sizes)
         try:

@@ -119,7 +119,8 @@ def thinking_sampler(config: TrainConfig, model, recipe: FrameRecipe) -> Thinkin
         return None
     keyframes = KeyframeConfig(**dataclasses.asdict(data.keyframes))
     regions = data.regions or model.config.thinking.regions
-    model.config.thinking = ThinkingConfig(mode=data.thinking, keyframes=keyframes, regions=regions)
+    model.config.thinking = ThinkingConfig(mode=data.thinking, keyframes=keyframes, regions=regions,
+                                           question=data.thinking_question)
 
     @torch.no_grad()
     def region_grids(pixels: np.ndarray) -> torch.Tensor:

@@ -10,7 +10,9 @@ of a plain sample (``StreamFormatter.encode``) becomes, in one sequence::
 
 - the fork holds the same template the engine feeds (``model.thinking_template.template_layout``: stream
   close + open, per keyframe grid runs and box runs, keyframe close, the assistant header), then
-  the answer; its positions continue from the context, as on the engine's fork;
+  the answer; its positions continue from the context, as on the engine's fork; with
+  ``thinking.question: after`` an answer to a question has that question (the last user turn before
+  it) restated between the keyframes and the header, as the engine's slow thinker restates its query;
 - the main copy keeps the plain sample's ids and positions, so everything after it is the plain
   sample; ``branch_ids`` hide every fork from all tokens but its own (``model.decoder``), as the
   engine's main context never sees the template;
@@ -94,7 +96,7 @@ class ThinkingSampler:
                  proposer: RegionProposer | None = None, region_grids: RegionGrids | None = None,
                  processor: ImageProcessor | None = None):
         self.fmt, self.grid_side, self.processor = formatter, grid_side, processor
-        self.mode, self.cfg = thinking.mode, thinking.keyframes
+        self.mode, self.cfg, self.restates = thinking.mode, thinking.keyframes, thinking.restates_question
         self.novelty_cells = novelty_cells
         self.template = template or ThinkingTemplate()
         self.proposer = proposer or SaliencyMotionProposer(thinking.regions)
@@ -130,7 +132,10 @@ class ThinkingSampler:
         slots: dict[int, int] = {}
         runs: list[PoolRun] = []
         done = 0  # plain ids copied so far
+        question = None  # the last user turn so far
         for message, (start, stop) in zip(messages, plain.spans):
+            if message["role"] == "user":
+                question = message["content"]
             frames_before = sum(1 for i in ids[:start] if i == placeholder) // self.fmt.tokens_per_frame
             if not thinks(message, self.mode) or frames_before == 0:
                 continue
@@ -140,7 +145,7 @@ class ThinkingSampler:
             body = ids[start + header:stop]
             chosen = self.keyframes_at(frames, frames_before - 1, features)
             layout = template_layout(self.fmt, self.grid_side, self._regions(frames, chosen), self.cfg,
-                                     self.template, after_stream)
+                                     self.template, after_stream, self._restated(message, question))
             for run in layout.runs:
                 runs.append(replace(run, keyframe=slots.setdefault(chosen[run.keyframe], len(slots))))
             fork = layout.input_ids + body
@@ -153,6 +158,14 @@ class ThinkingSampler:
             torch.tensor(out.ids, dtype=torch.long), torch.tensor(out.labels, dtype=torch.long),
             torch.tensor(out.positions, dtype=torch.long), torch.tensor(out.branches, dtype=torch.long),
             torch.tensor(out.template, dtype=torch.bool), list(slots), runs)
+
+    def _restated(self, message: dict, question: str | None) -> str | None:
+        """The question restated after the template of ``message`` (``thinking.question: after``), or None."""
+        if not (self.restates and message.get("answers_question", False)):
+            return None
+        if question is None:
+            raise ValueError("an answer marked answers_question has no user turn before it to restate")
+        return question
 
     def _regions(self, frames: np.ndarray, chosen: list[int]) -> list[list]:
         if not self.wants_regions:

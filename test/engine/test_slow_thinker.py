@@ -265,3 +265,46 @@ def test_responses_carry_the_keyframe_regions_when_the_slow_path_ran(fused_model
         assert 0 < len(update.regions) <= engine.cfg.keyframes.num_keyframes * engine.cfg.keyframes.max_regions
         for x0, y0, x1, y1, label, score in update.regions:
             assert 0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0 and label in (MOTION, SALIENT) and score > 0
+
+
+def test_a_question_restated_after_the_template_fits_the_fitted_kv_budget(fused_model, monkeypatch):
+    """``thinking.question: after``: the slow thinker restates the question between the keyframes and the header,
+    on a fork and in a portable prompt; the thinking bound counts it (a longest question included), and the
+    engine builds at the budget fitted with it, while one more token is refused."""
+    from dataclasses import replace
+
+    from lionfs_ros.engine import EngineConfigError, StreamEngine
+    from lionfs_ros.engine.bounds import token_bounds
+    from lionfs_ros.engine.config import check_against_model
+    from lionfs_ros.engine.context import ContextFork
+    from lionfs_ros.model.configuration_lionfs import ThinkingConfig
+
+    fmt, positions = fused_model.formatter, fused_model.llm.config.max_position_embeddings
+    cfg = engine_config(slow_path="auto", kv_budget_tokens=None, keyframes=None)
+    monkeypatch.setattr(fused_model.config, "thinking", ThinkingConfig("answers", KF, question="before"))
+    before = token_bounds(fused_model, cfg.for_model(fused_model))
+    monkeypatch.setattr(fused_model.config, "thinking", ThinkingConfig("answers", KF, question="after"))
+    resolved = cfg.for_model(fused_model)
+    bounds = token_bounds(fused_model, resolved)
+    assert bounds.thinking == before.thinking + len(fmt.user_ids("", after_stream=False)) + cfg.max_query_tokens
+    assert resolved.kv_budget_tokens == positions - bounds.largest_feed - bounds.thinking - resolved.max_new_tokens
+    engine = StreamEngine(fused_model, cfg)  # builds: the position check passes at the fitted budget
+    assert engine.cfg.kv_budget_tokens == resolved.kv_budget_tokens
+    with pytest.raises(EngineConfigError, match="positions could reach"):
+        check_against_model(replace(resolved, kv_budget_tokens=resolved.kv_budget_tokens + 1), bounds, positions)
+
+    question = engine.context.cut_query("What is written on the label of the small red bottle " * 4)
+    thinker = LocalSlowThinker(fused_model, resolved)
+    keyframes = [(rgb, 0.0) for rgb in stream_frames(2, seed=1)]
+    with torch.no_grad():
+        forked = thinker.prompt(SlowThinkRequest(keyframes=keyframes, context=[], query=question,
+                                                 fork=ContextFork(DynamicLMState(fused_model), after_stream=False)))
+        portable = thinker.prompt(SlowThinkRequest(keyframes=keyframes, context=[("system", "s")], query=question))
+        narration = thinker.prompt(SlowThinkRequest(keyframes=keyframes, context=[], query=None,
+                                                    fork=ContextFork(DynamicLMState(fused_model), after_stream=True)))
+    restated = fmt.user_ids(question, after_stream=False) + fmt.assistant_header_ids(after_stream=False)
+    for inputs in (forked, portable):
+        assert inputs.input_ids.tolist()[-len(restated):] == restated and ("question", len(restated) - len(
+            fmt.assistant_header_ids(after_stream=False))) in inputs.pieces
+    assert forked.input_ids.numel() <= bounds.thinking  # the longest question still within the bound
+    assert [what for what, _ in narration.pieces] == ["assistant_header"]  # 'answers': a narration does not think

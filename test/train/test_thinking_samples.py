@@ -6,11 +6,12 @@ import torch
 from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.data.stream_examples import to_messages
 from lionfs_ros.data.synth_streams import synth_examples
+from lionfs_ros.engine import EngineConfig, LocalSlowThinker, SlowThinkRequest
+from lionfs_ros.engine.context import ContextFork
 from lionfs_ros.engine.lm_state import DynamicLMState
 from lionfs_ros.model import LionFSConfig, LionFSModel
 from lionfs_ros.model.configuration_lionfs import KeyframeConfig, RegionConfig, ThinkingConfig
 from lionfs_ros.model.keyframe_tokens import pool_runs
-from lionfs_ros.model.regions import SaliencyMotionProposer
 from lionfs_ros.model.thinking_template import build_thinking_inputs
 from lionfs_ros.model.tokenization import train_byte_bpe_tokenizer
 from lionfs_ros.train.config import TrainConfig
@@ -32,24 +33,33 @@ def model():
     return LionFSModel.from_config(LionFSConfig.from_dict(TINY_MODEL), tokenizer=tokenizer).eval()
 
 
-def _dataset(model, train_dir, mode, config=KF, regions=None):
+def _dataset(model, train_dir, mode, config=KF, regions=None, question="before"):
     examples = synth_examples(train_dir, FPS, questions=True, limit=1)
     recipe = FrameRecipe.for_model(model)
-    sampler = None if mode == "none" else ThinkingSampler(model.formatter, model.vision.grid_side,
-                                                          ThinkingConfig(mode, config, regions or RegionConfig()),
+    thinking = None if mode == "none" else ThinkingConfig(mode, config, regions or RegionConfig(), question)
+    sampler = None if mode == "none" else ThinkingSampler(model.formatter, model.vision.grid_side, thinking,
                                                           NOVELTY_CELLS, processor=recipe.general)
     return StreamDataset(examples, model.formatter, recipe, thinking=sampler), recipe
 
 
-@pytest.mark.parametrize("mode", ["answers", "all"])
-def test_template_sits_on_a_fork_before_each_thought_answer(model, train_dir, mode):
-    dataset, recipe = _dataset(model, train_dir, mode)
+def _questions(messages):
+    """Each message's question to restate: the last user turn before an answer to a question, else None."""
+    out, last = [], None
+    for message in messages:
+        last = message["content"] if message["role"] == "user" else last
+        out.append(last if message.get("answers_question") else None)
+    return out
+
+
+@pytest.mark.parametrize("mode, question", [("answers", "before"), ("all", "before"), ("answers", "after")])
+def test_template_sits_on_a_fork_before_each_thought_answer(model, train_dir, mode, question):
+    dataset, recipe = _dataset(model, train_dir, mode, question=question)
     example = dataset.examples[0]
     messages = to_messages(example)
     plain = model.formatter.encode(messages)
     item = dataset[0]
     sample, ignore = item["thinking"], model.config.stream.ignore_index
-    thought = [(m, span) for m, span in zip(messages, plain.spans) if thinks(m, mode)]
+    thought = [(m, span, q) for m, span, q in zip(messages, plain.spans, _questions(messages)) if thinks(m, mode)]
     assert thought and sample.branch_ids.max() == len(thought)
     if mode == "answers":
         assert len(thought) == sum(t.answer_of is not None for t in example.turns)
@@ -58,7 +68,7 @@ def test_template_sits_on_a_fork_before_each_thought_answer(model, train_dir, mo
     assert torch.equal(sample.input_ids[main], plain.input_ids)
     assert torch.equal(sample.position_ids[main], torch.arange(plain.input_ids.numel()))
     frames = load_frames(example, recipe).general
-    for k, (message, (start, stop)) in enumerate(thought, start=1):
+    for k, (message, (start, stop), asked) in enumerate(thought, start=1):
         fork = sample.branch_ids == k
         ids, labels = sample.input_ids[fork], sample.labels[fork]
         after_stream = bool(plain.input_ids[start - 1] == model.token_ids.placeholder)
@@ -68,10 +78,15 @@ def test_template_sits_on_a_fork_before_each_thought_answer(model, train_dir, mo
         chosen = dataset.thinking.keyframes_at(frames, trigger, _novelty(frames))
         assert chosen[-1] == trigger and all(c in keyframes for c in chosen)
         # The fork's ids are exactly the engine's template on a live context for those keyframes, then the answer.
+        restate = asked if question == "after" else None
         with torch.no_grad():
-            engine = build_thinking_inputs(model, list(frames[chosen]), after_stream=after_stream, config=KF)
+            engine = build_thinking_inputs(model, list(frames[chosen]), after_stream=after_stream, config=KF,
+                                           restate=restate)
         template = engine.input_ids.tolist()
         assert ids.tolist() == template + body
+        if question == "after":  # the question right before the answer's header, as in a plain turn
+            restated = model.formatter.user_ids(asked, after_stream=False) + model.formatter.assistant_header_ids(False)
+            assert asked and template[-len(restated):] == restated
         assert sample.position_ids[fork].tolist() == list(range(start, start + len(template) + len(body)))
         # Labels: never a template token; the answer is learned from the template's last token to EOS.
         assert (labels[: len(template) - 1] == ignore).all()
@@ -128,11 +143,18 @@ KF_CROP = KeyframeConfig(num_keyframes=2, history_frames=4, grid_sizes=(2,), reg
 PIXEL_REGIONS = RegionConfig(features="pixels", min_score=0.0)
 
 
-@pytest.mark.parametrize("config, regions", [(KF, None), (KF_CROP, PIXEL_REGIONS)], ids=["grid", "crop"])
-def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train_dir, config, regions):
+@pytest.mark.parametrize("config, regions, question", [(KF, None, "before"), (KF_CROP, PIXEL_REGIONS, "before"),
+                                                       (KF_CROP, PIXEL_REGIONS, "after")],
+                         ids=["grid", "crop", "crop-question-after"])
+def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train_dir, monkeypatch, config, regions,
+                                                                     question):
     """Each fork of a training sample (a batch of two, token dropping on) gives the logits the engine gets:
-    the context up to the turn in a KV cache, then the template and the answer fed on a fork of it, token by token."""
-    dataset, recipe = _dataset(model, train_dir, "all", config, regions)
+    the context up to the turn in a KV cache, then the engine's slow thinker's prompt (the template, and with
+    ``question: after`` the question restated) and the answer fed on a fork of it, token by token."""
+    dataset, recipe = _dataset(model, train_dir, "all", config, regions, question)
+    # The model as training leaves it: it records the template (the engine reads it from there).
+    monkeypatch.setattr(model.config, "thinking", ThinkingConfig("all", config, regions or RegionConfig(), question))
+    thinker = LocalSlowThinker(model, EngineConfig(kv_budget_tokens=1024))
     item = dataset[0]
     messages = to_messages(dataset.examples[0])
     plain = model.formatter.encode(messages)
@@ -144,8 +166,8 @@ def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train
         logits = model(**inputs).logits
         torch.testing.assert_close(logits[0], logits[1])
         frame_embeds = model.embed_frames(inputs["general"], inputs["ego"])
-        forks = 0
-        for message, (start, _) in zip(messages, plain.spans):
+        forks = restated = 0
+        for message, (start, _), asked in zip(messages, plain.spans, _questions(messages)):
             frames_before = int((plain.input_ids[:start] == model.token_ids.placeholder).sum()) // model.tokens_per_frame
             if not thinks(message, "all") or frames_before == 0:
                 continue
@@ -158,9 +180,10 @@ def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train
             state = DynamicLMState(model, cache.fork())
             chosen = dataset.thinking.keyframes_at(frames, frames_before - 1, features)
             after_stream = bool(plain.input_ids[start - 1] == model.token_ids.placeholder)
-            proposer = SaliencyMotionProposer(regions) if regions else None
-            engine = build_thinking_inputs(model, list(frames[chosen]), after_stream=after_stream, config=config,
-                                           proposer=proposer)
+            request = SlowThinkRequest(keyframes=[(rgb, 0.0) for rgb in frames[chosen]], context=[], query=asked,
+                                       fork=ContextFork(state, after_stream))
+            engine = thinker.prompt(request)
+            restated += any(what == "question" for what, _ in engine.pieces)
             if regions:
                 assert engine.accounting.box == 2 * 2 * 2, "two regions on the trigger, 2x2 crop tokens each"
             steps = [state.feed(engine.input_ids.tolist(), engine.embeds, engine.visual_mask).reshape(-1)]
@@ -171,6 +194,7 @@ def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train
             labels = sample.labels[fork][engine.input_ids.numel() - 1:-1]
             assert labels.tolist() == body  # the logits compared are exactly those the answer is learned on
     assert forks == int(sample.branch_ids.max()) > 0
+    assert (restated > 0) == (question == "after")  # some fork answers a question, so the layouts differ
     if regions:
         assert inputs["keyframe_crops"].shape[0] == 2 * (2 + 2 * 4) * forks  # two items; a fork: 2 regions + 2 x 4 tiles
 
@@ -201,3 +225,18 @@ def test_keyframes_follow_the_engine_rule_on_the_proxy(model, train_dir):
     assert dataset.thinking.keyframes_at(frames, 6, _novelty(frames)) == [6]
     assert np.array_equal(recipe.general.normalize(torch.from_numpy(frames[:1])).numpy(),
                           model.preprocess(frames[:1]).numpy())  # keyframe pixels: what the engine's preprocess gives
+
+
+def test_thinking_question_is_checked(train_dir):
+    from lionfs_ros.model.configuration_lionfs import ConfigError
+
+    with pytest.raises(ConfigError, match="thinking.question"):
+        ThinkingConfig("answers", KF, question="later").validate()
+    with pytest.raises(ConfigError, match="mode 'none' never uses"):
+        ThinkingConfig("none", KF, question="after").validate()
+    data = tiny_config_dict(train_dir)
+    data["data"].update(thinking="answers", thinking_question="later")
+    with pytest.raises(ValueError, match="data.thinking_question"):
+        TrainConfig.from_dict(data)
+    data["data"].update(thinking="none", thinking_question="after")  # the equal-budget control of a question-after run
+    assert TrainConfig.from_dict(data).data.thinking_question == "after"

@@ -25,7 +25,7 @@ METRICS = ("lm_ppl", "time_diff", "fluency", "lm_correctness")
 @pytest.fixture(scope="module")
 def thinking_run(tmp_path_factory, train_dir):
     data = tiny_config_dict(train_dir, max_steps=STEPS)
-    data["data"].update(thinking="all", keyframes=KEYFRAMES, max_examples=2)
+    data["data"].update(thinking="all", thinking_question="after", keyframes=KEYFRAMES, max_examples=2)
     out = tmp_path_factory.mktemp("thinking_run")
     run_training(TrainConfig.from_dict(data), out)
     return out
@@ -37,7 +37,7 @@ def test_training_with_thinking_lowers_the_loss_and_records_the_template(thinkin
     first, last = sum(losses[:LOGGED_WINDOW]) / LOGGED_WINDOW, sum(losses[-LOGGED_WINDOW:]) / LOGGED_WINDOW
     assert last < REQUIRED_LOSS_DROP * first, losses
     saved = json.loads((thinking_run / MODEL_SUBDIR / "config.json").read_text())["thinking"]
-    assert saved["mode"] == "all"
+    assert saved["mode"] == "all" and saved["question"] == "after"  # answers: the question restated after the template
     assert saved["keyframes"]["grid_sizes"] == [2, 4] and saved["keyframes"]["regions_on"] == "trigger"
 
 
