@@ -35,6 +35,9 @@ class DynamicBackend:
     def towers(self):
         return None, None
 
+    def restart(self) -> None:
+        """A new stream on this backend: nothing to empty (each engine's main state is a fresh cache)."""
+
     def main_state(self) -> LMState:
         return DynamicLMState(self.model)
 
@@ -91,6 +94,7 @@ class StaticBackend:
             raise EngineConfigError(f"weights={cfg.weights!r} differs from the shared decoder's ({fused.weights!r})")
         self.model = model
         self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
+        self._towers = None  # (general, ego) GraphedTowers, made at the first towers()
         bounds = token_bounds(model, cfg)
         main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
         slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
@@ -106,8 +110,17 @@ class StaticBackend:
     def towers(self):
         if not self.use_graphs:
             return None, None
-        m = self.model
-        return GraphedTower(m.vision, m.device), GraphedTower(m.ego, m.device) if m.ego is not None else None
+        if self._towers is None:  # one pair per backend: an engine built again on it replays the same graphs
+            m = self.model
+            self._towers = GraphedTower(m.vision, m.device), GraphedTower(m.ego, m.device) if m.ego is not None else None
+        return self._towers
+
+    def restart(self) -> None:
+        """A new stream on this backend (e.g. the next clip of an evaluation): the main context is emptied,
+        its buffers and graphs are kept, so an engine built on it again captures nothing."""
+        if self.slow.in_use:
+            raise RuntimeError("restart while the slow thinker holds its buffer")
+        self.main.clear()
 
     def main_state(self) -> LMState:
         return self.main

@@ -70,6 +70,7 @@ class PooledBackend(StaticBackend):
 
     def __init__(self, model, cfg: EngineConfig, fused: FusedDecoder, pool: KVPool, row: int, use_graphs: bool):
         self.model, self.use_graphs, self.fused, self.row = model, use_graphs, fused, row
+        self._towers = None
         bounds = token_bounds(model, cfg)
         if _align(cfg.kv_budget_tokens + bounds.largest_feed) > pool.capacity:
             raise ValueError(f"stream needs {cfg.kv_budget_tokens + bounds.largest_feed} KV slots; the pool has "

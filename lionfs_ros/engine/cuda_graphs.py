@@ -250,15 +250,20 @@ class StaticLMState(LMState):
         return self
 
     def reset(self) -> "StaticLMState":
+        """The slow thinker takes this (free) buffer, emptied."""
         if self.in_use:
             raise RuntimeError("the slow thinker's buffer is in use")
+        self.clear()
+        self.in_use = True
+        return self
+
+    def clear(self) -> None:
+        """Empty the context (same buffers and graphs): no slot holds a position any more."""
         self.slot_pos.fill_(POSITION_SENTINEL)
         self.fill_t.zero_()
         self.next_pos_t.zero_()
         self.fills = [0] * len(self.fills)
         self.next_pos = 0
-        self.in_use = True
-        return self
 
     def release(self) -> None:
         self.in_use = False

@@ -146,7 +146,8 @@ class ExampleResult:
 
 @torch.no_grad()
 def evaluate_example(model, example: StreamExample, options: EvalOptions, engine: EngineConfig,
-                     recipe: FrameRecipe) -> ExampleResult:
+                     recipe: FrameRecipe, backend=None) -> ExampleResult:
+    """One clip; ``backend`` (``clip_backend``): the engine backend shared by the clips of one process."""
     slow = slow_path_for(model, options.slow_path)
     start = time.perf_counter()
     frames = load_frames(example, recipe)
@@ -168,7 +169,7 @@ def evaluate_example(model, example: StreamExample, options: EvalOptions, engine
     result = ExampleResult(metrics, kinds, embed_ms)
     if options.online:
         pixels = None if frames.general_is_features else frames.general
-        run = run_clip(model, engine, example if options.questions else narration, frame_embeds, pixels)
+        run = run_clip(model, engine, example if options.questions else narration, frame_embeds, pixels, backend)
         result.triggers = score_triggers(example, run, options.tolerance_s)
         result.answers = answers_of(example, run) if options.questions else []
         result.step_ms = run.step_ms
@@ -185,8 +186,16 @@ def _evaluate_shard(job: tuple) -> list[ExampleResult]:
 
     torch.set_num_threads(1)
     model = ready_for_inference(LionFSModel.from_pretrained(model_dir, device=device))
-    recipe = FrameRecipe.for_model(model)
-    return [evaluate_example(model, e, options, engine, recipe) for e in examples]
+    recipe, backend = FrameRecipe.for_model(model), clip_backend(model, engine, options)
+    return [evaluate_example(model, e, options, engine, recipe, backend) for e in examples]
+
+
+def clip_backend(model, engine: EngineConfig, options: EvalOptions):
+    """One engine backend for every clip of this process (None when clips do not run the engine): on a GPU
+    the static backend's buffers and CUDA graphs are made once, not per clip."""
+    from lionfs_ros.engine.backends import pick_backend
+
+    return pick_backend(model, engine.validate().for_model(model)) if options.online else None
 
 
 def evaluate_dataset(model, examples: list[StreamExample], options: EvalOptions | None = None,
@@ -210,8 +219,8 @@ def evaluate_dataset(model, examples: list[StreamExample], options: EvalOptions 
             for part in tqdm(pool.map(_evaluate_shard, jobs), total=len(jobs), desc="eval shards"):
                 results += part
     else:
-        recipe = FrameRecipe.for_model(model)
-        results = [evaluate_example(model, e, options, engine, recipe)
+        recipe, backend = FrameRecipe.for_model(model), clip_backend(model, engine, options)
+        results = [evaluate_example(model, e, options, engine, recipe, backend)
                    for e in tqdm(examples, desc="eval", unit="clip")]
     threshold = engine.threshold if engine.threshold is not None else model.config.stream.interval_threshold
     report = build_report(results, options, threshold, str(model.device))

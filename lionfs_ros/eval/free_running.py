@@ -62,10 +62,13 @@ class ClipRun:
 
 @torch.no_grad()
 def run_clip(model, config: EngineConfig, example: StreamExample, frame_embeds: torch.Tensor,
-             pixels: np.ndarray | None = None) -> ClipRun:
+             pixels: np.ndarray | None = None, backend=None) -> ClipRun:
     """``frame_embeds [T, n, d]``: the clip's fused frame tokens; ``pixels`` uint8 ``[T, S, S, 3]``
-    (the general encoder's input) when the slow thinker may need keyframes."""
-    engine = StreamEngine(model, config)
+    (the general encoder's input) when the slow thinker may need keyframes. ``backend``: one built for
+    ``config`` and reused from clip to clip (restarted here: on a GPU its graphs are captured once)."""
+    if backend is not None:
+        backend.restart()
+    engine = StreamEngine(model, config, backend=backend)
     finals = {}
     engine.on_response = lambda update: finals.__setitem__(update.turn_index, update) if update.is_final else None
     for index, turn in enumerate(example.turns):

@@ -1,6 +1,8 @@
 """`lionfs train` and `lionfs eval` through the CLI: exit codes, errors, and the JSON report's keys."""
 import json
 
+import torch
+
 from lionfs_ros.cli import main
 from lionfs_ros.train.trainer import MODEL_SUBDIR
 
@@ -74,3 +76,36 @@ def test_eval_fits_the_node_default_kv_budget_to_a_short_backbone():
     cfg, note = engine_config_for(model, EvalOptions())
     assert cfg.kv_budget_tokens == fitted_kv_budget(model, cfg.for_model(model)) < 2048
     assert "does not fit this model's 2048 positions" in note
+
+
+def test_eval_clips_reuse_one_backend_and_decide_as_fresh_engines(val_dir):
+    """The clips of one evaluation share one engine backend (on a GPU: graphs captured once); each clip still
+    starts from an empty context, so it decides and answers exactly as an engine built for it alone."""
+    import dataclasses
+
+    from lionfs_ros.data.frame_cache import load_frames
+    from lionfs_ros.data.frames import FrameRecipe
+    from lionfs_ros.eval.evaluate import (EvalOptions, clip_backend, embed_example, engine_config_for,
+                                          load_eval_examples, node_engine_config)
+    from lionfs_ros.eval.free_running import run_clip
+    from lionfs_ros.model import LionFSModel
+    from lionfs_ros.resources import demo_model_path
+
+    model = LionFSModel.from_pretrained(demo_model_path(), device="cpu").eval()
+    options = EvalOptions(engine=dataclasses.replace(node_engine_config(), backend="static"))
+    engine, _ = engine_config_for(model, options)
+    recipe = FrameRecipe.for_model(model)
+    clips = []
+    for example in load_eval_examples(val_dir, model.config.stream.frame_fps)[:2]:
+        frames = load_frames(example, recipe)
+        clips.append((example, embed_example(model, example, recipe, frames), frames.general))
+    backend = clip_backend(model, engine, options)
+    assert backend.name == "static"
+    shared = [run_clip(model, engine, e, embeds, pixels, backend) for e, embeds, pixels in clips]
+    alone = [run_clip(model, engine, e, embeds, pixels) for e, embeds, pixels in clips]
+    for got, want in zip(shared, alone):
+        assert got.responses == want.responses and got.responses  # same frames, same words
+        assert [d.frame_index for d in got.decisions] == [d.frame_index for d in want.decisions]
+        torch.testing.assert_close(torch.tensor([d.p_interval for d in got.decisions]),
+                                   torch.tensor([d.p_interval for d in want.decisions]), atol=1e-5, rtol=0)
+        assert got.stats["kv_tokens"] == want.stats["kv_tokens"]
