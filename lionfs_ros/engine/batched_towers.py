@@ -41,8 +41,7 @@ class GraphedTowerBatch:
         chunks = []
         for lo in range(0, len(frames), self.buckets[-1]):
             chunk = frames[lo:lo + self.buckets[-1]]
-            for i, rgb in enumerate(chunk):
-                self.resized[i].copy_(self.prep.resize(rgb))
+            self.resized[:len(chunk)].copy_(self.prep.resize_many(chunk))  # one upload, one resize for a size
             graph, tokens = self._graphs[bucket_for(len(chunk))]
             graph.replay()
             chunks.append(tokens[:len(chunk)].clone())

@@ -75,9 +75,9 @@ def place_on_black(inner: np.ndarray, side: int, top: int, left: int) -> np.ndar
 
 
 def place_on_black_tensor(inner: torch.Tensor, side: int, top: int, left: int) -> torch.Tensor:
-    """``place_on_black`` of a uint8 ``[h, w, 3]`` tensor, on its device."""
-    out = torch.full((side, side, 3), PAD_VALUE, dtype=torch.uint8, device=inner.device)
-    out[top:top + inner.shape[0], left:left + inner.shape[1]] = inner
+    """``place_on_black`` of a uint8 ``[..., h, w, 3]`` tensor, on its device."""
+    out = torch.full((*inner.shape[:-3], side, side, 3), PAD_VALUE, dtype=torch.uint8, device=inner.device)
+    out[..., top:top + inner.shape[-3], left:left + inner.shape[-2], :] = inner
     return out
 
 
@@ -161,12 +161,24 @@ class DeviceImageProcessor:
             return torch.from_numpy(self.processor.resize_one(rgb).copy()).to(self.device)
         if not rgb.flags.writeable:  # e.g. a view of a ROS message buffer: torch wants writable memory
             rgb = rgb.copy()
-        frame = torch.from_numpy(rgb).to(self.device)
+        return self._resize_on_device(torch.from_numpy(rgb).to(self.device))
+
+    def resize_many(self, frames: list[np.ndarray]) -> torch.Tensor:
+        """RGB frames ``[H, W, 3]`` uint8 -> ``[B, S, S, 3]`` uint8 on the device, each as ``resize`` gives it.
+
+        Frames of one size go up in one copy and through one batched resize (a few kernels for the lot
+        instead of a few per frame); mixed sizes or a resample without an exact plan go one by one."""
+        if not self.exact or len({f.shape for f in frames}) != 1:
+            return torch.stack([self.resize(f) for f in frames])
+        return self._resize_on_device(torch.from_numpy(np.stack(frames)).to(self.device))  # [B, H, W, 3] up
+
+    def _resize_on_device(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[..., H, W, 3]`` on the device -> ``[..., S, S, 3]``."""
         if self.processor.resize_mode == LETTERBOX:
             side = self.processor.image_size
-            new_h, new_w, top, left = letterbox_geometry(rgb.shape[0], rgb.shape[1], side)
-            return place_on_black_tensor(self._resizer((new_w, new_h))(frame), side, top, left)
-        return self._resizer(self.size)(frame)
+            new_h, new_w, top, left = letterbox_geometry(frames.shape[-3], frames.shape[-2], side)
+            return place_on_black_tensor(self._resizer((new_w, new_h))(frames), side, top, left)
+        return self._resizer(self.size)(frames)
 
     def _resizer(self, size: tuple[int, int]) -> "ExactResize":
         if size not in self._resizers:
@@ -237,7 +249,7 @@ def _clip8(acc: torch.Tensor) -> torch.Tensor:
 
 
 class ExactResize:
-    """``rgb [H, W, 3] uint8`` (a tensor on any device) -> ``[S_h, S_w, 3] uint8`` equal to Pillow's resize."""
+    """``rgb [..., H, W, 3] uint8`` (a tensor on any device) -> ``[..., S_h, S_w, 3] uint8`` equal to Pillow's resize."""
 
     def __init__(self, size: tuple[int, int], resample: str):
         if resample not in FILTERS:
@@ -256,11 +268,12 @@ class ExactResize:
         return self._plans[key]
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
-        in_h, in_w, _ = rgb.shape
+        in_h, in_w, _ = rgb.shape[-3:]
         plan = self._plan(in_h, in_w, rgb.device)
         if plan is None:  # this Pillow resamples these sizes some other way: use it
-            out = _pillow(rgb.cpu().numpy(), (self.height, self.width), self.resample).copy()
-            return torch.from_numpy(out).to(rgb.device)
+            frames = rgb.reshape(-1, in_h, in_w, 3).cpu().numpy()
+            out = np.stack([_pillow(f, (self.height, self.width), self.resample) for f in frames])
+            return torch.from_numpy(out).to(rgb.device).reshape(*rgb.shape[:-3], self.height, self.width, 3)
         horizontal, vertical, order = plan
         return _two_pass(rgb, horizontal, vertical, order)
 
@@ -270,12 +283,12 @@ PROBE_SEED = 0
 
 
 def _two_pass(rgb: torch.Tensor, horizontal: torch.Tensor, vertical: torch.Tensor, order: str) -> torch.Tensor:
-    planes = rgb.permute(2, 0, 1).to(torch.float64)  # [3, H, W]
+    planes = rgb.movedim(-1, -3).to(torch.float64)  # [..., 3, H, W]
     if order == HORIZONTAL_FIRST:
-        out = _clip8(vertical @ _clip8(planes @ horizontal.T))  # [3, S_h, S_w]
+        out = _clip8(vertical @ _clip8(planes @ horizontal.T))  # [..., 3, S_h, S_w]
     else:
         out = _clip8(_clip8(vertical @ planes) @ horizontal.T)
-    return out.permute(1, 2, 0).to(torch.uint8)
+    return out.movedim(-3, -1).to(torch.uint8)  # [..., S_h, S_w, 3]
 
 
 def _pillow(rgb, out_hw: tuple[int, int], resample: str):

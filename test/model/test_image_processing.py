@@ -56,6 +56,21 @@ def test_device_path_equals_cpu_path(mode, resample):
         assert torch.equal(device.normalize(resized), processor.preprocess(rgb))
 
 
+
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+@pytest.mark.parametrize("resample", ["bicubic", "lanczos"])
+def test_frames_resized_together_equal_each_resized_alone(mode, resample):
+    """The batched towers resize a round's frames in one go: the pixels each frame gets alone, same size or mixed."""
+    processor = ImageProcessor(32, resample, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), resize_mode=mode)
+    device = DeviceImageProcessor(processor, torch.device("cpu"))
+    rng = np.random.default_rng(5)
+    same = [rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    mixed = same[:2] + [rng.integers(0, 256, size=(64, 40, 3), dtype=np.uint8)]
+    for frames in (same, mixed):
+        together = device.resize_many(frames)
+        assert tuple(together.shape) == (len(frames), 32, 32, 3)
+        assert all(torch.equal(together[i], device.resize(f)) for i, f in enumerate(frames))
+
 def test_letterbox_resizes_then_centres_on_black():
     assert letterbox_geometry(480, 640, 384) == (288, 384, 48, 0)  # ffmpeg: 384x288, pad at y=48
     assert letterbox_geometry(640, 480, 384) == (384, 288, 0, 48)
