@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 WINDOW = 25  # steps per averaged window in the printed table

@@ -43,7 +43,6 @@ from .quantization import fp8_problem
 from .rates import EGO, GENERAL, SKIP
 from .slow_worker import SlowWorker
 from .static_decoder import FusedDecoder
-from .timing import now
 from .types import Decision
 
 

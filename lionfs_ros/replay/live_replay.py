@@ -11,7 +11,6 @@ node's queueing and its drops, as a robot would see them.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -22,7 +21,6 @@ from lionfs_ros.replay.live_node import NodeLaunch, NodeProcess, replay_namespac
 from lionfs_ros.replay.records import RunOutput
 from lionfs_ros.replay.replay_params import command_line_overrides, node_params
 from lionfs_ros.replay.runners import RunnerFailed
-from lionfs_ros.replay.turns import TurnAssembler
 from lionfs_ros.ros_env import keep_discovery_local
 
 QUIET_S = 1.0  # after the last frame: done when no answer is open and nothing arrived for this long

@@ -6,9 +6,7 @@ import json
 import socket
 import subprocess
 import sys
-import time
 
-import pytest
 from websockets.sync.client import connect
 
 from bridge_helpers import free_port

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from lionfs_ros.cli import main as lionfs

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from lionfs_testing import TINY_NODE_PARAMS, build_tiny_model, node_command, wait_until
+from lionfs_testing import build_tiny_model, node_command, wait_until
 from test_lionfs_node import ALWAYS, Graph, start_node
 
 

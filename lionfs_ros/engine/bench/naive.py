@@ -139,7 +139,7 @@ def naive_generate(stream: NaiveStream, inputs, new_tokens: int) -> dict:
 
 
 def _generate_dropping(stream: NaiveStream, inputs, new_tokens: int, start: float) -> dict:
-    model, device = stream.model, stream.model.device
+    device = stream.model.device
     saved, length = stream.cache, stream.length
     stream.cache = saved.fork()  # grows on its own; the stream's cache is left untouched
     try:
