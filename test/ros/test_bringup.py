@@ -111,13 +111,19 @@ def test_split_set_starts_and_degrades_when_the_server_dies(processes, rclpy_con
     import os
 
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from lionfs_ros.msg import GuidanceEvent
 
     context, executor = rclpy_context
     probe = rclpy.create_node("split_probe", context=context)
     executor.add_node(probe)
-    events = []
+    events, diagnostics = [], []
     probe.create_subscription(GuidanceEvent, "/guidance", events.append, 50)
+    probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 50)
+
+    def edge_sees_the_server() -> bool:  # the edge's last status is not "degraded: remote slow thinker unavailable"
+        mine = [s for array in diagnostics for s in array.status if s.name.startswith("lionfs_node")]
+        return bool(mine) and not mine[-1].message.startswith("degraded")
     bringup = processes.start(lionfs("bringup", "--node-set", "lionfs_split", "--log-dir", str(tmp_path)), "bringup")
     assert wait_until(lambda: probe.count_subscribers("/camera/image_raw"), timeout=90), processes.log(bringup)
     assert wait_until(lambda: "serving /slow_think" in (tmp_path / "slow_thinker_node.log").read_text(), timeout=60)
@@ -125,7 +131,10 @@ def test_split_set_starts_and_degrades_when_the_server_dies(processes, rclpy_con
     out = processes.log(bringup)
     assert "[lionfs_node] " in out and "[slow_thinker_node] " in out and "fastdds_shm.xml" in out  # like ros2 launch
     pid = int(re.search(r"started slow_thinker_node \(pid (\d+)\)", out).group(1))
-    events.clear()  # the edge may have reported the server missing while it was still loading
+    # The edge may have reported the server missing while it was still loading: kill it only once the edge has
+    # seen it up (else the kill changes nothing the edge reports, and no DEGRADED_MODE comes).
+    assert wait_until(edge_sees_the_server, timeout=30), processes.log(bringup)
+    events.clear()
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     assert wait_until(lambda: [e for e in events if e.event_type == GuidanceEvent.DEGRADED_MODE], timeout=15), \
