@@ -173,8 +173,9 @@ def test_split_mode_survives_the_slow_thinker_dying_and_recovers(processes, rclp
     assert edge.poll() is None
 
     answered = len(graph.finals())
-    processes.start(node_command("slow_thinker_node", *server_args), "slow_thinker_again")
-    assert wait_until(lambda: graph.stream(1) or graph.events_of(GuidanceEvent.DEGRADED_RECOVERED), timeout=60)
+    again = processes.start(node_command("slow_thinker_node", *server_args), "slow_thinker_again")
+    assert wait_until(lambda: graph.stream(1) or graph.events_of(GuidanceEvent.DEGRADED_RECOVERED), timeout=60), \
+        processes.log(edge) + processes.log(again)
     # A goal sent while the old server's death is still undetected times out (remote_timeout);
     # keep the camera going until answers flow again.
     assert wait_until(lambda: graph.stream(1) or len(graph.finals()) > answered, timeout=60), processes.log(edge)
