@@ -126,7 +126,8 @@ class RemoteSlowThinker(SlowThinker):
             goal_handle.cancel_goal_async()
             return _cancelled(partial)
         result = response.result
-        self.available, self.last_error = True, ""
+        # ``available`` changes only in poll_availability (and mark_failed): a call that succeeds first must not
+        # take the server's return silently, or no DEGRADED_RECOVERED is ever published for it.
         return SlowThinkResult(text=result.text, num_tokens=result.num_tokens, truncated=result.truncated,
                                time_to_first_token=result.time_to_first_token,
                                tokens_per_second=result.tokens_per_second)
