@@ -19,9 +19,11 @@ then rescaled to [0, 1] (``/ UINT8_MAX``) and normalized ``(x - mean) / std`` in
 bicubic / bilinear resize of 8-bit images is reproduced bit for bit (``ExactResize``). Pillow
 resamples in two passes, each a weighted sum with fixed-point integer coefficients
 (``PRECISION_BITS = 22``), rounded and clipped to uint8 after each pass (``libImaging/Resample.c``:
-``precompute_coeffs``, ``normalize_coeffs_8bpc``, ``clip8``). Here each pass is one matrix product
-with those same integer coefficients; every product and sum is an integer below 2**53, so float64
-arithmetic is exact in any summation order (CPU or GPU). Which pass goes first depends on the
+``precompute_coeffs``, ``normalize_coeffs_8bpc``, ``clip8``). Here each pass is Pillow's own int32
+arithmetic on the filter's band (each output pixel reads only its few input pixels: a gather, a
+product with the integer coefficients, a sum over the taps; integers, so exact in any summation
+order, CPU or GPU), on the frame in its ``[H, W, 3]`` layout (no transposes, no float64 products
+over whole rows). Which pass goes first depends on the
 Pillow version and the sizes, so for each (input size, output size) pair the order is settled
 once by resizing a random probe image both ways and keeping the one equal to the installed
 Pillow's result; if neither is, that size pair falls back to Pillow itself. Other filters
@@ -152,6 +154,7 @@ class DeviceImageProcessor:
         self.size = (processor.image_size, processor.image_size)
         self.exact = processor.resample in FILTERS
         self._resizers: dict[tuple[int, int], ExactResize] = {}  # (width, height) out -> its exact resize
+        self._staging: dict[tuple, tuple] = {}  # frames' shape -> (pinned host buffer, its last transfer's event)
         self.mean = torch.tensor(processor.image_mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(processor.image_std, device=device).view(1, 3, 1, 1)
 
@@ -159,9 +162,7 @@ class DeviceImageProcessor:
         """RGB ``[H, W, 3]`` uint8 -> ``[S, S, 3]`` uint8 on the device."""
         if not self.exact:
             return torch.from_numpy(self.processor.resize_one(rgb).copy()).to(self.device)
-        if not rgb.flags.writeable:  # e.g. a view of a ROS message buffer: torch wants writable memory
-            rgb = rgb.copy()
-        return self._resize_on_device(torch.from_numpy(rgb).to(self.device))
+        return self.resize_on_device(self.upload([rgb])[0])
 
     def resize_many(self, frames: list[np.ndarray]) -> torch.Tensor:
         """RGB frames ``[H, W, 3]`` uint8 -> ``[B, S, S, 3]`` uint8 on the device, each as ``resize`` gives it.
@@ -170,9 +171,31 @@ class DeviceImageProcessor:
         instead of a few per frame); mixed sizes or a resample without an exact plan go one by one."""
         if not self.exact or len({f.shape for f in frames}) != 1:
             return torch.stack([self.resize(f) for f in frames])
-        return self._resize_on_device(torch.from_numpy(np.stack(frames)).to(self.device))  # [B, H, W, 3] up
+        return self.resize_on_device(self.upload(frames))
 
-    def _resize_on_device(self, frames: torch.Tensor) -> torch.Tensor:
+    def upload(self, frames: list[np.ndarray], out: torch.Tensor | None = None) -> torch.Tensor:
+        """RGB frames of one size -> uint8 ``[B, H, W, 3]`` on the device (into ``out`` if given).
+
+        On CUDA through a pinned host buffer kept per shape: one copy on the CPU, then an asynchronous
+        transfer on the current stream (a pageable tensor's ``.to`` copies twice and waits for the GPU)."""
+        shape = (len(frames), *frames[0].shape)
+        if self.device.type != "cuda":
+            host = torch.from_numpy(np.stack(frames))  # np.stack copies: read-only frames are fine
+            return host.to(self.device) if out is None else out.copy_(host)
+        if shape not in self._staging:
+            self._staging[shape] = (torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event())
+        host, sent = self._staging[shape]
+        sent.synchronize()  # the previous transfer out of this buffer is done
+        staged = host.numpy()
+        for i, frame in enumerate(frames):
+            np.copyto(staged[i], frame)
+        if out is None:
+            out = torch.empty(shape, dtype=torch.uint8, device=self.device)
+        out.copy_(host, non_blocking=True)
+        sent.record()
+        return out
+
+    def resize_on_device(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``[..., H, W, 3]`` on the device -> ``[..., S, S, 3]``."""
         if self.processor.resize_mode == LETTERBOX:
             side = self.processor.image_size
@@ -186,15 +209,16 @@ class DeviceImageProcessor:
         return self._resizers[size]
 
     def normalize(self, resized: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[S, S, 3]`` on the device -> float32 ``[1, 3, S, S]`` (same arithmetic as ``ImageProcessor``)."""
-        pixels = resized.permute(2, 0, 1)[None].float() / UINT8_MAX  # [1, 3, S, S]
+        """uint8 ``[S, S, 3]`` or ``[B, S, S, 3]`` on the device -> float32 ``[B, 3, S, S]`` (``B = 1`` for one frame;
+        the same arithmetic as ``ImageProcessor``)."""
+        pixels = resized.reshape(-1, *resized.shape[-3:]).permute(0, 3, 1, 2).float() / UINT8_MAX  # [B, 3, S, S]
         return (pixels - self.mean) / self.std
 
 
 # Pillow's resize, exactly, on any device.
 
 PRECISION_BITS = 32 - 8 - 2
-ROUND_HALF = float(1 << (PRECISION_BITS - 1))
+ROUND_HALF = 1 << (PRECISION_BITS - 1)
 SCALE = float(1 << PRECISION_BITS)
 BICUBIC_A = -0.5
 
@@ -221,13 +245,14 @@ def _bilinear(x: float) -> float:
 FILTERS = {"bicubic": (_bicubic, 2.0), "bilinear": (_bilinear, 1.0)}
 
 
-def coefficients(in_size: int, out_size: int, resample: str) -> torch.Tensor:
-    """Pillow's fixed-point weights as a dense ``[out_size, in_size]`` float64 matrix (integers)."""
+def filter_band(in_size: int, out_size: int, resample: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's fixed-point weights as a band: ``index [out_size, taps]`` (the input pixel each tap reads,
+    long) and ``weight [out_size, taps]`` (int32 integers; 0 on the taps past a pixel's filter support)."""
     fn, support = FILTERS[resample]
     scale = float(in_size) / out_size
     filterscale = max(scale, 1.0)
     support = support * filterscale
-    out = torch.zeros(out_size, in_size, dtype=torch.float64)
+    rows = []  # (xmin, fixed-point weights) per output pixel
     for xx in range(out_size):
         center = 0.0 + (xx + 0.5) * scale
         ss = 1.0 / filterscale
@@ -237,15 +262,26 @@ def coefficients(in_size: int, out_size: int, resample: str) -> torch.Tensor:
         total = 0.0
         for w in weights:
             total += w
-        for x, w in enumerate(weights):
+        fixed = []
+        for w in weights:
             w = w / total if total != 0.0 else w
-            fixed = int(-0.5 + w * SCALE) if w < 0 else int(0.5 + w * SCALE)  # C casts truncate toward zero
-            out[xx, xmin + x] = float(fixed)
-    return out
+            fixed.append(int(-0.5 + w * SCALE) if w < 0 else int(0.5 + w * SCALE))  # C casts truncate toward zero
+        rows.append((xmin, fixed))
+    taps = max(len(fixed) for _, fixed in rows)
+    index = torch.zeros(out_size, taps, dtype=torch.long)
+    weight = torch.zeros(out_size, taps, dtype=torch.int32)
+    for xx, (xmin, fixed) in enumerate(rows):
+        index[xx] = torch.clamp(torch.arange(xmin, xmin + taps), max=in_size - 1)
+        weight[xx, :len(fixed)] = torch.tensor(fixed, dtype=torch.int32)
+    return index, weight
 
 
-def _clip8(acc: torch.Tensor) -> torch.Tensor:
-    return torch.floor((acc + ROUND_HALF) / SCALE).clamp_(0.0, UINT8_MAX)
+def _band_pass(rgb: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """One pass of Pillow's resample along ``dim`` (-3: rows, -2: columns) of uint8 ``[..., H, W, 3]``."""
+    gathered = rgb.index_select(dim, index.flatten()).unflatten(dim, tuple(index.shape))  # [..., out, taps, ...]
+    taps = weight.view(*weight.shape, *([1] * (-dim - 1)))  # [out, taps, 1(, 1)]: broadcast over the rest
+    acc = (gathered * taps).sum(dim, dtype=torch.int32) + ROUND_HALF  # int32, as Pillow's accumulator
+    return (acc >> PRECISION_BITS).clamp_(0, int(UINT8_MAX)).to(torch.uint8)  # clip8
 
 
 class ExactResize:
@@ -261,10 +297,11 @@ class ExactResize:
     def _plan(self, in_h: int, in_w: int, device: torch.device):
         key = (in_h, in_w, str(device))
         if key not in self._plans:
-            horizontal = coefficients(in_w, self.width, self.resample)  # [S_w, W]
-            vertical = coefficients(in_h, self.height, self.resample)  # [S_h, H]
+            horizontal = filter_band(in_w, self.width, self.resample)  # index, weight: [S_w, taps]
+            vertical = filter_band(in_h, self.height, self.resample)  # [S_h, taps]
             order = _settle_order(in_h, in_w, (self.height, self.width), self.resample, horizontal, vertical)
-            self._plans[key] = None if order is None else (horizontal.to(device), vertical.to(device), order)
+            self._plans[key] = None if order is None else (
+                tuple(t.to(device) for t in horizontal), tuple(t.to(device) for t in vertical), order)
         return self._plans[key]
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -282,13 +319,11 @@ HORIZONTAL_FIRST, VERTICAL_FIRST = "horizontal", "vertical"
 PROBE_SEED = 0
 
 
-def _two_pass(rgb: torch.Tensor, horizontal: torch.Tensor, vertical: torch.Tensor, order: str) -> torch.Tensor:
-    planes = rgb.movedim(-1, -3).to(torch.float64)  # [..., 3, H, W]
+def _two_pass(rgb: torch.Tensor, horizontal: tuple, vertical: tuple, order: str) -> torch.Tensor:
+    """uint8 ``[..., H, W, 3]`` -> ``[..., S_h, S_w, 3]``: the two band passes in ``order``."""
     if order == HORIZONTAL_FIRST:
-        out = _clip8(vertical @ _clip8(planes @ horizontal.T))  # [..., 3, S_h, S_w]
-    else:
-        out = _clip8(_clip8(vertical @ planes) @ horizontal.T)
-    return out.movedim(-3, -1).to(torch.uint8)  # [..., S_h, S_w, 3]
+        return _band_pass(_band_pass(rgb, *horizontal, dim=-2), *vertical, dim=-3)
+    return _band_pass(_band_pass(rgb, *vertical, dim=-3), *horizontal, dim=-2)
 
 
 def _pillow(rgb, out_hw: tuple[int, int], resample: str):
