@@ -112,7 +112,9 @@ class StaticBackend:
             return None, None
         if self._towers is None:  # one pair per backend: an engine built again on it replays the same graphs
             m = self.model
-            self._towers = GraphedTower(m.vision, m.device), GraphedTower(m.ego, m.device) if m.ego is not None else None
+            compile = self.fused.compiled  # the towers compile where the LLM's pieces do
+            self._towers = (GraphedTower(m.vision, m.device, compile),
+                            GraphedTower(m.ego, m.device, compile) if m.ego is not None else None)
         return self._towers
 
     def restart(self) -> None:

@@ -2,7 +2,7 @@
 (the backend itself, ``StaticBackend``, sits beside the dynamic one in ``backends.py``).
 
 What runs as a graph (replayed with no Python in between):
-- the general (and ego) vision tower on one frame, normalization included (``GraphedTower``);
+- the general (and ego) vision tower on one frame: exact resize, normalization, the fused tower (``GraphedTower``);
 - the LLM step of a decided frame (interval + n placeholders) on the main context, token dropping
   included (``static_decoder``: a fixed number of kept tokens per dropping layer, top-k on the device);
 - the LLM step of one generated token on the slow thinker's context.
@@ -23,6 +23,7 @@ import torch
 
 from lionfs_ros.model.image_processing import DeviceImageProcessor
 
+from .fused_tower import tower_forward
 from .lm_state import LMState, renumbering, rope_rotation
 from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
@@ -53,24 +54,54 @@ def capture_graph(body, capture_stream: torch.cuda.Stream, pool, after=None) -> 
     return graph, out
 
 
-class GraphedTower:
-    """RGB frame -> tokens ``[1, n, C]`` of one vision encoder: exact resize on the device, then
-    normalization and the tower replayed from a CUDA graph."""
+def capture_tower(forward, body, capture_stream: torch.cuda.Stream, pool=None) -> tuple[torch.cuda.CUDAGraph, object]:
+    """``capture_graph`` of a tower's ``body``; where ``forward`` (a ``FusedTower``) was compiled and compiling fails
+    (on the warm-up runs), it gives up ``torch.compile`` with the reason logged and captures the plain ops."""
+    try:
+        return capture_graph(body, capture_stream, pool)
+    except Exception as err:
+        if not getattr(forward, "compiled", False):
+            raise
+        torch.cuda.synchronize()
+        forward.use_eager(f"torch.compile failed: {type(err).__name__}: {err}")
+        log.warning("vision tower: %s; running without it", forward.compile_fallback)
+        return capture_graph(body, capture_stream, pool)
 
-    def __init__(self, encoder, device: torch.device):
+
+class GraphedTower:
+    """RGB frame -> tokens ``[1, n, C]`` of one vision encoder, from two CUDA graphs: the exact resize on the device
+    (one graph per camera frame size, captured at its first frame) into a fixed ``[1, S, S, 3]`` buffer, then
+    normalization and the tower (``fused_tower``: fused projections, compiled where Triton works), captured here.
+    The frame goes up through a pinned buffer, asynchronously."""
+
+    def __init__(self, encoder, device: torch.device, compile: bool = False):
         self.encoder = encoder
         self.prep = DeviceImageProcessor(encoder.processor, device)
-        self.resized = torch.zeros(*self.prep.size, 3, dtype=torch.uint8, device=device)
+        self.forward = tower_forward(encoder, compile)
+        self.resized = torch.zeros(1, *self.prep.size, 3, dtype=torch.uint8, device=device)
         self.capture_stream = torch.cuda.Stream(device)
-        self.graph = self.out = None
+        self._resizes: dict[tuple, tuple] = {}  # camera frame shape -> (its uploaded copy, resize graph)
+        with torch.no_grad():
+            self.graph, self.out = capture_tower(self.forward, self._body, self.capture_stream)
 
     def _body(self) -> torch.Tensor:
-        return self.encoder.frame_tokens(self.prep.normalize(self.resized))
+        return self.forward(self.prep.normalize(self.resized))  # [1, n, C]
 
+    def _resize_graph(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.cuda.CUDAGraph]:
+        if shape not in self._resizes:
+            frame = torch.zeros(1, *shape, dtype=torch.uint8, device=self.resized.device)
+            graph, _ = capture_graph(lambda: self.resized.copy_(self.prep.resize_on_device(frame)), self.capture_stream, None)
+            self._resizes[shape] = frame, graph
+        return self._resizes[shape]
+
+    @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
-        self.resized.copy_(self.prep.resize(rgb))
-        if self.graph is None:
-            self.graph, self.out = capture_graph(self._body, self.capture_stream, None)
+        if self.prep.exact:
+            frame, resize = self._resize_graph(rgb.shape)
+            self.prep.upload([rgb], out=frame)
+            resize.replay()
+        else:  # a resample without a device plan: Pillow on the CPU, the resized frame goes up
+            self.prep.upload([self.prep.processor.resize_one(rgb)], out=self.resized)
         self.graph.replay()
         return self.out.clone()
 

@@ -175,7 +175,7 @@ class StreamGroup:
             self.streams[stream_id] = engine
         # On a GPU the batched towers run from CUDA graphs per batch size (resize and normalization there too).
         self._graphed = {} if model.device.type != "cuda" or not batch_towers else {
-            source: GraphedTowerBatch(encoder, model.device, len(cfgs))
+            source: GraphedTowerBatch(encoder, model.device, len(cfgs), all(cfg.compile for cfg in cfgs.values()))
             for source, encoder in (("general", model.vision), ("ego", model.ego)) if encoder is not None}
         self.rounds = 0
         self.batched_frames = 0

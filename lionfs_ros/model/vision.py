@@ -84,18 +84,23 @@ class VisionEncoder(nn.Module):
     def frame_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels ``[T, 3, S, S]`` -> tokens ``[T, tokens_per_frame, C]``: global token, then the pooled grid row-major."""
         out = self._run(pixels)
-        grid = self._grid(out.last_hidden_state, self.grid_side)  # [T, h, w, C]
+        return self.tokens_from(out.last_hidden_state, lambda: getattr(out, "pooler_output", None))
+
+    def tokens_from(self, last_hidden: torch.Tensor, pooler) -> torch.Tensor:
+        """The tower's ``last_hidden_state [T, L, C]`` -> frame tokens; ``pooler()`` gives its ``pooler_output``
+        ``[T, C]`` (or None), called only where the global token is the pooler's (the engine's fused tower)."""
+        grid = self._grid(last_hidden, self.grid_side)  # [T, h, w, C]
         n = self.cfg.pool_grid
         pooled = F.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2), (n, n)).flatten(2).transpose(1, 2)  # [T, n*n, C]
         kind = self.cfg.global_token
         if kind == "none":
             return pooled
         if kind == "pooler":
-            if getattr(out, "pooler_output", None) is None:
+            global_token = pooler()
+            if global_token is None:
                 raise ValueError("global_token='pooler' but this tower returns no pooler_output; use 'cls' or 'mean'")
-            global_token = out.pooler_output
         elif kind == "cls":
-            global_token = out.last_hidden_state[:, 0]
+            global_token = last_hidden[:, 0]
         else:
             global_token = grid.mean(dim=(1, 2))
         return torch.cat([global_token[:, None], pooled], dim=1)  # [T, 1 + n*n, C]

@@ -102,3 +102,12 @@ def test_resize_mode_in_the_model_config():
     with pytest.raises(ConfigError, match="resize"):
         LionFSConfig.from_dict({**data, "vision": {**data["vision"], "resize": "crop"}})
     assert dataclasses.asdict(ImageProcessor(8))["resize_mode"] == "stretch"
+
+
+def test_device_normalize_takes_a_batch():
+    processor = ImageProcessor(16, "bicubic", (0.48, 0.46, 0.41), (0.27, 0.26, 0.28))
+    device = DeviceImageProcessor(processor, torch.device("cpu"))
+    frames = [np.random.default_rng(k).integers(0, 256, size=(20, 30, 3), dtype=np.uint8) for k in range(3)]
+    resized = device.resize_many(frames)  # [3, 16, 16, 3]
+    assert torch.equal(device.normalize(resized), torch.cat([device.normalize(r) for r in resized]))
+    assert torch.equal(device.normalize(resized), processor.preprocess(np.stack(frames)))

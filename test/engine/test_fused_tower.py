@@ -1,0 +1,76 @@
+"""The graph path's vision tower (``fused_tower``): the same frame tokens as the HF forward.
+
+Tolerances: float32 1e-5 (the same sums in another order); bf16 one or two roundings at the tokens'
+scale (atol 0.05 on tokens of magnitude ~2-4, where one bf16 step is 0.016), as any two bf16
+implementations of one layer differ."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lionfs_ros.engine.fused_tower import FusedTower, fused_tower_problem, tower_forward
+from lionfs_ros.model.configuration_lionfs import VisionConfig
+from lionfs_ros.model.image_processing import DeviceImageProcessor
+from lionfs_ros.model.vision import VisionEncoder, load_vision_tower
+
+SIGLIP = dict(model_type="siglip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, image_size=32, patch_size=8)
+CLIP = dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, image_size=32, patch_size=8)
+FP32_ATOL = 1e-5
+BF16_ATOL, BF16_RTOL = 5e-2, 2e-2
+
+
+def encoder(config: dict, global_token: str, dtype=torch.float32, seed: int = 0) -> VisionEncoder:
+    torch.manual_seed(seed)
+    cfg = VisionConfig(config=config, global_token=global_token)
+    return VisionEncoder(cfg, load_vision_tower(cfg, dtype)).eval()
+
+
+@pytest.mark.parametrize("config, global_token", [(SIGLIP, "pooler"), (SIGLIP, "mean"), (SIGLIP, "none"),
+                                                  (CLIP, "cls"), (CLIP, "pooler")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_tower_gives_the_hf_tokens(config, global_token, dtype):
+    enc = encoder(config, global_token, dtype)
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        want = enc.frame_tokens(pixels)
+        fused = FusedTower(enc)
+        got = fused(pixels)
+        assert torch.equal(enc.frame_tokens(pixels), want)  # the HF layers view into the fused weights: unchanged
+        alone = torch.cat([fused(pixels[i:i + 1]) for i in range(3)])  # a batch's rows do not mix
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, atol=FP32_ATOL, rtol=0)
+        torch.testing.assert_close(alone, got, atol=FP32_ATOL, rtol=0)
+    else:
+        torch.testing.assert_close(got.float(), want.float(), atol=BF16_ATOL, rtol=BF16_RTOL)
+
+
+def test_the_models_towers_run_fused(fused_model):
+    """The tiny LION-FS model's SigLIP (loaded from a full SiglipModel checkpoint) and CLIP ego tower, from
+    camera frames through the device preprocessing, as the graph path runs them."""
+    rng = np.random.default_rng(4)
+    for enc, source in ((fused_model.vision, "general"), (fused_model.ego, "ego")):
+        prep = DeviceImageProcessor(enc.processor, torch.device("cpu"))
+        frames = [rng.integers(0, 256, size=(30, 44, 3), dtype=np.uint8) for _ in range(2)]
+        pixels = prep.normalize(prep.resize_many(frames))  # [2, 3, S, S]
+        assert torch.equal(pixels, fused_model.preprocess(np.stack(frames), source))
+        with torch.no_grad():
+            torch.testing.assert_close(FusedTower(enc)(pixels), enc.frame_tokens(pixels), atol=FP32_ATOL, rtol=0)
+
+
+def test_other_towers_keep_the_hf_forward():
+    enc = encoder(CLIP, "cls")
+    layer = enc.tower.encoder.layers[0]
+
+    class Adapter(nn.Linear):  # stands in for e.g. a LoRA-wrapped projection
+        pass
+
+    wrapped = Adapter(64, 64)
+    wrapped.load_state_dict(layer.self_attn.q_proj.state_dict())
+    layer.self_attn.q_proj = wrapped
+    assert "Adapter" in fused_tower_problem(enc.tower)
+    assert tower_forward(enc) == enc.frame_tokens
+    with pytest.raises(ValueError, match="fused tower"):
+        FusedTower(enc)
