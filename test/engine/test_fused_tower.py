@@ -74,3 +74,27 @@ def test_other_towers_keep_the_hf_forward():
     assert tower_forward(enc) == enc.frame_tokens
     with pytest.raises(ValueError, match="fused tower"):
         FusedTower(enc)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (the CPU tests above run the same code)")
+def test_graphed_towers_from_rgb_give_the_models_tokens(tiny_parts_dir, tmp_path):
+    """On a GPU: the single-frame and batched graphs (resize, normalization, fused tower, compiled where Triton
+    works) give the tokens of the model's own preprocessing and HF forward, for two camera frame sizes."""
+    from lionfs_ros.engine.batched_towers import GraphedTowerBatch
+    from lionfs_ros.engine.cuda_graphs import GraphedTower
+    from engine_parts import build_model
+    from lionfs_ros.model import LionFSModel
+
+    build_model(tiny_parts_dir, tmp_path)
+    model = LionFSModel.from_pretrained(tmp_path, device="cuda", dtype=torch.float32).eval()
+    rng = np.random.default_rng(6)
+    for enc, source in ((model.vision, "general"), (model.ego, "ego")):
+        single, batch = GraphedTower(enc, model.device, compile=True), GraphedTowerBatch(enc, model.device, 3, compile=True)
+        assert single.forward.compiled and single.forward.compile_fallback is None
+        for shape in ((30, 44), (48, 36)):
+            frames = [rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8) for _ in range(3)]
+            with torch.no_grad():
+                want = enc.frame_tokens(model.preprocess(np.stack(frames), source))
+            got = torch.cat([single(f) for f in frames])
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+            torch.testing.assert_close(batch(frames), want, atol=1e-4, rtol=0)
