@@ -6,7 +6,7 @@ stand-in), 640x480 camera frames. Parts (``--parts``, in this order; each writes
   tokens of the HF forward (bf16), the fused tower eager and compiled, the graphed single-frame path from RGB
   and the graphed batch, each against an fp32 copy of the tower (max abs diff) and against the HF bf16 forward;
 - ``timings``: per batch size (1, 2, 4, 8, 16) the replay of the old graph (HF forward) and of the new ones
-  (fused eager, fused compiled), the resize of a round (old: pageable upload + dense float64 products; new:
+  (fused eager, fused compiled, compiled without the GELU epilogue), the resize of a round (old: pageable upload + dense float64 products; new:
   pinned upload + int32 band passes), and the whole call from RGB frames; SDPA backends at the tower's shape;
 - ``profile``: ``torch.profiler`` of one eager forward (old HF, new fused) at one frame: top GPU operators.
 
@@ -181,7 +181,8 @@ def correctness(enc: VisionEncoder, device: torch.device, frames: list[np.ndarra
     reference = copy.deepcopy(enc).float()
     truth = reference.frame_tokens(pixels)  # fp32 copy of the same weights
     hf = enc.frame_tokens(pixels)
-    tokens = {"hf_bf16": hf, "fused_eager": FusedTower(enc)(pixels)}
+    tokens = {"hf_bf16": hf, "fused_eager": FusedTower(enc)(pixels),
+              "fused_eager_no_gelu_epilogue": FusedTower(enc, epilogue=False)(pixels)}
     compiled = FusedTower(enc, compile=True)
     tokens["fused_compiled"] = compiled(pixels)
     single = single_path(enc, device, compile=True)
@@ -203,7 +204,9 @@ def timings(enc: VisionEncoder, device: torch.device, frames: list[np.ndarray], 
     prep = DeviceImageProcessor(enc.processor, device)
     legacy = LegacyResize(prep)
     eager, compiled = FusedTower(enc), FusedTower(enc, compile=True)
-    out = {"compiled": compiled.compiled, "compile_fallback": compiled.compile_fallback, "batches": {}}
+    plain_gelu = FusedTower(enc, compile=True, epilogue=False)
+    out = {"compiled": compiled.compiled, "compile_fallback": compiled.compile_fallback,
+           "gelu_epilogue": compiled.gelu_epilogue, "batches": {}}
     single = single_path(enc, device, compile=True)
     group = batch_path(enc, device, compile=True)
     for b in batches:
@@ -211,7 +214,8 @@ def timings(enc: VisionEncoder, device: torch.device, frames: list[np.ndarray], 
         resized.copy_(prep.resize_many(frames[:b]))
         old = Replay(lambda: enc.frame_tokens(legacy_normalize(prep, resized)), device)
         new = {name: Replay(lambda f=forward: f(prep.normalize(resized)), device, forward)
-               for name, forward in (("fused_eager", eager), ("fused_compiled", compiled))}
+               for name, forward in (("fused_eager", eager), ("fused_compiled", compiled),
+                                     ("fused_compiled_no_gelu_epilogue", plain_gelu))}
         row = {"graph_ms": {"old_hf": clock(old.replay), **{k: clock(g.replay) for k, g in new.items()}},
                "resize_ms": {"old": clock(lambda: legacy(frames[:b])),
                              "new_resize_many": clock(lambda: prep.resize_many(frames[:b]))}}

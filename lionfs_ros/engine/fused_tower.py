@@ -9,7 +9,9 @@ arithmetic. Here, on the same weights (the HF layers view into the fused copies,
 - each residual add rides in the next product (``addmm`` with the residual as its input, bias added
   to the residual beforehand), and with ``torch.compile`` that bias add is fused into the layer norm
   before it (one kernel: the norm and the shifted residual);
-- the patch embedding is a matrix product over the frame's patches (the conv's weights, unfolded).
+- the patch embedding is a matrix product over the frame's patches (the conv's weights, unfolded);
+- on CUDA a tanh-approximated GELU (SigLIP's) rides in the first MLP product as cuBLASLt's epilogue
+  (``torch._addmm_activation``; its CPU kernel computes the erf GELU instead, so the CPU runs the plain ops).
 Same function as the HF forward up to bf16 rounding (products summed in another order, a residual
 added before rounding instead of after): ``test_fused_tower.py`` checks it. Towers of other types, or
 with adapter-wrapped layers, run the HF forward (``fused_tower_problem`` says why).
@@ -26,6 +28,7 @@ from .static_decoder import compile_problem, fuse_rows
 
 log = logging.getLogger(__name__)
 SIGLIP, CLIP = "siglip_vision_model", "clip_vision_model"
+TANH_GELU = ("gelu_pytorch_tanh", "gelu_new")  # the GELU that cuBLASLt's epilogue computes
 
 
 def _body(tower: nn.Module) -> nn.Module:
@@ -73,7 +76,8 @@ class _Ops:
 class FusedTower:
     """Normalized pixels ``[B, 3, S, S]`` -> the encoder's frame tokens ``[B, n, C]`` (``encoder.tokens_from``)."""
 
-    def __init__(self, encoder, compile: bool = False):
+    def __init__(self, encoder, compile: bool = False, epilogue: bool = True):
+        """``epilogue``: fuse a tanh GELU into the first MLP product where that is possible (CUDA)."""
         problem = fused_tower_problem(encoder.tower)
         if problem is not None:
             raise ValueError(f"fused tower: {problem}")
@@ -101,6 +105,7 @@ class FusedTower:
                                 attn.out_proj.bias.detach(), layer.layer_norm2, mlp.fc1.weight.detach(),
                                 mlp.fc1.bias.detach(), mlp.fc2.weight.detach(), mlp.fc2.bias.detach()))
         act = vm.encoder.layers[0].mlp.activation_fn
+        self.gelu_epilogue = epilogue and tower.config.hidden_act in TANH_GELU and self.patch_weight.is_cuda
         self.eager_ops = _Ops(act, compiled=False)
         self.compile_fallback = compile_problem() if compile else None
         self.compiled = compile and self.compile_fallback is None
@@ -138,7 +143,10 @@ class FusedTower:
         att = att.transpose(1, 2).reshape(m, c)  # [B*L, C]
         x = torch.addmm(residual, att, o_w.t())  # residual + o_b + att @ o_w^T
         h, residual = self.ops.norm_shift(x, ln2.weight, ln2.bias, ln2.eps, fc2_b)
-        hidden = self.ops.act(torch.addmm(fc1_b, h, fc1_w.t()))  # [B*L, 4C]
+        if self.gelu_epilogue:
+            hidden = torch._addmm_activation(fc1_b, h, fc1_w.t(), use_gelu=True)  # [B*L, 4C]
+        else:
+            hidden = self.ops.act(torch.addmm(fc1_b, h, fc1_w.t()))
         return torch.addmm(residual, hidden, fc2_w.t())
 
     def hidden(self, pixels: torch.Tensor) -> torch.Tensor:
