@@ -184,7 +184,11 @@ def correctness(enc: VisionEncoder, device: torch.device, frames: list[np.ndarra
     tokens = {"hf_bf16": hf, "fused_eager": FusedTower(enc)(pixels),
               "fused_eager_no_gelu_epilogue": FusedTower(enc, epilogue=False)(pixels)}
     compiled = FusedTower(enc, compile=True)
-    tokens["fused_compiled"] = compiled(pixels)
+    try:
+        tokens["fused_compiled"] = compiled(pixels)
+    except Exception as err:  # what capture_tower would do: record why, run the plain ops
+        compiled.use_eager(f"torch.compile failed: {type(err).__name__}: {err}"[:500])
+        tokens["fused_compiled"] = compiled(pixels)
     single = single_path(enc, device, compile=True)
     tokens["graphed_single_from_rgb"] = torch.cat([single(f) for f in check])
     tokens["graphed_batch_from_rgb"] = batch_path(enc, device, compile=True, streams=len(check))(check)
@@ -230,6 +234,7 @@ def timings(enc: VisionEncoder, device: torch.device, frames: list[np.ndarray], 
         out["batches"][b] = row
         print(json.dumps({b: row}), flush=True)
         del old, new
+    out["compile_fallback_at_end"] = compiled.compile_fallback
     out["sdpa_ms"] = sdpa_backends(enc, device, clock)
     return out
 
