@@ -47,7 +47,7 @@ try:
 except (OSError, ValueError) as err:
     sys.exit(f"no bench JSON: {err}")
 for name, v in d.get("variants", {}).items():
-    keep = {k: v.get(k) for k in ("fast_path", "decided_frame", "ego_only", "breakdown_ms", "equality") if k in v}
+    keep = {k: v.get(k) for k in ("compile_fallback", "fast", "ego_only", "breakdown_ms", "equality") if k in v}
     print(name, json.dumps(keep)[:1500])
 PYEOF
   done
