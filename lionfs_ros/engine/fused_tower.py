@@ -32,7 +32,7 @@ TANH_GELU = ("gelu_pytorch_tanh", "gelu_new")  # the GELU that cuBLASLt's epilog
 
 
 def _body(tower: nn.Module) -> nn.Module:
-    """The module holding embeddings / encoder / norms (transformers 5 keeps them on the model itself, 4 on ``vision_model``)."""
+    """The module holding embeddings, encoder and norms (``vision_model`` in transformers 4; the model itself in 5)."""
     return getattr(tower, "vision_model", tower)
 
 
