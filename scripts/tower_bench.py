@@ -7,7 +7,8 @@ stand-in), 640x480 camera frames. Parts (``--parts``, in this order; each writes
   and the graphed batch, each against an fp32 copy of the tower (max abs diff) and against the HF bf16 forward;
 - ``timings``: per batch size (1, 2, 4, 8, 16) the replay of the old graph (HF forward) and of the new ones
   (fused eager, fused compiled, compiled without the GELU epilogue), the resize of a round (old: pageable
-  upload + dense float64 products; new: pinned upload + int32 band passes), and the whole call from RGB frames; SDPA backends at the tower's shape;
+  upload + dense float64 products; new: pinned upload + int32 band passes), and the whole call from RGB
+  frames; SDPA backends at the tower's shape;
 - ``profile``: ``torch.profiler`` of one eager forward (old HF, new fused) at one frame: top GPU operators.
 
     PYTHONPATH=. python3 scripts/tower_bench.py --out $OUT              # CUDA, about 60-90 s
