@@ -54,6 +54,12 @@ def capture_graph(body, capture_stream: torch.cuda.Stream, pool, after=None) -> 
     return graph, out
 
 
+def _compile_failed(forward, err: Exception) -> None:
+    torch.cuda.synchronize()
+    forward.use_eager(f"torch.compile failed: {type(err).__name__}: {err}")
+    log.warning("vision tower: %s; running without it", forward.compile_fallback)
+
+
 def capture_tower(forward, body, capture_stream: torch.cuda.Stream, pool=None) -> tuple[torch.cuda.CUDAGraph, object]:
     """``capture_graph`` of a tower's ``body``; where ``forward`` (a ``FusedTower``) was compiled and compiling fails
     (on the warm-up runs), it gives up ``torch.compile`` with the reason logged and captures the plain ops."""
@@ -62,17 +68,16 @@ def capture_tower(forward, body, capture_stream: torch.cuda.Stream, pool=None) -
     except Exception as err:
         if not getattr(forward, "compiled", False):
             raise
-        torch.cuda.synchronize()
-        forward.use_eager(f"torch.compile failed: {type(err).__name__}: {err}")
-        log.warning("vision tower: %s; running without it", forward.compile_fallback)
+        _compile_failed(forward, err)
         return capture_graph(body, capture_stream, pool)
 
 
 class GraphedTower:
     """RGB frame -> tokens ``[1, n, C]`` of one vision encoder, from two CUDA graphs: the exact resize on the device
-    (one graph per camera frame size, captured at its first frame) into a fixed ``[1, S, S, 3]`` buffer, then
-    normalization and the tower (``fused_tower``: fused projections, compiled where Triton works), captured here.
-    The frame goes up through a pinned buffer, asynchronously."""
+    (one graph per camera frame size) into a fixed ``[1, S, S, 3]`` buffer, then normalization and the tower
+    (``fused_tower``: fused projections, compiled where Triton works). The frame goes up through a pinned buffer,
+    asynchronously. The graphs are captured at the first frame (a stream of a ``StreamGroup`` whose frames all go
+    through the batched towers never captures them); the compilation runs here, when the engine is built."""
 
     def __init__(self, encoder, device: torch.device, compile: bool = False):
         self.encoder = encoder
@@ -81,8 +86,13 @@ class GraphedTower:
         self.resized = torch.zeros(1, *self.prep.size, 3, dtype=torch.uint8, device=device)
         self.capture_stream = torch.cuda.Stream(device)
         self._resizes: dict[tuple, tuple] = {}  # camera frame shape -> (its uploaded copy, resize graph)
-        with torch.no_grad():
-            self.graph, self.out = capture_tower(self.forward, self._body, self.capture_stream)
+        self.graph = self.out = None
+        if getattr(self.forward, "compiled", False):
+            try:
+                with torch.no_grad():
+                    self._body()  # one eager run: compiles the fused pieces (cached for every later capture)
+            except Exception as err:
+                _compile_failed(self.forward, err)
 
     def _body(self) -> torch.Tensor:
         return self.forward(self.prep.normalize(self.resized))  # [1, n, C]
@@ -102,6 +112,8 @@ class GraphedTower:
             resize.replay()
         else:  # a resample without a device plan: Pillow on the CPU, the resized frame goes up
             self.prep.upload([self.prep.processor.resize_one(rgb)], out=self.resized)
+        if self.graph is None:
+            self.graph, self.out = capture_tower(self.forward, self._body, self.capture_stream)
         self.graph.replay()
         return self.out.clone()
 
