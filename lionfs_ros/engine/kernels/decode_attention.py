@@ -150,6 +150,8 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     No host sync: every size comes from shapes; graph-capturable."""
     b, hkv, rows_q, hd = q.shape
     m = pos.shape[-1]
+    if rows.shape != (b,) or pos.shape != (b, m):
+        raise ValueError(f"rows {tuple(rows.shape)} and pos {tuple(pos.shape)} do not match {b} batch rows")
     if rows_q > MAX_ROWS or rows_q % m:
         raise ValueError(f"{rows_q} stacked query rows for {m} positions: the kernel takes <= {MAX_ROWS}, g * M")
     if keys.stride(-1) != 1 or values.stride(-1) != 1 or slot_pos.stride(-1) != 1 or fill.stride(-1) != 1:
