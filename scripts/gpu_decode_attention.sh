@@ -6,7 +6,8 @@
 #      copy + mask) vs the kernel, spans 512 and 4096;
 #   3. lionfs bench --preset llama3-8b and lionfs-8b: graphs+compile+triton (the default config) vs graphs+compile+split;
 #   4. lionfs bench --preset llama3-8b --streams 1,8 (default config: the kernel in the batched step).
-# Expected wall time on an H200: ~250 s (each step bounded by `timeout`; the whole at most 300 s).
+# Expected wall time on an H200: ~250 s; each step is bounded by `timeout` (45 + 90 + 100 + 60 s: the whole at most
+# ~300 s); a bench cut short keeps the phases it finished in its JSON.
 # Smoke test on a CPU (tiny sizes, Triton's interpreter, the tiny preset): SMOKE=1 bash scripts/gpu_decode_attention.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ step() {  # step NAME SECONDS CMD...: run with a time bound, log to $OUT/NAME.lo
 }
 
 # 1 + 2: correctness first, then attention alone.
-step kernel 60 $PY - "$OUT" "$SMOKE" <<'PY'
+step kernel 45 $PY - "$OUT" "$SMOKE" <<'PY'
 import json, sys, time
 import torch
 from lionfs_ros.engine.kernels.decode_attention import decode_attention
@@ -187,17 +188,17 @@ if [ "$SMOKE" = 1 ]; then
   BENCH="--device cpu"; P8=tiny; PL=tiny-lionfs; SIZES="--prefill-frames 4 --frames 4 --new-tokens 4"
   STREAMS="--stream-rounds 4 --prefill-rounds 2 --realtime-seconds 1"
 else
-  BENCH=""; P8=llama3-8b; PL=lionfs-8b; SIZES="--prefill-frames 150 --frames 30 --new-tokens 32"
+  BENCH=""; P8=llama3-8b; PL=lionfs-8b; SIZES="--prefill-frames 120 --frames 30 --new-tokens 32"
   STREAMS="--stream-rounds 16 --prefill-rounds 8 --realtime-seconds 2"
 fi
 # 3: the engine, default (kernel) vs split, naive loop's decisions compared on both.
-step bench-$P8 100 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
+step bench-$P8 90 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
   --variants graphs+compile+split,graphs+compile+triton --concurrent-variant graphs+compile+triton \
   --out "$OUT/bench-$P8.json"
-step bench-$PL 110 $PY -m lionfs_ros.commands.bench --preset $PL $BENCH $SIZES \
+step bench-$PL 100 $PY -m lionfs_ros.commands.bench --preset $PL $BENCH $SIZES \
   --variants graphs+compile+split,graphs+compile+triton --concurrent-variant graphs+compile+triton \
   --out "$OUT/bench-$PL.json"
 # 4: several streams, the kernel in the batched step.
-step streams-$P8 80 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH --streams 1,8 $STREAMS \
+step streams-$P8 60 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH --streams 1,8 $STREAMS \
   --out "$OUT/streams-$P8.json"
 cat "$OUT/steps.txt"
