@@ -6,8 +6,9 @@
 #      copy + mask) vs the kernel, spans 512 and 4096;
 #   3. lionfs bench --preset llama3-8b and lionfs-8b: graphs+compile+triton (the default config) vs graphs+compile+split;
 #   4. lionfs bench --preset llama3-8b --streams 1,8 (default config: the kernel in the batched step).
-# Expected wall time on an H200: ~250 s; each step is bounded by `timeout` (45 + 90 + 100 + 60 s: the whole at most
-# ~300 s); a bench cut short keeps the phases it finished in its JSON.
+# (1b: where pytest is installed, the engine's kernel and CUDA-graph tests, float32 tiny models.)
+# Expected wall time on an H200: ~250 s; each step is bounded by `timeout` (40 + 40 + 80 + 90 + 50 s: the whole at
+# most ~300 s); a bench cut short keeps the phases it finished in its JSON.
 # Smoke test on a CPU (tiny sizes, Triton's interpreter, the tiny preset): SMOKE=1 bash scripts/gpu_decode_attention.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -36,7 +37,7 @@ step() {  # step NAME SECONDS CMD...: run with a time bound, log to $OUT/NAME.lo
 }
 
 # 1 + 2: correctness first, then attention alone.
-step kernel 45 $PY - "$OUT" "$SMOKE" <<'PY'
+step kernel 40 $PY - "$OUT" "$SMOKE" <<'PY'
 import json, sys, time
 import torch
 from lionfs_ros.engine.kernels.decode_attention import decode_attention
@@ -184,6 +185,16 @@ save()
 print("correctness ok:", results["all_ok"])
 PY
 
+# 1b: the engine's tests on the GPU (float32 tiny models, CUDA graphs: the kernel in the graphed single-stream and
+# batched steps, token dropping) where pytest is installed.
+if $PY -c "import pytest" 2>/dev/null; then
+  step tests 40 $PY -m pytest -x -q -p no:cacheprovider test/engine/test_decode_attention.py \
+    test/engine/test_static_backend.py::test_cuda_graphs_with_dropping_and_ego_decide_like_the_dynamic_backend \
+    test/engine/test_batched_step.py::test_batched_graphs_decide_as_each_stream_alone_on_cuda
+else
+  echo "tests: skipped (no pytest)" | tee -a "$OUT/steps.txt"
+fi
+
 if [ "$SMOKE" = 1 ]; then
   BENCH="--device cpu"; P8=tiny; PL=tiny-lionfs; SIZES="--prefill-frames 4 --frames 4 --new-tokens 4"
   STREAMS="--stream-rounds 4 --prefill-rounds 2 --realtime-seconds 1"
@@ -192,13 +203,13 @@ else
   STREAMS="--stream-rounds 16 --prefill-rounds 8 --realtime-seconds 2"
 fi
 # 3: the engine, default (kernel) vs split, naive loop's decisions compared on both.
-step bench-$P8 90 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
+step bench-$P8 80 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
   --variants graphs+compile+split,graphs+compile+triton --concurrent-variant graphs+compile+triton \
   --out "$OUT/bench-$P8.json"
-step bench-$PL 100 $PY -m lionfs_ros.commands.bench --preset $PL $BENCH $SIZES \
+step bench-$PL 90 $PY -m lionfs_ros.commands.bench --preset $PL $BENCH $SIZES \
   --variants graphs+compile+split,graphs+compile+triton --concurrent-variant graphs+compile+triton \
   --out "$OUT/bench-$PL.json"
 # 4: several streams, the kernel in the batched step.
-step streams-$P8 60 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH --streams 1,8 $STREAMS \
+step streams-$P8 50 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH --streams 1,8 $STREAMS \
   --out "$OUT/streams-$P8.json"
 cat "$OUT/steps.txt"

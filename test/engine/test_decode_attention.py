@@ -5,7 +5,8 @@ path) and the batched step over a KV pool, each deciding as with ``attention='sp
 Needs Triton (CI has none: skipped there). Without a GPU the kernel runs on CPU tensors through Triton's
 interpreter (``TRITON_INTERPRET=1``, set by ``test/conftest.py``) in float32: the same arithmetic as the split
 path but summed in another order, so outputs agree to ``ATOL`` (float32 rounding over a few hundred keys),
-not bit for bit. The bf16 comparison at real sizes is ``scripts/gpu_decode_attention.sh``."""
+not bit for bit. On a GPU the same tests run on CUDA tensors (float32 products without TF32, and the engine
+with CUDA graphs). The bf16 comparison at real sizes is ``scripts/gpu_decode_attention.sh``."""
 import pytest
 import torch
 
@@ -90,9 +91,9 @@ def test_engine_on_the_kernel_decides_like_split(fused_model):
     step = 0.5 / fused_model.config.ego.frames_per_frame
     results = {}
     for attention in ("split", "triton"):
-        engine = StreamEngine(fused_model, engine_config(backend="static", threshold=0.7, kv_budget_tokens=300,
-                                                         evict_chunk_tokens=60, keep_recent_frames=4,
-                                                         attention=attention))
+        cfg = engine_config(backend="static", compile=False, threshold=0.7, kv_budget_tokens=300, evict_chunk_tokens=60,
+                            keep_recent_frames=4, attention=attention)
+        engine = StreamEngine(fused_model, cfg)
         assert engine.backend.fused.attention == attention and engine.backend.fused.attention_fallback is None
         engine.ask("what is this?", 0.0, query_id="q")
         decisions = [engine.process_frame(frames[k % 8], k * step) for k in range(round(24 * 0.5 / step))]

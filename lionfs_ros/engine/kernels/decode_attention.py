@@ -34,14 +34,17 @@ BLOCK_N = 64  # keys per block of the inner loop
 MAX_BLOCK_Q = 64  # query rows per program
 MIN_BLOCK = 16  # tl.dot's smallest side
 PROGRAMS_PER_SM = 2  # the split size aims for at least this many programs per SM at a full span
+WARPS = 4  # per program; 8 spills registers at 64 query rows x 64 keys x D=128 (ptxas, sm_90)
 _SM_COUNT: dict[int, int] = {}
 
 
-@triton.jit
+# Sizes that vary between feeds are not specialized on (a new feed length would compile a new variant mid-stream).
+@triton.jit(do_not_specialize=["track", "R", "M", "SPLITS"])
 def _partial_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, acc_ptr, m_ptr, l_ptr,
                     track, scale, R, M, HKV, SPLITS, keys_per_split,
                     s_qb, s_qh, s_qr, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb,
-                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr):
+                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+                    PRECISION: tl.constexpr):
     split = tl.program_id(0)
     bh = tl.program_id(1)
     qb = tl.program_id(2)
@@ -70,7 +73,7 @@ def _partial_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, ac
             kpos = tl.load(sp_ptr + row * s_pn + track * s_pt + s, mask=s_ok, other=0)  # [BN]
             kv_ok = s_ok[:, None] & d_ok[None, :]
             k = tl.load(k_row + s[:, None] * s_ks + d[None, :], mask=kv_ok, other=0.0)  # [BN, BD]
-            scores = tl.dot(q, tl.trans(k)) * scale  # [BQ, BN] float32
+            scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # [BQ, BN] float32
             visible = s_ok[None, :] & (kpos[None, :] <= qpos[:, None])
             scores = tl.where(visible, scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, 1))
@@ -79,7 +82,7 @@ def _partial_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, ac
             alpha = tl.exp(m_i - m_use)
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(v_row + s[:, None] * s_vs + d[None, :], mask=kv_ok, other=0.0)  # [BN, BD]
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m_i = m_new
         part = (bh * SPLITS + split) * R + r  # [BQ] into [B * H_kv, splits, R]
         tl.store(m_ptr + part, m_i, mask=r_ok)
@@ -87,7 +90,7 @@ def _partial_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, ac
         tl.store(acc_ptr + part[:, None] * BLOCK_D + d[None, :], acc, mask=r_ok[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["track", "R", "M", "SPLITS"])
 def _reduce_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, fill_ptr, rows_ptr, track, R, M, HKV, SPLITS, keys_per_split,
                    s_ob, s_oh, s_or, s_fn, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr):
     bh = tl.program_id(0)
@@ -167,14 +170,14 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     m_part = torch.empty(b * hkv, splits, rows_q, dtype=torch.float32, device=q.device)
     l_part = torch.empty_like(m_part)
     out = torch.empty(b, hkv, rows_q, hd, dtype=q.dtype, device=q.device)
-    warps = 4 if block_q <= 32 else 8
     _partial_kernel[(splits, b * hkv, q_blocks)](
         q, keys, values, slot_pos, fill, pos, rows, acc, m_part, l_part, track, scale, rows_q, m, hkv, splits, per,
         q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
         values.stride(0), values.stride(1), values.stride(2), slot_pos.stride(0), slot_pos.stride(1), fill.stride(0),
-        pos.stride(0), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q, BLOCK_N=BLOCK_N, num_warps=warps)
+        pos.stride(0), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q, BLOCK_N=BLOCK_N,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=WARPS)  # float32: no TF32 rounding
     _reduce_kernel[(b * hkv, q_blocks)](
         acc, m_part, l_part, out, fill, rows, track, rows_q, m, hkv, splits, per,
         out.stride(0), out.stride(1), out.stride(2), fill.stride(0), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q,
-        num_warps=4)
+        num_warps=WARPS)
     return out
