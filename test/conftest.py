@@ -1,12 +1,21 @@
 """Shared test fixtures. ROS traffic stays on this host; every test gets its own DDS domain."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
 
 # Before anything can start rclpy: discovery never leaves this machine.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+
+# Where Triton is installed but no GPU, its kernels (lionfs_ros/engine/kernels) are tested on CPU tensors through
+# its interpreter, which Triton selects when it is first imported (torch._dynamo imports it early): set it first.
+if importlib.util.find_spec("triton") is not None:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from lionfs_testing import Processes, next_domain  # noqa: E402
 

@@ -38,10 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--backend", choices=("auto", "dynamic", "static"), default="auto")
     speed.add_argument("--variants", default=None,
                        help="engine variants, comma-separated, from eager, dynamic, graphs, graphs+compile, graphs+split,"
-                            " graphs+compile+split, each also with +nodrop (token dropping off, same weights), and each"
-                            " graphs variant with +fp8 (weight-only FP8, after +nodrop); default on CUDA: graphs+split,"
-                            " graphs+compile+split and graphs+compile+split+fp8 (with dropping: graphs+compile+split"
-                            " and its +fp8, each also +nodrop), eager on CPU")
+                            " graphs+compile+split, graphs+triton, graphs+compile+triton, each also with +nodrop (token"
+                            " dropping off, same weights), and each graphs variant with +fp8 (weight-only FP8, after"
+                            " +nodrop); default on CUDA: graphs+compile+split, graphs+compile+triton and"
+                            " graphs+compile+triton+fp8 (with dropping: graphs+compile+triton and its +fp8, each also"
+                            " +nodrop), eager on CPU")
     speed.add_argument("--concurrent-variant", default=None,
                        help="the variant that also measures frames during generation (default: the last)")
     memory = parser.add_argument_group("memory mode")
@@ -101,10 +102,10 @@ def run(args: argparse.Namespace) -> int:
         prefill, frames, tokens = SPEED_DEFAULTS[preset.name]
         from lionfs_ros.engine.bench.speed import VARIANTS
 
-        cuda_default = "graphs+split,graphs+compile+split,graphs+compile+split+fp8"
+        cuda_default = "graphs+compile+split,graphs+compile+triton,graphs+compile+triton+fp8"
         if preset.config.get("dropping"):
-            cuda_default = ("graphs+compile+split,graphs+compile+split+nodrop,graphs+compile+split+fp8,"
-                            "graphs+compile+split+nodrop+fp8")
+            cuda_default = ("graphs+compile+triton,graphs+compile+triton+nodrop,graphs+compile+triton+fp8,"
+                            "graphs+compile+triton+nodrop+fp8")
         variants = tuple((args.variants or (cuda_default if device.startswith("cuda") else "eager")).split(","))
         unknown = [v for v in variants if v not in VARIANTS]
         if unknown:

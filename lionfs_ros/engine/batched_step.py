@@ -238,22 +238,25 @@ def _route(fused: FusedDecoder, router, residual: torch.Tensor, plan) -> torch.T
 
 
 def _view(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, track: int, pos: torch.Tensor, dtype, span: int):
-    """Write ``pos [B, K]`` at each row's next slots of ``track``; returns (slots [B, K], additive mask [B, g*K, span])."""
+    """Write ``pos [B, K]`` at each row's next slots of ``track``; returns (slots [B, K], additive mask
+    [B, g*K, span] or None where the kernel masks from the slot positions, pos, track, span)."""
     k = pos.shape[1]
     slots = pool.fill[rows, track][:, None] + torch.arange(k, device=pos.device)  # [B, K]
     pool.slot_pos[rows[:, None], track, slots] = pos
+    if fused.uses_kernel(k):
+        return slots, None, pos, track, span
     allowed = pool.slot_pos[rows, track, :span][:, None, :] <= pos[:, :, None]  # [B, K, span]
     allowed = allowed.repeat(1, fused.groups, 1)  # [B, g*K, span]: query heads of one K/V head stacked along length
-    mask_dtype = torch.float32 if fused.attention == "split" else dtype
+    mask_dtype = dtype if fused.attention == "sdpa" else torch.float32
     mask = torch.zeros(allowed.shape, dtype=mask_dtype, device=pos.device).masked_fill(~allowed, float("-inf"))
-    return slots, mask
+    return slots, mask, pos, track, span
 
 
 def _attention(fused: FusedDecoder, fl, layer: int, pool: KVPool, rows, h, view, cos, sin, ops) -> torch.Tensor:
     """``h [B, K, d]`` -> attention output ``[B, K, d]``; each row attends over its own pool row."""
     b, m = h.shape[:2]
     hd, hq, hkv, g = fused.head_dim, fused.num_heads, fused.num_kv_heads, fused.groups
-    slots, mask = view
+    slots, mask, pos, track, span = view
     qkv = linear(h, fl.qkv_weight, fl.qkv_bias)  # [B, K, (Hq + 2 Hkv) * D]
     qk = ops.rope(qkv[..., :(hq + hkv) * hd].view(b, m, hq + hkv, hd).transpose(1, 2), cos[:, None], sin[:, None])
     q, k = qk[:, :hq], qk[:, hq:]  # [B, Hq, K, D], [B, Hkv, K, D]
@@ -261,12 +264,14 @@ def _attention(fused: FusedDecoder, fl, layer: int, pool: KVPool, rows, h, view,
     k_pool, v_pool = pool.keys[layer], pool.values[layer]  # [S+1, Hkv, cap, D]
     k_pool[rows[:, None], :, slots] = k.transpose(1, 2)  # [B, K, Hkv, D] at each row's slots
     v_pool[rows[:, None], :, slots] = v.transpose(1, 2)
-    span = mask.shape[-1]
-    k_rows, v_rows = k_pool[rows, :, :span], v_pool[rows, :, :span]  # [B, Hkv, span, D]
     q = q.reshape(b, hkv, g * m, hd)
-    if fused.attention == "sdpa":
+    if mask is None:  # the kernel: reads each pool row in place, up to its fill (no gather copy)
+        out = fused.kernel(q, k_pool, v_pool, pool.slot_pos, pool.fill, pos, rows, track, fused.scaling, span)
+    elif fused.attention == "sdpa":
+        k_rows, v_rows = k_pool[rows, :, :span], v_pool[rows, :, :span]  # [B, Hkv, span, D]
         out = F.scaled_dot_product_attention(q, k_rows, v_rows, attn_mask=mask[:, None], scale=fused.scaling)
     else:  # split's arithmetic (float32 softmax), unchunked
+        k_rows, v_rows = k_pool[rows, :, :span], v_pool[rows, :, :span]
         probs = ops.masked_softmax(torch.matmul(q, k_rows.transpose(-1, -2)), mask[:, None], fused.scaling)
         out = torch.matmul(probs, v_rows)  # [B, Hkv, gK, D]
     out = out.view(b, hq, m, hd).transpose(1, 2).reshape(b, m, hq * hd)

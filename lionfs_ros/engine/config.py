@@ -15,6 +15,7 @@ TRIGGER_POLICIES = ("skip", "queue", "replace")
 POSITION_MODES = ("reindex", "grow")
 BACKENDS = ("auto", "dynamic", "static")
 SLOW_PATH_MODES = ("auto", "on", "off")
+ATTENTION_KINDS = ("sdpa", "split", "triton")  # the static backend's attention (static_decoder.py)
 WEIGHT_FORMATS = ("native", "fp8")  # the model's own dtype, or weight-only FP8 (engine/quantization.py)
 DEFAULT_KV_BUDGET = 4096  # kv_budget_tokens None: this, or less where the model's positions need it
 LOG = logging.getLogger(__name__)
@@ -74,7 +75,10 @@ class EngineConfig:
     # static backend on CUDA: fuse the elementwise pieces with torch.compile (compiled once, when the engine is
     # built: ~20 s); where Triton is missing or compilation fails, the plain pieces run (compile_fallback says why)
     compile: bool = True
-    attention: str = "split"  # static backend: 'split' (split-K over keys, see static_decoder) or 'sdpa' (fused kernel)
+    # static backend: 'triton' (a decode-attention kernel masking from slot positions, kernels/decode_attention.py;
+    # where CUDA + Triton cannot run it, 'split' runs and the decoder's attention_fallback says why), 'split'
+    # (split-K over keys in plain torch, see static_decoder) or 'sdpa' (PyTorch's fused kernel with a mask)
+    attention: str = "triton"
     # static backend: the decoder's projection weights as the model holds them ('native': bf16 on a GPU) or as
     # weight-only FP8 with per-output-channel scales ('fp8', quantized once when the engine is built; a CUDA GPU of
     # compute capability >= 8.9 with Triton: H100/H200, L4/L40). See engine/quantization.py.
@@ -101,8 +105,8 @@ class EngineConfig:
             raise EngineConfigError("max_new_tokens, max_query_tokens and partial_every_tokens must be >= 1")
         if self.position_mode not in POSITION_MODES:
             raise EngineConfigError(f"position_mode: {self.position_mode!r} is not one of {POSITION_MODES}")
-        if self.attention not in ("sdpa", "split"):
-            raise EngineConfigError(f"attention: {self.attention!r} is not one of ('sdpa', 'split')")
+        if self.attention not in ATTENTION_KINDS:
+            raise EngineConfigError(f"attention: {self.attention!r} is not one of {ATTENTION_KINDS}")
         if self.weights not in WEIGHT_FORMATS:
             raise EngineConfigError(f"weights: {self.weights!r} is not one of {WEIGHT_FORMATS}")
         if self.weights == "fp8" and self.backend == "dynamic":

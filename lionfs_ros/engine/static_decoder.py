@@ -31,21 +31,29 @@ between small kernels as much as by reading the weights):
   batched matrix product over the whole buffer, a float32 masked softmax (HF's eager arithmetic),
   then the value product split into ``SPLIT_CHUNK``-slot chunks summed in float32. With a few
   queries and thousands of keys the fused kernel runs on a handful of SMs; the split form keeps
-  every SM busy (split-K over the keys).
+  every SM busy (split-K over the keys); or ``triton`` (``kernels/decode_attention.py``): split-K over
+  key blocks in one Triton kernel with an online softmax and a small reduction, the mask computed in
+  the kernel from ``slot_pos`` and each row reading only up to its fill (no mask tensor, no read of
+  the empty capacity). Feeds of more than ``MAX_ROWS`` stacked query rows (prompts) take the split
+  path. Where it cannot run (no CUDA GPU, no Triton, a GPU before bf16 support) ``split`` runs and
+  ``attention_fallback`` says why.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ATTENTION_KINDS
 from .quantization import linear, quantize_layers, tune_layers
 
 POSITION_SENTINEL = 1 << 40  # an empty slot's position: after every query, so always masked
 SPLIT_CHUNK = 256  # key slots per chunk of the split value product (buffers are sized in multiples)
-ATTENTION_KINDS = ("sdpa", "split")
+TRITON_MIN_CAPABILITY = (8, 0)  # bf16 tensor-core products (A100 and later)
+LOG = logging.getLogger(__name__)
 FP8_TUNE_ROWS = 11  # FP8 kernel tiles are timed at a decided frame's rows (interval + 10 tokens)
 
 
@@ -145,9 +153,13 @@ class TrackView:
     """Where one step writes in one track and what its queries may see."""
 
     slots: torch.Tensor  # [K] slots written
-    mask: torch.Tensor  # [g*K, cap] additive
+    mask: torch.Tensor | None  # [g*K, cap] additive; None where the kernel masks from the positions
     cos: torch.Tensor  # [1, K, D]
     sin: torch.Tensor
+    track: int
+    pos: torch.Tensor  # [K] the queries' positions
+    slot_pos: torch.Tensor  # [tracks, cap]
+    fill: torch.Tensor  # [tracks]: slots filled before this step
 
 
 def compile_problem() -> str | None:
@@ -158,6 +170,19 @@ def compile_problem() -> str | None:
 
     if not has_triton():
         return "Triton is not installed or does not support this GPU"
+    return None
+
+
+def attention_problem(device: torch.device) -> str | None:
+    """None if the Triton decode-attention kernel can run on ``device``, else why not."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "Triton is not installed"
+    if device.type != "cuda":
+        return f"no CUDA device (the model is on {device.type})"
+    if torch.cuda.get_device_capability(device) < TRITON_MIN_CAPABILITY:
+        return f"{torch.cuda.get_device_name(device)} is older than compute capability 8.0 (no bf16 tensor cores)"
     return None
 
 
@@ -177,7 +202,18 @@ class FusedDecoder:
         weight-only FP8 (``quantization.py``; the model's own weights are left as they are)."""
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention {attention!r} is not one of {ATTENTION_KINDS}")
-        self.attention = attention
+        self.attention, self.attention_fallback = attention, None
+        if attention == "triton":
+            self.attention_fallback = attention_problem(llm.device)
+        if self.attention_fallback is not None:
+            self.attention = "split"
+            (LOG.warning if llm.device.type == "cuda" else LOG.info)(
+                "attention 'triton' is not possible here (%s): 'split' runs", self.attention_fallback)
+        if self.attention == "triton":
+            from .kernels.decode_attention import MAX_ROWS, decode_attention
+
+            self.kernel, self.kernel_rows = decode_attention, MAX_ROWS
+            self.single_row = torch.zeros(1, dtype=torch.long, device=llm.device)  # a lone state: a pool of one row
         self.llm = llm
         self.decoder = llm.get_decoder()
         cfg = llm.config
@@ -277,15 +313,21 @@ class FusedDecoder:
         order = torch.empty(plan.kept + 1, dtype=torch.long, device=residual.device)
         return order.scatter_(0, dest, plan.steps)[:plan.kept]
 
+    def uses_kernel(self, queries: int) -> bool:
+        """Whether a feed of ``queries`` tokens per K/V head runs the Triton kernel (else the split path)."""
+        return self.attention == "triton" and self.groups * queries <= self.kernel_rows
+
     def _view(self, track, pos, cos, sin, slot_pos, fill, dtype) -> TrackView:
         """Write ``pos [K]`` at the track's next slots; the additive mask of those queries over its buffer."""
         slots = fill[track] + torch.arange(pos.shape[0], device=pos.device)
         row = slot_pos[track]
         row.index_copy_(0, slots, pos)
+        if self.uses_kernel(pos.shape[0]):
+            return TrackView(slots, None, cos, sin, track, pos, slot_pos, fill)
         allowed = (row[None, :] <= pos[:, None]).repeat(self.groups, 1)  # [g*K, cap]
-        mask_dtype = torch.float32 if self.attention == "split" else dtype
+        mask_dtype = dtype if self.attention == "sdpa" else torch.float32
         mask = torch.zeros(allowed.shape, dtype=mask_dtype, device=pos.device).masked_fill(~allowed, float("-inf"))
-        return TrackView(slots, mask, cos, sin)
+        return TrackView(slots, mask, cos, sin, track, pos, slot_pos, fill)
 
     def _layer(self, fl: FusedLayer, h, residual, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
         """One whole decoder layer on ``h = norm(residual)`` ``[K, d]`` -> the layer's output stream ``[K, d]``."""
@@ -304,7 +346,10 @@ class FusedDecoder:
         k_buf.index_copy_(1, slots, k)  # k_buf [Hkv, cap, D]
         v_buf.index_copy_(1, slots, v)
         q = q.reshape(hkv, self.groups * m, hd)  # query heads of one K/V head, stacked along length
-        if self.attention == "sdpa":
+        if mask is None:  # the kernel, masking from the slot positions
+            out = self.kernel(q[None], k_buf[None], v_buf[None], view.slot_pos[None], view.fill[None], view.pos[None],
+                              self.single_row, view.track, self.scaling)[0]
+        elif self.attention == "sdpa":
             out = F.scaled_dot_product_attention(q[None], k_buf[None], v_buf[None], attn_mask=mask[None, None],
                                                  scale=self.scaling)[0]
         else:

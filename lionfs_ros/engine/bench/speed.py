@@ -11,7 +11,7 @@ decoding tokens per second. Equality: per decided frame P(interval) and the most
 and the generated ids (how many positions agree, the common prefix, and the naive side's
 top-1/top-2 logit margin at the first difference: a bf16 near-tie or not).
 Concurrency: frames decided while the slow thinker writes on its fork, from another thread.
-Each engine variant (``compile`` off/on, ``attention`` sdpa/split, token dropping off, FP8 weights) is
+Each engine variant (``compile`` off/on, ``attention`` sdpa/split/triton, token dropping off, FP8 weights) is
 measured in turn on the same model; ``+nodrop`` variants run the same weights with the dropping routers
 switched off (the naive loop runs the model as built, so they are not compared with it); ``+fp8``
 variants run the decoder's projections as weight-only FP8 (``quantization.py``), compared with the naive
@@ -87,6 +87,8 @@ VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the
     "graphs+compile": {"compile": True, "attention": "sdpa"},
     "graphs+split": {"compile": False, "attention": "split"},
     "graphs+compile+split": {"compile": True, "attention": "split"},
+    "graphs+triton": {"compile": False, "attention": "triton"},  # kernels/decode_attention.py (default attention)
+    "graphs+compile+triton": {"compile": True, "attention": "triton"},
 }
 NODROP = "+nodrop"
 FP8 = "+fp8"
@@ -268,6 +270,8 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
         "backend": engine.backend.name, "compile": cfg.compile, "attention": cfg.attention, "weights": cfg.weights,
         "dropping": model.token_dropping is not None,
         "compile_fallback": getattr(fused, "compile_fallback", None),
+        "attention_run": getattr(fused, "attention", None),  # 'split' where 'triton' could not run here
+        "attention_fallback": getattr(fused, "attention_fallback", None),
         "fp8_weight_bytes": getattr(fused, "fp8_bytes", None), "fp8_tuning": getattr(fused, "fp8_tuning", None),
         "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,

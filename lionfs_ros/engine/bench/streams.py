@@ -77,6 +77,7 @@ def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, pref
                            else "per stream, back to back"),
               "llm_graphs": len(group.batched._graphs) if group.batched is not None else 0,
               "group_build_s": round(build_s, 2), "compile": cfg.compile,
+              "attention": group.batched.fused.attention if group.batched is not None else cfg.attention,
               "rounds": rounds, "prefill_rounds": prefill_rounds, "realtime_seconds": realtime_seconds, "runs": []}
 
     def feed_round(active: list[str]) -> dict[str, float]:

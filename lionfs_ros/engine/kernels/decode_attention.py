@@ -1,0 +1,183 @@
+"""Decode attention over slot-masked KV buffers (flash-decoding: split-K over the keys, then a reduction).
+
+For each batch row ``b`` and K/V head ``h``: ``softmax(q k^T * scale + mask) v`` where key slot ``s`` is
+visible to query ``i`` iff ``slot_pos[rows[b], track, s] <= pos[b, i]`` (an empty slot holds
+``POSITION_SENTINEL``: always hidden). The mask is never materialized: the kernel compares positions
+as it loads a key block. The ``g`` query heads sharing one K/V head are stacked along the query
+length (``R = g * M`` rows, row ``r`` is query ``r % M``), as ``static_decoder`` lays them out.
+
+Rows index a pool ``[N, H_kv, cap, D]`` (``batched_step.KVPool``: N = streams + scratch) through
+``rows [B]``: no gather copy; a single state is the pool of one row. Each row reads only its slots
+``0 .. fill + M`` (``fill [N, tracks]`` read on the device, so a CUDA graph captured at one capacity
+costs what is filled: programs past the fill return at once, and the reduction stops at the last
+filled split).
+
+1. ``_partial_kernel``, grid ``(splits, B * H_kv, query blocks)``: one program walks its split's
+   keys in ``BLOCK_N`` blocks with an online softmax (float32 running max ``m``, sum ``l`` and
+   unnormalized output ``acc``), and stores ``m``, ``l``, ``acc`` of its split.
+2. ``_reduce_kernel``, grid ``(B * H_kv, query blocks)``: rescales the filled splits to one max,
+   adds them in split order (deterministic) and divides by the total sum.
+
+Feeds of at most ``MAX_ROWS`` stacked query rows run here (a decided frame: ``g * (interval + tokens)``,
+a generated token: ``g``); longer ones (prompts, questions: rare, with enough rows to fill the GPU as a
+plain matrix product) take the split path (``static_decoder``): their float32 partials would grow with
+rows x splits, and the split-K scheme brings nothing there.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_ROWS = 128  # stacked query rows (g * M) per K/V head the kernel takes; more: the split path
+BLOCK_N = 64  # keys per block of the inner loop
+MAX_BLOCK_Q = 64  # query rows per program
+MIN_BLOCK = 16  # tl.dot's smallest side
+PROGRAMS_PER_SM = 2  # the split size aims for at least this many programs per SM at a full span
+WARPS = 4  # per program; 8 spills registers at 64 query rows x 64 keys x D=128 (ptxas, sm_90)
+_SM_COUNT: dict[int, int] = {}
+
+
+# Sizes that vary between feeds are not specialized on (a new feed length would compile a new variant mid-stream).
+@triton.jit(do_not_specialize=["track", "R", "M", "SPLITS"])
+def _partial_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, acc_ptr, m_ptr, l_ptr,
+                    track, scale, R, M, HKV, SPLITS, keys_per_split,
+                    s_qb, s_qh, s_qr, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb,
+                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    split = tl.program_id(0)
+    bh = tl.program_id(1)
+    qb = tl.program_id(2)
+    b = bh // HKV
+    h = bh % HKV
+    row = tl.load(rows_ptr + b)
+    limit = tl.load(fill_ptr + row * s_fn + track) + M  # slots this row's queries may read
+    start = split * keys_per_split
+    if start < limit:  # splits past the fill do nothing (the reduction does not read them)
+        r = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BQ] stacked query rows
+        r_ok = r < R
+        qpos = tl.load(pos_ptr + b * s_posb + r % M, mask=r_ok, other=-1)  # [BQ]; padding rows see nothing
+        d = tl.arange(0, BLOCK_D)
+        d_ok = d < D
+        q = tl.load(q_ptr + b * s_qb + h * s_qh + r[:, None] * s_qr + d[None, :],
+                    mask=r_ok[:, None] & d_ok[None, :], other=0.0)  # [BQ, BD]
+        m_i = tl.full((BLOCK_Q,), float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros((BLOCK_Q,), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
+        end = tl.minimum(start + keys_per_split, limit)
+        k_row = k_ptr + row * s_kn + h * s_kh
+        v_row = v_ptr + row * s_vn + h * s_vh
+        for s0 in range(start, end, BLOCK_N):
+            s = s0 + tl.arange(0, BLOCK_N)  # [BN] key slots
+            s_ok = s < end
+            kpos = tl.load(sp_ptr + row * s_pn + track * s_pt + s, mask=s_ok, other=0)  # [BN]
+            kv_ok = s_ok[:, None] & d_ok[None, :]
+            k = tl.load(k_row + s[:, None] * s_ks + d[None, :], mask=kv_ok, other=0.0)  # [BN, BD]
+            scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # [BQ, BN] float32
+            visible = s_ok[None, :] & (kpos[None, :] <= qpos[:, None])
+            scores = tl.where(visible, scores, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that saw nothing yet: exp(-inf) = 0
+            p = tl.exp(scores - m_use[:, None])
+            alpha = tl.exp(m_i - m_use)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(v_row + s[:, None] * s_vs + d[None, :], mask=kv_ok, other=0.0)  # [BN, BD]
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+            m_i = m_new
+        part = (bh * SPLITS + split) * R + r  # [BQ] into [B * H_kv, splits, R]
+        tl.store(m_ptr + part, m_i, mask=r_ok)
+        tl.store(l_ptr + part, l_i, mask=r_ok)
+        tl.store(acc_ptr + part[:, None] * BLOCK_D + d[None, :], acc, mask=r_ok[:, None])
+
+
+@triton.jit(do_not_specialize=["track", "R", "M", "SPLITS"])
+def _reduce_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, fill_ptr, rows_ptr, track, R, M, HKV, SPLITS, keys_per_split,
+                   s_ob, s_oh, s_or, s_fn, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr):
+    bh = tl.program_id(0)
+    qb = tl.program_id(1)
+    b = bh // HKV
+    h = bh % HKV
+    row = tl.load(rows_ptr + b)
+    limit = tl.load(fill_ptr + row * s_fn + track) + M
+    filled = tl.minimum((limit + keys_per_split - 1) // keys_per_split, SPLITS)  # splits the partial kernel wrote
+    r = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    r_ok = r < R
+    d = tl.arange(0, BLOCK_D)
+    m = tl.full((BLOCK_Q,), float("-inf"), dtype=tl.float32)
+    l = tl.zeros((BLOCK_Q,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
+    for split in range(0, filled):
+        part = (bh * SPLITS + split) * R + r
+        m_s = tl.load(m_ptr + part, mask=r_ok, other=float("-inf"))
+        l_s = tl.load(l_ptr + part, mask=r_ok, other=0.0)
+        a_s = tl.load(acc_ptr + part[:, None] * BLOCK_D + d[None, :], mask=r_ok[:, None], other=0.0)
+        m_new = tl.maximum(m, m_s)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_use)
+        beta = tl.exp(m_s - m_use)
+        l = l * alpha + l_s * beta
+        acc = acc * alpha[:, None] + a_s * beta[:, None]
+        m = m_new
+    out = acc / tl.where(l > 0, l, 1.0)[:, None]
+    tl.store(out_ptr + b * s_ob + h * s_oh + r[:, None] * s_or + d[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=r_ok[:, None] & (d < D)[None, :])
+
+
+def _pow2(n: int, lo: int = MIN_BLOCK) -> int:
+    return max(lo, triton.next_power_of_2(n))
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNT[index]
+
+
+def split_keys(span: int, heads: int, device: torch.device) -> int:
+    """Keys per split: whole ``BLOCK_N`` blocks, so that a full span gives >= PROGRAMS_PER_SM programs per SM."""
+    want = PROGRAMS_PER_SM * _sm_count(device)
+    per = max(BLOCK_N, triton.next_power_of_2(max(1, span * heads // want)))
+    return min(per, _pow2(span, BLOCK_N))
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slot_pos: torch.Tensor,
+                     fill: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, track: int, scale: float,
+                     span: int | None = None) -> torch.Tensor:
+    """``q [B, H_kv, R, D]`` (R = g*M stacked query rows) over pool rows ``rows [B]`` of ``keys``/``values``
+    ``[N, H_kv, cap, D]``, masked by ``slot_pos [N, tracks, cap] <= pos [B, M]`` on ``track``, reading slots up to
+    ``fill[rows, track] + M`` (``fill [N, tracks]``; at most ``span`` slots, default ``cap``) -> ``[B, H_kv, R, D]``.
+
+    No host sync: every size comes from shapes; graph-capturable."""
+    b, hkv, rows_q, hd = q.shape
+    m = pos.shape[-1]
+    if rows.shape != (b,) or pos.shape != (b, m):
+        raise ValueError(f"rows {tuple(rows.shape)} and pos {tuple(pos.shape)} do not match {b} batch rows")
+    if rows_q > MAX_ROWS or rows_q % m:
+        raise ValueError(f"{rows_q} stacked query rows for {m} positions: the kernel takes <= {MAX_ROWS}, g * M")
+    if keys.stride(-1) != 1 or values.stride(-1) != 1 or slot_pos.stride(-1) != 1 or fill.stride(-1) != 1:
+        raise ValueError("keys, values, slot_pos and fill need a contiguous last dimension")
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    pos = pos.contiguous()
+    span = keys.shape[2] if span is None else span
+    block_q, block_d = min(MAX_BLOCK_Q, _pow2(rows_q)), _pow2(hd)
+    q_blocks = triton.cdiv(rows_q, block_q)
+    per = split_keys(span, b * hkv, q.device)
+    splits = triton.cdiv(span, per)
+    acc = torch.empty(b * hkv, splits, rows_q, block_d, dtype=torch.float32, device=q.device)
+    m_part = torch.empty(b * hkv, splits, rows_q, dtype=torch.float32, device=q.device)
+    l_part = torch.empty_like(m_part)
+    out = torch.empty(b, hkv, rows_q, hd, dtype=q.dtype, device=q.device)
+    _partial_kernel[(splits, b * hkv, q_blocks)](
+        q, keys, values, slot_pos, fill, pos, rows, acc, m_part, l_part, track, scale, rows_q, m, hkv, splits, per,
+        q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
+        values.stride(0), values.stride(1), values.stride(2), slot_pos.stride(0), slot_pos.stride(1), fill.stride(0),
+        pos.stride(0), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q, BLOCK_N=BLOCK_N,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=WARPS)  # float32: no TF32 rounding
+    _reduce_kernel[(b * hkv, q_blocks)](
+        acc, m_part, l_part, out, fill, rows, track, rows_q, m, hkv, splits, per,
+        out.stride(0), out.stride(1), out.stride(2), fill.stride(0), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q,
+        num_warps=WARPS)
+    return out
