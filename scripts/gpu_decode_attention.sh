@@ -7,7 +7,7 @@
 #   3. lionfs bench --preset llama3-8b and lionfs-8b: graphs+compile+triton (the default config) vs graphs+compile+split;
 #   4. lionfs bench --preset llama3-8b --streams 1,8 (default config: the kernel in the batched step).
 # (1b: where pytest is installed, the engine's kernel and CUDA-graph tests, float32 tiny models.)
-# Expected wall time on an H200: ~250 s; each step is bounded by `timeout` (40 + 40 + 80 + 90 + 50 s: the whole at
+# Expected wall time on an H200: ~250 s; each step is bounded by `timeout` (35 + 45 + 80 + 90 + 50 s: the whole at
 # most ~300 s); a bench cut short keeps the phases it finished in its JSON.
 # Smoke test on a CPU (tiny sizes, Triton's interpreter, the tiny preset): SMOKE=1 bash scripts/gpu_decode_attention.sh
 set -u
@@ -37,7 +37,7 @@ step() {  # step NAME SECONDS CMD...: run with a time bound, log to $OUT/NAME.lo
 }
 
 # 1 + 2: correctness first, then attention alone.
-step kernel 40 $PY - "$OUT" "$SMOKE" <<'PY'
+step kernel 35 $PY - "$OUT" "$SMOKE" <<'PY'
 import json, sys, time
 import torch
 from lionfs_ros.engine.kernels.decode_attention import decode_attention
@@ -185,11 +185,10 @@ save()
 print("correctness ok:", results["all_ok"])
 PY
 
-# 1b: the engine's tests on the GPU (float32 tiny models, CUDA graphs: the kernel in the graphed single-stream and
-# batched steps, token dropping) where pytest is installed.
+# 1b: the engine's tests on the GPU (float32 tiny models, CUDA graphs: the kernel in the graphed single-stream step
+# with token dropping and in the batched step, each against split / each stream alone) where pytest is installed.
 if $PY -c "import pytest" 2>/dev/null; then
-  step tests 40 $PY -m pytest -x -q -p no:cacheprovider test/engine/test_decode_attention.py \
-    test/engine/test_static_backend.py::test_cuda_graphs_with_dropping_and_ego_decide_like_the_dynamic_backend \
+  step tests 45 $PY -m pytest -x -q -p no:cacheprovider test/engine/test_decode_attention.py \
     test/engine/test_batched_step.py::test_batched_graphs_decide_as_each_stream_alone_on_cuda
 else
   echo "tests: skipped (no pytest)" | tee -a "$OUT/steps.txt"
