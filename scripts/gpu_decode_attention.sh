@@ -188,7 +188,7 @@ PY
 # 1b: the kernel's tests on the GPU (float32 tiny models with CUDA graphs: the kernel in the graphed single-stream step
 # with token dropping and in the graphed batched step, against split / each stream alone) where pytest is installed.
 if $PY -c "import pytest" 2>/dev/null; then
-  step tests 35 $PY -m pytest -x -q -p no:cacheprovider test/engine/test_decode_attention.py
+  step tests $([ "$SMOKE" = 1 ] && echo 90 || echo 35) $PY -m pytest -x -q -p no:cacheprovider test/engine/test_decode_attention.py
 else
   echo "tests: skipped (no pytest)" | tee -a "$OUT/steps.txt"
 fi
