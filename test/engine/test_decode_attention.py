@@ -10,7 +10,7 @@ with CUDA graphs). The bf16 comparison at real sizes is ``scripts/gpu_decode_att
 import pytest
 import torch
 
-from engine_parts import engine_config, stream_frames
+from engine_parts import build_model, engine_config, stream_frames
 from lionfs_ros.engine import StreamEngine, StreamGroup
 from lionfs_ros.engine import static_decoder
 from lionfs_ros.engine.static_decoder import POSITION_SENTINEL, masked_softmax
@@ -31,6 +31,18 @@ def interpreter_on_cpu(monkeypatch):
     if DEVICE == "cpu":
         assert triton.knobs.runtime.interpret, "TRITON_INTERPRET=1 was not set before Triton was imported"
         monkeypatch.setattr(static_decoder, "attention_problem", lambda device: None)
+
+
+@pytest.fixture(scope="module")
+def model(request, tiny_parts_dir, tmp_path_factory):
+    """The tiny LION-FS model (ego tower, router, token dropping): the session's on the CPU, on the GPU in float32."""
+    if DEVICE == "cpu":
+        return request.getfixturevalue("fused_model")
+    from lionfs_ros.model import LionFSModel
+
+    root = tmp_path_factory.mktemp("decode_attention_model")
+    build_model(tiny_parts_dir, root)
+    return LionFSModel.from_pretrained(root, device=DEVICE, dtype=torch.float32).eval()
 
 
 def _pool(fills, m, heads=2, cap=320, dim=24, seed=0):
@@ -84,16 +96,16 @@ def test_kernel_refuses_a_long_feed():
         decode_attention(q, keys, values, slot_pos, fill, new[:, 0], torch.tensor([0]), 0, 1.0)
 
 
-def test_engine_on_the_kernel_decides_like_split(fused_model):
+def test_engine_on_the_kernel_decides_like_split(model):
     """LION-FS (ego tower, token dropping: each routed layer its own track) on the static backend, eviction and a
     question included; the thinking prompt and the question are long feeds (the split path inside a kernel run)."""
     frames = stream_frames(8, seed=31)
-    step = 0.5 / fused_model.config.ego.frames_per_frame
+    step = 0.5 / model.config.ego.frames_per_frame
     results = {}
     for attention in ("split", "triton"):
         cfg = engine_config(backend="static", compile=False, threshold=0.7, kv_budget_tokens=300, evict_chunk_tokens=60,
                             keep_recent_frames=4, attention=attention)
-        engine = StreamEngine(fused_model, cfg)
+        engine = StreamEngine(model, cfg)
         assert engine.backend.fused.attention == attention and engine.backend.fused.attention_fallback is None
         engine.ask("what is this?", 0.0, query_id="q")
         decisions = [engine.process_frame(frames[k % 8], k * step) for k in range(round(24 * 0.5 / step))]
@@ -107,7 +119,7 @@ def test_engine_on_the_kernel_decides_like_split(fused_model):
                                atol=ENGINE_ATOL, rtol=0)
 
 
-def test_batched_step_on_the_kernel_decides_as_each_stream_alone(fused_model):
+def test_batched_step_on_the_kernel_decides_as_each_stream_alone(model):
     """Three pooled streams of different lengths (one joins late) in batched steps on the kernel (no gather copy)
     against each stream alone on split."""
     joins, rounds, fps = {"a": 0, "b": 0, "c": 3}, 8, 8.0
@@ -116,7 +128,7 @@ def test_batched_step_on_the_kernel_decides_as_each_stream_alone(fused_model):
     def config(attention):
         return engine_config(general_fps=fps, backend="static", compile=False, threshold=0.7, attention=attention)
 
-    group = StreamGroup(fused_model, {name: config("triton") for name in joins})
+    group = StreamGroup(model, {name: config("triton") for name in joins})
     assert group.batched is not None and group.batched.fused.attention == "triton"
     got = {name: [] for name in joins}
     for k in range(rounds):
@@ -125,7 +137,7 @@ def test_batched_step_on_the_kernel_decides_as_each_stream_alone(fused_model):
             got[name].append(decision)
     assert group.stats()["llm_batched_frames"] >= 2 * (rounds - 2)
     for name, j in joins.items():
-        alone = StreamEngine(fused_model, config("split"))
+        alone = StreamEngine(model, config("split"))
         want = [alone.process_frame(frames[name][k], (k - j) / fps) for k in range(j, rounds)]
         assert [(d.frame_index, d.respond, d.next_token) for d in got[name]] == \
             [(d.frame_index, d.respond, d.next_token) for d in want]

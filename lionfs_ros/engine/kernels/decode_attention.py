@@ -39,7 +39,7 @@ _SM_COUNT: dict[int, int] = {}
 
 
 # Sizes that vary between feeds are not specialized on (a new feed length would compile a new variant mid-stream).
-@triton.jit(do_not_specialize=["track", "R", "M", "SPLITS"])
+@triton.jit(do_not_specialize=["track", "R", "M", "SPLITS", "s_posb"])
 def _partial_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, acc_ptr, m_ptr, l_ptr,
                     track, scale, R, M, HKV, SPLITS, keys_per_split,
                     s_qb, s_qh, s_qr, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb,
@@ -175,7 +175,7 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
         values.stride(0), values.stride(1), values.stride(2), slot_pos.stride(0), slot_pos.stride(1), fill.stride(0),
         pos.stride(0), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q, BLOCK_N=BLOCK_N,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=WARPS)  # float32: no TF32 rounding
+        PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=WARPS)  # float32: no TF32
     _reduce_kernel[(b * hkv, q_blocks)](
         acc, m_part, l_part, out, fill, rows, track, rows_q, m, hkv, splits, per,
         out.stride(0), out.stride(1), out.stride(2), fill.stride(0), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q,
