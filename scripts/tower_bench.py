@@ -9,7 +9,9 @@ stand-in), 640x480 camera frames. Parts (``--parts``, in this order; each writes
   (fused eager, fused compiled, compiled without the GELU epilogue), the resize of a round (old: pageable
   upload + dense float64 products; new: pinned upload + int32 band passes), and the whole call from RGB
   frames; SDPA backends at the tower's shape;
-- ``profile``: ``torch.profiler`` of one eager forward (old HF, new fused) at one frame: top GPU operators.
+- ``profile``: ``torch.profiler`` of one eager forward (old HF, new fused) at one frame: top GPU operators;
+- ``frame``: a decided frame's preprocessing, both towers: host copy into the pinned buffer, upload, each resize
+  with plain vs compiled passes, both towers called one after the other (two uploads) vs ``pair`` (one upload).
 
     PYTHONPATH=. python3 scripts/tower_bench.py --out $OUT              # CUDA, about 60-90 s
     PYTHONPATH=. python3 scripts/tower_bench.py --smoke --device cpu    # tiny towers on the CPU (no graphs)
@@ -171,12 +173,15 @@ def batch_path(enc: VisionEncoder, device: torch.device, compile: bool, streams:
 @torch.no_grad()
 def correctness(enc: VisionEncoder, device: torch.device, frames: list[np.ndarray]) -> dict:
     prep = DeviceImageProcessor(enc.processor, device)
+    compiled_prep = DeviceImageProcessor(enc.processor, device, compile=True)  # the resize passes torch.compile'd
     check = frames[:CHECK_FRAMES]
     pillow = torch.from_numpy(enc.processor.resize(np.stack(check))).to(device)  # [B, S, S, 3]: the model's pixels
     out = {"resize": {
         "new_single_equal_pillow": all(torch.equal(prep.resize(f), pillow[i]) for i, f in enumerate(check)),
         "new_many_equal_pillow": bool(torch.equal(prep.resize_many(check), pillow)),
         "old_equal_pillow": bool(torch.equal(LegacyResize(prep)(check), pillow)),
+        "compiled_single_equal_pillow": all(torch.equal(compiled_prep.resize(f), pillow[i]) for i, f in enumerate(check)),
+        "compiled_many_equal_pillow": bool(torch.equal(compiled_prep.resize_many(check), pillow)),
     }}
     pixels = enc.processor.normalize(pillow)  # [B, 3, S, S] float32, the model's own preprocessing
     reference = copy.deepcopy(enc).float()
@@ -192,6 +197,8 @@ def correctness(enc: VisionEncoder, device: torch.device, frames: list[np.ndarra
         tokens["fused_compiled"] = compiled(pixels)
     single = single_path(enc, device, compile=True)
     tokens["graphed_single_from_rgb"] = torch.cat([single(f) for f in check])
+    if device.type == "cuda":  # the graphed path's resize (compiled passes) left the last frame's pixels in its buffer
+        out["resize"]["graphed_single_equal_pillow"] = bool(torch.equal(single.resized[0], pillow[-1]))
     tokens["graphed_batch_from_rgb"] = batch_path(enc, device, compile=True, streams=len(check))(check)
     out["tokens"] = {name: {"max_abs_vs_fp32": max_diff(t, truth), "max_abs_vs_hf_bf16": max_diff(t, hf)}
                      for name, t in tokens.items()}
@@ -237,6 +244,46 @@ def timings(enc: VisionEncoder, device: torch.device, frames: list[np.ndarray], 
         del old, new
     out["compile_fallback_at_end"] = compiled.compile_fallback
     out["sdpa_ms"] = sdpa_backends(enc, device, clock)
+    return out
+
+
+@torch.no_grad()
+def frame_costs(general: VisionEncoder, ego: VisionEncoder, device: torch.device, frames: list[np.ndarray],
+                clock: Clock) -> dict:
+    """Where a decided frame's preprocessing goes (one camera frame, both towers): the host copy into the pinned
+    buffer alone (CPU wall), the upload (copy + transfer), the resize of each tower with the plain and the compiled
+    passes (graph replays on a GPU), and both towers' whole calls one after the other (two uploads) vs ``pair``
+    (one upload)."""
+    from lionfs_ros.model.image_processing import PinnedUpload
+
+    frame = frames[0]
+    host = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=device.type == "cuda").numpy()
+    out = {"host_copy_ms": Clock(torch.device("cpu"), clock.reps, clock.warmup)(lambda: np.copyto(host, frame)),
+           "upload_ms": clock(lambda: PinnedUpload(device)([frame])) if device.type != "cuda" else None,
+           "resize_ms": {}}
+    if device.type == "cuda":
+        pinned, up = PinnedUpload(device), torch.zeros(1, *frame.shape, dtype=torch.uint8, device=device)
+        out["upload_ms"] = clock(lambda: pinned([frame], out=up))
+    uploaded = torch.from_numpy(frame)[None].to(device)  # [1, H, W, 3]
+    for name, enc in (("general", general), ("ego", ego)):
+        row = {}
+        for mode in ("plain", "compiled"):
+            prep = DeviceImageProcessor(enc.processor, device, compile=mode == "compiled")
+            resized = torch.zeros(1, *prep.size, 3, dtype=torch.uint8, device=device)
+            graph = Replay(lambda p=prep, r=resized: r.copy_(p.resize_on_device(uploaded)), device)
+            row[mode] = clock(graph.replay)
+        out["resize_ms"][name] = row
+    if device.type == "cuda":
+        from lionfs_ros.engine.cuda_graphs import FrameUpload, GraphedTower
+
+        upload = FrameUpload(device)
+        g, e = GraphedTower(general, device, True, upload), GraphedTower(ego, device, True, upload)
+        out["call_ms"] = {"general": clock(lambda: g(frame)), "ego": clock(lambda: e(frame)),
+                          "both_two_uploads": clock(lambda: (g(frame), e(frame))),
+                          "both_pair_one_upload": clock(lambda: g.pair(e, frame))}
+        pair_tokens = g.pair(e, frames[1])
+        out["pair_equals_calls"] = bool(torch.equal(pair_tokens[0], g(frames[1])) and torch.equal(pair_tokens[1], e(frames[1])))
+    print(json.dumps(out), flush=True)
     return out
 
 
@@ -313,6 +360,15 @@ def main() -> None:
     path = args.out / "towers.json"
     args.out.mkdir(parents=True, exist_ok=True)
     for part in args.parts.split(","):
+        if part == "frame":  # both towers at once (the first two named)
+            started = now()
+            general, ego = (build(*towers[name], device, dtype) for name in names[:2])
+            result["frame"] = frame_costs(general, ego, device, frames, clock)
+            result["frame"]["seconds"] = round(now() - started, 1)
+            path.write_text(json.dumps(result, indent=1))
+            print(f"== frame: {result['frame']['seconds']} s", flush=True)
+            del general, ego
+            continue
         for name in names:
             config, global_token = towers[name]
             started = now()

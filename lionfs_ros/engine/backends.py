@@ -1,7 +1,8 @@
 """Engine backends: how the LLM side and the vision towers run, side by side.
 
 A backend gives the engine its vision towers (``towers() -> (general, ego)``, None: the model's
-own modules) and the LM states of the main context and of a fresh slow-thinker context
+own modules), a decided frame's fusion (``fusion()``: tower tokens -> fused tokens; None:
+``model.embed_frames``) and the LM states of the main context and of a fresh slow-thinker context
 (``main_state()``, ``fresh_state()``); ``name`` appears in ``engine.stats()``.
 
 - ``DynamicBackend``: any model, CPU or GPU: the model's own modules over ``StreamKVCache``s.
@@ -15,7 +16,7 @@ from lionfs_ros.model.backbone import has_lora
 
 from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig, EngineConfigError
-from .cuda_graphs import GraphedTower, StaticLMState
+from .cuda_graphs import FrameUpload, GraphedFusion, GraphedTower, StaticLMState
 from .lm_state import LENGTH_DEPENDENT_ROPE, DynamicLMState, LMState
 from .quantization import fp8_problem
 from .static_decoder import SPLIT_CHUNK, FusedDecoder
@@ -34,6 +35,9 @@ class DynamicBackend:
 
     def towers(self):
         return None, None
+
+    def fusion(self):
+        return None
 
     def restart(self) -> None:
         """A new stream on this backend: nothing to empty (each engine's main state is a fresh cache)."""
@@ -113,9 +117,18 @@ class StaticBackend:
         if self._towers is None:  # one pair per backend: an engine built again on it replays the same graphs
             m = self.model
             compile = self.fused.compiled  # the towers compile where the LLM's pieces do
-            self._towers = (GraphedTower(m.vision, m.device, compile),
-                            GraphedTower(m.ego, m.device, compile) if m.ego is not None else None)
+            upload = FrameUpload(m.device)  # shared: a decided frame goes up once for both towers
+            self._towers = (GraphedTower(m.vision, m.device, compile, upload),
+                            GraphedTower(m.ego, m.device, compile, upload) if m.ego is not None else None)
         return self._towers
+
+    def fusion(self):
+        """A decided frame's connectors and aggregation router as a CUDA graph (None: ``model.embed_frames`` eagerly)."""
+        if not self.use_graphs:
+            return None
+        if getattr(self, "_fusion", None) is None:  # one per backend, made at the first call
+            self._fusion = GraphedFusion(self.model)
+        return self._fusion
 
     def restart(self) -> None:
         """A new stream on this backend (e.g. the next clip of an evaluation): the main context is emptied,

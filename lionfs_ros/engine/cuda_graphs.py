@@ -2,7 +2,9 @@
 (the backend itself, ``StaticBackend``, sits beside the dynamic one in ``backends.py``).
 
 What runs as a graph (replayed with no Python in between):
-- the general (and ego) vision tower on one frame: exact resize, normalization, the fused tower (``GraphedTower``);
+- the general (and ego) vision tower on one frame: exact resize, normalization, the fused tower (``GraphedTower``;
+  a decided frame goes up once for both towers);
+- the connectors and the aggregation router of a decided frame (``GraphedFusion``);
 - the LLM step of a decided frame (interval + n placeholders) on the main context, token dropping
   included (``static_decoder``: a fixed number of kept tokens per dropping layer, top-k on the device);
 - the LLM step of one generated token on the slow thinker's context.
@@ -21,7 +23,7 @@ import logging
 import numpy as np
 import torch
 
-from lionfs_ros.model.image_processing import DeviceImageProcessor
+from lionfs_ros.model.image_processing import DeviceImageProcessor, PinnedUpload
 
 from .fused_tower import tower_forward
 from .lm_state import LMState, renumbering, rope_rotation
@@ -72,20 +74,42 @@ def capture_tower(forward, body, capture_stream: torch.cuda.Stream, pool=None) -
         return capture_graph(body, capture_stream, pool)
 
 
+class FrameUpload:
+    """Camera frames -> one fixed device copy ``[1, H, W, 3]`` per frame shape (through a pinned buffer, asynchronously).
+
+    The general and ego ``GraphedTower``s of one model share it: their resize graphs read the same copy, so a
+    decided frame (both towers) goes up once."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._pinned = PinnedUpload(device)
+        self._frames: dict[tuple, torch.Tensor] = {}  # frame shape -> its device copy
+
+    def buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        if shape not in self._frames:
+            self._frames[shape] = torch.zeros(1, *shape, dtype=torch.uint8, device=self.device)
+        return self._frames[shape]
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        return self._pinned([rgb], out=self.buffer(rgb.shape))
+
+
 class GraphedTower:
     """RGB frame -> tokens ``[1, n, C]`` of one vision encoder, from two CUDA graphs: the exact resize on the device
-    (one graph per camera frame size) into a fixed ``[1, S, S, 3]`` buffer, then normalization and the tower
-    (``fused_tower``: fused projections, compiled where Triton works). The frame goes up through a pinned buffer,
-    asynchronously. The graphs are captured at the first frame (a stream of a ``StreamGroup`` whose frames all go
-    through the batched towers never captures them); the compilation runs here, when the engine is built."""
+    (one graph per camera frame size, compiled with the tower) into a fixed ``[1, S, S, 3]`` buffer, then
+    normalization and the tower (``fused_tower``: fused projections, compiled where Triton works). The frame goes up
+    through ``upload`` (shared with the model's other tower: ``pair``). The graphs are captured at the first frame
+    (a stream of a ``StreamGroup`` whose frames all go through the batched towers never captures them); the
+    compilation runs here, when the engine is built."""
 
-    def __init__(self, encoder, device: torch.device, compile: bool = False):
+    def __init__(self, encoder, device: torch.device, compile: bool = False, upload: FrameUpload | None = None):
         self.encoder = encoder
-        self.prep = DeviceImageProcessor(encoder.processor, device)
+        self.prep = DeviceImageProcessor(encoder.processor, device, compile)
         self.forward = tower_forward(encoder, compile)
+        self.upload = upload or FrameUpload(device)
         self.resized = torch.zeros(1, *self.prep.size, 3, dtype=torch.uint8, device=device)
         self.capture_stream = torch.cuda.Stream(device)
-        self._resizes: dict[tuple, tuple] = {}  # camera frame shape -> (its uploaded copy, resize graph)
+        self._resizes: dict[tuple, torch.cuda.CUDAGraph] = {}  # camera frame shape -> its resize graph
         self.graph = self.out = None
         if getattr(self.forward, "compiled", False):
             try:
@@ -97,25 +121,76 @@ class GraphedTower:
     def _body(self) -> torch.Tensor:
         return self.forward(self.prep.normalize(self.resized))  # [1, n, C]
 
-    def _resize_graph(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.cuda.CUDAGraph]:
+    def _resize_graph(self, shape: tuple[int, ...]) -> torch.cuda.CUDAGraph:
         if shape not in self._resizes:
-            frame = torch.zeros(1, *shape, dtype=torch.uint8, device=self.resized.device)
-            graph, _ = capture_graph(lambda: self.resized.copy_(self.prep.resize_on_device(frame)), self.capture_stream, None)
-            self._resizes[shape] = frame, graph
+            frame = self.upload.buffer(shape)
+            body = lambda: self.resized.copy_(self.prep.resize_on_device(frame))  # noqa: E731
+            try:
+                self._resizes[shape], _ = capture_graph(body, self.capture_stream, None)
+            except Exception as err:  # compiling the resize failed (on the warm-up runs): the plain passes
+                if not self.prep.compiled:
+                    raise
+                torch.cuda.synchronize()
+                self.prep.use_eager()
+                log.warning("vision tower: compiled resize failed (%s: %s); running without it", type(err).__name__, err)
+                self._resizes[shape], _ = capture_graph(body, self.capture_stream, None)
         return self._resizes[shape]
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         if self.prep.exact:
-            frame, resize = self._resize_graph(rgb.shape)
-            self.prep.upload([rgb], out=frame)
-            resize.replay()
+            self.upload(rgb)
+        return self._tokens(rgb)
+
+    @torch.no_grad()
+    def _tokens(self, rgb: np.ndarray) -> torch.Tensor:
+        """The frame's tokens; with an exact resize, ``rgb`` is already up (in ``upload``'s buffer for its shape)."""
+        if self.prep.exact:
+            self._resize_graph(rgb.shape).replay()
         else:  # a resample without a device plan: Pillow on the CPU, the resized frame goes up
             self.prep.upload([self.prep.processor.resize_one(rgb)], out=self.resized)
         if self.graph is None:
             self.graph, self.out = capture_tower(self.forward, self._body, self.capture_stream)
         self.graph.replay()
         return self.out.clone()
+
+    @torch.no_grad()
+    def pair(self, other, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(self(rgb), other(rgb))``; where ``other`` is a ``GraphedTower`` sharing this one's upload, the frame
+        goes up once for both."""
+        if not (isinstance(other, GraphedTower) and other.upload is self.upload):
+            return self(rgb), other(rgb)
+        if self.prep.exact or other.prep.exact:
+            self.upload(rgb)
+        return self._tokens(rgb), other._tokens(rgb)
+
+
+class GraphedFusion:
+    """A decided frame's tower tokens -> its fused tokens ``[n, d]`` (``model.embed_frames``: the connector, and with
+    an egocentric source the ego window's pooling, its connector and the aggregation router) as one CUDA graph
+    instead of some thirty small eager kernels. The inputs are copied into fixed buffers; one graph per input
+    shapes, captured at the first frame on a stream of its own."""
+
+    def __init__(self, model):
+        self.model = model
+        self.capture_stream = torch.cuda.Stream(model.device)
+        self._graphs: dict[tuple, tuple] = {}  # input shapes and dtypes -> (general in, ego in, graph, out)
+
+    @torch.no_grad()
+    def __call__(self, general: torch.Tensor, ego: torch.Tensor | None = None) -> torch.Tensor:
+        """``general [1, n, C]``, ``ego [r, n, C']`` (the ego window; None without an ego source) -> ``[n, d]``."""
+        key = (tuple(general.shape), general.dtype, None if ego is None else (tuple(ego.shape), ego.dtype))
+        if key not in self._graphs:
+            general_in = torch.zeros_like(general, device=self.model.device)
+            ego_in = None if ego is None else torch.zeros_like(ego, device=self.model.device)
+            body = lambda: self.model.embed_frames(general_in, ego_in)[0]  # noqa: E731
+            self._graphs[key] = (general_in, ego_in, *capture_graph(body, self.capture_stream, None))
+        general_in, ego_in, graph, out = self._graphs[key]
+        general_in.copy_(general)
+        if ego is not None:
+            ego_in.copy_(ego)
+        graph.replay()
+        return out.clone()
 
 
 class StaticLMState(LMState):
@@ -148,6 +223,7 @@ class StaticLMState(LMState):
         self.frame_length = frame_length  # the one embeds length with a graph (a decided frame)
         self._graphs: dict[str, tuple] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self._frame_ids: dict[tuple, tuple] = {}  # a frame's ids -> (device ids, placeholders as 0; their rows)
         self._rotate = None
         self.in_use = False
         if self.use_graphs:
@@ -221,6 +297,26 @@ class StaticLMState(LMState):
         self.stream.synchronize()  # the caller reads the decision / token right away
         return logits
 
+    def _frame_input(self, ids: list[int], embeds: torch.Tensor) -> torch.Tensor:
+        """``model.joint_embed(ids, embeds)[0][0]`` (into ``_frame_in`` where graphs run) with no host sync: the ids'
+        device copy (placeholders as 0) and their placeholder rows are made once per ids (a decided frame's are
+        always the same), then the token embeddings and the frame's rows go in (three kernels instead of a dozen
+        and two syncs)."""
+        key = tuple(ids)
+        if key not in self._frame_ids:
+            placeholder = self.model.token_ids.placeholder
+            ids_t = torch.tensor([0 if i == placeholder else i for i in ids], dtype=torch.long, device=self.keys.device)
+            rows = torch.tensor([k for k, i in enumerate(ids) if i == placeholder], dtype=torch.long, device=self.keys.device)
+            self._frame_ids = {key: (ids_t, rows)}  # one entry: the decided frame's ids
+        ids_t, rows = self._frame_ids[key]
+        frame = embeds.reshape(-1, embeds.shape[-1])  # [n, d]
+        if frame.shape[0] != rows.numel():
+            raise ValueError(f"{rows.numel()} placeholder tokens but {frame.shape[0]} frame token embeddings")
+        x = self.model.llm.get_input_embeddings()(ids_t)  # [L, d]
+        if self.use_graphs:
+            x = self._frame_in.copy_(x)
+        return x.index_copy_(0, rows, frame.to(x.device, x.dtype))
+
     def _token_graph(self):
         embed_tokens = self.model.llm.get_input_embeddings()
         return self._graph("token", 1, lambda: self._run(embed_tokens(self._token_in), fast=True))
@@ -248,6 +344,13 @@ class StaticLMState(LMState):
             self._token_in.fill_(ids[0])
             graph, out = self._token_graph()
             graph.replay()
+        elif len(ids) == self.frame_length and embeds is not None:  # a decided frame
+            x = self._frame_input(ids, embeds)  # [L, d]: the frame graph's input buffer where graphs run
+            if self.use_graphs:
+                graph, out = self._frame_graph(marks)
+                graph.replay()
+            else:
+                out = self._run(x, plan)
         else:
             x, _ = self.model.joint_embed(torch.as_tensor(ids, dtype=torch.long)[None],
                                           None if embeds is None else embeds.reshape(1, -1, embeds.shape[-1]))

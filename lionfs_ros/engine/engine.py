@@ -64,8 +64,9 @@ class StreamEngine:
         self.queue = FrameQueue(self.cfg.frame_queue_size)
         self.scheduler = TriggerScheduler(self.cfg.trigger_policy, self.cfg.max_pending_triggers,
                                           self.cfg.max_pending_questions)
+        fusion = getattr(self.backend, "fusion", None)  # a backend without one: the model's embed_frames
         self.fast = FastThinker(model, self.cfg, self.context, self.scheduler, self._due_question,
-                                self.backend.towers())
+                                self.backend.towers(), fusion() if fusion else None)
         self.worker = SlowWorker(self.slow_thinker, self._emit, self.queue.wake)
         self.on_decision: Callable[[Decision], Any] | None = None
         self.on_response: Callable[[ResponseUpdate], Any] | None = None

@@ -9,8 +9,9 @@ Threads, queues, callbacks, answer commits and stats are ``engine.py``'s.
 
 ``FrameEncoder`` keeps the last ``ego.frames_per_frame`` egocentric tokens (the ego window ends at
 the decided frame: a decided frame is always an ego frame too). At the start of a stream, before
-the window is full, its oldest entry is repeated. The towers (RGB -> frame tokens) can be swapped
-for faster runners of the same function (CUDA graphs, see ``cuda_graphs.py``).
+the window is full, its oldest entry is repeated. The towers (RGB -> frame tokens) and the fusion
+(tower tokens -> fused tokens) can be swapped for faster runners of the same functions (CUDA graphs,
+see ``cuda_graphs.py``).
 """
 from __future__ import annotations
 
@@ -42,8 +43,18 @@ def tower_tokens(model, source: str) -> TokensFn:
     return lambda rgb: encoder.frame_tokens(model.preprocess(rgb, source))
 
 
+FuseFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+"""(general tokens ``[1, n, C]``, ego window ``[r, n, C']`` or None) -> fused tokens ``[n, d]`` (``model.embed_frames``)."""
+
+
+def embed_frame(model) -> FuseFn:
+    return lambda general, ego=None: model.embed_frames(general, ego)[0]
+
+
 class FrameEncoder:
-    def __init__(self, model, general_tokens: TokensFn | None = None, ego_tokens: TokensFn | None = None):
+    def __init__(self, model, general_tokens: TokensFn | None = None, ego_tokens: TokensFn | None = None,
+                 fuse: FuseFn | None = None):
+        """``fuse``: a faster runner of ``model.embed_frames`` for one frame (a CUDA graph, ``cuda_graphs.GraphedFusion``)."""
         if model.config.ego.source == "features":
             raise ValueError(
                 "ego.source='features' needs precomputed egocentric features per frame, which a live stream does not"
@@ -52,6 +63,7 @@ class FrameEncoder:
         self.general_tokens = general_tokens or tower_tokens(model, "general")
         self.has_ego = model.ego is not None
         self.ego_tokens = ego_tokens or (tower_tokens(model, "ego") if self.has_ego else None)
+        self.fuse = fuse or embed_frame(model)
         self.window = model.config.ego.frames_per_frame if self.has_ego else 0
         self._ego: deque[torch.Tensor] = deque(maxlen=max(self.window, 1))  # each [1, n, C']
 
@@ -72,11 +84,21 @@ class FrameEncoder:
 
         ``towers``: its (general ``[1, n, C]``, ego ``[1, n, C']``) tokens computed beforehand (None: computed here)."""
         general_given, ego_given = towers or (None, None)
+        if self.has_ego and general_given is None and ego_given is None:
+            general_given, ego_given = self.both_towers(rgb)
         general = self.general_tokens(rgb) if general_given is None else general_given  # [1, n, C]
         if not self.has_ego:
-            return self.model.embed_frames(general)[0]
+            return self.fuse(general, None)
         self.add_ego(rgb, ego_given)
-        return self.model.embed_frames(general, self.ego_window())[0]
+        return self.fuse(general, self.ego_window())
+
+    @torch.no_grad()
+    def both_towers(self, rgb: np.ndarray) -> TowerTokens:
+        """(general ``[1, n, C]``, ego ``[1, n, C']``) tokens of one frame; graphed towers upload it once (``pair``)."""
+        pair = getattr(self.general_tokens, "pair", None)
+        if pair is not None:
+            return pair(self.ego_tokens, rgb)
+        return self.general_tokens(rgb), self.ego_tokens(rgb)
 
     def reset(self) -> None:
         self._ego.clear()
@@ -116,11 +138,12 @@ class FastThinker:
     at a decided frame at ``t`` (None if none)."""
 
     def __init__(self, model, cfg: EngineConfig, context: StreamContext, scheduler: TriggerScheduler,
-                 next_question: Callable[[float], Question | None], towers: tuple = (None, None)):
+                 next_question: Callable[[float], Question | None], towers: tuple = (None, None),
+                 fuse: FuseFn | None = None):
         self.model, self.cfg, self.context, self.scheduler = model, cfg, context, scheduler
         self.next_question = next_question
         self.threshold = model.config.stream.interval_threshold if cfg.threshold is None else cfg.threshold
-        self.encoder = FrameEncoder(model, *towers)
+        self.encoder = FrameEncoder(model, *towers, fuse=fuse)
         self.gate = self._new_gate()
         self.history: deque[HistoryFrame] = deque(maxlen=cfg.keyframes.history_frames)
         self.counts: Counter = Counter()  # decided, ego_frames, skipped, questions

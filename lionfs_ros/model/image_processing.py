@@ -146,15 +146,47 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+class PinnedUpload:
+    """RGB frames of one size -> uint8 ``[B, H, W, 3]`` on ``device``.
+
+    On CUDA through a pinned host buffer kept per shape: one copy on the CPU, then an asynchronous transfer on
+    the current stream (a pageable tensor's ``.to`` copies twice and waits for the GPU); elsewhere a plain copy."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._staging: dict[tuple, tuple] = {}  # frames' shape -> (pinned host buffer, its last transfer's event)
+
+    def __call__(self, frames: list[np.ndarray], out: torch.Tensor | None = None) -> torch.Tensor:
+        shape = (len(frames), *frames[0].shape)
+        if self.device.type != "cuda":
+            host = torch.from_numpy(np.stack(frames))  # np.stack copies: read-only frames are fine
+            return host.to(self.device) if out is None else out.copy_(host)
+        if shape not in self._staging:
+            self._staging[shape] = (torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event())
+        host, sent = self._staging[shape]
+        sent.synchronize()  # the previous transfer out of this buffer is done
+        staged = host.numpy()
+        for i, frame in enumerate(frames):
+            np.copyto(staged[i], frame)
+        if out is None:
+            out = torch.empty(shape, dtype=torch.uint8, device=self.device)
+        out.copy_(host, non_blocking=True)
+        sent.record()
+        return out
+
+
 class DeviceImageProcessor:
     """``ImageProcessor`` with the resize and normalization on ``device``, the same pixels bit for bit."""
 
-    def __init__(self, processor: ImageProcessor, device: torch.device):
+    def __init__(self, processor: ImageProcessor, device: torch.device, compile: bool = False):
+        """``compile``: each exact resize's two passes as ``torch.compile``d kernels (the same integers; see
+        ``ExactResize``)."""
         self.processor, self.device = processor, device
         self.size = (processor.image_size, processor.image_size)
         self.exact = processor.resample in FILTERS
+        self.compiled = compile
         self._resizers: dict[tuple[int, int], ExactResize] = {}  # (width, height) out -> its exact resize
-        self._staging: dict[tuple, tuple] = {}  # frames' shape -> (pinned host buffer, its last transfer's event)
+        self._upload = PinnedUpload(device)
         self.mean = torch.tensor(processor.image_mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(processor.image_std, device=device).view(1, 3, 1, 1)
 
@@ -174,26 +206,8 @@ class DeviceImageProcessor:
         return self.resize_on_device(self.upload(frames))
 
     def upload(self, frames: list[np.ndarray], out: torch.Tensor | None = None) -> torch.Tensor:
-        """RGB frames of one size -> uint8 ``[B, H, W, 3]`` on the device (into ``out`` if given).
-
-        On CUDA through a pinned host buffer kept per shape: one copy on the CPU, then an asynchronous
-        transfer on the current stream (a pageable tensor's ``.to`` copies twice and waits for the GPU)."""
-        shape = (len(frames), *frames[0].shape)
-        if self.device.type != "cuda":
-            host = torch.from_numpy(np.stack(frames))  # np.stack copies: read-only frames are fine
-            return host.to(self.device) if out is None else out.copy_(host)
-        if shape not in self._staging:
-            self._staging[shape] = (torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event())
-        host, sent = self._staging[shape]
-        sent.synchronize()  # the previous transfer out of this buffer is done
-        staged = host.numpy()
-        for i, frame in enumerate(frames):
-            np.copyto(staged[i], frame)
-        if out is None:
-            out = torch.empty(shape, dtype=torch.uint8, device=self.device)
-        out.copy_(host, non_blocking=True)
-        sent.record()
-        return out
+        """RGB frames of one size -> uint8 ``[B, H, W, 3]`` on the device (into ``out`` if given): ``PinnedUpload``."""
+        return self._upload(frames, out)
 
     def resize_on_device(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``[..., H, W, 3]`` on the device -> ``[..., S, S, 3]``."""
@@ -205,8 +219,14 @@ class DeviceImageProcessor:
 
     def _resizer(self, size: tuple[int, int]) -> "ExactResize":
         if size not in self._resizers:
-            self._resizers[size] = ExactResize(size, self.processor.resample)
+            self._resizers[size] = ExactResize(size, self.processor.resample, self.compiled)
         return self._resizers[size]
+
+    def use_eager(self) -> None:
+        """Give up the compiled resize (e.g. compiling failed): the same passes as plain ops from now on."""
+        self.compiled = False
+        for resizer in self._resizers.values():
+            resizer.two_pass = _two_pass
 
     def normalize(self, resized: torch.Tensor) -> torch.Tensor:
         """uint8 ``[S, S, 3]`` or ``[B, S, S, 3]`` on the device -> float32 ``[B, 3, S, S]`` (``B = 1`` for one frame;
@@ -287,12 +307,16 @@ def _band_pass(rgb: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim
 class ExactResize:
     """``rgb [..., H, W, 3] uint8`` (a tensor on any device) -> ``[..., S_h, S_w, 3] uint8`` equal to Pillow's resize."""
 
-    def __init__(self, size: tuple[int, int], resample: str):
+    def __init__(self, size: tuple[int, int], resample: str, compile: bool = False):
+        """``compile``: the two passes through ``torch.compile`` (each pass's gather, integer products, sum, shift
+        and clip become one kernel instead of six, and the int32 products are never written out); integers
+        throughout, so the pixels are the same as the plain ops'."""
         if resample not in FILTERS:
             raise ValueError(f"exact resize supports {sorted(FILTERS)}, not {resample!r}")
         self.width, self.height = size
         self.resample = resample
         self._plans: dict[tuple, tuple | None] = {}
+        self.two_pass = torch.compile(_two_pass, dynamic=False) if compile else _two_pass
 
     def _plan(self, in_h: int, in_w: int, device: torch.device):
         key = (in_h, in_w, str(device))
@@ -312,7 +336,7 @@ class ExactResize:
             out = np.stack([_pillow(f, (self.height, self.width), self.resample) for f in frames])
             return torch.from_numpy(out).to(rgb.device).reshape(*rgb.shape[:-3], self.height, self.width, 3)
         horizontal, vertical, order = plan
-        return _two_pass(rgb, horizontal, vertical, order)
+        return self.two_pass(rgb, horizontal, vertical, order)
 
 
 HORIZONTAL_FIRST, VERTICAL_FIRST = "horizontal", "vertical"

@@ -96,5 +96,29 @@ def test_graphed_towers_from_rgb_give_the_models_tokens(tiny_parts_dir, tmp_path
             with torch.no_grad():
                 want = enc.frame_tokens(model.preprocess(np.stack(frames), source))
             got = torch.cat([single(f) for f in frames])
+            assert single.prep.compiled  # the resize graph ran the compiled passes: Pillow's pixels exactly
+            assert torch.equal(single.resized[0].cpu(), torch.from_numpy(enc.processor.resize_one(frames[-1])))
             torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
             torch.testing.assert_close(batch(frames), want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_decided_frame_graphs_give_the_models_fused_tokens(tiny_parts_dir, tmp_path):
+    """On a GPU: both towers from one upload (``pair``), then the graphed connectors and router (``GraphedFusion``),
+    give ``model.embed_frames`` of the model's own preprocessing, frame after frame (the ego window moving)."""
+    from lionfs_ros.engine.cuda_graphs import FrameUpload, GraphedFusion, GraphedTower
+    from lionfs_ros.engine.fast_thinker import FrameEncoder
+    from engine_parts import build_model
+    from lionfs_ros.model import LionFSModel
+
+    build_model(tiny_parts_dir, tmp_path)
+    model = LionFSModel.from_pretrained(tmp_path, device="cuda", dtype=torch.float32).eval()
+    upload = FrameUpload(model.device)
+    graphed = FrameEncoder(model, GraphedTower(model.vision, model.device, upload=upload),
+                           GraphedTower(model.ego, model.device, upload=upload), GraphedFusion(model))
+    eager = FrameEncoder(model)
+    rng = np.random.default_rng(7)
+    for _ in range(model.config.ego.frames_per_frame + 2):
+        rgb = rng.integers(0, 256, size=(30, 44, 3), dtype=np.uint8)
+        with torch.no_grad():
+            torch.testing.assert_close(graphed.encode(rgb), eager.encode(rgb), atol=1e-4, rtol=0)

@@ -305,7 +305,7 @@ def _breakdown(engine: StreamEngine, frames) -> dict:
     enc, state = engine.encoder, engine.context.state
     stages = {"resize_and_tower": [], "connector": [], "llm_step": [], "decide": []}
     if enc.has_ego:
-        stages["ego_tower"] = []
+        stages["ego_tower"], stages["both_towers"] = [], []
     with torch.no_grad():
         for k in range(BREAKDOWN_REPS):
             rgb = frames[k % DISTINCT_FRAMES]
@@ -318,9 +318,9 @@ def _breakdown(engine: StreamEngine, frames) -> dict:
                 _sync(dev)
                 stages["ego_tower"].append(now() - t1)
                 t1 = now()
-                embeds = model.embed_frames(tokens, enc.ego_window())[0]
+                embeds = enc.fuse(tokens, enc.ego_window())
             else:
-                embeds = model.embed_frames(tokens)[0]
+                embeds = enc.fuse(tokens, None)
             _sync(dev)
             t2 = now()
             logits = state.feed(model.formatter.frame_ids(after_frame=True), embeds)
@@ -330,6 +330,11 @@ def _breakdown(engine: StreamEngine, frames) -> dict:
             t4 = now()
             for key, value in zip(("resize_and_tower", "connector", "llm_step", "decide"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 stages[key].append(value)
+            if enc.has_ego:  # both towers as a decided frame runs them (graphed towers: one upload)
+                t0 = now()
+                enc.both_towers(rgb)
+                _sync(dev)
+                stages["both_towers"].append(now() - t0)
     return {key: float(np.median(values) * 1e3) for key, values in stages.items()}
 
 
