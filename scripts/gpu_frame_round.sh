@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The decided frame's non-LLM stages on one GPU (issue 14, round 2), in one call, from a copy of the repository:
+#   cd .dev_x && bash scripts/gpu_frame_round.sh
+#   1. tests (where pytest is installed): the graphed towers (compiled resize = Pillow's pixels), both towers from
+#      one upload + the graphed connectors/router against model.embed_frames, the engine's CUDA graphs with
+#      dropping and ego against the dynamic backend (tiny float32 models);
+#   2. scripts/tower_bench.py --parts correctness,frame: resize (plain, compiled, graphed) equal to Pillow, tokens vs
+#      fp32; then where a decided frame's preprocessing goes (host copy, upload, resize plain vs compiled, both
+#      towers with two uploads vs one);
+#   3. lionfs bench --preset lionfs-8b: graphs+compile+triton (default) and its +nodrop (dropping_on_over_off_p50),
+#      prefill 100, frames 30, new tokens 32;
+#   4. lionfs bench --preset llama3-8b: graphs+compile+triton and graphs+compile+triton+fp8, prefill 120, frames 30,
+#      new tokens 64.
+# Expected wall time on an H200: ~280 s; each step is bounded by `timeout` (45 + 55 + 115 + 105 s: at most ~325 s with
+# the start). Raw results go to $RES (default /tmp/frame_round); after EVERY step all of them are packed into ONE
+# tarball $OUT/results.tar.gz, and $OUT/summary.txt holds the step statuses and the headline numbers.
+# Smoke test on a CPU (tiny towers, tiny presets): SMOKE=1 OUT=/tmp/fr_out bash scripts/gpu_frame_round.sh
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-$(mktemp -d)}
+RES=${RES:-/tmp/frame_round}
+mkdir -p "$OUT" "$RES"
+if [ -d ../.whl ] && ls ../.whl/*.whl >/dev/null 2>&1; then  # packages the GPU image lacks (rosbags, rapidfuzz)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl
+  export PYTHONPATH=.:/tmp/site
+else
+  export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
+fi
+PY=${PYTHON:-python3}
+SMOKE=${SMOKE:-0}
+echo "out: $OUT results: $RES (smoke=$SMOKE)" | tee "$RES/steps.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RES/gpu.txt" 2>&1 || true
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+  >> "$RES/gpu.txt" 2>&1
+
+summarize() {  # summary.txt: the steps, then the numbers that matter from each JSON there is
+  { cat "$RES/steps.txt"; $PY - "$RES" <<'PY'
+import json, os, sys
+
+res = sys.argv[1]
+
+
+def load(name):
+    try:
+        return json.load(open(os.path.join(res, name)))
+    except (OSError, ValueError):
+        return None
+
+
+towers = load("towers/towers.json")
+if towers:
+    for name, parts in towers.get("towers", {}).items():
+        c = parts.get("correctness", {})
+        print(f"towers {name}: ok={c.get('ok')} resize={c.get('resize')}")
+    if "frame" in towers:
+        print("frame costs:", json.dumps(towers["frame"]))
+for preset in ("lionfs-8b", "llama3-8b", "tiny-lionfs", "tiny"):
+    d = load(f"bench-{preset}.json")
+    if not d:
+        continue
+    for name, v in d.get("variants", {}).items():
+        fast, eq = v.get("fast", {}), v.get("equality", {})
+        print(f"{preset} {name}: p50 {fast.get('p50_ms')} p99 {fast.get('p99_ms')} ms; ego-only p50 "
+              f"{v.get('ego_only', {}).get('p50_ms')}; breakdown {json.dumps(v.get('breakdown_ms'))}; slow "
+              f"{json.dumps(v.get('slow', {}))[:200]}; equality {json.dumps(eq)[:200]}; error {v.get('error')}")
+    for key in ("dropping_on_over_off_p50", "fp8"):
+        if key in d:
+            print(f"{preset} {key}: {json.dumps(d[key])[:400]}")
+PY
+  } > "$OUT/summary.txt" 2>&1
+  tar -czf "$OUT/results.tar.gz.part" -C "$RES" . && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
+}
+
+step() {  # step NAME SECONDS CMD...: run with a time bound, log to $RES/NAME.log, note the exit status, pack
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$RES/$name.log" 2>&1
+  local rc=$?
+  echo "$name: rc=$rc $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$RES/steps.txt"
+  tail -n 4 "$RES/$name.log"
+  summarize
+}
+
+if [ "$SMOKE" = 1 ]; then
+  TB="--smoke --device cpu"; BENCH="--device cpu"; PL=tiny-lionfs; P8=tiny
+  SIZES_L="--prefill-frames 4 --frames 4 --new-tokens 4"; SIZES_8=$SIZES_L
+else
+  TB="--device cuda"; BENCH=""; PL=lionfs-8b; P8=llama3-8b
+  SIZES_L="--prefill-frames 100 --frames 30 --new-tokens 32"  # 4 camera frames per decided one (ego at 8 fps)
+  SIZES_8="--prefill-frames 120 --frames 30 --new-tokens 64"
+fi
+
+# 1: correctness first (a CPU without CUDA skips the GPU tests; pytest may be absent on the device).
+if $PY -c "import pytest" 2>/dev/null; then
+  step tests ${T_TESTS:-45} $PY -m pytest -x -q -p no:cacheprovider test/engine/test_fused_tower.py \
+    "test/engine/test_static_backend.py::test_cuda_graphs_with_dropping_and_ego_decide_like_the_dynamic_backend" \
+    -k "graphed or decided or cuda_graphs"
+else
+  echo "tests: skipped (no pytest)" | tee -a "$RES/steps.txt"
+fi
+# 2: the towers' correctness, then the frame's preprocessing costs.
+step towers ${T_TOWERS:-55} $PY scripts/tower_bench.py $TB --parts correctness,frame --out "$RES/towers"
+# 3 + 4: the engine (the default variant first: a timeout cuts the comparison, not it).
+step bench-$PL ${T_BENCH_L:-115} $PY -m lionfs_ros.commands.bench --preset $PL $BENCH $SIZES_L \
+  --variants graphs+compile+triton,graphs+compile+triton+nodrop --concurrent-variant graphs+compile+triton \
+  --out "$RES/bench-$PL.json"
+step bench-$P8 ${T_BENCH_8:-105} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES_8 \
+  --variants graphs+compile+triton,graphs+compile+triton+fp8 --concurrent-variant graphs+compile+triton \
+  --out "$RES/bench-$P8.json"
+echo "done $(date +%T)" | tee -a "$RES/steps.txt"
+summarize
+cat "$OUT/summary.txt"
