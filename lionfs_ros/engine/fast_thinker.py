@@ -219,7 +219,7 @@ class FastThinker:
             start, logits = fed
             self.context.frame_fed(start, self.context.state.next_position - start, t)
         p_interval, respond, top = self.decide(logits)
-        self.history.append(HistoryFrame(rgb, t, embeds.float().mean(0).cpu()))
+        self.history.append(HistoryFrame(rgb, t, embeds.float().mean(0)))  # stays on the device: no sync per frame
         decision = Decision(
             frame_time=t, meta=meta, score=1.0 - p_interval, respond=respond, p_interval=p_interval,
             latency_s=0.0, compute_s=0.0, frame_index=self.counts["decided"], next_token=top,

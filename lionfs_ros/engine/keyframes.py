@@ -21,7 +21,7 @@ from lionfs_ros.model.thinking_template import select_keyframe_indices
 class HistoryFrame:
     rgb: np.ndarray
     time: float
-    feature: torch.Tensor  # [d] mean of the fused frame tokens (CPU float32)
+    feature: torch.Tensor  # [d] mean of the fused frame tokens (float32, on the model's device)
 
 
 def select_keyframes(history: Sequence[HistoryFrame], config: KeyframeConfig) -> list[HistoryFrame]:
@@ -29,4 +29,5 @@ def select_keyframes(history: Sequence[HistoryFrame], config: KeyframeConfig) ->
     if not history:
         raise ValueError("no frames to pick keyframes from")
     recent = list(history)[-config.history_frames:]
-    return [recent[i] for i in select_keyframe_indices(torch.stack([h.feature for h in recent]), config)]
+    features = torch.stack([h.feature for h in recent]).cpu()  # [N, d]: the rule runs on the CPU, as it always has
+    return [recent[i] for i in select_keyframe_indices(features, config)]
