@@ -11,7 +11,8 @@ stand-in), 640x480 camera frames. Parts (``--parts``, in this order; each writes
   frames; SDPA backends at the tower's shape;
 - ``profile``: ``torch.profiler`` of one eager forward (old HF, new fused) at one frame: top GPU operators;
 - ``frame``: a decided frame's preprocessing, both towers: host copy into the pinned buffer, upload, each resize
-  with plain vs compiled passes, both towers called one after the other (two uploads) vs ``pair`` (one upload).
+  with plain vs compiled passes, both towers called one after the other (two uploads) vs ``pair`` (one upload,
+  side by side).
 
     PYTHONPATH=. python3 scripts/tower_bench.py --out $OUT              # CUDA, about 60-90 s
     PYTHONPATH=. python3 scripts/tower_bench.py --smoke --device cpu    # tiny towers on the CPU (no graphs)
@@ -253,7 +254,7 @@ def frame_costs(general: VisionEncoder, ego: VisionEncoder, device: torch.device
     """Where a decided frame's preprocessing goes (one camera frame, both towers): the host copy into the pinned
     buffer alone (CPU wall), the upload (copy + transfer), the resize of each tower with the plain and the compiled
     passes (graph replays on a GPU), and both towers' whole calls one after the other (two uploads) vs ``pair``
-    (one upload)."""
+    (one upload, the two towers side by side on two streams)."""
     from lionfs_ros.model.image_processing import PinnedUpload
 
     frame = frames[0]

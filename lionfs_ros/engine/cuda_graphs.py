@@ -3,7 +3,7 @@
 
 What runs as a graph (replayed with no Python in between):
 - the general (and ego) vision tower on one frame: exact resize, normalization, the fused tower (``GraphedTower``;
-  a decided frame goes up once for both towers);
+  a decided frame goes up once, and its two towers run side by side on two streams);
 - the connectors and the aggregation router of a decided frame (``GraphedFusion``);
 - the LLM step of a decided frame (interval + n placeholders) on the main context, token dropping
   included (``static_decoder``: a fixed number of kept tokens per dropping layer, top-k on the device);
@@ -98,9 +98,9 @@ class GraphedTower:
     """RGB frame -> tokens ``[1, n, C]`` of one vision encoder, from two CUDA graphs: the exact resize on the device
     (one graph per camera frame size, compiled with the tower) into a fixed ``[1, S, S, 3]`` buffer, then
     normalization and the tower (``fused_tower``: fused projections, compiled where Triton works). The frame goes up
-    through ``upload`` (shared with the model's other tower: ``pair``). The graphs are captured at the first frame
-    (a stream of a ``StreamGroup`` whose frames all go through the batched towers never captures them); the
-    compilation runs here, when the engine is built."""
+    through ``upload`` (shared with the model's other tower: ``pair`` uploads a decided frame once and runs the two
+    towers side by side). The graphs are captured at the first frame (a stream of a ``StreamGroup`` whose frames
+    all go through the batched towers never captures them); the compilation runs here, when the engine is built."""
 
     def __init__(self, encoder, device: torch.device, compile: bool = False, upload: FrameUpload | None = None):
         self.encoder = encoder
@@ -109,6 +109,7 @@ class GraphedTower:
         self.upload = upload or FrameUpload(device)
         self.resized = torch.zeros(1, *self.prep.size, 3, dtype=torch.uint8, device=device)
         self.capture_stream = torch.cuda.Stream(device)
+        self.side_stream = torch.cuda.Stream(device)  # where ``pair`` runs this tower beside the other one
         self._resizes: dict[tuple, torch.cuda.CUDAGraph] = {}  # camera frame shape -> its resize graph
         self.graph = self.out = None
         if getattr(self.forward, "compiled", False):
@@ -140,11 +141,11 @@ class GraphedTower:
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         if self.prep.exact:
             self.upload(rgb)
-        return self._tokens(rgb)
+        self._replay(rgb)
+        return self.out.clone()
 
-    @torch.no_grad()
-    def _tokens(self, rgb: np.ndarray) -> torch.Tensor:
-        """The frame's tokens; with an exact resize, ``rgb`` is already up (in ``upload``'s buffer for its shape)."""
+    def _replay(self, rgb: np.ndarray) -> None:
+        """The frame's tokens into ``out``; with an exact resize, ``rgb`` is already up (``upload``'s buffer)."""
         if self.prep.exact:
             self._resize_graph(rgb.shape).replay()
         else:  # a resample without a device plan: Pillow on the CPU, the resized frame goes up
@@ -152,17 +153,23 @@ class GraphedTower:
         if self.graph is None:
             self.graph, self.out = capture_tower(self.forward, self._body, self.capture_stream)
         self.graph.replay()
-        return self.out.clone()
 
     @torch.no_grad()
     def pair(self, other, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(self(rgb), other(rgb))``; where ``other`` is a ``GraphedTower`` sharing this one's upload, the frame
-        goes up once for both."""
+        """``(self(rgb), other(rgb))``. Where ``other`` is a ``GraphedTower`` sharing this one's upload, the frame goes
+        up once for both, and ``other``'s graphs run on a stream of their own beside this one's (one frame leaves
+        most of the GPU idle: the two towers overlap); the caller's stream waits for both."""
         if not (isinstance(other, GraphedTower) and other.upload is self.upload):
             return self(rgb), other(rgb)
         if self.prep.exact or other.prep.exact:
             self.upload(rgb)
-        return self._tokens(rgb), other._tokens(rgb)
+        main = torch.cuda.current_stream(self.resized.device)
+        other.side_stream.wait_stream(main)  # the frame is up, and the last reads of other's output are done
+        with torch.cuda.stream(other.side_stream):
+            other._replay(rgb)
+        self._replay(rgb)
+        main.wait_stream(other.side_stream)
+        return self.out.clone(), other.out.clone()  # on the caller's stream, after both
 
 
 class GraphedFusion:
