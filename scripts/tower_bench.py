@@ -126,7 +126,7 @@ class Replay:
     def __init__(self, body, device: torch.device, forward=None):
         self.body, self.graph = body, None
         if device.type == "cuda":
-            from lionfs_ros.engine.cuda_graphs import capture_tower
+            from lionfs_ros.engine.graphed_frame import capture_tower
 
             with torch.no_grad():
                 self.graph, self.out = capture_tower(forward, body, torch.cuda.Stream(device))
@@ -154,7 +154,7 @@ def build(config: dict, global_token: str, device: torch.device, dtype: torch.dt
 def single_path(enc: VisionEncoder, device: torch.device, compile: bool):
     """RGB frame -> tokens ``[1, n, C]`` the way the engine's static backend runs it."""
     if device.type == "cuda":
-        from lionfs_ros.engine.cuda_graphs import GraphedTower
+        from lionfs_ros.engine.graphed_frame import GraphedTower
 
         return GraphedTower(enc, device, compile)
     prep, fused = DeviceImageProcessor(enc.processor, device), FusedTower(enc)
@@ -275,7 +275,7 @@ def frame_costs(general: VisionEncoder, ego: VisionEncoder, device: torch.device
             row[mode] = clock(graph.replay)
         out["resize_ms"][name] = row
     if device.type == "cuda":
-        from lionfs_ros.engine.cuda_graphs import FrameUpload, GraphedTower
+        from lionfs_ros.engine.graphed_frame import FrameUpload, GraphedTower
 
         upload = FrameUpload(device)
         g, e = GraphedTower(general, device, True, upload), GraphedTower(ego, device, True, upload)

@@ -16,7 +16,8 @@ from lionfs_ros.model.backbone import has_lora
 
 from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig, EngineConfigError
-from .cuda_graphs import FrameUpload, GraphedFusion, GraphedTower, StaticLMState
+from .cuda_graphs import StaticLMState
+from .graphed_frame import FrameUpload, GraphedFusion, GraphedTower
 from .lm_state import LENGTH_DEPENDENT_ROPE, DynamicLMState, LMState
 from .quantization import fp8_problem
 from .static_decoder import SPLIT_CHUNK, FusedDecoder
@@ -123,7 +124,7 @@ class StaticBackend:
         return self._towers
 
     def fusion(self):
-        """A decided frame's connectors and aggregation router as a CUDA graph (None: ``model.embed_frames`` eagerly)."""
+        """A decided frame's connectors and aggregation router as a CUDA graph (None: ``model.embed_frames``)."""
         if not self.use_graphs:
             return None
         if getattr(self, "_fusion", None) is None:  # one per backend, made at the first call

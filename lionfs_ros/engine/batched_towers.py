@@ -20,7 +20,7 @@ import torch
 from lionfs_ros.model.image_processing import DeviceImageProcessor
 
 from .batched_step import BUCKETS, bucket_for
-from .cuda_graphs import capture_tower
+from .graphed_frame import capture_tower
 from .fused_tower import tower_forward
 
 

@@ -11,7 +11,7 @@ Threads, queues, callbacks, answer commits and stats are ``engine.py``'s.
 the decided frame: a decided frame is always an ego frame too). At the start of a stream, before
 the window is full, its oldest entry is repeated. The towers (RGB -> frame tokens) and the fusion
 (tower tokens -> fused tokens) can be swapped for faster runners of the same functions (CUDA graphs,
-see ``cuda_graphs.py``).
+see ``graphed_frame.py``).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def tower_tokens(model, source: str) -> TokensFn:
 
 
 FuseFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-"""(general tokens ``[1, n, C]``, ego window ``[r, n, C']`` or None) -> fused tokens ``[n, d]`` (``model.embed_frames``)."""
+"""(general tokens ``[1, n, C]``, ego window ``[r, n, C']`` or None) -> fused tokens ``[n, d]`` (``embed_frames``)."""
 
 
 def embed_frame(model) -> FuseFn:
@@ -54,7 +54,7 @@ def embed_frame(model) -> FuseFn:
 class FrameEncoder:
     def __init__(self, model, general_tokens: TokensFn | None = None, ego_tokens: TokensFn | None = None,
                  fuse: FuseFn | None = None):
-        """``fuse``: a faster runner of ``model.embed_frames`` for one frame (a CUDA graph, ``cuda_graphs.GraphedFusion``)."""
+        """``fuse``: a faster runner of ``model.embed_frames`` for one frame (``graphed_frame.GraphedFusion``)."""
         if model.config.ego.source == "features":
             raise ValueError(
                 "ego.source='features' needs precomputed egocentric features per frame, which a live stream does not"

@@ -81,7 +81,7 @@ def test_graphed_towers_from_rgb_give_the_models_tokens(tiny_parts_dir, tmp_path
     """On a GPU: the single-frame and batched graphs (resize, normalization, fused tower, compiled where Triton
     works) give the tokens of the model's own preprocessing and HF forward, for two camera frame sizes."""
     from lionfs_ros.engine.batched_towers import GraphedTowerBatch
-    from lionfs_ros.engine.cuda_graphs import GraphedTower
+    from lionfs_ros.engine.graphed_frame import GraphedTower
     from engine_parts import build_model
     from lionfs_ros.model import LionFSModel
 
@@ -106,7 +106,7 @@ def test_graphed_towers_from_rgb_give_the_models_tokens(tiny_parts_dir, tmp_path
 def test_decided_frame_graphs_give_the_models_fused_tokens(tiny_parts_dir, tmp_path):
     """On a GPU: both towers from one upload (``pair``), then the graphed connectors and router (``GraphedFusion``),
     give ``model.embed_frames`` of the model's own preprocessing, frame after frame (the ego window moving)."""
-    from lionfs_ros.engine.cuda_graphs import FrameUpload, GraphedFusion, GraphedTower
+    from lionfs_ros.engine.graphed_frame import FrameUpload, GraphedFusion, GraphedTower
     from lionfs_ros.engine.fast_thinker import FrameEncoder
     from engine_parts import build_model
     from lionfs_ros.model import LionFSModel
