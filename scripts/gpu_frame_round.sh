@@ -11,7 +11,7 @@
 #      prefill 100, frames 30, new tokens 32;
 #   4. lionfs bench --preset llama3-8b: graphs+compile+triton and graphs+compile+triton+fp8, prefill 120, frames 30,
 #      new tokens 64.
-# Expected wall time on an H200: ~280 s; each step is bounded by `timeout` (45 + 55 + 115 + 105 s: at most ~325 s with
+# Expected wall time on an H200: ~280 s; each step is bounded by `timeout` (55 + 45 + 115 + 110 s: at most ~330 s with
 # the start). Raw results go to $RES (default /tmp/frame_round); after EVERY step all of them are packed into ONE
 # tarball $OUT/results.tar.gz, and $OUT/summary.txt holds the step statuses and the headline numbers.
 # Smoke test on a CPU (tiny towers, tiny presets): SMOKE=1 OUT=/tmp/fr_out bash scripts/gpu_frame_round.sh
@@ -93,19 +93,19 @@ fi
 
 # 1: correctness first (a CPU without CUDA skips the GPU tests; pytest may be absent on the device).
 if $PY -c "import pytest" 2>/dev/null; then
-  step tests ${T_TESTS:-45} $PY -m pytest -x -q -p no:cacheprovider test/engine/test_fused_tower.py \
+  step tests ${T_TESTS:-55} $PY -m pytest -x -q -p no:cacheprovider test/engine/test_fused_tower.py \
     "test/engine/test_static_backend.py::test_cuda_graphs_with_dropping_and_ego_decide_like_the_dynamic_backend" \
     -k "graphed or decided or cuda_graphs"
 else
   echo "tests: skipped (no pytest)" | tee -a "$RES/steps.txt"
 fi
 # 2: the towers' correctness, then the frame's preprocessing costs.
-step towers ${T_TOWERS:-55} $PY scripts/tower_bench.py $TB --parts correctness,frame --out "$RES/towers"
+step towers ${T_TOWERS:-45} $PY scripts/tower_bench.py $TB --parts correctness,frame --out "$RES/towers"
 # 3 + 4: the engine (the default variant first: a timeout cuts the comparison, not it).
 step bench-$PL ${T_BENCH_L:-115} $PY -m lionfs_ros.commands.bench --preset $PL $BENCH $SIZES_L \
   --variants graphs+compile+triton,graphs+compile+triton+nodrop --concurrent-variant graphs+compile+triton \
   --out "$RES/bench-$PL.json"
-step bench-$P8 ${T_BENCH_8:-105} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES_8 \
+step bench-$P8 ${T_BENCH_8:-110} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES_8 \
   --variants graphs+compile+triton,graphs+compile+triton+fp8 --concurrent-variant graphs+compile+triton \
   --out "$RES/bench-$P8.json"
 echo "done $(date +%T)" | tee -a "$RES/steps.txt"
