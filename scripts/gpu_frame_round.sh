@@ -52,7 +52,8 @@ towers = load("towers/towers.json")
 if towers:
     for name, parts in towers.get("towers", {}).items():
         c = parts.get("correctness", {})
-        print(f"towers {name}: ok={c.get('ok')} resize={c.get('resize')}")
+        print(f"towers {name}: ok={c.get('ok')} resize={c.get('resize')} fallback={c.get('resize_compile_fallback')} "
+              f"compiled={c.get('compiled')}")
     if "frame" in towers:
         print("frame costs:", json.dumps(towers["frame"]))
 for preset in ("lionfs-8b", "llama3-8b", "tiny-lionfs", "tiny"):

@@ -200,6 +200,8 @@ def correctness(enc: VisionEncoder, device: torch.device, frames: list[np.ndarra
     tokens["graphed_single_from_rgb"] = torch.cat([single(f) for f in check])
     if device.type == "cuda":  # the graphed path's resize (compiled passes) left the last frame's pixels in its buffer
         out["resize"]["graphed_single_equal_pillow"] = bool(torch.equal(single.resized[0], pillow[-1]))
+        out["resize_compile_fallback"] = {"graphed_single": single.prep.compile_fallback}
+    out.setdefault("resize_compile_fallback", {})["compiled_prep"] = compiled_prep.compile_fallback
     tokens["graphed_batch_from_rgb"] = batch_path(enc, device, compile=True, streams=len(check))(check)
     out["tokens"] = {name: {"max_abs_vs_fp32": max_diff(t, truth), "max_abs_vs_hf_bf16": max_diff(t, hf)}
                      for name, t in tokens.items()}
@@ -273,6 +275,8 @@ def frame_costs(general: VisionEncoder, ego: VisionEncoder, device: torch.device
             resized = torch.zeros(1, *prep.size, 3, dtype=torch.uint8, device=device)
             graph = Replay(lambda p=prep, r=resized: r.copy_(p.resize_on_device(uploaded)), device)
             row[mode] = clock(graph.replay)
+            if mode == "compiled":
+                row["compile_fallback"] = prep.compile_fallback
         out["resize_ms"][name] = row
     if device.type == "cuda":
         from lionfs_ros.engine.graphed_frame import FrameUpload, GraphedTower

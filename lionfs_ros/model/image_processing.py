@@ -33,10 +33,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import logging
+
 import numpy as np
 import torch
 from PIL import Image
 
+log = logging.getLogger(__name__)
 UINT8_MAX = 255.0
 RESAMPLE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -222,6 +225,11 @@ class DeviceImageProcessor:
             self._resizers[size] = ExactResize(size, self.processor.resample, self.compiled)
         return self._resizers[size]
 
+    @property
+    def compile_fallback(self) -> str | None:
+        """Why a compiled resize runs the plain passes (None: none does)."""
+        return next((r.compile_fallback for r in self._resizers.values() if r.compile_fallback), None)
+
     def use_eager(self) -> None:
         """Give up the compiled resize (e.g. compiling failed): the same passes as plain ops from now on."""
         self.compiled = False
@@ -310,13 +318,17 @@ class ExactResize:
     def __init__(self, size: tuple[int, int], resample: str, compile: bool = False):
         """``compile``: the two passes through ``torch.compile`` (each pass's gather, integer products, sum, shift
         and clip become one kernel instead of six, and the int32 products are never written out); integers
-        throughout, so the pixels are the same as the plain ops'."""
+        throughout, so the pixels are the same as the plain ops'. That is checked at the first call of each input
+        shape (on a random probe of that shape, outside any graph capture: the graphs' warm-up runs come first);
+        a difference switches to the plain passes, the reason in ``compile_fallback``."""
         if resample not in FILTERS:
             raise ValueError(f"exact resize supports {sorted(FILTERS)}, not {resample!r}")
         self.width, self.height = size
         self.resample = resample
         self._plans: dict[tuple, tuple | None] = {}
         self.two_pass = torch.compile(_two_pass, dynamic=False) if compile else _two_pass
+        self.compile_fallback: str | None = None
+        self._checked: set[tuple] = set()  # input shapes (and devices) whose compiled passes equal the plain ones
 
     def _plan(self, in_h: int, in_w: int, device: torch.device):
         key = (in_h, in_w, str(device))
@@ -336,7 +348,19 @@ class ExactResize:
             out = np.stack([_pillow(f, (self.height, self.width), self.resample) for f in frames])
             return torch.from_numpy(out).to(rgb.device).reshape(*rgb.shape[:-3], self.height, self.width, 3)
         horizontal, vertical, order = plan
+        if self.two_pass is not _two_pass and (rgb.shape, rgb.device) not in self._checked:
+            self._check_compiled(rgb, plan)
         return self.two_pass(rgb, horizontal, vertical, order)
+
+    def _check_compiled(self, rgb: torch.Tensor, plan: tuple) -> None:
+        probe = torch.randint(0, 256, rgb.shape, generator=torch.Generator().manual_seed(PROBE_SEED), dtype=torch.uint8)
+        probe = probe.to(rgb.device)
+        if torch.equal(self.two_pass(probe, *plan), _two_pass(probe, *plan)):
+            self._checked.add((rgb.shape, rgb.device))
+        else:
+            self.two_pass = _two_pass
+            self.compile_fallback = f"compiled resize differs from the plain passes at {list(rgb.shape)}"
+            log.warning("exact resize: %s; running the plain passes", self.compile_fallback)
 
 
 HORIZONTAL_FIRST, VERTICAL_FIRST = "horizontal", "vertical"
