@@ -42,6 +42,24 @@ def test_random_sizes_equal_pillow():
         assert all(plan is not None for plan in resize._plans.values())
 
 
+def test_compiled_passes_that_differ_fall_back_to_the_plain_ones():
+    """The compiled resize is checked against the plain passes at each new input shape: generated code that got
+    one pixel wrong (stood in for here by an off-by-one on the first pixel) is dropped, the pixels stay Pillow's."""
+    from lionfs_ros.model import image_processing
+
+    def off_by_one(rgb, *plan):
+        out = image_processing._two_pass(rgb, *plan)
+        out.view(-1)[0] ^= 1
+        return out
+
+    rgb = np.random.default_rng(8).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+    want = np.asarray(Image.fromarray(rgb).resize((16, 12), Image.Resampling.BICUBIC))
+    resize = ExactResize((16, 12), "bicubic")
+    resize.two_pass = off_by_one
+    assert np.array_equal(resize(torch.from_numpy(rgb)).numpy(), want)
+    assert resize.two_pass is image_processing._two_pass and "differs" in resize.compile_fallback
+
+
 @pytest.mark.parametrize("mode", ["stretch", "letterbox"])
 @pytest.mark.parametrize("resample", ["bicubic", "bilinear", "lanczos"])
 def test_device_path_equals_cpu_path(mode, resample):
