@@ -130,9 +130,9 @@ class GraphedTower:
             self.upload(rgb)
         main = torch.cuda.current_stream(self.resized.device)
         other.side_stream.wait_stream(main)  # the frame is up, and the last reads of other's output are done
+        self._replay(rgb)  # this (the general, longer) tower launched first
         with torch.cuda.stream(other.side_stream):
             other._replay(rgb)
-        self._replay(rgb)
         main.wait_stream(other.side_stream)
         return self.out.clone(), other.out.clone()  # on the caller's stream, after both
 
