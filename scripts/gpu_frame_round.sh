@@ -12,14 +12,14 @@
 #   4. lionfs bench --preset llama3-8b: graphs+compile+triton and graphs+compile+triton+fp8, prefill 120, frames 30,
 #      new tokens 64.
 # Expected wall time on an H200: ~280 s; each step is bounded by `timeout` (55 + 45 + 115 + 110 s: at most ~330 s with
-# the start). Raw results go to $RES (default /tmp/frame_round); after EVERY step all of them are packed into ONE
+# the start). Raw results go to $RES (default a new /tmp/frame_round.*); after EVERY step all of them are packed into ONE
 # tarball $OUT/results.tar.gz, and $OUT/summary.txt holds the step statuses and the headline numbers.
 # Smoke test on a CPU (tiny towers, tiny presets): SMOKE=1 OUT=/tmp/fr_out bash scripts/gpu_frame_round.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-$(mktemp -d)}
-RES=${RES:-/tmp/frame_round}
+RES=${RES:-$(mktemp -d /tmp/frame_round.XXXXXX)}
 mkdir -p "$OUT" "$RES"
 if [ -d ../.whl ] && ls ../.whl/*.whl >/dev/null 2>&1; then  # packages the GPU image lacks (rosbags, rapidfuzz)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl
