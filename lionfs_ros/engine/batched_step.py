@@ -12,10 +12,15 @@ after a frame: ``StreamContext.plain_frame_ids``); the others (a stream's first 
 after an answer) feed alone on their state. The batch is padded to a bucket (1, 2, 4, 8, 16; 3 due
 frames run as 4, the 4th row on scratch). Attention reads each row's slots up to a *span*: the longest
 row's fill plus the frame, in whole ``SPAN_STEP`` chunks (a short context does not pay for the whole
-budget's buffer). On CUDA each (bucket, span) is one CUDA graph, all captured when the group is built.
+budget's buffer). On CUDA each (bucket, span) is one CUDA graph, all captured when the group is built,
+with the elementwise ops the single stream's graphs run (``compile=True``: compiled once per bucket's shapes
+at build; where compiling fails, the plain ones with ``compile_fallback`` saying why, as on the single path).
 The same code runs eagerly on the CPU (the tests check it against each stream alone).
 """
 from __future__ import annotations
+
+import copy
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +34,8 @@ from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
 BUCKETS = (1, 2, 4, 8, 16)  # batch sizes with a graph; a round pads up to the next one
 SPAN_STEP = CAPACITY_ALIGN  # attention spans (slots read per row) come in whole chunks of this many
+COMPILE_SHAPES_LIMIT = 64  # compiled shapes per elementwise function (a few per bucket) while the graphs are captured
+LOG = logging.getLogger(__name__)
 
 
 def bucket_for(n: int) -> int:
@@ -111,7 +118,8 @@ class BatchedFrameStep:
         if self.use_graphs:
             self._capture_stream = torch.cuda.Stream(device)
             self._graph_pool = torch.cuda.graph_pool_handle()
-            with torch.cuda.stream(self.stream):
+            # Each bucket's shapes compile once (dynamic=False): more than dynamo's default recompile limit in all.
+            with torch.cuda.stream(self.stream), torch._dynamo.config.patch(recompile_limit=COMPILE_SHAPES_LIMIT):
                 for b in self.buckets:
                     for span in self.spans:
                         self._graph(b, span)
@@ -127,10 +135,28 @@ class BatchedFrameStep:
 
             def body():
                 self.pool.clear_scratch()
-                return batched_forward(self.fused, self.pool, rows, x, self.plan, span)
+                return batched_forward(self.fused, self.pool, rows, x, self.plan, span, self._graph_ops())
 
-            self._graphs[b, span] = capture_graph(body, self._capture_stream, self._graph_pool, after=self.pool.clear_scratch)
+            try:
+                self._graphs[b, span] = capture_graph(body, self._capture_stream, self._graph_pool,
+                                                      after=self.pool.clear_scratch)
+            except Exception as err:  # torch.compile fails on a warm-up run: the plain ops, as the single path does
+                if not self.fused.compiled:
+                    raise
+                torch.cuda.synchronize(self.model.device)
+                self.pool.clear_scratch()
+                self.fused.use_eager(f"torch.compile failed: {type(err).__name__}: {err}")
+                LOG.warning("batched LLM step: %s; running without it", self.fused.compile_fallback)
+                self._graphs[b, span] = capture_graph(body, self._capture_stream, self._graph_pool,
+                                                      after=self.pool.clear_scratch)
         return self._graphs[b, span]
+
+    def _graph_ops(self):
+        """The decoder's compiled elementwise ops (as in the single stream's graphs, each bucket's shapes compiled
+        at build), but the plain masked softmax: its shape changes with every span (one compile per graph)."""
+        ops = copy.copy(self.fused.fast_ops)
+        ops.masked_softmax = self.fused.eager_ops.masked_softmax
+        return ops
 
     def span_for(self, states: list[StaticLMState]) -> int:
         """Slots every row's attention reads: the longest row's fill plus this frame, in whole chunks."""
@@ -182,12 +208,13 @@ class BatchedFrameStep:
 
 @torch.no_grad()  # also while graphs are captured at build: autograd history on the pool would keep every run alive
 def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: torch.Tensor, plan,
-                    span: int) -> torch.Tensor:
+                    span: int, ops=None) -> torch.Tensor:
     """``x [B, M, d]`` new embeddings of pool rows ``rows [B]`` -> each row's last logits ``[B, V]``; attention
     reads the first ``span`` slots of each row (every row's fill plus ``M`` fits in them).
 
-    ``FusedDecoder.forward``'s arithmetic, row by row in one batch; writes K/V and advances fill/next_pos."""
-    ops = fused.eager_ops
+    ``FusedDecoder.forward``'s arithmetic, row by row in one batch; writes K/V and advances fill/next_pos.
+    ``ops``: the elementwise functions (default the plain ones; the graphs pass the decoder's compiled ones)."""
+    ops = ops or fused.eager_ops
     b, m, _ = x.shape
     pos = pool.next_pos[rows][:, None] + torch.arange(m, device=x.device)  # [B, M]
     cos, sin = fused.decoder.rotary_emb(x, position_ids=pos)  # [B, M, D]

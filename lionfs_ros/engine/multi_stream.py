@@ -189,9 +189,11 @@ class StreamGroup:
         if static_backend_supported(model) is not None or any(cfg.backend == "dynamic" for cfg in cfgs.values()):
             return None
         first = next(iter(cfgs.values()))
-        weights = {cfg.weights for cfg in cfgs.values()}
-        if len(weights) > 1:  # one decoder serves every stream: one copy of its weights
-            raise EngineConfigError(f"the streams of one group share one decoder: weights must agree, got {sorted(weights)}")
+        for key in ("weights", "attention"):  # one decoder serves every stream: one copy of its weights, one attention
+            values = {getattr(cfg, key) for cfg in cfgs.values()}
+            if len(values) > 1:
+                raise EngineConfigError(f"the streams of one group share one decoder: {key} must agree, "
+                                        f"got {sorted(values)}")
         if first.weights == "fp8" and fp8_problem(model.device) is not None:
             raise EngineConfigError(f"weights='fp8' is not possible here: {fp8_problem(model.device)}")
         use_graphs = model.device.type == "cuda"

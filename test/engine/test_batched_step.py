@@ -24,16 +24,16 @@ STREAMS = {
 QUESTION = ("what is in my hand?", 1.0)
 
 
-def _config(name, backend="auto"):
-    return engine_config(general_fps=CAMERA_FPS, backend=backend, compile=False, **STREAMS[name]["cfg"])
+def _config(name, backend="auto", compile=False):
+    return engine_config(general_fps=CAMERA_FPS, backend=backend, compile=compile, **STREAMS[name]["cfg"])
 
 
 def _frames(name):
     return stream_frames(ROUNDS, seed=20 + list(STREAMS).index(name))
 
 
-def _alone(model, name, backend):
-    engine = StreamEngine(model, _config(name, backend))
+def _alone(model, name, backend, compile=False):
+    engine = StreamEngine(model, _config(name, backend, compile))
     if name == "asks":
         engine.ask(*QUESTION, query_id="q")
     frames, joins = _frames(name), STREAMS[name]["joins"]
@@ -42,8 +42,8 @@ def _alone(model, name, backend):
     return out, engine.stats()
 
 
-def _grouped(model):
-    group = StreamGroup(model, {name: _config(name) for name in STREAMS})
+def _grouped(model, compile=False):
+    group = StreamGroup(model, {name: _config(name, compile=compile) for name in STREAMS})
     group["asks"].ask(*QUESTION, query_id="q")
     frames = {name: _frames(name) for name in STREAMS}
     got = {name: [] for name in STREAMS}
@@ -102,18 +102,30 @@ def test_group_streams_must_agree_on_weights(fused_model):
         StreamGroup(fused_model, configs)
 
 
+def test_group_streams_must_agree_on_attention(fused_model):
+    """One decoder serves every stream of a group: one attention kind for all, checked at build."""
+    configs = {"head": _config("head"), "left": engine_config(general_fps=CAMERA_FPS, compile=False, attention="split")}
+    with pytest.raises(EngineConfigError, match="attention must agree"):
+        StreamGroup(fused_model, configs)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (the CPU test runs the same step)")
-def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_path):
-    """On a GPU: the graphed batched step (one graph per bucket) against each stream alone (graphed static, dynamic)."""
+@pytest.mark.parametrize("compile", [False, True])
+def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_path, compile):
+    """On a GPU: the graphed batched step (one graph per bucket) against each stream alone (graphed static, dynamic);
+    with ``compile`` the batched graphs run the compiled elementwise ops, as the single stream's graphs do."""
+    from lionfs_ros.engine.static_decoder import compile_problem
     from lionfs_ros.model import LionFSModel
 
     build_model(tiny_parts_dir, tmp_path)
     model = LionFSModel.from_pretrained(tmp_path, device="cuda", dtype=torch.float32).eval()
-    group, got = _grouped(model)
+    group, got = _grouped(model, compile)
+    fused = group.batched.fused
+    assert fused.compiled == (compile and compile_problem() is None), fused.compile_fallback
     assert sorted({b for b, _ in group.batched._graphs}) == [1, 2, 4, 8]  # five streams: buckets up to 8, at build
     assert sorted(group._graphed["general"]._graphs) == [1, 2, 4, 8]  # the towers too, graphed per bucket at build
     assert group.stats()["llm_batched_frames"] > 2 * ROUNDS
     for backend in ("dynamic", "static"):
         for name in STREAMS:
-            alone, _ = _alone(model, name, backend)
+            alone, _ = _alone(model, name, backend, compile and backend == "static")
             _assert_same(got[name], alone, atol=1e-3)
