@@ -54,15 +54,15 @@ def _stream_summary(latencies: dict[str, list[float]]) -> dict:
 
 def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, prefill_rounds: int = 40,
                 realtime_seconds: float = 8.0, device: str | None = None, backend: str = "auto",
-                batch_towers: bool = True, batch_llm: bool = True, on_update=None) -> dict:
+                batch_towers: bool = True, batch_llm: bool = True, compile: bool = True, on_update=None) -> dict:
     """``rounds``/``prefill_rounds``: camera frames per stream measured / fed before (context fill);
-    ``on_update(result)`` after each N (a crash or a timeout keeps what was measured)."""
+    ``compile``: the graphs (batched towers, batched LLM step) run compiled elementwise ops where Triton works,
+    as a single engine's do by default; ``on_update(result)`` after each N (a crash or a timeout keeps what was
+    measured)."""
     model = build_model(preset, device)
     dev = model.device
-    # compile=False: the batched step runs plain ops in its graphs; torch.compile would only serve the
-    # per-stream one-token graphs of the slow path, which this bench never uses (no answers).
     cfg = EngineConfig(threshold=0.0, general_fps=GENERAL_FPS, kv_budget_tokens=preset.kv_budget_tokens,
-                       backend=backend, answers=False, compile=False,
+                       backend=backend, answers=False, compile=compile,
                        keyframes=KeyframeConfig(grid_sizes=preset.grid_sizes))
     ids = [f"cam{i:02d}" for i in range(max(counts))]
     log(f"building a group of {len(ids)} streams ({preset.name}, backend {backend})")
@@ -77,6 +77,8 @@ def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, pref
                            else "per stream, back to back"),
               "llm_graphs": len(group.batched._graphs) if group.batched is not None else 0,
               "group_build_s": round(build_s, 2), "compile": cfg.compile,
+              "llm_compiled": group.batched.fused.compiled if group.batched is not None else None,
+              "compile_fallback": group.batched.fused.compile_fallback if group.batched is not None else None,
               "attention": group.batched.fused.attention if group.batched is not None else cfg.attention,
               "rounds": rounds, "prefill_rounds": prefill_rounds, "realtime_seconds": realtime_seconds, "runs": []}
 
