@@ -49,11 +49,15 @@ for path in sorted(glob.glob(os.path.join(res, "streams-*.json"))):
     print(f"{os.path.basename(path)}: {data.get('device')} attention={data.get('attention')} "
           f"llm_compiled={data.get('llm_compiled')} fallback={data.get('compile_fallback')} "
           f"build={data.get('group_build_s')} s graphs={data.get('llm_graphs')}")
-    ms = lambda v: "-" if v is None else f"{v:.1f}"
+    def ms(v):
+        return "-" if v is None else f"{v:.1f}"
+
     for run in data.get("runs", []):
-        t, rt = run["throughput"], run["realtime"]
-        print(f"  N={run['streams']:2d} throughput {t['aggregate_decided_fps']:8.2f} decided/s "
-              f"x{t.get('speedup_vs_first', '?')} p50 {ms(t['worst_p50_ms'])} p99 {ms(t['worst_p99_ms'])} ms | realtime "
+        t, seq, rt = run["throughput"], run.get("throughput_round_by_round", {}), run["realtime"]
+        print(f"  N={run['streams']:2d} pipelined {t['aggregate_decided_fps']:8.2f} decided/s "
+              f"x{t.get('speedup_vs_first', '?')} p50 {ms(t['worst_p50_ms'])} p99 {ms(t['worst_p99_ms'])} ms | "
+              f"round by round {seq.get('aggregate_decided_fps')} x{seq.get('speedup_vs_first', '?')} "
+              f"p99 {ms(seq.get('worst_p99_ms'))} ms | realtime "
               f"{rt['aggregate_decided_fps']}/{rt['offered_decided_fps']} decided/s dropped {rt['dropped_frames']} "
               f"p99 {ms(rt['worst_p99_ms'])} ms | gpu peak {run.get('gpu_peak_mib')} MiB")
     if "saturation" in data:
@@ -100,7 +104,7 @@ fi
 
 if [ "$SMOKE" = 1 ]; then
   BENCH="--device cpu"; P8=tiny; PL=tiny-lionfs
-  ROUNDS="--stream-rounds 3 --prefill-rounds 2 --realtime-seconds 0.5"; COUNTS=1,2; COUNTS_L=1,2
+  ROUNDS="--stream-rounds 4 --prefill-rounds 2 --realtime-seconds 0.5"; COUNTS=1,2; COUNTS_L=1,2
 else
   BENCH=""; P8=llama3-8b; PL=lionfs-8b
   ROUNDS="--stream-rounds 16 --prefill-rounds 6 --realtime-seconds 2"; COUNTS=1,2,4,8,16; COUNTS_L=1,8

@@ -164,10 +164,12 @@ class BatchedFrameStep:
         return min(-(-need // SPAN_STEP) * SPAN_STEP, self.pool.capacity)
 
     @torch.no_grad()
-    def run(self, states: list[StaticLMState], rows: list[int], embeds: list[torch.Tensor]) -> list[tuple[int, torch.Tensor]]:
+    def run(self, states: list[StaticLMState], rows: list[int], embeds: list[torch.Tensor],
+            wait: bool = True) -> list[tuple[int, torch.Tensor]]:
         """Feed one plain frame ``embeds[i] [n, d]`` to each pooled state (row ``rows[i]``).
 
-        Returns per state (the position its frame starts at, the logits at its last placeholder ``[V]``)."""
+        Returns per state (the position its frame starts at, the logits at its last placeholder ``[V]``).
+        ``wait=False``: returns once the step is queued on its stream; ``wait()`` before reading the logits."""
         for state in states:
             if state.fill + self.length > state.capacity:
                 raise RuntimeError(f"static KV buffer full: {state.fill} + {self.length} tokens > {state.capacity}")
@@ -175,7 +177,14 @@ class BatchedFrameStep:
         for lo in range(0, len(states), BUCKETS[-1]):
             out += self._run_bucket(states[lo:lo + BUCKETS[-1]], rows[lo:lo + BUCKETS[-1]], embeds[lo:lo + BUCKETS[-1]])
         self.steps += 1
+        if wait:
+            self.wait()  # the callers read their decisions right away
         return out
+
+    def wait(self) -> None:
+        """Until the queued steps are done (on the CPU they ran inline)."""
+        if self.stream is not None:
+            self.stream.synchronize()
 
     def _run_bucket(self, states, rows, embeds):
         n, b = len(states), bucket_for(len(states))
@@ -198,9 +207,7 @@ class BatchedFrameStep:
                 self.pool.clear_scratch()
                 logits = batched_forward(self.fused, self.pool, rows_t.to(x.device), x, self.plan, span)
             logits = logits[:n].clone()
-        if self.stream is not None:
-            self.stream.synchronize()  # the callers read their decisions right away
-        for state in states:  # the host copies of what the step advanced on the device
+        for state in states:  # the host copies of what the step advances on the device
             state.fills = [fill + count for fill, count in zip(state.fills, self.counts)]
             state.next_pos += self.length
         return list(zip(starts, logits.unbind(0)))
