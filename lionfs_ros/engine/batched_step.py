@@ -195,6 +195,7 @@ class BatchedFrameStep:
         span = self.span_for(states)
         if self.stream is not None:
             self.stream.wait_stream(torch.cuda.current_stream())  # embeds were made on the caller's stream
+            x.record_stream(self.stream)  # not reused by the caller's stream before the step read it (wait=False)
         with torch.cuda.stream(self.stream) if self.stream is not None else _nullcontext():
             if self.use_graphs:
                 graph, logits = self._graph(b, span)
