@@ -19,7 +19,9 @@ between them and replaces their threads:
 
 Without ``start`` each stream is an ordinary synchronous engine (``process_frame``), and
 ``process_round`` decides one round of frames (one per stream) with the batched towers and LLM
-step: what the bench and the tests use. A stream's decisions in a group equal what it decides alone.
+step: what the bench and the tests use; ``process_rounds`` pipelines a sequence of rounds (the next
+rounds' towers on the GPU while a round's LLM step runs). A stream's decisions in a group equal what it
+decides alone. The streams of a group must agree on ``weights`` and ``attention`` (one decoder).
 The group drives each engine through its public interface (``accept_frame``, ``route``,
 ``begin_frame``/``end_frame``, ``plain_frame_state``, ``attach``, ``set_driver``, ...).
 """
