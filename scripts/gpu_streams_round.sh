@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Streams round 2 on one GPU (issue 19, and 14's LLM step), in one call. Every result goes into ONE tarball,
 # $OUT/results.tar.gz, rebuilt after each step, plus $OUT/summary.txt (the device returns few files):
-#   1. correctness: the engine's kernel and batched-step tests on the GPU (float32 tiny models in CUDA graphs: the
-#      decode-attention kernel; the graphed batched step with plain and with compiled elementwise ops against each
-#      stream alone);
+#   1. correctness: the engine's batched-step and kernel tests on the GPU (float32 tiny models in CUDA graphs: the
+#      graphed batched step with plain and with compiled elementwise ops and pipelined rounds against each stream
+#      alone; the decode-attention kernel);
 #   2. lionfs bench --preset llama3-8b --streams 1,2,4,8,16 (default config: compile, triton attention);
 #   3. lionfs bench --preset lionfs-8b --streams 1,8;
 #   4. docs/benchmarks/profile_streams.py llama3-8b with a group of 8 streams (towers and batched LLM graphs per
 #      bucket and span), only with the time that is left.
-# Expected wall time on an H200: ~250 s, at most ~300 s: each step is bounded by `timeout` (100 + 110 + 70 s, then
-# what is left of 295 s); a bench cut short keeps the runs it finished in its JSON.
+# Expected wall time on an H200: ~270 s, at most ~300 s: each step is bounded by `timeout` (90 + 125 + 80 s, each cut
+# to what is left of 295 s; the profile only runs with 15 s or more left); a bench cut short keeps the runs it
+# finished in its JSON. Most of a bench's time is building its group: CUDA graphs per bucket and span, and with
+# compile on (the default) each bucket's elementwise ops compiled once.
 # Smoke test on a CPU (tiny presets, Triton's interpreter; the profile is only byte-compiled):
 #   SMOKE=1 bash scripts/gpu_streams_round.sh
 set -u
@@ -96,7 +98,7 @@ step() {  # step NAME SECONDS CMD...: run with a time bound (cut to what is left
 
 # 1: correctness first.
 if $PY -c "import pytest" 2>/dev/null; then
-  step tests $([ "$SMOKE" = 1 ] && echo 240 || echo 100) $PY -m pytest -x -q -p no:cacheprovider \
+  step tests $([ "$SMOKE" = 1 ] && echo 240 || echo 90) $PY -m pytest -x -q -p no:cacheprovider \
     test/engine/test_batched_step.py test/engine/test_decode_attention.py
 else
   echo "tests: skipped (no pytest)" | tee -a "$RES/steps.txt"
@@ -110,9 +112,9 @@ else
   ROUNDS="--stream-rounds 16 --prefill-rounds 6 --realtime-seconds 2"; COUNTS=1,2,4,8,16; COUNTS_L=1,8
 fi
 # 2 + 3: several streams (the kernel and the compiled elementwise ops in the batched step).
-step streams-$P8 110 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH --streams $COUNTS $ROUNDS \
+step streams-$P8 125 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH --streams $COUNTS $ROUNDS \
   --out "$RES/streams-$P8.json"
-step streams-$PL 70 $PY -m lionfs_ros.commands.bench --preset $PL $BENCH --streams $COUNTS_L $ROUNDS \
+step streams-$PL 80 $PY -m lionfs_ros.commands.bench --preset $PL $BENCH --streams $COUNTS_L $ROUNDS \
   --out "$RES/streams-$PL.json"
 # 4: where a round's time goes at B=8 (graphs per bucket and span), with what is left.
 if [ "$SMOKE" = 1 ]; then

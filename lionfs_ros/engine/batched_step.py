@@ -13,13 +13,13 @@ after an answer) feed alone on their state. The batch is padded to a bucket (1, 
 frames run as 4, the 4th row on scratch). Attention reads each row's slots up to a *span*: the longest
 row's fill plus the frame, in whole ``SPAN_STEP`` chunks (a short context does not pay for the whole
 budget's buffer). On CUDA each (bucket, span) is one CUDA graph, all captured when the group is built,
-with the elementwise ops the single stream's graphs run (``compile=True``: compiled once per bucket's shapes
-at build; where compiling fails, the plain ones with ``compile_fallback`` saying why, as on the single path).
+with the elementwise ops the single stream's graphs run (``compile=True``: a compiled set per bucket, its
+shapes compiled at build; where compiling fails, the plain ones with ``compile_fallback`` saying why, as on
+the single path).
 The same code runs eagerly on the CPU (the tests check it against each stream alone).
 """
 from __future__ import annotations
 
-import copy
 import logging
 
 import torch
@@ -34,7 +34,6 @@ from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
 BUCKETS = (1, 2, 4, 8, 16)  # batch sizes with a graph; a round pads up to the next one
 SPAN_STEP = CAPACITY_ALIGN  # attention spans (slots read per row) come in whole chunks of this many
-COMPILE_SHAPES_LIMIT = 64  # compiled shapes per elementwise function (a few per bucket) while the graphs are captured
 LOG = logging.getLogger(__name__)
 
 
@@ -115,11 +114,11 @@ class BatchedFrameStep:
         self.spans = list(range(SPAN_STEP, pool.capacity + 1, SPAN_STEP))
         self._graphs: dict[tuple[int, int], tuple] = {}  # (bucket, span) -> (graph, logits)
         self._inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # bucket -> (x [B, M, d], rows [B])
+        self._ops: dict[int, object] = {}  # bucket -> its compiled elementwise ops
         if self.use_graphs:
             self._capture_stream = torch.cuda.Stream(device)
             self._graph_pool = torch.cuda.graph_pool_handle()
-            # Each bucket's shapes compile once (dynamic=False): more than dynamo's default recompile limit in all.
-            with torch.cuda.stream(self.stream), torch._dynamo.config.patch(recompile_limit=COMPILE_SHAPES_LIMIT):
+            with torch.cuda.stream(self.stream):
                 for b in self.buckets:
                     for span in self.spans:
                         self._graph(b, span)
@@ -135,7 +134,7 @@ class BatchedFrameStep:
 
             def body():
                 self.pool.clear_scratch()
-                return batched_forward(self.fused, self.pool, rows, x, self.plan, span, self._graph_ops())
+                return batched_forward(self.fused, self.pool, rows, x, self.plan, span, self._graph_ops(b))
 
             try:
                 self._graphs[b, span] = capture_graph(body, self._capture_stream, self._graph_pool,
@@ -151,12 +150,15 @@ class BatchedFrameStep:
                                                       after=self.pool.clear_scratch)
         return self._graphs[b, span]
 
-    def _graph_ops(self):
-        """The decoder's compiled elementwise ops (as in the single stream's graphs, each bucket's shapes compiled
-        at build), but the plain masked softmax: its shape changes with every span (one compile per graph)."""
-        ops = copy.copy(self.fused.fast_ops)
-        ops.masked_softmax = self.fused.eager_ops.masked_softmax
-        return ops
+    def _graph_ops(self, b: int):
+        """Bucket ``b``'s elementwise ops: compiled as in the single stream's graphs (a set per bucket, each with
+        its few shapes, compiled at build), but the plain masked softmax (its shape changes with every span)."""
+        if not self.fused.compiled:
+            return self.fused.eager_ops
+        if b not in self._ops:
+            self._ops[b] = self.fused.own_compiled_ops()
+            self._ops[b].masked_softmax = self.fused.eager_ops.masked_softmax
+        return self._ops[b]
 
     def span_for(self, states: list[StaticLMState]) -> int:
         """Slots every row's attention reads: the longest row's fill plus this frame, in whole chunks."""

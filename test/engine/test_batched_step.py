@@ -144,6 +144,7 @@ def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_
     group, got = _grouped(model, compile, pipelined)
     fused = group.batched.fused
     assert fused.compiled == (compile and compile_problem() is None), fused.compile_fallback
+    assert sorted(group.batched._ops) == ([1, 2, 4, 8] if fused.compiled else [])  # a compiled set per bucket
     assert sorted({b for b, _ in group.batched._graphs}) == [1, 2, 4, 8]  # five streams: buckets up to 8, at build
     assert sorted(group._graphed["general"]._graphs) == [1, 2, 4, 8]  # the towers too, graphed per bucket at build
     assert group.stats()["llm_batched_frames"] > 2 * ROUNDS
