@@ -236,7 +236,8 @@ class StreamGroup:
         stream (bandwidth-bound), the next rounds, up to the next one with a decided frame, are accepted and
         routed and their vision towers (compute-bound) queued on the caller's stream, so the GPU runs both at
         once. Yields each round's decisions in order, the same as ``process_round`` round by round (frames are
-        routed by time only; a round's context work starts after the previous round's decisions)."""
+        routed by time only; a round's context work starts after the previous round's decisions). Rounds read
+        ahead are decided as the iteration goes on: stopping it early leaves them accepted, undecided."""
         source, ahead, ended = iter(rounds), deque(), [False]
 
         def read_ahead() -> None:

@@ -9,7 +9,8 @@ stream's buffers: building it per N would capture graphs again); each N drives i
   batched step, ``batched_step.py``, padded to a bucket of 1, 2, 4, 8 or 16), pipelined
   (``StreamGroup.process_rounds``: the next decided round's towers run while this round's LLM step does):
   aggregate decided frames/s, and per stream the time from its round's start (when the group takes its
-  frames) to its decision (p50/p99); ``throughput_round_by_round``: the same with ``process_round``;
+  frames: up to the next decided round is read ahead, so this includes the rounds before it) to its
+  decision (p50/p99); ``throughput_round_by_round``: the same with ``process_round``;
 - ``realtime``: a feeder pushes each stream's frame every 1/8 s of wall time to the started group
   (one fast thread, one slow thread); per stream the decision latency from arrival (p50/p99), and
   frames dropped by overload (newest wins). Where it saturates, drops appear and p99 grows.
@@ -190,10 +191,12 @@ def _saturation(runs: list[dict]) -> dict:
             break
     eight = next((run for run in runs if run["streams"] == TARGET_STREAMS), None)
     if eight is not None:
-        p99 = max(eight["throughput"]["worst_p99_ms"] or 0.0, eight["realtime"]["worst_p99_ms"] or 0.0)
-        out["target"] = {"streams": TARGET_STREAMS, "speedup": eight["throughput"]["speedup_vs_first"],
-                         "worst_p99_ms": p99,
-                         "met": (eight["throughput"]["speedup_vs_first"] or 0.0) >= TARGET_SPEEDUP and p99 <= TARGET_P99_MS}
+        out["target"] = {"streams": TARGET_STREAMS}
+        for key, suffix in (("throughput", ""), ("throughput_round_by_round", "_round_by_round")):
+            p99 = max(eight[key]["worst_p99_ms"] or 0.0, eight["realtime"]["worst_p99_ms"] or 0.0)
+            speedup = eight[key]["speedup_vs_first"]
+            out["target"].update({f"speedup{suffix}": speedup, f"worst_p99_ms{suffix}": p99,
+                                  f"met{suffix}": (speedup or 0.0) >= TARGET_SPEEDUP and p99 <= TARGET_P99_MS})
     return out
 
 
