@@ -34,14 +34,18 @@ START=$(date +%s)
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
 echo "out: $OUT results: $RES (smoke=$SMOKE)" | tee "$RES/steps.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RES/gpu.txt" 2>&1 || true
-git log -1 --format='%H %s' > "$RES/commit.txt" 2>/dev/null || true
+# which code ran: the commit only where this folder is a checkout's root (a copy inside another checkout is not)
+if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ]; then git log -1 --format='%H %s' > "$RES/code.txt"; fi
+cat lionfs_ros/engine/*.py lionfs_ros/engine/*/*.py | sha256sum | sed 's/^/engine sources sha256 /' >> "$RES/code.txt"
 
 pack() {  # the one tarball and the summary (what each bench JSON says so far)
   $PY - "$RES" > "$RES/summary.txt" 2>&1 <<'PY'
 import glob, json, os, sys
 
 res = sys.argv[1]
-print(open(os.path.join(res, "steps.txt")).read())
+for name in ("code.txt", "gpu.txt", "steps.txt"):
+    if os.path.exists(os.path.join(res, name)):
+        print(open(os.path.join(res, name)).read())
 for path in sorted(glob.glob(os.path.join(res, "streams-*.json"))):
     try:
         data = json.load(open(path))
