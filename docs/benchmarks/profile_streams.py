@@ -7,6 +7,8 @@ without a graph), and the batched LLM step's graph per (batch size, attention sp
 span). Medians of CUDA-event timings; writes ``$OUT/profile_streams.json`` (or ``./``).
 ``KERNELS=1`` also runs the batched LLM step eagerly (no graph) under ``torch.profiler`` at 8 rows and
 the pool's full span and keeps its top GPU operators (``llm_kernels``): where the step's time goes.
+``STREAMS=8`` builds a group of 8 streams (buckets up to 8; default 16); ``COMPILE=0`` captures the graphs with
+the plain elementwise ops (default: compiled, as the engine's default config).
 
     PYTHONPATH=. python3 docs/benchmarks/profile_streams.py llama3-8b lionfs-8b
 """
@@ -23,7 +25,8 @@ from lionfs_ros.engine.batched_step import batched_forward
 from lionfs_ros.engine.batched_towers import GraphedTowerBatch
 from lionfs_ros.engine.bench.presets import GENERAL_FPS, PRESETS, build_model, camera_frames
 
-MAX_STREAMS = 16
+MAX_STREAMS = int(os.environ.get("STREAMS", "16"))
+COMPILE = os.environ.get("COMPILE", "1") != "0"
 WARMUP_RUNS = 3
 SPANS = (512, 2048, 4096)  # attention spans reported (plus the pool's full capacity)
 KERNEL_ROWS = 8  # rows of the profiled eager step
@@ -53,7 +56,7 @@ def profile(name: str) -> dict:
     for source, encoder in (("general", model.vision), ("ego", model.ego)):
         if encoder is None:
             continue
-        towers = GraphedTowerBatch(encoder, model.device, MAX_STREAMS)
+        towers = GraphedTowerBatch(encoder, model.device, MAX_STREAMS, COMPILE)
         out["towers"][source] = {b: {"graph_ms": median_ms(towers._graphs[b][0].replay),
                                      "call_ms": median_ms(lambda b=b: towers(frames[:b]), reps=10)}
                                  for b in towers.buckets}
@@ -62,8 +65,9 @@ def profile(name: str) -> dict:
             out["towers"][source]["eager_1_ms"] = median_ms(lambda: encoder.frame_tokens(pixels), reps=10)
         print(name, source, out["towers"][source], flush=True)
     cfg = EngineConfig(threshold=0.0, general_fps=GENERAL_FPS, kv_budget_tokens=preset.kv_budget_tokens, answers=False,
-                       compile=False, keyframes=KeyframeConfig(grid_sizes=preset.grid_sizes))
+                       compile=COMPILE, keyframes=KeyframeConfig(grid_sizes=preset.grid_sizes))
     group = StreamGroup(model, {f"cam{i:02d}": cfg for i in range(MAX_STREAMS)})
+    out["llm_compiled"], out["compile_fallback"] = group.batched.fused.compiled, group.batched.fused.compile_fallback
     largest = max(span for _, span in group.batched._graphs)
     for (b, span), (graph, _) in sorted(group.batched._graphs.items()):
         if span in SPANS or span == largest:
@@ -98,7 +102,8 @@ def operator_profile(group: StreamGroup, span: int) -> list[dict]:
 
 
 def main() -> None:
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "streams": MAX_STREAMS,
+               "compile": COMPILE}
     for name in sys.argv[1:]:
         results[name] = profile(name)
         torch.cuda.empty_cache()

@@ -12,10 +12,15 @@ after a frame: ``StreamContext.plain_frame_ids``); the others (a stream's first 
 after an answer) feed alone on their state. The batch is padded to a bucket (1, 2, 4, 8, 16; 3 due
 frames run as 4, the 4th row on scratch). Attention reads each row's slots up to a *span*: the longest
 row's fill plus the frame, in whole ``SPAN_STEP`` chunks (a short context does not pay for the whole
-budget's buffer). On CUDA each (bucket, span) is one CUDA graph, all captured when the group is built.
+budget's buffer). On CUDA each (bucket, span) is one CUDA graph, all captured when the group is built,
+with the elementwise ops the single stream's graphs run (``compile=True``: a compiled set per bucket, its
+shapes compiled at build; where compiling fails, the plain ones with ``compile_fallback`` saying why, as on
+the single path).
 The same code runs eagerly on the CPU (the tests check it against each stream alone).
 """
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +34,7 @@ from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
 BUCKETS = (1, 2, 4, 8, 16)  # batch sizes with a graph; a round pads up to the next one
 SPAN_STEP = CAPACITY_ALIGN  # attention spans (slots read per row) come in whole chunks of this many
+LOG = logging.getLogger(__name__)
 
 
 def bucket_for(n: int) -> int:
@@ -108,6 +114,7 @@ class BatchedFrameStep:
         self.spans = list(range(SPAN_STEP, pool.capacity + 1, SPAN_STEP))
         self._graphs: dict[tuple[int, int], tuple] = {}  # (bucket, span) -> (graph, logits)
         self._inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # bucket -> (x [B, M, d], rows [B])
+        self._ops: dict[int, object] = {}  # bucket -> its compiled elementwise ops
         if self.use_graphs:
             self._capture_stream = torch.cuda.Stream(device)
             self._graph_pool = torch.cuda.graph_pool_handle()
@@ -127,10 +134,31 @@ class BatchedFrameStep:
 
             def body():
                 self.pool.clear_scratch()
-                return batched_forward(self.fused, self.pool, rows, x, self.plan, span)
+                return batched_forward(self.fused, self.pool, rows, x, self.plan, span, self._graph_ops(b))
 
-            self._graphs[b, span] = capture_graph(body, self._capture_stream, self._graph_pool, after=self.pool.clear_scratch)
+            try:
+                self._graphs[b, span] = capture_graph(body, self._capture_stream, self._graph_pool,
+                                                      after=self.pool.clear_scratch)
+            except Exception as err:  # torch.compile fails on a warm-up run: the plain ops, as the single path does
+                if not self.fused.compiled:
+                    raise
+                torch.cuda.synchronize(self.model.device)
+                self.pool.clear_scratch()
+                self.fused.use_eager(f"torch.compile failed: {type(err).__name__}: {err}")
+                LOG.warning("batched LLM step: %s; running without it", self.fused.compile_fallback)
+                self._graphs[b, span] = capture_graph(body, self._capture_stream, self._graph_pool,
+                                                      after=self.pool.clear_scratch)
         return self._graphs[b, span]
+
+    def _graph_ops(self, b: int):
+        """Bucket ``b``'s elementwise ops: compiled as in the single stream's graphs (a set per bucket, each with
+        its few shapes, compiled at build), but the plain masked softmax (its shape changes with every span)."""
+        if not self.fused.compiled:
+            return self.fused.eager_ops
+        if b not in self._ops:
+            self._ops[b] = self.fused.own_compiled_ops()
+            self._ops[b].masked_softmax = self.fused.eager_ops.masked_softmax
+        return self._ops[b]
 
     def span_for(self, states: list[StaticLMState]) -> int:
         """Slots every row's attention reads: the longest row's fill plus this frame, in whole chunks."""
@@ -138,10 +166,12 @@ class BatchedFrameStep:
         return min(-(-need // SPAN_STEP) * SPAN_STEP, self.pool.capacity)
 
     @torch.no_grad()
-    def run(self, states: list[StaticLMState], rows: list[int], embeds: list[torch.Tensor]) -> list[tuple[int, torch.Tensor]]:
+    def run(self, states: list[StaticLMState], rows: list[int], embeds: list[torch.Tensor],
+            wait: bool = True) -> list[tuple[int, torch.Tensor]]:
         """Feed one plain frame ``embeds[i] [n, d]`` to each pooled state (row ``rows[i]``).
 
-        Returns per state (the position its frame starts at, the logits at its last placeholder ``[V]``)."""
+        Returns per state (the position its frame starts at, the logits at its last placeholder ``[V]``).
+        ``wait=False``: returns once the step is queued on its stream; ``wait()`` before reading the logits."""
         for state in states:
             if state.fill + self.length > state.capacity:
                 raise RuntimeError(f"static KV buffer full: {state.fill} + {self.length} tokens > {state.capacity}")
@@ -149,7 +179,14 @@ class BatchedFrameStep:
         for lo in range(0, len(states), BUCKETS[-1]):
             out += self._run_bucket(states[lo:lo + BUCKETS[-1]], rows[lo:lo + BUCKETS[-1]], embeds[lo:lo + BUCKETS[-1]])
         self.steps += 1
+        if wait:
+            self.wait()  # the callers read their decisions right away
         return out
+
+    def wait(self) -> None:
+        """Until the queued steps are done (on the CPU they ran inline)."""
+        if self.stream is not None:
+            self.stream.synchronize()
 
     def _run_bucket(self, states, rows, embeds):
         n, b = len(states), bucket_for(len(states))
@@ -160,6 +197,7 @@ class BatchedFrameStep:
         span = self.span_for(states)
         if self.stream is not None:
             self.stream.wait_stream(torch.cuda.current_stream())  # embeds were made on the caller's stream
+            x.record_stream(self.stream)  # not reused by the caller's stream before the step read it (wait=False)
         with torch.cuda.stream(self.stream) if self.stream is not None else _nullcontext():
             if self.use_graphs:
                 graph, logits = self._graph(b, span)
@@ -172,9 +210,7 @@ class BatchedFrameStep:
                 self.pool.clear_scratch()
                 logits = batched_forward(self.fused, self.pool, rows_t.to(x.device), x, self.plan, span)
             logits = logits[:n].clone()
-        if self.stream is not None:
-            self.stream.synchronize()  # the callers read their decisions right away
-        for state in states:  # the host copies of what the step advanced on the device
+        for state in states:  # the host copies of what the step advances on the device
             state.fills = [fill + count for fill, count in zip(state.fills, self.counts)]
             state.next_pos += self.length
         return list(zip(starts, logits.unbind(0)))
@@ -182,12 +218,13 @@ class BatchedFrameStep:
 
 @torch.no_grad()  # also while graphs are captured at build: autograd history on the pool would keep every run alive
 def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: torch.Tensor, plan,
-                    span: int) -> torch.Tensor:
+                    span: int, ops=None) -> torch.Tensor:
     """``x [B, M, d]`` new embeddings of pool rows ``rows [B]`` -> each row's last logits ``[B, V]``; attention
     reads the first ``span`` slots of each row (every row's fill plus ``M`` fits in them).
 
-    ``FusedDecoder.forward``'s arithmetic, row by row in one batch; writes K/V and advances fill/next_pos."""
-    ops = fused.eager_ops
+    ``FusedDecoder.forward``'s arithmetic, row by row in one batch; writes K/V and advances fill/next_pos.
+    ``ops``: the elementwise functions (default the plain ones; the graphs pass the decoder's compiled ones)."""
+    ops = ops or fused.eager_ops
     b, m, _ = x.shape
     pos = pool.next_pos[rows][:, None] + torch.arange(m, device=x.device)  # [B, M]
     cos, sin = fused.decoder.rotary_emb(x, position_ids=pos)  # [B, M, D]

@@ -19,7 +19,9 @@ between them and replaces their threads:
 
 Without ``start`` each stream is an ordinary synchronous engine (``process_frame``), and
 ``process_round`` decides one round of frames (one per stream) with the batched towers and LLM
-step: what the bench and the tests use. A stream's decisions in a group equal what it decides alone.
+step: what the bench and the tests use; ``process_rounds`` pipelines a sequence of rounds (the next
+rounds' towers on the GPU while a round's LLM step runs). A stream's decisions in a group equal what it
+decides alone. The streams of a group must agree on ``weights`` and ``attention`` (one decoder).
 The group drives each engine through its public interface (``accept_frame``, ``route``,
 ``begin_frame``/``end_frame``, ``plain_frame_state``, ``attach``, ``set_driver``, ...).
 """
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -44,6 +46,8 @@ from .rates import EGO, GENERAL, SKIP
 from .slow_worker import SlowWorker
 from .static_decoder import FusedDecoder
 from .types import Decision
+
+LOOKAHEAD_ROUNDS = 8  # rounds ``process_rounds`` reads ahead at most to find the next one with a decided frame
 
 
 class _GroupQueue(FrameQueue):
@@ -189,9 +193,11 @@ class StreamGroup:
         if static_backend_supported(model) is not None or any(cfg.backend == "dynamic" for cfg in cfgs.values()):
             return None
         first = next(iter(cfgs.values()))
-        weights = {cfg.weights for cfg in cfgs.values()}
-        if len(weights) > 1:  # one decoder serves every stream: one copy of its weights
-            raise EngineConfigError(f"the streams of one group share one decoder: weights must agree, got {sorted(weights)}")
+        for key in ("weights", "attention"):  # one decoder serves every stream: one copy of its weights, one attention
+            values = {getattr(cfg, key) for cfg in cfgs.values()}
+            if len(values) > 1:
+                raise EngineConfigError(f"the streams of one group share one decoder: {key} must agree, "
+                                        f"got {sorted(values)}")
         if first.weights == "fp8" and fp8_problem(model.device) is not None:
             raise EngineConfigError(f"weights='fp8' is not possible here: {fp8_problem(model.device)}")
         use_graphs = model.device.type == "cuda"
@@ -220,22 +226,64 @@ class StreamGroup:
     # Synchronous use.
     def process_round(self, frames: dict[str, tuple[np.ndarray, float, Any]]) -> dict[str, Decision | None]:
         """Decide one frame per listed stream ``{id: (rgb, t, meta)}`` with batched towers; answers inline."""
-        items = {sid: self.streams[sid].accept_frame(rgb, t, meta) for sid, (rgb, t, meta) in frames.items()}
-        decisions = self._step_round(items)
-        for stream_id in items:
+        decisions = self._step_round(*self._read_round(frames))
+        for stream_id in frames:
             self.streams[stream_id].run_jobs_inline()
         return decisions
+
+    def process_rounds(self, rounds: Iterable[dict[str, tuple[np.ndarray, float, Any]]]) -> Iterator[dict]:
+        """``process_round`` over a sequence of rounds, pipelined: while a round's batched LLM step runs on its
+        stream (bandwidth-bound), the next rounds, up to the next one with a decided frame, are accepted and
+        routed and their vision towers (compute-bound) queued on the caller's stream, so the GPU runs both at
+        once. Yields each round's decisions in order, the same as ``process_round`` round by round (frames are
+        routed by time only; a round's context work starts after the previous round's decisions). Rounds read
+        ahead are decided as the iteration goes on: stopping it early leaves them accepted, undecided."""
+        source, ahead, ended = iter(rounds), deque(), [False]
+
+        def read_ahead() -> None:
+            while not ended[0] and len(ahead) < LOOKAHEAD_ROUNDS and not any(
+                    not isinstance(r, Exception) and GENERAL in r[1].values() for r in ahead):
+                frames = next(source, None)
+                if frames is None:
+                    ended[0] = True
+                    return
+                try:
+                    ahead.append(self._read_round(frames))
+                except Exception as err:  # raised in its turn, after the rounds before it (as process_round would)
+                    ahead.append(err)
+                    ended[0] = True
+
+        read_ahead()
+        while ahead:
+            current = ahead.popleft()
+            if isinstance(current, Exception):
+                raise current
+            decisions = self._step_round(*current, meanwhile=read_ahead)
+            for stream_id in current[0]:
+                self.streams[stream_id].run_jobs_inline()
+            yield decisions
+            read_ahead()
 
     def flush(self) -> None:
         for engine in self.streams.values():
             engine.flush()
 
     # The round: route, batched towers, one batched LLM step, then each stream's decision.
-    def _step_round(self, items: dict[str, QueuedFrame]) -> dict[str, Decision | None]:
+    def _read_round(self, frames: dict[str, tuple[np.ndarray, float, Any]]) -> tuple[dict, dict, dict]:
+        """Accept and route one frame per listed stream and queue their towers: (items, routes, towers)."""
+        items = {sid: self.streams[sid].accept_frame(rgb, t, meta) for sid, (rgb, t, meta) in frames.items()}
+        return items, *self._route(items)
+
+    def _route(self, items: dict[str, QueuedFrame]) -> tuple[dict, dict]:
         routes = {sid: self.streams[sid].route(item.time) for sid, item in items.items()}
         towers = self._batched_towers(items, routes) if self.batch_towers else {}
         self.rounds += 1
         self.batched_frames += sum(route != SKIP for route in routes.values())
+        return routes, towers
+
+    def _step_round(self, items: dict[str, QueuedFrame], routes: dict, towers: dict,
+                    meanwhile=None) -> dict[str, Decision | None]:
+        """The round's decisions; ``meanwhile()`` runs on the host while its batched LLM step runs on the GPU."""
         out: dict[str, Decision | None] = {}
         prepared = {}
         for sid, item in items.items():
@@ -244,7 +292,7 @@ class StreamGroup:
             except Exception as err:  # one bad step must not end the stream (nor the others)
                 self.streams[sid].frame_failed(err)
                 out[sid] = None
-        fed = self._batched_llm(prepared)
+        fed = self._batched_llm(prepared, meanwhile)
         for sid, work in prepared.items():
             engine = self.streams[sid]
             try:
@@ -254,22 +302,27 @@ class StreamGroup:
                 out[sid] = None
         return out
 
-    def _batched_llm(self, prepared: dict) -> dict[str, tuple[int, torch.Tensor]]:
+    def _batched_llm(self, prepared: dict, meanwhile=None) -> dict[str, tuple[int, torch.Tensor]]:
         """One LLM step for every decided frame whose piece is the plain frame: ``{id: (start, logits [V])}``."""
-        if self.batched is None:
-            return {}
         due = [(sid, self.streams[sid].plain_frame_state(), work) for sid, work in prepared.items()
-               if isinstance(work, PendingFrame)]
+               if self.batched is not None and isinstance(work, PendingFrame)]
         due = [(sid, state, work) for sid, state, work in due if state is not None]
-        if not due:
-            return {}
         try:
             results = self.batched.run([state for _, state, _ in due], [self._rows[sid] for sid, _, _ in due],
-                                       [work.embeds for _, _, work in due])
+                                       [work.embeds for _, _, work in due], wait=meanwhile is None) if due else []
         except Exception as err:  # the frames of this round are lost for these streams, as one failed step would be
             for sid, _, _ in due:
                 self.streams[sid].frame_failed(err)
                 prepared.pop(sid)
+            due = []
+        finally:
+            if meanwhile is not None:
+                try:
+                    meanwhile()
+                finally:
+                    if self.batched is not None:
+                        self.batched.wait()
+        if not due:
             return {}
         self.llm_batches += 1
         self.llm_batched_frames += len(due)
@@ -337,7 +390,7 @@ class StreamGroup:
                 if item is not None:
                     items[sid] = item
             if items:
-                self._step_round(items)
+                self._step_round(items, *self._route(items))
             for engine in self.streams.values():
                 engine.start_next_job()
             if not items and not any(len(e.queue) for e in self.streams.values()):

@@ -41,6 +41,7 @@ between small kernels as much as by reading the weights):
 from __future__ import annotations
 
 import logging
+import types
 from dataclasses import dataclass
 
 import torch
@@ -186,10 +187,17 @@ def attention_problem(device: torch.device) -> str | None:
     return None
 
 
+def _own_code(fn):
+    """``fn`` over a copy of its code object: ``torch.compile`` keeps compiled shapes per code object (at most
+    dynamo's ``recompile_limit``, a hard error with ``fullgraph``), so a copy compiles its shapes apart."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
 class _Ops:
-    def __init__(self, act, compiled: bool):
+    def __init__(self, act, compiled: bool, own_code: bool = False):
         gate = silu_gate if act is None else (lambda gu: act(gu.chunk(2, -1)[0]) * gu.chunk(2, -1)[1])
-        wrap = (lambda fn: torch.compile(fn, dynamic=False, fullgraph=True)) if compiled else (lambda fn: fn)
+        code = _own_code if own_code else (lambda fn: fn)
+        wrap = (lambda fn: torch.compile(code(fn), dynamic=False, fullgraph=True)) if compiled else (lambda fn: fn)
         self.rms_norm, self.add_rms_norm, self.rope, self.gate = wrap(rms_norm), wrap(add_rms_norm), wrap(rope), wrap(gate)
         self.masked_softmax = wrap(masked_softmax)
 
@@ -244,10 +252,16 @@ class FusedDecoder:
         self.final_norm = (self.decoder.norm.weight, self.decoder.norm.variance_epsilon)
         self.scaling = self.decoder.layers[0].self_attn.scaling
         act = None if getattr(cfg, "hidden_act", "silu") == "silu" else self.decoder.layers[0].mlp.act_fn
+        self._act = act
         self.eager_ops = _Ops(act, compiled=False)
         self.compile_fallback = compile_problem() if compile else None
         self.compiled = compile and self.compile_fallback is None
         self.fast_ops = _Ops(act, compiled=True) if self.compiled else self.eager_ops
+
+    def own_compiled_ops(self) -> _Ops:
+        """Compiled elementwise ops with compile caches of their own (a batched step's bucket: its shapes do not
+        count against the single path's limit); the plain ones where this decoder does not compile."""
+        return _Ops(self._act, compiled=True, own_code=True) if self.compiled else self.eager_ops
 
     def use_eager(self, reason: str) -> None:
         """Give up ``torch.compile`` (it failed here): the graphed steps run the plain functions."""

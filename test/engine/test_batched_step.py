@@ -8,6 +8,7 @@ from engine_parts import build_model, engine_config, stream_frames
 from lionfs_ros.engine import StreamEngine, StreamGroup
 from lionfs_ros.engine.batched_step import BUCKETS, bucket_for
 from lionfs_ros.engine.config import EngineConfigError
+from lionfs_ros.engine.types import FrameError
 
 CAMERA_FPS = 8.0
 ROUNDS = 24
@@ -24,8 +25,8 @@ STREAMS = {
 QUESTION = ("what is in my hand?", 1.0)
 
 
-def _config(name, backend="auto"):
-    return engine_config(general_fps=CAMERA_FPS, backend=backend, compile=False, **STREAMS[name]["cfg"])
+def _config(name, backend="auto", compile=False):
+    return engine_config(general_fps=CAMERA_FPS, backend=backend, compile=compile, **STREAMS[name]["cfg"])
 
 
 def _frames(name):
@@ -42,15 +43,16 @@ def _alone(model, name, backend):
     return out, engine.stats()
 
 
-def _grouped(model):
-    group = StreamGroup(model, {name: _config(name) for name in STREAMS})
+def _grouped(model, compile=False, pipelined=False):
+    """Every stream's decisions in one group, round by round (``process_round``) or ``pipelined`` (``process_rounds``)."""
+    group = StreamGroup(model, {name: _config(name, compile=compile) for name in STREAMS})
     group["asks"].ask(*QUESTION, query_id="q")
     frames = {name: _frames(name) for name in STREAMS}
     got = {name: [] for name in STREAMS}
-    for k in range(ROUNDS):
-        due = {name: (frames[name][k], (k - s["joins"]) / CAMERA_FPS, None)
-               for name, s in STREAMS.items() if k >= s["joins"]}
-        for name, decision in group.process_round(due).items():
+    rounds = ({name: (frames[name][k], (k - s["joins"]) / CAMERA_FPS, None)
+               for name, s in STREAMS.items() if k >= s["joins"]} for k in range(ROUNDS))
+    for decisions in group.process_rounds(rounds) if pipelined else map(group.process_round, rounds):
+        for name, decision in decisions.items():
             got[name].append(decision)
     group.flush()
     return group, got
@@ -87,6 +89,25 @@ def test_batched_llm_step_decides_as_each_stream_alone_on_cpu(fused_model):
             assert stats["streams"][name]["compactions"] == alone_stats["compactions"], (name, backend)
 
 
+def test_pipelined_rounds_decide_as_round_by_round_on_cpu(fused_model):
+    """``process_rounds`` (the next rounds' towers queued while a round's LLM step runs) gives each stream the
+    decisions ``process_round`` gives, in the same order; a bad frame raises in its own round, after the others."""
+    _, by_round = _grouped(fused_model)
+    _, pipelined = _grouped(fused_model, pipelined=True)
+    for name in STREAMS:
+        assert [(d.frame_index, d.respond, d.next_token, d.action, d.p_interval) for d in pipelined[name]] == \
+            [(d.frame_index, d.respond, d.next_token, d.action, d.p_interval) for d in by_round[name]], name
+    group = StreamGroup(fused_model, {name: _config(name) for name in ("head", "left")})
+    frames = stream_frames(4, seed=3)
+    times = [0.0, 0.5, 1.0, 0.25]  # the 4th round goes back in time: refused
+    done = []
+    with pytest.raises(FrameError):
+        for decisions in group.process_rounds({name: (frames[k], t, None) for name in ("head", "left")}
+                                              for k, t in enumerate(times)):
+            done.append(decisions)
+    assert len(done) == 3 and all(d is not None for round_ in done for d in round_.values())
+
+
 def test_group_without_batched_llm_runs_each_step_alone(fused_model):
     group = StreamGroup(fused_model, {name: _config(name) for name in ("head", "left")}, batch_llm=False)
     frames = stream_frames(4, seed=3)
@@ -102,14 +123,28 @@ def test_group_streams_must_agree_on_weights(fused_model):
         StreamGroup(fused_model, configs)
 
 
+def test_group_streams_must_agree_on_attention(fused_model):
+    """One decoder serves every stream of a group: one attention kind for all, checked at build."""
+    configs = {"head": _config("head"), "left": engine_config(general_fps=CAMERA_FPS, compile=False, attention="split")}
+    with pytest.raises(EngineConfigError, match="attention must agree"):
+        StreamGroup(fused_model, configs)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (the CPU test runs the same step)")
-def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_path):
-    """On a GPU: the graphed batched step (one graph per bucket) against each stream alone (graphed static, dynamic)."""
+@pytest.mark.parametrize("compile,pipelined", [(False, False), (False, True), (True, False)])
+def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_path, compile, pipelined):
+    """On a GPU: the graphed batched step (one graph per bucket) against each stream alone (graphed static, dynamic);
+    with ``compile`` the batched graphs run the compiled elementwise ops, as the single stream's graphs do;
+    ``pipelined``: the next rounds' towers run on the GPU while a round's LLM step does (``process_rounds``)."""
+    from lionfs_ros.engine.static_decoder import compile_problem
     from lionfs_ros.model import LionFSModel
 
     build_model(tiny_parts_dir, tmp_path)
     model = LionFSModel.from_pretrained(tmp_path, device="cuda", dtype=torch.float32).eval()
-    group, got = _grouped(model)
+    group, got = _grouped(model, compile, pipelined)
+    fused = group.batched.fused
+    assert fused.compiled == (compile and compile_problem() is None), fused.compile_fallback
+    assert sorted(group.batched._ops) == ([1, 2, 4, 8] if fused.compiled else [])  # a compiled set per bucket
     assert sorted({b for b, _ in group.batched._graphs}) == [1, 2, 4, 8]  # five streams: buckets up to 8, at build
     assert sorted(group._graphed["general"]._graphs) == [1, 2, 4, 8]  # the towers too, graphed per bucket at build
     assert group.stats()["llm_batched_frames"] > 2 * ROUNDS

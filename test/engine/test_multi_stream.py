@@ -115,6 +115,7 @@ def test_streams_bench_json_on_cpu():
     assert [run["streams"] for run in result["runs"]] == [1, 2]
     two = result["runs"][1]
     assert two["throughput"]["decided_frames"] == 2 * 8 // 4  # 8 fps camera, 2 fps decided
+    assert two["throughput_round_by_round"]["decided_frames"] == 2 * 8 // 4  # the same rounds, not pipelined
     assert set(two["throughput"]["per_stream"]) == {"cam00", "cam01"} and two["throughput"]["worst_p99_ms"] > 0
     assert two["realtime"]["decided_frames"] > 0 and result["towers_batched"]
     with pytest.raises(ValueError, match="positive stream counts"):
