@@ -7,11 +7,15 @@ object, the tile token over it: 2x2 tiles re-encoded, pooled 3x3, and a crop aro
 the tower's input size, the box tokens' crop, pooled to g x g for g in 2, 3, 4 and unpooled), each read
 by a softmax regression. Rows ``finetune``: a trainable copy of the tower (the model's own tower is
 left as it is) fine-tuned on the task itself, crop -> label, its patch grid pooled g x g (each
-``--pool``) and read by a linear head, for ``--steps`` of 64 crops (stopped after ``--seconds``). Every row learns on 3 of every 4
-episodes and is scored on the rest. Prints JSON and writes it to OUT.json.
+``--pool``) and read by a linear head, for ``--steps`` of 64 crops (stopped after ``--seconds``);
+rows ``finetune_other``: the same, trained on another dataset's episodes (``--train-data``, e.g. the
+training split: many more objects) instead of the probe's own training episodes. Every row is scored
+on every 4th episode of DATASET; the others learn on the rest (``finetune_other``: on OTHER_DATASET).
+Prints JSON and writes it to OUT.json.
 
-    python scripts/crop_reading_probe.py MODEL_DIR DATASET OUT.json [--episodes N] [--rows linear finetune]
-                                         [--pool 8 2] [--jitter 1] [--steps 300] [--seconds 400]
+    python scripts/crop_reading_probe.py MODEL_DIR DATASET OUT.json [--episodes N]
+        [--rows linear finetune finetune_other] [--pool 8 2] [--jitter 1] [--steps 300] [--seconds 400]
+        [--train-data OTHER_DATASET [--train-episodes N]]
 """
 import argparse
 import copy
@@ -160,14 +164,15 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("out")
     parser.add_argument("--episodes", type=int, default=None)
-    parser.add_argument("--rows", nargs="+", choices=("linear", "finetune"), default=["linear", "finetune"])
+    parser.add_argument("--rows", nargs="+", choices=("linear", "finetune", "finetune_other"),
+                        default=["linear", "finetune", "finetune_other"])
     parser.add_argument("--pool", type=int, nargs="+", default=[8, 2], help="finetune rows: box tokens per side")
     parser.add_argument("--jitter", type=int, nargs="+", choices=(0, 1), default=[1],
                         help="finetune rows: 1 = training crops around moved/scaled boxes, 0 = centred")
     parser.add_argument("--steps", type=int, default=300, help="finetune rows: steps of 64 crops each")
     parser.add_argument("--seconds", type=float, default=400.0, help="finetune rows: stop each after this long")
-    parser.add_argument("--train-data", default=None, help="finetune rows: also train on this dataset's episodes alone"
-                        " (e.g. `lionfs synth --split train`), scored on the same held-out episodes")
+    parser.add_argument("--train-data", default=None, help="finetune_other rows: the reader trained on this dataset's"
+                        " episodes alone (e.g. `lionfs synth --split train`), scored on the same held-out episodes")
     parser.add_argument("--train-episodes", type=int, default=None, help="the first episodes of --train-data")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -208,7 +213,7 @@ def main() -> None:
                 report[key] = finetune_reader(probe, frames, objects, y, train, test, len(labels), pool, args.steps,
                                               args.seconds, jitter)
                 print(key, report[key], flush=True)
-    if "finetune" in args.rows and args.train_data:  # the same reader trained on other episodes only
+    if "finetune_other" in args.rows and args.train_data:  # the same reader trained on other episodes only
         extra = json.load(open(f"{args.train_data}/manifest.json"))
         seen = [e["episode_id"] for e in extra["episodes"]][: args.train_episodes]
         first = len(objects)

@@ -235,7 +235,7 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             progress.update(1)
         else:
