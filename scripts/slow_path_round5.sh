@@ -14,9 +14,10 @@
 # tower's stage summary, run_on/crop_pretraining/summary.json), results.tar.gz (eval JSONs + eval/synth/cost
 # logs + cost JSON), model_on.tar.gz (the "on" model only, crop tower included).
 # Expected wall time on an H200 with 16 cores, from round 4's (289 s): wheels 1 s, data (1600 episodes) ~55 s,
-# training ~175 s (on: crop objects of 800 episodes ~25 s + crop pretraining <= 90 s by its guard
-# crop_pretraining.max_minutes, then ~95 s of stream training; off: ~85 s beside it), evaluation (4 at once)
-# ~80 s (timeout EVAL_TIMEOUT), the cost run ~45 s if started before COST_BEFORE s: ~360 s, under ~420 s.
+# training: off ~100 s (then evaluated at once, while "on" trains), on ~220 s (crop objects of 1600 episodes
+# ~30 s + crop pretraining <= 75 s by its guard crop_pretraining.max_minutes + ~115 s of stream training as
+# in round 4), the on model's evaluation ~80 s (timeout EVAL_TIMEOUT 120 s), the cost run (~45 s) only if
+# it can start before COST_BEFORE s: ~355 s, at most ~400 s by the guards (ask timeout_s=450).
 # Correctness first: `lionfs train` refuses a config it cannot run before any data is made (CHECK step).
 #
 # CPU smoke test (tiny counts, every command run once):
@@ -36,7 +37,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   EVAL_TIMEOUT=${EVAL_TIMEOUT:-900}; COST_BEFORE=${COST_BEFORE:-100000}
 fi
 SHARD_EPS=${SHARD_EPS:-100}; VAL_EPS=${VAL_EPS:-50}; HELD_EPS=${HELD_EPS:-8}; DEVICE=${DEVICE:-cuda}; EXTRA=${EXTRA:-}; ON_EXTRA=${ON_EXTRA:-}
-EVAL_TIMEOUT=${EVAL_TIMEOUT:-150}; WORKERS=${WORKERS:-6}; COST_BEFORE=${COST_BEFORE:-350}
+EVAL_TIMEOUT=${EVAL_TIMEOUT:-120}; WORKERS=${WORKERS:-6}; COST_BEFORE=${COST_BEFORE:-340}
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $OUT/timeline.txt; }
 
 if [ -n "$WHEELS" ]; then
@@ -71,15 +72,18 @@ for run in on off; do
   $L train --config $CONFIG --out $W/run_$run --set data.train=$TRAIN $set_off $EXTRA > $W/train_$run.log 2>&1 &
   eval "T_$run=\$!"
 done
-wait $T_on; stamp "on trained (rc $?)"; wait $T_off; stamp "off trained (rc $?)"
+evaluate() {  # $1 = on | off: both splits, at once
+  timeout $EVAL_TIMEOUT $L eval --model $W/run_$1/model --data $W/val900 --device $DEVICE --workers $WORKERS --json $W/val_$1.json > $W/eval_val_$1.log 2>&1 &
+  timeout $EVAL_TIMEOUT $L eval --model $W/run_$1/model --data $W/held --device $DEVICE --workers 1 --json $W/held_$1.json > $W/eval_held_$1.log 2>&1 &
+}
+# The control has no crop pretraining, so it ends first: it is evaluated while the "on" model still trains.
+wait $T_off; stamp "off trained (rc $?)"
+wait $VAL $HELD; stamp "eval data ready"; tail -n 2 $W/synth_val.log $W/synth_held.log
+evaluate off
+wait $T_on; stamp "on trained (rc $?)"
 tail -n 3 $W/train_on.log $W/train_off.log; grep "crop pretraining:" $W/train_on.log
 (cd $W && tar czf $OUT/train_logs.tar.gz train_*.log run_*/train_log.json run_*/train_summary.json run_*/train_config.yaml run_on/crop_pretraining/summary.json 2>/dev/null)
-
-wait $VAL $HELD; stamp "eval data ready"; tail -n 2 $W/synth_val.log $W/synth_held.log
-for run in on off; do
-  timeout $EVAL_TIMEOUT $L eval --model $W/run_$run/model --data $W/val900 --device $DEVICE --workers $WORKERS --json $W/val_$run.json > $W/eval_val_$run.log 2>&1 &
-  timeout $EVAL_TIMEOUT $L eval --model $W/run_$run/model --data $W/held --device $DEVICE --workers 1 --json $W/held_$run.json > $W/eval_held_$run.log 2>&1 &
-done
+evaluate on
 wait; stamp "evaluated"
 tail -n 4 $W/eval_*.log
 pack() { (cd $W && tar czf $OUT/results.tar.gz $(ls val_*.json held_*.json cost_on.json eval_*.log cost.log synth_val.log synth_held.log 2>/dev/null)); }
