@@ -8,13 +8,14 @@ the tower's input size, the box tokens' crop, pooled to g x g for g in 2, 3, 4 a
 by a softmax regression. Rows ``finetune``: a trainable copy of the tower (the model's own tower is
 left as it is) fine-tuned on the task itself, crop -> label, its patch grid pooled g x g (each
 ``--pool``) and read by a linear head, for ``--steps`` of 64 crops (stopped after ``--seconds``);
-rows ``finetune_other``: the same, trained on another dataset's episodes (``--train-data``, e.g. the
-training split: many more objects) instead of the probe's own training episodes. Every row is scored
+rows ``finetune_other`` / ``linear_other``: the fine-tuned / frozen-linear readers trained on another
+dataset's episodes (``--train-data``, e.g. the training split: many more objects) instead of the probe's
+own training episodes. Every row is scored
 on every 4th episode of DATASET; the others learn on the rest (``finetune_other``: on OTHER_DATASET).
 Prints JSON and writes it to OUT.json.
 
     python scripts/crop_reading_probe.py MODEL_DIR DATASET OUT.json [--episodes N]
-        [--rows linear finetune finetune_other] [--pool 8 2] [--jitter 1] [--steps 300] [--seconds 400]
+        [--rows linear finetune finetune_other linear_other] [--pool 8 2] [--jitter 1] [--steps 300] [--seconds 400]
         [--train-data OTHER_DATASET [--train-episodes N]]
 """
 import argparse
@@ -77,8 +78,11 @@ class Probe:
         return {k: v.flatten() for k, v in feats.items()}
 
 
-def linear_reader(X: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int) -> dict:
-    """Softmax regression on standardized features; the best weight decay on the test episodes (an upper bound)."""
+def linear_reader(X: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int,
+                  test: torch.Tensor | None = None) -> dict:
+    """Softmax regression on standardized features; the best weight decay on the test episodes (an upper bound;
+    ``test``: default the rows not in ``train``)."""
+    test = ~train if test is None else test
     mean, std = X[train].mean(0), X[train].std(0)
     keep = std > 1e-4
     X = (X[:, keep] - mean[keep]) / std[keep]
@@ -95,7 +99,7 @@ def linear_reader(X: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes
         with torch.no_grad():
             scores = {"dim": int(X.shape[1]), "weight_decay": decay,
                       "train_accuracy": round(float(((X[train] @ W + b).argmax(1) == y[train]).float().mean()), 3),
-                      "test_accuracy": round(float(((X[~train] @ W + b).argmax(1) == y[~train]).float().mean()), 3)}
+                      "test_accuracy": round(float(((X[test] @ W + b).argmax(1) == y[test]).float().mean()), 3)}
         if best is None or scores["test_accuracy"] > best["test_accuracy"]:
             best = scores
     return best
@@ -164,7 +168,7 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("out")
     parser.add_argument("--episodes", type=int, default=None)
-    parser.add_argument("--rows", nargs="+", choices=("linear", "finetune", "finetune_other"),
+    parser.add_argument("--rows", nargs="+", choices=("linear", "finetune", "finetune_other", "linear_other"),
                         default=["linear", "finetune", "finetune_other"])
     parser.add_argument("--pool", type=int, nargs="+", default=[8, 2], help="finetune rows: box tokens per side")
     parser.add_argument("--jitter", type=int, nargs="+", choices=(0, 1), default=[1],
@@ -213,7 +217,7 @@ def main() -> None:
                 report[key] = finetune_reader(probe, frames, objects, y, train, test, len(labels), pool, args.steps,
                                               args.seconds, jitter)
                 print(key, report[key], flush=True)
-    if "finetune_other" in args.rows and args.train_data:  # the same reader trained on other episodes only
+    if {"finetune_other", "linear_other"} & set(args.rows) and args.train_data:  # readers trained on other episodes
         extra = json.load(open(f"{args.train_data}/manifest.json"))
         seen = [e["episode_id"] for e in extra["episodes"]][: args.train_episodes]
         first = len(objects)
@@ -227,7 +231,16 @@ def main() -> None:
         outside = torch.zeros(len(objects), dtype=torch.bool)
         outside[first:] = True
         test = torch.cat([~train, torch.zeros(len(objects) - first, dtype=torch.bool)])
-        for pool in args.pool:
+        if "linear_other" in args.rows:  # the frozen tower's crop, read linearly, with the other episodes' many objects
+            with torch.no_grad():
+                grids = torch.stack([probe.grid_of(crop_box(frames[f], box, MARGIN, MINIMUM)) for f, box in objects])
+            for pool in args.pool:
+                X = grids.flatten(1) if pool == probe.model.vision.grid_side else torch.stack(
+                    [pool_cells(g, WHOLE_FRAME, pool).flatten() for g in grids])
+                key = f"linear_frozen_crop_{pool}x{pool}_on_{len(seen)}_other_episodes"
+                report[key] = linear_reader(X, y, outside, len(labels), test)
+                print(key, report[key], flush=True)
+        for pool in args.pool if "finetune_other" in args.rows else ():
             key = f"finetuned_tower_crop_{pool}x{pool}_jitter_on_{len(seen)}_other_episodes"
             report[key] = finetune_reader(probe, frames, objects, y, outside, test, len(labels), pool, args.steps,
                                           args.seconds, True)
