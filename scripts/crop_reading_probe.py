@@ -119,15 +119,17 @@ class CropReader(nn.Module):
 
 def finetune_reader(probe: Probe, frames: list[np.ndarray], objects: list[tuple[int, tuple]], y: torch.Tensor,
                     train: torch.Tensor, test: torch.Tensor, classes: int, pool: int, steps: int, seconds: float,
-                    jitter: bool) -> dict:
+                    jitter: bool, tower_lr: float = TUNE_LR) -> dict:
     """Fine-tune a ``CropReader`` on the train objects' crops for ``steps`` (warm-up, cosine; stopped after
-    ``seconds``); ``jitter``: training crops around moved/scaled boxes. Scored on centred crops."""
+    ``seconds``); ``jitter``: training crops around moved/scaled boxes; ``tower_lr`` 0: the head alone (the tower
+    frozen). Scored on centred crops."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     reader = CropReader(probe.model, pool, classes).train()
-    opt = torch.optim.AdamW([{"params": reader.encoder.parameters(), "lr": TUNE_LR},
-                             {"params": reader.heads.parameters(), "lr": HEAD_LR}],
-                            weight_decay=TUNE_DECAY)
+    reader.encoder.requires_grad_(tower_lr > 0)
+    groups = [{"params": reader.heads.parameters(), "lr": HEAD_LR}]
+    groups += [{"params": reader.encoder.parameters(), "lr": tower_lr}] if tower_lr > 0 else []
+    opt = torch.optim.AdamW(groups, weight_decay=TUNE_DECAY)
     base = [group["lr"] for group in opt.param_groups]
     train_index = train.nonzero().flatten()
 
@@ -155,7 +157,7 @@ def finetune_reader(probe: Probe, frames: list[np.ndarray], objects: list[tuple[
         everything = torch.arange(len(objects))
         predicted = torch.cat([reader(pixels(everything[i:i + 256], False)).argmax(1) for i in range(0, len(objects), 256)])
     right = predicted == y
-    return {"pool": pool, "dim": pool * pool * probe.model.vision.hidden_size, "jitter": jitter, "steps": step, "planned_steps": steps,
+    return {"pool": pool, "dim": pool * pool * probe.model.vision.hidden_size, "jitter": jitter, "tower_lr": tower_lr, "steps": step, "planned_steps": steps,
             "epochs": round(step * TUNE_BATCH / int(train.sum()), 1), "seconds": round(time.monotonic() - started, 1),
             "final_batch_loss": round(float(loss), 4), "train_objects": int(train.sum()),
             "train_accuracy": round(float(right[train].float().mean()), 3),
@@ -178,6 +180,8 @@ def main() -> None:
     parser.add_argument("--train-data", default=None, help="finetune_other rows: the reader trained on this dataset's"
                         " episodes alone (e.g. `lionfs synth --split train`), scored on the same held-out episodes")
     parser.add_argument("--train-episodes", type=int, default=None, help="the first episodes of --train-data")
+    parser.add_argument("--tower-lr", type=float, default=TUNE_LR, help="finetune rows: the tower's learning rate"
+                        " (0: the tower frozen, the head alone)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = LionFSModel.from_pretrained(args.model, device="cpu", dtype=torch.float32).eval()
@@ -215,7 +219,7 @@ def main() -> None:
             for jitter in args.jitter:
                 key = f"finetuned_tower_crop_{pool}x{pool}" + ("_jitter" if jitter else "")
                 report[key] = finetune_reader(probe, frames, objects, y, train, test, len(labels), pool, args.steps,
-                                              args.seconds, jitter)
+                                              args.seconds, jitter, args.tower_lr)
                 print(key, report[key], flush=True)
     if {"finetune_other", "linear_other"} & set(args.rows) and args.train_data:  # readers trained on other episodes
         extra = json.load(open(f"{args.train_data}/manifest.json"))
@@ -241,9 +245,9 @@ def main() -> None:
                 report[key] = linear_reader(X, y, outside, len(labels), test)
                 print(key, report[key], flush=True)
         for pool in args.pool if "finetune_other" in args.rows else ():
-            key = f"finetuned_tower_crop_{pool}x{pool}_jitter_on_{len(seen)}_other_episodes"
+            key = f"finetuned_tower_crop_{pool}x{pool}_jitter_on_{len(seen)}_other_episodes_tower_lr_{args.tower_lr:g}"
             report[key] = finetune_reader(probe, frames, objects, y, outside, test, len(labels), pool, args.steps,
-                                          args.seconds, True)
+                                          args.seconds, True, args.tower_lr)
             print(key, report[key], flush=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
