@@ -21,6 +21,7 @@ from .configuration_sections import (  # noqa: F401  (every name stays importabl
     ATTENTION_IMPLEMENTATIONS,
     BOX_SOURCES,
     COMMIT_MODES,
+    CROP_SOURCES,
     DROPPING_LAYER_PRESETS,
     DROPPING_MODES,
     EGO_SOURCES,
@@ -35,6 +36,7 @@ from .configuration_sections import (  # noqa: F401  (every name stays importabl
     VIDEOLLM_ONLINE_SYSTEM_PROMPT,
     AggregationConfig,
     ConfigError,
+    CropConfig,
     DroppingConfig,
     EgoConfig,
     KeyframeConfig,
@@ -55,6 +57,7 @@ _NESTED = {
     "llm": LLMConfig,
     "stream": StreamConfig,
     "thinking": ThinkingConfig,
+    "crop": CropConfig,
 }
 
 
@@ -67,6 +70,7 @@ class LionFSConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     thinking: ThinkingConfig = field(default_factory=ThinkingConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -85,6 +89,7 @@ class LionFSConfig:
         self.llm.validate()
         self.stream.validate()
         self.thinking.validate()
+        self.crop.validate()
         return self
 
     def to_dict(self) -> dict:

@@ -2,7 +2,8 @@
 
 Encoders (``VisionConfig``, ``EgoConfig``), fusion (``AggregationConfig``), the backbone
 (``DroppingConfig``, ``LoraSettings``, ``LLMConfig``), the stream format (``StreamConfig``) and the
-slow thinker's template as trained (``KeyframeConfig``, ``RegionConfig``, ``ThinkingConfig``); each
+slow thinker's template as trained (``KeyframeConfig``, ``RegionConfig``, ``ThinkingConfig``) and what
+reads its crops (``CropConfig``); each
 checks itself in ``validate`` and raises ``ConfigError`` with the key's dotted name.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ BOX_SOURCES = ("grid", "crop")
 REGION_FEATURES = ("tower", "pixels")
 THINKING_MODES = ("none", "answers", "all")
 THINKING_QUESTIONS = ("before", "after")
+CROP_SOURCES = ("general", "tower")
 TOKENIZE_MODES = ("pieces", "rendered")
 COMMIT_MODES = ("text", "generated")
 QUESTION_TIMINGS = ("next_frame", "before_next_frame")
@@ -360,3 +362,26 @@ class ThinkingConfig:
     def restates_question(self) -> bool:
         """Whether an answer's question is restated after the template (``question: after``)."""
         return self.question == "after"
+
+
+@dataclass
+class CropConfig:
+    """What re-encodes the slow path's crops (``keyframes.box_source: crop`` boxes, and tiles).
+
+    ``general``: the general tower, the fast path's own. ``tower``: a crop tower of their own, the general
+    tower's architecture (``config``: its HF config, inline) with weights of its own, started as a copy of
+    the general tower's and trained on crops (``train.crop_pretraining``), so the fast path's tower stays as
+    it is. Crops are cut and resized by the general tower's image processor either way.
+    """
+
+    source: str = "general"
+    config: dict | None = None
+    trainable: bool = False
+
+    def validate(self) -> None:
+        if self.source not in CROP_SOURCES:
+            raise ConfigError(f"crop.source: {self.source!r} is not one of {CROP_SOURCES}")
+        if self.source == "tower" and (self.config is None or "model_type" not in self.config):
+            raise ConfigError("crop.source='tower' needs crop.config: the crop tower's HF config (with a 'model_type')")
+        if self.source == "general" and self.config is not None:
+            raise ConfigError("crop.config is only for crop.source='tower' (the general tower reads crops otherwise)")

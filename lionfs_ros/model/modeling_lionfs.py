@@ -8,7 +8,8 @@ has no generation loop of its own.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .aggregation import Connector, TokenAggregationRouter
 from .backbone import apply_lora, load_llm, merge_lora
-from .configuration_lionfs import LionFSConfig
+from .configuration_lionfs import CropConfig, LionFSConfig, VisionConfig
 from .decoder import DecoderOutput, run_decoder
 from .hub import resolve
 from .keyframe_tokens import PoolRun, pool_runs
@@ -27,7 +28,7 @@ from .kv_cache import StreamKVCache
 from .stream_format import StreamFormatter
 from .token_dropping import TokenDropping
 from .tokenization import load_tokenizer
-from .vision import VisionEncoder, load_vision_tower, pool_ego_tokens
+from .vision import VisionEncoder, load_vision_tower, pool_ego_tokens, vision_config_to_inline
 
 NUM_SOURCES_FUSED = 2  # general + egocentric
 
@@ -56,6 +57,7 @@ class LionFSModel(nn.Module):
         llm: PreTrainedModel,
         vision_tower: PreTrainedModel,
         ego_tower: PreTrainedModel | None = None,
+        crop_tower: PreTrainedModel | None = None,
     ):
         super().__init__()
         self.config = config.validate()
@@ -66,6 +68,7 @@ class LionFSModel(nn.Module):
         width = llm.config.hidden_size
         self.connector = Connector(self.vision.hidden_size, width)
         self.ego = VisionEncoder(config.ego.tower, ego_tower) if config.ego.source == "tower" else None
+        self.crop_vision = VisionEncoder(crop_vision_config(config), crop_tower) if config.crop.source == "tower" else None
         self.ego_connector = self.aggregation_router = None
         if config.ego.source != "none":
             ego_width = self.ego.hidden_size if self.ego is not None else config.ego.feature_dim
@@ -104,7 +107,8 @@ class LionFSModel(nn.Module):
             llm = apply_lora(llm, config.llm.lora)
         vision = load_vision_tower(local.vision, dtype)
         ego = load_vision_tower(local.ego.tower, dtype) if config.ego.source == "tower" else None
-        model = cls(config, tokenizer, llm, vision, ego)
+        crop = load_vision_tower(crop_vision_config(config), dtype) if config.crop.source == "tower" else None
+        model = cls(config, tokenizer, llm, vision, ego, crop)
         return model.to(device=device or "cpu", dtype=dtype)
 
     @classmethod
@@ -154,6 +158,21 @@ class LionFSModel(nn.Module):
     def patch_grid(self, general_pixels: torch.Tensor) -> torch.Tensor:
         """General encoder patch features ``[T, h, w, C]`` (for finer keyframe tokens)."""
         return self.vision.patch_grid(general_pixels)
+
+    def crop_grid(self, crop_pixels: torch.Tensor) -> torch.Tensor:
+        """Crop pixels ``[N, 3, S, S]`` (general-encoder preprocessing) -> patch features ``[N, h, w, C]``
+        from the crop tower (``crop.source: tower``), else from the general tower."""
+        return (self.crop_vision or self.vision).patch_grid(crop_pixels)
+
+    def add_crop_tower(self, trainable: bool = True) -> VisionEncoder:
+        """Give the slow path's crops a tower of their own: a copy of the general tower, weights included
+        (the general tower is left as it is); a model that has one keeps it. Returns the crop encoder."""
+        if self.crop_vision is None:
+            self.config.crop = CropConfig("tower", vision_config_to_inline(self.vision.tower), trainable)
+            self.crop_vision = VisionEncoder(crop_vision_config(self.config), copy.deepcopy(self.vision.tower))
+        self.config.crop.trainable = trainable
+        self.crop_vision.tower.requires_grad_(trainable)
+        return self.crop_vision
 
     def project_general(self, features: torch.Tensor) -> torch.Tensor:
         """General-encoder features ``[..., C]`` -> LLM width ``[..., d]`` through its connector."""
@@ -265,7 +284,7 @@ class LionFSModel(nn.Module):
         Thinking templates in the sequence (training with ``data.thinking``): ``keyframe_general``
         ``[K, 3, S, S]`` are the general-encoder pixels of every template's keyframes, ``keyframe_runs``
         the pooled runs of all templates in reading order (``keyframe`` indexes ``keyframe_general``),
-        ``keyframe_crops [N, 3, S, S]`` the pixels of their ``crop`` runs (reading order),
+        ``keyframe_crops [N, 3, S, S]`` the pixels of their ``crop`` runs (reading order; read by ``crop_grid``),
         ``template_mask [B, L]`` their placeholders; the runs are pooled from the tower's patch grid
         (gradients reach the tower and the connector through them). ``position_ids``/``branch_ids``
         put each template and its answer on a fork of the context (``decoder.run_decoder``).
@@ -279,7 +298,7 @@ class LionFSModel(nn.Module):
         template_embeds = None
         if keyframe_general is not None:
             grids = self.patch_grid(keyframe_general)  # [K, h, w, C]
-            crop_grids = self.patch_grid(keyframe_crops) if keyframe_crops is not None else None  # [N, h, w, C]
+            crop_grids = self.crop_grid(keyframe_crops) if keyframe_crops is not None else None  # [N, h, w, C]
             template_embeds = self.project_general(pool_runs(grids, keyframe_runs or [], crop_grids))  # [P, d]
         embeds, visual = self.joint_embed(input_ids, frame_embeds, template_mask, template_embeds)
         out = self.step(embeds, visual, past_key_values, attention_mask, position_ids, branch_ids)
@@ -300,6 +319,11 @@ class LionFSModel(nn.Module):
             + self.config.dropping.aux_loss_coef * out.router_aux_loss
         )
         return result
+
+
+def crop_vision_config(config: LionFSConfig) -> VisionConfig:
+    """The crop tower's ``VisionConfig``: its own HF config and trainability, the general tower's preprocessing."""
+    return replace(config.vision, path=None, config=config.crop.config, trainable=config.crop.trainable)
 
 
 def resolve_paths(config: LionFSConfig) -> LionFSConfig:

@@ -224,9 +224,9 @@ def tile_boxes(tiles: int) -> list[tuple[float, float, float, float]]:
 
 
 def fill_template(model, grids: torch.Tensor, runs: Sequence[PoolRun], crops: torch.Tensor | None = None) -> torch.Tensor:
-    """Keyframe patch grids ``[K, h, w, C]`` (+ the ``crop`` runs' pixels ``[N, 3, S, S]``) -> the
-    template's placeholder embeddings ``[P, d]``."""
-    crop_grids = model.patch_grid(crops) if crops is not None and len(crops) else None  # [N, h, w, C]
+    """Keyframe patch grids ``[K, h, w, C]`` (+ the ``crop`` runs' pixels ``[N, 3, S, S]``, read by the
+    model's crop tower if it has one, ``LionFSModel.crop_grid``) -> the template's placeholder embeddings ``[P, d]``."""
+    crop_grids = model.crop_grid(crops) if crops is not None and len(crops) else None  # [N, h, w, C]
     return model.project_general(pool_runs(grids, runs, crop_grids))
 
 

@@ -136,6 +136,8 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     parts = {"total": model, "llm": model.llm, "vision": model.vision}
     if model.ego is not None:
         parts["ego"] = model.ego
+    if model.crop_vision is not None:
+        parts["crop"] = model.crop_vision
     counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
     counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return counts

@@ -187,6 +187,39 @@ class FramePretrainingSection:
             raise TrainConfigError("frame_pretraining: warmup_steps, holdout_clips and num_workers must be >= 0")
 
 
+@dataclass
+class CropPretrainingSection:
+    """Stage 1b (``train.crop_pretraining``): the model gets a crop tower of its own (a copy of the general
+    tower) that learns crop -> printed label, shape, colour on the training episodes before the stream
+    training; the slow path's ``crop`` runs are then read by it (the fast path keeps the general tower)."""
+
+    steps: int = 600  # optimizer steps, each over batch_size crops
+    batch_size: int = 256
+    learning_rate: float = 3e-4  # the crop tower's
+    head_learning_rate: float = 1e-3  # the attribute heads' (thrown away after the stage)
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    episodes: int = 400  # the first training episodes whose objects are cropped (the last holdout_episodes measure it)
+    holdout_episodes: int = 16
+    frame_step: int = 12  # native frames between frames whose objects are cropped
+    jitter: float = 0.25  # a training crop's box is moved by up to this fraction of its size ...
+    scale: float = 1.25  # ... and scaled by up to this factor (a proposer's region is not centred on the object)
+    workers: int = 0  # processes that collect the objects and cut the crops
+    max_minutes: float | None = None  # stop this stage early (the summary says after how many steps)
+    train_in_stream: bool = False  # keep training the crop tower in stage 2 (default: frozen as this stage leaves it)
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "episodes", "frame_step"):
+            if getattr(self, name) < 1:
+                raise TrainConfigError(f"crop_pretraining.{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.head_learning_rate <= 0:
+            raise TrainConfigError("crop_pretraining: learning_rate and head_learning_rate must be > 0")
+        if self.warmup_steps < 0 or self.holdout_episodes < 1 or self.workers < 0:
+            raise TrainConfigError("crop_pretraining: warmup_steps and workers must be >= 0, holdout_episodes >= 1")
+        if not 0.0 <= self.jitter < 1.0 or self.scale < 1.0:
+            raise TrainConfigError("crop_pretraining: jitter must be in [0, 1) and scale >= 1")
+
+
 # Validation metrics (names as in ``lionfs eval``'s report) and whether a lower value is better.
 VALIDATION_METRICS = {"lm_ppl": True, "time_diff": True, "trigger_f1": False, "lm_correctness": False,
                       "fluency": False}
@@ -230,6 +263,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     frame_pretraining: FramePretrainingSection | None = None  # None: the stream training starts from the towers as built
+    crop_pretraining: CropPretrainingSection | None = None  # None: crops are read by the model's crop tower if any, else the general
     validation: ValidationSection | None = None  # None: no held-out metrics during training
 
     def validate(self) -> "TrainConfig":
@@ -242,6 +276,13 @@ class TrainConfig:
             if self.data.format != "synth" or self.data.frame_cache == "features":
                 raise TrainConfigError("frame_pretraining learns the synthetic world's frame labels from pixels: it needs"
                                        " data.format 'synth' and data.frame_cache 'none' or 'pixels'")
+        if self.crop_pretraining is not None:
+            self.crop_pretraining.validate()
+            crops = self.data.keyframes.box_source == "crop" or self.data.keyframes.tiles > 0
+            if self.data.format != "synth" or self.data.thinking == "none" or not crops:
+                raise TrainConfigError("crop_pretraining trains the tower that reads the slow path's crops: it needs"
+                                       " data.format 'synth', data.thinking 'answers' or 'all' and data.keyframes"
+                                       " box_source 'crop' (or tiles)")
         regions = self.data.keyframes.regions_on != "none" and self.data.keyframes.max_regions > 0
         on_tower = self.data.regions is None or self.data.regions.features == "tower"
         if self.data.thinking != "none" and regions and on_tower and self.training.dataloader_num_workers > 0:

@@ -9,6 +9,8 @@ Output directory layout::
     OUT/frame_cache/             pre-extracted frames or features (when data.frame_cache is set)
     OUT/frame_pretraining/       stage 1, when the config has ``frame_pretraining``: the frame
                                  encoder's weights and summary.json (see ``train.frame_pretraining``)
+    OUT/crop_pretraining/        stage 1b, when the config has ``crop_pretraining``: summary.json of
+                                 the crop tower's training (see ``train.crop_pretraining``)
     OUT/model/                   the final LionFS model directory (what ``lionfs eval`` loads)
     OUT/train_summary.json       steps, losses, runtime, parameter counts, the command
     OUT/train_log.json           the Trainer's log history (loss per logging step, validation metrics)
@@ -40,6 +42,7 @@ from .build import build_model, count_parameters, load_examples, model_config_of
 from .config import TrainConfig
 from .dataset import StreamCollator, StreamDataset
 from .distributed import check_launch
+from .crop_pretraining import CROP_DIR, pretrain_crop_tower
 from .frame_pretraining import PRETRAIN_DIR, freeze_towers, pretrain_frame_encoder
 from .thinking import ThinkingSampler
 from .trainer import MODEL_SUBDIR, LionFSTensorBoardCallback, LionFSTrainer, StopAfterMinutes
@@ -173,6 +176,14 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
                                         args.device, args.bf16, cache, config.seed, log_dir=logs)
     if config.frame_pretraining is not None and config.frame_pretraining.freeze_towers:
         freeze_towers(model)
+    crop_stage = None
+    if config.crop_pretraining is not None:  # a resumed run gets the tower here, its weights from the checkpoint
+        keyframes = config.data.keyframes
+        if not resume:
+            crop_stage = pretrain_crop_tower(model, examples, recipe.general, config.crop_pretraining, keyframes.box_grid,
+                                             keyframes.crop_margin, keyframes.crop_min, out / CROP_DIR, args.device,
+                                             args.bf16, config.seed)
+        model.add_crop_tower(trainable=config.crop_pretraining.train_in_stream)
     thinking = thinking_sampler(config, model, recipe)
     dataset = StreamDataset(examples, model.formatter, recipe, config.data.max_frames, cache, thinking)
     collator = StreamCollator(pad_id=tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
@@ -189,7 +200,7 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
     result = trainer.train(resume_from_checkpoint=last if resume else None)
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
-        write_summary(out / SUMMARY_NAME, trainer, result, model, len(examples), stage1)
+        write_summary(out / SUMMARY_NAME, trainer, result, model, len(examples), stage1, crop_stage)
         (out / LOG_NAME).write_text(json.dumps(trainer.state.log_history) + "\n")
     return out / MODEL_SUBDIR
 
@@ -212,7 +223,8 @@ def _program_name() -> str:
     return "lionfs" if name in ("lionfs", "cli.py") else name
 
 
-def write_summary(path: Path, trainer, result, model, num_examples: int, frame_pretraining: dict | None = None) -> None:
+def write_summary(path: Path, trainer, result, model, num_examples: int, frame_pretraining: dict | None = None,
+                  crop_pretraining: dict | None = None) -> None:
     losses = [entry for entry in trainer.state.log_history if "loss" in entry]
     summary = {
         "command": " ".join([_program_name()] + sys.argv[1:]),
@@ -233,4 +245,7 @@ def write_summary(path: Path, trainer, result, model, num_examples: int, frame_p
         summary["frame_pretraining"] = {key: frame_pretraining[key] for key in
                                         ("steps", "runtime_s", "first_loss", "last_loss", "held_out_after")
                                         if key in frame_pretraining}
+    if crop_pretraining is not None:
+        summary["crop_pretraining"] = {key: crop_pretraining[key] for key in
+                                       ("steps", "runtime_s", "first_loss", "last_loss", "held_out_before", "held_out_after")}
     path.write_text(json.dumps(summary, indent=2) + "\n")

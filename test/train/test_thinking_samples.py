@@ -1,4 +1,6 @@
 """Training samples with the thinking template (data.thinking): layout, labels, forks, and 'none' unchanged."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -31,6 +33,17 @@ NOVELTY_CELLS = 4
 def model():
     tokenizer = train_byte_bpe_tokenizer(["You pick up the red cup.", "Assistant: User: [ ] , What colour? Keyframes:"], 280)
     return LionFSModel.from_config(LionFSConfig.from_dict(TINY_MODEL), tokenizer=tokenizer).eval()
+
+
+@pytest.fixture(scope="module")
+def crop_tower_model(model):
+    """The tiny model with a crop tower of its own (``crop.source: tower``), its weights moved off the general tower's."""
+    other = copy.deepcopy(model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in other.add_crop_tower(trainable=False).parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return other
 
 
 def _dataset(model, train_dir, mode, config=KF, regions=None, question="before"):
@@ -143,14 +156,16 @@ KF_CROP = KeyframeConfig(num_keyframes=2, history_frames=4, grid_sizes=(2,), reg
 PIXEL_REGIONS = RegionConfig(features="pixels", min_score=0.0)
 
 
-@pytest.mark.parametrize("config, regions, question", [(KF, None, "before"), (KF_CROP, PIXEL_REGIONS, "before"),
-                                                       (KF_CROP, PIXEL_REGIONS, "after")],
-                         ids=["grid", "crop", "crop-question-after"])
-def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train_dir, monkeypatch, config, regions,
-                                                                     question):
+@pytest.mark.parametrize("config, regions, question, tower", [
+    (KF, None, "before", False), (KF_CROP, PIXEL_REGIONS, "before", False), (KF_CROP, PIXEL_REGIONS, "after", False),
+    (KF_CROP, PIXEL_REGIONS, "after", True)], ids=["grid", "crop", "crop-question-after", "crop-tower"])
+def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train_dir, monkeypatch, request, config,
+                                                                     regions, question, tower):
     """Each fork of a training sample (a batch of two, token dropping on) gives the logits the engine gets:
     the context up to the turn in a KV cache, then the engine's slow thinker's prompt (the template, and with
-    ``question: after`` the question restated) and the answer fed on a fork of it, token by token."""
+    ``question: after`` the question restated) and the answer fed on a fork of it, token by token. ``tower``:
+    the model's crops are read by a crop tower of its own (the box tokens differ from the general tower's)."""
+    model = request.getfixturevalue("crop_tower_model") if tower else model
     dataset, recipe = _dataset(model, train_dir, "all", config, regions, question)
     # The model as training leaves it: it records the template (the engine reads it from there).
     monkeypatch.setattr(model.config, "thinking", ThinkingConfig("all", config, regions or RegionConfig(), question))
@@ -197,6 +212,9 @@ def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train
     assert (restated > 0) == (question == "after")  # some fork answers a question, so the layouts differ
     if regions:
         assert inputs["keyframe_crops"].shape[0] == 2 * (2 + 2 * 4) * forks  # two items; a fork: 2 regions + 2 x 4 tiles
+    if tower:  # so the equality above fails if training or the engine read crops with the general tower
+        with torch.no_grad():
+            assert not torch.allclose(model.crop_grid(inputs["keyframe_crops"]), model.patch_grid(inputs["keyframe_crops"]))
 
 
 def test_thinking_none_leaves_samples_byte_identical(model, train_dir):

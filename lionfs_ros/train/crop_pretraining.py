@@ -1,0 +1,257 @@
+"""Crop-tower pretraining: the slow path's crop tower learns to read objects before the stream is trained.
+
+The slow path re-encodes a crop around each proposed region (``keyframes.box_source: crop``) and hands
+the LLM its patch grid pooled to ``box_grid x box_grid`` box tokens. Read by the frozen general tower,
+those tokens hold an object's printed label for a linear reader 0.58 of the time at best
+(``scripts/crop_reading_probe.py``, docs/RESULTS.md), under what detail questions need. This stage gives
+the model a crop tower of its own (``LionFSModel.add_crop_tower``: a copy of the general tower, which the
+fast path keeps as it is) and trains it on the task itself: for every object standing on the table in
+every ``frame_step``-th native frame of the training episodes, the crop the slow path would cut around it
+(its box moved by up to ``jitter`` of its size and scaled by up to ``scale``, as a proposer's region is not
+centred on it) -> its printed label (``none`` if it has none), shape and colour, each named by a linear
+head on the crop tower's patch grid pooled to ``box_grid x box_grid`` (the tokens the LLM will read). The
+heads are thrown away; the stream training (stage 2) reads crops with the tower this stage leaves
+(frozen unless ``train_in_stream``).
+
+One process: under ``torchrun`` this stage is refused (train it in a single-process run and fine-tune
+from its model with ``model.init_from``). Output (``OUT/crop_pretraining``): ``summary.json`` (steps,
+losses, held-out accuracies per attribute before and after, on crops centred on their objects, from the
+last ``holdout_episodes`` episodes, kept out of training).
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from lionfs_ros.data.stream_examples import StreamExample
+from lionfs_ros.data.synth import load_episode, read_manifest
+from lionfs_ros.data.synth.frame_labels import NONE, replay_plan, replay_settings
+from lionfs_ros.data.synth.motion import frame_pose
+from lionfs_ros.model.image_processing import ImageProcessor
+from lionfs_ros.model.keyframe_tokens import crop_box
+
+from .config import CropPretrainingSection, TrainConfigError
+from .distributed import rank_and_world
+
+CROP_DIR = "crop_pretraining"
+SUMMARY_NAME = "summary.json"
+ATTRIBUTES = ("label", "shape", "colour")
+EDGE = 0.05  # objects whose centre is this close to the frame's edge are left out
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class CropObject:
+    """One object on one frame: the frame (index into the frames it was found with), its normalized box
+    (x0, y0, x1, y1: the shape drawn above its base) and its attribute values."""
+
+    frame: int
+    box: tuple[float, float, float, float]
+    label: str
+    shape: str
+    colour: str
+
+
+def episode_objects(root: str, episode_id: str, frame_step: int, labelled_only: bool = False):
+    """Per ``frame_step``-th native frame of an episode: ``(native frame index, rgb [H, W, 3] uint8,
+    [CropObject with frame=0])``: every object standing on the table away from the frame's edge
+    (``labelled_only``: only those with a printed label)."""
+    episode = load_episode(root, episode_id)
+    catalogue, plan = replay_plan(episode, replay_settings(read_manifest(root)))
+    records = {r.object_id: r for r in episode.objects}
+    for frame in range(0, len(episode.frames), frame_step):
+        pose = frame_pose(catalogue, plan.scene, plan.timeline, frame)
+        dx, dy = plan.camera[frame]
+        found = []
+        for obj in pose.objects:
+            record = records[obj.object_id]
+            x, y = obj.x - dx / episode.width, obj.y - dy / episode.height
+            if (labelled_only and not record.label) or obj.held or obj.level or not (EDGE < x < 1 - EDGE and EDGE < y < 1 - EDGE):
+                continue
+            size = catalogue.shapes[record.shape].size
+            found.append(CropObject(0, (x - size / 2, y - size, x + size / 2, y), record.label or NONE, record.shape,
+                                    record.colour))
+        yield frame, episode.frames[frame], found
+
+
+def _collect(job: tuple) -> tuple[np.ndarray, list[CropObject]]:
+    root, episode_id, frame_step = job
+    frames, objects = [], []
+    for _, rgb, found in episode_objects(root, episode_id, frame_step):
+        if found:
+            objects += [CropObject(len(frames), o.box, o.label, o.shape, o.colour) for o in found]
+            frames.append(rgb)
+    return (np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)), objects
+
+
+def collect_objects(episodes: list[tuple[str, str]], frame_step: int, workers: int) -> tuple[np.ndarray, list[CropObject]]:
+    """The frames (uint8 ``[F, H, W, 3]``) and objects of ``(root, episode_id)`` episodes, in order."""
+    jobs = [(root, episode_id, frame_step) for root, episode_id in episodes]
+    progress = dict(total=len(jobs), desc="crop objects", unit="episode")
+    if workers <= 1:
+        parts = [_collect(job) for job in tqdm(jobs, **progress)]
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            parts = list(tqdm(pool.imap(_collect, jobs, chunksize=4), **progress))
+    frames, objects = [], []
+    for part_frames, part_objects in parts:
+        offset = sum(len(f) for f in frames)
+        objects += [CropObject(o.frame + offset, o.box, o.label, o.shape, o.colour) for o in part_objects]
+        frames.append(part_frames)
+    kept = [f for f in frames if len(f)]
+    return (np.concatenate(kept) if kept else np.zeros((0, 1, 1, 3), np.uint8)), objects
+
+
+def jittered(box: tuple[float, float, float, float], draw: np.ndarray, jitter: float, scale: float):
+    """``box`` moved by ``(2 * draw[:2] - 1) * jitter`` of its size and scaled by ``scale ** (2 * draw[2] - 1)``."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2 + (2 * draw[0] - 1) * jitter * w, (y0 + y1) / 2 + (2 * draw[1] - 1) * jitter * h
+    s = scale ** (2 * draw[2] - 1)
+    return (cx - s * w / 2, cy - s * h / 2, cx + s * w / 2, cy + s * h / 2)
+
+
+class CropDataset(Dataset):
+    """Crops (uint8 ``[S, S, 3]``, cut as the slow path cuts them) and their class indices; ``jitter``/``scale``
+    move and scale each draw's box (torch's RNG: the DataLoader seeds each worker)."""
+
+    def __init__(self, frames: np.ndarray, objects: list[CropObject], classes: dict[str, tuple[str, ...]],
+                 processor: ImageProcessor, margin: float, minimum: float, jitter: float = 0.0, scale: float = 1.0):
+        self.frames, self.objects, self.processor = frames, objects, processor
+        self.margin, self.minimum, self.jitter, self.scale = margin, minimum, jitter, scale
+        index = {name: {value: i for i, value in enumerate(values)} for name, values in classes.items()}
+        self.targets = {name: torch.tensor([index[name][getattr(o, name)] for o in objects]) for name in classes}
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def __getitem__(self, i: int) -> dict:
+        obj = self.objects[i]
+        box = jittered(obj.box, torch.rand(3).numpy(), self.jitter, self.scale) if self.jitter or self.scale != 1.0 else obj.box
+        crop = crop_box(self.frames[obj.frame], box, self.margin, self.minimum)
+        pixels = torch.from_numpy(np.array(self.processor.resize_one(np.ascontiguousarray(crop))))
+        return {"pixels": pixels, **{name: self.targets[name][i] for name in self.targets}}
+
+
+class CropHeads(nn.Module):
+    """Per attribute, a linear layer on the crop's patch grid pooled to ``pool x pool`` (layer-normed tokens)."""
+
+    def __init__(self, width: int, pool: int, classes: dict[str, tuple[str, ...]]):
+        super().__init__()
+        self.pool = pool
+        self.norm = nn.LayerNorm(width)
+        self.heads = nn.ModuleDict({name: nn.Linear(pool * pool * width, len(values)) for name, values in classes.items()})
+
+    def forward(self, grid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Patch grid ``[B, h, w, C]`` -> logits ``{attribute: [B, classes]}``."""
+        pooled = F.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2), (self.pool, self.pool)).flatten(2).transpose(1, 2)
+        flat = self.norm(pooled.float()).flatten(1)  # [B, pool*pool*C]
+        return {name: head(flat) for name, head in self.heads.items()}
+
+
+def attribute_classes(objects: list[CropObject]) -> dict[str, tuple[str, ...]]:
+    """Every attribute's classes (``none`` first for labels), from the objects seen."""
+    classes = {}
+    for name in ATTRIBUTES:
+        values = sorted({getattr(o, name) for o in objects} - {NONE})
+        classes[name] = (NONE, *values) if name == "label" else tuple(values)
+    return classes
+
+
+def _schedule(step: int, section: CropPretrainingSection) -> float:
+    warm = min(1.0, (step + 1) / max(section.warmup_steps, 1))
+    return warm * 0.5 * (1.0 + math.cos(math.pi * min(step / section.steps, 1.0)))
+
+
+@torch.no_grad()
+def held_out_accuracy(encoder, heads: CropHeads, dataset: CropDataset, device, autocast) -> dict[str, float]:
+    """Accuracy per attribute (label: objects with a printed label only, and over all) on ``dataset``."""
+    right = {name: [] for name in ATTRIBUTES}
+    for batch in DataLoader(dataset, batch_size=EVAL_BATCH):
+        with autocast():
+            logits = heads(encoder.patch_grid(dataset.processor.normalize(batch["pixels"].to(device))))
+        for name in ATTRIBUTES:
+            right[name].append(logits[name].argmax(1).cpu() == batch[name])
+    out = {name: float(torch.cat(values).float().mean()) if values else float("nan") for name, values in right.items()}
+    labelled = dataset.targets["label"] != 0
+    out["printed_label"] = float(torch.cat(right["label"])[labelled].float().mean()) if labelled.any() else float("nan")
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImageProcessor, section: CropPretrainingSection,
+                        box_grid: int, margin: float, minimum: float, out_dir: Path, device: torch.device,
+                        bf16: bool, seed: int) -> dict:
+    """Stage 1b: add the model's crop tower (if it has none) and train it on crops -> label, shape, colour."""
+    if rank_and_world()[1] > 1:
+        raise TrainConfigError("crop_pretraining runs in one process: train it without torchrun, then fine-tune "
+                               "from its model (model.init_from)")
+    torch.manual_seed(seed)
+    episodes = list(dict.fromkeys((e.source.root, e.source.episode_id) for e in examples))[: section.episodes]
+    if len(episodes) <= section.holdout_episodes:
+        raise TrainConfigError(f"crop_pretraining: {len(episodes)} training episodes, not more than "
+                               f"holdout_episodes={section.holdout_episodes}")
+    cut = len(episodes) - section.holdout_episodes
+    train_frames, train_objects = collect_objects(episodes[:cut], section.frame_step, section.workers)
+    held_frames, held_objects = collect_objects(episodes[cut:], section.frame_step, section.workers)
+    classes = attribute_classes(train_objects + held_objects)
+    train_set = CropDataset(train_frames, train_objects, classes, processor, margin, minimum, section.jitter, section.scale)
+    held_set = CropDataset(held_frames, held_objects, classes, processor, margin, minimum)
+    encoder = model.add_crop_tower(trainable=True)
+    encoder.to(device)
+    heads = CropHeads(encoder.hidden_size, box_grid, classes).to(device)
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": section.learning_rate},
+         {"params": heads.parameters(), "lr": section.head_learning_rate}], weight_decay=section.weight_decay)
+    base = [group["lr"] for group in optimizer.param_groups]
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 and device.type == "cuda" else nullcontext
+    before = held_out_accuracy(encoder, heads, held_set, device, autocast)
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(train_set, batch_size=section.batch_size, shuffle=True, drop_last=len(train_set) > section.batch_size,
+                        num_workers=section.workers, generator=generator, persistent_workers=section.workers > 0)
+    losses, step, started = [], 0, time.monotonic()
+    encoder.train()
+    progress = tqdm(total=section.steps, desc="crop pretraining", unit="step")
+    while step < section.steps:
+        for batch in loader:
+            if step >= section.steps or (section.max_minutes is not None and time.monotonic() - started > 60 * section.max_minutes):
+                break
+            for group, lr in zip(optimizer.param_groups, base):
+                group["lr"] = lr * _schedule(step, section)
+            with autocast():
+                logits = heads(encoder.patch_grid(processor.normalize(batch["pixels"].to(device))))
+            loss = sum(F.cross_entropy(logits[name].float(), batch[name].to(device)) for name in ATTRIBUTES)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+            progress.update(1)
+        else:
+            continue
+        break
+    progress.close()
+    encoder.eval()
+    summary = {"steps": step, "runtime_s": round(time.monotonic() - started, 1), "episodes": len(episodes),
+               "holdout_episodes": section.holdout_episodes, "train_objects": len(train_objects),
+               "held_out_objects": len(held_objects), "box_grid": box_grid, "classes": {k: len(v) for k, v in classes.items()},
+               "first_loss": round(float(np.mean(losses[:10])), 4) if losses else None,
+               "last_loss": round(float(np.mean(losses[-10:])), 4) if losses else None,
+               "held_out_before": before, "held_out_after": held_out_accuracy(encoder, heads, held_set, device, autocast)}
+    encoder.to("cpu")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"crop pretraining: {step} steps, held-out printed label {before['printed_label']} -> "
+          f"{summary['held_out_after']['printed_label']}", flush=True)
+    return summary

@@ -1,0 +1,72 @@
+"""Crop pretraining (``crop_pretraining``): a tiny run gives the model a crop tower of its own, trained on
+object crops before the stream, saved with the model and read by its slow path; the general tower is not it."""
+import json
+
+import pytest
+import torch
+
+from lionfs_ros.model import LionFSModel
+from lionfs_ros.train.config import TrainConfig
+from lionfs_ros.train.crop_pretraining import CROP_DIR, SUMMARY_NAME, CropObject, jittered
+from lionfs_ros.train.run import run_training
+from lionfs_ros.train.trainer import MODEL_SUBDIR
+
+from train_helpers import tiny_config_dict
+
+STAGE_STEPS = 20  # two windows of 10 steps: the summary's first and last loss
+KEYFRAMES = {"num_keyframes": 2, "history_frames": 4, "grid_sizes": [2], "max_regions": 2, "regions_on": "trigger",
+             "box_source": "crop", "box_grid": 2}
+STAGE = {"steps": STAGE_STEPS, "batch_size": 16, "learning_rate": 1e-3, "head_learning_rate": 1e-2, "warmup_steps": 0,
+         "episodes": 3, "holdout_episodes": 1, "frame_step": 16}
+
+
+def _config(train_dir, **stage) -> dict:
+    data = tiny_config_dict(train_dir, max_steps=2)
+    data["data"].update(thinking="answers", thinking_question="after", keyframes=KEYFRAMES, max_examples=3,
+                        regions={"features": "pixels", "min_score": 0.0})
+    data["crop_pretraining"] = {**STAGE, **stage}
+    return data
+
+
+@pytest.fixture(scope="module")
+def crop_run(tmp_path_factory, train_dir):
+    out = tmp_path_factory.mktemp("crop_run")
+    run_training(TrainConfig.from_dict(_config(train_dir)), out)
+    return out
+
+
+def test_crop_pretraining_trains_a_crop_tower_that_is_saved_with_the_model(crop_run):
+    summary = json.loads((crop_run / CROP_DIR / SUMMARY_NAME).read_text())
+    assert summary["steps"] == STAGE_STEPS and summary["train_objects"] > 0 and summary["held_out_objects"] > 0
+    assert summary["last_loss"] < summary["first_loss"], summary  # it learns the training crops
+    for when in ("held_out_before", "held_out_after"):
+        assert set(summary[when]) == {"label", "shape", "colour", "printed_label"}
+    assert "crop_pretraining" in json.loads((crop_run / "train_summary.json").read_text())
+    model = LionFSModel.from_pretrained(crop_run / MODEL_SUBDIR).eval()
+    assert model.config.crop.source == "tower" and not model.config.crop.trainable  # frozen in stage 2 by default
+    assert model.config.thinking.keyframes.box_source == "crop"
+    crops = torch.rand(2, 3, model.vision.image_size, model.vision.image_size) * 2 - 1
+    with torch.no_grad():
+        assert not torch.allclose(model.crop_grid(crops), model.patch_grid(crops))  # the slow path reads its own
+
+
+def test_crop_pretraining_needs_the_slow_paths_crops(train_dir):
+    data = _config(train_dir)
+    data["data"]["thinking"] = "none"
+    with pytest.raises(ValueError, match="crop_pretraining trains the tower"):
+        TrainConfig.from_dict(data)
+    data = _config(train_dir)
+    data["data"]["keyframes"] = {**KEYFRAMES, "box_source": "grid"}
+    with pytest.raises(ValueError, match="box_source 'crop'"):
+        TrainConfig.from_dict(data)
+    with pytest.raises(ValueError, match="jitter"):
+        TrainConfig.from_dict(_config(train_dir, jitter=1.5))
+
+
+def test_jitter_moves_and_scales_a_box_within_its_bounds():
+    box = (0.4, 0.4, 0.6, 0.5)
+    assert jittered(box, torch.full((3,), 0.5).numpy(), 0.25, 1.25) == pytest.approx(box)
+    x0, y0, x1, y1 = jittered(box, torch.ones(3).numpy(), 0.25, 1.25)  # the farthest right/down, the largest
+    assert (x0 + x1) / 2 == pytest.approx(0.5 + 0.25 * 0.2) and (y0 + y1) / 2 == pytest.approx(0.45 + 0.25 * 0.1)
+    assert x1 - x0 == pytest.approx(0.2 * 1.25) and y1 - y0 == pytest.approx(0.1 * 1.25)
+    assert CropObject(0, box, "none", "cup", "red").label == "none"
