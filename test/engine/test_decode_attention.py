@@ -135,7 +135,6 @@ def test_batched_step_on_the_kernel_decides_as_each_stream_alone(model):
         due = {name: (frames[name][k], (k - j) / fps, None) for name, j in joins.items() if k >= j}
         for name, decision in group.process_round(due).items():
             got[name].append(decision)
-    assert group.stats()["llm_batched_frames"] >= 2 * (rounds - 2)
     for name, j in joins.items():
         alone = StreamEngine(model, config("split"))
         want = [alone.process_frame(frames[name][k], (k - j) / fps) for k in range(j, rounds)]
@@ -143,3 +142,7 @@ def test_batched_step_on_the_kernel_decides_as_each_stream_alone(model):
             [(d.frame_index, d.respond, d.next_token) for d in want]
         torch.testing.assert_close(torch.tensor([d.p_interval for d in got[name]]),
                                    torch.tensor([d.p_interval for d in want]), atol=ENGINE_ATOL, rtol=0)
+    # A frame right after a decided frame that did not respond is a plain piece: it joins the batched step.
+    # (How many there are depends on the decisions, which differ between devices: count them, do not fix them.)
+    plain = sum(1 for ds in got.values() for before, d in zip(ds, ds[1:]) if d is not None and not before.respond)
+    assert plain >= 1 and group.stats()["llm_batched_frames"] >= plain
