@@ -122,6 +122,28 @@ def test_streams_bench_json_on_cpu():
         parse_counts("0,2")
 
 
+def test_streams_bench_target_figures_come_from_their_own_mode():
+    """Issue 19's target at N=8: each mode's p99 is that mode's own (the real-time p99 is its own figure, never
+    mixed into the throughput ones), also when the real-time phase is far slower."""
+    import copy
+
+    from lionfs_ros.engine.bench.presets import PRESETS
+    from lionfs_ros.engine.bench.streams import _saturation, run_streams
+
+    result = run_streams(PRESETS["tiny-lionfs"], counts=(1, 8), rounds=8, prefill_rounds=4, realtime_seconds=0.3)
+    eight = result["runs"][1]
+    assert _saturation(result["runs"]) == result["saturation"]
+    slow_realtime = copy.deepcopy(result["runs"])
+    slow_realtime[1]["realtime"]["worst_p99_ms"] = 1e6
+    for runs in (result["runs"], slow_realtime):
+        target = _saturation(runs)["target"]
+        assert target["worst_p99_ms"] == eight["throughput"]["worst_p99_ms"]
+        assert target["worst_p99_ms_round_by_round"] == eight["throughput_round_by_round"]["worst_p99_ms"]
+        assert target["speedup_round_by_round"] == eight["throughput_round_by_round"]["speedup_vs_first"]
+        assert target["worst_p99_ms_realtime"] == runs[1]["realtime"]["worst_p99_ms"]
+    assert not target["met_p99_realtime"] and target["worst_p99_ms_realtime"] == 1e6
+
+
 def test_streams_parameter_is_parsed_and_checked():
     from lionfs_ros.config import ConfigError, StreamSpec, parse_streams
 

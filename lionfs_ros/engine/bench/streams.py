@@ -191,12 +191,24 @@ def _saturation(runs: list[dict]) -> dict:
             break
     eight = next((run for run in runs if run["streams"] == TARGET_STREAMS), None)
     if eight is not None:
-        out["target"] = {"streams": TARGET_STREAMS}
-        for key, suffix in (("throughput", ""), ("throughput_round_by_round", "_round_by_round")):
-            p99 = max(eight[key]["worst_p99_ms"] or 0.0, eight["realtime"]["worst_p99_ms"] or 0.0)
-            speedup = eight[key]["speedup_vs_first"]
-            out["target"].update({f"speedup{suffix}": speedup, f"worst_p99_ms{suffix}": p99,
-                                  f"met{suffix}": (speedup or 0.0) >= TARGET_SPEEDUP and p99 <= TARGET_P99_MS})
+        out["target"] = _target(eight)
+    return out
+
+
+def _target(eight: dict) -> dict:
+    """The issue's target at N=8, each figure from its own mode: the speedup and the worst stream's p99 (from its
+    round's start to its decision) of the pipelined and of the round-by-round rounds, and the real-time phase's
+    worst p99 (from a frame's arrival to its decision) and dropped frames, each judged on its own."""
+    out = {"streams": TARGET_STREAMS, "p99_is": "per mode: the worst stream's p99 in that mode (throughput modes: "
+           "from its round's start to its decision; realtime: from the frame's arrival to its decision)"}
+    for key, suffix in (("throughput", ""), ("throughput_round_by_round", "_round_by_round")):
+        p99 = eight[key]["worst_p99_ms"]
+        speedup = eight[key]["speedup_vs_first"]
+        out.update({f"speedup{suffix}": speedup, f"worst_p99_ms{suffix}": p99,
+                    f"met{suffix}": (speedup or 0.0) >= TARGET_SPEEDUP and p99 is not None and p99 <= TARGET_P99_MS})
+    rt = eight["realtime"]
+    out.update({"worst_p99_ms_realtime": rt["worst_p99_ms"], "dropped_frames_realtime": rt["dropped_frames"],
+                "met_p99_realtime": rt["worst_p99_ms"] is not None and rt["worst_p99_ms"] <= TARGET_P99_MS})
     return out
 
 
