@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     streams.add_argument("--realtime-seconds", type=float, default=8.0, help="wall seconds of the real-time phase per N")
     streams.add_argument("--prefill-rounds", type=int, default=40, help="camera frames per stream fed before measuring")
     streams.add_argument("--no-batch-llm", action="store_true", help="run each stream's LLM step alone (baseline)")
+    streams.add_argument("--no-compile", action="store_true",
+                         help="the group's graphs (batched towers, batched LLM step) run the plain elementwise ops")
     models = parser.add_argument_group("models mode")
     models.add_argument("--models", nargs="+", type=Path, help="model directories to compare")
     models.add_argument("--data", type=Path, help="a `lionfs synth` dataset directory")
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         counts = parse_counts(args.streams) if args.streams else DEFAULT_COUNTS
         result = run_streams(preset, counts=counts, rounds=args.stream_rounds, realtime_seconds=args.realtime_seconds,
                              prefill_rounds=args.prefill_rounds, batch_llm=not args.no_batch_llm,
+                             compile=not args.no_compile,
                              device=device, backend=args.backend,
                              on_update=(lambda r: _write(args.out, r)) if args.out else None)
     elif args.mode == "speed":

@@ -48,3 +48,12 @@ def test_speed_with_ego_frames_and_dropping_on_and_off(capsys):
     assert eq["same_prompt"] and eq["generated_tokens_equal_prefix"] == eq["generated_tokens_compared"] == 4
     assert r["variants"]["eager+nodrop"]["equality"].startswith("not compared")
     assert r["dropping_on_over_off_p50"]["eager"] > 0
+
+
+def test_streams_json_with_compile_off(capsys, tmp_path):
+    """--no-compile reaches the streams bench's group (the compile on/off comparison of the GPU script)."""
+    out = tmp_path / "streams.json"
+    r = run(capsys, "--preset", "tiny", "--streams", "1", "--stream-rounds", "4", "--prefill-rounds", "2",
+            "--realtime-seconds", "0.2", "--no-compile", "--out", str(out))
+    assert json.loads(out.read_text()) == r and r["compile"] is False and r["llm_compiled"] is False
+    assert r["runs"][0]["throughput_round_by_round"]["round_ms"]["decided"]["rounds"] == 1

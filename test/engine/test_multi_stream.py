@@ -118,6 +118,12 @@ def test_streams_bench_json_on_cpu():
     assert two["throughput_round_by_round"]["decided_frames"] == 2 * 8 // 4  # the same rounds, not pipelined
     assert set(two["throughput"]["per_stream"]) == {"cam00", "cam01"} and two["throughput"]["worst_p99_ms"] > 0
     assert two["realtime"]["decided_frames"] > 0 and result["towers_batched"]
+    for key in ("throughput", "throughput_round_by_round"):  # each round's wall, split by a decided frame or not
+        split = two[key]["round_ms"]
+        assert split["decided"]["rounds"] == 8 // 4 and split["not_decided"]["rounds"] == 8 - 8 // 4
+        assert split["decided"]["max_ms"] >= split["decided"]["p50_ms"] > 0
+        rounds_ms = split["decided"]["total_ms"] + split["not_decided"]["total_ms"]
+        assert 0 < rounds_ms <= two[key]["wall_s"] * 1e3 + 1.0  # wall_s is rounded to 1 ms
     with pytest.raises(ValueError, match="positive stream counts"):
         parse_counts("0,2")
 

@@ -10,7 +10,9 @@ stream's buffers: building it per N would capture graphs again); each N drives i
   (``StreamGroup.process_rounds``: the next decided round's towers run while this round's LLM step does):
   aggregate decided frames/s, and per stream the time from its round's start (when the group takes its
   frames: up to the next decided round is read ahead, so this includes the rounds before it) to its
-  decision (p50/p99); ``throughput_round_by_round``: the same with ``process_round``;
+  decision (p50/p99); ``throughput_round_by_round``: the same with ``process_round``; in both, ``round_ms``:
+  each round's host wall time (from the previous round's end to its own, so they add up to the wall but the
+  final sync) split by whether the round had a decided frame (count, total, mean, p50/p99, max);
 - ``realtime``: a feeder pushes each stream's frame every 1/8 s of wall time to the started group
   (one fast thread, one slow thread); per stream the decision latency from arrival (p50/p99), and
   frames dropped by overload (newest wins). Where it saturates, drops appear and p99 grows.
@@ -85,10 +87,11 @@ def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, pref
               "attention": group.batched.fused.attention if group.batched is not None else cfg.attention,
               "rounds": rounds, "prefill_rounds": prefill_rounds, "realtime_seconds": realtime_seconds, "runs": []}
 
-    def feed(active: list[str], count: int, pipelined: bool) -> tuple[dict[str, list[float]], float]:
+    def feed(active: list[str], count: int, pipelined: bool) -> tuple[dict[str, list[float]], float, list]:
         """``count`` rounds as fast as they go: per stream, seconds from its round's start (when the group takes its
-        frames) to each decision; and the wall time. ``pipelined``: ``process_rounds`` (the next rounds' towers
-        run while a round's LLM step does), else ``process_round`` one after the other."""
+        frames) to each decision; the wall time; per round (had a decided frame, seconds since the previous round
+        ended). ``pipelined``: ``process_rounds`` (the next rounds' towers run while a round's LLM step does), else
+        ``process_round`` one after the other."""
         decided_at: dict[str, float] = {}
         for sid in active:
             group[sid].on_decision = lambda d, sid=sid: decided_at.__setitem__(sid, now())
@@ -105,13 +108,17 @@ def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, pref
                 yield batch
 
         latencies: dict[str, list[float]] = {sid: [] for sid in active}
-        t0 = now()
+        rounds_s: list[tuple[bool, float]] = []
+        t0 = last = now()
         for index, _ in enumerate(group.process_rounds(batches()) if pipelined else map(group.process_round, batches())):
+            end = now()
+            rounds_s.append((bool(decided_at), end - last))
+            last = end
             for sid, at in decided_at.items():
                 latencies[sid].append(at - starts[index])
             decided_at.clear()
         _sync(dev)
-        return latencies, now() - t0
+        return latencies, now() - t0, rounds_s
 
     for n in counts:
         active = ids[:n]
@@ -121,10 +128,11 @@ def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, pref
             torch.cuda.reset_peak_memory_stats(dev)
         run = {"streams": n}
         for key, pipelined in (("throughput", True), ("throughput_round_by_round", False)):
-            latencies, wall = feed(active, rounds, pipelined)
+            latencies, wall, rounds_s = feed(active, rounds, pipelined)
             decided = sum(len(values) for values in latencies.values())
             run[key] = {"decided_frames": decided, "wall_s": round(wall, 3),
-                        "aggregate_decided_fps": round(decided / wall, 2), **_stream_summary(latencies)}
+                        "aggregate_decided_fps": round(decided / wall, 2), **_stream_summary(latencies),
+                        "round_ms": _round_split(rounds_s)}
             log(f"N={n}: {key} {run[key]['aggregate_decided_fps']} decided/s, worst p99 {run[key]['worst_p99_ms']} ms")
         log(f"N={n}: realtime {realtime_seconds} s")
         run["realtime"] = _realtime(group, active, frames, clock, realtime_seconds, dev)
@@ -139,6 +147,19 @@ def run_streams(preset: Preset, *, counts=DEFAULT_COUNTS, rounds: int = 40, pref
             run[key]["speedup_vs_first"] = round(run[key]["aggregate_decided_fps"] / base, 2) if base else None
     result["saturation"] = _saturation(result["runs"])
     return result
+
+
+def _round_split(rounds_s: list[tuple[bool, float]]) -> dict:
+    """Rounds' host wall times split by whether the round had a decided frame."""
+    out = {}
+    for name, decided in (("decided", True), ("not_decided", False)):
+        seconds = [s for had, s in rounds_s if had == decided]
+        total_ms = sum(seconds) * 1e3
+        out[name] = {"rounds": len(seconds), "total_ms": round(total_ms, 3),
+                     "mean_ms": round(total_ms / len(seconds), 3) if seconds else None,
+                     **{f"{q}_ms": None if v is None else round(v, 3) for q, v in percentiles_ms(seconds).items()},
+                     "max_ms": round(max(seconds) * 1e3, 3) if seconds else None}
+    return out
 
 
 def _realtime(group: StreamGroup, active: list[str], frames, clock, seconds: float, dev) -> dict:
