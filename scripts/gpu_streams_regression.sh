@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Why N=8 streams fell from 379 decided frames/s (main 832d4c3) to 258/s round by round (dc17d66) although each
+# decided round got faster (p50 17.4 vs ~20.7 ms): ~50 ms of the N=8 wall sat outside the decided rounds. One call
+# on one GPU; every result goes into ONE tarball, $OUT/results.tar.gz, rebuilt after each step, plus
+# $OUT/summary.txt:
+#   1. lionfs bench --preset llama3-8b --streams 1,8 --stream-rounds 40 with the group's compile on (the default);
+#   2. the same with --no-compile (plain elementwise ops in the batched towers' and LLM step's graphs).
+# Each JSON's `round_ms` (both throughput modes) splits every round's host wall time by whether the round had a
+# decided frame: the summary prints, per N, the wall, the decided and non-decided rounds' totals and p50/max.
+# Expected wall time on an H200: ~200 s, at most ~300 s: each step is bounded by `timeout` (140 s each, cut to
+# what is left of 295 s); a bench cut short keeps the N it finished in its JSON. Most of a bench's time is
+# building the model and its group (CUDA graphs per bucket and span; with compile on, each bucket's ops compiled).
+# Smoke test on a CPU (tiny preset, Triton's interpreter):
+#   SMOKE=1 bash scripts/gpu_streams_regression.sh
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+RES=$(mktemp -d)/streams-regression  # everything lands here; packed into $OUT/results.tar.gz after each step
+mkdir -p "$RES"
+if [ -d ../.whl ] && ls ../.whl/*.whl >/dev/null 2>&1; then  # wheels carried beside the copy (as gpu_streams_round.sh)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl
+  export PYTHONPATH=.:/tmp/site
+else
+  export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
+fi
+PY=${PYTHON:-python3}
+SMOKE=${SMOKE:-0}
+BUDGET_S=295
+START=$(date +%s)
+if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
+echo "out: $OUT results: $RES (smoke=$SMOKE)" | tee "$RES/steps.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RES/gpu.txt" 2>&1 || true
+# which code ran: the commit only where this folder is a checkout's root (a copy inside another checkout is not)
+if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ]; then git log -1 --format='%H %s' > "$RES/code.txt"; fi
+cat lionfs_ros/engine/*.py lionfs_ros/engine/*/*.py | sha256sum | sed 's/^/engine sources sha256 /' >> "$RES/code.txt"
+
+pack() {  # the one tarball and the summary (what each bench JSON says so far)
+  $PY - "$RES" > "$RES/summary.txt" 2>&1 <<'PY'
+import glob, json, os, sys
+
+res = sys.argv[1]
+for name in ("code.txt", "gpu.txt", "steps.txt"):
+    if os.path.exists(os.path.join(res, name)):
+        print(open(os.path.join(res, name)).read())
+
+
+def ms(v):
+    return "-" if v is None else f"{v:.1f}"
+
+
+for path in sorted(glob.glob(os.path.join(res, "streams-*.json"))):
+    try:
+        data = json.load(open(path))
+    except (OSError, ValueError) as err:
+        print(os.path.basename(path), "unreadable:", err)
+        continue
+    print(f"{os.path.basename(path)}: {data.get('device')} compile={data.get('compile')} "
+          f"llm_compiled={data.get('llm_compiled')} fallback={data.get('compile_fallback')} "
+          f"build={data.get('group_build_s')} s rounds={data.get('rounds')}")
+    for run in data.get("runs", []):
+        for key in ("throughput_round_by_round", "throughput"):
+            t = run.get(key)
+            if t is None:
+                continue
+            split = t.get("round_ms", {})
+            d, n = split.get("decided", {}), split.get("not_decided", {})
+            print(f"  N={run['streams']:2d} {key:26s} {t['aggregate_decided_fps']:8.2f} decided/s "
+                  f"x{t.get('speedup_vs_first', '?')} wall {t['wall_s'] * 1e3:.1f} ms | decided rounds "
+                  f"{d.get('rounds')}: total {ms(d.get('total_ms'))} p50 {ms(d.get('p50_ms'))} max "
+                  f"{ms(d.get('max_ms'))} ms | other rounds {n.get('rounds')}: total {ms(n.get('total_ms'))} "
+                  f"p50 {ms(n.get('p50_ms'))} max {ms(n.get('max_ms'))} ms | stream p50/p99 "
+                  f"{ms(t['worst_p50_ms'])}/{ms(t['worst_p99_ms'])} ms")
+        rt = run["realtime"]
+        print(f"  N={run['streams']:2d} realtime {rt['aggregate_decided_fps']}/{rt['offered_decided_fps']} decided/s "
+              f"dropped {rt['dropped_frames']} p99 {ms(rt['worst_p99_ms'])} ms | gpu peak {run.get('gpu_peak_mib')} MiB")
+    if "saturation" in data:
+        print("  target:", json.dumps(data["saturation"].get("target")))
+PY
+  cp "$RES/summary.txt" "$OUT/summary.txt"
+  tar -czf "$OUT/results.tar.gz.part" -C "$(dirname "$RES")" "$(basename "$RES")" && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
+}
+
+step() {  # step NAME SECONDS CMD...: run with a time bound (cut to what is left of the budget), log, pack
+  local name=$1 limit=$2; shift 2
+  local left=$(( BUDGET_S - ($(date +%s) - START) ))
+  if [ "$left" -lt "$limit" ]; then limit=$left; fi
+  if [ "$limit" -lt 15 ]; then
+    echo "$name: skipped (${left} s left of ${BUDGET_S})" | tee -a "$RES/steps.txt"
+    pack
+    return
+  fi
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$RES/$name.log" 2>&1
+  local rc=$?
+  echo "$name: rc=$rc $(( $(date +%s) - t0 )) s (bound $limit s)" | tee -a "$RES/steps.txt"
+  tail -n 5 "$RES/$name.log"
+  pack
+}
+
+if [ "$SMOKE" = 1 ]; then
+  PRESET="tiny --device cpu"; ROUNDS="--stream-rounds 8 --prefill-rounds 2 --realtime-seconds 0.6"
+else
+  PRESET=llama3-8b; ROUNDS="--stream-rounds 40 --prefill-rounds 8 --realtime-seconds 2"
+fi
+# 1 + 2: the same bench with the group's compile on, then off.
+step streams-compile 140 $PY -m lionfs_ros.commands.bench --preset $PRESET --streams 1,8 $ROUNDS \
+  --out "$RES/streams-compile.json"
+step streams-nocompile 140 $PY -m lionfs_ros.commands.bench --preset $PRESET --streams 1,8 $ROUNDS --no-compile \
+  --out "$RES/streams-nocompile.json"
+echo "total: $(( $(date +%s) - START )) s" | tee -a "$RES/steps.txt"
+pack
+cat "$OUT/summary.txt"
