@@ -146,6 +146,8 @@ class TrainingSection:
     bf16: str | bool = "auto"  # "auto": bf16 mixed precision on CUDA, fp32 on the CPU
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     max_minutes: float | None = None  # stop early (saving as usual) after this much training time
+    # LM-loss weight of the answer tokens of detail questions on thinking forks (1: off; needs data.thinking)
+    detail_answer_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -153,6 +155,8 @@ class TrainingSection:
             raise TrainConfigError(f"training.max_steps must be >= 1, got {self.max_steps}")
         if self.bf16 not in ("auto", True, False):
             raise TrainConfigError(f"training.bf16 must be 'auto', true or false, got {self.bf16!r}")
+        if self.detail_answer_weight <= 0:
+            raise TrainConfigError(f"training.detail_answer_weight must be > 0, got {self.detail_answer_weight}")
 
 
 @dataclass
@@ -283,6 +287,9 @@ class TrainConfig:
                 raise TrainConfigError("crop_pretraining trains the tower that reads the slow path's crops: it needs"
                                        " data.format 'synth', data.thinking 'answers' or 'all' and data.keyframes"
                                        " box_source 'crop' (or tiles)")
+        if self.training.detail_answer_weight != 1.0 and self.data.thinking == "none":
+            raise TrainConfigError("training.detail_answer_weight weights answers on thinking forks: it needs"
+                                   " data.thinking 'answers' or 'all'")
         regions = self.data.keyframes.regions_on != "none" and self.data.keyframes.max_regions > 0
         on_tower = self.data.regions is None or self.data.regions.features == "tower"
         if self.data.thinking != "none" and regions and on_tower and self.training.dataloader_num_workers > 0:

@@ -24,7 +24,10 @@ of a plain sample (``StreamFormatter.encode``) becomes, in one sequence::
   filled in the forward from the keyframes' patch grid (``LionFSModel.forward(keyframe_runs=)``);
   with ``keyframes.box_source: crop`` the box runs are filled from their crops
   (``model.thinking_template.crop_pixels``, cut in the data loader from the clip's general-size
-  frames: the full resolution for the synthetic world, whose frames are the tower's size).
+  frames: the full resolution for the synthetic world, whose frames are the tower's size);
+- ``detail_weight`` (``training.detail_answer_weight``, 1: off): the fork's answer targets of an answer
+  whose question the synthetic world tags ``detail`` get this weight in the LM loss (``label_weights``;
+  every other position 1), so the few printed-label answers count more than the narrations.
 
 Keyframe choice. The engine picks, among the last ``history_frames`` decided frames up to the
 trigger, the trigger plus novel frames by the cosine distance of their fast-path features (the
@@ -56,6 +59,7 @@ from lionfs_ros.model.thinking_template import (
 )
 
 ANSWERS, ALL = "answers", "all"
+DETAIL = "detail"  # the synthetic world's question kind that needs the slow path's reading
 MID_GREY = 0.5
 UINT8_MAX = 255.0
 
@@ -72,6 +76,7 @@ class ThinkingSample:
     template_mask: torch.Tensor  # [L] bool: template placeholders
     keyframes: list[int] = field(default_factory=list)  # clip frame indices whose patch grids the runs pool
     runs: list[PoolRun] = field(default_factory=list)  # reading order; keyframe indexes ``keyframes``
+    label_weights: torch.Tensor | None = None  # [L] float: per-target loss weights (None: all 1)
 
 
 def novelty_features(frames: np.ndarray, cells: int) -> torch.Tensor:
@@ -94,8 +99,11 @@ class ThinkingSampler:
     def __init__(self, formatter: StreamFormatter, grid_side: int, thinking: ThinkingConfig,
                  novelty_cells: int, template: ThinkingTemplate | None = None,
                  proposer: RegionProposer | None = None, region_grids: RegionGrids | None = None,
-                 processor: ImageProcessor | None = None):
+                 processor: ImageProcessor | None = None, detail_weight: float = 1.0):
+        if detail_weight <= 0:
+            raise ValueError(f"detail_weight must be > 0, got {detail_weight}")
         self.fmt, self.grid_side, self.processor = formatter, grid_side, processor
+        self.detail_weight = detail_weight
         self.mode, self.cfg, self.restates = thinking.mode, thinking.keyframes, thinking.restates_question
         self.novelty_cells = novelty_cells
         self.template = template or ThinkingTemplate()
@@ -150,14 +158,18 @@ class ThinkingSampler:
                 runs.append(replace(run, keyframe=slots.setdefault(chosen[run.keyframe], len(slots))))
             fork = layout.input_ids + body
             fork_labels = [ignore] * (len(layout.input_ids) - 1) + body + [ignore]
-            out.fork(fork, fork_labels, start, [i == placeholder for i in layout.input_ids] + [False] * len(body))
+            weight = self.detail_weight if message.get("question_kind") == DETAIL else 1.0
+            fork_weights = [1.0] * (len(layout.input_ids) - 1) + [weight] * len(body) + [1.0]
+            out.fork(fork, fork_labels, start, [i == placeholder for i in layout.input_ids] + [False] * len(body),
+                     fork_weights)
             out.main(ids[start:stop], [ignore] * (stop - start), start)  # the committed copy: seen, not learned
             done = stop
         out.main(ids[done:], labels[done:], done)
         return ThinkingSample(
             torch.tensor(out.ids, dtype=torch.long), torch.tensor(out.labels, dtype=torch.long),
             torch.tensor(out.positions, dtype=torch.long), torch.tensor(out.branches, dtype=torch.long),
-            torch.tensor(out.template, dtype=torch.bool), list(slots), runs)
+            torch.tensor(out.template, dtype=torch.bool), list(slots), runs,
+            torch.tensor(out.weights, dtype=torch.float) if self.detail_weight != 1.0 else None)
 
     def _restated(self, message: dict, question: str | None) -> str | None:
         """The question restated after the template of ``message`` (``thinking.question: after``), or None."""
@@ -179,16 +191,19 @@ class _Sequence:
 
     def __init__(self):
         self.ids, self.labels, self.positions, self.branches, self.template = [], [], [], [], []
+        self.weights: list[float] = []
         self.forks = 0
 
     def main(self, ids: list[int], labels: list[int], first_position: int) -> None:
-        self._add(ids, labels, first_position, 0, [False] * len(ids))
+        self._add(ids, labels, first_position, 0, [False] * len(ids), [1.0] * len(ids))
 
-    def fork(self, ids: list[int], labels: list[int], first_position: int, template: list[bool]) -> None:
+    def fork(self, ids: list[int], labels: list[int], first_position: int, template: list[bool],
+             weights: list[float]) -> None:
         self.forks += 1
-        self._add(ids, labels, first_position, self.forks, template)
+        self._add(ids, labels, first_position, self.forks, template, weights)
 
-    def _add(self, ids, labels, first_position, branch, template) -> None:
+    def _add(self, ids, labels, first_position, branch, template, weights) -> None:
+        self.weights += weights
         self.ids += ids
         self.labels += labels
         self.positions += range(first_position, first_position + len(ids))
@@ -203,6 +218,8 @@ def collate_thinking(items: list[dict], longest: int) -> dict:
         "branch_ids": torch.zeros(len(items), longest, dtype=torch.long),
         "template_mask": torch.zeros(len(items), longest, dtype=torch.bool),
     }
+    if any(item["thinking"].label_weights is not None for item in items):
+        batch["label_weights"] = torch.ones(len(items), longest)
     pixels, runs, crops = [], [], []
     for row, item in enumerate(items):
         sample: ThinkingSample = item["thinking"]
@@ -210,6 +227,8 @@ def collate_thinking(items: list[dict], longest: int) -> dict:
         batch["position_ids"][row, :n] = sample.position_ids
         batch["branch_ids"][row, :n] = sample.branch_ids
         batch["template_mask"][row, :n] = sample.template_mask
+        if sample.label_weights is not None:
+            batch["label_weights"][row, :n] = sample.label_weights
         offset = sum(len(p) for p in pixels)
         runs += [replace(r, keyframe=r.keyframe + offset) for r in sample.runs]
         pixels.append(item["keyframe_pixels"])
