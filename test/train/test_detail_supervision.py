@@ -1,4 +1,5 @@
-"""training.detail_answer_weight: detail answers on thinking forks weigh more in the LM loss, nothing else changes."""
+"""Reading supervision on the slow path's forks: training.detail_answer_weight (detail answers weigh more in the LM
+loss) and data.extra_detail_questions (more detail questions, on forks only); the main context never changes."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,8 @@ from lionfs_ros.model.configuration_lionfs import KeyframeConfig, RegionConfig, 
 from lionfs_ros.model.tokenization import train_byte_bpe_tokenizer
 from lionfs_ros.train.config import TrainConfig
 from lionfs_ros.train.dataset import StreamCollator, StreamDataset
-from lionfs_ros.train.thinking import DETAIL, ThinkingSampler
+from lionfs_ros.data.synth_objects import DETAIL, labelled_objects
+from lionfs_ros.train.thinking import ThinkingSampler
 from lionfs_ros.train.trainer import prepare_model_inputs
 
 from train_helpers import TINY_MODEL, tiny_config_dict
@@ -19,6 +21,10 @@ from train_helpers import TINY_MODEL, tiny_config_dict
 FPS = 2.0
 KF = KeyframeConfig(num_keyframes=2, history_frames=4, grid_sizes=(2,), regions_on="none", min_novelty=0.0)
 WEIGHT = 3.0
+KF_REGIONS = KeyframeConfig(num_keyframes=2, history_frames=4, grid_sizes=(2,), regions_on="trigger", max_regions=2,
+                            box_grid=2, box_source="crop", min_novelty=0.0)
+PIXEL_REGIONS = RegionConfig(features="pixels", min_score=0.0)
+EXTRA = 3
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +33,11 @@ def model():
     return LionFSModel.from_config(LionFSConfig.from_dict(TINY_MODEL), tokenizer=tokenizer).eval()
 
 
-def _dataset(model, train_dir, weight):
+def _dataset(model, train_dir, weight, extra=0):
     recipe = FrameRecipe.for_model(model)
-    sampler = ThinkingSampler(model.formatter, model.vision.grid_side, ThinkingConfig("answers", KF, RegionConfig()),
-                              4, processor=recipe.general, detail_weight=weight)
+    thinking = ThinkingConfig("answers", KF_REGIONS, PIXEL_REGIONS) if extra else ThinkingConfig("answers", KF, RegionConfig())
+    sampler = ThinkingSampler(model.formatter, model.vision.grid_side, thinking, 4, processor=recipe.general,
+                              detail_weight=weight, extra_questions=extra)
     return StreamDataset(synth_examples(train_dir, FPS, questions=True), model.formatter, recipe, thinking=sampler), recipe
 
 
@@ -81,4 +88,56 @@ def test_detail_answer_weight_is_checked(train_dir):
     assert TrainConfig.from_dict(data).training.detail_answer_weight == 2.0
     data["training"]["detail_answer_weight"] = 0.0
     with pytest.raises(ValueError, match="must be > 0"):
+        TrainConfig.from_dict(data)
+
+
+def _fork_texts(model, sample, fork):
+    """What fork ``fork`` learns, and all it holds, as text."""
+    on = sample.branch_ids == fork
+    learned = on & (sample.labels != model.config.stream.ignore_index)
+    return (model.tokenizer.decode(sample.labels[learned], skip_special_tokens=True).strip(),
+            model.tokenizer.decode(sample.input_ids[on], skip_special_tokens=True))
+
+
+def test_extra_detail_questions_sit_on_forks_only(model, train_dir):
+    base, recipe = _dataset(model, train_dir, 1.0, extra=0)
+    extra, _ = _dataset(model, train_dir, WEIGHT, extra=EXTRA)
+    added = 0
+    for index, example in enumerate(extra.examples):
+        plain, more = base[index]["thinking"], extra[index]["thinking"]
+        # The main context (ids, labels, positions) is the sample without the extra forks.
+        for column in ("input_ids", "labels", "position_ids"):
+            assert torch.equal(getattr(more, column)[more.branch_ids == 0], getattr(plain, column)[plain.branch_ids == 0])
+        objects = labelled_objects(example.source)
+        said = {o.answer: o.question for frame in objects for o in frame}
+        answers = [m["content"] for m in to_messages(example) if m.get("answers_question")]
+        new = int(more.branch_ids.max()) - int(plain.branch_ids.max())
+        assert 0 <= new <= EXTRA
+        extra_forks = []
+        for fork in range(1, int(more.branch_ids.max()) + 1):
+            learned, text = _fork_texts(model, more, fork)
+            if learned in answers:
+                answers.remove(learned)  # an episode's own answer
+                continue
+            assert learned in said and said[learned] in text  # its question restated on its fork
+            assert torch.all(more.label_weights[(more.branch_ids == fork) & (more.labels != -100)] == WEIGHT)
+            extra_forks.append(fork)
+        assert len(extra_forks) >= new  # a label answer may also be an episode answer's text
+        added += new
+    assert added > 0, "no extra question was asked on the fixture episodes: the test would prove nothing"
+    collator = StreamCollator(pad_id=model.tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
+    with torch.no_grad():
+        out = model(**prepare_model_inputs(collator([extra[0], extra[1]]), recipe))
+    assert torch.isfinite(out.loss)
+
+
+def test_extra_detail_questions_are_checked(train_dir):
+    data = tiny_config_dict(train_dir)
+    data["data"].update(thinking="answers", extra_detail_questions=2)
+    with pytest.raises(ValueError, match="extra_detail_questions .* needs"):
+        TrainConfig.from_dict(data)  # no proposed regions to ask about
+    data["data"]["keyframes"] = {"regions_on": "trigger", "max_regions": 2}
+    assert TrainConfig.from_dict(data).data.extra_detail_questions == 2
+    data["data"]["extra_detail_questions"] = -1
+    with pytest.raises(ValueError, match="must be >= 0"):
         TrainConfig.from_dict(data)
