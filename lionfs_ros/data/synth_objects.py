@@ -51,6 +51,8 @@ def labelled_objects(source: SynthFrames) -> list[list[LabelledObject]]:
     """Per LLM frame of the episode: its standing objects with a printed label that a catalogue detail question
     asks for (``{label}`` in its answer, the object's shape among its shapes); twins are left out (their name
     is their label)."""
+    if not isinstance(source, SynthFrames):
+        raise ValueError(f"labelled objects come from the synthetic world's episodes, not {type(source).__name__}")
     episode = load_episode(source.root, source.episode_id, frames=False)
     catalogue, plan = replay_plan(episode, replay_settings(read_manifest(source.root)))
     specs = [s for s in catalogue.questions.values() if s.kind == DETAIL and "{label}" in s.answer]
