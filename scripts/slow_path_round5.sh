@@ -24,6 +24,7 @@
 #   SMOKE=1 PY=$PWD/.venv/bin/python WHEELS= bash scripts/slow_path_round5.sh
 # Env: SMOKE SHARD_EPS VAL_EPS HELD_EPS DEVICE EXTRA (extra --set for both trainings) ON_EXTRA (the on run's only)
 #      EVAL_TIMEOUT WORKERS COST_BEFORE WHEELS (empty: install nothing) CONFIG
+#      OFF (the control's --set, default: data.thinking=none crop_pretraining=null)
 set -u
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}; L="$PY -m lionfs_ros.cli"
@@ -38,6 +39,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
 fi
 SHARD_EPS=${SHARD_EPS:-100}; VAL_EPS=${VAL_EPS:-50}; HELD_EPS=${HELD_EPS:-8}; DEVICE=${DEVICE:-cuda}; EXTRA=${EXTRA:-}; ON_EXTRA=${ON_EXTRA:-}
 EVAL_TIMEOUT=${EVAL_TIMEOUT:-120}; WORKERS=${WORKERS:-6}; COST_BEFORE=${COST_BEFORE:-340}
+OFF=${OFF:-"--set data.thinking=none --set crop_pretraining=null"}
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $OUT/timeline.txt; }
 
 if [ -n "$WHEELS" ]; then
@@ -48,7 +50,7 @@ export PYTHONPATH=.:$SITE
 $PY -c "import rapidfuzz" || stamp "WARNING: no rapidfuzz: the evaluations will fail"
 
 # Correctness first: both training configs must load (a typo fails here, before any data is made).
-for set_off in "$ON_EXTRA" "--set data.thinking=none --set crop_pretraining=null"; do
+for set_off in "$ON_EXTRA" "$OFF"; do
   $PY -c "import sys; from lionfs_ros.train.config import TrainConfig; TrainConfig.load(sys.argv[1], sys.argv[2:])" \
     $CONFIG $(echo $set_off $EXTRA | sed 's/--set //g') || { stamp "CHECK FAILED: $CONFIG $set_off"; exit 1; }
 done
@@ -68,7 +70,7 @@ rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
 stamp "train data ready (rc $rc)"; tail -n 2 $W/synth_0.log
 
 for run in on off; do
-  set_off="$ON_EXTRA"; [ $run = off ] && set_off="--set data.thinking=none --set crop_pretraining=null"
+  set_off="$ON_EXTRA"; [ $run = off ] && set_off="$OFF"
   $L train --config $CONFIG --out $W/run_$run --set data.train=$TRAIN $set_off $EXTRA > $W/train_$run.log 2>&1 &
   eval "T_$run=\$!"
 done

@@ -76,6 +76,8 @@ def to_messages(example: StreamExample, learn: bool = True) -> list[dict]:
         message = {"role": turn.role, "content": turn.text, "learn": learn and turn.role == ASSISTANT}
         if turn.answer_of is not None:
             message["answers_question"] = True  # the thinking option tells answers from narrations by it
+            if turn.kind is not None:
+                message["question_kind"] = turn.kind  # the synthetic world's tag (training.detail_answer_weight)
         messages.append(message)
         fed = frame + 1
     if example.num_frames > fed:

@@ -277,6 +277,7 @@ class LionFSModel(nn.Module):
         template_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         branch_ids: torch.Tensor | None = None,
+        label_weights: torch.Tensor | None = None,
     ) -> LionFSOutput:
         """Full-sequence forward. ``labels [B, L]`` are next-token targets already aligned to positions
         (``labels[i]`` is the token after ``i``, as ``StreamFormatter`` makes them).
@@ -291,7 +292,8 @@ class LionFSModel(nn.Module):
 
         loss = lm_loss + stream_loss_weight * stream_loss + aux_loss_coef * router_aux_loss, where the
         LM and stream parts are summed cross-entropies over their positions divided by the number of
-        learned positions (VideoLLM-online's normalisation).
+        learned positions (VideoLLM-online's normalisation). ``label_weights [B, L]`` (optional) scales each
+        position's cross-entropy (``training.detail_answer_weight``); the divisor stays the position count.
         """
         if frame_embeds is None and general is not None:
             frame_embeds = self.embed_frames(general, ego)
@@ -309,6 +311,8 @@ class LionFSModel(nn.Module):
         ignore = self.config.stream.ignore_index
         ce = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=ignore, reduction="none")
         ce = ce.view_as(labels)
+        if label_weights is not None:
+            ce = ce * label_weights.to(ce.device, ce.dtype)
         learned = labels != ignore
         count = learned.sum().clamp(min=1)
         result.lm_loss = ce[learned & ~visual].sum() / count

@@ -87,6 +87,8 @@ class DataSection:
     keyframes: TrainKeyframeConfig = field(default_factory=TrainKeyframeConfig)
     regions: RegionConfig | None = None  # the region proposer's settings (None: the model's thinking.regions)
     novelty_cells: int = 4  # keyframe choice in training: frames compared as novelty_cells^2 RGB thumbnails
+    # Detail questions added per episode on forks only (train.thinking): each about an object a proposed region covers
+    extra_detail_questions: int = 0
 
     def validate(self) -> None:
         if self.thinking not in THINKING_MODES:
@@ -101,6 +103,8 @@ class DataSection:
                 self.regions.validate()
         except ConfigError as err:
             raise TrainConfigError(f"data.{err}") from None
+        if self.extra_detail_questions < 0:
+            raise TrainConfigError(f"data.extra_detail_questions must be >= 0, got {self.extra_detail_questions}")
         if self.novelty_cells < 1:
             raise TrainConfigError(f"data.novelty_cells must be >= 1, got {self.novelty_cells}")
         if self.thinking != "none" and (self.frame_cache == "features" or self.features is not None):
@@ -138,6 +142,8 @@ class TrainingSection:
     bf16: str | bool = "auto"  # "auto": bf16 mixed precision on CUDA, fp32 on the CPU
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     max_minutes: float | None = None  # stop early (saving as usual) after this much training time
+    # LM-loss weight of the answer tokens of detail questions on thinking forks (1: off; needs data.thinking)
+    detail_answer_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -145,6 +151,8 @@ class TrainingSection:
             raise TrainConfigError(f"training.max_steps must be >= 1, got {self.max_steps}")
         if self.bf16 not in ("auto", True, False):
             raise TrainConfigError(f"training.bf16 must be 'auto', true or false, got {self.bf16!r}")
+        if self.detail_answer_weight <= 0:
+            raise TrainConfigError(f"training.detail_answer_weight must be > 0, got {self.detail_answer_weight}")
 
 
 @dataclass
@@ -276,6 +284,13 @@ class TrainConfig:
                                        " data.format 'synth', data.thinking 'answers' or 'all' and data.keyframes"
                                        " box_source 'crop' (or tiles)")
         regions = self.data.keyframes.regions_on != "none" and self.data.keyframes.max_regions > 0
+        if self.data.extra_detail_questions and (self.data.format != "synth" or self.data.thinking == "none" or not regions):
+            raise TrainConfigError("data.extra_detail_questions asks about the synthetic world's objects that proposed"
+                                   " regions cover: it needs data.format 'synth', data.thinking 'answers' or 'all' and"
+                                   " data.keyframes regions_on with max_regions > 0")
+        if self.training.detail_answer_weight != 1.0 and self.data.thinking == "none":
+            raise TrainConfigError("training.detail_answer_weight weights answers on thinking forks: it needs"
+                                   " data.thinking 'answers' or 'all'")
         on_tower = self.data.regions is None or self.data.regions.features == "tower"
         if self.data.thinking != "none" and regions and on_tower and self.training.dataloader_num_workers > 0:
             raise TrainConfigError("data.keyframes.regions_on needs training.dataloader_num_workers: 0 (the regions"

@@ -39,6 +39,7 @@ from lionfs_ros.data.stream_examples import StreamExample
 from lionfs_ros.data.synth import load_episode, read_manifest
 from lionfs_ros.data.synth.frame_labels import NONE, replay_plan, replay_settings
 from lionfs_ros.data.synth.motion import frame_pose
+from lionfs_ros.data.synth_objects import standing_box
 from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.keyframe_tokens import crop_box
 
@@ -48,7 +49,6 @@ from .distributed import rank_and_world
 CROP_DIR = "crop_pretraining"
 SUMMARY_NAME = "summary.json"
 ATTRIBUTES = ("label", "shape", "colour")
-EDGE = 0.05  # objects whose centre is this close to the frame's edge are left out
 EVAL_BATCH = 256
 
 
@@ -73,16 +73,13 @@ def episode_objects(root: str, episode_id: str, frame_step: int, labelled_only: 
     records = {r.object_id: r for r in episode.objects}
     for frame in range(0, len(episode.frames), frame_step):
         pose = frame_pose(catalogue, plan.scene, plan.timeline, frame)
-        dx, dy = plan.camera[frame]
         found = []
         for obj in pose.objects:
             record = records[obj.object_id]
-            x, y = obj.x - dx / episode.width, obj.y - dy / episode.height
-            if (labelled_only and not record.label) or obj.held or obj.level or not (EDGE < x < 1 - EDGE and EDGE < y < 1 - EDGE):
+            box = standing_box(catalogue, record, obj, plan.camera[frame], episode.width, episode.height)
+            if box is None or (labelled_only and not record.label):
                 continue
-            size = catalogue.shapes[record.shape].size
-            found.append(CropObject(0, (x - size / 2, y - size, x + size / 2, y), record.label or NONE, record.shape,
-                                    record.colour))
+            found.append(CropObject(0, box, record.label or NONE, record.shape, record.colour))
         yield frame, episode.frames[frame], found
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from lionfs_ros.data.frame_cache import FrameCache, load_frames
 from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.data.stream_examples import StreamExample, to_messages
+from lionfs_ros.data.synth_objects import labelled_objects
 from lionfs_ros.model.stream_format import StreamFormatter, pad_batch
 
 from .thinking import ThinkingSampler, collate_thinking
@@ -66,7 +67,8 @@ class StreamDataset(Dataset):
         if self.thinking is not None:
             if frames.general_is_features:
                 raise ValueError(f"example {example.example_id}: the thinking template needs pixels, not features")
-            thought = self.thinking.sample(messages, sample, frames.general)
+            objects = labelled_objects(example.source) if self.thinking.extra_questions else None
+            thought = self.thinking.sample(messages, sample, frames.general, objects)
             item.update(input_ids=thought.input_ids, labels=thought.labels, thinking=thought,
                         keyframe_pixels=frames.general[thought.keyframes],
                         crop_pixels=self.thinking.crops(frames.general, thought))

@@ -132,7 +132,8 @@ def thinking_sampler(config: TrainConfig, model, recipe: FrameRecipe) -> Thinkin
     wants_regions = keyframes.regions_on != "none" and keyframes.max_regions > 0
     return ThinkingSampler(model.formatter, model.vision.grid_side, model.config.thinking, data.novelty_cells,
                            region_grids=region_grids if wants_regions and model.config.thinking.regions.features == "tower"
-                           else None, processor=recipe.general)  # loader workers never hold the model
+                           else None, processor=recipe.general,  # loader workers never hold the model
+                           detail_weight=config.training.detail_answer_weight, extra_questions=data.extra_detail_questions)
 
 
 def run_training(config: TrainConfig, out: str | Path, resume: bool = False,

@@ -24,7 +24,15 @@ of a plain sample (``StreamFormatter.encode``) becomes, in one sequence::
   filled in the forward from the keyframes' patch grid (``LionFSModel.forward(keyframe_runs=)``);
   with ``keyframes.box_source: crop`` the box runs are filled from their crops
   (``model.thinking_template.crop_pixels``, cut in the data loader from the clip's general-size
-  frames: the full resolution for the synthetic world, whose frames are the tower's size).
+  frames: the full resolution for the synthetic world, whose frames are the tower's size);
+- ``detail_weight`` (``training.detail_answer_weight``, 1: off): the fork's answer targets of an answer
+  whose question the synthetic world tags ``detail`` get this weight in the LM loss (``label_weights``;
+  every other position 1), so the few printed-label answers count more than the narrations.
+- ``extra_questions`` (``data.extra_detail_questions``, 0: off): that many more forks per sample, each right
+  after a frame (the engine forks after a frame's decision), holding the template of that frame's keyframes,
+  a detail question restated after it about the printed label of an object whose centre a proposed region
+  of the trigger keyframe covers (``data.synth_objects``), and its answer (weighted as a detail answer).
+  They exist on forks only: the main context, and so the plain sample's targets, are unchanged.
 
 Keyframe choice. The engine picks, among the last ``history_frames`` decided frames up to the
 trigger, the trigger plus novel frames by the cosine distance of their fast-path features (the
@@ -39,6 +47,7 @@ keyframes (``region_grids``, a no-grad tower pass in the main process).
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -46,6 +55,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lionfs_ros.data.synth_objects import DETAIL, LabelledObject
 from lionfs_ros.model.configuration_lionfs import ThinkingConfig
 from lionfs_ros.model.keyframe_tokens import PoolRun
 from lionfs_ros.model.regions import RegionProposer, SaliencyMotionProposer
@@ -72,6 +82,7 @@ class ThinkingSample:
     template_mask: torch.Tensor  # [L] bool: template placeholders
     keyframes: list[int] = field(default_factory=list)  # clip frame indices whose patch grids the runs pool
     runs: list[PoolRun] = field(default_factory=list)  # reading order; keyframe indexes ``keyframes``
+    label_weights: torch.Tensor | None = None  # [L] float: per-target loss weights (None: all 1)
 
 
 def novelty_features(frames: np.ndarray, cells: int) -> torch.Tensor:
@@ -94,8 +105,12 @@ class ThinkingSampler:
     def __init__(self, formatter: StreamFormatter, grid_side: int, thinking: ThinkingConfig,
                  novelty_cells: int, template: ThinkingTemplate | None = None,
                  proposer: RegionProposer | None = None, region_grids: RegionGrids | None = None,
-                 processor: ImageProcessor | None = None):
+                 processor: ImageProcessor | None = None, detail_weight: float = 1.0, extra_questions: int = 0):
+        if detail_weight <= 0 or extra_questions < 0:
+            raise ValueError(f"detail_weight must be > 0 and extra_questions >= 0, got {detail_weight}, {extra_questions}")
+        self.extra_questions = extra_questions
         self.fmt, self.grid_side, self.processor = formatter, grid_side, processor
+        self.detail_weight = detail_weight
         self.mode, self.cfg, self.restates = thinking.mode, thinking.keyframes, thinking.restates_question
         self.novelty_cells = novelty_cells
         self.template = template or ThinkingTemplate()
@@ -106,6 +121,9 @@ class ThinkingSampler:
             self.region_grids = self._cell_shape  # the proposer reads colours, not tower features
         elif self.wants_regions and region_grids is None:
             raise ValueError("keyframes.regions_on needs region_grids (the model's patch grid of the keyframes)")
+        if extra_questions and not self.wants_regions:
+            raise ValueError("extra detail questions ask about objects that proposed regions cover: they need"
+                             " keyframes.regions_on and max_regions > 0")
 
     def _cell_shape(self, keyframes: np.ndarray) -> torch.Tensor:
         """Stands for the patch grids when the proposer reads only their shape: ``[K, h, w, 0]``."""
@@ -123,15 +141,16 @@ class ThinkingSampler:
         first = max(0, trigger + 1 - self.cfg.history_frames)
         return [first + i for i in select_keyframe_indices(features[first:trigger + 1], self.cfg)]
 
-    def sample(self, messages: list[dict], plain: StreamSample, frames: np.ndarray) -> ThinkingSample:
-        """The plain sample of ``messages`` with a fork per thought turn; ``frames``: the clip's general-size pixels."""
+    def sample(self, messages: list[dict], plain: StreamSample, frames: np.ndarray,
+               objects: list[list[LabelledObject]] | None = None) -> ThinkingSample:
+        """The plain sample of ``messages`` with a fork per thought turn; ``frames``: the clip's general-size pixels;
+        ``objects``: per frame, its labelled objects (``data.synth_objects``; needed by ``extra_detail_questions``)."""
         ids, labels = plain.input_ids.tolist(), plain.labels.tolist()
-        ignore, placeholder = self.fmt.cfg.ignore_index, self.fmt.ids.placeholder
-        out = _Sequence()
-        features = novelty_features(frames, self.novelty_cells) if any(thinks(m, self.mode) for m in messages) else None
-        slots: dict[int, int] = {}
-        runs: list[PoolRun] = []
-        done = 0  # plain ids copied so far
+        placeholder = self.fmt.ids.placeholder
+        needs_features = self.extra_questions > 0 or any(thinks(m, self.mode) for m in messages)
+        features = novelty_features(frames, self.novelty_cells) if needs_features else None
+        build = _Build(ids, labels)
+        extras = self._extra_forks(ids, frames, features, objects) if self.extra_questions else []
         question = None  # the last user turn so far
         for message, (start, stop) in zip(messages, plain.spans):
             if message["role"] == "user":
@@ -139,25 +158,65 @@ class ThinkingSampler:
             frames_before = sum(1 for i in ids[:start] if i == placeholder) // self.fmt.tokens_per_frame
             if not thinks(message, self.mode) or frames_before == 0:
                 continue
-            out.main(ids[done:start], labels[done:start], done)
+            while extras and extras[0][0] <= start:
+                self._fork(build, *extras.pop(0))
             after_stream = ids[start - 1] == placeholder
             header = len(self.fmt.assistant_header_ids(after_stream))
-            body = ids[start + header:stop]
             chosen = self.keyframes_at(frames, frames_before - 1, features)
-            layout = template_layout(self.fmt, self.grid_side, self._regions(frames, chosen), self.cfg,
-                                     self.template, after_stream, self._restated(message, question))
-            for run in layout.runs:
-                runs.append(replace(run, keyframe=slots.setdefault(chosen[run.keyframe], len(slots))))
-            fork = layout.input_ids + body
-            fork_labels = [ignore] * (len(layout.input_ids) - 1) + body + [ignore]
-            out.fork(fork, fork_labels, start, [i == placeholder for i in layout.input_ids] + [False] * len(body))
-            out.main(ids[start:stop], [ignore] * (stop - start), start)  # the committed copy: seen, not learned
-            done = stop
-        out.main(ids[done:], labels[done:], done)
+            weight = self.detail_weight if message.get("question_kind") == DETAIL else 1.0
+            self._fork(build, start, chosen, self._regions(frames, chosen), self._restated(message, question),
+                       ids[start + header:stop], weight)
+            build.out.main(ids[start:stop], [self.fmt.cfg.ignore_index] * (stop - start), start)  # seen, not learned
+            build.done = stop
+        for extra in extras:
+            self._fork(build, *extra)
+        out = build.out
+        out.main(ids[build.done:], labels[build.done:], build.done)
         return ThinkingSample(
             torch.tensor(out.ids, dtype=torch.long), torch.tensor(out.labels, dtype=torch.long),
             torch.tensor(out.positions, dtype=torch.long), torch.tensor(out.branches, dtype=torch.long),
-            torch.tensor(out.template, dtype=torch.bool), list(slots), runs)
+            torch.tensor(out.template, dtype=torch.bool), list(build.slots), build.runs,
+            torch.tensor(out.weights, dtype=torch.float) if self.detail_weight != 1.0 else None)
+
+    def _fork(self, build: "_Build", start: int, chosen: list[int], regions: list[list], question: str | None,
+              body: list[int], weight: float) -> None:
+        """A fork at ``start`` (the main context copied up to it first): the template on ``chosen`` keyframes with
+        ``regions``, ``question`` restated (None: not), then ``body`` (the answer and EOS) learned with ``weight``."""
+        ignore, placeholder = self.fmt.cfg.ignore_index, self.fmt.ids.placeholder
+        build.out.main(build.ids[build.done:start], build.labels[build.done:start], build.done)
+        build.done = start
+        layout = template_layout(self.fmt, self.grid_side, regions, self.cfg, self.template,
+                                 build.ids[start - 1] == placeholder, question)
+        for run in layout.runs:
+            build.runs.append(replace(run, keyframe=build.slots.setdefault(chosen[run.keyframe], len(build.slots))))
+        prefix = len(layout.input_ids) - 1  # template tokens that predict no target
+        build.out.fork(layout.input_ids + body, [ignore] * prefix + body + [ignore], start,
+                       [i == placeholder for i in layout.input_ids] + [False] * len(body),
+                       [1.0] * prefix + [weight] * len(body) + [1.0])
+
+    def _extra_forks(self, ids: list[int], frames: np.ndarray, features: torch.Tensor,
+                     objects: list[list[LabelledObject]] | None) -> list[tuple]:
+        """Up to ``extra_questions`` forks ``(start, chosen, regions, question, body, weight)`` in order, each after a
+        distinct frame (never the first), asking about a labelled object whose centre a region of the trigger
+        keyframe covers. Frames are drawn by a generator seeded from the sample's ids: the same episode gets the
+        same questions each epoch, on any loader worker."""
+        if objects is None or len(objects) != len(frames):
+            raise ValueError("extra_detail_questions needs the labelled objects of every frame of the clip")
+        placeholder, per_frame = self.fmt.ids.placeholder, self.fmt.tokens_per_frame
+        frame_ends = [i + 1 for i, t in enumerate(ids) if t == placeholder][per_frame - 1::per_frame]  # [T]
+        rng = np.random.default_rng(zlib.crc32(np.asarray(ids, np.int64).tobytes()))
+        extras = []
+        for frame in rng.permutation(np.arange(1, len(frame_ends))).tolist():
+            if len(extras) == self.extra_questions:
+                break
+            chosen = self.keyframes_at(frames, frame, features)
+            regions = self._regions(frames, chosen)
+            covered = [o for o in objects[frame] if any(o.centre_in((r.x0, r.y0, r.x1, r.y1)) for r in regions[-1])]
+            if covered:
+                asked = covered[int(rng.integers(len(covered)))]
+                extras.append((frame_ends[frame], chosen, regions, asked.question,
+                               self.fmt.assistant_body_ids(asked.answer), self.detail_weight))
+        return sorted(extras, key=lambda e: e[0])
 
     def _restated(self, message: dict, question: str | None) -> str | None:
         """The question restated after the template of ``message`` (``thinking.question: after``), or None."""
@@ -174,21 +233,36 @@ class ThinkingSampler:
         return propose_regions(self.proposer, list(keyframes), self.region_grids(keyframes), self.cfg)
 
 
+@dataclass
+class _Build:
+    """A thinking sample being built: the plain ids and labels, what is copied so far and the keyframes used."""
+
+    ids: list[int]
+    labels: list[int]
+    out: "_Sequence" = field(default_factory=lambda: _Sequence())
+    done: int = 0  # plain ids copied so far
+    slots: dict[int, int] = field(default_factory=dict)  # clip frame index -> keyframe slot
+    runs: list[PoolRun] = field(default_factory=list)
+
+
 class _Sequence:
     """The thinking sample's columns, appended piece by piece."""
 
     def __init__(self):
         self.ids, self.labels, self.positions, self.branches, self.template = [], [], [], [], []
+        self.weights: list[float] = []
         self.forks = 0
 
     def main(self, ids: list[int], labels: list[int], first_position: int) -> None:
-        self._add(ids, labels, first_position, 0, [False] * len(ids))
+        self._add(ids, labels, first_position, 0, [False] * len(ids), [1.0] * len(ids))
 
-    def fork(self, ids: list[int], labels: list[int], first_position: int, template: list[bool]) -> None:
+    def fork(self, ids: list[int], labels: list[int], first_position: int, template: list[bool],
+             weights: list[float]) -> None:
         self.forks += 1
-        self._add(ids, labels, first_position, self.forks, template)
+        self._add(ids, labels, first_position, self.forks, template, weights)
 
-    def _add(self, ids, labels, first_position, branch, template) -> None:
+    def _add(self, ids, labels, first_position, branch, template, weights) -> None:
+        self.weights += weights
         self.ids += ids
         self.labels += labels
         self.positions += range(first_position, first_position + len(ids))
@@ -203,6 +277,8 @@ def collate_thinking(items: list[dict], longest: int) -> dict:
         "branch_ids": torch.zeros(len(items), longest, dtype=torch.long),
         "template_mask": torch.zeros(len(items), longest, dtype=torch.bool),
     }
+    if any(item["thinking"].label_weights is not None for item in items):
+        batch["label_weights"] = torch.ones(len(items), longest)
     pixels, runs, crops = [], [], []
     for row, item in enumerate(items):
         sample: ThinkingSample = item["thinking"]
@@ -210,6 +286,8 @@ def collate_thinking(items: list[dict], longest: int) -> dict:
         batch["position_ids"][row, :n] = sample.position_ids
         batch["branch_ids"][row, :n] = sample.branch_ids
         batch["template_mask"][row, :n] = sample.template_mask
+        if sample.label_weights is not None:
+            batch["label_weights"][row, :n] = sample.label_weights
         offset = sum(len(p) for p in pixels)
         runs += [replace(r, keyframe=r.keyframe + offset) for r in sample.runs]
         pixels.append(item["keyframe_pixels"])
