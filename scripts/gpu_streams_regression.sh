@@ -7,8 +7,8 @@
 #   2. the same with --no-compile (plain elementwise ops in the batched towers' and LLM step's graphs).
 # Each JSON's `round_ms` (both throughput modes) splits every round's host wall time by whether the round had a
 # decided frame: the summary prints, per N, the wall, the decided and non-decided rounds' totals and p50/max.
-# Expected wall time on an H200: ~200 s, at most ~300 s: each step is bounded by `timeout` (140 s each, cut to
-# what is left of 295 s); a bench cut short keeps the N it finished in its JSON. Most of a bench's time is
+# Expected wall time on an H200: ~330 s, at most ~470 s: each step is bounded by `timeout` (cut to what is left
+# of 470 s); a bench cut short keeps the N it finished in its JSON. Most of a bench's time is
 # building the model and its group (CUDA graphs per bucket and span; with compile on, each bucket's ops compiled).
 # Smoke test on a CPU (tiny preset, Triton's interpreter):
 #   SMOKE=1 bash scripts/gpu_streams_regression.sh
@@ -27,7 +27,7 @@ else
 fi
 PY=${PYTHON:-python3}
 SMOKE=${SMOKE:-0}
-BUDGET_S=295
+BUDGET_S=470
 START=$(date +%s)
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
 echo "out: $OUT results: $RES (smoke=$SMOKE)" | tee "$RES/steps.txt"
@@ -77,6 +77,13 @@ for path in sorted(glob.glob(os.path.join(res, "streams-*.json"))):
               f"dropped {rt['dropped_frames']} p99 {ms(rt['worst_p99_ms'])} ms | gpu peak {run.get('gpu_peak_mib')} MiB")
     if "saturation" in data:
         print("  target:", json.dumps(data["saturation"].get("target")))
+for path in sorted(glob.glob(os.path.join(res, "profile", "profile-*.json"))):
+    data = json.load(open(path))
+    print(f"{os.path.basename(path)}: wall {data['wall_ms']} ms, trace {data['trace_window_ms']} ms, gpu busy "
+          f"{data['gpu_busy_ms']} ms, {data['kernels']} kernels, gaps {data['largest_gaps_ms'][:8]}")
+    print("  rounds", data["rounds_ms"])
+    for key in ("top_host_self_ms", "top_device_self_ms"):
+        print(f"  {key}:", "; ".join(f"{k[:60]} {ms} ({n})" for k, ms, n in data[key][:12]))
 PY
   cp "$RES/summary.txt" "$OUT/summary.txt"
   tar -czf "$OUT/results.tar.gz.part" -C "$(dirname "$RES")" "$(basename "$RES")" && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
@@ -109,6 +116,14 @@ step streams-compile 140 $PY -m lionfs_ros.commands.bench --preset $PRESET --str
   --out "$RES/streams-compile.json"
 step streams-nocompile 140 $PY -m lionfs_ros.commands.bench --preset $PRESET --streams 1,8 $ROUNDS --no-compile \
   --out "$RES/streams-nocompile.json"
+# 3. torch.profiler over 8 rounds at N=1 and 8 (round by round, pipelined): GPU busy time against the wall.
+step profile 150 $PY scripts/profile_streams.py --preset $PRESET --streams 1,8 --rounds 8 --prefill-rounds 16 \
+  --out "$RES/profile"
+# 4. the CUDA tests of the batched step and the kernel (skipped on a CPU).
+if $PY -c "import pytest" 2>/dev/null; then
+  step tests 100 $PY -m pytest -x -q -p no:cacheprovider test/engine/test_batched_step.py \
+    test/engine/test_decode_attention.py test/engine/test_static_backend.py
+fi
 echo "total: $(( $(date +%s) - START )) s" | tee -a "$RES/steps.txt"
 pack
 cat "$OUT/summary.txt"
