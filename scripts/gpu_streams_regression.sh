@@ -77,7 +77,7 @@ for path in sorted(glob.glob(os.path.join(res, "streams-*.json"))):
               f"dropped {rt['dropped_frames']} p99 {ms(rt['worst_p99_ms'])} ms | gpu peak {run.get('gpu_peak_mib')} MiB")
     if "saturation" in data:
         print("  target:", json.dumps(data["saturation"].get("target")))
-for path in sorted(glob.glob(os.path.join(res, "profile", "profile-*.json"))):
+for path in sorted(glob.glob(os.path.join(res, "trace", "profile-*.json"))):
     data = json.load(open(path))
     print(f"{os.path.basename(path)}: wall {data['wall_ms']} ms, trace {data['trace_window_ms']} ms, gpu busy "
           f"{data['gpu_busy_ms']} ms, {data['kernels']} kernels, gaps {data['largest_gaps_ms'][:8]}")
@@ -117,8 +117,8 @@ step streams-compile 140 $PY -m lionfs_ros.commands.bench --preset $PRESET --str
 step streams-nocompile 140 $PY -m lionfs_ros.commands.bench --preset $PRESET --streams 1,8 $ROUNDS --no-compile \
   --out "$RES/streams-nocompile.json"
 # 3. torch.profiler over 8 rounds at N=1 and 8 (round by round, pipelined): GPU busy time against the wall.
-step profile 150 $PY scripts/profile_streams.py --preset $PRESET --streams 1,8 --rounds 8 --prefill-rounds 16 \
-  --out "$RES/profile"
+step profile 150 $PY scripts/trace_streams.py --preset $PRESET --streams 1,8 --rounds 8 --prefill-rounds 16 \
+  --out "$RES/trace"
 # 4. the CUDA tests of the batched step and the kernel (skipped on a CPU).
 if $PY -c "import pytest" 2>/dev/null; then
   step tests 100 $PY -m pytest -x -q -p no:cacheprovider test/engine/test_batched_step.py \
