@@ -14,6 +14,7 @@
 # compile on (the default) each bucket's elementwise ops compiled once.
 # Smoke test on a CPU (tiny presets, Triton's interpreter; the profile is only byte-compiled):
 #   SMOKE=1 bash scripts/gpu_streams_round.sh
+# TESTS=0 and PROFILE=0 skip steps 1 and 4 (the sweep alone: ~170 s).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -100,8 +101,10 @@ step() {  # step NAME SECONDS CMD...: run with a time bound (cut to what is left
   pack
 }
 
-# 1: correctness first.
-if $PY -c "import pytest" 2>/dev/null; then
+# 1: correctness first (TESTS=0 skips it: a call that ran them already).
+if [ "${TESTS:-1}" = 0 ]; then
+  echo "tests: skipped (TESTS=0)" | tee -a "$RES/steps.txt"
+elif $PY -c "import pytest" 2>/dev/null; then
   step tests $([ "$SMOKE" = 1 ] && echo 240 || echo 90) $PY -m pytest -x -q -p no:cacheprovider \
     test/engine/test_batched_step.py test/engine/test_decode_attention.py
 else
@@ -113,7 +116,8 @@ if [ "$SMOKE" = 1 ]; then
   ROUNDS="--stream-rounds 4 --prefill-rounds 2 --realtime-seconds 0.5"; COUNTS=1,2; COUNTS_L=1,2
 else
   BENCH=""; P8=llama3-8b; PL=lionfs-8b
-  ROUNDS="--stream-rounds 16 --prefill-rounds 6 --realtime-seconds 2"; COUNTS=1,2,4,8,16; COUNTS_L=1,8
+  # 40 camera rounds (10 decided frames a stream): 16 were too short (scripts/gpu_streams_regression.sh)
+  ROUNDS="--stream-rounds 40 --prefill-rounds 8 --realtime-seconds 2"; COUNTS=1,2,4,8,16; COUNTS_L=1,8
 fi
 # 2 + 3: several streams (the kernel and the compiled elementwise ops in the batched step).
 step streams-$P8 125 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH --streams $COUNTS $ROUNDS \
@@ -121,7 +125,9 @@ step streams-$P8 125 $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH --stre
 step streams-$PL 80 $PY -m lionfs_ros.commands.bench --preset $PL $BENCH --streams $COUNTS_L $ROUNDS \
   --out "$RES/streams-$PL.json"
 # 4: where a round's time goes at B=8 (graphs per bucket and span), with what is left.
-if [ "$SMOKE" = 1 ]; then
+if [ "${PROFILE:-1}" = 0 ]; then
+  echo "profile: skipped (PROFILE=0)" | tee -a "$RES/steps.txt"
+elif [ "$SMOKE" = 1 ]; then
   step profile 30 $PY -m py_compile docs/benchmarks/profile_streams.py
 else
   step profile 60 env OUT="$RES" STREAMS=8 $PY docs/benchmarks/profile_streams.py llama3-8b
