@@ -103,7 +103,12 @@ class BatchedFrameStep:
         self.model, self.fused, self.pool = model, fused, pool
         device = model.device
         frame_ids = model.formatter.frame_ids(after_frame=True)
-        self.ids = torch.tensor(frame_ids, dtype=torch.long)  # [M]
+        placeholder = model.token_ids.placeholder
+        # The piece's ids with placeholders as 0, and the placeholder positions, on the device once: a round's input
+        # is their token embeddings with the frames' rows put in (no host sync, unlike joint_embed's count checks).
+        self.ids = torch.tensor([0 if i == placeholder else i for i in frame_ids], dtype=torch.long, device=device)
+        self.frame_rows = torch.tensor([k for k, i in enumerate(frame_ids) if i == placeholder], dtype=torch.long,
+                                       device=device)  # [n]
         self.length = len(frame_ids)
         self.plan = fused.plan([i == model.token_ids.placeholder for i in frame_ids], device)
         self.counts = [self.length if self.plan is None or not routed else self.plan.kept
@@ -190,8 +195,11 @@ class BatchedFrameStep:
 
     def _run_bucket(self, states, rows, embeds):
         n, b = len(states), bucket_for(len(states))
-        ids = self.ids[None].expand(n, -1)  # [n, M]
-        x, _ = self.model.joint_embed(ids, torch.stack([e.to(self.model.device, self.model.dtype) for e in embeds]))
+        frames = torch.stack([e.reshape(-1, e.shape[-1]) for e in embeds]).to(self.model.device, self.model.dtype)
+        if frames.shape[1] != self.frame_rows.numel():  # frames [n, tokens, d]
+            raise ValueError(f"{self.frame_rows.numel()} placeholder tokens but {frames.shape[1]} frame embeddings")
+        x = self.model.llm.get_input_embeddings()(self.ids).expand(n, -1, -1).clone()  # [n, M, d]
+        x.index_copy_(1, self.frame_rows, frames)
         rows_t = torch.tensor(rows + [self.pool.scratch] * (b - n), dtype=torch.long)  # [B]: padded with scratch
         starts = [state.next_position for state in states]
         span = self.span_for(states)
