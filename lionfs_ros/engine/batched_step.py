@@ -211,7 +211,8 @@ class BatchedFrameStep:
                 graph, logits = self._graph(b, span)
                 x_in, rows_in = self._inputs[b]
                 x_in[:n].copy_(x)
-                rows_in.copy_(rows_t)
+                # from pinned memory without blocking: a pageable copy would wait for this stream, i.e. the towers
+                rows_in.copy_(rows_t.pin_memory(), non_blocking=True)
                 graph.replay()
             else:
                 x = torch.cat([x, x.new_zeros(b - n, *x.shape[1:])])
