@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lionfs_ros.model import LionFSModel
+from lionfs_ros.model.crop_reader import CropReader
 from lionfs_ros.model.keyframe_tokens import WHOLE_FRAME, crop_box, pool_cells
-from lionfs_ros.train.crop_pretraining import CropHeads, episode_objects, jittered
+from lionfs_ros.train.crop_pretraining import episode_objects, jittered
 
 FRAME_STEP = 12  # native frames between probed frames (every 6th LLM frame at 2 fps)
 CELL = 0.125  # half the side of one cell of the fast path's 4x4 grid
@@ -111,7 +112,7 @@ class CropReader(nn.Module):
     def __init__(self, model: LionFSModel, pool: int, classes: int):
         super().__init__()
         self.encoder = copy.deepcopy(model.vision).float().requires_grad_(True)
-        self.heads = CropHeads(model.vision.hidden_size, pool, {"label": tuple(range(classes))})
+        self.heads = CropReader(model.vision.hidden_size, pool, {"label": tuple(range(classes))})
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.heads(self.encoder.patch_grid(pixels))["label"]  # [B, classes]

@@ -90,6 +90,8 @@ class LionFSConfig:
         self.stream.validate()
         self.thinking.validate()
         self.crop.validate()
+        if self.thinking.keyframes.region_tags and self.crop.reader_classes is None:
+            raise ConfigError("thinking.keyframes.region_tags writes what the crop reader reads: it needs crop.reader_classes")
         return self
 
     def to_dict(self) -> dict:

@@ -266,7 +266,10 @@ class KeyframeConfig:
     patch grid, so details too small for the frame's patches (printed labels) get a patch grid of
     their own. Tile tokens (``tiles > 0``): the keyframe cut into ``tiles x tiles`` tiles, each
     re-encoded at the tower's full input size and its patch grid pooled to ``tile_grid x tile_grid``
-    (finer grid tokens from the full-resolution frame, with no proposer).
+    (finer grid tokens from the full-resolution frame, with no proposer). ``region_tags`` (needs
+    ``box_source: crop`` and a crop reader, ``crop.reader_classes``): after each region's box tokens the
+    template writes, as text, what the model's crop reader reads on that region's crop
+    (`` red cube labelled K``; ``model.crop_reader``).
     Training writes it (``data.keyframes``) into the model's ``thinking.keyframes``, which the engine
     reads (``EngineConfig.keyframes`` overrides it only when set): a model records the template it
     was trained with.
@@ -284,6 +287,7 @@ class KeyframeConfig:
     crop_min: float = 0.25
     tiles: int = 0
     tile_grid: int = 2
+    region_tags: bool = False
 
     def validate(self) -> None:
         if self.num_keyframes < 1:
@@ -302,6 +306,8 @@ class KeyframeConfig:
             raise ConfigError("keyframes.tiles must be >= 0 and keyframes.tile_grid >= 1")
         if self.crop_margin < 0 or not 0.0 < self.crop_min <= 1.0:
             raise ConfigError("keyframes.crop_margin must be >= 0 and keyframes.crop_min in (0, 1]")
+        if self.region_tags and self.box_source != "crop":
+            raise ConfigError("keyframes.region_tags reads the regions' crops: it needs keyframes.box_source 'crop'")
 
 
 @dataclass
@@ -372,11 +378,16 @@ class CropConfig:
     tower's architecture (``config``: its HF config, inline) with weights of its own, started as a copy of
     the general tower's and trained on crops (``train.crop_pretraining``), so the fast path's tower stays as
     it is. Crops are cut and resized by the general tower's image processor either way.
+    ``reader_classes`` (``tower`` only; None: no reader): the crop reader's classes per attribute
+    (``label``, ``shape``, ``colour``), heads kept from crop pretraining on the tower's patch grid pooled to
+    ``reader_pool x reader_pool`` (``model.crop_reader.CropReader``; ``thinking.keyframes.region_tags``).
     """
 
     source: str = "general"
     config: dict | None = None
     trainable: bool = False
+    reader_pool: int = 1
+    reader_classes: dict[str, list[str]] | None = None
 
     def validate(self) -> None:
         if self.source not in CROP_SOURCES:
@@ -385,3 +396,8 @@ class CropConfig:
             raise ConfigError("crop.source='tower' needs crop.config: the crop tower's HF config (with a 'model_type')")
         if self.source == "general" and self.config is not None:
             raise ConfigError("crop.config is only for crop.source='tower' (the general tower reads crops otherwise)")
+        if self.reader_classes is not None and (self.source != "tower" or self.reader_pool < 1):
+            raise ConfigError("crop.reader_classes is a crop tower's reader: it needs crop.source 'tower' and"
+                              " crop.reader_pool >= 1")
+        if self.reader_classes is not None and not {"label", "shape", "colour"} <= set(self.reader_classes):
+            raise ConfigError(f"crop.reader_classes needs label, shape and colour, got {sorted(self.reader_classes)}")

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .aggregation import Connector, TokenAggregationRouter
 from .backbone import apply_lora, load_llm, merge_lora
 from .configuration_lionfs import CropConfig, LionFSConfig, VisionConfig
+from .crop_reader import CropReader, region_tag
 from .decoder import DecoderOutput, run_decoder
 from .hub import resolve
 from .keyframe_tokens import PoolRun, pool_runs
@@ -69,6 +70,10 @@ class LionFSModel(nn.Module):
         self.connector = Connector(self.vision.hidden_size, width)
         self.ego = VisionEncoder(config.ego.tower, ego_tower) if config.ego.source == "tower" else None
         self.crop_vision = VisionEncoder(crop_vision_config(config), crop_tower) if config.crop.source == "tower" else None
+        self.crop_reader = None
+        if config.crop.reader_classes is not None:
+            self.crop_reader = CropReader(self.crop_vision.hidden_size, config.crop.reader_pool, config.crop.reader_classes)
+            self.crop_reader.requires_grad_(False)
         self.ego_connector = self.aggregation_router = None
         if config.ego.source != "none":
             ego_width = self.ego.hidden_size if self.ego is not None else config.ego.feature_dim
@@ -174,6 +179,24 @@ class LionFSModel(nn.Module):
         self.crop_vision.tower.requires_grad_(trainable)
         return self.crop_vision
 
+    def add_crop_reader(self, reader: CropReader) -> None:
+        """Keep ``reader`` (crop pretraining's heads on the crop tower) as the model's frozen crop reader; its
+        classes go into the config (``crop.reader_classes``), its weights into the model's safetensors."""
+        if self.crop_vision is None:
+            raise ValueError("a crop reader reads the crop tower's patch grid: add the crop tower first")
+        self.crop_reader = reader.to(device=self.device, dtype=self.dtype).requires_grad_(False)
+        self.config.crop.reader_pool = reader.pool
+        self.config.crop.reader_classes = {name: list(values) for name, values in reader.classes.items()}
+
+    def region_tags(self, crop_grids: torch.Tensor) -> list[str]:
+        """Crops' patch grids ``[N, h, w, C]`` (``crop_grid``) -> what the crop reader reads on each, as the
+        text the thinking template writes after the region's box tokens (``crop_reader.region_tag``)."""
+        if self.crop_reader is None:
+            raise ValueError("region tags need the model's crop reader (crop.reader_classes)")
+        if not len(crop_grids):
+            return []
+        return [region_tag(read) for read in self.crop_reader.read(crop_grids)]
+
     def project_general(self, features: torch.Tensor) -> torch.Tensor:
         """General-encoder features ``[..., C]`` -> LLM width ``[..., d]`` through its connector."""
         return self.connector(features.to(self.dtype))
@@ -274,6 +297,7 @@ class LionFSModel(nn.Module):
         keyframe_general: torch.Tensor | None = None,
         keyframe_runs: list[PoolRun] | None = None,
         keyframe_crops: torch.Tensor | None = None,
+        keyframe_crop_grids: torch.Tensor | None = None,
         template_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         branch_ids: torch.Tensor | None = None,
@@ -285,7 +309,8 @@ class LionFSModel(nn.Module):
         Thinking templates in the sequence (training with ``data.thinking``): ``keyframe_general``
         ``[K, 3, S, S]`` are the general-encoder pixels of every template's keyframes, ``keyframe_runs``
         the pooled runs of all templates in reading order (``keyframe`` indexes ``keyframe_general``),
-        ``keyframe_crops [N, 3, S, S]`` the pixels of their ``crop`` runs (reading order; read by ``crop_grid``),
+        ``keyframe_crops [N, 3, S, S]`` the pixels of their ``crop`` runs (reading order; read by ``crop_grid``;
+        or ``keyframe_crop_grids [N, h, w, C]``, their patch grids read already),
         ``template_mask [B, L]`` their placeholders; the runs are pooled from the tower's patch grid
         (gradients reach the tower and the connector through them). ``position_ids``/``branch_ids``
         put each template and its answer on a fork of the context (``decoder.run_decoder``).
@@ -300,7 +325,9 @@ class LionFSModel(nn.Module):
         template_embeds = None
         if keyframe_general is not None:
             grids = self.patch_grid(keyframe_general)  # [K, h, w, C]
-            crop_grids = self.crop_grid(keyframe_crops) if keyframe_crops is not None else None  # [N, h, w, C]
+            crop_grids = keyframe_crop_grids  # [N, h, w, C]: read already (a frozen tower), else read here
+            if crop_grids is None and keyframe_crops is not None:
+                crop_grids = self.crop_grid(keyframe_crops)
             template_embeds = self.project_general(pool_runs(grids, keyframe_runs or [], crop_grids))  # [P, d]
         embeds, visual = self.joint_embed(input_ids, frame_embeds, template_mask, template_embeds)
         out = self.step(embeds, visual, past_key_values, attention_mask, position_ids, branch_ids)

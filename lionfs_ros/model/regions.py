@@ -41,9 +41,17 @@ class Region:
     y1: float
     label: str
     score: float
+    tag: str = ""  # what the model's crop reader read there (``keyframes.region_tags``): "red cube labelled K"
+
+    @property
+    def description(self) -> str:
+        """``label``, or ``"label: tag"`` when the region has a tag (``motion: red cube labelled K``)."""
+        return f"{self.label}: {self.tag}" if self.tag else self.label
 
     def as_tuple(self) -> tuple[float, float, float, float, str, float]:
-        return (self.x0, self.y0, self.x1, self.y1, self.label, self.score)
+        """What the engine hands out (``ResponseUpdate.regions``, the region messages' ``label``): the label
+        carries the tag after a colon (``description``), so every consumer keeps its fields."""
+        return (self.x0, self.y0, self.x1, self.y1, self.description, self.score)
 
 
 class RegionProposer(ABC):

@@ -23,7 +23,9 @@ average-pooled to ``g x g``, row-major), then (``tiles > 0``) ``tile_grid^2`` to
 a ``tiles x tiles`` cut of the keyframe (row-major, each tile re-encoded by the general tower from
 the full-resolution pixels), then ``regions_open`` and ``b*b`` box tokens per region
 (``b = box_grid``, regions in proposer order; pooled from the patch grid inside the box, or with
-``box_source: crop`` from the box's crop re-encoded) if the keyframe has regions, then
+``box_source: crop`` from the box's crop re-encoded) if the keyframe has regions, each region's
+run followed, with ``region_tags``, by the text of what the model's crop reader reads on its crop
+(`` red cube labelled K``: ``model.crop_reader``; ``LionFSModel.region_tags``), then
 ``keyframe_close``; then (a model trained with ``thinking.question: after``, answering a question)
 the question restated as a user turn, so the answer follows its question as in every other turn;
 finally the model's assistant header. Every piece is tokenized on its own
@@ -44,7 +46,7 @@ Two uses, one function:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -177,11 +179,14 @@ def template_layout(
     template: ThinkingTemplate,
     after_stream: bool,
     question: str | None = None,
+    tags: Sequence[Sequence[str]] | None = None,
 ) -> TemplateLayout:
     """The template for ``len(regions)`` keyframes (``regions[k]``: keyframe k's boxes) on a ``grid_side`` patch grid.
 
     ``fmt``: the model's ``StreamFormatter``; ``after_stream``: the context ends inside the stream;
-    ``question``: restated as a user turn between the last keyframe and the assistant header (None: not).
+    ``question``: restated as a user turn between the last keyframe and the assistant header (None: not);
+    ``tags`` (``region_tags``; ``tags[k][r]``: keyframe k's region r): each region's box run is followed by its
+    tag's text (a ``tag`` piece; an empty tag is a piece of no tokens: ``tag_slots`` finds where it goes).
     """
     ids: list[int] = []
     runs: list[PoolRun] = []
@@ -209,12 +214,32 @@ def template_layout(
             run("grid", [PoolRun(k, "tile", config.tile_grid, box, CROP) for box in tile_boxes(config.tiles)])
         if boxes:
             text(fmt.text_ids(template.regions_open), "regions_open")
-            run("box", [PoolRun(k, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1), config.box_source) for r in boxes])
+            box_runs = [PoolRun(k, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1), config.box_source) for r in boxes]
+            if tags is None:
+                run("box", box_runs)
+            for r, box_run in enumerate(box_runs if tags is not None else []):
+                run("box", [box_run])
+                text(fmt.text_ids(tags[k][r]), "tag")
         text(fmt.text_ids(template.keyframe_close), "keyframe_close")
     if question is not None:
         text(fmt.user_ids(question, after_stream=False), "question")
     text(fmt.assistant_header_ids(after_stream=False), "assistant_header")
     return TemplateLayout(ids, runs, pieces, acc)
+
+
+def tag_slots(layout: TemplateLayout) -> list[int]:
+    """Where each region's tag starts in ``layout.input_ids`` (right after its box run), in reading order."""
+    ends = np.cumsum([0] + [n for _, n in layout.pieces])
+    return [int(ends[i]) for i, (what, _) in enumerate(layout.pieces) if what == "tag"]
+
+
+def read_tags(model, runs: Sequence[PoolRun], crop_grids: torch.Tensor | None, regions: Sequence[Sequence[Region]]) -> list[list[str]]:
+    """The crop reader's tag of every region (``tags[k][r]``, as ``template_layout`` takes them) from the patch
+    grids ``[N, h, w, C]`` of the ``crop`` runs ``runs`` (reading order; tiles are read by nobody)."""
+    crop_runs = [run for run in runs if run.source == CROP]
+    boxes = [i for i, run in enumerate(crop_runs) if run.kind == "box"]
+    read = iter(model.region_tags(crop_grids[boxes]) if boxes else [])
+    return [[next(read) for _ in rs] for rs in regions]
 
 
 def tile_boxes(tiles: int) -> list[tuple[float, float, float, float]]:
@@ -223,10 +248,13 @@ def tile_boxes(tiles: int) -> list[tuple[float, float, float, float]]:
     return [(c * step, r * step, (c + 1) * step, (r + 1) * step) for r in range(tiles) for c in range(tiles)]
 
 
-def fill_template(model, grids: torch.Tensor, runs: Sequence[PoolRun], crops: torch.Tensor | None = None) -> torch.Tensor:
+def fill_template(model, grids: torch.Tensor, runs: Sequence[PoolRun], crops: torch.Tensor | None = None,
+                  crop_grids: torch.Tensor | None = None) -> torch.Tensor:
     """Keyframe patch grids ``[K, h, w, C]`` (+ the ``crop`` runs' pixels ``[N, 3, S, S]``, read by the
-    model's crop tower if it has one, ``LionFSModel.crop_grid``) -> the template's placeholder embeddings ``[P, d]``."""
-    crop_grids = model.crop_grid(crops) if crops is not None and len(crops) else None  # [N, h, w, C]
+    model's crop tower if it has one, ``LionFSModel.crop_grid``, or their patch grids ``crop_grids``
+    ``[N, h, w, C]`` read already) -> the template's placeholder embeddings ``[P, d]``."""
+    if crop_grids is None and crops is not None and len(crops):
+        crop_grids = model.crop_grid(crops)  # [N, h, w, C]
     return model.project_general(pool_runs(grids, runs, crop_grids))
 
 
@@ -293,11 +321,16 @@ def build_thinking_inputs(
     if context is not None:
         after_stream = _portable_prefix(b, model, keyframes, pixels, context, query)
     layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream, restate)
-    crops = None
+    crop_grids = None
     if any(run.source == CROP for run in layout.runs):
         processor = model.vision.processor
         crops = processor.normalize(torch.from_numpy(crop_pixels(processor, keyframes, layout.runs, config)))
-    b.template(layout, fill_template(model, grids, layout.runs, crops))
+        crop_grids = model.crop_grid(crops)  # [N, h, w, C]
+    if config.region_tags:  # the same runs (and crops), the tags' text after each box run
+        tags = read_tags(model, layout.runs, crop_grids, regions)
+        layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream, restate, tags)
+        regions = [[replace(r, tag=tag.strip()) for r, tag in zip(rs, ts)] for rs, ts in zip(regions, tags)]
+    b.template(layout, fill_template(model, grids, layout.runs, crop_grids=crop_grids))
     return b.finish(regions)
 
 
@@ -353,5 +386,7 @@ def thinking_token_bound(model, config: KeyframeConfig, template: ThinkingTempla
         + len(fmt.text_ids(template.regions_open)) + config.max_regions * config.box_grid ** 2
         + len(fmt.text_ids(template.keyframe_close))
     )
+    if config.region_tags:
+        per_keyframe += config.max_regions * max(len(fmt.text_ids(tag)) for tag in model.crop_reader.all_tags())
     head = len(fmt.text_ids(fmt.cfg.stream_close + template.open))
     return head + config.num_keyframes * per_keyframe + question_tokens + len(fmt.assistant_header_ids(after_stream=False))

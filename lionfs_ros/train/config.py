@@ -288,6 +288,11 @@ class TrainConfig:
             raise TrainConfigError("data.extra_detail_questions asks about the synthetic world's objects that proposed"
                                    " regions cover: it needs data.format 'synth', data.thinking 'answers' or 'all' and"
                                    " data.keyframes regions_on with max_regions > 0")
+        if self.data.keyframes.region_tags and (self.data.thinking == "none" or (self.crop_pretraining is None
+                                                                               and self.model.init_from is None)):
+            raise TrainConfigError("data.keyframes.region_tags writes what the crop reader reads into the forks: it"
+                                   " needs data.thinking 'answers' or 'all' and crop_pretraining (whose heads become"
+                                   " the reader) or a model.init_from that has a reader")
         if self.training.detail_answer_weight != 1.0 and self.data.thinking == "none":
             raise TrainConfigError("training.detail_answer_weight weights answers on thinking forks: it needs"
                                    " data.thinking 'answers' or 'all'")

@@ -9,8 +9,10 @@ fast path keeps as it is) and trains it on the task itself: for every object sta
 every ``frame_step``-th native frame of the training episodes, the crop the slow path would cut around it
 (its box moved by up to ``jitter`` of its size and scaled by up to ``scale``, as a proposer's region is not
 centred on it) -> its printed label (``none`` if it has none), shape and colour, each named by a linear
-head on the crop tower's patch grid pooled to ``box_grid x box_grid`` (the tokens the LLM will read). The
-heads are thrown away; the stream training (stage 2) reads crops with the tower this stage leaves
+head on the crop tower's patch grid pooled to ``box_grid x box_grid`` (the tokens the LLM will read),
+``model.crop_reader.CropReader``. The heads are thrown away, unless ``keep_reader``
+(``data.keyframes.region_tags``): then the model keeps them, frozen, as its crop reader, whose reading the
+thinking template writes after each region's box tokens. The stream training (stage 2) reads crops with the tower this stage leaves
 (frozen unless ``train_in_stream``).
 
 One process: under ``torchrun`` this stage is refused (train it in a single-process run and fine-tune
@@ -31,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -40,6 +41,7 @@ from lionfs_ros.data.synth import load_episode, read_manifest
 from lionfs_ros.data.synth.frame_labels import NONE, replay_plan, replay_settings
 from lionfs_ros.data.synth.motion import frame_pose
 from lionfs_ros.data.synth_objects import standing_box
+from lionfs_ros.model.crop_reader import ATTRIBUTES, CropReader
 from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.keyframe_tokens import crop_box
 
@@ -48,7 +50,6 @@ from .distributed import rank_and_world
 
 CROP_DIR = "crop_pretraining"
 SUMMARY_NAME = "summary.json"
-ATTRIBUTES = ("label", "shape", "colour")
 EVAL_BATCH = 256
 
 
@@ -142,22 +143,6 @@ class CropDataset(Dataset):
         return {"pixels": pixels, **{name: self.targets[name][i] for name in self.targets}}
 
 
-class CropHeads(nn.Module):
-    """Per attribute, a linear layer on the crop's patch grid pooled to ``pool x pool`` (layer-normed tokens)."""
-
-    def __init__(self, width: int, pool: int, classes: dict[str, tuple[str, ...]]):
-        super().__init__()
-        self.pool = pool
-        self.norm = nn.LayerNorm(width)
-        self.heads = nn.ModuleDict({name: nn.Linear(pool * pool * width, len(values)) for name, values in classes.items()})
-
-    def forward(self, grid: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Patch grid ``[B, h, w, C]`` -> logits ``{attribute: [B, classes]}``."""
-        pooled = F.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2), (self.pool, self.pool)).flatten(2).transpose(1, 2)
-        flat = self.norm(pooled.float()).flatten(1)  # [B, pool*pool*C]
-        return {name: head(flat) for name, head in self.heads.items()}
-
-
 def attribute_classes(objects: list[CropObject]) -> dict[str, tuple[str, ...]]:
     """Every attribute's classes (``none`` first for labels), from the objects seen."""
     classes = {}
@@ -173,7 +158,7 @@ def _schedule(step: int, section: CropPretrainingSection) -> float:
 
 
 @torch.no_grad()
-def held_out_accuracy(encoder, heads: CropHeads, dataset: CropDataset, device, autocast) -> dict[str, float]:
+def held_out_accuracy(encoder, heads: CropReader, dataset: CropDataset, device, autocast) -> dict[str, float]:
     """Accuracy per attribute (label: objects with a printed label only, and over all) on ``dataset``."""
     right = {name: [] for name in ATTRIBUTES}
     for batch in DataLoader(dataset, batch_size=EVAL_BATCH):
@@ -189,8 +174,9 @@ def held_out_accuracy(encoder, heads: CropHeads, dataset: CropDataset, device, a
 
 def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImageProcessor, section: CropPretrainingSection,
                         box_grid: int, margin: float, minimum: float, out_dir: Path, device: torch.device,
-                        bf16: bool, seed: int) -> dict:
-    """Stage 1b: add the model's crop tower (if it has none) and train it on crops -> label, shape, colour."""
+                        bf16: bool, seed: int, keep_reader: bool = False) -> dict:
+    """Stage 1b: add the model's crop tower (if it has none) and train it on crops -> label, shape, colour;
+    ``keep_reader``: the trained heads become the model's crop reader (``LionFSModel.add_crop_reader``)."""
     if rank_and_world()[1] > 1:
         raise TrainConfigError("crop_pretraining runs in one process: train it without torchrun, then fine-tune "
                                "from its model (model.init_from)")
@@ -207,7 +193,7 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
     held_set = CropDataset(held_frames, held_objects, classes, processor, margin, minimum)
     encoder = model.add_crop_tower(trainable=True)
     encoder.to(device)
-    heads = CropHeads(encoder.hidden_size, box_grid, classes).to(device)
+    heads = CropReader(encoder.hidden_size, box_grid, classes).to(device)
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": section.learning_rate},
          {"params": heads.parameters(), "lr": section.head_learning_rate}], weight_decay=section.weight_decay)
@@ -247,6 +233,8 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
                "last_loss": round(float(np.mean(losses[-10:])), 4) if losses else None,
                "held_out_before": before, "held_out_after": held_out_accuracy(encoder, heads, held_set, device, autocast)}
     encoder.to("cpu")
+    if keep_reader:
+        model.add_crop_reader(heads.to("cpu"))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"crop pretraining: {step} steps, held-out printed label {before['printed_label']} -> "

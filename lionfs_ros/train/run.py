@@ -36,7 +36,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from lionfs_ros.data.frame_cache import FrameCache, build_feature_cache, build_pixel_cache
 from lionfs_ros.data.frames import FrameRecipe
+from lionfs_ros.model.checkpoint import read_config
 from lionfs_ros.model.configuration_lionfs import KeyframeConfig, ThinkingConfig
+from lionfs_ros.model.crop_reader import CropReader
 
 from .build import build_model, count_parameters, load_examples, model_config_of, obtain_tokenizer
 from .config import TrainConfig
@@ -129,6 +131,8 @@ def thinking_sampler(config: TrainConfig, model, recipe: FrameRecipe) -> Thinkin
     def region_grids(pixels: np.ndarray) -> torch.Tensor:
         return model.patch_grid(recipe.general.normalize(torch.from_numpy(pixels).to(model.device))).float().cpu()
 
+    if keyframes.region_tags and model.crop_reader is None:
+        raise TrainRunError("data.keyframes.region_tags needs the model's crop reader (crop_pretraining keeps it)")
     wants_regions = keyframes.regions_on != "none" and keyframes.max_regions > 0
     return ThinkingSampler(model.formatter, model.vision.grid_side, model.config.thinking, data.novelty_cells,
                            region_grids=region_grids if wants_regions and model.config.thinking.regions.features == "tower"
@@ -183,8 +187,10 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
         if not resume:
             crop_stage = pretrain_crop_tower(model, examples, recipe.general, config.crop_pretraining, keyframes.box_grid,
                                              keyframes.crop_margin, keyframes.crop_min, out / CROP_DIR, args.device,
-                                             args.bf16, config.seed)
+                                             args.bf16, config.seed, keep_reader=keyframes.region_tags)
         model.add_crop_tower(trainable=config.crop_pretraining.train_in_stream)
+        if keyframes.region_tags and resume:  # the reader's classes from the checkpoint, its weights loaded with it
+            model.add_crop_reader(CropReader(model.crop_vision.hidden_size, *reader_of(Path(last) / MODEL_SUBDIR)))
     thinking = thinking_sampler(config, model, recipe)
     dataset = StreamDataset(examples, model.formatter, recipe, config.data.max_frames, cache, thinking)
     collator = StreamCollator(pad_id=tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
@@ -204,6 +210,14 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
         write_summary(out / SUMMARY_NAME, trainer, result, model, len(examples), stage1, crop_stage)
         (out / LOG_NAME).write_text(json.dumps(trainer.state.log_history) + "\n")
     return out / MODEL_SUBDIR
+
+
+def reader_of(model_dir: Path) -> tuple[int, dict]:
+    """The crop reader's pool and classes a saved model has (``crop.reader_pool``, ``crop.reader_classes``)."""
+    crop = read_config(model_dir).crop
+    if crop.reader_classes is None:
+        raise TrainRunError(f"{model_dir} has no crop reader (crop.reader_classes) to resume region_tags with")
+    return crop.reader_pool, crop.reader_classes
 
 
 def describe_plan(config: TrainConfig, args: TrainingArguments) -> str:

@@ -25,6 +25,8 @@ of a plain sample (``StreamFormatter.encode``) becomes, in one sequence::
   with ``keyframes.box_source: crop`` the box runs are filled from their crops
   (``model.thinking_template.crop_pixels``, cut in the data loader from the clip's general-size
   frames: the full resolution for the synthetic world, whose frames are the tower's size);
+- ``keyframes.region_tags``: each region's tag is laid out empty here and its place kept (``tag_slots``); the main
+  process reads the crops and inserts the tags before the forward (``train.region_tags``);
 - ``detail_weight`` (``training.detail_answer_weight``, 1: off): the fork's answer targets of an answer
   whose question the synthetic world tags ``detail`` get this weight in the LM loss (``label_weights``;
   every other position 1), so the few printed-label answers count more than the narrations.
@@ -62,7 +64,7 @@ from lionfs_ros.model.regions import RegionProposer, SaliencyMotionProposer
 from lionfs_ros.model.stream_format import StreamFormatter, StreamSample
 from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.thinking_template import (
-    ThinkingTemplate, crop_pixels, propose_regions, select_keyframe_indices, template_layout,
+    ThinkingTemplate, crop_pixels, propose_regions, select_keyframe_indices, tag_slots, template_layout,
 )
 
 ANSWERS, ALL = "answers", "all"
@@ -83,6 +85,7 @@ class ThinkingSample:
     keyframes: list[int] = field(default_factory=list)  # clip frame indices whose patch grids the runs pool
     runs: list[PoolRun] = field(default_factory=list)  # reading order; keyframe indexes ``keyframes``
     label_weights: torch.Tensor | None = None  # [L] float: per-target loss weights (None: all 1)
+    tag_slots: list[int] = field(default_factory=list)  # region_tags: where each box run's tag goes (train.region_tags)
 
 
 def novelty_features(frames: np.ndarray, cells: int) -> torch.Tensor:
@@ -176,7 +179,7 @@ class ThinkingSampler:
             torch.tensor(out.ids, dtype=torch.long), torch.tensor(out.labels, dtype=torch.long),
             torch.tensor(out.positions, dtype=torch.long), torch.tensor(out.branches, dtype=torch.long),
             torch.tensor(out.template, dtype=torch.bool), list(build.slots), build.runs,
-            torch.tensor(out.weights, dtype=torch.float) if self.detail_weight != 1.0 else None)
+            torch.tensor(out.weights, dtype=torch.float) if self.detail_weight != 1.0 else None, build.tag_slots)
 
     def _fork(self, build: "_Build", start: int, chosen: list[int], regions: list[list], question: str | None,
               body: list[int], weight: float) -> None:
@@ -185,8 +188,10 @@ class ThinkingSampler:
         ignore, placeholder = self.fmt.cfg.ignore_index, self.fmt.ids.placeholder
         build.out.main(build.ids[build.done:start], build.labels[build.done:start], build.done)
         build.done = start
+        empty_tags = [[""] * len(rs) for rs in regions] if self.cfg.region_tags else None  # filled by train.region_tags
         layout = template_layout(self.fmt, self.grid_side, regions, self.cfg, self.template,
-                                 build.ids[start - 1] == placeholder, question)
+                                 build.ids[start - 1] == placeholder, question, empty_tags)
+        build.tag_slots += [len(build.out.ids) + slot for slot in tag_slots(layout)]
         for run in layout.runs:
             build.runs.append(replace(run, keyframe=build.slots.setdefault(chosen[run.keyframe], len(build.slots))))
         prefix = len(layout.input_ids) - 1  # template tokens that predict no target
@@ -243,6 +248,7 @@ class _Build:
     done: int = 0  # plain ids copied so far
     slots: dict[int, int] = field(default_factory=dict)  # clip frame index -> keyframe slot
     runs: list[PoolRun] = field(default_factory=list)
+    tag_slots: list[int] = field(default_factory=list)
 
 
 class _Sequence:
@@ -292,6 +298,8 @@ def collate_thinking(items: list[dict], longest: int) -> dict:
         runs += [replace(r, keyframe=r.keyframe + offset) for r in sample.runs]
         pixels.append(item["keyframe_pixels"])
         crops.append(item["crop_pixels"])
+    if any(item["thinking"].tag_slots for item in items):
+        batch["tag_slots"] = [item["thinking"].tag_slots for item in items]
     if runs:
         batch["keyframe_pixels"] = torch.from_numpy(np.ascontiguousarray(np.concatenate(pixels)))
         batch["keyframe_runs"] = runs

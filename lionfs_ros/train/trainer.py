@@ -3,6 +3,8 @@
 - Batches carry frames as uint8 pixels; they are normalised on the training device (a quarter of
   the host-to-device bytes of float pixels).
 - The loss parts (LM, stream, router aux) are logged beside the total.
+- Region tags (``data.keyframes.region_tags``) are read and inserted into the forks before the forward
+  (``train.region_tags``).
 - A checkpoint's weights are a LionFS model directory in ``checkpoint-N/model`` (config.json +
   safetensors + tokenizer + LoRA adapter), loaded back strictly on resume; the Trainer's own
   resume state (optimizer, scheduler, RNG, ``trainer_state.json``) sits beside it as usual.
@@ -23,6 +25,7 @@ from lionfs_ros.model.checkpoint import (ADAPTER_DIR, ADAPTER_WEIGHTS_NAME, PEFT
                                          load_lora_adapter, load_model_weights, read_safetensors, strip_prefix)
 
 from .distributed import from_main_process
+from .region_tags import SLOTS_KEY, insert_region_tags
 
 MODEL_SUBDIR = "model"
 TRAINING_ARGS_JSON = "training_args.json"
@@ -88,7 +91,11 @@ class LionFSTrainer(Trainer):
 
     # Loss.
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**prepare_model_inputs(inputs, self.recipe))
+        inputs = prepare_model_inputs(inputs, self.recipe)
+        if SLOTS_KEY in inputs:  # data.keyframes.region_tags: the crop reader's tags go into the forks first
+            with self.accelerator.autocast():
+                inputs = insert_region_tags(self.accelerator.unwrap_model(model), inputs)
+        outputs = model(**inputs)
         if model.training:
             for name in LOSS_PARTS:
                 self._loss_sums[name] = self._loss_sums[name] + getattr(outputs, name).detach().float()
