@@ -1,11 +1,18 @@
 """The slow path's crop tower (``crop.source: tower``): its own weights, saved and loaded with the model; the
-general tower (the fast path's) stays as it was."""
+general tower (the fast path's) stays as it was. Its crop reader (``crop.reader_classes``) and the region tags
+it writes into the thinking template (``keyframes.region_tags``)."""
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from lionfs_ros.model import LionFSModel
-from lionfs_ros.model.configuration_lionfs import ConfigError, CropConfig
+from lionfs_ros.model.configuration_lionfs import ConfigError, CropConfig, KeyframeConfig
+from lionfs_ros.model.crop_reader import CropReader
+from lionfs_ros.model.regions import Region
+from lionfs_ros.model.thinking_template import build_thinking_inputs, thinking_token_bound
 
 from tiny_parts import random_frames
 from test_checkpoint import logits_of, perturb_lora
@@ -46,3 +53,63 @@ def test_crop_config_is_checked():
         CropConfig("general", {"model_type": "siglip_vision_model"}).validate()
     with pytest.raises(ConfigError, match="crop.source"):
         CropConfig("ego").validate()
+
+
+READER_CLASSES = {"label": ("none", "K", "Q"), "shape": ("cube", "ball"), "colour": ("red", "blue")}
+
+
+def test_a_crop_reader_is_saved_with_the_model_and_writes_a_tag_after_each_region(build, tmp_path):
+    """``crop.reader_classes`` + ``keyframes.region_tags``: the reader's weights and classes round-trip through a
+    model directory, and the template has each region's tag text right after its box tokens, else unchanged."""
+    model = build(fused=False)
+    model.add_crop_tower(trainable=False)
+    torch.manual_seed(3)
+    model.add_crop_reader(CropReader(model.crop_vision.hidden_size, 2, READER_CLASSES))
+    tagged_kf = KeyframeConfig(num_keyframes=1, grid_sizes=(2,), box_grid=2, max_regions=2, box_source="crop",
+                               region_tags=True)
+    model.config.thinking.keyframes = tagged_kf
+    model.save_pretrained(tmp_path / "m")
+    assert any(k.startswith("crop_reader.heads.label") for k in load_file(tmp_path / "m" / "model.safetensors"))
+    loaded = LionFSModel.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config.crop.reader_classes == {k: list(v) for k, v in READER_CLASSES.items()}
+    assert loaded.config.thinking.keyframes.region_tags
+    crops = model.preprocess(random_frames(6, 4))
+    with torch.no_grad():
+        tags = model.region_tags(model.crop_grid(crops))
+        assert loaded.region_tags(loaded.crop_grid(crops)) == tags
+        logits = model.crop_reader(model.crop_grid(crops))
+        torch.testing.assert_close(loaded.crop_reader(loaded.crop_grid(crops)), logits)
+    assert len(set(tags)) > 1, "random heads read the random crops differently: the round trip proves little otherwise"
+    assert all(t in model.crop_reader.all_tags() for t in tags)
+
+    frame = random_frames(1, 5, size=64)[0]
+    regions = [[Region(0.1, 0.1, 0.4, 0.5, "salient", 0.9), Region(0.5, 0.4, 0.9, 0.9, "motion", 0.8)]]
+    with torch.no_grad():
+        tagged = build_thinking_inputs(loaded, [frame], regions=regions)
+        plain = build_thinking_inputs(loaded, [frame], regions=regions, config=replace(tagged_kf, region_tags=False))
+    what = [w for w, _ in tagged.pieces]
+    first = what.index("regions_open")
+    assert what[first + 1:first + 5] == ["box", "tag", "box", "tag"] and what[first + 5] == "keyframe_close"
+    ends = np.cumsum([n for _, n in tagged.pieces])
+    ids = tagged.input_ids.tolist()
+    written = [ids[ends[i - 1]:ends[i]] for i, w in enumerate(what) if w == "tag"]
+    read = [r.tag for r in tagged.regions[0]]
+    assert written == [loaded.formatter.text_ids(" " + tag) for tag in read] and all(read)
+    assert [r.as_tuple()[4] for r in tagged.regions[0]] == [f"salient: {read[0]}", f"motion: {read[1]}"]
+    without = [t for i, w in enumerate(what) if w != "tag" for t in ids[ends[i] - tagged.pieces[i][1]:ends[i]]]
+    assert without == plain.input_ids.tolist()  # the tags are the only difference
+    assert torch.equal(tagged.embeds, plain.embeds) and plain.regions[0][0].tag == ""
+    longest_tag = max(len(loaded.formatter.text_ids(t)) for t in loaded.crop_reader.all_tags())
+    added = thinking_token_bound(loaded, tagged_kf) - thinking_token_bound(loaded, replace(tagged_kf, region_tags=False))
+    assert added == tagged_kf.max_regions * longest_tag
+
+
+def test_region_tags_are_checked(build):
+    with pytest.raises(ConfigError, match="region_tags reads the regions' crops"):
+        KeyframeConfig(region_tags=True).validate()
+    config = build(fused=False).config
+    config.thinking.keyframes = KeyframeConfig(box_source="crop", region_tags=True)
+    with pytest.raises(ConfigError, match="needs crop.reader_classes"):
+        config.validate()
+    with pytest.raises(ConfigError, match="crop.reader_classes is a crop tower's reader"):
+        CropConfig("general", reader_classes=READER_CLASSES).validate()

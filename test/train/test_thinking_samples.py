@@ -1,5 +1,6 @@
 """Training samples with the thinking template (data.thinking): layout, labels, forks, and 'none' unchanged."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -13,12 +14,14 @@ from lionfs_ros.engine.context import ContextFork
 from lionfs_ros.engine.lm_state import DynamicLMState
 from lionfs_ros.model import LionFSConfig, LionFSModel
 from lionfs_ros.model.configuration_lionfs import KeyframeConfig, RegionConfig, ThinkingConfig
+from lionfs_ros.model.crop_reader import CropReader
 from lionfs_ros.model.keyframe_tokens import pool_runs
 from lionfs_ros.model.thinking_template import build_thinking_inputs
 from lionfs_ros.model.tokenization import train_byte_bpe_tokenizer
 from lionfs_ros.train.config import TrainConfig
 from lionfs_ros.data.frame_cache import load_frames
 from lionfs_ros.train.dataset import StreamCollator, StreamDataset
+from lionfs_ros.train.region_tags import SLOTS_KEY, insert_region_tags
 from lionfs_ros.train.thinking import ThinkingSampler, novelty_features, thinks
 from lionfs_ros.train.trainer import prepare_model_inputs
 
@@ -27,6 +30,7 @@ from train_helpers import TINY_MODEL, tiny_config_dict
 FPS = 2.0
 KF = KeyframeConfig(num_keyframes=2, history_frames=4, grid_sizes=(2, 4), regions_on="none", min_novelty=0.0)
 NOVELTY_CELLS = 4
+READER_CLASSES = {"label": ("none", "K", "Q", "Z"), "shape": ("cube", "ball", "cone"), "colour": ("red", "blue", "green")}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +47,15 @@ def crop_tower_model(model):
     with torch.no_grad():
         for param in other.add_crop_tower(trainable=False).parameters():
             param.add_(0.05 * torch.randn_like(param))
+    return other
+
+
+@pytest.fixture(scope="module")
+def reader_model(crop_tower_model):
+    """The crop tower model with a crop reader (random heads: its tags differ from crop to crop)."""
+    other = copy.deepcopy(crop_tower_model)
+    torch.manual_seed(2)
+    other.add_crop_reader(CropReader(other.crop_vision.hidden_size, 2, READER_CLASSES))
     return other
 
 
@@ -154,18 +167,22 @@ def test_a_fork_is_invisible_to_later_main_tokens(model, train_dir):
 KF_CROP = KeyframeConfig(num_keyframes=2, history_frames=4, grid_sizes=(2,), regions_on="trigger", max_regions=2, tiles=2,
                          box_grid=2, box_source="crop", min_novelty=0.0)
 PIXEL_REGIONS = RegionConfig(features="pixels", min_score=0.0)
+KF_TAGS = dataclasses.replace(KF_CROP, region_tags=True)
 
 
 @pytest.mark.parametrize("config, regions, question, tower", [
     (KF, None, "before", False), (KF_CROP, PIXEL_REGIONS, "before", False), (KF_CROP, PIXEL_REGIONS, "after", False),
-    (KF_CROP, PIXEL_REGIONS, "after", True)], ids=["grid", "crop", "crop-question-after", "crop-tower"])
+    (KF_CROP, PIXEL_REGIONS, "after", True), (KF_TAGS, PIXEL_REGIONS, "after", "reader")],
+    ids=["grid", "crop", "crop-question-after", "crop-tower", "crop-tags"])
 def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train_dir, monkeypatch, request, config,
                                                                      regions, question, tower):
     """Each fork of a training sample (a batch of two, token dropping on) gives the logits the engine gets:
     the context up to the turn in a KV cache, then the engine's slow thinker's prompt (the template, and with
     ``question: after`` the question restated) and the answer fed on a fork of it, token by token. ``tower``:
-    the model's crops are read by a crop tower of its own (the box tokens differ from the general tower's)."""
-    model = request.getfixturevalue("crop_tower_model") if tower else model
+    the model's crops are read by a crop tower of its own (the box tokens differ from the general tower's);
+    ``reader``: and its crop reader's tags follow each region's box tokens (``keyframes.region_tags``:
+    inserted by ``train.region_tags`` in training, written by the engine's template)."""
+    model = request.getfixturevalue({True: "crop_tower_model", "reader": "reader_model"}[tower]) if tower else model
     dataset, recipe = _dataset(model, train_dir, "all", config, regions, question)
     # The model as training leaves it: it records the template (the engine reads it from there).
     monkeypatch.setattr(model.config, "thinking", ThinkingConfig("all", config, regions or RegionConfig(), question))
@@ -175,8 +192,15 @@ def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train
     plain = model.formatter.encode(messages)
     collator = StreamCollator(pad_id=model.tokenizer.pad_token_id, ignore_index=model.config.stream.ignore_index)
     inputs = prepare_model_inputs(collator([item, item]), recipe)
-    sample, frames = item["thinking"], item["frames"].general
+    assert (SLOTS_KEY in inputs) == config.region_tags
+    crops = inputs.get("keyframe_crops")
+    if config.region_tags:
+        inputs = insert_region_tags(model, inputs)
+    n = int(inputs["attention_mask"][0].sum())
+    sample = {name: inputs[name][0, :n] for name in ("input_ids", "labels", "branch_ids", "position_ids")}
+    frames = item["frames"].general
     features = novelty_features(frames, NOVELTY_CELLS)
+    tags = 0
     with torch.no_grad():
         logits = model(**inputs).logits
         torch.testing.assert_close(logits[0], logits[1])
@@ -187,8 +211,9 @@ def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train
             if not thinks(message, "all") or frames_before == 0:
                 continue
             forks += 1
-            fork = sample.branch_ids == forks
-            assert bool((sample.position_ids[fork] >= start).all())  # a fork continues its context
+            fork = sample["branch_ids"] == forks
+            positions = sample["position_ids"][fork]
+            assert positions.tolist() == list(range(start, start + len(positions)))  # a fork continues its context
             cache = model.new_cache()
             context = plain.input_ids[:start]
             model(context[None], frame_embeds=frame_embeds[:frames_before], past_key_values=cache)
@@ -199,22 +224,25 @@ def test_fork_logits_equal_the_engines_template_on_a_cached_context(model, train
                                        fork=ContextFork(state, after_stream))
             engine = thinker.prompt(request)
             restated += any(what == "question" for what, _ in engine.pieces)
+            tags += sum(what == "tag" and n > 0 for what, n in engine.pieces)
             if regions:
                 assert engine.accounting.box == 2 * 2 * 2, "two regions on the trigger, 2x2 crop tokens each"
             steps = [state.feed(engine.input_ids.tolist(), engine.embeds, engine.visual_mask).reshape(-1)]
-            body = sample.input_ids[fork][engine.input_ids.numel():].tolist()
+            assert sample["input_ids"][fork][:engine.input_ids.numel()].tolist() == engine.input_ids.tolist()
+            body = sample["input_ids"][fork][engine.input_ids.numel():].tolist()
             steps += [state.feed([token]).reshape(-1) for token in body[:-1]]  # greedy decoding's feeds
             trained = logits[0][fork][engine.input_ids.numel() - 1:-1]  # template's last token .. answer's last but one
             torch.testing.assert_close(trained, torch.stack(steps), atol=1e-4, rtol=1e-4)
-            labels = sample.labels[fork][engine.input_ids.numel() - 1:-1]
+            labels = sample["labels"][fork][engine.input_ids.numel() - 1:-1]
             assert labels.tolist() == body  # the logits compared are exactly those the answer is learned on
-    assert forks == int(sample.branch_ids.max()) > 0
+    assert forks == int(sample["branch_ids"].max()) > 0
     assert (restated > 0) == (question == "after")  # some fork answers a question, so the layouts differ
+    assert tags == (2 * forks if config.region_tags else 0)  # each fork: a tag after each of its 2 regions
     if regions:
-        assert inputs["keyframe_crops"].shape[0] == 2 * (2 + 2 * 4) * forks  # two items; a fork: 2 regions + 2 x 4 tiles
+        assert crops.shape[0] == 2 * (2 + 2 * 4) * forks  # two items; a fork: 2 regions + 2 x 4 tiles
     if tower:  # so the equality above fails if training or the engine read crops with the general tower
         with torch.no_grad():
-            assert not torch.allclose(model.crop_grid(inputs["keyframe_crops"]), model.patch_grid(inputs["keyframe_crops"]))
+            assert not torch.allclose(model.crop_grid(crops), model.patch_grid(crops))
 
 
 def test_thinking_none_leaves_samples_byte_identical(model, train_dir):
