@@ -1,5 +1,7 @@
 """Crop pretraining (``crop_pretraining``): a tiny run gives the model a crop tower of its own, trained on
-object crops before the stream, saved with the model and read by its slow path; the general tower is not it."""
+object crops before the stream, saved with the model and read by its slow path; the general tower is not it.
+The run keeps the stage's heads as the model's crop reader (``data.keyframes.region_tags``): the stream training
+inserts its tags into the forks (``train.region_tags``) and the saved model has the reader."""
 import json
 
 import pytest
@@ -15,7 +17,7 @@ from train_helpers import tiny_config_dict
 
 STAGE_STEPS = 20  # two windows of 10 steps: the summary's first and last loss
 KEYFRAMES = {"num_keyframes": 2, "history_frames": 4, "grid_sizes": [2], "max_regions": 2, "regions_on": "trigger",
-             "box_source": "crop", "box_grid": 2}
+             "box_source": "crop", "box_grid": 2, "region_tags": True}
 STAGE = {"steps": STAGE_STEPS, "batch_size": 16, "learning_rate": 1e-3, "head_learning_rate": 1e-2, "warmup_steps": 0,
          "episodes": 3, "holdout_episodes": 1, "frame_step": 16}
 
@@ -48,6 +50,11 @@ def test_crop_pretraining_trains_a_crop_tower_that_is_saved_with_the_model(crop_
     crops = torch.rand(2, 3, model.vision.image_size, model.vision.image_size) * 2 - 1
     with torch.no_grad():
         assert not torch.allclose(model.crop_grid(crops), model.patch_grid(crops))  # the slow path reads its own
+        tags = model.region_tags(model.crop_grid(crops))
+    assert model.config.thinking.keyframes.region_tags and model.config.crop.reader_pool == KEYFRAMES["box_grid"]
+    classes = model.config.crop.reader_classes
+    assert classes["label"][0] == "none" and len(classes["shape"]) == summary["classes"]["shape"]
+    assert len(tags) == 2 and all(tag in model.crop_reader.all_tags() for tag in tags)
 
 
 def test_crop_pretraining_needs_the_slow_paths_crops(train_dir):
@@ -58,6 +65,10 @@ def test_crop_pretraining_needs_the_slow_paths_crops(train_dir):
     data = _config(train_dir)
     data["data"]["keyframes"] = {**KEYFRAMES, "box_source": "grid"}
     with pytest.raises(ValueError, match="box_source 'crop'"):
+        TrainConfig.from_dict(data)
+    data = _config(train_dir)
+    del data["crop_pretraining"]
+    with pytest.raises(ValueError, match="region_tags writes what the crop reader reads"):
         TrainConfig.from_dict(data)
     with pytest.raises(ValueError, match="jitter"):
         TrainConfig.from_dict(_config(train_dir, jitter=1.5))
