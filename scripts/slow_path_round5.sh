@@ -25,6 +25,8 @@
 # Env: SMOKE SHARD_EPS VAL_EPS HELD_EPS DEVICE EXTRA (extra --set for both trainings) ON_EXTRA (the on run's only)
 #      EVAL_TIMEOUT WORKERS COST_BEFORE WHEELS (empty: install nothing) CONFIG
 #      OFF (the control's --set, default: data.thinking=none crop_pretraining=null)
+#      ON_ONLY=1: train and evaluate the "on" model only (its control was trained by an earlier round's identical
+#      command); TRAIN_TIMEOUT (s, default none): a hard limit on each training beside its max_minutes guards
 set -u
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}; L="$PY -m lionfs_ros.cli"
@@ -40,6 +42,8 @@ fi
 SHARD_EPS=${SHARD_EPS:-100}; VAL_EPS=${VAL_EPS:-50}; HELD_EPS=${HELD_EPS:-8}; DEVICE=${DEVICE:-cuda}; EXTRA=${EXTRA:-}; ON_EXTRA=${ON_EXTRA:-}
 EVAL_TIMEOUT=${EVAL_TIMEOUT:-120}; WORKERS=${WORKERS:-6}; COST_BEFORE=${COST_BEFORE:-340}
 OFF=${OFF:-"--set data.thinking=none --set crop_pretraining=null"}
+RUNS="on off"; [ "${ON_ONLY:-0}" = 1 ] && RUNS=on
+TRAIN_LIMIT=${TRAIN_TIMEOUT:+timeout $TRAIN_TIMEOUT}
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $OUT/timeline.txt; }
 
 if [ -n "$WHEELS" ]; then
@@ -50,11 +54,12 @@ export PYTHONPATH=.:$SITE
 $PY -c "import rapidfuzz" || stamp "WARNING: no rapidfuzz: the evaluations will fail"
 
 # Correctness first: both training configs must load (a typo fails here, before any data is made).
-for set_off in "$ON_EXTRA" "$OFF"; do
+for run in $RUNS; do
+  set_off="$ON_EXTRA"; [ $run = off ] && set_off="$OFF"
   $PY -c "import sys; from lionfs_ros.train.config import TrainConfig; TrainConfig.load(sys.argv[1], sys.argv[2:])" \
     $CONFIG $(echo $set_off $EXTRA | sed 's/--set //g') || { stamp "CHECK FAILED: $CONFIG $set_off"; exit 1; }
 done
-stamp "configs checked"
+stamp "configs checked ($RUNS)"
 
 TRAIN=$W/synth_train_question_after
 pids=()
@@ -69,9 +74,9 @@ HELD=$!
 rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
 stamp "train data ready (rc $rc)"; tail -n 2 $W/synth_0.log
 
-for run in on off; do
+for run in $RUNS; do
   set_off="$ON_EXTRA"; [ $run = off ] && set_off="$OFF"
-  $L train --config $CONFIG --out $W/run_$run --set data.train=$TRAIN $set_off $EXTRA > $W/train_$run.log 2>&1 &
+  $TRAIN_LIMIT $L train --config $CONFIG --out $W/run_$run --set data.train=$TRAIN $set_off $EXTRA > $W/train_$run.log 2>&1 &
   eval "T_$run=\$!"
 done
 evaluate() {  # $1 = on | off: both splits, at once
@@ -79,11 +84,11 @@ evaluate() {  # $1 = on | off: both splits, at once
   timeout $EVAL_TIMEOUT $L eval --model $W/run_$1/model --data $W/held --device $DEVICE --workers 1 --json $W/held_$1.json > $W/eval_held_$1.log 2>&1 &
 }
 # The control has no crop pretraining, so it ends first: it is evaluated while the "on" model still trains.
-wait $T_off; stamp "off trained (rc $?)"
+if [ "$RUNS" != on ]; then wait $T_off; stamp "off trained (rc $?)"; fi
 wait $VAL $HELD; stamp "eval data ready"; tail -n 2 $W/synth_val.log $W/synth_held.log
-evaluate off
+[ "$RUNS" != on ] && evaluate off
 wait $T_on; stamp "on trained (rc $?)"
-tail -n 3 $W/train_on.log $W/train_off.log; grep "crop pretraining:" $W/train_on.log
+tail -n 3 $(ls $W/train_on.log $W/train_off.log 2>/dev/null); grep "crop pretraining:" $W/train_on.log
 (cd $W && tar czf $OUT/train_logs.tar.gz train_*.log run_*/train_log.json run_*/train_summary.json run_*/train_config.yaml run_on/crop_pretraining/summary.json 2>/dev/null)
 evaluate on
 wait; stamp "evaluated"
