@@ -34,4 +34,5 @@ for example in examples:
             qi = int(u.query_id)
             ans = example.turns[qi + 1].text if qi + 1 < len(example.turns) else None
             print(example.example_id, u.query, "->", repr(u.text), "| truth", repr(ans))
-            for r in u.regions: print("    ", [round(v, 2) for v in r[:4]], r[4])
+            for r in u.regions:
+                print("    ", [round(float(v), 2) for v in r[:4]], r[4])
