@@ -126,7 +126,9 @@ def test_bringup_in_a_namespace_orders_resets_and_never_hangs(processes, rclpy_c
     robot.query.publish(UserQuery(text="are you there?", query_id="stalled"))
     expired = lambda: [m for m in robot.messages if m.is_final and m.query_id == "stalled"]  # noqa: E731
     assert wait_until(expired, timeout=10) and "no camera frame within 2 s" in expired()[0].error
-    assert [e for e in robot.events_of(GuidanceEvent.QUERY_EXPIRED) if "stalled" in e.summary]
+    # the event travels on its own topic: it can arrive after the final message
+    assert wait_until(lambda: [e for e in robot.events_of(GuidanceEvent.QUERY_EXPIRED) if "stalled" in e.summary],
+                      timeout=10)
     assert bringup.poll() is None
 
 
