@@ -37,10 +37,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lionfs_ros.data.stream_examples import StreamExample
-from lionfs_ros.data.synth import load_episode, read_manifest
-from lionfs_ros.data.synth.frame_labels import NONE, replay_plan, replay_settings
-from lionfs_ros.data.synth.motion import frame_pose
-from lionfs_ros.data.synth_objects import standing_box
+from lionfs_ros.data.synth import load_episode
+from lionfs_ros.data.synth.frame_labels import NONE
+from lionfs_ros.data.synth_objects import standing_objects
 from lionfs_ros.model.crop_reader import ATTRIBUTES, CropReader
 from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.keyframe_tokens import crop_box
@@ -70,18 +69,10 @@ def episode_objects(root: str, episode_id: str, frame_step: int, labelled_only: 
     [CropObject with frame=0])``: every object standing on the table away from the frame's edge
     (``labelled_only``: only those with a printed label)."""
     episode = load_episode(root, episode_id)
-    catalogue, plan = replay_plan(episode, replay_settings(read_manifest(root)))
-    records = {r.object_id: r for r in episode.objects}
-    for frame in range(0, len(episode.frames), frame_step):
-        pose = frame_pose(catalogue, plan.scene, plan.timeline, frame)
-        found = []
-        for obj in pose.objects:
-            record = records[obj.object_id]
-            box = standing_box(catalogue, record, obj, plan.camera[frame], episode.width, episode.height)
-            if box is None or (labelled_only and not record.label):
-                continue
-            found.append(CropObject(0, box, record.label or NONE, record.shape, record.colour))
-        yield frame, episode.frames[frame], found
+    frames = range(0, len(episode.frames), frame_step)
+    for frame, found in zip(frames, standing_objects(root, episode, frames)):
+        kept = [o for o in found if not (labelled_only and o.label == NONE)]
+        yield frame, episode.frames[frame], [CropObject(0, o.box, o.label, o.shape, o.colour) for o in kept]
 
 
 def _collect(job: tuple) -> tuple[np.ndarray, list[CropObject]]:
