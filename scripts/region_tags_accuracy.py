@@ -13,7 +13,8 @@ objects standing there (``data.synth_objects.standing_objects``, the boxes crop 
   (``b_given_a``: the same among the questions of a);
 - ``c_reader``: over all regions of those answers, the reader's label / shape / colour / whole tag against the
   object the region holds (``object_in_region``: the largest whose centre is in the box; ``none`` when it
-  holds none; only a reader trained with ``none`` shapes can be right there on shape and colour).
+  holds none; only a reader trained with ``none`` shapes can be right there on shape and colour), also split
+  into regions on an object / on none, and ``printed_label``: the label read on regions whose object has one.
 
 Writes a JSON report (``--out``, with every question's regions) and prints one line.
 """
@@ -96,6 +97,9 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
                 for name in FIELDS:
                     tally[("c_object" if held else "c_none", name)] += right[name]
                 tally["c_object_regions" if held else "c_none_regions"] += 1
+                if held and held.label != NO_LABEL:
+                    tally["c_printed_regions"] += 1
+                    tally["c_printed_right"] += right["label"]
                 holds_asked = asked is not None and asked.centre_in(box)
                 holds |= holds_asked
                 tagged |= holds_asked and read["label"] == asked.label
@@ -132,6 +136,8 @@ def report(tally: dict, model_dir: str, data: str, episodes: int) -> dict:
         "c_reader": {"regions": objects + nones, "regions_holding_no_object": nones,
                      "on_objects": {name: frac(tally[("c_object", name)], objects) for name in FIELDS},
                      "on_no_object": {name: frac(tally[("c_none", name)], nones) for name in FIELDS},
+                     "printed_label_regions": tally["c_printed_regions"],
+                     "printed_label": frac(tally["c_printed_right"], tally["c_printed_regions"]),
                      "all": {name: frac(tally[("c_object", name)] + tally[("c_none", name)], objects + nones)
                              for name in FIELDS}},
     }
@@ -168,7 +174,8 @@ def main() -> None:
           f"{out['a_region_holds_object']}, b (tagged with its label) {out['b_holding_region_tagged_label']} "
           f"(b|a {out['b_given_a']}); c reader over {c['regions']} regions ({c['regions_holding_no_object']} hold "
           f"none): label {c['all']['label']} shape {c['all']['shape']} colour {c['all']['colour']} tag {c['all']['tag']}"
-          f", on objects label {c['on_objects']['label']} tag {c['on_objects']['tag']}; detail answers right "
+          f", on objects label {c['on_objects']['label']} tag {c['on_objects']['tag']}, printed label "
+          f"{c['printed_label']} ({c['printed_label_regions']}); detail answers right "
           f"{out['detail_answers_right']}", flush=True)
 
 
