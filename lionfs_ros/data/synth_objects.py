@@ -3,16 +3,18 @@
 One place computes where an object stands on a frame (replaying the episode's plan, camera jitter
 included): the crop tower's pretraining (``train.crop_pretraining``) cuts its crops there, and the
 extra detail questions of the slow path (``data.extra_detail_questions``, ``train.thinking``) ask about
-the printed label of an object a proposed region covers.
+the printed label of an object a proposed region covers. ``object_in_region`` names the one object a
+proposed region holds (crop pretraining's proposer crops, ``scripts/region_tags_accuracy.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from .frame_sources import SynthFrames
 from .synth.catalogue import Catalogue
-from .synth.episode import ObjectRecord
-from .synth.frame_labels import replay_plan, replay_settings
+from .synth.episode import Episode, ObjectRecord
+from .synth.frame_labels import NONE, replay_plan, replay_settings
 from .synth.motion import frame_pose
 from .synth.reader import load_episode, read_manifest
 
@@ -24,14 +26,70 @@ Box = tuple[float, float, float, float]  # normalized x0, y0, x1, y1
 
 def standing_box(catalogue: Catalogue, record: ObjectRecord, obj, camera: tuple[float, float], width: int,
                  height: int) -> Box | None:
-    """The normalized box of an object of a frame's pose (the shape drawn above its base), or None when it is
-    held, stacked or near the frame's edge (a crop there would be cut or hidden)."""
+    """The normalized box of an object of a frame's pose (its sprite: ``size`` of min(width, height) across,
+    times the pose's ``scale``, centred on the pose's point, as ``synth.render`` draws it), or None when it is held, stacked or near the
+    frame's edge (a crop there would be cut or hidden)."""
     dx, dy = camera
     x, y = obj.x - dx / width, obj.y - dy / height
     if obj.held or obj.level or not (EDGE < x < 1 - EDGE and EDGE < y < 1 - EDGE):
         return None
-    size = catalogue.shapes[record.shape].size
-    return (x - size / 2, y - size, x + size / 2, y)
+    side = catalogue.shapes[record.shape].size * obj.scale * min(width, height)  # pixels
+    half_w, half_h = side / width / 2, side / height / 2
+    return (x - half_w, y - half_h, x + half_w, y + half_h)
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+def _holds(box: Box, point: tuple[float, float]) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+@dataclass(frozen=True)
+class StandingObject:
+    """An object standing on the table on one frame: its normalized box and attributes (``label``: ``none``
+    for an object with no printed label, as the crop reader names it)."""
+
+    object_id: str
+    box: Box
+    label: str
+    shape: str
+    colour: str
+
+    @property
+    def area(self) -> float:
+        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+
+    def centre_in(self, box: Box) -> bool:
+        return _holds(box, _centre(self.box))
+
+
+def standing_objects(root: str, episode: Episode, frames: Sequence[int]) -> list[list[StandingObject]]:
+    """Per native frame index of ``frames``: the episode's objects standing on the table away from the
+    frame's edge (``standing_box``); ``root``: the dataset the episode was read from (its manifest)."""
+    catalogue, plan = replay_plan(episode, replay_settings(read_manifest(root)))
+    records = {r.object_id: r for r in episode.objects}
+    out = []
+    for frame in frames:
+        found = []
+        for obj in frame_pose(catalogue, plan.scene, plan.timeline, int(frame)).objects:
+            record = records[obj.object_id]
+            box = standing_box(catalogue, record, obj, plan.camera[int(frame)], episode.width, episode.height)
+            if box is not None:
+                found.append(StandingObject(obj.object_id, box, record.label or NONE, record.shape, record.colour))
+        out.append(found)
+    return out
+
+
+def object_in_region(objects: Sequence[StandingObject], region: Box) -> StandingObject | None:
+    """The object a region holds: of those whose centre is in ``region``, the largest (the most central of
+    equals); None if it holds no object's centre."""
+    inside = [o for o in objects if o.centre_in(region)]
+    if not inside:
+        return None
+    cx, cy = _centre(region)
+    return min(inside, key=lambda o: (-o.area, (_centre(o.box)[0] - cx) ** 2 + (_centre(o.box)[1] - cy) ** 2))
 
 
 @dataclass(frozen=True)
@@ -43,8 +101,7 @@ class LabelledObject:
     answer: str
 
     def centre_in(self, box: Box) -> bool:
-        x, y = (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
-        return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+        return _holds(box, _centre(self.box))
 
 
 def labelled_objects(source: SynthFrames) -> list[list[LabelledObject]]:

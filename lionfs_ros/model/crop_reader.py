@@ -19,6 +19,7 @@ from torch import nn
 
 ATTRIBUTES = ("label", "shape", "colour")
 NO_LABEL = "none"  # the label class of an object with no printed label (class 0, as crop pretraining names it)
+NOTHING = "nothing"  # the tag of a region the reader reads no object in (a ``none`` shape, proposer crops)
 
 
 class CropReader(nn.Module):
@@ -54,6 +55,22 @@ class CropReader(nn.Module):
 
 def region_tag(read: dict[str, str]) -> str:
     """What the reader read -> the tag written after a region's box tokens: `` red cube labelled K``
-    (`` red cube`` for an object with no printed label)."""
+    (`` red cube`` for an object with no printed label; `` nothing`` where a reader trained on proposer
+    crops, with ``none`` shape classes, reads no object)."""
+    if read["shape"] == NO_LABEL:
+        return f" {NOTHING}"
     tag = f" {read['colour']} {read['shape']}"
     return tag if read["label"] == NO_LABEL else f"{tag} labelled {read['label']}"
+
+
+def parse_region_tag(tag: str, classes: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """A region's tag (``region_tag``'s text, stripped or not) -> ``{attribute: class name}``, the reader's
+    ``classes`` naming the shapes (``none`` for every attribute of `` nothing``)."""
+    tag = tag.strip()
+    if tag == NOTHING:
+        return {name: NO_LABEL for name in ATTRIBUTES}
+    head, _, label = tag.partition(" labelled ")
+    shape = next((s for s in sorted(classes["shape"], key=len, reverse=True) if head.endswith(f" {s}")), None)
+    if shape is None:
+        raise ValueError(f"{tag!r} is not a tag of this reader (no shape of {classes['shape']})")
+    return {"label": label or NO_LABEL, "shape": shape, "colour": head[: -len(shape) - 1]}

@@ -187,6 +187,9 @@ class FramePretrainingSection:
             raise TrainConfigError("frame_pretraining: warmup_steps, holdout_clips and num_workers must be >= 0")
 
 
+CROP_SOURCES = ("objects", "proposer")  # where crop pretraining cuts its crops
+
+
 @dataclass
 class CropPretrainingSection:
     """Stage 1b (``train.crop_pretraining``): the model gets a crop tower of its own (a copy of the general
@@ -207,6 +210,8 @@ class CropPretrainingSection:
     workers: int = 0  # processes that collect the objects and cut the crops
     max_minutes: float | None = None  # stop this stage early (the summary says after how many steps)
     train_in_stream: bool = False  # keep training the crop tower in stage 2 (default: frozen as this stage leaves it)
+    crops: str = "objects"  # 'objects': centred on each standing object (jittered); 'proposer': the proposer's regions
+    train_tower: bool = True  # False: the heads alone learn, on the crop tower as it is
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "episodes", "frame_step"):
@@ -218,6 +223,8 @@ class CropPretrainingSection:
             raise TrainConfigError("crop_pretraining: warmup_steps and workers must be >= 0, holdout_episodes >= 1")
         if not 0.0 <= self.jitter < 1.0 or self.scale < 1.0:
             raise TrainConfigError("crop_pretraining: jitter must be in [0, 1) and scale >= 1")
+        if self.crops not in CROP_SOURCES:
+            raise TrainConfigError(f"crop_pretraining.crops must be one of {CROP_SOURCES}, got {self.crops!r}")
 
 
 # Validation metrics (names as in ``lionfs eval``'s report) and whether a lower value is better.

@@ -15,6 +15,13 @@ head on the crop tower's patch grid pooled to ``box_grid x box_grid`` (the token
 thinking template writes after each region's box tokens. The stream training (stage 2) reads crops with the tower this stage leaves
 (frozen unless ``train_in_stream``).
 
+``crops: proposer`` cuts the training crops where the slow thinker's would be: on each such frame, the
+regions its proposer finds (``thinking_template.propose_regions``, the frame one LLM frame back as the
+previous keyframe for the motion term; ``thinking.regions.features: pixels`` only), each labelled with
+the object it holds (``data.synth_objects.object_in_region``), or ``none`` for label, shape and colour
+when it holds none (the reader then writes `` nothing``); ``jitter`` / ``scale`` are not used there.
+``train_tower: false`` trains the heads alone on the crop tower as it is (a new reader for a trained one).
+
 One process: under ``torchrun`` this stage is refused (train it in a single-process run and fine-tune
 from its model with ``model.init_from``). Output (``OUT/crop_pretraining``): ``summary.json`` (steps,
 losses, held-out accuracies per attribute before and after, on crops centred on their objects, from the
@@ -37,13 +44,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lionfs_ros.data.stream_examples import StreamExample
-from lionfs_ros.data.synth import load_episode, read_manifest
-from lionfs_ros.data.synth.frame_labels import NONE, replay_plan, replay_settings
-from lionfs_ros.data.synth.motion import frame_pose
-from lionfs_ros.data.synth_objects import standing_box
+from lionfs_ros.data.synth import load_episode
+from lionfs_ros.data.synth.frame_labels import NONE
+from lionfs_ros.data.synth_objects import object_in_region, standing_objects
+from lionfs_ros.model.configuration_lionfs import KeyframeConfig, RegionConfig
 from lionfs_ros.model.crop_reader import ATTRIBUTES, CropReader
 from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.keyframe_tokens import crop_box
+from lionfs_ros.model.regions import SaliencyMotionProposer
+from lionfs_ros.model.thinking_template import propose_regions
 
 from .config import CropPretrainingSection, TrainConfigError
 from .distributed import rank_and_world
@@ -70,33 +79,58 @@ def episode_objects(root: str, episode_id: str, frame_step: int, labelled_only: 
     [CropObject with frame=0])``: every object standing on the table away from the frame's edge
     (``labelled_only``: only those with a printed label)."""
     episode = load_episode(root, episode_id)
-    catalogue, plan = replay_plan(episode, replay_settings(read_manifest(root)))
-    records = {r.object_id: r for r in episode.objects}
-    for frame in range(0, len(episode.frames), frame_step):
-        pose = frame_pose(catalogue, plan.scene, plan.timeline, frame)
+    frames = range(0, len(episode.frames), frame_step)
+    for frame, found in zip(frames, standing_objects(root, episode, frames)):
+        kept = [o for o in found if not (labelled_only and o.label == NONE)]
+        yield frame, episode.frames[frame], [CropObject(0, o.box, o.label, o.shape, o.colour) for o in kept]
+
+
+@dataclass(frozen=True)
+class ProposerCrops:
+    """``crops: proposer``: the slow thinker's proposer settings, its cells (the general tower's patch grid
+    side) and the native frames back to the previous keyframe (one LLM frame)."""
+
+    keyframes: KeyframeConfig
+    regions: RegionConfig
+    grid_side: int
+    motion_step: int
+
+
+def proposed_objects(root: str, episode_id: str, frame_step: int, spec: ProposerCrops):
+    """As ``episode_objects``, with the proposer's regions on each frame for boxes: each region's box and the
+    attributes of the object it holds (all ``none`` if it holds none)."""
+    episode = load_episode(root, episode_id)
+    proposer = SaliencyMotionProposer(spec.regions)
+    frames = range(0, len(episode.frames), frame_step)
+    for frame, standing in zip(frames, standing_objects(root, episode, frames)):
+        keyframes = [episode.frames[frame - spec.motion_step]] if frame >= spec.motion_step else []
+        keyframes.append(episode.frames[frame])
+        cells = torch.zeros(len(keyframes), spec.grid_side, spec.grid_side, 0)  # pixels: only the shape is read
         found = []
-        for obj in pose.objects:
-            record = records[obj.object_id]
-            box = standing_box(catalogue, record, obj, plan.camera[frame], episode.width, episode.height)
-            if box is None or (labelled_only and not record.label):
-                continue
-            found.append(CropObject(0, box, record.label or NONE, record.shape, record.colour))
+        for region in propose_regions(proposer, keyframes, cells, spec.keyframes)[-1]:
+            box = (region.x0, region.y0, region.x1, region.y1)
+            held = object_in_region(standing, box)
+            found.append(CropObject(0, box, *((held.label, held.shape, held.colour) if held else (NONE,) * 3)))
         yield frame, episode.frames[frame], found
 
 
 def _collect(job: tuple) -> tuple[np.ndarray, list[CropObject]]:
-    root, episode_id, frame_step = job
+    root, episode_id, frame_step, proposer = job
     frames, objects = [], []
-    for _, rgb, found in episode_objects(root, episode_id, frame_step):
+    found_on = episode_objects(root, episode_id, frame_step) if proposer is None else \
+        proposed_objects(root, episode_id, frame_step, proposer)
+    for _, rgb, found in found_on:
         if found:
             objects += [CropObject(len(frames), o.box, o.label, o.shape, o.colour) for o in found]
             frames.append(rgb)
     return (np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)), objects
 
 
-def collect_objects(episodes: list[tuple[str, str]], frame_step: int, workers: int) -> tuple[np.ndarray, list[CropObject]]:
-    """The frames (uint8 ``[F, H, W, 3]``) and objects of ``(root, episode_id)`` episodes, in order."""
-    jobs = [(root, episode_id, frame_step) for root, episode_id in episodes]
+def collect_objects(episodes: list[tuple[str, str]], frame_step: int, workers: int,
+                    proposer: ProposerCrops | None = None) -> tuple[np.ndarray, list[CropObject]]:
+    """The frames (uint8 ``[F, H, W, 3]``) and objects of ``(root, episode_id)`` episodes, in order
+    (``proposer``: the proposer's regions and the objects they hold)."""
+    jobs = [(root, episode_id, frame_step, proposer) for root, episode_id in episodes]
     progress = dict(total=len(jobs), desc="crop objects", unit="episode")
     if workers <= 1:
         parts = [_collect(job) for job in tqdm(jobs, **progress)]
@@ -144,11 +178,13 @@ class CropDataset(Dataset):
 
 
 def attribute_classes(objects: list[CropObject]) -> dict[str, tuple[str, ...]]:
-    """Every attribute's classes (``none`` first for labels), from the objects seen."""
+    """Every attribute's classes (``none`` first for labels, and for shapes and colours seen as ``none``:
+    proposer crops that hold no object), from the objects seen."""
     classes = {}
     for name in ATTRIBUTES:
-        values = sorted({getattr(o, name) for o in objects} - {NONE})
-        classes[name] = (NONE, *values) if name == "label" else tuple(values)
+        seen = {getattr(o, name) for o in objects}
+        values = sorted(seen - {NONE})
+        classes[name] = (NONE, *values) if name == "label" or NONE in seen else tuple(values)
     return classes
 
 
@@ -174,9 +210,11 @@ def held_out_accuracy(encoder, heads: CropReader, dataset: CropDataset, device, 
 
 def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImageProcessor, section: CropPretrainingSection,
                         box_grid: int, margin: float, minimum: float, out_dir: Path, device: torch.device,
-                        bf16: bool, seed: int, keep_reader: bool = False) -> dict:
+                        bf16: bool, seed: int, keep_reader: bool = False,
+                        proposer: tuple[KeyframeConfig, RegionConfig] | None = None) -> dict:
     """Stage 1b: add the model's crop tower (if it has none) and train it on crops -> label, shape, colour;
-    ``keep_reader``: the trained heads become the model's crop reader (``LionFSModel.add_crop_reader``)."""
+    ``keep_reader``: the trained heads become the model's crop reader (``LionFSModel.add_crop_reader``);
+    ``proposer``: the slow thinker's keyframe and region settings (``crops: proposer``)."""
     if rank_and_world()[1] > 1:
         raise TrainConfigError("crop_pretraining runs in one process: train it without torchrun, then fine-tune "
                                "from its model (model.init_from)")
@@ -186,17 +224,20 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
         raise TrainConfigError(f"crop_pretraining: {len(episodes)} training episodes, not more than "
                                f"holdout_episodes={section.holdout_episodes}")
     cut = len(episodes) - section.holdout_episodes
-    train_frames, train_objects = collect_objects(episodes[:cut], section.frame_step, section.workers)
-    held_frames, held_objects = collect_objects(episodes[cut:], section.frame_step, section.workers)
+    spec = proposer_crops(model, examples, section, proposer)
+    train_frames, train_objects = collect_objects(episodes[:cut], section.frame_step, section.workers, spec)
+    held_frames, held_objects = collect_objects(episodes[cut:], section.frame_step, section.workers, spec)
     classes = attribute_classes(train_objects + held_objects)
-    train_set = CropDataset(train_frames, train_objects, classes, processor, margin, minimum, section.jitter, section.scale)
+    jitter, scale = (section.jitter, section.scale) if spec is None else (0.0, 1.0)
+    train_set = CropDataset(train_frames, train_objects, classes, processor, margin, minimum, jitter, scale)
     held_set = CropDataset(held_frames, held_objects, classes, processor, margin, minimum)
-    encoder = model.add_crop_tower(trainable=True)
+    encoder = model.add_crop_tower(trainable=section.train_tower)
     encoder.to(device)
     heads = CropReader(encoder.hidden_size, box_grid, classes).to(device)
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p in encoder.parameters() if p.requires_grad], "lr": section.learning_rate},
-         {"params": heads.parameters(), "lr": section.head_learning_rate}], weight_decay=section.weight_decay)
+    groups = [{"params": heads.parameters(), "lr": section.head_learning_rate}]
+    if section.train_tower:
+        groups.insert(0, {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": section.learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=section.weight_decay)
     base = [group["lr"] for group in optimizer.param_groups]
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 and device.type == "cuda" else nullcontext
     before = held_out_accuracy(encoder, heads, held_set, device, autocast)
@@ -204,7 +245,7 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
     loader = DataLoader(train_set, batch_size=section.batch_size, shuffle=True, drop_last=len(train_set) > section.batch_size,
                         num_workers=section.workers, generator=generator, persistent_workers=section.workers > 0)
     losses, step, started = [], 0, time.monotonic()
-    encoder.train()
+    encoder.train(section.train_tower)
     progress = tqdm(total=section.steps, desc="crop pretraining", unit="step")
     while step < section.steps:
         for batch in loader:
@@ -212,8 +253,10 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
                 break
             for group, lr in zip(optimizer.param_groups, base):
                 group["lr"] = lr * _schedule(step, section)
+            with autocast(), torch.set_grad_enabled(section.train_tower):
+                grid = encoder.patch_grid(processor.normalize(batch["pixels"].to(device)))
             with autocast():
-                logits = heads(encoder.patch_grid(processor.normalize(batch["pixels"].to(device))))
+                logits = heads(grid)
             loss = sum(F.cross_entropy(logits[name].float(), batch[name].to(device)) for name in ATTRIBUTES)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -227,7 +270,8 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
     progress.close()
     encoder.eval()
     summary = {"steps": step, "runtime_s": round(time.monotonic() - started, 1), "episodes": len(episodes),
-               "holdout_episodes": section.holdout_episodes, "train_objects": len(train_objects),
+               "holdout_episodes": section.holdout_episodes, "crops": section.crops, "train_tower": section.train_tower,
+               "train_objects": len(train_objects),
                "held_out_objects": len(held_objects), "box_grid": box_grid, "classes": {k: len(v) for k, v in classes.items()},
                "first_loss": round(float(np.mean(losses[:10])), 4) if losses else None,
                "last_loss": round(float(np.mean(losses[-10:])), 4) if losses else None,
@@ -240,3 +284,19 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
     print(f"crop pretraining: {step} steps, held-out printed label {before['printed_label']} -> "
           f"{summary['held_out_after']['printed_label']}", flush=True)
     return summary
+
+
+def proposer_crops(model, examples: list[StreamExample], section: CropPretrainingSection,
+                   proposer: tuple[KeyframeConfig, RegionConfig] | None) -> ProposerCrops | None:
+    """``crops: proposer``'s settings (None for ``objects``), checked."""
+    if section.crops != "proposer":
+        return None
+    if proposer is None:
+        raise TrainConfigError("crop_pretraining.crops 'proposer' needs the slow thinker's keyframe and region settings")
+    keyframes, regions = proposer
+    if regions.features != "pixels" or keyframes.regions_on == "none" or keyframes.max_regions == 0:
+        raise TrainConfigError("crop_pretraining.crops 'proposer' needs regions (keyframes.regions_on, max_regions > 0)"
+                               " proposed on pixels (regions.features: pixels)")
+    source = examples[0].source
+    step = max(1, round(source.native_fps / source.frame_fps))
+    return ProposerCrops(keyframes, regions, model.vision.grid_side, step)

@@ -187,7 +187,9 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
         if not resume:
             crop_stage = pretrain_crop_tower(model, examples, recipe.general, config.crop_pretraining, keyframes.box_grid,
                                              keyframes.crop_margin, keyframes.crop_min, out / CROP_DIR, args.device,
-                                             args.bf16, config.seed, keep_reader=keyframes.region_tags)
+                                             args.bf16, config.seed, keep_reader=keyframes.region_tags,
+                                             proposer=(KeyframeConfig(**dataclasses.asdict(keyframes)),
+                                                       config.data.regions or model.config.thinking.regions))
         model.add_crop_tower(trainable=config.crop_pretraining.train_in_stream)
         if keyframes.region_tags and resume:  # the reader's classes from the checkpoint, its weights loaded with it
             model.add_crop_reader(CropReader(model.crop_vision.hidden_size, *reader_of(Path(last) / MODEL_SUBDIR)))

@@ -2,6 +2,7 @@
 general tower (the fast path's) stays as it was. Its crop reader (``crop.reader_classes``) and the region tags
 it writes into the thinking template (``keyframes.region_tags``)."""
 from dataclasses import replace
+from itertools import product
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from safetensors.torch import load_file
 
 from lionfs_ros.model import LionFSModel
 from lionfs_ros.model.configuration_lionfs import ConfigError, CropConfig, KeyframeConfig
-from lionfs_ros.model.crop_reader import CropReader
+from lionfs_ros.model.crop_reader import CropReader, parse_region_tag, region_tag
 from lionfs_ros.model.regions import Region
 from lionfs_ros.model.thinking_template import build_thinking_inputs, thinking_token_bound
 
@@ -113,3 +114,19 @@ def test_region_tags_are_checked(build):
         config.validate()
     with pytest.raises(ConfigError, match="crop.reader_classes is a crop tower's reader"):
         CropConfig("general", reader_classes=READER_CLASSES).validate()
+
+
+def test_a_tag_reads_back_as_what_the_reader_read():
+    """``parse_region_tag`` inverts ``region_tag`` over every tag a reader can write, multi-word names and the
+    ``nothing`` of a reader with ``none`` shapes (proposer crops) included."""
+    classes = {"label": ("none", "K", "DB"), "shape": ("none", "cup", "tea cup", "box"),
+               "colour": ("none", "red", "light blue")}
+    reader = CropReader(4, 1, classes)
+    tags = reader.all_tags()
+    assert " nothing" in tags and " light blue tea cup labelled DB" in tags and " red cup" in tags
+    for colour, shape, label in product(classes["colour"], classes["shape"], classes["label"]):
+        read = {"label": label, "shape": shape, "colour": colour}
+        parsed = parse_region_tag(region_tag(read), classes)
+        assert parsed == (read if shape != "none" else {name: "none" for name in read})
+    with pytest.raises(ValueError, match="not a tag of this reader"):
+        parse_region_tag("red sphere", classes)

@@ -9,7 +9,13 @@ import torch
 
 from lionfs_ros.model import LionFSModel
 from lionfs_ros.train.config import TrainConfig
-from lionfs_ros.train.crop_pretraining import CROP_DIR, SUMMARY_NAME, CropObject, jittered
+from lionfs_ros.data.synth import load_episode
+from lionfs_ros.data.synth.frame_labels import NONE
+from lionfs_ros.data.synth_objects import standing_objects
+from lionfs_ros.data.synth_streams import synth_examples
+from lionfs_ros.train.config import CropPretrainingSection
+from lionfs_ros.train.crop_pretraining import (CROP_DIR, SUMMARY_NAME, CropObject, ProposerCrops, jittered,
+                                               pretrain_crop_tower, proposed_objects)
 from lionfs_ros.train.run import run_training
 from lionfs_ros.train.trainer import MODEL_SUBDIR
 
@@ -72,6 +78,35 @@ def test_crop_pretraining_needs_the_slow_paths_crops(train_dir):
         TrainConfig.from_dict(data)
     with pytest.raises(ValueError, match="jitter"):
         TrainConfig.from_dict(_config(train_dir, jitter=1.5))
+    with pytest.raises(ValueError, match="crops must be one of"):
+        TrainConfig.from_dict(_config(train_dir, crops="tiles"))
+
+
+def test_proposer_crops_train_a_new_reader_on_the_tower_as_it_is(crop_run, train_dir, tmp_path):
+    """``crops: proposer``, ``train_tower: false``: the crops are the proposer's regions, each named by the object
+    it holds (``none`` classes where it holds none); the heads alone learn and become the model's reader."""
+    model = LionFSModel.from_pretrained(crop_run / MODEL_SUBDIR).eval()
+    keyframes, regions = model.config.thinking.keyframes, model.config.thinking.regions
+    episode_id = "train_000000"
+    spec = ProposerCrops(keyframes, regions, model.vision.grid_side, motion_step=4)
+    found = list(proposed_objects(str(train_dir), episode_id, 16, spec))
+    episode = load_episode(train_dir, episode_id, frames=False)
+    standing = standing_objects(str(train_dir), episode, [frame for frame, _, _ in found])
+    crops = [(o, here) for (_, _, objects), here in zip(found, standing) for o in objects]
+    assert all(0 < len(objects) <= keyframes.max_regions for _, _, objects in found)
+    held = [o for o, _ in crops if o.shape != NONE]
+    assert held and len(held) < len(crops)  # regions on objects and regions on none
+    assert all((o.label, o.shape, o.colour) in {(s.label, s.shape, s.colour) for s in here} for o, here in crops
+               if o.shape != NONE)
+    tower = {k: v.clone() for k, v in model.crop_vision.state_dict().items()}
+    section = CropPretrainingSection(**{**STAGE, "steps": 3, "batch_size": 8}, crops="proposer", train_tower=False)
+    summary = pretrain_crop_tower(model, synth_examples(train_dir, 2.0, questions=False), model.vision.processor, section,
+                                  keyframes.box_grid, keyframes.crop_margin, keyframes.crop_min, tmp_path, torch.device("cpu"),
+                                  False, 0, keep_reader=True, proposer=(keyframes, regions))
+    assert summary["steps"] == 3 and summary["crops"] == "proposer" and not summary["train_tower"]
+    assert all(torch.equal(tower[k], v) for k, v in model.crop_vision.state_dict().items())
+    classes = model.crop_reader.classes
+    assert classes["shape"][0] == NONE and classes["colour"][0] == NONE and " nothing" in model.crop_reader.all_tags()
 
 
 def test_jitter_moves_and_scales_a_box_within_its_bounds():

@@ -1,0 +1,183 @@
+"""How often the slow thinker's region tags are right at the detail questions (issue 15, CPU, seconds an episode).
+
+    python scripts/region_tags_accuracy.py MODEL_DIR SYNTH_DIR [--episodes N] [--out FILE.json]
+
+Runs the engine over the validation episodes of a ``lionfs synth`` folder as the eval runs it (its settings,
+the clip embedded once, the questions asked at their times) and records, at every answer, the keyframes and
+regions the slow thinker's template got (``LocalSlowThinker.prompt``, the engine's own call). For each DETAIL
+question (its asked object: the question's first object id) on the frame of each keyframe with regions, the
+objects standing there (``data.synth_objects.standing_objects``, the boxes crop pretraining cuts around):
+
+- ``a_region_holds_object``: some region holds the asked object (its centre in the region's box);
+- ``b_holding_region_tagged_label``: some region holding it is tagged with its printed label
+  (``b_given_a``: the same among the questions of a);
+- ``c_reader``: over all regions of those answers, the reader's label / shape / colour / whole tag against the
+  object the region holds (``object_in_region``: the largest whose centre is in the box; ``none`` when it
+  holds none; only a reader trained with ``none`` shapes can be right there on shape and colour), also split
+  into regions on an object / on none, and ``printed_label``: the label read on regions whose object has one.
+
+Writes a JSON report (``--out``, with every question's regions) and prints one line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+import torch
+
+from lionfs_ros.data.stream_examples import USER
+from lionfs_ros.data.synth import load_episode
+from lionfs_ros.data.synth_objects import DETAIL, object_in_region, standing_objects
+from lionfs_ros.engine import StreamEngine
+from lionfs_ros.eval import evaluate as ev
+from lionfs_ros.eval.free_running import same_words
+from lionfs_ros.model.crop_reader import ATTRIBUTES, NO_LABEL, parse_region_tag
+from lionfs_ros.model.image_processing import LETTERBOX
+from lionfs_ros.model_loading import load_for_inference
+
+FIELDS = (*ATTRIBUTES, "tag")
+
+
+def run_recording(model, config, example, frames, embeds):
+    """The clip through the engine (as ``eval.free_running.run_clip``); per question turn index (its
+    ``query_id``): ``(answer text, keyframe times, regions per keyframe)`` as the slow thinker got them."""
+    engine = StreamEngine(model, config)
+    thinker, seen, finals = engine.slow_thinker, {}, {}
+    prompt = thinker.prompt
+
+    def recording(request):
+        inputs = prompt(request)
+        seen[request.turn_index] = ([t for _, t in request.keyframes], inputs.regions)
+        return inputs
+
+    thinker.prompt = recording
+    engine.on_response = lambda u: finals.__setitem__(u.turn_index, u) if u.is_final else None
+    for i, turn in enumerate(example.turns):
+        if turn.role == USER:
+            engine.ask(turn.text, turn.time, query_id=str(i))
+    for i in range(example.num_frames):
+        engine.process_frame(frames.general[i], i / example.frame_fps, meta=i, embeds=embeds[i])
+    engine.flush()
+    return {int(u.query_id): (u.text, *seen[k]) for k, u in finals.items()
+            if u.query_id is not None and not u.cancelled and u.error is None and k in seen}
+
+
+def truth_of(obj) -> dict[str, str]:
+    return {name: getattr(obj, name) if obj else NO_LABEL for name in ATTRIBUTES}
+
+
+def score_episode(model, example, answers, tally: dict, rows: list) -> None:
+    source = example.source
+    episode = load_episode(source.root, source.episode_id, frames=False)
+    objects = standing_objects(source.root, episode, source.native_frames())  # per LLM frame
+    classes = model.crop_reader.classes
+    for index, turn in enumerate(example.turns):
+        if turn.role != USER or turn.kind != DETAIL:
+            continue
+        question = next(q for q in episode.questions if q.question == turn.text and abs(q.time - turn.time) < 1e-6)
+        tally["detail_questions"] += 1
+        if index not in answers:
+            tally["unanswered"] += 1
+            continue
+        text, times, regions = answers[index]
+        asked_id = question.object_ids[0]
+        holds, tagged, out_regions, standing = False, False, [], False
+        for t, frame_regions in zip(times, regions):
+            frame = round(t * example.frame_fps)
+            here = objects[frame]
+            asked = next((o for o in here if o.object_id == asked_id), None)
+            standing |= bool(frame_regions) and asked is not None
+            for r in frame_regions:
+                box = (r.x0, r.y0, r.x1, r.y1)
+                read, held = parse_region_tag(r.tag, classes), object_in_region(here, box)
+                truth = truth_of(held)
+                right = {name: read[name] == truth[name] for name in ATTRIBUTES}
+                right["tag"] = all(right.values())
+                for name in FIELDS:
+                    tally[("c_object" if held else "c_none", name)] += right[name]
+                tally["c_object_regions" if held else "c_none_regions"] += 1
+                if held and held.label != NO_LABEL:
+                    tally["c_printed_regions"] += 1
+                    tally["c_printed_right"] += right["label"]
+                holds_asked = asked is not None and asked.centre_in(box)
+                holds |= holds_asked
+                tagged |= holds_asked and read["label"] == asked.label
+                out_regions.append({"frame": frame, "box": [round(float(v), 3) for v in box], "tag": r.tag,
+                                    "holds": held.object_id if held else None, "truth": truth,
+                                    "holds_asked": bool(holds_asked)})
+        tally["answered"] += 1
+        tally["asked_standing"] += standing
+        tally["a"] += holds
+        tally["b"] += tagged
+        tally["answer_right"] += same_words(text, question.answer)
+        tally[("type", question.type)] += 1
+        tally[("type_a", question.type)] += holds
+        tally[("type_b", question.type)] += tagged
+        rows.append({"example": example.example_id, "time": turn.time, "type": question.type, "question": turn.text,
+                     "answer": text, "truth": question.answer, "asked": asked_id, "regions_hold_asked": bool(holds),
+                     "tagged_right": bool(tagged), "regions": out_regions})
+
+
+def report(tally: dict, model_dir: str, data: str, episodes: int) -> dict:
+    def frac(a, b):
+        return round(a / b, 4) if b else None
+
+    n = tally["answered"]
+    objects, nones = tally["c_object_regions"], tally["c_none_regions"]
+    return {
+        "model": model_dir, "data": data, "episodes": episodes, "detail_questions": tally["detail_questions"],
+        "answered": n, "asked_object_standing_on_region_frame": tally["asked_standing"],
+        "a_region_holds_object": frac(tally["a"], n), "b_holding_region_tagged_label": frac(tally["b"], n),
+        "b_given_a": frac(tally["b"], tally["a"]), "detail_answers_right": frac(tally["answer_right"], n),
+        "by_type": {t: {"questions": tally[("type", t)], "a": frac(tally[("type_a", t)], tally[("type", t)]),
+                        "b": frac(tally[("type_b", t)], tally[("type", t)])}
+                    for t in sorted({k[1] for k in tally if isinstance(k, tuple) and k[0] == "type"})},
+        "c_reader": {"regions": objects + nones, "regions_holding_no_object": nones,
+                     "on_objects": {name: frac(tally[("c_object", name)], objects) for name in FIELDS},
+                     "on_no_object": {name: frac(tally[("c_none", name)], nones) for name in FIELDS},
+                     "printed_label_regions": tally["c_printed_regions"],
+                     "printed_label": frac(tally["c_printed_right"], tally["c_printed_regions"]),
+                     "all": {name: frac(tally[("c_object", name)] + tally[("c_none", name)], objects + nones)
+                             for name in FIELDS}},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("data", help="a `lionfs synth` folder (validation split)")
+    parser.add_argument("--episodes", type=int, default=None, help="the first N episodes (default: all)")
+    parser.add_argument("--out", default=None, help="JSON report (default: stdout only)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, _, _ = load_for_inference(args.model, "cpu", "float32")
+    if model.crop_reader is None or not model.config.thinking.keyframes.region_tags:
+        raise SystemExit(f"{args.model}: no crop reader writing region tags (crop.reader_classes, keyframes.region_tags)")
+    config, _ = ev.engine_config_for(model, ev.EvalOptions())
+    recipe = ev.FrameRecipe.for_model(model)
+    if recipe.general.resize_mode == LETTERBOX:
+        raise SystemExit("a letterboxed general tower moves the regions off the frame's coordinates: not handled")
+    examples = ev.load_eval_examples(args.data, model.config.stream.frame_fps, limit=args.episodes)
+    tally, rows = Counter(), []
+    for example in examples:
+        frames = ev.load_frames(example, recipe)
+        embeds = ev.embed_example(model, example, recipe, frames)
+        score_episode(model, example, run_recording(model, config, example, frames, embeds), tally, rows)
+    out = report(tally, args.model, args.data, len(examples))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({**out, "questions": rows}, f, indent=1)
+    c = out["c_reader"]
+    print(f"region tags: {out['answered']} detail answers, a (a region holds the asked object) "
+          f"{out['a_region_holds_object']}, b (tagged with its label) {out['b_holding_region_tagged_label']} "
+          f"(b|a {out['b_given_a']}); c reader over {c['regions']} regions ({c['regions_holding_no_object']} hold "
+          f"none): label {c['all']['label']} shape {c['all']['shape']} colour {c['all']['colour']} tag {c['all']['tag']}"
+          f", on objects label {c['on_objects']['label']} tag {c['on_objects']['tag']}, printed label "
+          f"{c['printed_label']} ({c['printed_label_regions']}); detail answers right "
+          f"{out['detail_answers_right']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
