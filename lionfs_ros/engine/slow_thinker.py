@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from lionfs_ros.model.regions import RegionProposer, SaliencyMotionProposer
+from lionfs_ros.model.regions import RegionProposer, make_proposer
 from lionfs_ros.model.thinking_template import ThinkingInputs, ThinkingTemplate, TokenAccounting, build_thinking_inputs
 
 from .config import EngineConfig
@@ -79,7 +79,7 @@ class LocalSlowThinker(SlowThinker):
     ):
         self.model = model
         self.cfg = (config or EngineConfig()).for_model(model)
-        self.proposer = proposer or SaliencyMotionProposer(self.cfg.regions)
+        self.proposer = proposer or make_proposer(self.cfg.regions)
         self.template = template or ThinkingTemplate()
         self.new_state = new_state or (lambda: DynamicLMState(model))
         self._vocab = len(model.tokenizer)

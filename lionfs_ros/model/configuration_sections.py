@@ -26,6 +26,7 @@ RESIZE_MODES = ("stretch", "letterbox")
 REGIONS_ON = ("all", "trigger", "none")
 BOX_SOURCES = ("grid", "crop")
 REGION_FEATURES = ("tower", "pixels")
+REGION_PROPOSERS = ("saliency_motion", "object_scale")  # model.regions.make_proposer
 THINKING_MODES = ("none", "answers", "all")
 THINKING_QUESTIONS = ("before", "after")
 CROP_SOURCES = ("general", "tower")
@@ -322,8 +323,17 @@ class RegionConfig:
     grow_fraction: float = 0.5  # a region grows over neighbouring cells whose saliency >= this * peak
     max_cells: int = 4  # a region spans at most this many patch cells per side
     features: str = "tower"
+    # ``object_scale`` (``model.regions.ObjectScaleProposer``): colour against each row's background on a
+    # finer pixel grid, centre-surround peaks at the object scale, one ``object_size`` square per peak
+    proposer: str = "saliency_motion"
+    object_size: float = 0.2  # object_scale: a region's side, as a fraction of min(frame width, height)
+    cell_grid: int = 32  # object_scale: saliency cells per frame side (from the pixels)
 
     def validate(self) -> None:
+        if self.proposer not in REGION_PROPOSERS:
+            raise ConfigError(f"regions.proposer: {self.proposer!r} is not one of {REGION_PROPOSERS}")
+        if not 0.0 < self.object_size <= 1.0 or self.cell_grid < 4:
+            raise ConfigError("regions.object_size must be in (0, 1] and regions.cell_grid >= 4")
         if not 0.0 <= self.motion_weight <= 1.0:
             raise ConfigError(f"regions.motion_weight must be in [0, 1], got {self.motion_weight}")
         if not 0.0 < self.grow_fraction <= 1.0 or self.max_cells < 1:

@@ -2,7 +2,8 @@
 settings are ``thinking.regions`` in the model's ``config.json``, read by training and the engine).
 
 ``Region`` is one normalized box. ``RegionProposer`` is the plug: given the keyframes (RGB, oldest first) and their patch features
-it returns, per keyframe, normalized boxes. A hand/object detector can implement it later.
+it returns, per keyframe, normalized boxes. A hand/object detector can implement it later. ``make_proposer``
+builds the one ``regions.proposer`` names: the default below, or ``ObjectScaleProposer`` (object-sized squares).
 
 The default, ``SaliencyMotionProposer``, needs no weights. On the encoder's patch grid (``h x w``
 cells) it scores each cell by
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .configuration_lionfs import RegionConfig
@@ -138,6 +140,77 @@ class SaliencyMotionProposer(RegionProposer):
             self.regions_of(rgb, keyframes[k - 1] if k else None, grids[k], max_regions)
             for k, rgb in enumerate(keyframes)
         ]
+
+
+def _box_mean(x: torch.Tensor, ky: int, kx: int) -> torch.Tensor:
+    """Mean of ``x`` ``[h, w]`` over a ``ky x kx`` window (odd sides) centred on each cell; beyond the frame's
+    edge the edge cells repeat (what enters the frame, an arm, runs on past it)."""
+    padded = F.pad(x[None, None], (kx // 2, kx // 2, ky // 2, ky // 2), mode="replicate")
+    return F.avg_pool2d(padded, (ky, kx), stride=1)[0, 0]
+
+
+def _odd(n: float) -> int:
+    return 2 * int(round(n) // 2) + 1
+
+
+class ObjectScaleProposer(RegionProposer):
+    """Regions at the size of the synthetic world's objects (``regions.proposer: object_scale``); reads only
+    the pixels (``grids`` gives nothing but is accepted for the plug's signature).
+
+    On ``cell_grid x cell_grid`` cells, a cell stands out by its colour's distance from its ROW's median
+    colour (the wall and the table are horizontal bands: a row's median is its background), mixed with
+    motion as ``SaliencyMotionProposer`` does. A peak is a blob of an object's size: the mean saliency
+    over a window of half a region's side minus the mean over the ring around it (three times as wide;
+    an arm or a band edge runs on through the ring, an object does not). Peaks are taken greedily, each an
+    ``object_size`` square centred on it (shifted inside the frame); cells within a region's square are not
+    peaks again (non-max suppression). Peaks under ``min_score`` (scores scaled to [0, 1]) end the search."""
+
+    def __init__(self, config: RegionConfig | None = None):
+        self.cfg = config or RegionConfig(proposer="object_scale")
+
+    def saliency(self, rgb: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-cell saliency ``[g, g]`` in [0, 1] and its motion part (zeros without a previous keyframe)."""
+        g = self.cfg.cell_grid
+        cells = _colour_cells(rgb, g, g)  # [g, g, 3]
+        background = cells.median(dim=1, keepdim=True).values  # [g, 1, 3]: each row's background colour
+        distinct = _unit((cells - background).norm(dim=-1).numpy())
+        if previous is None:
+            return distinct, np.zeros_like(distinct)
+        motion = _unit(np.abs(_grey_cells(rgb, g, g) - _grey_cells(previous, g, g)))
+        weight = self.cfg.motion_weight
+        return weight * motion + (1.0 - weight) * distinct, motion
+
+    def regions_of(self, rgb: np.ndarray, previous: np.ndarray | None, max_regions: int) -> list[Region]:
+        height, width = rgb.shape[:2]
+        g, side = self.cfg.cell_grid, self.cfg.object_size * min(height, width)  # side: a region's, in pixels
+        half_w, half_h = side / width / 2, side / height / 2  # normalized
+        sal, motion = self.saliency(rgb, previous)
+        ky, kx = _odd(half_h * g), _odd(half_w * g)  # the blob window: half a region's side, in cells
+        inner = _box_mean(torch.from_numpy(sal), ky, kx)
+        outer = _box_mean(torch.from_numpy(sal), 3 * ky, 3 * kx)
+        ring = (outer * 9 - inner) / 8  # the ring's mean: the outer window's area is 9x the inner's
+        free = _unit((inner - ring).numpy())
+        ny, nx = int(np.ceil(half_h * g)), int(np.ceil(half_w * g))  # suppression half-sides, in cells
+        out: list[Region] = []
+        while len(out) < max_regions:
+            row, col = np.unravel_index(int(free.argmax()), free.shape)
+            peak = float(free[row, col])
+            if peak < self.cfg.min_score:
+                break
+            free[max(row - ny, 0):row + ny + 1, max(col - nx, 0):col + nx + 1] = 0.0
+            cx = min(max((col + 0.5) / g, half_w), 1.0 - half_w)
+            cy = min(max((row + 0.5) / g, half_h), 1.0 - half_h)
+            label = MOTION if previous is not None and motion[row, col] >= sal[row, col] else SALIENT
+            out.append(Region(cx - half_w, cy - half_h, cx + half_w, cy + half_h, label, round(peak, 4)))
+        return out
+
+    def propose(self, keyframes, grids, max_regions):
+        return [self.regions_of(rgb, keyframes[k - 1] if k else None, max_regions) for k, rgb in enumerate(keyframes)]
+
+
+def make_proposer(config: RegionConfig) -> RegionProposer:
+    """The proposer ``regions.proposer`` names (``saliency_motion``, the default, or ``object_scale``)."""
+    return ObjectScaleProposer(config) if config.proposer == "object_scale" else SaliencyMotionProposer(config)
 
 
 def pool_box(grid: torch.Tensor, region: Region, box_grid: int) -> torch.Tensor:

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from .configuration_lionfs import KeyframeConfig
 from .keyframe_tokens import CROP, PoolRun, crop_images, pool_runs
-from .regions import Region, RegionProposer, SaliencyMotionProposer
+from .regions import Region, RegionProposer, make_proposer
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ def build_thinking_inputs(
     """
     config = config or model.config.thinking.keyframes
     template = template or ThinkingTemplate()
-    proposer = proposer or SaliencyMotionProposer(model.config.thinking.regions)
+    proposer = proposer or make_proposer(model.config.thinking.regions)
     if not keyframes:
         raise ValueError("the thinking template needs at least one keyframe")
     b = _Builder(model)

@@ -51,7 +51,7 @@ from lionfs_ros.model.configuration_lionfs import KeyframeConfig, RegionConfig
 from lionfs_ros.model.crop_reader import ATTRIBUTES, CropReader
 from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.keyframe_tokens import crop_box
-from lionfs_ros.model.regions import SaliencyMotionProposer
+from lionfs_ros.model.regions import make_proposer
 from lionfs_ros.model.thinking_template import propose_regions
 
 from .config import CropPretrainingSection, TrainConfigError
@@ -100,7 +100,7 @@ def proposed_objects(root: str, episode_id: str, frame_step: int, spec: Proposer
     """As ``episode_objects``, with the proposer's regions on each frame for boxes: each region's box and the
     attributes of the object it holds (all ``none`` if it holds none)."""
     episode = load_episode(root, episode_id)
-    proposer = SaliencyMotionProposer(spec.regions)
+    proposer = make_proposer(spec.regions)
     frames = range(0, len(episode.frames), frame_step)
     for frame, standing in zip(frames, standing_objects(root, episode, frames)):
         keyframes = [episode.frames[frame - spec.motion_step]] if frame >= spec.motion_step else []

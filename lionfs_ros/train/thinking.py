@@ -60,7 +60,7 @@ from PIL import Image
 from lionfs_ros.data.synth_objects import DETAIL, LabelledObject
 from lionfs_ros.model.configuration_lionfs import ThinkingConfig
 from lionfs_ros.model.keyframe_tokens import PoolRun
-from lionfs_ros.model.regions import RegionProposer, SaliencyMotionProposer
+from lionfs_ros.model.regions import RegionProposer, make_proposer
 from lionfs_ros.model.stream_format import StreamFormatter, StreamSample
 from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.thinking_template import (
@@ -117,7 +117,7 @@ class ThinkingSampler:
         self.mode, self.cfg, self.restates = thinking.mode, thinking.keyframes, thinking.restates_question
         self.novelty_cells = novelty_cells
         self.template = template or ThinkingTemplate()
-        self.proposer = proposer or SaliencyMotionProposer(thinking.regions)
+        self.proposer = proposer or make_proposer(thinking.regions)
         self.region_grids = region_grids
         self.wants_regions = self.cfg.regions_on != "none" and self.cfg.max_regions > 0
         if self.wants_regions and region_grids is None and thinking.regions.features == "pixels":
