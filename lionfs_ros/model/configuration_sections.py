@@ -334,6 +334,8 @@ class RegionConfig:
             raise ConfigError(f"regions.proposer: {self.proposer!r} is not one of {REGION_PROPOSERS}")
         if not 0.0 < self.object_size <= 1.0 or self.cell_grid < 4:
             raise ConfigError("regions.object_size must be in (0, 1] and regions.cell_grid >= 4")
+        if self.proposer == "object_scale" and self.features != "pixels":
+            raise ConfigError("regions.proposer 'object_scale' reads the pixels alone: it needs regions.features 'pixels'")
         if not 0.0 <= self.motion_weight <= 1.0:
             raise ConfigError(f"regions.motion_weight must be in [0, 1], got {self.motion_weight}")
         if not 0.0 < self.grow_fraction <= 1.0 or self.max_cells < 1:

@@ -155,7 +155,7 @@ def _odd(n: float) -> int:
 
 class ObjectScaleProposer(RegionProposer):
     """Regions at the size of the synthetic world's objects (``regions.proposer: object_scale``); reads only
-    the pixels (``grids`` gives nothing but is accepted for the plug's signature).
+    the pixels (``regions.features: pixels``; ``grids`` is accepted for the plug's signature, unread).
 
     On ``cell_grid x cell_grid`` cells, a cell stands out by its colour's distance from its ROW's median
     colour (the wall and the table are horizontal bands: a row's median is its background), mixed with
@@ -166,7 +166,7 @@ class ObjectScaleProposer(RegionProposer):
     peaks again (non-max suppression). Peaks under ``min_score`` (scores scaled to [0, 1]) end the search."""
 
     def __init__(self, config: RegionConfig | None = None):
-        self.cfg = config or RegionConfig(proposer="object_scale")
+        self.cfg = config or RegionConfig(proposer="object_scale", features="pixels")
 
     def saliency(self, rgb: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Per-cell saliency ``[g, g]`` in [0, 1] and its motion part (zeros without a previous keyframe)."""

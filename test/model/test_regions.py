@@ -68,7 +68,7 @@ def test_the_proposer_option_round_trips_and_is_checked(tmp_path):
     from lionfs_ros.model.configuration_lionfs import ConfigError, LionFSConfig, ThinkingConfig
     from lionfs_ros.model.regions import ObjectScaleProposer, make_proposer
 
-    regions = RegionConfig(proposer="object_scale", object_size=0.25, cell_grid=48)
+    regions = RegionConfig(proposer="object_scale", features="pixels", object_size=0.25, cell_grid=48)
     cfg = LionFSConfig(thinking=ThinkingConfig(regions=regions))
     cfg.vision.config, cfg.llm.config = {"model_type": "siglip_vision_model"}, {"model_type": "llama"}
     cfg.save(tmp_path / "config.json")
@@ -77,6 +77,8 @@ def test_the_proposer_option_round_trips_and_is_checked(tmp_path):
     assert isinstance(make_proposer(RegionConfig()), SaliencyMotionProposer)  # the default is unchanged
     with pytest.raises(ConfigError, match="regions.proposer"):
         RegionConfig(proposer="detector").validate()
+    with pytest.raises(ConfigError, match="features 'pixels'"):
+        RegionConfig(proposer="object_scale").validate()
 
 
 OBJECT_FRAMES = 12  # frames of the synthetic world checked (3 episodes x 4)
@@ -91,7 +93,7 @@ def test_object_scale_regions_hold_the_synthetic_worlds_objects(tmp_path):
 
     generate_dataset(tmp_path, GeneratorConfig(seed=5, fps=4, width=128, height=128, num_actions=3,
                                                catalogue=load_catalogue()), num_episodes=3)
-    proposer = ObjectScaleProposer(RegionConfig(proposer="object_scale", motion_weight=0.0))
+    proposer = ObjectScaleProposer(RegionConfig(proposer="object_scale", features="pixels", motion_weight=0.0))
     covered = objects = on_object = regions_seen = 0
     for e in range(3):
         episode = load_episode(tmp_path, f"train_{e:06d}")
