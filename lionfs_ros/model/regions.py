@@ -31,6 +31,7 @@ from .keyframe_tokens import pool_cells
 
 EPS = 1e-6
 MOTION, SALIENT = "motion", "salient"
+SURROUND = 3  # ObjectScaleProposer: a blob's surround window is this many times its own, per side
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class ObjectScaleProposer(RegionProposer):
     On ``cell_grid x cell_grid`` cells, a cell stands out by its colour's distance from its ROW's median
     colour (the wall and the table are horizontal bands: a row's median is its background), mixed with
     motion as ``SaliencyMotionProposer`` does. A peak is a blob of an object's size: the mean saliency
-    over a window of half a region's side minus the mean over the ring around it (three times as wide;
+    over a window of half a region's side minus the mean over the ring around it (``SURROUND`` times as wide;
     an arm or a band edge runs on through the ring, an object does not). Peaks are taken greedily, each an
     ``object_size`` square centred on it (shifted inside the frame); cells within a region's square are not
     peaks again (non-max suppression). Peaks under ``min_score`` (scores scaled to [0, 1]) end the search."""
@@ -187,8 +188,8 @@ class ObjectScaleProposer(RegionProposer):
         sal, motion = self.saliency(rgb, previous)
         ky, kx = _odd(half_h * g), _odd(half_w * g)  # the blob window: half a region's side, in cells
         inner = _box_mean(torch.from_numpy(sal), ky, kx)
-        outer = _box_mean(torch.from_numpy(sal), 3 * ky, 3 * kx)
-        ring = (outer * 9 - inner) / 8  # the ring's mean: the outer window's area is 9x the inner's
+        outer = _box_mean(torch.from_numpy(sal), SURROUND * ky, SURROUND * kx)
+        ring = (outer * SURROUND**2 - inner) / (SURROUND**2 - 1)  # the ring's mean (areas SURROUND^2 : 1)
         free = _unit((inner - ring).numpy())
         ny, nx = int(np.ceil(half_h * g)), int(np.ceil(half_w * g))  # suppression half-sides, in cells
         out: list[Region] = []
