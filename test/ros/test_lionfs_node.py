@@ -138,13 +138,13 @@ def test_compressed_jpeg_and_png(processes, rclpy_context, tiny_model):
         for _ in range(4):
             rgb = graph.rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
             graph.publish(CompressedImage(format=fmt, data=cv2.imencode(ext, rgb)[1].tobytes()))
-    assert wait_until(lambda: graph.stat("frames_in") == "8", timeout=10), graph.stat("frames_in")
+    assert wait_until(lambda: graph.stat("frames_in") == "8", timeout=30), graph.stat("frames_in")
     assert graph.stat("frames_rejected") == "0"
     assert float(max(graph.stat_history("decision_rate_hz"))) > 0
     good = cv2.imencode(".jpg", graph.rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))[1].tobytes()
     graph.publish(CompressedImage(format="jpeg", data=good[:60] + b"not a jpeg" * 8))
     graph.publish(CompressedImage(format="jpeg", data=good))
-    assert wait_until(lambda: graph.stat("rejected_corrupt_data") == "1" and graph.stat("frames_in") == "9", timeout=10)
+    assert wait_until(lambda: graph.stat("rejected_corrupt_data") == "1" and graph.stat("frames_in") == "9", timeout=30)
     # A 136-byte PNG claiming 12000x12000 (432 MB decoded) is refused from its header, like a raw frame that size;
     # compressedDepth is depth data, not a picture.
     huge = bytearray(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
@@ -153,7 +153,7 @@ def test_compressed_jpeg_and_png(processes, rclpy_context, tiny_model):
     graph.publish(CompressedImage(format="16UC1; compressedDepth png", data=bytes(12) + bytes(huge)))
     graph.publish(CompressedImage(format="jpeg", data=good))
     assert wait_until(lambda: graph.stat("rejected_too_large") == "1" and graph.stat("rejected_depth_image") == "1"
-                      and graph.stat("frames_in") == "10", timeout=10), graph.diagnostics[-1]
+                      and graph.stat("frames_in") == "10", timeout=30), graph.diagnostics[-1]
     assert node.poll() is None
 
 
