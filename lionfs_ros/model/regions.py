@@ -125,14 +125,10 @@ class SaliencyMotionProposer(RegionProposer):
         h, w = sal.shape
         free = sal.copy()
         out: list[Region] = []
-        while len(out) < max_regions:
-            row, col = np.unravel_index(int(free.argmax()), free.shape)
-            peak = float(free[row, col])
-            if peak < self.cfg.min_score:
-                break
+        for row, col, peak in _peaks(free, self.cfg.min_score, max_regions):
             r0, r1, c0, c1 = self._grow(np.where(free > 0, sal, 0.0), row, col)
             free[r0:r1, c0:c1] = 0.0
-            label = MOTION if previous is not None and motion[row, col] >= sal[row, col] else SALIENT
+            label = _label(previous, motion, sal, row, col)
             out.append(Region(c0 / w, r0 / h, c1 / w, r1 / h, label, round(peak, 4)))
         return out
 
@@ -141,6 +137,22 @@ class SaliencyMotionProposer(RegionProposer):
             self.regions_of(rgb, keyframes[k - 1] if k else None, grids[k], max_regions)
             for k, rgb in enumerate(keyframes)
         ]
+
+
+def _peaks(free: np.ndarray, min_score: float, max_regions: int):
+    """Greedy peaks ``(row, col, score)`` of ``free``, highest first, while at least ``min_score``: at most
+    ``max_regions``; the caller zeroes what each peak takes before the next is drawn."""
+    for _ in range(max_regions):
+        row, col = np.unravel_index(int(free.argmax()), free.shape)
+        peak = float(free[row, col])
+        if peak < min_score:
+            return
+        yield row, col, peak
+
+
+def _label(previous, motion: np.ndarray, sal: np.ndarray, row: int, col: int) -> str:
+    """MOTION where the peak's cell owes its score to motion (there is a previous keyframe), else SALIENT."""
+    return MOTION if previous is not None and motion[row, col] >= sal[row, col] else SALIENT
 
 
 def _box_mean(x: torch.Tensor, ky: int, kx: int) -> torch.Tensor:
@@ -193,15 +205,11 @@ class ObjectScaleProposer(RegionProposer):
         free = _unit((inner - ring).numpy())
         ny, nx = int(np.ceil(half_h * g)), int(np.ceil(half_w * g))  # suppression half-sides, in cells
         out: list[Region] = []
-        while len(out) < max_regions:
-            row, col = np.unravel_index(int(free.argmax()), free.shape)
-            peak = float(free[row, col])
-            if peak < self.cfg.min_score:
-                break
+        for row, col, peak in _peaks(free, self.cfg.min_score, max_regions):
             free[max(row - ny, 0):row + ny + 1, max(col - nx, 0):col + nx + 1] = 0.0
             cx = min(max((col + 0.5) / g, half_w), 1.0 - half_w)
             cy = min(max((row + 0.5) / g, half_h), 1.0 - half_h)
-            label = MOTION if previous is not None and motion[row, col] >= sal[row, col] else SALIENT
+            label = _label(previous, motion, sal, row, col)
             out.append(Region(cx - half_w, cy - half_h, cx + half_w, cy + half_h, label, round(peak, 4)))
         return out
 
