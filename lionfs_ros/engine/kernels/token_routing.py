@@ -37,9 +37,9 @@ import triton
 import triton.language as tl
 
 MAX_ROWS = 64  # feed rows the route kernel takes (one program, an [M, M] ranking); longer feeds: torch
-TILE = 4096  # elements of a [rows, columns] tile the route kernel moves at a time
+TILE = 16384  # elements of a [rows, columns] tile the route kernel moves at a time (32 a thread at 16 warps)
 MERGE_BLOCK = 4096  # columns of a stream row the merge kernel holds at a time
-ROUTE_WARPS = 8  # one program does the whole routing: more warps keep more loads in flight
+ROUTE_WARPS = 16  # one program does the whole routing: many warps keep many loads in flight
 MERGE_WARPS = 4
 FLOAT32_EPS = torch.finfo(torch.float32).eps  # torch's rms_norm epsilon when the module's is None (float32 math)
 
