@@ -19,6 +19,7 @@ from lionfs_ros.engine.static_decoder import POSITION_SENTINEL, FusedDecoder, rm
 from lionfs_ros.model.token_dropping import TokenDroppingRouter, frame_top
 
 NORM_ATOL = 1e-5  # the next norm: float32, another summation order
+BF16_TOL = 1e-2  # the next norm in bf16: a rounding apart at most (2^-8 relative)
 ENGINE_ATOL = 1e-5  # P(interval) of the engine with the kernels vs without
 DECIDED = 8  # decided frames the engine test feeds
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -100,8 +101,8 @@ def test_route_and_merge_match_torch(dtype, seed):
     for rows in (len(visual), 1):
         got_stream, got_h = merge(residual, res_k, mlp, dest_of, weight, 1e-5, rows)
         assert torch.equal(got_stream, stream)
-        tol = NORM_ATOL if dtype == torch.float32 else 1e-2
-        torch.testing.assert_close(got_h, rms_norm(stream[-rows:], weight, 1e-5), atol=tol, rtol=0)
+        tol = dict(atol=NORM_ATOL, rtol=0) if dtype == torch.float32 else dict(atol=BF16_TOL, rtol=BF16_TOL)
+        torch.testing.assert_close(got_h, rms_norm(stream[-rows:], weight, 1e-5), **tol)
 
 
 def test_route_refuses_a_long_feed():
@@ -144,7 +145,8 @@ def test_engine_decides_the_same_with_the_routing_kernels(fused_model, tiny_part
         results[routing] = ([d for d in decisions if d is not None], engine.stats())
     (plain, _), (kernel, kernel_stats) = results["torch"], results["auto"]
     assert kernel_stats["answers"] >= 1 and len(kernel) == len(plain) == DECIDED
-    assert len(calls) >= DECIDED * len(model.token_dropping.layers)  # every decided frame routed in the kernel
+    # every decided frame routed in the kernels (on a GPU: the captured graph holds them, captured once)
+    assert len(calls) >= (DECIDED if DEVICE == "cpu" else 1) * len(model.token_dropping.layers)
     assert [(d.frame_index, d.respond, d.next_token) for d in kernel] == [(d.frame_index, d.respond, d.next_token)
                                                                           for d in plain]
     p_kernel, p_plain = (torch.tensor([d.p_interval for d in ds]) for ds in (kernel, plain))
