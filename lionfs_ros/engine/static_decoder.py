@@ -49,10 +49,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ATTENTION_KINDS
-ROUTING_KINDS = ("auto", "torch")  # auto: the Triton routing kernels where attention runs Triton
 from .quantization import linear, quantize_layers, tune_layers
 from .routing import DropPlan, drop_plan, kept_indices
 
+ROUTING_KINDS = ("auto", "torch")  # auto: the Triton routing kernels where attention runs Triton
 POSITION_SENTINEL = 1 << 40  # an empty slot's position: after every query, so always masked
 SPLIT_CHUNK = 256  # key slots per chunk of the split value product (buffers are sized in multiples)
 TRITON_MIN_CAPABILITY = (8, 0)  # bf16 tensor-core products (A100 and later)
@@ -200,11 +200,11 @@ class FusedDecoder:
 
             self.kernel, self.kernel_rows = decode_attention, MAX_ROWS
             self.single_row = torch.zeros(1, dtype=torch.long, device=llm.device)  # a lone state: a pool of one row
-        self.routing = None  # the routing kernels' module where they run
+        self.route_kernels = None  # kernels/token_routing.py where it runs
         if self.attention == "triton" and routing == "auto" and dropping is not None:
             from .kernels import token_routing
 
-            self.routing = token_routing
+            self.route_kernels = token_routing
         self.llm = llm
         self.decoder = llm.get_decoder()
         cfg = llm.config
@@ -281,17 +281,17 @@ class FusedDecoder:
         for idx, fl in enumerate(self.layers):
             nxt = self.layers[idx + 1] if idx + 1 < len(self.layers) else None
             weight, eps = (nxt.ln1, nxt.eps) if nxt is not None else self.final_norm
-            if fl.router is not None and plan is not None and self.routing is not None \
-                    and m <= self.routing.MAX_ROWS:  # two launches around the layer (kernels/token_routing.py)
-                _, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots = self.routing.route(
-                    residual, h, pos, cos, sin, plan.frame_of, self.dropping.keep, plan.kept, fl.router, slot_pos, fill,
-                    fl.track)
-                view = self._view(fl.track, pos_k, cos_k, sin_k, slot_pos, fill, x.dtype, slots)
-                res_k, mlp = self._layer(fl, h_k, res_k, keys[idx], values[idx], view, ops)
-                norm_rows = m if nxt is not None else 1  # the last layer: only the last position matters
-                residual, h = self.routing.merge(residual, res_k, mlp, dest_of, weight, eps, norm_rows)
-                continue
             if fl.router is not None and plan is not None:
+                kernels = self.route_kernels if self.route_kernels and m <= self.route_kernels.MAX_ROWS else None
+                if kernels is not None:  # two launches around the layer
+                    _, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots = kernels.route(
+                        residual, h, pos, cos, sin, plan.frame_of, self.dropping.keep, plan.kept, fl.router, slot_pos,
+                        fill, fl.track)
+                    view = self._view(fl.track, pos_k, cos_k, sin_k, slot_pos, fill, x.dtype, slots)
+                    res_k, mlp = self._layer(fl, h_k, res_k, keys[idx], values[idx], view, ops)
+                    norm_rows = m if nxt is not None else 1  # the last layer: only the last position matters
+                    residual, h = kernels.merge(residual, res_k, mlp, dest_of, weight, eps, norm_rows)
+                    continue
                 sel = kept_indices(fl.router, residual[None], plan, self.dropping.keep)[0]  # [K] kept tokens, in order
                 view = self._view(fl.track, pos[sel], cos[:, sel], sin[:, sel], slot_pos, fill, x.dtype)
                 res_k, mlp = self._layer(fl, h[sel], residual[sel], keys[idx], values[idx], view, ops)

@@ -117,8 +117,8 @@ def test_route_refuses_a_long_feed():
 
 def test_engine_decides_the_same_with_the_routing_kernels(fused_model, tiny_parts_dir, tmp_path_factory):
     """LION-FS (ego tower, dropping layers with their own tracks) on the static backend, attention on Triton, with the
-    routing kernels and with torch's routing: the same decisions (a question's prompt is a long feed: torch routes it
-    there too)."""
+    routing kernels and with torch's routing: the same decisions (feeds of more than ``MAX_ROWS`` rows, such as the
+    question's prompt, route in torch on both)."""
     model = fused_model
     if DEVICE == "cuda":
         from engine_parts import build_model
@@ -133,10 +133,10 @@ def test_engine_decides_the_same_with_the_routing_kernels(fused_model, tiny_part
     for routing in ("torch", "auto"):
         cfg = engine_config(backend="static", compile=False, threshold=0.7, attention="triton")
         fused = FusedDecoder(model.llm, attention="triton", dropping=model.token_dropping, routing=routing)
-        assert (fused.routing is not None) == (routing == "auto")
-        if fused.routing is not None:  # count the kernel's runs
+        assert (fused.route_kernels is not None) == (routing == "auto")
+        if fused.route_kernels is not None:  # count the kernel's runs
             calls = []
-            fused.routing = types.SimpleNamespace(
+            fused.route_kernels = types.SimpleNamespace(
                 MAX_ROWS=MAX_ROWS, merge=merge, route=lambda *args: calls.append(args[0].shape[0]) or route(*args))
         engine = StreamEngine(model, cfg, backend=StaticBackend(model, cfg, fused=fused))
         engine.ask("what is this?", 0.0, query_id="q")
