@@ -117,8 +117,8 @@ def _merged_row(res_ptr, resk_ptr, mlp_ptr, i, j, d, s_res, s_resk, s_mlp, HIDDE
     return tl.where(take, layer.to(passed.dtype), passed)
 
 
-@triton.jit(do_not_specialize=["M", "norm_from"])
-def _merge_kernel(res_ptr, resk_ptr, mlp_ptr, dest_ptr, w_ptr, out_ptr, h_ptr, M, norm_from, eps,
+@triton.jit(do_not_specialize=["norm_from"])
+def _merge_kernel(res_ptr, resk_ptr, mlp_ptr, dest_ptr, w_ptr, out_ptr, h_ptr, norm_from, eps,
                   s_res, s_resk, s_mlp, HIDDEN: tl.constexpr, BLOCK_D: tl.constexpr):
     i = tl.program_id(0)  # the stream row
     j = tl.load(dest_ptr + i)  # its row among the layer's kept tokens, -1: dropped
@@ -192,7 +192,7 @@ def merge(residual: torch.Tensor, residual_k: torch.Tensor, mlp: torch.Tensor, d
         raise ValueError(f"a {weight.dtype} norm weight on a {residual.dtype} stream")
     out = torch.empty(m, hidden, dtype=residual.dtype, device=residual.device)
     h = torch.empty(norm_rows, hidden, dtype=residual.dtype, device=residual.device)
-    _merge_kernel[(m,)](residual, residual_k, mlp, dest_of, weight, out, h, m, m - norm_rows, eps,
+    _merge_kernel[(m,)](residual, residual_k, mlp, dest_of, weight, out, h, m - norm_rows, eps,
                         residual.stride(0), residual_k.stride(0), mlp.stride(0),
                         HIDDEN=hidden, BLOCK_D=min(_pow2(hidden), MERGE_BLOCK), num_warps=MERGE_WARPS)
     return out, h
