@@ -64,7 +64,8 @@ for preset in ("lionfs-8b", "tiny-lionfs"):
         continue
     for name, v in d.get("variants", {}).items():
         fast, eq = v.get("fast", {}), v.get("equality", {})
-        print(f"{preset} {name}: p50 {fast.get('p50_ms')} p99 {fast.get('p99_ms')} ms; breakdown "
+        print(f"{preset} {name}: route_kernels {v.get('route_kernels')} attention_run {v.get('attention_run')} "
+              f"p50 {fast.get('p50_ms')} p99 {fast.get('p99_ms')} ms; breakdown "
               f"{json.dumps(v.get('breakdown_ms'))}; equality {json.dumps(eq)[:300]}; error {v.get('error')}")
     if "dropping_on_over_off_p50" in d:
         print(f"{preset} dropping_on_over_off_p50: {json.dumps(d['dropping_on_over_off_p50'])[:400]}")
