@@ -30,6 +30,7 @@ from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig
 from .cuda_graphs import StaticLMState, capture_graph
 from .quantization import linear
+from .routing import kept_indices
 from .static_decoder import POSITION_SENTINEL, FusedDecoder
 
 BUCKETS = (1, 2, 4, 8, 16)  # batch sizes with a graph; a round pads up to the next one
@@ -245,7 +246,7 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
         nxt = fused.layers[idx + 1] if idx + 1 < len(fused.layers) else None
         weight, eps = (nxt.ln1, nxt.eps) if nxt is not None else fused.final_norm
         if fl.router is not None and plan is not None:
-            sel = _route(fused, fl.router, residual, plan)  # [B, K] kept tokens, in order
+            sel = kept_indices(fl.router, residual, plan, fused.dropping.keep)  # [B, K] kept tokens, in order
 
             def pick(t: torch.Tensor) -> torch.Tensor:
                 return t.gather(1, sel[..., None].expand(-1, -1, t.shape[-1]))
@@ -269,18 +270,6 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
     pool.fill.index_add_(0, rows, counts.expand(b, -1))
     pool.next_pos.index_add_(0, rows, torch.full((b,), m, dtype=torch.long, device=x.device))
     return logits
-
-
-def _route(fused: FusedDecoder, router, residual: torch.Tensor, plan) -> torch.Tensor:
-    """Kept token indices ``[B, K]`` per row, in sequence order: text, plus each frame's top-``keep`` by router logit."""
-    b, m, _ = residual.shape
-    logits = router(residual)  # [B, M]
-    top = logits[:, plan.frames].topk(fused.dropping.keep, dim=-1).indices  # [B, F, keep]
-    chosen = plan.frames.expand(b, -1, -1).gather(2, top).flatten(1)  # [B, F*keep]
-    kept = plan.text.expand(b, -1).scatter(1, chosen, True)  # [B, M]
-    dest = torch.where(kept, kept.long().cumsum(1) - 1, plan.kept)  # dropped tokens go to a spare column
-    order = torch.empty(b, plan.kept + 1, dtype=torch.long, device=residual.device)
-    return order.scatter_(1, dest, plan.steps.expand(b, -1))[:, :plan.kept]
 
 
 def _view(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, track: int, pos: torch.Tensor, dtype, span: int):

@@ -10,12 +10,12 @@ between small kernels as much as by reading the weights):
 - a *track* is a group of layers holding the same tokens: track 0 the full layers, then one per
   token-dropping layer (each keeps its own subset). Each track has its own ``slot_pos`` row and
   ``fill``; its mask is built once per step (the full track) or once per layer (dropping tracks);
-- token dropping with fixed shapes: which tokens of a feed are visual is known on the host, so a
-  ``DropPlan`` fixes the frames' token indices and the number ``K`` of tokens a dropping layer
-  runs on (text + ``keep`` per frame). On the device: router logits, a per-frame ``topk``, the
-  kept mask, and the kept indices in sequence order by a cumulative sum and a scatter (no
-  ``nonzero``, no host sync); kept tokens run the layer, dropped ones pass through (the
-  straight-through term of training is exactly zero in value, so it is left out);
+- token dropping with fixed shapes (``routing.py``: a ``DropPlan`` per feed, the kept indices on the
+  device without a host sync); kept tokens run the layer, dropped ones pass through (the
+  straight-through term of training is exactly zero in value, so it is left out). Where attention
+  runs Triton (and ``routing`` is not ``'torch'``), a feed of at most ``token_routing.MAX_ROWS`` rows
+  routes in two launches (``kernels/token_routing.py``): the router, top-k, gathers and slot writes
+  in one, the scatter back with the layer's last add and the next norm in the other;
 - ``fill`` and ``next_pos`` live on the device and are advanced by the step itself, so a graph
   replay needs no host input besides the new embeddings;
 - q/k/v and gate/up run as one matrix product each (their weights are concatenated once, and the
@@ -50,7 +50,9 @@ from torch import nn
 
 from .config import ATTENTION_KINDS
 from .quantization import linear, quantize_layers, tune_layers
+from .routing import DropPlan, drop_plan, kept_indices
 
+ROUTING_KINDS = ("auto", "torch")  # auto: the Triton routing kernels where attention runs Triton
 POSITION_SENTINEL = 1 << 40  # an empty slot's position: after every query, so always masked
 SPLIT_CHUNK = 256  # key slots per chunk of the split value product (buffers are sized in multiples)
 TRITON_MIN_CAPABILITY = (8, 0)  # bf16 tensor-core products (A100 and later)
@@ -102,34 +104,6 @@ def fuse_rows(modules: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | No
             m.bias.data = bias[row:row + rows]
         row += rows
     return weight, bias
-
-
-@dataclass
-class DropPlan:
-    """Token dropping for one feed, fixed by which of its ``M`` tokens are visual (known on the host)."""
-
-    text: torch.Tensor  # [M] bool: tokens every layer keeps (not visual)
-    frames: torch.Tensor  # [F, n] long: the visual tokens' indices, frame by frame
-    steps: torch.Tensor  # [M] long: 0 .. M-1
-    kept: int  # K: tokens a dropping layer runs on
-    counts: torch.Tensor  # [tracks] long: tokens each track gains (M on the full track, K on dropping ones)
-
-
-def drop_plan(visual: list[bool], tokens_per_frame: int, keep: int, track_routed: list[bool],
-              device: torch.device) -> DropPlan | None:
-    """The plan for a feed with this visual mask; None when every token is kept (no visual tokens, or keep = n)."""
-    index = [i for i, v in enumerate(visual) if v]
-    if len(index) % tokens_per_frame:
-        raise ValueError(f"{len(index)} visual tokens in a row is not a whole number of {tokens_per_frame}-token frames")
-    if not index or keep >= tokens_per_frame:
-        return None
-    m, frames = len(visual), len(index) // tokens_per_frame
-    kept = m - len(index) + frames * keep
-    counts = [kept if routed else m for routed in track_routed]
-    return DropPlan(
-        text=torch.tensor([not v for v in visual], dtype=torch.bool, device=device),
-        frames=torch.tensor(index, dtype=torch.long, device=device).view(frames, tokens_per_frame),
-        steps=torch.arange(m, device=device), kept=kept, counts=torch.tensor(counts, dtype=torch.long, device=device))
 
 
 @dataclass
@@ -205,11 +179,15 @@ class _Ops:
 class FusedDecoder:
     """The backbone's layers with fused projections; shared by every static state of one model."""
 
-    def __init__(self, llm, compile: bool = False, attention: str = "sdpa", dropping=None, weights: str = "native"):
+    def __init__(self, llm, compile: bool = False, attention: str = "sdpa", dropping=None, weights: str = "native",
+                 routing: str = "auto"):
         """``dropping``: the model's ``TokenDropping`` (or None). ``weights='fp8'``: the layers' projections as
-        weight-only FP8 (``quantization.py``; the model's own weights are left as they are)."""
+        weight-only FP8 (``quantization.py``; the model's own weights are left as they are). ``routing='torch'``:
+        the dropping layers route in torch even where the Triton routing kernels could run."""
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention {attention!r} is not one of {ATTENTION_KINDS}")
+        if routing not in ROUTING_KINDS:
+            raise ValueError(f"routing {routing!r} is not one of {ROUTING_KINDS}")
         self.attention, self.attention_fallback = attention, None
         if attention == "triton":
             self.attention_fallback = attention_problem(llm.device)
@@ -222,6 +200,11 @@ class FusedDecoder:
 
             self.kernel, self.kernel_rows = decode_attention, MAX_ROWS
             self.single_row = torch.zeros(1, dtype=torch.long, device=llm.device)  # a lone state: a pool of one row
+        self.route_kernels = None  # kernels/token_routing.py where it runs
+        if self.attention == "triton" and routing == "auto" and dropping is not None:
+            from .kernels import token_routing
+
+            self.route_kernels = token_routing
         self.llm = llm
         self.decoder = llm.get_decoder()
         cfg = llm.config
@@ -299,10 +282,20 @@ class FusedDecoder:
             nxt = self.layers[idx + 1] if idx + 1 < len(self.layers) else None
             weight, eps = (nxt.ln1, nxt.eps) if nxt is not None else self.final_norm
             if fl.router is not None and plan is not None:
-                sel = self._route(fl.router, residual, plan)  # [K] kept tokens, in order
+                kernels = self.route_kernels if self.route_kernels and m <= self.route_kernels.MAX_ROWS else None
+                if kernels is not None:  # two launches around the layer
+                    _, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots = kernels.route(
+                        residual, h, pos, cos, sin, plan.frame_of, self.dropping.keep, plan.kept, fl.router, slot_pos,
+                        fill, fl.track)
+                    view = self._view(fl.track, pos_k, cos_k, sin_k, slot_pos, fill, x.dtype, slots)
+                    res_k, mlp = self._layer(fl, h_k, res_k, keys[idx], values[idx], view, ops)
+                    norm_rows = m if nxt is not None else 1  # the last layer: only the last position matters
+                    residual, h = kernels.merge(residual, res_k, mlp, dest_of, weight, eps, norm_rows)
+                    continue
+                sel = kept_indices(fl.router, residual[None], plan, self.dropping.keep)[0]  # [K] kept tokens, in order
                 view = self._view(fl.track, pos[sel], cos[:, sel], sin[:, sel], slot_pos, fill, x.dtype)
-                out = self._layer(fl, h[sel], residual[sel], keys[idx], values[idx], view, ops)
-                residual = residual.index_copy(0, sel, out)  # dropped tokens pass the layer unchanged
+                res_k, mlp = self._layer(fl, h[sel], residual[sel], keys[idx], values[idx], view, ops)
+                residual = residual.index_copy(0, sel, res_k + mlp)  # dropped tokens pass the layer unchanged
                 h = ops.rms_norm(residual if nxt is not None else residual[-1:], weight, eps)
                 continue
             if fl.track not in whole:
@@ -318,24 +311,17 @@ class FusedDecoder:
         next_pos.add_(m)
         return logits
 
-    def _route(self, router: nn.Module, residual: torch.Tensor, plan: DropPlan) -> torch.Tensor:
-        """Kept token indices ``[K]`` in sequence order: text, plus each frame's top-``keep`` by router logit."""
-        logits = router(residual[None])[0]  # [M]
-        top = logits[plan.frames].topk(self.dropping.keep, dim=-1).indices  # [F, keep]
-        kept = plan.text.scatter(0, plan.frames.gather(1, top).flatten(), True)  # [M]
-        dest = torch.where(kept, kept.long().cumsum(0) - 1, plan.kept)  # dropped tokens go to a spare slot
-        order = torch.empty(plan.kept + 1, dtype=torch.long, device=residual.device)
-        return order.scatter_(0, dest, plan.steps)[:plan.kept]
-
     def uses_kernel(self, queries: int) -> bool:
         """Whether a feed of ``queries`` tokens per K/V head runs the Triton kernel (else the split path)."""
         return self.attention == "triton" and self.groups * queries <= self.kernel_rows
 
-    def _view(self, track, pos, cos, sin, slot_pos, fill, dtype) -> TrackView:
-        """Write ``pos [K]`` at the track's next slots; the additive mask of those queries over its buffer."""
-        slots = fill[track] + torch.arange(pos.shape[0], device=pos.device)
+    def _view(self, track, pos, cos, sin, slot_pos, fill, dtype, slots=None) -> TrackView:
+        """Write ``pos [K]`` at the track's next slots (``slots``: already written there); the additive mask of
+        those queries over its buffer."""
         row = slot_pos[track]
-        row.index_copy_(0, slots, pos)
+        if slots is None:
+            slots = fill[track] + torch.arange(pos.shape[0], device=pos.device)
+            row.index_copy_(0, slots, pos)
         if self.uses_kernel(pos.shape[0]):
             return TrackView(slots, None, cos, sin, track, pos, slot_pos, fill)
         allowed = (row[None, :] <= pos[:, None]).repeat(self.groups, 1)  # [g*K, cap]
@@ -343,12 +329,12 @@ class FusedDecoder:
         mask = torch.zeros(allowed.shape, dtype=mask_dtype, device=pos.device).masked_fill(~allowed, float("-inf"))
         return TrackView(slots, mask, cos, sin, track, pos, slot_pos, fill)
 
-    def _layer(self, fl: FusedLayer, h, residual, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
-        """One whole decoder layer on ``h = norm(residual)`` ``[K, d]`` -> the layer's output stream ``[K, d]``."""
+    def _layer(self, fl: FusedLayer, h, residual, k_buf, v_buf, view: TrackView, ops):
+        """One whole decoder layer on ``h = norm(residual)`` ``[K, d]`` -> ``(residual after attention, mlp)``
+        ``[K, d]`` each: the layer's output stream is their sum."""
         attn = self._attention(fl, h, k_buf, v_buf, view, ops)
         h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
-        mlp = linear(ops.gate(linear(h, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
-        return residual + mlp
+        return residual, linear(ops.gate(linear(h, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
 
     def _attention(self, fl: FusedLayer, h, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
         m, hd, hq, hkv = h.shape[0], self.head_dim, self.num_heads, self.num_kv_heads

@@ -31,6 +31,12 @@ def frame_capacity(tokens_per_frame: int, beta: float) -> int:
     return int(math.floor((1.0 - beta) * tokens_per_frame + 0.5))
 
 
+def frame_top(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices of the ``keep`` highest scores along the last dim; equal scores go to the earlier index (a stable
+    descending sort: the set CUDA's topk keeps, while CPU's topk leaves ties to ``std::nth_element``)."""
+    return scores.sort(dim=-1, descending=True, stable=True).indices[..., :keep]
+
+
 class TokenDroppingRouter(nn.Module):
     """Scores tokens for one decoder layer: ``[B, L, d] -> [B, L]`` logits (keep if high)."""
 
@@ -74,7 +80,7 @@ class TokenDropping(nn.Module):
             if idx.numel() == 0:
                 continue
             frames = idx.view(-1, n)  # [F, n]
-            top = logits[row, frames].topk(self.keep, dim=-1).indices  # [F, keep]
+            top = frame_top(logits[row, frames], self.keep)  # [F, keep]
             kept[row, frames.gather(1, top).flatten()] = True
         return kept
 

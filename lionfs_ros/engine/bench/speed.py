@@ -272,6 +272,7 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
         "compile_fallback": getattr(fused, "compile_fallback", None),
         "attention_run": getattr(fused, "attention", None),  # 'split' where 'triton' could not run here
         "attention_fallback": getattr(fused, "attention_fallback", None),
+        "route_kernels": getattr(fused, "route_kernels", None) is not None,  # kernels/token_routing.py ran
         "fp8_weight_bytes": getattr(fused, "fp8_bytes", None), "fp8_tuning": getattr(fused, "fp8_tuning", None),
         "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
