@@ -44,7 +44,7 @@ def _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_B
     tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.jit(do_not_specialize=["M", "k_per_split"])
+@triton.jit(do_not_specialize=["M"])
 def _fp8_linear_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                        stride_wn, stride_om, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr,
                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -62,7 +62,7 @@ def _fp8_linear_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr,
         acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
             k = k0 + ks
-            k_ok = k < k_end
+            k_ok = k < k_end  # K and the slices are multiples of 16: the loads stay 16-byte vectors
             x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + k[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
             acc2 += w.to(tl.float32) * x.to(tl.float32)  # [BN, BK] * [1, BK]
@@ -71,7 +71,7 @@ def _fp8_linear_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr,
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
             k = k0 + ks
-            k_ok = k < k_end
+            k_ok = k < k_end  # K and the slices are multiples of 16: the loads stay 16-byte vectors
             x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + k[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
             acc += tl.dot(x, tl.trans(w.to(x.dtype)))  # [BM, BK] @ [BK, BN]
@@ -84,11 +84,11 @@ def _fp8_linear_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr,
         tl.debug_barrier()  # every thread's partial is written before the count says so
         done = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")  # slices of this tile done before
         if done == split - 1:  # the tile's last slice: the others' partials are visible (acquire)
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             for i in range(0, split):  # fixed order: the same sum on every run
-                acc += tl.load(part + i * M * N, mask=ok, other=0.0, cache_modifier=".cg")
+                total += tl.load(part + i * M * N, mask=ok, other=0.0, cache_modifier=".cg")
             tl.store(count_ptr + tile, 0)  # ready for the next call on this stream
-            _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_BIAS)
+            _finish(total, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_BIAS)
     else:
         _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_BIAS)
 
