@@ -33,7 +33,7 @@ FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite e4m3fn value
 MIN_CAPABILITY = (8, 9)  # FP8 conversions in hardware: Ada (8.9) and Hopper (9.0) onwards
 TINY_SCALE = 1e-12  # a row of zeros gets this scale (its codes are all zero either way)
-TUNE_SECONDS = 8.0  # at most this long compiling tile candidates at engine build (then: compiled ones only)
+TUNE_SECONDS = 6.0  # at most this long compiling tile candidates at engine build (then: compiled ones only)
 
 
 @dataclass

@@ -182,9 +182,8 @@ def fp8_linear(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, bias: 
     return out
 
 
-def _graph_us(run, reps: int) -> float:
-    """Microseconds of one ``run``, ``reps`` runs replayed from one CUDA graph (no launch gaps)."""
-    stream = torch.cuda.Stream()
+def _graph_us(run, reps: int, stream: torch.cuda.Stream) -> float:
+    """Microseconds of one ``run``, ``reps`` runs replayed from one CUDA graph captured on ``stream``."""
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         run()  # compile outside the capture
@@ -210,9 +209,12 @@ def _fits(c: tuple[int, int, int, int, int, int]) -> bool:
 
 
 def neighbours(c: tuple[int, int, int, int, int, int]) -> list[tuple[int, int, int, int, int, int]]:
-    """The candidates one step from ``c``: one of block_n, block_k, warps, split doubled or halved, stages +-1."""
+    """The candidates one step from ``c``: one of block_n, block_k, warps, split doubled or halved, stages +-1 (not
+    for the one-row path: only ``tl.dot``'s operands are pipelined)."""
     out = []
     for i, name in enumerate(("block_n", "block_k", "num_warps", "num_stages", "split"), start=1):
+        if name == "num_stages" and c[0] == 1:
+            continue
         lo, hi = RANGES[name]
         for v in ((c[i] + 1, c[i] - 1) if name == "num_stages" else (c[i] * 2, c[i] // 2)):
             if lo <= v <= hi:
@@ -238,6 +240,7 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor]], rows: int, dtype: tor
     n, k = codes0.shape
     x = torch.randn(rows, k, device=codes0.device, dtype=dtype)
     timings = _TIMINGS.setdefault((n, k, bucket(rows)), {})
+    stream = torch.cuda.Stream(codes0.device)  # one per call: each new stream would take split-K counters
 
     def run_all(c):
         for codes, scale in weights:
@@ -249,7 +252,7 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor]], rows: int, dtype: tor
             if c in timings or (late and _kernel_key(c) not in _COMPILED):
                 continue
             try:
-                timings[c] = _graph_us(lambda c=c: run_all(c), TUNE_REPS) / len(weights)
+                timings[c] = _graph_us(lambda c=c: run_all(c), TUNE_REPS, stream) / len(weights)
             except (CompilationError, OutOfResources):  # too many registers / too much shared memory here
                 timings[c] = float("inf")
             _COMPILED.add(_kernel_key(c))
