@@ -122,7 +122,7 @@ def micro(args, device: torch.device, out: dict, save) -> None:
             ref = fp8_linear_reference(x.double(), ws[0])
             cfg = old_cfg = None
             if args.smoke:  # the interpreter: no tuning, fixed tiles
-                cfg = (1, 32, 128, 4, 4, 2) if rows == 1 else (16, 32, 128, 4, 4, 2)
+                cfg = (1, 32, 128, 4, 4, 2, 0) if rows == 1 else (16, 32, 128, 4, 4, 2, 0)
                 old_cfg = (16, 32, 128, 4, 4, 2)
             else:
                 t0 = time.perf_counter()
@@ -140,6 +140,11 @@ def micro(args, device: torch.device, out: dict, save) -> None:
             save()
             timed = {"new": ([lambda w=w: new.fp8_linear(x, w.codes, w.scale, config=cfg) for w in ws], fp8_bytes),
                      "cublas_bf16": ([lambda w=w: F.linear(x, w) for w in bf], bf16_bytes)}
+            tuned = cfg or new.pick_config(rows, n, k, device)
+            flipped = (*tuned[:6], 1 - tuned[6])  # the other upcast (conversion instructions or bit moves)
+            if not args.smoke:
+                timed["new_other_upcast"] = ([lambda w=w: new.fp8_linear(x, w.codes, w.scale, config=flipped)
+                                              for w in ws], fp8_bytes)
             if old is not None:
                 timed["old"] = ([lambda w=w: old.fp8_linear(x, w.codes, w.scale, config=old_cfg) for w in ws], fp8_bytes)
             runs, how = zip(*(scaled_mm(x, w.codes, w.scale) for w in ws))

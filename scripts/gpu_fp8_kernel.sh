@@ -59,7 +59,7 @@ if micro:
         for rows in ("rows_1", "rows_11"):
             r = s.get(rows, {})
             cells = [f"{lab} {r[lab]['us']:.2f} us {r[lab]['tb_per_s']:.2f} TB/s" for lab in
-                     ("old", "new", "cublas_bf16", "scaled_mm") if "us" in r.get(lab, {})]
+                     ("old", "new", "new_other_upcast", "cublas_bf16", "scaled_mm") if "us" in r.get(lab, {})]
             new = r.get("new", {})
             print(f"  {name} {s['shape']} {rows}: ok={new.get('ok')} rel={new.get('rel_error')} config={new.get('config')}"
                   f" tune_s={r.get('tune', {}).get('seconds')} | " + "; ".join(cells))

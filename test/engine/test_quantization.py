@@ -120,10 +120,13 @@ def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request,
 
 @needs_triton
 @pytest.mark.parametrize("m,config,bias", [
-    (1, (16, 32, 128, 4, 4, 3), False),  # a generated token, tensor cores, 3 slices (the last one short)
-    (11, (16, 32, 128, 4, 4, 4), True),  # a decided frame with a bias, 4 slices
-    (1, (1, 32, 128, 4, 4, 4), True),  # one row on the CUDA cores, 4 slices
-    (11, (16, 16, 128, 4, 4, 1), False),  # no split: scale and bias in the same program
+    (1, (16, 32, 128, 4, 4, 3, 0), False),  # a generated token, tensor cores, 3 slices (the last one short)
+    (11, (16, 32, 128, 4, 4, 4, 0), True),  # a decided frame with a bias, 4 slices
+    (1, (1, 32, 128, 4, 4, 4, 0), True),  # one row on the CUDA cores, 4 slices
+    (11, (16, 16, 128, 4, 4, 1, 0), False),  # no split: scale and bias in the same program
+    pytest.param(1, (16, 32, 128, 4, 4, 3, 1), False, marks=needs_fp8_gpu),  # the upcast without conversions (asm)
+    pytest.param(11, (16, 32, 128, 4, 4, 4, 1), True, marks=needs_fp8_gpu),
+    pytest.param(1, (1, 32, 128, 4, 4, 4, 1), True, marks=needs_fp8_gpu),
 ])
 def test_kernel_split_k_in_one_launch_equals_the_reference_bit_for_bit_every_call(m, config, bias):
     from lionfs_ros.engine.kernels.fp8_linear import fp8_linear, tile_counters
@@ -153,15 +156,15 @@ def test_kernel_split_k_in_one_launch_equals_the_reference_bit_for_bit_every_cal
 @pytest.mark.parametrize("m,n,k,bias", [(1, 6144, 4096, False), (11, 4096, 14336, False), (11, 28672, 4096, True),
                                         (16, 512, 256, False), (5, 200, 136, True), (40, 1000, 300, True),
                                         (185, 1024, 256, False)])
-@pytest.mark.parametrize("split", [None, 1, 3])
-def test_cuda_kernel_equals_the_reference(m, n, k, bias, split):
+@pytest.mark.parametrize("split,bits", [(None, 0), (1, 0), (3, 0), (1, 1), (3, 1)])
+def test_cuda_kernel_equals_the_reference(m, n, k, bias, split, bits):
     from lionfs_ros.engine.kernels.fp8_linear import SMALL_M, fp8_linear, pick_config
 
     torch.manual_seed(m * 7 + n)
     w = quantize_fp8(_weight(n, k, seed=n + k).cuda())
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
-    config = None if split is None or m > SMALL_M else (*pick_config(m, n, k, x.device)[:5], split)
+    config = None if split is None or m > SMALL_M else (*pick_config(m, n, k, x.device)[:5], split, bits)
     out = fp8_linear(x, w.codes, w.scale, b, config)
     ref = fp8_linear_reference(x.double(), w, b)
     assert out.dtype == torch.bfloat16 and out.shape == (m, n) and torch.isfinite(out).all()
@@ -170,7 +173,8 @@ def test_cuda_kernel_equals_the_reference(m, n, k, bias, split):
 
 
 @needs_fp8_gpu
-@pytest.mark.parametrize("config", [None, (16, 32, 256, 4, 4, 4), (1, 32, 256, 4, 4, 4)])
+@pytest.mark.parametrize("config", [None, (16, 32, 256, 4, 4, 4, 0), (1, 32, 256, 4, 4, 4, 0), (16, 32, 256, 4, 4, 4, 1),
+                                    (1, 32, 256, 4, 4, 4, 1)])
 def test_cuda_kernel_replays_in_a_cuda_graph(config):
     from lionfs_ros.engine.kernels.fp8_linear import fp8_linear, tile_counters
 
