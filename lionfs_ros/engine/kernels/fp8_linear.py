@@ -14,9 +14,10 @@ deterministic), scales, adds the bias, stores, and sets the counter back to 0 fo
 The counters live in a buffer per (device, CUDA stream), zero between calls: calls on one stream run one
 after the other, and a CUDA graph bakes in the buffer of the stream it was captured on (the engine gives
 each graph owner its own capture stream, as for cuBLAS's workspaces), so graphs replayed at the same time
-from two threads do not share counters. Tiles and split are picked per weight shape and row bucket (one
-row: a generated token; up to ``SMALL_M``: a decided frame) on the GPU when an FP8 engine is built
-(``tune``), timed on the layers' own weights in a CUDA graph.
+from two threads do not share counters. Tiles, split and the upcast (``_upcast``: Triton's conversion, or bit
+moves that avoid the slow conversion instructions) are picked per weight shape and row bucket (one row: a
+generated token; up to ``SMALL_M``: a decided frame) on the GPU when an FP8 engine is built (``tune``), timed
+on the layers' own weights in a CUDA graph; a candidate whose product differs from float32's is rejected.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 from triton.compiler.errors import CompilationError
-from triton.runtime.errors import OutOfResources
+from triton.runtime.errors import OutOfResources, PTXASError
 
 SMALL_M = 16  # rows up to this: one row block (a decided frame, a generated token)
 LARGE_BLOCK = 64  # row and column block for longer feeds (prompts): those are rare and not latency-critical
@@ -49,14 +50,15 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
     """FP8 e4m3 codes -> ``dtype``. BITS (bf16 only): without conversion instructions, which issue at a quarter
     of the integer rate and capped the product near 2.7 TB/s on an H200: per 4 codes, each byte is moved to the
     top of a 16-bit lane (prmt), its exponent and mantissa shifted into bf16's places with the sign kept, and the
-    pair multiplied by 2^120 (0x7B80: the exponent biases' difference, 127 - 7) in bf16x2: exact for every code,
-    subnormals included."""
+    pair multiplied by 2^120 (0x7B80: the exponent biases' difference, 127 - 7) in bf16x2 (an fma adding -0, which
+    Ampere and Ada have too): exact for every code, subnormals included."""
     if BITS:
         out = tl.inline_asm_elementwise(
             """{
-            .reg .b32 z, k, lo, hi, slo, shi;
+            .reg .b32 z, k, nz, lo, hi, slo, shi;
             mov.b32 z, 0;
             mov.b32 k, 0x7B807B80;
+            mov.b32 nz, 0x80008000;
             prmt.b32 lo, $2, z, 0x1404;
             prmt.b32 hi, $2, z, 0x3424;
             shr.b32 slo, lo, 4;
@@ -67,8 +69,8 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
             and.b32 shi, shi, 0x07F007F0;
             or.b32 lo, lo, slo;
             or.b32 hi, hi, shi;
-            mul.rn.bf16x2 $0, lo, k;
-            mul.rn.bf16x2 $1, hi, k;
+            fma.rn.bf16x2 $0, lo, k, nz;
+            fma.rn.bf16x2 $1, hi, k, nz;
             }""", "=r,=r,r", [w.to(tl.uint8, bitcast=True)], dtype=tl.bfloat16, is_pure=True, pack=4).to(dtype)
     else:
         out = w.to(dtype)
@@ -295,7 +297,7 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor]], rows: int, dtype: tor
                 out = fp8_linear(x, codes0, weights[0][1], config=c).float()
                 if not float((out - ref).norm()) <= TUNE_TOLERANCE * float(ref.norm()):
                     rejected.add(c)
-            except (CompilationError, OutOfResources):  # too many registers / too much shared memory here
+            except (CompilationError, OutOfResources, PTXASError):  # too much shared memory / registers here
                 rejected.add(c)
             if c in rejected:
                 timings[c] = float("inf")
