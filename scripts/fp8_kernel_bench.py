@@ -143,6 +143,8 @@ def micro(args, device: torch.device, out: dict, save) -> None:
             tuned = cfg or new.pick_config(rows, n, k, device)
             flipped = (*tuned[:6], 1 - tuned[6])  # the other upcast (conversion instructions or bit moves)
             if not args.smoke:
+                r["new_other_upcast"] = {"config": list(flipped), "rel_error": rel_error(
+                    new.fp8_linear(x, ws[0].codes, ws[0].scale, config=flipped), ref)}
                 timed["new_other_upcast"] = ([lambda w=w: new.fp8_linear(x, w.codes, w.scale, config=flipped)
                                               for w in ws], fp8_bytes)
             if old is not None:
