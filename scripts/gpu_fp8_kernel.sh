@@ -11,7 +11,7 @@
 #      one generated-token step's wall time and torch.profiler's top kernels per token step;
 #   4. lionfs bench --preset llama3-8b: graphs+compile+triton and graphs+compile+triton+fp8, prefill 120, frames 30,
 #      new tokens 64 (as scripts/gpu_frame_round.sh): the fp8 variant's frame p50 and tokens/s.
-# Expected wall time on an H200: ~230 s; each step is bounded by `timeout` (70 + 40 + 70 + 110 s: at most ~295 s with
+# Expected wall time on an H200: ~230 s; each step is bounded by `timeout` (70 + 50 + 65 + 110 s: at most ~300 s with
 # the start). Raw results go to $RES (default a new /tmp/fp8_kernel.*); after EVERY step all of them are packed into ONE
 # tarball $OUT/results.tar.gz, and $OUT/summary.txt holds the step statuses and the headline numbers.
 # Smoke test on a CPU (Triton's interpreter, tiny shapes and presets): SMOKE=1 OUT=/tmp/fp8_out bash scripts/gpu_fp8_kernel.sh
@@ -111,8 +111,8 @@ else
   echo "tests: skipped (no pytest)" | tee -a "$RES/steps.txt"
 fi
 # 2 + 3: the kernel alone (correctness, then timings), then one token step of the 8B backbone.
-step micro ${T_MICRO:-40} $PY scripts/fp8_kernel_bench.py $KB --parts micro --old "$OLD" --out "$RES"
-step profile ${T_PROFILE:-70} $PY scripts/fp8_kernel_bench.py $KB --parts profile --out "$RES"
+step micro ${T_MICRO:-50} $PY scripts/fp8_kernel_bench.py $KB --parts micro --old "$OLD" --out "$RES"
+step profile ${T_PROFILE:-65} $PY scripts/fp8_kernel_bench.py $KB --parts profile --out "$RES"
 # 4: the engine (the bf16 default first, then fp8: the fp8 variant is compared with it).
 step bench-$P8 ${T_BENCH:-110} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
   --variants graphs+compile+triton,graphs+compile+triton+fp8 --concurrent-variant graphs+compile+triton \
