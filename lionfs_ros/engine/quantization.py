@@ -23,6 +23,7 @@ refuses the option there with that reason.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,7 @@ FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite e4m3fn value
 MIN_CAPABILITY = (8, 9)  # FP8 conversions in hardware: Ada (8.9) and Hopper (9.0) onwards
 TINY_SCALE = 1e-12  # a row of zeros gets this scale (its codes are all zero either way)
+TUNE_SECONDS = 6.0  # at most this long compiling tile candidates at engine build (then: compiled ones only)
 
 
 @dataclass
@@ -113,15 +115,20 @@ def quantize_layers(layers) -> int:
 
 
 def tune_layers(layers, rows: int, dtype: torch.dtype) -> list[dict]:
-    """Pick the FP8 kernel's tile shapes for each distinct weight shape of these layers on this GPU (a second or
-    two, once per engine build); returns what was timed (``kernels.fp8_linear.tune``)."""
-    from .kernels.fp8_linear import TUNED, tune
+    """Pick the FP8 kernel's tiles for each distinct weight shape of these layers on this GPU, for a generated token
+    (1 row) and for ``rows`` rows (a decided frame), timed on the layers' own weights: first each shape's seed
+    candidates, then walks to better neighbours, compiling new kernels for at most ``TUNE_SECONDS`` in all (once
+    per engine build). Returns the last timing report per shape and bucket (``kernels.fp8_linear.tune``)."""
+    from .kernels.fp8_linear import TUNED, bucket, tune
 
-    seen, report = set(), []
+    by_shape: dict[tuple[int, int], list] = {}
     for fl in layers:
         for name in ("qkv_weight", "o_weight", "gate_up_weight", "down_weight"):
             w = getattr(fl, name)
-            if tuple(w.shape) not in seen and tuple(w.shape) not in TUNED:
-                seen.add(tuple(w.shape))
-                report.append(tune(w.codes, w.scale, rows, dtype))
-    return report
+            by_shape.setdefault(tuple(w.shape), []).append((w.codes, w.scale))
+    jobs = [(weights, r) for r in dict.fromkeys((1, rows)) for shape, weights in by_shape.items()
+            if (*shape, bucket(r)) not in TUNED]
+    deadline = time.monotonic() + TUNE_SECONDS
+    for weights, r in jobs:
+        tune(weights, r, dtype, deadline, walk=False)
+    return [tune(weights, r, dtype, deadline) for weights, r in jobs]

@@ -1,8 +1,13 @@
 """Weight-only FP8 (``EngineConfig.weights='fp8'``): the quantization math and the option's checks on the CPU;
 the Triton kernel, its CUDA-graph replay and the engine on a GPU of compute capability >= 8.9 (skipped elsewhere).
+Where Triton is installed the kernel's paths (one-launch split-K, the one-row path) also run on CPU tensors
+through its interpreter (``TRITON_INTERPRET=1``, set by ``test/conftest.py``), fp16 activations for the
+tensor-core path there (the interpreter's ``tl.dot`` has no bf16: numpy lacks it); CI has no Triton: skipped.
 
 GPU part, on a machine without ROS: ``python3 -m pytest test/engine/test_quantization.py --noconftest -k cuda``.
 """
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +22,7 @@ E4M3_MIN_NORMAL = 2.0 ** -6
 E4M3_SUBNORMAL_STEP = 2.0 ** -9
 CUDA_FP8 = torch.cuda.is_available() and fp8_problem(torch.device("cuda")) is None
 needs_fp8_gpu = pytest.mark.skipif(not CUDA_FP8, reason="needs a CUDA GPU of compute capability >= 8.9 with Triton")
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
 
 
 def _weight(rows: int, cols: int, seed: int) -> torch.Tensor:
@@ -110,21 +116,55 @@ def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request,
         backends.StaticBackend(model, engine_config(backend="static"), use_graphs=False, fused=backend.fused)
 
 
+# The kernel: on the GPU, or on the CPU through Triton's interpreter.
+
+@needs_triton
+@pytest.mark.parametrize("m,config,bias", [
+    (1, (16, 32, 128, 4, 4, 3, 0), False),  # a generated token, tensor cores, 3 slices (the last one short)
+    (11, (16, 32, 128, 4, 4, 4, 0), True),  # a decided frame with a bias, 4 slices
+    (1, (1, 32, 128, 4, 4, 4, 0), True),  # one row on the CUDA cores, 4 slices
+    (11, (16, 16, 128, 4, 4, 1, 0), False),  # no split: scale and bias in the same program
+    pytest.param(1, (16, 32, 128, 4, 4, 3, 1), False, marks=needs_fp8_gpu),  # the upcast without conversions (asm)
+    pytest.param(11, (16, 32, 128, 4, 4, 4, 1), True, marks=needs_fp8_gpu),
+    pytest.param(1, (1, 32, 128, 4, 4, 4, 1), True, marks=needs_fp8_gpu),
+])
+def test_kernel_split_k_in_one_launch_equals_the_reference_bit_for_bit_every_call(m, config, bias):
+    from lionfs_ros.engine.kernels.fp8_linear import fp8_linear, tile_counters
+
+    device = "cuda" if CUDA_FP8 else "cpu"
+    dtype = torch.bfloat16 if CUDA_FP8 or config[0] == 1 else torch.float16
+    n, k = 72, 800  # 72: a partial column tile; 800 = 384 + 384 + 32 with 3 slices, 256 * 3 + 32 with 4
+    torch.manual_seed(m)
+    w = quantize_fp8(_weight(n, k, seed=n + m).to(device))
+    x = torch.randn(m, k, device=device).to(dtype)
+    b = torch.randn(n, device=device).to(dtype) if bias else None
+    first = fp8_linear(x, w.codes, w.scale, b, config)
+    counters = tile_counters(1, x.device)
+    assert not counters.any()  # every tile's last slice set its counter back
+    second = fp8_linear(x, w.codes, w.scale, b, config)
+    assert tile_counters(1, x.device) is counters and not counters.any()
+    ref = fp8_linear_reference(x.double(), w, None if b is None else b.double())
+    assert first.dtype == dtype and first.shape == (m, n)
+    assert torch.equal(first, second)  # the slices are summed in a fixed order
+    rel = float((first.double() - ref).norm() / ref.norm())
+    assert rel < 1e-2, rel  # output rounding (bf16/fp16); float32 sums
+
+
 # GPU: the kernel and the engine.
 
 @needs_fp8_gpu
 @pytest.mark.parametrize("m,n,k,bias", [(1, 6144, 4096, False), (11, 4096, 14336, False), (11, 28672, 4096, True),
                                         (16, 512, 256, False), (5, 200, 136, True), (40, 1000, 300, True),
                                         (185, 1024, 256, False)])
-@pytest.mark.parametrize("split", [None, 1, 3])
-def test_cuda_kernel_equals_the_reference(m, n, k, bias, split):
+@pytest.mark.parametrize("split,bits", [(None, 0), (1, 0), (3, 0), (1, 1), (3, 1)])
+def test_cuda_kernel_equals_the_reference(m, n, k, bias, split, bits):
     from lionfs_ros.engine.kernels.fp8_linear import SMALL_M, fp8_linear, pick_config
 
     torch.manual_seed(m * 7 + n)
     w = quantize_fp8(_weight(n, k, seed=n + k).cuda())
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
-    config = None if split is None or m > SMALL_M else (*pick_config(m, n, k, x.device)[:5], split)
+    config = None if split is None or m > SMALL_M else (*pick_config(m, n, k, x.device)[:5], split, bits)
     out = fp8_linear(x, w.codes, w.scale, b, config)
     ref = fp8_linear_reference(x.double(), w, b)
     assert out.dtype == torch.bfloat16 and out.shape == (m, n) and torch.isfinite(out).all()
@@ -133,25 +173,30 @@ def test_cuda_kernel_equals_the_reference(m, n, k, bias, split):
 
 
 @needs_fp8_gpu
-def test_cuda_kernel_replays_in_a_cuda_graph():
-    from lionfs_ros.engine.kernels.fp8_linear import fp8_linear
+@pytest.mark.parametrize("config", [None, (16, 32, 256, 4, 4, 4, 0), (1, 32, 256, 4, 4, 4, 0), (16, 32, 256, 4, 4, 4, 1),
+                                    (1, 32, 256, 4, 4, 4, 1)])
+def test_cuda_kernel_replays_in_a_cuda_graph(config):
+    from lionfs_ros.engine.kernels.fp8_linear import fp8_linear, tile_counters
 
     w = quantize_fp8(torch.randn(3072, 1024, device="cuda"))
-    x = torch.randn(11, 1024, device="cuda", dtype=torch.bfloat16)
+    rows = 1 if config and config[0] == 1 else 11
+    x = torch.randn(rows, 1024, device="cuda", dtype=torch.bfloat16)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        fp8_linear(x, w.codes, w.scale)  # compile outside the capture
+        fp8_linear(x, w.codes, w.scale, config=config)  # compile outside the capture
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, stream=stream):
-        out = fp8_linear(x, w.codes, w.scale)
+        out = fp8_linear(x, w.codes, w.scale, config=config)
+        counters = tile_counters(1, x.device)  # the capture stream's: the graph's split-K counters
     for _ in range(2):  # fresh inputs each time: the graph reads the buffer, not a copy
         x.copy_(torch.randn_like(x))
         out.fill_(float("nan"))
         graph.replay()
         torch.cuda.synchronize()
-        assert torch.equal(out, fp8_linear(x, w.codes, w.scale))
+        assert torch.equal(out, fp8_linear(x, w.codes, w.scale, config=config))
+        assert not counters.any()
 
 
 @needs_fp8_gpu

@@ -1,0 +1,254 @@
+"""The weight-only FP8 product (``engine/kernels/fp8_linear.py``, issue 14) on the Llama-3-8B shapes, old vs new.
+
+Parts (``--parts``, in this order; each writes ``<out>/<part>.json`` as it goes):
+- ``micro``: per weight shape ``[N, K]`` (fused q/k/v, o, fused gate/up, down) at 1 and 11 rows: first
+  correctness (the new kernel against ``fp8_linear_reference`` and bit-identical on a second call, the old one
+  against the reference), then microseconds and TB/s of the old kernel (``--old``: main's file, with its own
+  tuning at 11 rows, as the engine did), the new one (tuned for the row bucket), cuBLAS bf16 (``F.linear``) and
+  ``torch._scaled_mm`` (activations cast to FP8 too, so not the same math: a floor) where it runs. Each product
+  is timed over enough weight copies (distinct memory) to pass the L2 cache, replayed from one CUDA graph.
+- ``profile``: the preset's backbone with ``weights='fp8'`` on the static backend: how long the engine build's
+  tile tuning takes, one generated-token step's wall time (the token graph, context ``--context`` tokens), and
+  ``torch.profiler`` over ``--steps`` token steps: the top kernels per step.
+
+    PYTHONPATH=. python3 scripts/fp8_kernel_bench.py --old ../lionfs_ros/engine/kernels/fp8_linear.py --out $OUT
+    PYTHONPATH=. python3 scripts/fp8_kernel_bench.py --smoke --out /tmp/fp8   # CPU: Triton's interpreter, tiny
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lionfs_ros.engine import EngineConfig
+from lionfs_ros.engine.quantization import fp8_linear_reference, quantize_fp8
+
+SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
+SMOKE_SHAPES = {"qkv": (96, 256), "down": (64, 512)}
+ROWS = (1, 11)
+REPLAYS = 5  # graph replays timed; the median is kept
+TOP_KERNELS = 25
+TUNE_S = 15.0  # micro: seconds of compiling new tile candidates for the new kernel, all shapes together
+
+
+def graph_us(runs: list, device: torch.device) -> float:
+    """Median microseconds of one call of ``runs`` (callables; one per weight copy), replayed from one CUDA graph;
+    on the CPU, one pass timed by the wall clock."""
+    if device.type != "cuda":
+        t0 = time.perf_counter()
+        for run in runs:
+            run()
+        return (time.perf_counter() - t0) * 1e6 / len(runs)
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for run in runs:
+            run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        for run in runs:
+            run()
+    graph.replay()
+    times = []
+    for _ in range(REPLAYS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / len(runs))
+    return sorted(times)[len(times) // 2]
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.double() - ref).norm() / ref.norm())
+
+
+def scaled_mm(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor):
+    """``torch._scaled_mm`` with the weight's per-channel scales (row-wise), else one scale per tensor; rows padded
+    to 16 if it refuses fewer. Returns (callable, how) or (None, why not)."""
+    xq = x.to(codes.dtype)
+    errors = []
+    for pad in (x.shape[0], 16 * math.ceil(x.shape[0] / 16)):
+        xp = torch.cat([xq, xq.new_zeros(pad - xq.shape[0], xq.shape[1])]) if pad > xq.shape[0] else xq
+        for how, sa, sb in (("rowwise", torch.ones(pad, 1, device=x.device), scale[None, :].contiguous()),
+                            ("tensorwise", torch.ones((), device=x.device), torch.ones((), device=x.device))):
+            def run(xp=xp, sa=sa, sb=sb):
+                return torch._scaled_mm(xp, codes.t(), scale_a=sa, scale_b=sb, out_dtype=x.dtype)
+            try:
+                run()
+                return run, f"{how}, {pad} rows"
+            except Exception as err:  # noqa: BLE001 - what this torch/GPU refuses is the result
+                errors.append(f"{how}/{pad}: {type(err).__name__}: {str(err)[:120]}")
+    return None, "; ".join(errors)
+
+
+def load_old(path: str | None):
+    """The old kernel module (main's ``fp8_linear.py``) under another name, or None."""
+    if not path or not Path(path).is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("fp8_linear_main", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def micro(args, device: torch.device, out: dict, save) -> None:
+    from lionfs_ros.engine.kernels import fp8_linear as new
+
+    old = load_old(args.old)
+    out["old_kernel"] = args.old if old is not None else f"not found: {args.old}"
+    out["old_is_new"] = old is not None and Path(args.old).read_text() == Path(new.__file__).read_text()
+    dtype = torch.float16 if args.smoke else torch.bfloat16  # the interpreter's tl.dot has no bf16
+    l2 = torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 0
+    out["l2_bytes"] = l2
+    deadline = time.monotonic() + TUNE_S
+    for name, (n, k) in (SMOKE_SHAPES if args.smoke else SHAPES).items():
+        copies = max(2, math.ceil(2 * l2 / (n * k)))  # FP8 copies: twice the L2 in all
+        ws = [quantize_fp8(torch.randn(n, k, device=device) * 0.02) for _ in range(copies)]
+        bf = [torch.randn(n, k, device=device, dtype=dtype) * 0.02 for _ in range(max(2, math.ceil(l2 / (n * k))))]
+        entry = out["shapes"].setdefault(name, {"shape": [n, k], "fp8_copies": copies, "bf16_copies": len(bf)})
+        fp8_bytes, bf16_bytes = n * k + 4 * n, 2 * n * k
+        for rows in ROWS:
+            x = torch.randn(rows, k, device=device, dtype=dtype)
+            r = entry.setdefault(f"rows_{rows}", {})
+            ref = fp8_linear_reference(x.double(), ws[0])
+            cfg = old_cfg = None
+            if args.smoke:  # the interpreter: no tuning, fixed tiles
+                cfg = (1, 32, 128, 4, 4, 2, 0) if rows == 1 else (16, 32, 128, 4, 4, 2, 0)
+                old_cfg = (16, 32, 128, 4, 4, 2)
+            else:
+                t0 = time.perf_counter()
+                r["tune"] = new.tune([(w.codes, w.scale) for w in ws], rows, dtype, deadline)
+                r["tune"]["seconds"] = time.perf_counter() - t0
+                if old is not None and (n, k) not in old.TUNED:
+                    r["old_tune"] = old.tune(ws[0].codes, ws[0].scale, 11, dtype)  # as the engine did: 11 rows
+            first, second = (new.fp8_linear(x, ws[0].codes, ws[0].scale, config=cfg) for _ in range(2))
+            r["new"] = {"config": list(cfg or new.pick_config(rows, n, k, device)), "rel_error": rel_error(first, ref),
+                        "bit_identical": bool(torch.equal(first, second))}
+            r["new"]["ok"] = r["new"]["rel_error"] < 1e-2 and r["new"]["bit_identical"]
+            if old is not None:
+                r["old"] = {"config": list(old_cfg or old.pick_config(rows, n, k, device)),
+                            "rel_error": rel_error(old.fp8_linear(x, ws[0].codes, ws[0].scale, config=old_cfg), ref)}
+            save()
+            timed = {"new": ([lambda w=w: new.fp8_linear(x, w.codes, w.scale, config=cfg) for w in ws], fp8_bytes),
+                     "cublas_bf16": ([lambda w=w: F.linear(x, w) for w in bf], bf16_bytes)}
+            tuned = cfg or new.pick_config(rows, n, k, device)
+            flipped = (*tuned[:6], 1 - tuned[6])  # the other upcast (conversion instructions or bit moves)
+            if not args.smoke:
+                r["new_other_upcast"] = {"config": list(flipped), "rel_error": rel_error(
+                    new.fp8_linear(x, ws[0].codes, ws[0].scale, config=flipped), ref)}
+                timed["new_other_upcast"] = ([lambda w=w: new.fp8_linear(x, w.codes, w.scale, config=flipped)
+                                              for w in ws], fp8_bytes)
+            if old is not None:
+                timed["old"] = ([lambda w=w: old.fp8_linear(x, w.codes, w.scale, config=old_cfg) for w in ws], fp8_bytes)
+            runs, how = zip(*(scaled_mm(x, w.codes, w.scale) for w in ws))
+            r["scaled_mm_how"] = how[0]
+            if runs[0] is not None:
+                timed["scaled_mm"] = (list(runs), fp8_bytes)
+            for label, (runs, nbytes) in timed.items():
+                us = graph_us(runs, device)
+                r.setdefault(label, {}).update({"us": us, "tb_per_s": nbytes / (us * 1e-6) / 1e12})
+                save()
+            print(name, rows, {lab: round(r[lab]["us"], 2) for lab in timed}, flush=True)
+        del ws, bf
+
+
+def profile(args, device: torch.device, out: dict, save) -> None:
+    from lionfs_ros.engine import static_decoder
+    from lionfs_ros.engine.backends import StaticBackend
+    from lionfs_ros.engine.bench.presets import PRESETS, build_model
+
+    preset = PRESETS["tiny" if args.smoke else args.preset]
+    model = build_model(preset, str(device))
+    weights = "native" if device.type != "cuda" else "fp8"
+    tune_layers, tuned = static_decoder.tune_layers, {}
+
+    def timed_tune(*a, **kw):  # the engine build's tuning, timed
+        t0 = time.perf_counter()
+        tuned["report"] = tune_layers(*a, **kw)
+        tuned["seconds"] = time.perf_counter() - t0
+        return tuned["report"]
+
+    static_decoder.tune_layers = timed_tune
+    t0 = time.perf_counter()
+    cfg = EngineConfig(weights=weights, kv_budget_tokens=preset.kv_budget_tokens, compile=not args.smoke,
+                       attention="triton", answers=False, max_new_tokens=64)
+    backend = StaticBackend(model, cfg)
+    out.update({"preset": preset.name, "weights": weights, "build_s": time.perf_counter() - t0,
+                "tune_s": tuned.get("seconds"), "tuning": tuned.get("report"),
+                "attention_run": getattr(backend.fused, "attention", None),
+                "compile_fallback": getattr(backend.fused, "compile_fallback", None)})
+    save()
+    state = backend.main
+    gen = torch.Generator().manual_seed(0)
+    text = torch.randint(3, min(400, model.token_ids.placeholder), (args.context,), generator=gen).tolist()
+    for t in text:  # one token at a time: the token graph, no new shapes to compile
+        state.feed([t])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for t in text[:args.steps * 4]:
+        state.feed([t])
+    out["token_step_ms"] = (time.perf_counter() - t0) * 1e3 / (args.steps * 4)
+    out["context_tokens"] = state.num_tokens
+    save()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for t in text[:args.steps]:
+            state.feed([t])
+        sync()
+    rows = []
+    for evt in prof.key_averages():
+        dev_us = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
+        kernel = device.type == "cuda" and str(evt.device_type).endswith("CUDA")
+        if kernel or device.type != "cuda":
+            us = dev_us if kernel else evt.self_cpu_time_total
+            rows.append({"name": evt.key[:160], "us_per_step": us / args.steps, "calls_per_step": evt.count / args.steps})
+    rows.sort(key=lambda e: -e["us_per_step"])
+    out["kernels_per_step"] = sum(e["calls_per_step"] for e in rows)
+    out["device_us_per_step"] = sum(e["us_per_step"] for e in rows)
+    out["top"] = rows[:TOP_KERNELS]
+    save()
+    sort = "device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    (Path(args.out) / "profile_table.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=TOP_KERNELS))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="micro,profile")
+    parser.add_argument("--old", default="../lionfs_ros/engine/kernels/fp8_linear.py", help="the old kernel's file")
+    parser.add_argument("--preset", default="llama3-8b")
+    parser.add_argument("--context", type=int, default=400, help="profile: context tokens before the timed steps")
+    parser.add_argument("--steps", type=int, default=5, help="profile: token steps under the profiler")
+    parser.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes and preset")
+    parser.add_argument("--out", default=".")
+    args = parser.parse_args()
+    if args.smoke:
+        args.context, args.steps = 24, 2
+    device = torch.device("cpu" if args.smoke else "cuda")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    for part in args.parts.split(","):
+        out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "torch": torch.__version__, "shapes": {}} if part == "micro" else {}
+        path = Path(args.out) / f"{part}.json"
+
+        def save(out=out, path=path):
+            path.write_text(json.dumps(out, indent=1))
+
+        with torch.no_grad():
+            {"micro": micro, "profile": profile}[part](args, device, out, save)
+        save()
+
+
+if __name__ == "__main__":
+    main()
