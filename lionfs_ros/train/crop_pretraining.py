@@ -114,6 +114,12 @@ def proposed_objects(root: str, episode_id: str, frame_step: int, spec: Proposer
         yield frame, episode.frames[frame], found
 
 
+def _one_thread() -> None:
+    """A collecting process's torch runs on one thread: the proposer's small torch ops, each spread over every
+    core in each of ``workers`` processes, waited on each other (1.4 episodes/s with 12 workers on 16 cores)."""
+    torch.set_num_threads(1)
+
+
 def _collect(job: tuple) -> tuple[np.ndarray, list[CropObject]]:
     root, episode_id, frame_step, proposer = job
     frames, objects = [], []
@@ -135,7 +141,7 @@ def collect_objects(episodes: list[tuple[str, str]], frame_step: int, workers: i
     if workers <= 1:
         parts = [_collect(job) for job in tqdm(jobs, **progress)]
     else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
             parts = list(tqdm(pool.imap(_collect, jobs, chunksize=4), **progress))
     frames, objects = [], []
     for part_frames, part_objects in parts:
