@@ -38,6 +38,7 @@ class CropReader(nn.Module):
         self.pool = pool
         self.classes = {name: tuple(values) for name, values in classes.items()}
         self.parts = dict(parts or {})
+        self._longest: tuple[object, int] | None = None  # (formatter, most tokens of a tag): longest_tag's cache
         self.norm = nn.LayerNorm(width)
         self.heads = nn.ModuleDict({name: nn.Linear(pool * pool * width, len(values)) for name, values in classes.items()})
 
@@ -67,6 +68,13 @@ class CropReader(nn.Module):
         names = self.attributes
         return sorted({region_tag(dict(zip(names, values)), self.parts)
                        for values in product(*(self.classes[n] for n in names))})
+
+    def longest_tag(self, formatter) -> int:
+        """Most tokens a tag takes in ``formatter``'s text (``StreamFormatter``), computed once per formatter:
+        with a ``patch`` head a reader can write ~8,000 tags, 0.2 s to tokenize on one CPU core, per engine."""
+        if self._longest is None or self._longest[0] is not formatter:
+            self._longest = (formatter, max(len(formatter.text_ids(tag)) for tag in self.all_tags()))
+        return self._longest[1]
 
 
 def region_tag(read: dict[str, str], parts: dict[str, str] | None = None) -> str:
