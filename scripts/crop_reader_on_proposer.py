@@ -7,7 +7,8 @@ Loads the model (it must have a crop tower), runs crop pretraining with ``crops:
 is, from the regions its slow thinker's proposer finds on the training episodes' frames, each labelled with
 the object it holds or ``none``), keeps the heads as the model's crop reader and saves the model to
 ``OUT_DIR/model`` (the model directory given is not touched); ``OUT_DIR/crop_pretraining/summary.json``
-holds the held-out accuracies (proposer crops of the last ``--holdout`` episodes). Measure it with
+holds the held-out accuracies (proposer crops of the last ``--holdout`` episodes). ``--part-colour``: the
+reader also reads the colour of an object's part (a cap, a lid) and writes it in the tags. Measure it with
 ``scripts/region_tags_accuracy.py OUT_DIR/model VAL_SYNTH_DIR``.
 """
 from __future__ import annotations
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--frame-step", type=int, default=12)
     parser.add_argument("--head-learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--part-colour", action="store_true",
+                        help="a fourth head reads the colour of an object's part (crop_pretraining.part_colour)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -48,7 +51,7 @@ def main() -> None:
     section = CropPretrainingSection(steps=args.steps, batch_size=args.batch_size, episodes=args.episodes,
                                      holdout_episodes=args.holdout, frame_step=args.frame_step,
                                      head_learning_rate=args.head_learning_rate, max_minutes=args.max_minutes,
-                                     crops="proposer", train_tower=False)
+                                     crops="proposer", train_tower=False, part_colour=args.part_colour)
     section.validate()
     examples = synth_examples(args.train_data, model.config.stream.frame_fps, questions=False)
     out = Path(args.out)

@@ -11,10 +11,15 @@ objects standing there (``data.synth_objects.standing_objects``, the boxes crop 
 - ``a_region_holds_object``: some region holds the asked object (its centre in the region's box);
 - ``b_holding_region_tagged_label``: some region holding it is tagged with its printed label
   (``b_given_a``: the same among the questions of a);
-- ``c_reader``: over all regions of those answers, the reader's label / shape / colour / whole tag against the
-  object the region holds (``object_in_region``: the largest whose centre is in the box; ``none`` when it
-  holds none; only a reader trained with ``none`` shapes can be right there on shape and colour), also split
-  into regions on an object / on none, and ``printed_label``: the label read on regions whose object has one.
+- ``b_holding_region_tagged_asked``: some region holding it is tagged right on what the question asks: its
+  printed label, or for ``patch_colour`` questions (the colour of a bottle's cap, a jar's lid) its part's colour
+  (a reader with a ``patch`` head, ``crop_pretraining.part_colour``; ``by_type``'s ``b_patch`` and the rows'
+  ``tagged_patch_right``: that colour alone);
+- ``c_reader``: over all regions of those answers, the reader's label / shape / colour (/ patch) / whole tag
+  against the object the region holds (``object_in_region``: the largest whose centre is in the box; ``none``
+  when it holds none; only a reader trained with ``none`` shapes can be right there on shape and colour), also
+  split into regions on an object / on none, ``printed_label``: the label read on regions whose object has one,
+  and ``part_colour``: the patch read on regions whose object has a part (a reader with a ``patch`` head).
 
 Writes a JSON report (``--out``, with every question's regions) and prints one line.
 """
@@ -36,7 +41,8 @@ from lionfs_ros.model.crop_reader import ATTRIBUTES, NO_LABEL, parse_region_tag
 from lionfs_ros.model.image_processing import LETTERBOX
 from lionfs_ros.model_loading import load_for_inference
 
-FIELDS = (*ATTRIBUTES, "tag")
+PATCH_QUESTION = "patch_colour"  # the catalogue's detail question about the colour of an object's part
+ASKED = {PATCH_QUESTION: "patch"}  # the attribute each detail question type asks (default: the printed label)
 
 
 def run_recording(model, config, example, frames, embeds):
@@ -71,7 +77,7 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
     source = example.source
     episode = load_episode(source.root, source.episode_id, frames=False)
     objects = standing_objects(source.root, episode, source.native_frames())  # per LLM frame
-    classes = model.crop_reader.classes
+    classes, names = model.crop_reader.classes, model.crop_reader.attributes
     for index, turn in enumerate(example.turns):
         if turn.role != USER or turn.kind != DETAIL:
             continue
@@ -81,8 +87,8 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
             tally["unanswered"] += 1
             continue
         text, times, regions = answers[index]
-        asked_id = question.object_ids[0]
-        holds, tagged, out_regions, standing = False, False, [], False
+        asked_id, asked_name = question.object_ids[0], ASKED.get(question.type, "label")
+        holds, tagged, tagged_asked, tagged_patch, out_regions, standing = False, False, False, False, [], False
         for t, frame_regions in zip(times, regions):
             frame = round(t * example.frame_fps)
             here = objects[frame]
@@ -92,17 +98,22 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
                 box = (r.x0, r.y0, r.x1, r.y1)
                 read, held = parse_region_tag(r.tag, classes), object_in_region(here, box)
                 truth = truth_of(held)
-                right = {name: read[name] == truth[name] for name in ATTRIBUTES}
+                right = {name: read[name] == truth[name] for name in names}
                 right["tag"] = all(right.values())
-                for name in FIELDS:
+                for name in right:
                     tally[("c_object" if held else "c_none", name)] += right[name]
                 tally["c_object_regions" if held else "c_none_regions"] += 1
                 if held and held.label != NO_LABEL:
                     tally["c_printed_regions"] += 1
                     tally["c_printed_right"] += right["label"]
+                if held and held.patch != NO_LABEL and "patch" in right:
+                    tally["c_part_regions"] += 1
+                    tally["c_part_right"] += right["patch"]
                 holds_asked = asked is not None and asked.centre_in(box)
                 holds |= holds_asked
                 tagged |= holds_asked and read["label"] == asked.label
+                tagged_patch |= holds_asked and asked.patch != NO_LABEL and read["patch"] == asked.patch
+                tagged_asked |= holds_asked and read[asked_name] == getattr(asked, asked_name)
                 out_regions.append({"frame": frame, "box": [round(float(v), 3) for v in box], "tag": r.tag,
                                     "holds": held.object_id if held else None, "truth": truth,
                                     "holds_asked": bool(holds_asked)})
@@ -110,36 +121,52 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
         tally["asked_standing"] += standing
         tally["a"] += holds
         tally["b"] += tagged
+        tally["b_asked"] += tagged_asked
         tally["answer_right"] += same_words(text, question.answer)
         tally[("type", question.type)] += 1
         tally[("type_a", question.type)] += holds
         tally[("type_b", question.type)] += tagged
-        rows.append({"example": example.example_id, "time": turn.time, "type": question.type, "question": turn.text,
-                     "answer": text, "truth": question.answer, "asked": asked_id, "regions_hold_asked": bool(holds),
-                     "tagged_right": bool(tagged), "regions": out_regions})
+        tally[("type_b_patch", question.type)] += tagged_patch
+        row = {"example": example.example_id, "time": turn.time, "type": question.type, "question": turn.text,
+               "answer": text, "truth": question.answer, "asked": asked_id, "regions_hold_asked": bool(holds),
+               "tagged_right": bool(tagged)}
+        if question.type == PATCH_QUESTION:
+            row["tagged_patch_right"] = bool(tagged_patch)
+        rows.append({**row, "regions": out_regions})
 
 
-def report(tally: dict, model_dir: str, data: str, episodes: int) -> dict:
+def by_type(tally: dict, frac) -> dict:
+    out = {}
+    for t in sorted({k[1] for k in tally if isinstance(k, tuple) and k[0] == "type"}):
+        n = tally[("type", t)]
+        out[t] = {"questions": n, "a": frac(tally[("type_a", t)], n), "b": frac(tally[("type_b", t)], n)}
+        if t == PATCH_QUESTION:
+            out[t]["b_patch"] = frac(tally[("type_b_patch", t)], n)
+    return out
+
+
+def report(tally: dict, model_dir: str, data: str, episodes: int, names: tuple[str, ...]) -> dict:
+    """The tallies as fractions; ``names``: the reader's attributes."""
     def frac(a, b):
         return round(a / b, 4) if b else None
 
-    n = tally["answered"]
+    n, fields = tally["answered"], (*names, "tag")
     objects, nones = tally["c_object_regions"], tally["c_none_regions"]
+    reader = {"regions": objects + nones, "regions_holding_no_object": nones,
+              "on_objects": {name: frac(tally[("c_object", name)], objects) for name in fields},
+              "on_no_object": {name: frac(tally[("c_none", name)], nones) for name in fields},
+              "printed_label_regions": tally["c_printed_regions"],
+              "printed_label": frac(tally["c_printed_right"], tally["c_printed_regions"]),
+              "all": {name: frac(tally[("c_object", name)] + tally[("c_none", name)], objects + nones) for name in fields}}
+    if "patch" in names:
+        reader.update(part_colour_regions=tally["c_part_regions"],
+                      part_colour=frac(tally["c_part_right"], tally["c_part_regions"]))
     return {
         "model": model_dir, "data": data, "episodes": episodes, "detail_questions": tally["detail_questions"],
         "answered": n, "asked_object_standing_on_region_frame": tally["asked_standing"],
         "a_region_holds_object": frac(tally["a"], n), "b_holding_region_tagged_label": frac(tally["b"], n),
-        "b_given_a": frac(tally["b"], tally["a"]), "detail_answers_right": frac(tally["answer_right"], n),
-        "by_type": {t: {"questions": tally[("type", t)], "a": frac(tally[("type_a", t)], tally[("type", t)]),
-                        "b": frac(tally[("type_b", t)], tally[("type", t)])}
-                    for t in sorted({k[1] for k in tally if isinstance(k, tuple) and k[0] == "type"})},
-        "c_reader": {"regions": objects + nones, "regions_holding_no_object": nones,
-                     "on_objects": {name: frac(tally[("c_object", name)], objects) for name in FIELDS},
-                     "on_no_object": {name: frac(tally[("c_none", name)], nones) for name in FIELDS},
-                     "printed_label_regions": tally["c_printed_regions"],
-                     "printed_label": frac(tally["c_printed_right"], tally["c_printed_regions"]),
-                     "all": {name: frac(tally[("c_object", name)] + tally[("c_none", name)], objects + nones)
-                             for name in FIELDS}},
+        "b_given_a": frac(tally["b"], tally["a"]), "b_holding_region_tagged_asked": frac(tally["b_asked"], n),
+        "detail_answers_right": frac(tally["answer_right"], n), "by_type": by_type(tally, frac), "c_reader": reader,
     }
 
 
@@ -165,17 +192,19 @@ def main() -> None:
         frames = ev.load_frames(example, recipe)
         embeds = ev.embed_example(model, example, recipe, frames)
         score_episode(model, example, run_recording(model, config, example, frames, embeds), tally, rows)
-    out = report(tally, args.model, args.data, len(examples))
+    out = report(tally, args.model, args.data, len(examples), model.crop_reader.attributes)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({**out, "questions": rows}, f, indent=1)
     c = out["c_reader"]
     print(f"region tags: {out['answered']} detail answers, a (a region holds the asked object) "
           f"{out['a_region_holds_object']}, b (tagged with its label) {out['b_holding_region_tagged_label']} "
-          f"(b|a {out['b_given_a']}); c reader over {c['regions']} regions ({c['regions_holding_no_object']} hold "
+          f"(b|a {out['b_given_a']}), tagged with what is asked {out['b_holding_region_tagged_asked']} "
+          f"(patch colours {out['by_type'].get(PATCH_QUESTION, {}).get('b_patch')}); c reader over {c['regions']} regions ({c['regions_holding_no_object']} hold "
           f"none): label {c['all']['label']} shape {c['all']['shape']} colour {c['all']['colour']} tag {c['all']['tag']}"
           f", on objects label {c['on_objects']['label']} tag {c['on_objects']['tag']}, printed label "
-          f"{c['printed_label']} ({c['printed_label_regions']}); detail answers right "
+          f"{c['printed_label']} ({c['printed_label_regions']}), part colour {c.get('part_colour')} "
+          f"({c.get('part_colour_regions')}); detail answers right "
           f"{out['detail_answers_right']}", flush=True)
 
 

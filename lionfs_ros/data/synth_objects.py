@@ -49,13 +49,16 @@ def _holds(box: Box, point: tuple[float, float]) -> bool:
 @dataclass(frozen=True)
 class StandingObject:
     """An object standing on the table on one frame: its normalized box and attributes (``label``: ``none``
-    for an object with no printed label, as the crop reader names it)."""
+    for an object with no printed label, as the crop reader names it; ``patch``: its part's colour, ``part``: the
+    catalogue's noun for that part, cap or lid, both ``none`` for an object without one)."""
 
     object_id: str
     box: Box
     label: str
     shape: str
     colour: str
+    patch: str = NONE
+    part: str = NONE
 
     @property
     def area(self) -> float:
@@ -77,7 +80,9 @@ def standing_objects(root: str, episode: Episode, frames: Sequence[int]) -> list
             record = records[obj.object_id]
             box = standing_box(catalogue, record, obj, plan.camera[int(frame)], episode.width, episode.height)
             if box is not None:
-                found.append(StandingObject(obj.object_id, box, record.label or NONE, record.shape, record.colour))
+                part = catalogue.shapes[record.shape].patch if record.patch_colour else None
+                found.append(StandingObject(obj.object_id, box, record.label or NONE, record.shape, record.colour,
+                                            record.patch_colour or NONE, part or NONE))
         out.append(found)
     return out
 

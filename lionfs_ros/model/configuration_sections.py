@@ -391,8 +391,9 @@ class CropConfig:
     the general tower's and trained on crops (``train.crop_pretraining``), so the fast path's tower stays as
     it is. Crops are cut and resized by the general tower's image processor either way.
     ``reader_classes`` (``tower`` only; None: no reader): the crop reader's classes per attribute
-    (``label``, ``shape``, ``colour``), heads kept from crop pretraining on the tower's patch grid pooled to
-    ``reader_pool x reader_pool`` (``model.crop_reader.CropReader``; ``thinking.keyframes.region_tags``).
+    (``label``, ``shape``, ``colour``, optionally ``patch``: a part's colour), heads kept from crop pretraining on
+    the tower's patch grid pooled to ``reader_pool x reader_pool`` (``model.crop_reader.CropReader``;
+    ``thinking.keyframes.region_tags``); ``reader_parts``: each shape's part noun, for ``patch`` in the tags.
     """
 
     source: str = "general"
@@ -400,6 +401,7 @@ class CropConfig:
     trainable: bool = False
     reader_pool: int = 1
     reader_classes: dict[str, list[str]] | None = None
+    reader_parts: dict[str, str] | None = None
 
     def validate(self) -> None:
         if self.source not in CROP_SOURCES:
@@ -413,3 +415,5 @@ class CropConfig:
                               " crop.reader_pool >= 1")
         if self.reader_classes is not None and not {"label", "shape", "colour"} <= set(self.reader_classes):
             raise ConfigError(f"crop.reader_classes needs label, shape and colour, got {sorted(self.reader_classes)}")
+        if self.reader_parts and "patch" not in (self.reader_classes or {}):
+            raise ConfigError("crop.reader_parts names the parts a reader's 'patch' head reads: it needs that head")

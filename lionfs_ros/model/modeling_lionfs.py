@@ -72,7 +72,8 @@ class LionFSModel(nn.Module):
         self.crop_vision = VisionEncoder(crop_vision_config(config), crop_tower) if config.crop.source == "tower" else None
         self.crop_reader = None
         if config.crop.reader_classes is not None:
-            self.crop_reader = CropReader(self.crop_vision.hidden_size, config.crop.reader_pool, config.crop.reader_classes)
+            self.crop_reader = CropReader(self.crop_vision.hidden_size, config.crop.reader_pool, config.crop.reader_classes,
+                                          config.crop.reader_parts)
             self.crop_reader.requires_grad_(False)
         self.ego_connector = self.aggregation_router = None
         if config.ego.source != "none":
@@ -181,12 +182,14 @@ class LionFSModel(nn.Module):
 
     def add_crop_reader(self, reader: CropReader) -> None:
         """Keep ``reader`` (crop pretraining's heads on the crop tower) as the model's frozen crop reader; its
-        classes go into the config (``crop.reader_classes``), its weights into the model's safetensors."""
+        classes and part nouns go into the config (``crop.reader_classes``, ``crop.reader_parts``), its weights
+        into the model's safetensors."""
         if self.crop_vision is None:
             raise ValueError("a crop reader reads the crop tower's patch grid: add the crop tower first")
         self.crop_reader = reader.to(device=self.device, dtype=self.dtype).requires_grad_(False)
         self.config.crop.reader_pool = reader.pool
         self.config.crop.reader_classes = {name: list(values) for name, values in reader.classes.items()}
+        self.config.crop.reader_parts = dict(reader.parts) or None
 
     def region_tags(self, crop_grids: torch.Tensor) -> list[str]:
         """Crops' patch grids ``[N, h, w, C]`` (``crop_grid``) -> what the crop reader reads on each, as the
@@ -195,7 +198,7 @@ class LionFSModel(nn.Module):
             raise ValueError("region tags need the model's crop reader (crop.reader_classes)")
         if not len(crop_grids):
             return []
-        return [region_tag(read) for read in self.crop_reader.read(crop_grids)]
+        return [region_tag(read, self.crop_reader.parts) for read in self.crop_reader.read(crop_grids)]
 
     def project_general(self, features: torch.Tensor) -> torch.Tensor:
         """General-encoder features ``[..., C]`` -> LLM width ``[..., d]`` through its connector."""

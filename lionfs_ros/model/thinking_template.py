@@ -389,6 +389,6 @@ def thinking_token_bound(model, config: KeyframeConfig, template: ThinkingTempla
     if config.region_tags:
         if model.crop_reader is None:
             raise ValueError("keyframes.region_tags needs the model's crop reader (crop.reader_classes)")
-        per_keyframe += config.max_regions * max(len(fmt.text_ids(tag)) for tag in model.crop_reader.all_tags())
+        per_keyframe += config.max_regions * model.crop_reader.longest_tag(fmt)
     head = len(fmt.text_ids(fmt.cfg.stream_close + template.open))
     return head + config.num_keyframes * per_keyframe + question_tokens + len(fmt.assistant_header_ids(after_stream=False))

@@ -193,8 +193,9 @@ CROP_SOURCES = ("objects", "proposer")  # where crop pretraining cuts its crops
 @dataclass
 class CropPretrainingSection:
     """Stage 1b (``train.crop_pretraining``): the model gets a crop tower of its own (a copy of the general
-    tower) that learns crop -> printed label, shape, colour on the training episodes before the stream
-    training; the slow path's ``crop`` runs are then read by it (the fast path keeps the general tower)."""
+    tower) that learns crop -> printed label, shape, colour (and, ``part_colour``, a part's colour) on the
+    training episodes before the stream training; the slow path's ``crop`` runs are then read by it (the fast
+    path keeps the general tower)."""
 
     steps: int = 600  # optimizer steps, each over batch_size crops
     batch_size: int = 256
@@ -212,6 +213,7 @@ class CropPretrainingSection:
     train_in_stream: bool = False  # keep training the crop tower in stage 2 (default: frozen as this stage leaves it)
     crops: str = "objects"  # 'objects': centred on each standing object (jittered); 'proposer': the proposer's regions
     train_tower: bool = True  # False: the heads alone learn, on the crop tower as it is
+    part_colour: bool = False  # a fourth head reads an object's part's colour (cap, lid: attribute 'patch'; its tag)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "episodes", "frame_step"):

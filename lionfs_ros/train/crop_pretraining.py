@@ -8,9 +8,10 @@ the model a crop tower of its own (``LionFSModel.add_crop_tower``: a copy of the
 fast path keeps as it is) and trains it on the task itself: for every object standing on the table in
 every ``frame_step``-th native frame of the training episodes, the crop the slow path would cut around it
 (its box moved by up to ``jitter`` of its size and scaled by up to ``scale``, as a proposer's region is not
-centred on it) -> its printed label (``none`` if it has none), shape and colour, each named by a linear
-head on the crop tower's patch grid pooled to ``box_grid x box_grid`` (the tokens the LLM will read),
-``model.crop_reader.CropReader``. The heads are thrown away, unless ``keep_reader``
+centred on it) -> its printed label (``none`` if it has none), shape and colour (and with ``part_colour``
+its part's colour, attribute ``patch``: a bottle's cap, a jar's lid, ``none`` for objects without a part),
+each named by a linear head on the crop tower's patch grid pooled to ``box_grid x box_grid`` (the tokens the
+LLM will read), ``model.crop_reader.CropReader``. The heads are thrown away, unless ``keep_reader``
 (``data.keyframes.region_tags``): then the model keeps them, frozen, as its crop reader, whose reading the
 thinking template writes after each region's box tokens. The stream training (stage 2) reads crops with the tower this stage leaves
 (frozen unless ``train_in_stream``).
@@ -18,7 +19,7 @@ thinking template writes after each region's box tokens. The stream training (st
 ``crops: proposer`` cuts the training crops where the slow thinker's would be: on each such frame, the
 regions its proposer finds (``thinking_template.propose_regions``, the frame one LLM frame back as the
 previous keyframe for the motion term; ``thinking.regions.features: pixels`` only), each labelled with
-the object it holds (``data.synth_objects.object_in_region``), or ``none`` for label, shape and colour
+the object it holds (``data.synth_objects.object_in_region``), or ``none`` for every attribute
 when it holds none (the reader then writes `` nothing``); ``jitter`` / ``scale`` are not used there.
 ``train_tower: false`` trains the heads alone on the crop tower as it is (a new reader for a trained one).
 
@@ -34,7 +35,7 @@ import math
 import multiprocessing
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,9 @@ from tqdm import tqdm
 from lionfs_ros.data.stream_examples import StreamExample
 from lionfs_ros.data.synth import load_episode
 from lionfs_ros.data.synth.frame_labels import NONE
-from lionfs_ros.data.synth_objects import object_in_region, standing_objects
+from lionfs_ros.data.synth_objects import StandingObject, object_in_region, standing_objects
 from lionfs_ros.model.configuration_lionfs import KeyframeConfig, RegionConfig
-from lionfs_ros.model.crop_reader import ATTRIBUTES, CropReader
+from lionfs_ros.model.crop_reader import ATTRIBUTES, TAGGED, CropReader
 from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.keyframe_tokens import crop_box
 from lionfs_ros.model.regions import make_proposer
@@ -65,13 +66,23 @@ EVAL_BATCH = 256
 @dataclass(frozen=True)
 class CropObject:
     """One object on one frame: the frame (index into the frames it was found with), its normalized box
-    (x0, y0, x1, y1: the shape drawn above its base) and its attribute values."""
+    (x0, y0, x1, y1) and its attribute values (``patch``: its part's colour; ``part``: that part's noun, not
+    an attribute: the tags' word for it)."""
 
     frame: int
     box: tuple[float, float, float, float]
     label: str
     shape: str
     colour: str
+    patch: str = NONE
+    part: str = NONE
+
+
+def crop_object(box: tuple[float, float, float, float], held: StandingObject | None) -> CropObject:
+    """A crop at ``box`` (on frame 0) named by the standing object it shows; ``none`` throughout for no object."""
+    if held is None:
+        return CropObject(0, box, NONE, NONE, NONE)
+    return CropObject(0, box, held.label, held.shape, held.colour, held.patch, held.part)
 
 
 def episode_objects(root: str, episode_id: str, frame_step: int, labelled_only: bool = False):
@@ -82,7 +93,7 @@ def episode_objects(root: str, episode_id: str, frame_step: int, labelled_only: 
     frames = range(0, len(episode.frames), frame_step)
     for frame, found in zip(frames, standing_objects(root, episode, frames)):
         kept = [o for o in found if not (labelled_only and o.label == NONE)]
-        yield frame, episode.frames[frame], [CropObject(0, o.box, o.label, o.shape, o.colour) for o in kept]
+        yield frame, episode.frames[frame], [crop_object(o.box, o) for o in kept]
 
 
 @dataclass(frozen=True)
@@ -109,8 +120,7 @@ def proposed_objects(root: str, episode_id: str, frame_step: int, spec: Proposer
         found = []
         for region in propose_regions(proposer, keyframes, cells, spec.keyframes)[-1]:
             box = (region.x0, region.y0, region.x1, region.y1)
-            held = object_in_region(standing, box)
-            found.append(CropObject(0, box, *((held.label, held.shape, held.colour) if held else (NONE,) * 3)))
+            found.append(crop_object(box, object_in_region(standing, box)))
         yield frame, episode.frames[frame], found
 
 
@@ -127,7 +137,7 @@ def _collect(job: tuple) -> tuple[np.ndarray, list[CropObject]]:
         proposed_objects(root, episode_id, frame_step, proposer)
     for _, rgb, found in found_on:
         if found:
-            objects += [CropObject(len(frames), o.box, o.label, o.shape, o.colour) for o in found]
+            objects += [replace(o, frame=len(frames)) for o in found]
             frames.append(rgb)
     return (np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)), objects
 
@@ -146,7 +156,7 @@ def collect_objects(episodes: list[tuple[str, str]], frame_step: int, workers: i
     frames, objects = [], []
     for part_frames, part_objects in parts:
         offset = sum(len(f) for f in frames)
-        objects += [CropObject(o.frame + offset, o.box, o.label, o.shape, o.colour) for o in part_objects]
+        objects += [replace(o, frame=o.frame + offset) for o in part_objects]
         frames.append(part_frames)
     kept = [f for f in frames if len(f)]
     return (np.concatenate(kept) if kept else np.zeros((0, 1, 1, 3), np.uint8)), objects
@@ -183,15 +193,20 @@ class CropDataset(Dataset):
         return {"pixels": pixels, **{name: self.targets[name][i] for name in self.targets}}
 
 
-def attribute_classes(objects: list[CropObject]) -> dict[str, tuple[str, ...]]:
-    """Every attribute's classes (``none`` first for labels, and for shapes and colours seen as ``none``:
-    proposer crops that hold no object), from the objects seen."""
+def attribute_classes(objects: list[CropObject], names: tuple[str, ...] = TAGGED) -> dict[str, tuple[str, ...]]:
+    """The classes of every attribute of ``names`` (``none`` first for labels and part colours, and for shapes
+    and colours seen as ``none``: proposer crops that hold no object), from the objects seen."""
     classes = {}
-    for name in ATTRIBUTES:
+    for name in names:
         seen = {getattr(o, name) for o in objects}
         values = sorted(seen - {NONE})
-        classes[name] = (NONE, *values) if name == "label" or NONE in seen else tuple(values)
+        classes[name] = (NONE, *values) if name in ("label", "patch") or NONE in seen else tuple(values)
     return classes
+
+
+def part_nouns(objects: list[CropObject]) -> dict[str, str]:
+    """Each shape's part noun (``{"bottle": "cap", "jar": "lid"}``), from the objects seen with a part."""
+    return {o.shape: o.part for o in objects if o.part != NONE}
 
 
 def _schedule(step: int, section: CropPretrainingSection) -> float:
@@ -201,16 +216,19 @@ def _schedule(step: int, section: CropPretrainingSection) -> float:
 
 @torch.no_grad()
 def held_out_accuracy(encoder, heads: CropReader, dataset: CropDataset, device, autocast) -> dict[str, float]:
-    """Accuracy per attribute (label: objects with a printed label only, and over all) on ``dataset``."""
-    right = {name: [] for name in ATTRIBUTES}
+    """Accuracy per attribute on ``dataset``, and of the label on objects with a printed label only
+    (``printed_label``) and of ``patch`` on objects with a part only (``part_colour``)."""
+    right = {name: [] for name in heads.attributes}
     for batch in DataLoader(dataset, batch_size=EVAL_BATCH):
         with autocast():
             logits = heads(encoder.patch_grid(dataset.processor.normalize(batch["pixels"].to(device))))
-        for name in ATTRIBUTES:
+        for name in heads.attributes:
             right[name].append(logits[name].argmax(1).cpu() == batch[name])
     out = {name: float(torch.cat(values).float().mean()) if values else float("nan") for name, values in right.items()}
-    labelled = dataset.targets["label"] != 0
-    out["printed_label"] = float(torch.cat(right["label"])[labelled].float().mean()) if labelled.any() else float("nan")
+    for name, attribute in (("printed_label", "label"), ("part_colour", "patch")):
+        if attribute in right:  # class 0 is none
+            some = dataset.targets[attribute] != 0
+            out[name] = float(torch.cat(right[attribute])[some].float().mean()) if some.any() else float("nan")
     return {k: round(v, 4) for k, v in out.items()}
 
 
@@ -218,7 +236,8 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
                         box_grid: int, margin: float, minimum: float, out_dir: Path, device: torch.device,
                         bf16: bool, seed: int, keep_reader: bool = False,
                         proposer: tuple[KeyframeConfig, RegionConfig] | None = None) -> dict:
-    """Stage 1b: add the model's crop tower (if it has none) and train it on crops -> label, shape, colour;
+    """Stage 1b: add the model's crop tower (if it has none) and train it on crops -> label, shape, colour
+    (and ``patch``: the part's colour, with ``section.part_colour``);
     ``keep_reader``: the trained heads become the model's crop reader (``LionFSModel.add_crop_reader``);
     ``proposer``: the slow thinker's keyframe and region settings (``crops: proposer``)."""
     if rank_and_world()[1] > 1:
@@ -233,13 +252,15 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
     spec = proposer_crops(model, examples, section, proposer)
     train_frames, train_objects = collect_objects(episodes[:cut], section.frame_step, section.workers, spec)
     held_frames, held_objects = collect_objects(episodes[cut:], section.frame_step, section.workers, spec)
-    classes = attribute_classes(train_objects + held_objects)
+    names = ATTRIBUTES if section.part_colour else TAGGED
+    classes = attribute_classes(train_objects + held_objects, names)
     jitter, scale = (section.jitter, section.scale) if spec is None else (0.0, 1.0)
     train_set = CropDataset(train_frames, train_objects, classes, processor, margin, minimum, jitter, scale)
     held_set = CropDataset(held_frames, held_objects, classes, processor, margin, minimum)
     encoder = model.add_crop_tower(trainable=section.train_tower)
     encoder.to(device)
-    heads = CropReader(encoder.hidden_size, box_grid, classes).to(device)
+    parts = part_nouns(train_objects + held_objects) if section.part_colour else None
+    heads = CropReader(encoder.hidden_size, box_grid, classes, parts).to(device)
     groups = [{"params": heads.parameters(), "lr": section.head_learning_rate}]
     if section.train_tower:
         groups.insert(0, {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": section.learning_rate})
@@ -263,7 +284,7 @@ def pretrain_crop_tower(model, examples: list[StreamExample], processor: ImagePr
                 grid = encoder.patch_grid(processor.normalize(batch["pixels"].to(device)))
             with autocast():
                 logits = heads(grid)
-            loss = sum(F.cross_entropy(logits[name].float(), batch[name].to(device)) for name in ATTRIBUTES)
+            loss = sum(F.cross_entropy(logits[name].float(), batch[name].to(device)) for name in names)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -214,12 +214,13 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
     return out / MODEL_SUBDIR
 
 
-def reader_of(model_dir: Path) -> tuple[int, dict]:
-    """The crop reader's pool and classes a saved model has (``crop.reader_pool``, ``crop.reader_classes``)."""
+def reader_of(model_dir: Path) -> tuple[int, dict, dict | None]:
+    """The crop reader's pool, classes and part nouns a saved model has (``crop.reader_pool``,
+    ``crop.reader_classes``, ``crop.reader_parts``)."""
     crop = read_config(model_dir).crop
     if crop.reader_classes is None:
         raise TrainRunError(f"{model_dir} has no crop reader (crop.reader_classes) to resume region_tags with")
-    return crop.reader_pool, crop.reader_classes
+    return crop.reader_pool, crop.reader_classes, crop.reader_parts
 
 
 def describe_plan(config: TrainConfig, args: TrainingArguments) -> str:

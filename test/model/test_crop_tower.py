@@ -1,6 +1,7 @@
 """The slow path's crop tower (``crop.source: tower``): its own weights, saved and loaded with the model; the
 general tower (the fast path's) stays as it was. Its crop reader (``crop.reader_classes``) and the region tags
 it writes into the thinking template (``keyframes.region_tags``)."""
+import json
 from dataclasses import replace
 from itertools import product
 
@@ -117,16 +118,92 @@ def test_region_tags_are_checked(build):
 
 
 def test_a_tag_reads_back_as_what_the_reader_read():
-    """``parse_region_tag`` inverts ``region_tag`` over every tag a reader can write, multi-word names and the
+    """``parse_region_tag`` inverts ``region_tag`` over every tag a reader can write, multi-word names, parts and the
     ``nothing`` of a reader with ``none`` shapes (proposer crops) included."""
     classes = {"label": ("none", "K", "DB"), "shape": ("none", "cup", "tea cup", "box"),
-               "colour": ("none", "red", "light blue")}
-    reader = CropReader(4, 1, classes)
+               "colour": ("none", "red", "light blue"), "patch": ("none", "red", "light blue")}
+    parts = {"tea cup": "lid", "box": "cap"}
+    reader = CropReader(4, 1, classes, parts)
     tags = reader.all_tags()
-    assert " nothing" in tags and " light blue tea cup labelled DB" in tags and " red cup" in tags
-    for colour, shape, label in product(classes["colour"], classes["shape"], classes["label"]):
-        read = {"label": label, "shape": shape, "colour": colour}
-        parsed = parse_region_tag(region_tag(read), classes)
-        assert parsed == (read if shape != "none" else {name: "none" for name in read})
+    assert " nothing" in tags and " light blue tea cup labelled DB with light blue lid" in tags and " red cup" in tags
+    assert " red cup with red lid" not in tags and " red box labelled K" in tags  # a cup has no part
+    for colour, shape, label, patch in product(*classes.values()):
+        read = {"label": label, "shape": shape, "colour": colour, "patch": patch}
+        parsed = parse_region_tag(region_tag(read, parts), classes)
+        if shape == "none":
+            assert parsed == {name: "none" for name in read}
+        else:  # a part's colour is written only for a shape with a part
+            assert parsed == {**read, "patch": patch if shape in parts else "none"}
+    assert len(tags) == len({region_tag(dict(zip(classes, v)), parts) for v in product(*classes.values())})
     with pytest.raises(ValueError, match="not a tag of this reader"):
         parse_region_tag("red sphere", classes)
+
+
+def test_a_tag_names_the_part_and_its_colour():
+    """The tag's part: `` with COLOUR NOUN`` after the label, the noun the reader's ``parts`` give the shape."""
+    parts = {"bottle": "cap", "jar": "lid"}
+    bottle = {"label": "SODA", "shape": "bottle", "colour": "white", "patch": "orange"}
+    assert region_tag(bottle, parts) == " white bottle labelled SODA with orange cap"
+    assert region_tag({**bottle, "label": "none", "shape": "jar", "patch": "green"}, parts) == " white jar with green lid"
+    assert region_tag({**bottle, "patch": "none"}, parts) == " white bottle labelled SODA"  # no part read
+    assert region_tag({**bottle, "shape": "cup"}, parts) == " white cup labelled SODA"  # a shape without a part
+    assert region_tag(bottle) == region_tag({k: v for k, v in bottle.items() if k != "patch"}, parts) \
+        == " white bottle labelled SODA"  # no part nouns, or no patch head: the 3-attribute tag
+    assert region_tag({**bottle, "shape": "none"}, parts) == " nothing"
+
+
+PART_CLASSES = {**READER_CLASSES, "shape": ("cube", "bottle"), "patch": ("none", "red", "green")}
+
+
+def test_a_part_reader_is_saved_with_the_model_and_tags_the_parts_colour(build, tmp_path):
+    """A reader with a ``patch`` head (``crop_pretraining.part_colour``): its fourth head and part nouns round-trip
+    through a model directory, and its tags carry the part the heads read."""
+    model = build(fused=False)
+    model.add_crop_tower(trainable=False)
+    torch.manual_seed(5)
+    model.add_crop_reader(CropReader(model.crop_vision.hidden_size, 2, PART_CLASSES, {"bottle": "cap"}))
+    model.config.thinking.keyframes = KeyframeConfig(box_grid=2, max_regions=2, box_source="crop", region_tags=True)
+    model.save_pretrained(tmp_path / "m")
+    assert any(k.startswith("crop_reader.heads.patch") for k in load_file(tmp_path / "m" / "model.safetensors"))
+    loaded = LionFSModel.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config.crop.reader_parts == {"bottle": "cap"} and loaded.crop_reader.attributes[-1] == "patch"
+    crops = model.preprocess(random_frames(12, 6))
+    with torch.no_grad():
+        grids = loaded.crop_grid(crops)
+        logits = loaded.crop_reader(grids)
+        tags = loaded.region_tags(grids)
+        torch.testing.assert_close(logits, model.crop_reader(model.crop_grid(crops)))
+    assert tags == model.region_tags(model.crop_grid(crops))
+    for i, tag in enumerate(tags):
+        read = {name: PART_CLASSES[name][int(logits[name][i].argmax())] for name in PART_CLASSES}
+        part = f" with {read['patch']} cap" if read["shape"] == "bottle" and read["patch"] != "none" else ""
+        assert tag.endswith(part) and parse_region_tag(tag, PART_CLASSES)["patch"] == (read["patch"] if part else "none")
+    assert any(" with " in tag for tag in tags), tags  # random heads: some crop reads a bottle with a part
+    with pytest.raises(ConfigError, match="reader_parts names the parts"):
+        replace(loaded.config.crop, reader_classes=READER_CLASSES).validate()
+
+
+def test_a_reader_saved_with_three_attributes_loads_and_tags_as_before(build, tmp_path):
+    """Rounds 8 and 9 saved readers without ``patch`` (and configs without ``reader_parts``): they load and write
+    the tags they always wrote, `` COLOUR SHAPE[ labelled LABEL]``, and the same set of tags bounds the template."""
+    model = build(fused=False)
+    model.add_crop_tower(trainable=False)
+    torch.manual_seed(7)
+    model.add_crop_reader(CropReader(model.crop_vision.hidden_size, 2, READER_CLASSES))
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["crop"].pop("reader_parts") is None  # as an older model's config.json
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    loaded = LionFSModel.from_pretrained(tmp_path / "m").eval()
+    assert loaded.crop_reader.attributes == ("label", "shape", "colour") and loaded.crop_reader.parts == {}
+    with torch.no_grad():
+        grids = loaded.crop_grid(model.preprocess(random_frames(6, 8)))
+        logits, tags = loaded.crop_reader(grids), loaded.region_tags(grids)
+    best = {name: logits[name].argmax(dim=1).tolist() for name in READER_CLASSES}
+    expected = []
+    for i in range(len(tags)):
+        label, shape, colour = (READER_CLASSES[name][best[name][i]] for name in ("label", "shape", "colour"))
+        expected.append(f" {colour} {shape}" + ("" if label == "none" else f" labelled {label}"))
+    assert tags == expected
+    old = {f" {c} {s}" + ("" if lb == "none" else f" labelled {lb}") for lb, s, c in product(*READER_CLASSES.values())}
+    assert set(loaded.crop_reader.all_tags()) == old
