@@ -106,7 +106,7 @@ def linear_reader(X: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes
     return best
 
 
-class CropReader(nn.Module):
+class TunedCropReader(nn.Module):
     """A trainable copy of the general tower and the crop pretraining stage's head for the label alone."""
 
     def __init__(self, model: LionFSModel, pool: int, classes: int):
@@ -121,12 +121,12 @@ class CropReader(nn.Module):
 def finetune_reader(probe: Probe, frames: list[np.ndarray], objects: list[tuple[int, tuple]], y: torch.Tensor,
                     train: torch.Tensor, test: torch.Tensor, classes: int, pool: int, steps: int, seconds: float,
                     jitter: bool, tower_lr: float = TUNE_LR) -> dict:
-    """Fine-tune a ``CropReader`` on the train objects' crops for ``steps`` (warm-up, cosine; stopped after
+    """Fine-tune a ``TunedCropReader`` on the train objects' crops for ``steps`` (warm-up, cosine; stopped after
     ``seconds``); ``jitter``: training crops around moved/scaled boxes; ``tower_lr`` 0: the head alone (the tower
     frozen). Scored on centred crops."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    reader = CropReader(probe.model, pool, classes).train()
+    reader = TunedCropReader(probe.model, pool, classes).train()
     reader.encoder.requires_grad_(tower_lr > 0)
     groups = [{"params": reader.heads.parameters(), "lr": HEAD_LR}]
     groups += [{"params": reader.encoder.parameters(), "lr": tower_lr}] if tower_lr > 0 else []
