@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lionfs_ros.engine import EngineConfig
+from lionfs_ros.engine.bench.graph_timing import graph_ms
 from lionfs_ros.engine.quantization import fp8_linear_reference, quantize_fp8
 
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
@@ -45,26 +46,7 @@ def graph_us(runs: list, device: torch.device) -> float:
         for run in runs:
             run()
         return (time.perf_counter() - t0) * 1e6 / len(runs)
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for run in runs:
-            run()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        for run in runs:
-            run()
-    graph.replay()
-    times = []
-    for _ in range(REPLAYS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / len(runs))
-    return sorted(times)[len(times) // 2]
+    return graph_ms(lambda: [run() for run in runs], device, REPLAYS, warmup_replays=1) * 1e3 / len(runs)
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:

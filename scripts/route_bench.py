@@ -29,6 +29,7 @@ if "--smoke" in sys.argv:  # the interpreter must be chosen before Triton is imp
 
 import torch  # noqa: E402
 
+from lionfs_ros.engine.bench.graph_timing import graph_ms  # noqa: E402
 from lionfs_ros.engine.routing import drop_plan, kept_indices  # noqa: E402
 from lionfs_ros.engine.static_decoder import POSITION_SENTINEL, compile_problem, rms_norm  # noqa: E402
 from lionfs_ros.engine.kernels import token_routing  # noqa: E402
@@ -169,26 +170,8 @@ def clock(body, device, replays: int) -> float:
         for _ in range(replays):
             frame()
         return (time.perf_counter() - t0) / replays / LAYERS * 1e6
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(3):  # compile, autotune, cuBLAS handles before the capture
-            frame()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        frame()
-    for _ in range(WARMUP):
-        graph.replay()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / LAYERS)
-    return float(torch.tensor(times).median())
+    # 3 eager runs first: compile, autotune, cuBLAS handles before the capture
+    return graph_ms(frame, device, replays, warmup_runs=3, warmup_replays=WARMUP) * 1e3 / LAYERS
 
 
 def main() -> None:

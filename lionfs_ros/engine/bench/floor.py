@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..quantization import Fp8Weight, linear, quantize_fp8
+from .graph_timing import graph_ms
 
 FLOOR_REPS = 20
 COPY_BYTES = 1 << 31  # 2 GiB: far larger than the L2
@@ -20,25 +21,7 @@ COPY_BYTES = 1 << 31  # 2 GiB: far larger than the L2
 
 def _graph_ms(device, products) -> float:
     """Median milliseconds of all ``products`` (callables) replayed as one CUDA graph."""
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for run in products:  # warm-up: cuBLAS handles and workspaces, Triton compilation
-            run()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        for run in products:
-            run()
-    times = []
-    for _ in range(FLOOR_REPS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    return graph_ms(lambda: [run() for run in products], device, FLOOR_REPS)
 
 
 def _fp8_matrices(llm) -> list:
