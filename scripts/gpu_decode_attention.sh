@@ -10,31 +10,12 @@
 # Expected wall time on an H200: ~250 s; each step is bounded by `timeout` (30 + 35 + 90 + 100 + 45 s: the whole at
 # most ~300 s); a bench cut short keeps the phases it finished in its JSON.
 # Smoke test on a CPU (tiny sizes, Triton's interpreter, the tiny preset): SMOKE=1 bash scripts/gpu_decode_attention.sh
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
 OUT=${OUT:-$(mktemp -d)}
-mkdir -p "$OUT"
-if [ -d ../.whl ] && ls ../.whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl
-  export PYTHONPATH=.:/tmp/site
-else
-  export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-fi
-PY=${PYTHON:-python3}
-SMOKE=${SMOKE:-0}
+RES=$OUT  # few results: they come back as files, no tarball
+ROUND=decode_attention
+source "$(dirname "$0")/gpu_common.sh"
+after_step() { :; }
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
-echo "out: $OUT (smoke=$SMOKE)"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1 || true
-
-step() {  # step NAME SECONDS CMD...: run with a time bound, log to $OUT/NAME.log, note the exit status
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  echo "$name: rc=$rc $(( $(date +%s) - t0 )) s" | tee -a "$OUT/steps.txt"
-  tail -n 5 "$OUT/$name.log"
-}
 
 # 1 + 2: correctness first, then attention alone.
 step kernel 30 $PY - "$OUT" "$SMOKE" <<'PY'
@@ -187,11 +168,7 @@ PY
 
 # 1b: the kernel's tests on the GPU (float32 tiny models with CUDA graphs: the kernel in the graphed single-stream step
 # with token dropping and in the graphed batched step, against split / each stream alone) where pytest is installed.
-if $PY -c "import pytest" 2>/dev/null; then
-  step tests $([ "$SMOKE" = 1 ] && echo 90 || echo 35) $PY -m pytest -x -q -p no:cacheprovider test/engine/test_decode_attention.py
-else
-  echo "tests: skipped (no pytest)" | tee -a "$OUT/steps.txt"
-fi
+test_step $([ "$SMOKE" = 1 ] && echo 90 || echo 35) -x -q test/engine/test_decode_attention.py
 
 if [ "$SMOKE" = 1 ]; then
   BENCH="--device cpu"; P8=tiny; PL=tiny-lionfs; SIZES="--prefill-frames 4 --frames 4 --new-tokens 4"; SIZES_L=$SIZES

@@ -15,30 +15,16 @@
 # the start). Raw results go to $RES (default a new /tmp/fp8_kernel.*); after EVERY step all of them are packed into ONE
 # tarball $OUT/results.tar.gz, and $OUT/summary.txt holds the step statuses and the headline numbers.
 # Smoke test on a CPU (Triton's interpreter, tiny shapes and presets): SMOKE=1 OUT=/tmp/fp8_out bash scripts/gpu_fp8_kernel.sh
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-$(mktemp -d)}
-RES=${RES:-$(mktemp -d /tmp/fp8_kernel.XXXXXX)}
-mkdir -p "$OUT" "$RES"
-if [ -d ../.whl ] && ls ../.whl/*.whl >/dev/null 2>&1; then  # packages the GPU image lacks (rosbags, rapidfuzz)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl
-  export PYTHONPATH=.:/tmp/site
-else
-  export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-fi
-PY=${PYTHON:-python3}
-SMOKE=${SMOKE:-0}
+ROUND=fp8_kernel
+source "$(dirname "$0")/gpu_common.sh"
 OLD=${OLD:-../lionfs_ros/engine/kernels/fp8_linear.py}
 if [ ! -f "$OLD" ] && git rev-parse --git-dir >/dev/null 2>&1; then  # no main tree around: main's file from git
   git show main:lionfs_ros/engine/kernels/fp8_linear.py > "$RES/fp8_linear_main.py" 2>/dev/null && OLD=$RES/fp8_linear_main.py
 fi
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
-echo "out: $OUT results: $RES old kernel: $OLD (smoke=$SMOKE)" | tee "$RES/steps.txt"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RES/gpu.txt" 2>&1 || true
-$PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$RES/gpu.txt" 2>&1
+echo "old kernel: $OLD" | tee -a "$RES/steps.txt"
 
-summarize() {  # summary.txt: the steps, then the numbers that matter from each JSON there is
+after_step() {  # summary.txt: the steps, then the numbers that matter from each JSON there is; the tarball
   { cat "$RES/steps.txt"; $PY - "$RES" <<'PY'
 import json, os, sys
 
@@ -84,17 +70,7 @@ for preset in ("llama3-8b", "tiny"):
             print(f"{preset} {key}: {json.dumps(d[key])[:500]}")
 PY
   } > "$OUT/summary.txt" 2>&1
-  tar -czf "$OUT/results.tar.gz.part" -C "$RES" . && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
-}
-
-step() {  # step NAME SECONDS CMD...: run with a time bound, log to $RES/NAME.log, note the exit status, pack
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$RES/$name.log" 2>&1
-  local rc=$?
-  echo "$name: rc=$rc $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$RES/steps.txt"
-  tail -n 4 "$RES/$name.log"
-  summarize
+  pack
 }
 
 if [ "$SMOKE" = 1 ]; then
@@ -104,12 +80,7 @@ else
 fi
 
 # 1: correctness first (a CPU without CUDA skips the GPU tests and runs the kernel's on the interpreter).
-if $PY -c "import pytest" 2>/dev/null; then
-  step tests ${T_TESTS:-70} $PY -m pytest -x -v -p no:cacheprovider --noconftest test/engine/test_quantization.py \
-    -k "cuda or split_k"
-else
-  echo "tests: skipped (no pytest)" | tee -a "$RES/steps.txt"
-fi
+test_step ${T_TESTS:-70} -x -v --noconftest test/engine/test_quantization.py -k "cuda or split_k"
 # 2 + 3: the kernel alone (correctness, then timings), then one token step of the 8B backbone.
 step micro ${T_MICRO:-50} $PY scripts/fp8_kernel_bench.py $KB --parts micro --old "$OLD" --out "$RES"
 step profile ${T_PROFILE:-65} $PY scripts/fp8_kernel_bench.py $KB --parts profile --out "$RES"
@@ -117,6 +88,4 @@ step profile ${T_PROFILE:-65} $PY scripts/fp8_kernel_bench.py $KB --parts profil
 step bench-$P8 ${T_BENCH:-110} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
   --variants graphs+compile+triton,graphs+compile+triton+fp8 --concurrent-variant graphs+compile+triton \
   --out "$RES/bench-$P8.json"
-echo "done $(date +%T)" | tee -a "$RES/steps.txt"
-summarize
-cat "$OUT/summary.txt"
+finish

@@ -15,26 +15,10 @@
 # the start). Raw results go to $RES (default a new /tmp/frame_round.*); after EVERY step all of them are packed into ONE
 # tarball $OUT/results.tar.gz, and $OUT/summary.txt holds the step statuses and the headline numbers.
 # Smoke test on a CPU (tiny towers, tiny presets): SMOKE=1 OUT=/tmp/fr_out bash scripts/gpu_frame_round.sh
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-$(mktemp -d)}
-RES=${RES:-$(mktemp -d /tmp/frame_round.XXXXXX)}
-mkdir -p "$OUT" "$RES"
-if [ -d ../.whl ] && ls ../.whl/*.whl >/dev/null 2>&1; then  # packages the GPU image lacks (rosbags, rapidfuzz)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl
-  export PYTHONPATH=.:/tmp/site
-else
-  export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-fi
-PY=${PYTHON:-python3}
-SMOKE=${SMOKE:-0}
-echo "out: $OUT results: $RES (smoke=$SMOKE)" | tee "$RES/steps.txt"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RES/gpu.txt" 2>&1 || true
-$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
-  >> "$RES/gpu.txt" 2>&1
+ROUND=frame_round
+source "$(dirname "$0")/gpu_common.sh"
 
-summarize() {  # summary.txt: the steps, then the numbers that matter from each JSON there is
+after_step() {  # summary.txt: the steps, then the numbers that matter from each JSON there is; the tarball
   { cat "$RES/steps.txt"; $PY - "$RES" <<'PY'
 import json, os, sys
 
@@ -70,17 +54,7 @@ for preset in ("lionfs-8b", "llama3-8b", "tiny-lionfs", "tiny"):
             print(f"{preset} {key}: {json.dumps(d[key])[:400]}")
 PY
   } > "$OUT/summary.txt" 2>&1
-  tar -czf "$OUT/results.tar.gz.part" -C "$RES" . && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
-}
-
-step() {  # step NAME SECONDS CMD...: run with a time bound, log to $RES/NAME.log, note the exit status, pack
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$RES/$name.log" 2>&1
-  local rc=$?
-  echo "$name: rc=$rc $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$RES/steps.txt"
-  tail -n 4 "$RES/$name.log"
-  summarize
+  pack
 }
 
 if [ "$SMOKE" = 1 ]; then
@@ -93,13 +67,9 @@ else
 fi
 
 # 1: correctness first (a CPU without CUDA skips the GPU tests; pytest may be absent on the device).
-if $PY -c "import pytest" 2>/dev/null; then
-  step tests ${T_TESTS:-55} $PY -m pytest -x -q -p no:cacheprovider test/engine/test_fused_tower.py \
-    "test/engine/test_static_backend.py::test_cuda_graphs_with_dropping_and_ego_decide_like_the_dynamic_backend" \
-    -k "graphed or decided or cuda_graphs"
-else
-  echo "tests: skipped (no pytest)" | tee -a "$RES/steps.txt"
-fi
+test_step ${T_TESTS:-55} -x -q test/engine/test_fused_tower.py \
+  "test/engine/test_static_backend.py::test_cuda_graphs_with_dropping_and_ego_decide_like_the_dynamic_backend" \
+  -k "graphed or decided or cuda_graphs"
 # 2: the towers' correctness, then the frame's preprocessing costs.
 step towers ${T_TOWERS:-45} $PY scripts/tower_bench.py $TB --parts correctness,frame --out "$RES/towers"
 # 3 + 4: the engine (the default variant first: a timeout cuts the comparison, not it).
@@ -109,6 +79,4 @@ step bench-$PL ${T_BENCH_L:-115} $PY -m lionfs_ros.commands.bench --preset $PL $
 step bench-$P8 ${T_BENCH_8:-110} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES_8 \
   --variants graphs+compile+triton,graphs+compile+triton+fp8 --concurrent-variant graphs+compile+triton \
   --out "$RES/bench-$P8.json"
-echo "done $(date +%T)" | tee -a "$RES/steps.txt"
-summarize
-cat "$OUT/summary.txt"
+finish

@@ -16,26 +16,10 @@
 # /tmp/route_kernel.*); after EVERY step all of them are packed into ONE tarball $OUT/results.tar.gz, and
 # $OUT/summary.txt holds the step statuses and the headline numbers.
 # Smoke test on a CPU (Triton's interpreter, tiny sizes, tiny preset): SMOKE=1 OUT=/tmp/rk_out bash scripts/gpu_route_kernel.sh
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-$(mktemp -d)}
-RES=${RES:-$(mktemp -d /tmp/route_kernel.XXXXXX)}
-mkdir -p "$OUT" "$RES"
-if [ -d ../.whl ] && ls ../.whl/*.whl >/dev/null 2>&1; then  # packages the GPU image lacks (rosbags, rapidfuzz)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl
-  export PYTHONPATH=.:/tmp/site
-else
-  export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-fi
-PY=${PYTHON:-python3}
-SMOKE=${SMOKE:-0}
-echo "out: $OUT results: $RES (smoke=$SMOKE)" | tee "$RES/steps.txt"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RES/gpu.txt" 2>&1 || true
-$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
-  >> "$RES/gpu.txt" 2>&1
+ROUND=route_kernel
+source "$(dirname "$0")/gpu_common.sh"
 
-summarize() {  # summary.txt: the steps, then the numbers that matter from each JSON there is
+after_step() {  # summary.txt: the steps, then the numbers that matter from each JSON there is; the tarball
   { cat "$RES/steps.txt"; grep -E "passed|failed|error" "$RES/tests.log" 2>/dev/null | tail -n 3; $PY - "$RES" <<'PY'
 import json, os, sys
 
@@ -71,17 +55,7 @@ for preset in ("lionfs-8b", "tiny-lionfs"):
         print(f"{preset} dropping_on_over_off_p50: {json.dumps(d['dropping_on_over_off_p50'])[:400]}")
 PY
   } > "$OUT/summary.txt" 2>&1
-  tar -czf "$OUT/results.tar.gz.part" -C "$RES" . && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
-}
-
-step() {  # step NAME SECONDS CMD...: run with a time bound, log to $RES/NAME.log, note the exit status, pack
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$RES/$name.log" 2>&1
-  local rc=$?
-  echo "$name: rc=$rc $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$RES/steps.txt"
-  tail -n 4 "$RES/$name.log"
-  summarize
+  pack
 }
 
 if [ "$SMOKE" = 1 ]; then
@@ -95,17 +69,11 @@ else
 fi
 
 # 1: correctness first (pytest may be absent on the device: then route_bench's agreement part is the check).
-if $PY -c "import pytest" 2>/dev/null; then
-  step tests ${T_TESTS:-110} $PY -m pytest -q -p no:cacheprovider -rs $TESTS
-else
-  echo "tests: skipped (no pytest)" | tee -a "$RES/steps.txt"
-fi
+test_step ${T_TESTS:-110} -q -rs $TESTS
 # 2: the kernels' bf16 agreement, then old vs new routing per layer.
 step route ${T_ROUTE:-60} $PY scripts/route_bench.py $RB --out "$RES/route"
 # 3: the engine, dropping on (the routing kernels) and off in one run, as scripts/gpu_frame_round.sh runs it.
 step bench-$PL ${T_BENCH_L:-125} $PY -m lionfs_ros.commands.bench --preset $PL $BENCH $SIZES_L \
   --variants graphs+compile+triton,graphs+compile+triton+nodrop --concurrent-variant graphs+compile+triton \
   --out "$RES/bench-$PL.json"
-echo "done $(date +%T)" | tee -a "$RES/steps.txt"
-summarize
-cat "$OUT/summary.txt"
+finish

@@ -15,31 +15,12 @@
 # Smoke test on a CPU (tiny presets, Triton's interpreter; the profile is only byte-compiled):
 #   SMOKE=1 bash scripts/gpu_streams_round.sh
 # TESTS=0 and PROFILE=0 skip steps 1 and 4 (the sweep alone: ~170 s).
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-$(mktemp -d)}
-mkdir -p "$OUT"
-RES=$(mktemp -d)/streams-round  # everything lands here; packed into $OUT/results.tar.gz after each step
-mkdir -p "$RES"
-if [ -d ../.whl ] && ls ../.whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl
-  export PYTHONPATH=.:/tmp/site
-else
-  export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-fi
-PY=${PYTHON:-python3}
-SMOKE=${SMOKE:-0}
+ROUND=streams_round
+source "$(dirname "$0")/gpu_common.sh"
 BUDGET_S=295
-START=$(date +%s)
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
-echo "out: $OUT results: $RES (smoke=$SMOKE)" | tee "$RES/steps.txt"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RES/gpu.txt" 2>&1 || true
-# which code ran: the commit only where this folder is a checkout's root (a copy inside another checkout is not)
-if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ]; then git log -1 --format='%H %s' > "$RES/code.txt"; fi
-cat lionfs_ros/engine/*.py lionfs_ros/engine/*/*.py | sha256sum | sed 's/^/engine sources sha256 /' >> "$RES/code.txt"
 
-pack() {  # the one tarball and the summary (what each bench JSON says so far)
+after_step() {  # the summary (what each bench JSON says so far) and the one tarball
   $PY - "$RES" > "$RES/summary.txt" 2>&1 <<'PY'
 import glob, json, os, sys
 
@@ -81,34 +62,15 @@ if os.path.exists(prof):
         print("profile_streams.json unreadable:", err)
 PY
   cp "$RES/summary.txt" "$OUT/summary.txt"
-  tar -czf "$OUT/results.tar.gz.part" -C "$(dirname "$RES")" "$(basename "$RES")" && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
-}
-
-step() {  # step NAME SECONDS CMD...: run with a time bound (cut to what is left of the budget), log, pack
-  local name=$1 limit=$2; shift 2
-  local left=$(( BUDGET_S - ($(date +%s) - START) ))
-  if [ "$left" -lt "$limit" ]; then limit=$left; fi
-  if [ "$limit" -lt 15 ]; then
-    echo "$name: skipped (${left} s left of ${BUDGET_S})" | tee -a "$RES/steps.txt"
-    pack
-    return
-  fi
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$RES/$name.log" 2>&1
-  local rc=$?
-  echo "$name: rc=$rc $(( $(date +%s) - t0 )) s (bound $limit s)" | tee -a "$RES/steps.txt"
-  tail -n 5 "$RES/$name.log"
   pack
 }
 
 # 1: correctness first (TESTS=0 skips it: a call that ran them already).
 if [ "${TESTS:-1}" = 0 ]; then
   echo "tests: skipped (TESTS=0)" | tee -a "$RES/steps.txt"
-elif $PY -c "import pytest" 2>/dev/null; then
-  step tests $([ "$SMOKE" = 1 ] && echo 240 || echo 90) $PY -m pytest -x -q -p no:cacheprovider \
-    test/engine/test_batched_step.py test/engine/test_decode_attention.py
 else
-  echo "tests: skipped (no pytest)" | tee -a "$RES/steps.txt"
+  test_step $([ "$SMOKE" = 1 ] && echo 240 || echo 90) -x -q test/engine/test_batched_step.py \
+    test/engine/test_decode_attention.py
 fi
 
 if [ "$SMOKE" = 1 ]; then
@@ -132,6 +94,4 @@ elif [ "$SMOKE" = 1 ]; then
 else
   step profile 60 env OUT="$RES" STREAMS=8 $PY docs/benchmarks/profile_streams.py llama3-8b
 fi
-echo "total: $(( $(date +%s) - START )) s" | tee -a "$RES/steps.txt"
-pack
-cat "$OUT/summary.txt"
+finish
