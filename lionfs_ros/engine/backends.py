@@ -95,8 +95,10 @@ class StaticBackend:
             raise ValueError(f"static backend: {reason}")
         if cfg.weights == "fp8" and fp8_problem(model.device) is not None:
             raise EngineConfigError(f"weights='fp8' is not possible here: {fp8_problem(model.device)}")
-        if fused is not None and fused.weights != cfg.weights:
-            raise EngineConfigError(f"weights={cfg.weights!r} differs from the shared decoder's ({fused.weights!r})")
+        for key in ("weights", "linear_kernel"):
+            if fused is not None and getattr(fused, key) != getattr(cfg, key):
+                raise EngineConfigError(f"{key}={getattr(cfg, key)!r} differs from the shared decoder's "
+                                        f"({getattr(fused, key)!r})")
         self.model = model
         self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
         self._towers = None  # (general, ego) GraphedTowers, made at the first towers()
@@ -105,7 +107,8 @@ class StaticBackend:
         slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
                                    portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
         self.fused = fused or FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention,
-                                           dropping=model.token_dropping, weights=cfg.weights)
+                                           dropping=model.token_dropping, weights=cfg.weights,
+                                           linear_kernel=cfg.linear_kernel)
         frame_length = model.tokens_per_frame + 1
         self.slow = StaticLMState(model, self.fused, slow_capacity, self.use_graphs)
         self.main = StaticLMState(model, self.fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)

@@ -265,7 +265,7 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
         last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
         mlp = linear(ops.gate(linear(h[:, last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
         h, residual = ops.add_rms_norm(mlp, residual[:, last], weight, eps)
-    logits = fused.llm.get_output_embeddings()(h[:, -1])  # [B, V]
+    logits = linear(h[:, -1], fused.head_weight, fused.head_bias)  # [B, V]
     counts = torch.full((fused.num_tracks,), m, dtype=torch.long, device=x.device) if plan is None else plan.counts
     pool.fill.index_add_(0, rows, counts.expand(b, -1))
     pool.next_pos.index_add_(0, rows, torch.full((b,), m, dtype=torch.long, device=x.device))

@@ -17,6 +17,7 @@ BACKENDS = ("auto", "dynamic", "static")
 SLOW_PATH_MODES = ("auto", "on", "off")
 ATTENTION_KINDS = ("sdpa", "split", "triton")  # the static backend's attention (static_decoder.py)
 WEIGHT_FORMATS = ("native", "fp8")  # the model's own dtype, or weight-only FP8 (engine/quantization.py)
+LINEAR_KERNELS = ("auto", "torch")  # the bf16 products: the faster of cuBLAS and the few-rows kernel, or F.linear
 DEFAULT_KV_BUDGET = 4096  # kv_budget_tokens None: this, or less where the model's positions need it
 LOG = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ class EngineConfig:
     # weight-only FP8 with per-output-channel scales ('fp8', quantized once when the engine is built; a CUDA GPU of
     # compute capability >= 8.9 with Triton: H100/H200, L4/L40). See engine/quantization.py.
     weights: str = "native"
+    # static backend: 'auto' runs each bf16 projection and the output head with whichever of cuBLAS and the engine's
+    # few-rows Triton kernel was faster for its shape when the engine was built (timed there, ~seconds; a CUDA GPU of
+    # compute capability >= 8.0 with Triton; elsewhere F.linear, the decoder's linear_fallback says why); 'torch':
+    # F.linear (cuBLAS) always. See engine/quantization.py.
+    linear_kernel: str = "auto"
     latency_window: int = 2048  # decisions kept for the latency percentiles
     system_prompt: str | None = None  # None: the model's stream.system_prompt
 
@@ -109,6 +115,8 @@ class EngineConfig:
             raise EngineConfigError(f"attention: {self.attention!r} is not one of {ATTENTION_KINDS}")
         if self.weights not in WEIGHT_FORMATS:
             raise EngineConfigError(f"weights: {self.weights!r} is not one of {WEIGHT_FORMATS}")
+        if self.linear_kernel not in LINEAR_KERNELS:
+            raise EngineConfigError(f"linear_kernel: {self.linear_kernel!r} is not one of {LINEAR_KERNELS}")
         if self.weights == "fp8" and self.backend == "dynamic":
             raise EngineConfigError("weights='fp8' runs on the static backend only (backend 'auto' or 'static', on a GPU)")
         if self.backend not in BACKENDS:

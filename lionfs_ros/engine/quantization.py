@@ -1,25 +1,33 @@
-"""Weight-only FP8 for the static backend (``EngineConfig.weights = "fp8"``).
+"""How the static backend multiplies by its projection weights: weight-only FP8 (``EngineConfig.weights =
+"fp8"``) and the few-rows kernel against cuBLAS (``EngineConfig.linear_kernel = "auto"``).
 
 At 1 to 11 rows per step (a generated token, a decided frame) every matrix product of the backbone
 reads its whole weight matrix and does almost no arithmetic, so the LLM step is bound by memory
-bandwidth: weights stored in FP8 (e4m3, one byte) halve what each step must read against bf16.
-Only the weights are FP8; activations stay in the model's dtype and the products accumulate in
-float32. Each output channel (weight row) ``n`` gets its own scale ``s[n] = max|W[n, :]| / 448`` (448:
-e4m3's largest finite value), ``Q = round_e4m3(W / s)``, and ``x @ W.T ~= (x @ Q.T) * s``: the scale
-factors out of the sum over the input dim, so the kernel multiplies it in once per output.
+bandwidth. Two ways to read less time per step:
 
-What is quantized: the decoder layers' q/k/v, o, gate/up and down projections (the fused copies of
-``static_decoder.FusedDecoder``), once, when the engine is built. The embeddings, the output head
-(whose logits are the decision), the norms, the routers and the vision towers stay as they are
-(the towers run hundreds of rows per frame: bound by arithmetic, not by reading weights). The
-model's own bf16 weights are kept (the dynamic model path and training use them), so FP8 adds
-about half the decoder's bytes to GPU memory: it buys speed, not memory.
+- **Weight-only FP8.** Weights stored in FP8 (e4m3, one byte) halve what each step must read against bf16.
+  Only the weights are FP8; activations stay in the model's dtype and the products accumulate in
+  float32. Each output channel (weight row) ``n`` gets its own scale ``s[n] = max|W[n, :]| / 448`` (448:
+  e4m3's largest finite value), ``Q = round_e4m3(W / s)``, and ``x @ W.T ~= (x @ Q.T) * s``: the scale
+  factors out of the sum over the input dim, so the kernel multiplies it in once per output. What is
+  quantized: the decoder layers' q/k/v, o, gate/up and down projections (the fused copies of
+  ``static_decoder.FusedDecoder``), once, when the engine is built. The embeddings, the output head
+  (whose logits are the decision), the norms, the routers and the vision towers stay as they are (the
+  towers run hundreds of rows per frame: bound by arithmetic, not by reading weights). The model's own
+  bf16 weights are kept (the dynamic model path and training use them), so FP8 adds about half the
+  decoder's bytes to GPU memory: it buys speed, not memory. It needs a CUDA GPU with FP8 conversions
+  (compute capability >= 8.9: Ada L4/L40/RTX 40xx, Hopper H100/H200) and Triton; ``fp8_problem`` says
+  why not elsewhere, and the engine refuses the option there with that reason.
+- **The few-rows kernel for bf16 weights** (``StreamedWeight``). At these shapes cuBLAS reads bf16
+  weights well below the memory's bandwidth; the engine's own kernel sometimes reads faster. When the
+  engine is built, each weight shape of the decoder (and the output head) is timed at one row and at a
+  frame's rows with cuBLAS and with the kernel's candidate tiles, on the layers' own weights, and runs
+  with whichever was faster (``tune_layers``): never slower than cuBLAS as timed there. The weights are
+  the model's own tensors (no copy). Elsewhere (no CUDA, no Triton, older than compute capability 8.0)
+  ``F.linear`` runs (``few_rows_problem`` says why).
 
-The product runs in a Triton kernel (``kernels/fp8_linear.py``) that loads the FP8 tile, upcasts it
-to the activations' dtype in registers and multiplies on the tensor cores; it runs inside the CUDA
-graphs like any kernel. It needs a CUDA GPU with FP8 conversions (compute capability >= 8.9: Ada
-L4/L40/RTX 40xx, Hopper H100/H200) and Triton; ``fp8_problem`` says why not elsewhere, and the engine
-refuses the option there with that reason.
+Both run in a Triton kernel (``kernels/few_rows_linear.py``) that loads the weight tile, upcasts FP8
+codes in registers and multiplies on the tensor cores; it runs inside the CUDA graphs like any kernel.
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ import torch.nn.functional as F
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite e4m3fn value
 MIN_CAPABILITY = (8, 9)  # FP8 conversions in hardware: Ada (8.9) and Hopper (9.0) onwards
+KERNEL_MIN_CAPABILITY = (8, 0)  # the few-rows kernel's bf16 tensor-core products: Ampere onwards
 TINY_SCALE = 1e-12  # a row of zeros gets this scale (its codes are all zero either way)
 TUNE_SECONDS = 6.0  # at most this long compiling tile candidates at engine build (then: compiled ones only)
 
@@ -64,6 +73,18 @@ def dequantize_fp8(w: Fp8Weight, dtype: torch.dtype = torch.float32) -> torch.Te
     return (w.codes.double() * w.scale.double()[:, None]).to(dtype)
 
 
+@dataclass
+class StreamedWeight:
+    """A bf16/fp16 linear weight ``[N, K]`` (the model's own tensor, not a copy) that runs with whichever of cuBLAS
+    and the few-rows kernel ``tune_layers`` timed faster for its shape and row bucket on this GPU."""
+
+    weight: torch.Tensor  # [N, K]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.weight.shape
+
+
 def fp8_linear_reference(x: torch.Tensor, w: Fp8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """What the kernel computes, in plain torch: ``(x @ Q.T) * s + b``, summed in float64 (the kernel: float32),
     output in ``x``'s dtype."""
@@ -89,45 +110,84 @@ def fp8_problem(device: torch.device) -> str | None:
     return None
 
 
-def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear`` for a plain weight, the FP8 kernel for an ``Fp8Weight`` (``x [..., K]`` -> ``[..., N]``).
+def few_rows_problem(device: torch.device) -> str | None:
+    """None if the few-rows kernel can run on ``device`` (``linear_kernel='auto'`` tunes it there), else why not."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"it needs a CUDA GPU; the model is on {device.type}"
+    if torch.cuda.get_device_capability(device) < KERNEL_MIN_CAPABILITY:
+        return f"{torch.cuda.get_device_name(device)} is older than compute capability 8.0 (no bf16 tensor cores)"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "it needs Triton (pip install triton), which is not installed"
+    return None
 
-    Off the GPU (tests of the static decoder's FP8 wiring; the engine refuses FP8 there) the reference math runs."""
-    if not isinstance(weight, Fp8Weight):
+
+def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x [..., K]`` -> ``[..., N]``: ``F.linear`` for a plain weight; the few-rows kernel (or cuBLAS, as tuned) for a
+    ``StreamedWeight``; the FP8 kernel for an ``Fp8Weight``.
+
+    Off the GPU (tests of the static decoder's wiring; the engine uses neither there) the reference math runs."""
+    if isinstance(weight, StreamedWeight):
+        if not x.is_cuda:
+            return F.linear(x, weight.weight, bias)
+        codes, scale = weight.weight, None
+    elif isinstance(weight, Fp8Weight):
+        if not x.is_cuda:
+            return fp8_linear_reference(x, weight, bias)
+        codes, scale = weight.codes, weight.scale
+    else:
         return F.linear(x, weight, bias)
-    if not x.is_cuda:
-        return fp8_linear_reference(x, weight, bias)
-    from .kernels.fp8_linear import fp8_linear
+    from .kernels.few_rows_linear import few_rows_linear
 
     rows = x.reshape(-1, x.shape[-1])  # [..., K] -> [M, K]: the kernel takes a matrix
-    return fp8_linear(rows, weight.codes, weight.scale, bias).view(*x.shape[:-1], -1)
+    return few_rows_linear(rows, codes, scale, bias).view(*x.shape[:-1], -1)
+
+
+PROJECTIONS = ("qkv_weight", "o_weight", "gate_up_weight", "down_weight")  # a fused decoder layer's weights
+
+
+def stream_layers(layers) -> None:
+    """Wrap the fused decoder layers' plain projection weights as ``StreamedWeight``s (FP8 ones stay FP8)."""
+    for fl in layers:
+        for name in PROJECTIONS:
+            w = getattr(fl, name)
+            if isinstance(w, torch.Tensor):
+                setattr(fl, name, StreamedWeight(w))
 
 
 def quantize_layers(layers) -> int:
     """Replace the fused decoder layers' projection weights by ``Fp8Weight``s; returns the FP8 bytes made."""
     made = 0
     for fl in layers:
-        for name in ("qkv_weight", "o_weight", "gate_up_weight", "down_weight"):
+        for name in PROJECTIONS:
             q = quantize_fp8(getattr(fl, name))
             setattr(fl, name, q)
             made += q.nbytes()
     return made
 
 
-def tune_layers(layers, rows: int, dtype: torch.dtype) -> list[dict]:
-    """Pick the FP8 kernel's tiles for each distinct weight shape of these layers on this GPU, for a generated token
-    (1 row) and for ``rows`` rows (a decided frame), timed on the layers' own weights: first each shape's seed
-    candidates, then walks to better neighbours, compiling new kernels for at most ``TUNE_SECONDS`` in all (once
-    per engine build). Returns the last timing report per shape and bucket (``kernels.fp8_linear.tune``)."""
-    from .kernels.fp8_linear import TUNED, bucket, tune
+def _operands(w) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return (w.codes, w.scale) if isinstance(w, Fp8Weight) else (w.weight, None)
 
-    by_shape: dict[tuple[int, int], list] = {}
-    for fl in layers:
-        for name in ("qkv_weight", "o_weight", "gate_up_weight", "down_weight"):
-            w = getattr(fl, name)
-            by_shape.setdefault(tuple(w.shape), []).append((w.codes, w.scale))
-    jobs = [(weights, r) for r in dict.fromkeys((1, rows)) for shape, weights in by_shape.items()
-            if (*shape, bucket(r)) not in TUNED]
+
+def tune_layers(layers, rows: int, dtype: torch.dtype, head=None) -> list[dict]:
+    """Pick the few-rows kernel's tiles (or cuBLAS, for bf16/fp16 weights) for each distinct weight of these layers
+    (``Fp8Weight``s and ``StreamedWeight``s; plain tensors are not tuned) and of ``head`` (the output head, if it is
+    one of those) on this GPU, for a generated token (1 row) and for ``rows`` rows (a decided frame), timed on the
+    layers' own weights: first each shape's seed candidates, then walks to better neighbours, compiling new kernels
+    for at most ``TUNE_SECONDS`` in all (once per engine build). Returns the last timing report per shape, kind and
+    bucket (``kernels.few_rows_linear.tune``)."""
+    from .kernels.few_rows_linear import TUNED, tune, tuned_key
+
+    by_kind: dict[tuple, list] = {}
+    for w in [getattr(fl, name) for fl in layers for name in PROJECTIONS] + [head]:
+        if isinstance(w, (Fp8Weight, StreamedWeight)):
+            codes, scale = _operands(w)
+            by_kind.setdefault((*codes.shape, codes.dtype), []).append((codes, scale))
+    jobs = [(weights, r) for r in dict.fromkeys((1, rows)) for weights in by_kind.values()
+            if tuned_key(r, weights[0][0]) not in TUNED]
     deadline = time.monotonic() + TUNE_SECONDS
     for weights, r in jobs:
         tune(weights, r, dtype, deadline, walk=False)

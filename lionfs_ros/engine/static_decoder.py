@@ -48,8 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ATTENTION_KINDS
-from .quantization import linear, quantize_layers, tune_layers
+from .config import ATTENTION_KINDS, LINEAR_KERNELS
+from .quantization import StreamedWeight, few_rows_problem, linear, quantize_layers, stream_layers, tune_layers
 from .routing import DropPlan, drop_plan, kept_indices
 
 ROUTING_KINDS = ("auto", "torch")  # auto: the Triton routing kernels where attention runs Triton
@@ -57,7 +57,7 @@ POSITION_SENTINEL = 1 << 40  # an empty slot's position: after every query, so a
 SPLIT_CHUNK = 256  # key slots per chunk of the split value product (buffers are sized in multiples)
 TRITON_MIN_CAPABILITY = (8, 0)  # bf16 tensor-core products (A100 and later)
 LOG = logging.getLogger(__name__)
-FP8_TUNE_ROWS = 11  # FP8 kernel tiles are timed at a decided frame's rows (interval + 10 tokens)
+TUNE_ROWS = 11  # the few-rows kernel's tiles are timed at a decided frame's rows (interval + 10 tokens) and at 1
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -180,10 +180,14 @@ class FusedDecoder:
     """The backbone's layers with fused projections; shared by every static state of one model."""
 
     def __init__(self, llm, compile: bool = False, attention: str = "sdpa", dropping=None, weights: str = "native",
-                 routing: str = "auto"):
+                 routing: str = "auto", linear_kernel: str = "auto"):
         """``dropping``: the model's ``TokenDropping`` (or None). ``weights='fp8'``: the layers' projections as
         weight-only FP8 (``quantization.py``; the model's own weights are left as they are). ``routing='torch'``:
-        the dropping layers route in torch even where the Triton routing kernels could run."""
+        the dropping layers route in torch even where the Triton routing kernels could run. ``linear_kernel='auto'``:
+        the bf16 projections and the output head run with the faster of cuBLAS and the few-rows kernel per shape
+        (timed here, ``quantization.tune_layers``) where that kernel can run; ``'torch'``: ``F.linear``."""
+        if linear_kernel not in LINEAR_KERNELS:
+            raise ValueError(f"linear_kernel {linear_kernel!r} is not one of {LINEAR_KERNELS}")
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention {attention!r} is not one of {ATTENTION_KINDS}")
         if routing not in ROUTING_KINDS:
@@ -230,8 +234,16 @@ class FusedDecoder:
                 gu_w, gu_b, mlp.down_proj.weight, mlp.down_proj.bias, track, router))
         self.weights = weights
         self.fp8_bytes = quantize_layers(self.layers) if weights == "fp8" else 0
-        tunable = weights == "fp8" and self.layers and self.layers[0].qkv_weight.codes.is_cuda
-        self.fp8_tuning = tune_layers(self.layers, FP8_TUNE_ROWS, llm.dtype) if tunable else []
+        head = llm.get_output_embeddings()
+        self.head_weight, self.head_bias = head.weight, head.bias  # [V, d], the logits of the last position
+        self.linear_kernel, self.linear_fallback = linear_kernel, None
+        if linear_kernel == "auto":
+            self.linear_fallback = few_rows_problem(llm.device)
+            if self.linear_fallback is None:
+                stream_layers(self.layers)
+                self.head_weight = StreamedWeight(self.head_weight)
+        tunable = llm.device.type == "cuda" and (weights == "fp8" or self.linear_fallback is None and linear_kernel == "auto")
+        self.linear_tuning = tune_layers(self.layers, TUNE_ROWS, llm.dtype, self.head_weight) if tunable else []
         self.final_norm = (self.decoder.norm.weight, self.decoder.norm.variance_epsilon)
         self.scaling = self.decoder.layers[0].self_attn.scaling
         act = None if getattr(cfg, "hidden_act", "silu") == "silu" else self.decoder.layers[0].mlp.act_fn
@@ -306,7 +318,7 @@ class FusedDecoder:
             last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
             mlp = linear(ops.gate(linear(h[last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
             h, residual = ops.add_rms_norm(mlp, residual[last], weight, eps)
-        logits = self.llm.get_output_embeddings()(h)  # [1, V]: h is the last position after the final norm
+        logits = linear(h, self.head_weight, self.head_bias)  # [1, V]: h is the last position after the final norm
         fill.add_(m if plan is None else plan.counts)
         next_pos.add_(m)
         return logits

@@ -1,5 +1,7 @@
-"""Weight-only FP8 (``EngineConfig.weights='fp8'``): the quantization math and the option's checks on the CPU;
-the Triton kernel, its CUDA-graph replay and the engine on a GPU of compute capability >= 8.9 (skipped elsewhere).
+"""Weight-only FP8 (``EngineConfig.weights='fp8'``) and the few-rows kernel on bf16 weights
+(``EngineConfig.linear_kernel='auto'``): the quantization math and the options' checks on the CPU; the Triton
+kernel, its tuning against cuBLAS, its CUDA-graph replay and the engine on a GPU of compute capability >= 8.9
+(skipped elsewhere).
 Where Triton is installed the kernel's paths (one-launch split-K, the one-row path) also run on CPU tensors
 through its interpreter (``TRITON_INTERPRET=1``, set by ``test/conftest.py``), fp16 activations for the
 tensor-core path there (the interpreter's ``tl.dot`` has no bf16: numpy lacks it); CI has no Triton: skipped.
@@ -129,7 +131,7 @@ def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request,
     pytest.param(1, (1, 32, 128, 4, 4, 4, 1), True, marks=needs_fp8_gpu),
 ])
 def test_kernel_split_k_in_one_launch_equals_the_reference_bit_for_bit_every_call(m, config, bias):
-    from lionfs_ros.engine.kernels.fp8_linear import fp8_linear, tile_counters
+    from lionfs_ros.engine.kernels.few_rows_linear import few_rows_linear, tile_counters
 
     device = "cuda" if CUDA_FP8 else "cpu"
     dtype = torch.bfloat16 if CUDA_FP8 or config[0] == 1 else torch.float16
@@ -138,16 +140,87 @@ def test_kernel_split_k_in_one_launch_equals_the_reference_bit_for_bit_every_cal
     w = quantize_fp8(_weight(n, k, seed=n + m).to(device))
     x = torch.randn(m, k, device=device).to(dtype)
     b = torch.randn(n, device=device).to(dtype) if bias else None
-    first = fp8_linear(x, w.codes, w.scale, b, config)
+    first = few_rows_linear(x, w.codes, w.scale, b, config)
     counters = tile_counters(1, x.device)
     assert not counters.any()  # every tile's last slice set its counter back
-    second = fp8_linear(x, w.codes, w.scale, b, config)
+    second = few_rows_linear(x, w.codes, w.scale, b, config)
     assert tile_counters(1, x.device) is counters and not counters.any()
     ref = fp8_linear_reference(x.double(), w, None if b is None else b.double())
     assert first.dtype == dtype and first.shape == (m, n)
     assert torch.equal(first, second)  # the slices are summed in a fixed order
     rel = float((first.double() - ref).norm() / ref.norm())
     assert rel < 1e-2, rel  # output rounding (bf16/fp16); float32 sums
+
+
+@pytest.mark.parametrize("m,config,dtype", [
+    (1, (1, 32, 128, 4, 4, 3, 0), torch.bfloat16),  # a generated token on the CUDA cores, 3 slices (the last short)
+    (1, (16, 32, 128, 4, 4, 4, 0), torch.float16),  # the same token on the tensor cores, 4 slices
+    (11, (16, 32, 128, 4, 4, 4, 0), torch.float16),  # a decided frame, 4 slices
+    (11, (16, 16, 128, 4, 4, 1, 0), torch.float16),  # no split
+])
+@needs_triton
+def test_kernel_on_a_plain_weight_equals_the_product_bit_for_bit_every_call(m, config, dtype):
+    from lionfs_ros.engine.kernels.few_rows_linear import few_rows_linear, tile_counters
+
+    device = "cuda" if CUDA_FP8 else "cpu"
+    dtype = torch.bfloat16 if CUDA_FP8 else dtype  # the interpreter's tl.dot has no bf16
+    n, k = 72, 800
+    w = (_weight(n, k, seed=m) / 10).to(device, dtype)
+    x = torch.randn(m, k, device=device).to(dtype)
+    b = torch.randn(n, device=device).to(dtype)
+    first, second = few_rows_linear(x, w, None, b, config), few_rows_linear(x, w, None, b, config)
+    assert not tile_counters(1, x.device).any()
+    assert torch.equal(first, second) and first.dtype == dtype and first.shape == (m, n)
+    ref = x.double() @ w.double().t() + b.double()
+    rel = float((first.double() - ref).norm() / ref.norm())
+    assert rel < 1e-2, rel
+    with pytest.raises(ValueError, match="takes none"):
+        few_rows_linear(x, w, torch.ones(n, device=device), b, config)
+    with pytest.raises(ValueError, match="need their scale"):
+        few_rows_linear(x, quantize_fp8(w.float()).codes, None, b, config)
+
+
+@needs_triton
+def test_untuned_plain_weights_and_long_feeds_run_cublas_fp8_codes_never():
+    from lionfs_ros.engine.kernels.few_rows_linear import CUBLAS, SMALL_M, few_rows_linear, pick_config
+
+    w = torch.randn(48, 64, dtype=torch.float16)
+    assert pick_config(1, w) == CUBLAS and pick_config(SMALL_M + 1, w) == CUBLAS  # nothing tuned for this shape
+    x = torch.randn(SMALL_M + 1, 64, dtype=torch.float16)
+    assert torch.equal(few_rows_linear(x, w), F.linear(x, w))
+    codes = quantize_fp8(w.float()).codes
+    assert pick_config(SMALL_M + 1, codes) != CUBLAS  # no cuBLAS for FP8 codes (their few-rows tiles ask the GPU)
+
+
+def test_the_linear_kernel_option_is_checked_and_runs_torch_off_the_gpu(baseline_model, monkeypatch):
+    """``linear_kernel``: checked; on the CPU the decoder says why the kernel does not run and keeps plain weights.
+    With the device check bypassed the layers' and the head's weights are ``StreamedWeight``s (on CPU tensors the
+    products fall back to ``F.linear``): the static state still computes the model's own logits (the head's wiring)."""
+    from engine_parts import engine_config
+    from lionfs_ros.engine import backends, static_decoder
+    from lionfs_ros.engine.lm_state import DynamicLMState
+    from lionfs_ros.engine.quantization import StreamedWeight
+    from test_static_backend import ATOL, feeds
+
+    with pytest.raises(EngineConfigError, match="linear_kernel"):
+        EngineConfig(linear_kernel="cutlass").validate()
+    assert EngineConfig().linear_kernel == "auto"
+    plain = backends.StaticBackend(baseline_model, engine_config(backend="static"), use_graphs=False)
+    assert "CUDA" in plain.fused.linear_fallback and isinstance(plain.fused.layers[0].qkv_weight, torch.Tensor)
+    assert plain.fused.linear_tuning == []
+    monkeypatch.setattr(static_decoder, "few_rows_problem", lambda device: None)
+    backend = backends.StaticBackend(baseline_model, engine_config(backend="static", attention="split"),
+                                     use_graphs=False)
+    fused = backend.fused
+    assert fused.linear_fallback is None and isinstance(fused.head_weight, StreamedWeight)
+    assert all(isinstance(getattr(fl, name), StreamedWeight) for fl in fused.layers
+               for name in ("qkv_weight", "o_weight", "gate_up_weight", "down_weight"))
+    static, reference = backend.main_state(), DynamicLMState(baseline_model)
+    for ids, embeds in feeds(baseline_model):
+        torch.testing.assert_close(static.feed(ids, embeds), reference.feed(ids, embeds), atol=ATOL, rtol=0)
+    with pytest.raises(EngineConfigError, match="linear_kernel"):  # one decoder, one choice
+        backends.StaticBackend(baseline_model, engine_config(backend="static", linear_kernel="torch"),
+                               use_graphs=False, fused=fused)
 
 
 # GPU: the kernel and the engine.
@@ -158,14 +231,14 @@ def test_kernel_split_k_in_one_launch_equals_the_reference_bit_for_bit_every_cal
                                         (185, 1024, 256, False)])
 @pytest.mark.parametrize("split,bits", [(None, 0), (1, 0), (3, 0), (1, 1), (3, 1)])
 def test_cuda_kernel_equals_the_reference(m, n, k, bias, split, bits):
-    from lionfs_ros.engine.kernels.fp8_linear import SMALL_M, fp8_linear, pick_config
+    from lionfs_ros.engine.kernels.few_rows_linear import SMALL_M, few_rows_linear, pick_config
 
     torch.manual_seed(m * 7 + n)
     w = quantize_fp8(_weight(n, k, seed=n + k).cuda())
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
-    config = None if split is None or m > SMALL_M else (*pick_config(m, n, k, x.device)[:5], split, bits)
-    out = fp8_linear(x, w.codes, w.scale, b, config)
+    config = None if split is None or m > SMALL_M else (*pick_config(m, w.codes)[:5], split, bits)
+    out = few_rows_linear(x, w.codes, w.scale, b, config)
     ref = fp8_linear_reference(x.double(), w, b)
     assert out.dtype == torch.bfloat16 and out.shape == (m, n) and torch.isfinite(out).all()
     rel = float((out.double() - ref).norm() / ref.norm())
@@ -176,7 +249,7 @@ def test_cuda_kernel_equals_the_reference(m, n, k, bias, split, bits):
 @pytest.mark.parametrize("config", [None, (16, 32, 256, 4, 4, 4, 0), (1, 32, 256, 4, 4, 4, 0), (16, 32, 256, 4, 4, 4, 1),
                                     (1, 32, 256, 4, 4, 4, 1)])
 def test_cuda_kernel_replays_in_a_cuda_graph(config):
-    from lionfs_ros.engine.kernels.fp8_linear import fp8_linear, tile_counters
+    from lionfs_ros.engine.kernels.few_rows_linear import few_rows_linear, tile_counters
 
     w = quantize_fp8(torch.randn(3072, 1024, device="cuda"))
     rows = 1 if config and config[0] == 1 else 11
@@ -184,18 +257,18 @@ def test_cuda_kernel_replays_in_a_cuda_graph(config):
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        fp8_linear(x, w.codes, w.scale, config=config)  # compile outside the capture
+        few_rows_linear(x, w.codes, w.scale, config=config)  # compile outside the capture
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, stream=stream):
-        out = fp8_linear(x, w.codes, w.scale, config=config)
+        out = few_rows_linear(x, w.codes, w.scale, config=config)
         counters = tile_counters(1, x.device)  # the capture stream's: the graph's split-K counters
     for _ in range(2):  # fresh inputs each time: the graph reads the buffer, not a copy
         x.copy_(torch.randn_like(x))
         out.fill_(float("nan"))
         graph.replay()
         torch.cuda.synchronize()
-        assert torch.equal(out, fp8_linear(x, w.codes, w.scale, config=config))
+        assert torch.equal(out, few_rows_linear(x, w.codes, w.scale, config=config))
         assert not counters.any()
 
 
@@ -221,3 +294,43 @@ def test_cuda_engine_with_fp8_weights_decides_like_native():
     same = sum(a.respond == b.respond for a, b in zip(native, fp8))
     print(f"fp8 vs native: {same}/{len(native)} decisions equal, max |dP(interval)| {diff.max():.4f}")
     assert diff.max() < 0.05 and same >= 0.9 * len(native), (same, len(native), float(diff.max()))
+
+
+@needs_fp8_gpu
+def test_cuda_tuning_on_plain_weights_keeps_the_faster_of_the_kernel_and_cublas():
+    from lionfs_ros.engine.kernels.few_rows_linear import CUBLAS, TUNED, few_rows_linear, tune, tuned_key
+
+    weights = [(torch.randn(6144, 4096, device="cuda", dtype=torch.bfloat16) * 0.02, None) for _ in range(4)]
+    for rows in (1, 11):
+        report = tune(weights, rows)
+        assert report["cublas_us"] is not None and report["us"] <= report["cublas_us"]
+        assert TUNED[tuned_key(rows, weights[0][0])] == (CUBLAS if report["config"] == CUBLAS else tuple(report["config"]))
+        x = torch.randn(rows, 4096, device="cuda", dtype=torch.bfloat16)
+        ref = x.double() @ weights[0][0].double().t()
+        rel = float((few_rows_linear(x, weights[0][0]).double() - ref).norm() / ref.norm())
+        assert rel < 1e-2, rel
+
+
+@needs_fp8_gpu
+def test_cuda_engine_with_the_few_rows_kernel_decides_like_cublas():
+    from lionfs_ros.engine import StreamEngine
+    from lionfs_ros.engine.bench.presets import camera_frames
+    from lionfs_ros.model import LionFSModel
+    from lionfs_ros.resources import demo_model_path
+
+    model = LionFSModel.from_pretrained(demo_model_path(), device="cuda").eval()
+    frames = camera_frames(12, (240, 320), seed=3)
+    runs = {}
+    for kind in ("torch", "auto"):
+        engine = StreamEngine(model, EngineConfig(linear_kernel=kind, answers=False, general_fps=2.0,
+                                                  kv_budget_tokens=2048))
+        fused = engine.backend.main.fused
+        assert fused.linear_kernel == kind and (fused.linear_tuning != []) == (kind == "auto")
+        steps = [engine.process_frame(frames[k % 12], k * 0.125) for k in range(96)]
+        runs[kind] = [d for d in steps if d is not None]
+    cublas, auto = runs["torch"], runs["auto"]
+    assert len(cublas) == len(auto) >= 20
+    diff = np.abs(np.array([d.p_interval for d in cublas]) - np.array([d.p_interval for d in auto]))
+    same = sum(a.respond == b.respond for a, b in zip(cublas, auto))
+    print(f"few-rows kernel vs cuBLAS: {same}/{len(cublas)} decisions equal, max |dP(interval)| {diff.max():.4f}")
+    assert same == len(cublas) and diff.max() < 0.02, (same, float(diff.max()))

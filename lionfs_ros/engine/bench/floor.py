@@ -3,7 +3,7 @@ layer, and the output head) applied to ``M`` rows, replayed from one CUDA graph 
 must at least read these weights once, so its time over this floor is what the rest (attention, norms,
 routing, launch gaps) costs.
 
-``weights='fp8'``: the products the FP8 engine runs, with the same kernel (``kernels/fp8_linear.py``): each
+``weights='fp8'``: the products the FP8 engine runs, with the same kernel (``kernels/few_rows_linear.py``): each
 layer's fused q/k/v, o, fused gate/up and down as weight-only FP8, the output head in the model's dtype.
 ``copy_floor`` measures the device's copy bandwidth, to put a kernel's weight-read rate against it.
 """

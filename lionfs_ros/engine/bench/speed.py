@@ -11,8 +11,9 @@ decoding tokens per second. Equality: per decided frame P(interval) and the most
 and the generated ids (how many positions agree, the common prefix, and the naive side's
 top-1/top-2 logit margin at the first difference: a bf16 near-tie or not).
 Concurrency: frames decided while the slow thinker writes on its fork, from another thread.
-Each engine variant (``compile`` off/on, ``attention`` sdpa/split/triton, token dropping off, FP8 weights) is
-measured in turn on the same model; ``+nodrop`` variants run the same weights with the dropping routers
+Each engine variant (``compile`` off/on, ``attention`` sdpa/split/triton, token dropping off, FP8 weights, cuBLAS
+for every bf16 product) is measured in turn on the same model; ``+cublas`` variants run ``linear_kernel='torch'``
+(the default 'auto' runs each bf16 product with the faster of cuBLAS and the few-rows kernel); ``+nodrop`` variants run the same weights with the dropping routers
 switched off (the naive loop runs the model as built, so they are not compared with it); ``+fp8``
 variants run the decoder's projections as weight-only FP8 (``quantization.py``), compared with the naive
 loop (the model's bf16 function) and with their bf16 twin (the same name without ``+fp8``) when it ran.
@@ -92,6 +93,9 @@ VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the
 }
 NODROP = "+nodrop"
 FP8 = "+fp8"
+CUBLAS = "+cublas"
+for _name in [n for n in VARIANTS if n.startswith("graphs")]:
+    VARIANTS[_name + CUBLAS] = {**VARIANTS[_name], "linear_kernel": "torch"}  # every bf16 product by cuBLAS
 for _name in list(VARIANTS):
     VARIANTS[_name + NODROP] = {**VARIANTS[_name], "dropping": False}
 for _name in [n for n in VARIANTS if not n.startswith(("eager", "dynamic"))]:
@@ -273,7 +277,8 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
         "attention_run": getattr(fused, "attention", None),  # 'split' where 'triton' could not run here
         "attention_fallback": getattr(fused, "attention_fallback", None),
         "route_kernels": getattr(fused, "route_kernels", None) is not None,  # kernels/token_routing.py ran
-        "fp8_weight_bytes": getattr(fused, "fp8_bytes", None), "fp8_tuning": getattr(fused, "fp8_tuning", None),
+        "linear_kernel": cfg.linear_kernel, "linear_fallback": getattr(fused, "linear_fallback", None),
+        "fp8_weight_bytes": getattr(fused, "fp8_bytes", None), "linear_tuning": getattr(fused, "linear_tuning", None),
         "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
                  "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens,

@@ -1,23 +1,24 @@
-"""The weight-only FP8 product (``engine/kernels/fp8_linear.py``, issue 14) on the Llama-3-8B shapes, old vs new.
+"""The few-rows product (``engine/kernels/few_rows_linear.py``, issue 14) on the Llama-3-8B shapes: FP8 codes and
+bf16 weights against cuBLAS.
 
 Parts (``--parts``, in this order; each writes ``<out>/<part>.json`` as it goes):
-- ``micro``: per weight shape ``[N, K]`` (fused q/k/v, o, fused gate/up, down) at 1 and 11 rows: first
-  correctness (the new kernel against ``fp8_linear_reference`` and bit-identical on a second call, the old one
-  against the reference), then microseconds and TB/s of the old kernel (``--old``: main's file, with its own
-  tuning at 11 rows, as the engine did), the new one (tuned for the row bucket), cuBLAS bf16 (``F.linear``) and
-  ``torch._scaled_mm`` (activations cast to FP8 too, so not the same math: a floor) where it runs. Each product
-  is timed over enough weight copies (distinct memory) to pass the L2 cache, replayed from one CUDA graph.
+- ``micro``: per weight shape ``[N, K]`` (fused q/k/v, o, fused gate/up, down, the output head) at 1 and 11 rows:
+  first correctness (the kernel against the float64 product and bit-identical on a second call, FP8 codes and bf16
+  weights), then microseconds and TB/s of: the kernel on FP8 codes (tuned for the row bucket, as the engine does;
+  and with the other upcast), the kernel on bf16 weights (its best tile; the tuning also times cuBLAS and reports
+  which the engine would run), cuBLAS bf16 (``F.linear``) and ``torch._scaled_mm`` (activations cast to FP8 too,
+  so not the same math: a floor) where it runs. Each product is timed over enough weight copies (distinct memory)
+  to pass the L2 cache, replayed from one CUDA graph.
 - ``profile``: the preset's backbone with ``weights='fp8'`` on the static backend: how long the engine build's
   tile tuning takes, one generated-token step's wall time (the token graph, context ``--context`` tokens), and
   ``torch.profiler`` over ``--steps`` token steps: the top kernels per step.
 
-    PYTHONPATH=. python3 scripts/fp8_kernel_bench.py --old ../lionfs_ros/engine/kernels/fp8_linear.py --out $OUT
-    PYTHONPATH=. python3 scripts/fp8_kernel_bench.py --smoke --out /tmp/fp8   # CPU: Triton's interpreter, tiny
+    PYTHONPATH=. python3 scripts/few_rows_kernel_bench.py --out $OUT
+    PYTHONPATH=. python3 scripts/few_rows_kernel_bench.py --smoke --out /tmp/fr   # CPU: Triton's interpreter, tiny
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import time
@@ -30,12 +31,13 @@ from lionfs_ros.engine import EngineConfig
 from lionfs_ros.engine.bench.graph_timing import graph_ms
 from lionfs_ros.engine.quantization import fp8_linear_reference, quantize_fp8
 
-SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
+SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336),
+          "head": (128256, 4096)}
 SMOKE_SHAPES = {"qkv": (96, 256), "down": (64, 512)}
 ROWS = (1, 11)
 REPLAYS = 5  # graph replays timed; the median is kept
 TOP_KERNELS = 25
-TUNE_S = 15.0  # micro: seconds of compiling new tile candidates for the new kernel, all shapes together
+TUNE_S = 20.0  # micro: seconds of compiling new tile candidates, all shapes and both weight kinds together
 
 
 def graph_us(runs: list, device: torch.device) -> float:
@@ -72,24 +74,9 @@ def scaled_mm(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor):
     return None, "; ".join(errors)
 
 
-def load_old(path: str | None):
-    """The old kernel module (main's ``fp8_linear.py``) under another name, or None."""
-    if not path or not Path(path).is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("fp8_linear_main", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def micro(args, device: torch.device, out: dict, save) -> None:
-    from lionfs_ros.engine.kernels import fp8_linear as new
+    from lionfs_ros.engine.kernels import few_rows_linear as kernel
 
-    old = load_old(args.old)
-    out["old_kernel"] = args.old if old is not None else f"not found: {args.old}"
-    out["old_is_new"] = old is not None and Path(args.old).read_text() == Path(new.__file__).read_text()
-    if out["old_is_new"]:  # main already has this kernel: nothing older to time (its API is not the old one's)
-        old = None
     dtype = torch.float16 if args.smoke else torch.bfloat16  # the interpreter's tl.dot has no bf16
     l2 = torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 0
     out["l2_bytes"] = l2
@@ -104,35 +91,37 @@ def micro(args, device: torch.device, out: dict, save) -> None:
             x = torch.randn(rows, k, device=device, dtype=dtype)
             r = entry.setdefault(f"rows_{rows}", {})
             ref = fp8_linear_reference(x.double(), ws[0])
-            cfg = old_cfg = None
+            ref_bf = x.double() @ bf[0].double().t()
             if args.smoke:  # the interpreter: no tuning, fixed tiles
-                cfg = (1, 32, 128, 4, 4, 2, 0) if rows == 1 else (16, 32, 128, 4, 4, 2, 0)
-                old_cfg = (16, 32, 128, 4, 4, 2)
+                cfg = cfg_bf = (1, 32, 128, 4, 4, 2, 0) if rows == 1 else (16, 32, 128, 4, 4, 2, 0)
             else:
                 t0 = time.perf_counter()
-                r["tune"] = new.tune([(w.codes, w.scale) for w in ws], rows, dtype, deadline)
-                r["tune"]["seconds"] = time.perf_counter() - t0
-                if old is not None and (n, k) not in old.TUNED:
-                    r["old_tune"] = old.tune(ws[0].codes, ws[0].scale, 11, dtype)  # as the engine did: 11 rows
-            first, second = (new.fp8_linear(x, ws[0].codes, ws[0].scale, config=cfg) for _ in range(2))
-            r["new"] = {"config": list(cfg or new.pick_config(rows, n, k, device)), "rel_error": rel_error(first, ref),
-                        "bit_identical": bool(torch.equal(first, second))}
-            r["new"]["ok"] = r["new"]["rel_error"] < 1e-2 and r["new"]["bit_identical"]
-            if old is not None:
-                r["old"] = {"config": list(old_cfg or old.pick_config(rows, n, k, device)),
-                            "rel_error": rel_error(old.fp8_linear(x, ws[0].codes, ws[0].scale, config=old_cfg), ref)}
+                r["tune_fp8"] = kernel.tune([(w.codes, w.scale) for w in ws], rows, dtype, deadline)
+                r["tune_fp8"]["seconds"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                r["tune_bf16"] = kernel.tune([(w, None) for w in bf], rows, dtype, deadline)
+                r["tune_bf16"]["seconds"] = time.perf_counter() - t0
+                cfg = kernel.pick_config(rows, ws[0].codes)
+                timings = kernel._TIMINGS[kernel.tuned_key(rows, bf[0])]
+                cfg_bf = min((c for c in timings if c != kernel.CUBLAS), key=timings.get)  # the best tile
+            checks = {"fp8_kernel": (lambda w, c: kernel.few_rows_linear(x, w.codes, w.scale, config=c), ws, cfg, ref),
+                      "bf16_kernel": (lambda w, c: kernel.few_rows_linear(x, w, config=c), bf, cfg_bf, ref_bf)}
+            for label, (fn, weights, c, want) in checks.items():
+                first, second = fn(weights[0], c), fn(weights[0], c)
+                r[label] = {"config": list(c), "rel_error": rel_error(first, want),
+                            "bit_identical": bool(torch.equal(first, second))}
+                r[label]["ok"] = r[label]["rel_error"] < 1e-2 and r[label]["bit_identical"]
             save()
-            timed = {"new": ([lambda w=w: new.fp8_linear(x, w.codes, w.scale, config=cfg) for w in ws], fp8_bytes),
+            timed = {"fp8_kernel": ([lambda w=w: kernel.few_rows_linear(x, w.codes, w.scale, config=cfg) for w in ws],
+                                    fp8_bytes),
+                     "bf16_kernel": ([lambda w=w: kernel.few_rows_linear(x, w, config=cfg_bf) for w in bf], bf16_bytes),
                      "cublas_bf16": ([lambda w=w: F.linear(x, w) for w in bf], bf16_bytes)}
-            tuned = cfg or new.pick_config(rows, n, k, device)
-            flipped = (*tuned[:6], 1 - tuned[6])  # the other upcast (conversion instructions or bit moves)
+            flipped = (*cfg[:6], 1 - cfg[6])  # the other upcast (conversion instructions or bit moves)
             if not args.smoke:
-                r["new_other_upcast"] = {"config": list(flipped), "rel_error": rel_error(
-                    new.fp8_linear(x, ws[0].codes, ws[0].scale, config=flipped), ref)}
-                timed["new_other_upcast"] = ([lambda w=w: new.fp8_linear(x, w.codes, w.scale, config=flipped)
+                r["fp8_other_upcast"] = {"config": list(flipped), "rel_error": rel_error(
+                    kernel.few_rows_linear(x, ws[0].codes, ws[0].scale, config=flipped), ref)}
+                timed["fp8_other_upcast"] = ([lambda w=w: kernel.few_rows_linear(x, w.codes, w.scale, config=flipped)
                                               for w in ws], fp8_bytes)
-            if old is not None:
-                timed["old"] = ([lambda w=w: old.fp8_linear(x, w.codes, w.scale, config=old_cfg) for w in ws], fp8_bytes)
             runs, how = zip(*(scaled_mm(x, w.codes, w.scale) for w in ws))
             r["scaled_mm_how"] = how[0]
             if runs[0] is not None:
@@ -157,7 +146,7 @@ def profile(args, device: torch.device, out: dict, save) -> None:
 
     def timed_tune(*a, **kw):  # the engine build's tuning, timed
         t0 = time.perf_counter()
-        tuned["report"] = tune_layers(*a, **kw)
+        tuned["report"] = tune_layers(*a, **kw)  # the FP8 layers' and the bf16 output head's
         tuned["seconds"] = time.perf_counter() - t0
         return tuned["report"]
 
@@ -210,7 +199,6 @@ def profile(args, device: torch.device, out: dict, save) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", default="micro,profile")
-    parser.add_argument("--old", default="../lionfs_ros/engine/kernels/fp8_linear.py", help="the old kernel's file")
     parser.add_argument("--preset", default="llama3-8b")
     parser.add_argument("--context", type=int, default=400, help="profile: context tokens before the timed steps")
     parser.add_argument("--steps", type=int, default=5, help="profile: token steps under the profiler")

@@ -1,29 +1,35 @@
-"""Weight-only FP8 linear layer: ``out = (x @ Q.T) * s + b`` with ``Q`` FP8 e4m3 codes ``[N, K]``, ``s [N]``.
+"""The static backend's linear layer for a few rows: ``out = (x @ W.T) * s + b`` with ``W [N, K]`` either FP8 e4m3
+codes with one float32 scale ``s [N]`` per output channel (weight-only FP8) or the model's own bf16/fp16 weight (no
+scale: ``s`` is 1).
 
-One program computes a ``BLOCK_M x BLOCK_N`` tile of the output over one slice of the input dim: it walks
-its slice in ``BLOCK_K`` steps, loads the activations (bf16/fp16) and the FP8 weight tile, upcasts the
-weights in registers and accumulates in float32: ``tl.dot`` on the tensor cores, or, with ``BLOCK_M == 1``
-(a generated token), products summed on the CUDA cores (no 16-row dot padding). At a few rows the work is
-reading the weights once, and a narrow matrix (4,096 outputs) gives too few column tiles to keep every
-SM's memory pipeline busy: split-K cuts the input dim into ``split`` slices, one program each, all in ONE
-launch. Each slice stores its float32 partial sum, then bumps its tile's counter (an atomic, release:
-the partial is visible before the count); the program that finds the count at ``split - 1`` is the
-tile's last: it adds the ``split`` partials in slice order (the same sum whoever comes last:
-deterministic), scales, adds the bias, stores, and sets the counter back to 0 for the next call.
+At 1 to 16 rows per step (a generated token, a decided frame) a product reads its whole weight matrix and does
+almost no arithmetic: it is bound by memory bandwidth, and at these shapes cuBLAS reads bf16 weights at ~3.1 TB/s
+of the H200's 4.8. One program computes a ``BLOCK_M x BLOCK_N`` tile of the output over one slice of the input
+dim: it walks its slice in ``BLOCK_K`` steps, loads the activations and the weight tile, upcasts FP8 codes in
+registers and accumulates in float32: ``tl.dot`` on the tensor cores, or, with ``BLOCK_M == 1`` (a generated
+token), products summed on the CUDA cores (no 16-row dot padding). A narrow matrix (4,096 outputs) gives too few
+column tiles to keep every SM's memory pipeline busy: split-K cuts the input dim into ``split`` slices, one program
+each, all in ONE launch. Each slice stores its float32 partial sum, then bumps its tile's counter (an atomic,
+release: the partial is visible before the count); the program that finds the count at ``split - 1`` is the
+tile's last: it adds the ``split`` partials in slice order (the same sum whoever comes last: deterministic),
+scales, adds the bias, stores, and sets the counter back to 0 for the next call.
 
 The counters live in a buffer per (device, CUDA stream), zero between calls: calls on one stream run one
 after the other, and a CUDA graph bakes in the buffer of the stream it was captured on (the engine gives
 each graph owner its own capture stream, as for cuBLAS's workspaces), so graphs replayed at the same time
-from two threads do not share counters. Tiles, split and the upcast (``_upcast``: Triton's conversion, or bit
-moves that avoid the slow conversion instructions) are picked per weight shape and row bucket (one row: a
-generated token; up to ``SMALL_M``: a decided frame) on the GPU when an FP8 engine is built (``tune``), timed
-on the layers' own weights in a CUDA graph; a candidate whose product differs from float32's is rejected.
+from two threads do not share counters. Tiles, split and the FP8 upcast (``_upcast``: Triton's conversion, or
+bit moves that avoid the slow conversion instructions) are picked per weight shape, weight dtype and row bucket
+(one row: a generated token; up to ``SMALL_M``: a decided frame) on the GPU when the engine is built (``tune``),
+timed on the layers' own weights in a CUDA graph; a candidate whose product differs from float32's is rejected.
+For a bf16/fp16 weight cuBLAS (``F.linear``) is one of the candidates (``CUBLAS``): the kernel runs only on the
+shapes where it is faster.
 """
 from __future__ import annotations
 
 import time
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 from triton.compiler.errors import CompilationError
@@ -37,9 +43,11 @@ _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
 
 @triton.jit
-def _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_BIAS: tl.constexpr):
-    """acc [BM, BN] float32 -> out: times the channel scale, plus the bias, cast."""
-    acc = acc * tl.load(s_ptr + cols, mask=col_ok, other=0.0)[None, :]
+def _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_SCALE: tl.constexpr,
+            HAS_BIAS: tl.constexpr):
+    """acc [BM, BN] float32 -> out: times the channel scale (FP8 codes), plus the bias, cast."""
+    if HAS_SCALE:
+        acc = acc * tl.load(s_ptr + cols, mask=col_ok, other=0.0)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
@@ -47,7 +55,7 @@ def _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_B
 
 @triton.jit
 def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
-    """FP8 e4m3 codes -> ``dtype``. Triton's conversion takes 1.5 conversion instructions per code (e4m3x2 ->
+    """The weight tile -> ``dtype`` (a bf16/fp16 weight: a no-op or a plain cast). FP8 e4m3 codes: Triton's conversion takes 1.5 conversion instructions per code (e4m3x2 ->
     f16x2, then f16 -> bf16 one by one), which issue at 16 per clock per SM: about 2.8 TB/s of codes on an H200,
     where the old kernel measured 2.7. BITS (bf16 activations) avoids them: per 4 codes, each byte is moved to the
     top of a 16-bit lane (prmt), its exponent and mantissa shifted into bf16's places with the sign kept, and the
@@ -79,9 +87,9 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["M"])
-def _fp8_linear_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
-                       stride_wn, stride_om, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, BITS: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
+                     stride_wn, stride_om, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
+                     BITS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_k = tl.program_id(0)  # the slices of one tile are launched next to each other
     pid_n = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -122,9 +130,9 @@ def _fp8_linear_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr,
             for i in range(0, split):  # fixed order: the same sum on every run
                 total += tl.load(part + i * M * N, mask=ok, other=0.0, cache_modifier=".cg")
             tl.store(count_ptr + tile, 0)  # ready for the next call on this stream
-            _finish(total, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_BIAS)
+            _finish(total, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_SCALE, HAS_BIAS)
     else:
-        _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_BIAS)
+        _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_SCALE, HAS_BIAS)
 
 
 def tile_counters(tiles: int, device: torch.device) -> torch.Tensor:
@@ -142,11 +150,13 @@ def tile_counters(tiles: int, device: torch.device) -> torch.Tensor:
     return fresh
 
 
-# (block_m, block_n, block_k, num_warps, num_stages, split, bits) by (N, K, row bucket), chosen by ``tune`` on this
-# GPU when an FP8 engine is built; a shape not tuned takes ``_heuristic``. bits: 1 = ``_upcast`` without conversion
-# instructions (bf16 activations; elsewhere 0 runs).
+# (block_m, block_n, block_k, num_warps, num_stages, split, bits) by (N, K, row bucket, weight bytes per element),
+# chosen by ``tune`` on this GPU when the engine is built; a shape not tuned takes ``_heuristic``. bits: 1 =
+# ``_upcast`` without conversion instructions (FP8 codes and bf16 activations; elsewhere 0 runs). ``CUBLAS``: this
+# bf16/fp16 shape runs ``F.linear`` (it was faster than every tile tried).
 Config = tuple[int, int, int, int, int, int, int]
-TUNED: dict[tuple[int, int, int], Config] = {}
+CUBLAS = "cublas"
+TUNED: dict[tuple[int, int, int, int], Config | str] = {}
 SEEDS = {  # the first candidates per row bucket; ``tune`` then walks to neighbours of the best
     1: ((16, 32, 256, 4, 4, 4, 1), (16, 16, 256, 4, 4, 8, 1), (16, 64, 256, 4, 4, 2, 1), (16, 32, 512, 4, 3, 4, 1),
         (16, 32, 256, 4, 6, 1, 1), (16, 64, 256, 4, 4, 2, 0), (1, 32, 256, 4, 4, 4, 0), (1, 16, 256, 2, 4, 8, 0)),
@@ -160,9 +170,9 @@ SHARED_MEMORY = 200 * 1024  # bytes of pipelined tiles a candidate may ask for (
 TUNE_REPS = 3  # passes over the layers' weights per timing
 TUNE_ROUNDS = 3  # neighbour walks after the seeds
 _SM_COUNT: dict[int, int] = {}
-_TIMINGS: dict[tuple[int, int, int], dict[tuple, float]] = {}  # microseconds per candidate, by (N, K, bucket)
+_TIMINGS: dict[tuple[int, int, int, int], dict] = {}  # microseconds per candidate, by ``TUNED``'s key
 _COMPILED: set[tuple] = set()  # ``_kernel_key``s timed (so compiled) in this process
-_REJECTED: dict[tuple[int, int, int], set] = {}  # candidates that failed to compile or gave another product
+_REJECTED: dict[tuple[int, int, int, int], set] = {}  # candidates that failed to compile or gave another product
 
 
 def _sm_count(device: torch.device) -> int:
@@ -186,26 +196,42 @@ def _heuristic(n: int, k: int, device: torch.device) -> Config:
     return SMALL_M, 32, block_k, 4, 4, split, 0
 
 
-def pick_config(m: int, n: int, k: int, device: torch.device) -> Config:
-    """(block_m, block_n, block_k, num_warps, num_stages, split, bits) for an ``[m, k] x [n, k]^T`` product."""
+def tuned_key(m: int, weight: torch.Tensor) -> tuple[int, int, int, int]:
+    """``TUNED``'s key of an ``[m, K] x weight [N, K]^T`` product."""
+    return (*weight.shape, bucket(m), weight.element_size())
+
+
+def pick_config(m: int, weight: torch.Tensor) -> Config | str:
+    """(block_m, block_n, block_k, num_warps, num_stages, split, bits), or ``CUBLAS``, for ``[m, K] x weight^T``: the
+    tuned pick; else, for FP8 codes, ``LARGE_BLOCK`` tiles past ``SMALL_M`` rows and the heuristic below; for a
+    bf16/fp16 weight, cuBLAS."""
+    n, k = weight.shape
+    fp8 = weight.dtype == torch.float8_e4m3fn
     if m > SMALL_M:
-        return LARGE_BLOCK, LARGE_BLOCK, min(128, max(16, triton.next_power_of_2(k))), 4, 3, 1, 0
-    return TUNED.get((n, k, bucket(m))) or _heuristic(n, k, device)
+        return (LARGE_BLOCK, LARGE_BLOCK, min(128, max(16, triton.next_power_of_2(k))), 4, 3, 1, 0) if fp8 else CUBLAS
+    return TUNED.get(tuned_key(m, weight)) or (_heuristic(n, k, weight.device) if fp8 else CUBLAS)
 
 
-def fp8_linear(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
-               config: Config | None = None) -> torch.Tensor:
-    """``x [M, K]`` (bf16/fp16) times FP8 ``codes [N, K]`` with ``scale [N]`` -> ``[M, N]`` in ``x``'s dtype."""
+def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
+                    bias: torch.Tensor | None = None, config: Config | str | None = None) -> torch.Tensor:
+    """``x [M, K]`` (bf16/fp16) times ``weight [N, K]`` -> ``[M, N]`` in ``x``'s dtype: FP8 codes with their
+    ``scale [N]``, or a weight of ``x``'s dtype (no scale). ``config``: the tiles (default ``pick_config``'s)."""
+    codes = weight
     if x.dim() != 2 or codes.dim() != 2 or x.shape[1] != codes.shape[1]:
-        raise ValueError(f"fp8_linear: x {tuple(x.shape)} and weight {tuple(codes.shape)} do not match")
+        raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(codes.shape)} do not match")
+    if (scale is None) != (codes.dtype != torch.float8_e4m3fn):
+        raise ValueError(f"few_rows_linear: FP8 codes need their scale, a {codes.dtype} weight takes none")
+    m, k = x.shape
+    config = config or pick_config(max(m, 1), codes)
+    if config == CUBLAS:
+        return F.linear(x, codes, bias)
     if x.stride(1) != 1:
         x = x.contiguous()
-    m, k = x.shape
     n = codes.shape[0]
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m == 0:
         return out
-    block_m, block_n, block_k, warps, stages, split, bits = config or pick_config(m, n, k, x.device)
+    block_m, block_n, block_k, warps, stages, split, bits = config
     k_per_split = triton.cdiv(triton.cdiv(k, split), block_k) * block_k
     split = triton.cdiv(k, k_per_split)
     grid = (split, triton.cdiv(n, block_n), triton.cdiv(m, block_m))
@@ -214,10 +240,11 @@ def fp8_linear(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, bias: 
         count = tile_counters(grid[1] * grid[2], x.device)
     else:
         part = count = out  # not read
-    _fp8_linear_kernel[grid](x, codes, scale, bias if bias is not None else scale, out, part, count, m, n, k,
-                             k_per_split, x.stride(0), codes.stride(0), out.stride(0), HAS_BIAS=bias is not None,
-                             SPLIT_K=split > 1, BITS=bool(bits) and x.dtype == torch.bfloat16, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
-                             num_stages=stages)
+    fp8 = scale is not None
+    _few_rows_kernel[grid](x, codes, scale if fp8 else out, bias if bias is not None else out, out, part, count, m, n,
+                           k, k_per_split, x.stride(0), codes.stride(0), out.stride(0), HAS_SCALE=fp8,
+                           HAS_BIAS=bias is not None, SPLIT_K=split > 1, BITS=bool(bits) and fp8 and x.dtype == torch.bfloat16,
+                           BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
     return out
 
 
@@ -261,61 +288,78 @@ def neighbours(c: Config) -> list[Config]:
     return [d for d in out if _fits(d)]
 
 
-def _kernel_key(c: Config) -> tuple:
-    """What a candidate compiles to (split itself is a launch argument; only split > 1 is compiled in)."""
-    return (*c[:5], c[5] > 1, c[6])
+def _kernel_key(c: Config, itemsize: int) -> tuple:
+    """What a candidate compiles to for weights of ``itemsize`` bytes (split itself is a launch argument; only
+    split > 1 is compiled in)."""
+    return (*c[:5], c[5] > 1, c[6], itemsize)
 
 
 @torch.no_grad()
-def tune(weights: list[tuple[torch.Tensor, torch.Tensor]], rows: int, dtype: torch.dtype = torch.bfloat16,
+def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dtype: torch.dtype = torch.bfloat16,
          deadline: float | None = None, walk: bool = True) -> dict:
-    """Time candidate tiles/splits at ``rows`` rows on ``weights`` (same-shape ``(codes, scale)`` pairs: the
-    layers' own, so the timing reads memory, not a cache): the heuristic and the seeds of the row bucket, then
-    (``walk``) up to ``TUNE_ROUNDS`` walks to the untried neighbours of the best. Past ``deadline`` (a
-    ``time.monotonic`` time) only candidates already compiled in this process are timed. A candidate whose output
-    is not the float32 product's (``TUNE_TOLERANCE``) is rejected. Keeps the fastest in ``TUNED``; a second call
-    for the same shape and bucket goes on from the first's timings. Returns ``{"shape", "rows", "config", "us",
-    "heuristic_us", "tb_per_s", "tried", "rejected"}`` (microseconds per product)."""
-    codes0 = weights[0][0]
-    n, k = codes0.shape
-    x = torch.randn(rows, k, device=codes0.device, dtype=dtype)
-    timings = _TIMINGS.setdefault((n, k, bucket(rows)), {})
-    stream = torch.cuda.Stream(codes0.device)  # one per call: each new stream would take split-K counters
-    ref = (x.float() @ codes0.float().t()) * weights[0][1]  # [rows, N]
-    rejected = _REJECTED.setdefault((n, k, bucket(rows)), set())
+    """Time candidate tiles/splits at ``rows`` rows on ``weights`` (same-shape ``(weight, scale)`` pairs, the scale
+    None for a bf16/fp16 weight: the layers' own, so the timing reads memory, not a cache): cuBLAS (bf16/fp16
+    weights), the heuristic and the seeds of the row bucket, then (``walk``) up to ``TUNE_ROUNDS`` walks to the
+    untried neighbours of the best tile. Past ``deadline`` (a ``time.monotonic`` time) only candidates already
+    compiled in this process are timed. A candidate whose output is not the float32 product's (``TUNE_TOLERANCE``)
+    is rejected. Keeps the fastest in ``TUNED``; a second call for the same shape and bucket goes on from the
+    first's timings. Returns ``{"shape", "weight_bytes", "rows", "config", "us", "heuristic_us", "cublas_us",
+    "tb_per_s", "tried", "rejected"}`` (microseconds per product; config "cublas" where cuBLAS won)."""
+    w0, s0 = weights[0]
+    n, k = w0.shape
+    fp8 = s0 is not None
+    x = torch.randn(rows, k, device=w0.device, dtype=dtype)
+    key = tuned_key(rows, w0)
+    timings = _TIMINGS.setdefault(key, {})
+    stream = torch.cuda.Stream(w0.device)  # one per call: each new stream would take split-K counters
+    ref = x.float() @ w0.float().t()  # [rows, N]
+    if fp8:
+        ref = ref * s0
+    rejected = _REJECTED.setdefault(key, set())
+
+    def as_candidate(c: Config) -> Config:  # the bits upcast exists for FP8 codes only
+        return c if fp8 else (*c[:6], 0)
 
     def run_all(c):
-        for codes, scale in weights:
-            fp8_linear(x, codes, scale, config=c)
+        for w, scale in weights:
+            few_rows_linear(x, w, scale, config=c)
 
     def measure(cands) -> None:
-        for c in cands:
+        for c in dict.fromkeys(cands):
             late = deadline is not None and time.monotonic() > deadline
-            if c in timings or (late and _kernel_key(c) not in _COMPILED):
+            compiled = c == CUBLAS or _kernel_key(c, w0.element_size()) in _COMPILED
+            if c in timings or (late and not compiled):
                 continue
             try:
                 timings[c] = _graph_us(lambda c=c: run_all(c), TUNE_REPS, stream) / len(weights)
-                out = fp8_linear(x, codes0, weights[0][1], config=c).float()
+                out = few_rows_linear(x, w0, s0, config=c).float()
                 if not float((out - ref).norm()) <= TUNE_TOLERANCE * float(ref.norm()):
                     rejected.add(c)
             except (CompilationError, OutOfResources, PTXASError):  # too much shared memory / registers here
                 rejected.add(c)
             if c in rejected:
                 timings[c] = float("inf")
-            _COMPILED.add(_kernel_key(c))
+            if c != CUBLAS:
+                _COMPILED.add(_kernel_key(c, w0.element_size()))
 
-    heuristic = _heuristic(n, k, codes0.device)
-    measure([heuristic, *(c for c in SEEDS[bucket(rows)] if _fits(c))])
+    def best_tile() -> Config | None:
+        return min((c for c in timings if c != CUBLAS), key=timings.get, default=None)
+
+    heuristic = _heuristic(n, k, w0.device)
+    measure([*(() if fp8 else (CUBLAS,)), heuristic, *(as_candidate(c) for c in SEEDS[bucket(rows)] if _fits(c))])
     for _ in range(TUNE_ROUNDS if walk else 0):
-        best = min(timings, key=timings.get)
-        measure(neighbours(best))
-        if min(timings, key=timings.get) == best:
+        best = best_tile()
+        if best is None:  # past the deadline before any tile compiled: cuBLAS only
+            break
+        measure([as_candidate(c) for c in neighbours(best)])
+        if best_tile() == best:
             break
     best = min(timings, key=timings.get)
     if best in rejected:
-        raise RuntimeError(f"fp8_linear: no tile configuration reproduced the [{n}, {k}] product at {rows} rows")
-    TUNED[(n, k, bucket(rows))] = best
-    return {"shape": [n, k], "rows": rows, "config": list(best), "us": timings[best],
+        raise RuntimeError(f"few_rows_linear: no tile configuration reproduced the [{n}, {k}] product at {rows} rows")
+    TUNED[key] = best
+    return {"shape": [n, k], "weight_bytes": w0.element_size(), "rows": rows,
+            "config": best if best == CUBLAS else list(best), "us": timings[best],
             "heuristic_us": None if heuristic in rejected else timings.get(heuristic),  # None: not timed (late)
-            "tb_per_s": codes0.numel() / (timings[best] * 1e-6) / 1e12, "tried": len(timings),
-            "rejected": [list(c) for c in rejected]}
+            "cublas_us": timings.get(CUBLAS), "tb_per_s": w0.numel() * w0.element_size() / (timings[best] * 1e-6) / 1e12,
+            "tried": len(timings), "rejected": [list(c) for c in rejected if c != CUBLAS]}

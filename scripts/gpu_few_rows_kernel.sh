@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The few-rows product on one GPU (issue 14), in one call, from a copy of the repository inside main's tree:
+#   cd .dev_x && bash scripts/gpu_few_rows_kernel.sh
+#   1. tests (where pytest is installed): the CUDA tests of test/engine/test_quantization.py (FP8 and bf16 weights
+#      against the reference, one-launch split-K bit-identical with its counters back to zero, CUDA-graph replay,
+#      the tuning keeping the faster of the kernel and cuBLAS, the engine deciding like native / like cuBLAS), plus
+#      the interpreter-style tests run on the GPU;
+#   2. scripts/few_rows_kernel_bench.py --parts micro: correctness, then per Llama-3-8B shape (and the output head)
+#      at 1 and 11 rows the kernel on FP8 codes and on bf16 weights, cuBLAS bf16 and torch._scaled_mm: us and TB/s;
+#   3. lionfs bench --preset llama3-8b: graphs+compile+triton (the default: linear_kernel 'auto'), the same with
+#      +cublas (every bf16 product by cuBLAS: the previous default) and +fp8, prefill 120, frames 30, new tokens 64
+#      (as scripts/gpu_frame_round.sh);
+#   4. lionfs eval of the bundled demo model on 3 validation episodes (seed 11), weights native and fp8 (the
+#      default linear_kernel), as docs/benchmarks/eval-demo-fp8-h200.json was made;
+#   5. (PARTS with "profile") scripts/few_rows_kernel_bench.py --parts profile: the FP8 token step's kernels.
+# BUDGET_S (default 500) bounds the whole round: each step's limit is cut to what is left. Expected on an H200:
+# ~80 + 60 + 200 + 90 s. Raw results go to $RES; after EVERY step all of them are packed into ONE tarball
+# $OUT/results.tar.gz, and $OUT/summary.txt holds the step statuses and the headline numbers.
+# Smoke test on a CPU (Triton's interpreter, tiny shapes and presets): SMOKE=1 OUT=/tmp/fr_out bash scripts/gpu_few_rows_kernel.sh
+ROUND=few_rows_kernel
+BUDGET_S=${BUDGET_S:-500}
+source "$(dirname "$0")/gpu_common.sh"
+if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
+
+after_step() {  # summary.txt: the steps, then the numbers that matter from each JSON there is; the tarball
+  { cat "$RES/steps.txt"; $PY - "$RES" <<'PY'
+import json, os, sys
+
+res = sys.argv[1]
+
+
+def load(name):
+    try:
+        return json.load(open(os.path.join(res, name)))
+    except (OSError, ValueError):
+        return None
+
+
+micro = load("micro.json")
+if micro:
+    print(f"micro on {micro.get('device')}")
+    for name, s in micro.get("shapes", {}).items():
+        for rows in ("rows_1", "rows_11"):
+            r = s.get(rows, {})
+            cells = [f"{lab} {r[lab]['us']:.2f} us {r[lab]['tb_per_s']:.2f} TB/s" for lab in
+                     ("fp8_kernel", "fp8_other_upcast", "bf16_kernel", "cublas_bf16", "scaled_mm") if "us" in r.get(lab, {})]
+            checks = {lab: (r.get(lab, {}).get("ok"), r.get(lab, {}).get("config")) for lab in ("fp8_kernel", "bf16_kernel")}
+            pick = r.get("tune_bf16", {}).get("config")
+            print(f"  {name} {s['shape']} {rows}: ok/config {checks} bf16 pick {pick} | " + "; ".join(cells))
+prof = load("profile.json")
+if prof:
+    print(f"profile {prof.get('preset')} {prof.get('weights')}: build {prof.get('build_s')} s, tune {prof.get('tune_s')} s,"
+          f" token step {prof.get('token_step_ms')} ms (context {prof.get('context_tokens')}), kernels/step "
+          f"{prof.get('kernels_per_step')}, device us/step {prof.get('device_us_per_step')}")
+    for e in prof.get("top", [])[:12]:
+        print(f"  {e['us_per_step']:9.1f} us x{e['calls_per_step']:6.1f}  {e['name'][:110]}")
+
+
+def numbers(d, prefix=""):  # every numeric leaf of an eval JSON but timings, by path
+    if isinstance(d, dict):
+        for key, v in d.items():
+            if key not in ("responses", "fast_path_ms_per_frame"):
+                yield from numbers(v, f"{prefix}{key}.")
+    elif isinstance(d, (int, float)) and not isinstance(d, bool):
+        yield prefix[:-1], float(d)
+
+
+evals = {w: load(f"eval-{w}.json") for w in ("native", "fp8")}
+if all(evals.values()):
+    a, b = dict(numbers(evals["native"])), dict(numbers(evals["fp8"]))
+    diffs = {k: abs(a[k] - b[k]) for k in a.keys() & b.keys()}
+    worst = max(diffs, key=diffs.get) if diffs else None
+    same_text = [r.get("text") for r in evals["native"].get("responses", [])] == [
+        r.get("text") for r in evals["fp8"].get("responses", [])]
+    print(f"eval native vs fp8: {len(diffs)} metrics, largest difference {worst} {diffs.get(worst)}; "
+          f"trigger_f1 {a.get('trigger_f1')} / {b.get('trigger_f1')}; responses' texts identical: {same_text}")
+for preset in ("llama3-8b", "tiny"):
+    d = load(f"bench-{preset}.json")
+    if not d:
+        continue
+    for name, v in d.get("variants", {}).items():
+        fast, slow = v.get("fast", {}), v.get("slow", {})
+        print(f"{preset} {name}: frame p50 {fast.get('p50_ms')} p99 {fast.get('p99_ms')} ms; slow "
+              f"{slow.get('tokens_per_second')} tokens/s; breakdown {json.dumps(v.get('breakdown_ms'))}; "
+              f"equality {json.dumps(v.get('equality_vs_bf16_engine') or v.get('equality'))[:200]}; error {v.get('error')}")
+    for key in ("fp8", "weight_floor"):
+        if key in d:
+            print(f"{preset} {key}: {json.dumps(d[key])[:500]}")
+PY
+  } > "$OUT/summary.txt" 2>&1
+  pack
+}
+
+if [ "$SMOKE" = 1 ]; then
+  KB="--smoke"; BENCH="--device cpu"; P8=tiny; SIZES="--prefill-frames 4 --frames 4 --new-tokens 4"; DEV=cpu
+  VARIANTS=graphs+compile+triton,graphs+compile+triton+cublas; EPISODES=1; EVAL_W=native
+else
+  KB=""; BENCH=""; P8=llama3-8b; SIZES="--prefill-frames 120 --frames 30 --new-tokens 64"; DEV=cuda
+  VARIANTS=graphs+compile+triton,graphs+compile+triton+cublas,graphs+compile+triton+fp8; EPISODES=3; EVAL_W="native fp8"
+fi
+
+# 1: correctness first (a CPU without CUDA skips the GPU tests and runs the kernel's on the interpreter).
+test_step ${T_TESTS:-90} -x -v --noconftest test/engine/test_quantization.py -k "cuda or split_k or plain_weight or cublas"
+# 2: the kernel alone (correctness, then timings).
+step micro ${T_MICRO:-80} $PY scripts/few_rows_kernel_bench.py $KB --parts micro --out "$RES"
+# 3: the engine (the default first; +cublas and +fp8 are compared with the naive loop, fp8 also with the default).
+step bench-$P8 ${T_BENCH:-220} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
+  --variants $VARIANTS --concurrent-variant graphs+compile+triton --out "$RES/bench-$P8.json"
+# 4: the demo model's evaluation, native vs fp8.
+step synth 30 $PY -m lionfs_ros.cli synth --out "$RES/val" --episodes $EPISODES --seed 11 --split val
+for w in $EVAL_W; do
+  step eval-$w ${T_EVAL:-60} $PY -m lionfs_ros.cli eval --data "$RES/val" --json "$RES/eval-$w.json" --device $DEV --weights $w
+done
+rm -rf "$RES/val"
+case " ${PARTS:-} " in *" profile "*)
+  step profile ${T_PROFILE:-65} $PY scripts/few_rows_kernel_bench.py $KB --parts profile --out "$RES";; esac
+finish
