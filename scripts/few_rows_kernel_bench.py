@@ -9,9 +9,10 @@ Parts (``--parts``, in this order; each writes ``<out>/<part>.json`` as it goes)
   which the engine would run), cuBLAS bf16 (``F.linear``) and ``torch._scaled_mm`` (activations cast to FP8 too,
   so not the same math: a floor) where it runs. Each product is timed over enough weight copies (distinct memory)
   to pass the L2 cache, replayed from one CUDA graph.
-- ``profile``: the preset's backbone with ``weights='fp8'`` on the static backend: how long the engine build's
-  tile tuning takes, one generated-token step's wall time (the token graph, context ``--context`` tokens), and
-  ``torch.profiler`` over ``--steps`` token steps: the top kernels per step.
+- ``profile``: the preset's backbone on the static backend, per ``--weights`` format (native: the default
+  ``linear_kernel='auto'``; fp8): how long the engine build's tile tuning takes, then a generated-token step and
+  a decided-frame step (the token and frame graphs, context ``--context`` tokens): wall time per step and
+  ``torch.profiler`` over ``--steps`` steps of each: kernels per step and the top ones.
 
     PYTHONPATH=. python3 scripts/few_rows_kernel_bench.py --out $OUT
     PYTHONPATH=. python3 scripts/few_rows_kernel_bench.py --smoke --out /tmp/fr   # CPU: Triton's interpreter, tiny
@@ -19,6 +20,7 @@ Parts (``--parts``, in this order; each writes ``<out>/<part>.json`` as it goes)
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import time
@@ -134,51 +136,15 @@ def micro(args, device: torch.device, out: dict, save) -> None:
         del ws, bf
 
 
-def profile(args, device: torch.device, out: dict, save) -> None:
-    from lionfs_ros.engine import static_decoder
-    from lionfs_ros.engine.backends import StaticBackend
-    from lionfs_ros.engine.bench.presets import PRESETS, build_model
-
-    preset = PRESETS["tiny" if args.smoke else args.preset]
-    model = build_model(preset, str(device))
-    weights = "native" if device.type != "cuda" else "fp8"
-    tune_layers, tuned = static_decoder.tune_layers, {}
-
-    def timed_tune(*a, **kw):  # the engine build's tuning, timed
-        t0 = time.perf_counter()
-        tuned["report"] = tune_layers(*a, **kw)  # the FP8 layers' and the bf16 output head's
-        tuned["seconds"] = time.perf_counter() - t0
-        return tuned["report"]
-
-    static_decoder.tune_layers = timed_tune
-    t0 = time.perf_counter()
-    cfg = EngineConfig(weights=weights, kv_budget_tokens=preset.kv_budget_tokens, compile=not args.smoke,
-                       attention="triton", answers=False, max_new_tokens=64)
-    backend = StaticBackend(model, cfg)
-    out.update({"preset": preset.name, "weights": weights, "build_s": time.perf_counter() - t0,
-                "tune_s": tuned.get("seconds"), "tuning": tuned.get("report"),
-                "attention_run": getattr(backend.fused, "attention", None),
-                "compile_fallback": getattr(backend.fused, "compile_fallback", None)})
-    save()
-    state = backend.main
-    gen = torch.Generator().manual_seed(0)
-    text = torch.randint(3, min(400, model.token_ids.placeholder), (args.context,), generator=gen).tolist()
-    for t in text:  # one token at a time: the token graph, no new shapes to compile
-        state.feed([t])
+def _profiled(feed_once, steps: int, device: torch.device) -> dict:
+    """``torch.profiler`` over ``steps`` calls of ``feed_once``: kernels per step, device us per step, the top ones."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for t in text[:args.steps * 4]:
-        state.feed([t])
-    out["token_step_ms"] = (time.perf_counter() - t0) * 1e3 / (args.steps * 4)
-    out["context_tokens"] = state.num_tokens
-    save()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        for t in text[:args.steps]:
-            state.feed([t])
+        for _ in range(steps):
+            feed_once()
         sync()
     rows = []
     for evt in prof.key_averages():
@@ -186,14 +152,68 @@ def profile(args, device: torch.device, out: dict, save) -> None:
         kernel = device.type == "cuda" and str(evt.device_type).endswith("CUDA")
         if kernel or device.type != "cuda":
             us = dev_us if kernel else evt.self_cpu_time_total
-            rows.append({"name": evt.key[:160], "us_per_step": us / args.steps, "calls_per_step": evt.count / args.steps})
+            rows.append({"name": evt.key[:160], "us_per_step": us / steps, "calls_per_step": evt.count / steps})
     rows.sort(key=lambda e: -e["us_per_step"])
-    out["kernels_per_step"] = sum(e["calls_per_step"] for e in rows)
-    out["device_us_per_step"] = sum(e["us_per_step"] for e in rows)
-    out["top"] = rows[:TOP_KERNELS]
-    save()
-    sort = "device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    (Path(args.out) / "profile_table.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=TOP_KERNELS))
+    return {"kernels_per_step": sum(e["calls_per_step"] for e in rows),
+            "device_us_per_step": sum(e["us_per_step"] for e in rows), "top": rows[:TOP_KERNELS]}
+
+
+def profile(args, device: torch.device, out: dict, save) -> None:
+    """Per weight format: the engine build's tuning time, then the token step and the decided-frame step of the
+    main context (``--context`` tokens in): wall ms per step, and the profiler's kernels per step."""
+    from lionfs_ros.engine import static_decoder
+    from lionfs_ros.engine.backends import StaticBackend
+    from lionfs_ros.engine.bench.presets import PRESETS, build_model
+
+    preset = PRESETS["tiny" if args.smoke else args.preset]
+    model = build_model(preset, str(device))
+    tune_layers, tuned = static_decoder.tune_layers, {}
+
+    def timed_tune(*a, **kw):  # the engine build's tuning, timed
+        t0 = time.perf_counter()
+        tuned["report"] = tune_layers(*a, **kw)
+        tuned["seconds"] = time.perf_counter() - t0
+        return tuned["report"]
+
+    static_decoder.tune_layers = timed_tune
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    out["preset"] = preset.name
+    for weights in args.weights.split(","):
+        if weights == "fp8" and device.type != "cuda":
+            continue
+        tuned.clear()
+        t0 = time.perf_counter()
+        cfg = EngineConfig(weights=weights, kv_budget_tokens=preset.kv_budget_tokens, compile=not args.smoke,
+                           attention="triton", answers=False, max_new_tokens=64)
+        backend = StaticBackend(model, cfg)
+        entry = out.setdefault(weights, {})
+        entry.update({"build_s": time.perf_counter() - t0, "tune_s": tuned.get("seconds"),
+                      "attention_run": getattr(backend.fused, "attention", None),
+                      "compile_fallback": getattr(backend.fused, "compile_fallback", None)})
+        save()
+        state = backend.main
+        state.warm_up()
+        gen = torch.Generator().manual_seed(0)
+        text = torch.randint(3, min(400, model.token_ids.placeholder), (args.context,), generator=gen).tolist()
+        for t in text:  # one token at a time: the token graph, no new shapes to compile
+            state.feed([t])
+        frame_ids = model.formatter.frame_ids(after_frame=True)
+        frame = torch.randn(model.tokens_per_frame, model.llm.config.hidden_size, device=device, dtype=model.dtype)
+        steps = {"token": lambda: state.feed([text[0]]), "frame": lambda: state.feed(frame_ids, frame)}
+        for name, feed_once in steps.items():
+            feed_once()
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(args.steps * 4):
+                feed_once()
+            sync()
+            entry[name] = {"step_ms": (time.perf_counter() - t0) * 1e3 / (args.steps * 4), **_profiled(feed_once, args.steps, device)}
+            entry[name]["context_tokens"] = state.num_tokens
+            save()
+        del backend, state
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -201,7 +221,8 @@ def main() -> None:
     parser.add_argument("--parts", default="micro,profile")
     parser.add_argument("--preset", default="llama3-8b")
     parser.add_argument("--context", type=int, default=400, help="profile: context tokens before the timed steps")
-    parser.add_argument("--steps", type=int, default=5, help="profile: token steps under the profiler")
+    parser.add_argument("--steps", type=int, default=5, help="profile: steps of each kind under the profiler")
+    parser.add_argument("--weights", default="native,fp8", help="profile: the engine's weight formats, in turn")
     parser.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes and preset")
     parser.add_argument("--out", default=".")
     args = parser.parse_args()

@@ -48,13 +48,17 @@ if micro:
             pick = r.get("tune_bf16", {}).get("config")
             print(f"  {name} {s['shape']} {rows}: ok/config {checks} bf16 pick {pick} | " + "; ".join(cells))
 prof = load("profile.json")
-if prof:
-    print(f"profile {prof.get('preset')} {prof.get('weights')}: build {prof.get('build_s')} s, tune {prof.get('tune_s')} s,"
-          f" token step {prof.get('token_step_ms')} ms (context {prof.get('context_tokens')}), kernels/step "
-          f"{prof.get('kernels_per_step')}, device us/step {prof.get('device_us_per_step')}")
-    for e in prof.get("top", [])[:12]:
-        print(f"  {e['us_per_step']:9.1f} us x{e['calls_per_step']:6.1f}  {e['name'][:110]}")
-
+for weights, p in (prof or {}).items():
+    if not isinstance(p, dict):
+        continue
+    print(f"profile {prof.get('preset')} {weights}: build {p.get('build_s')} s, tune {p.get('tune_s')} s")
+    for kind in ("token", "frame"):
+        e = p.get(kind)
+        if e:
+            print(f"  {kind} step {e['step_ms']:.3f} ms (context {e['context_tokens']}), kernels/step "
+                  f"{e['kernels_per_step']:.0f}, device us/step {e['device_us_per_step']:.0f}")
+            for t in e["top"][:14]:
+                print(f"    {t['us_per_step']:9.1f} us x{t['calls_per_step']:6.1f}  {t['name'][:100]}")
 
 def numbers(d, prefix=""):  # every numeric leaf of an eval JSON but timings, by path
     if isinstance(d, dict):

@@ -1,10 +1,13 @@
-"""The weight-matrix floor of one LLM step: every linear layer of the backbone (q, k, v, o, gate, up, down in each
-layer, and the output head) applied to ``M`` rows, replayed from one CUDA graph (no launch gaps). An LLM step
-must at least read these weights once, so its time over this floor is what the rest (attention, norms,
-routing, launch gaps) costs.
+"""The weight-matrix floor of one LLM step: every linear layer of the backbone applied to ``M`` rows, replayed from
+one CUDA graph (no launch gaps). An LLM step must at least read these weights once, so its time over this floor
+is what the rest (attention, norms, routing, launch gaps) costs.
 
-``weights='fp8'``: the products the FP8 engine runs, with the same kernel (``kernels/few_rows_linear.py``): each
-layer's fused q/k/v, o, fused gate/up and down as weight-only FP8, the output head in the model's dtype.
+``matrices='modules'``: the model's own ``nn.Linear``s (q, k, v, o, gate, up, down in each layer, and the output
+head), by cuBLAS. ``matrices='engine'``: what the static backend multiplies: per layer the fused q/k/v, o, the fused
+gate/up and down, and the output head, each through ``quantization.linear`` as the engine calls it, so with the
+row bucket's pick of ``kernels/few_rows_linear.py``'s tuning (measured after an engine was built, these are the
+engine's own picks; before, cuBLAS for bf16 weights and the heuristic tiles for FP8 codes); ``weights='fp8'``:
+the layers' four as weight-only FP8 (the head stays in the model's dtype, as in the FP8 engine).
 ``copy_floor`` measures the device's copy bandwidth, to put a kernel's weight-read rate against it.
 """
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..quantization import Fp8Weight, linear, quantize_fp8
+from ..quantization import Fp8Weight, StreamedWeight, linear, quantize_fp8
 from .graph_timing import graph_ms
 
 FLOOR_REPS = 20
@@ -24,34 +27,44 @@ def _graph_ms(device, products) -> float:
     return graph_ms(lambda: [run() for run in products], device, FLOOR_REPS)
 
 
-def _fp8_matrices(llm) -> list:
-    """What the FP8 engine multiplies with: per layer fused q/k/v, o, fused gate/up, down (FP8); the head (as is)."""
+def _engine_matrices(llm, weights: str) -> list:
+    """What the static backend multiplies with: per layer fused q/k/v, o, fused gate/up, down (FP8 codes, or the
+    model's dtype through the few-rows kernel's picks); the output head (the same picks)."""
     out = []
     for layer in llm.get_decoder().layers:
         attn, mlp = layer.self_attn, layer.mlp
         for group in ((attn.q_proj, attn.k_proj, attn.v_proj), (attn.o_proj,), (mlp.gate_proj, mlp.up_proj),
                       (mlp.down_proj,)):
-            out.append(quantize_fp8(torch.cat([m.weight for m in group])))
-    out.append(llm.get_output_embeddings().weight)
+            fused = torch.cat([m.weight for m in group])
+            out.append(quantize_fp8(fused) if weights == "fp8" else StreamedWeight(fused))
+    out.append(StreamedWeight(llm.get_output_embeddings().weight))
     return out
 
 
+def _nbytes(w) -> int:
+    if isinstance(w, Fp8Weight):
+        return w.nbytes()
+    w = w.weight if isinstance(w, StreamedWeight) else w
+    return w.numel() * w.element_size()
+
+
 @torch.no_grad()
-def weight_floor(llm, rows: int, weights: str = "native") -> dict:
-    """Median milliseconds of all the backbone's matrix products at ``rows`` rows, and the bandwidth it implies."""
+def weight_floor(llm, rows: int, weights: str = "native", matrices: str = "modules") -> dict:
+    """Median milliseconds of all the backbone's matrix products at ``rows`` rows, and the bandwidth it implies
+    (``matrices``: 'modules' or 'engine', see above)."""
     device = next(llm.parameters()).device
     if device.type != "cuda":
         return {"rows": rows, "skipped": "needs CUDA"}
     dtype = next(llm.parameters()).dtype
-    if weights == "fp8":
-        matrices = _fp8_matrices(llm)
+    if matrices == "engine" or weights == "fp8":
+        mats = _engine_matrices(llm, weights)
     else:
-        matrices = [m.weight for m in llm.modules() if isinstance(m, nn.Linear)]
-    inputs = {w.shape[1]: torch.randn(rows, w.shape[1], device=device, dtype=dtype) for w in matrices}
-    ms = _graph_ms(device, [lambda w=w: linear(inputs[w.shape[1]], w) for w in matrices])
-    nbytes = sum(w.nbytes() if isinstance(w, Fp8Weight) else w.numel() * w.element_size() for w in matrices)
-    return {"rows": rows, "weights": weights, "ms": ms, "weight_bytes": nbytes,
-            "tb_per_s": nbytes / (ms * 1e-3) / 1e12, "matrices": len(matrices)}
+        mats = [m.weight for m in llm.modules() if isinstance(m, nn.Linear)]
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1], device=device, dtype=dtype) for w in mats}
+    ms = _graph_ms(device, [lambda w=w: linear(inputs[w.shape[1]], w) for w in mats])
+    nbytes = sum(_nbytes(w) for w in mats)
+    return {"rows": rows, "weights": weights, "matrices": "engine" if matrices == "engine" or weights == "fp8" else
+            "modules", "ms": ms, "weight_bytes": nbytes, "tb_per_s": nbytes / (ms * 1e-3) / 1e12, "count": len(mats)}
 
 
 @torch.no_grad()
