@@ -12,13 +12,17 @@
 #      (as scripts/gpu_frame_round.sh);
 #   4. lionfs eval of the bundled demo model on 3 validation episodes (seed 11), weights native and fp8 (the
 #      default linear_kernel), as docs/benchmarks/eval-demo-fp8-h200.json was made;
-#   5. (PARTS with "profile") scripts/few_rows_kernel_bench.py --parts profile: the FP8 token step's kernels.
+#   5. (PARTS with "profile") scripts/few_rows_kernel_bench.py --parts profile: the token and frame steps' kernels,
+#      native (the default linear_kernel) and fp8.
+# PARTS picks the steps (default "tests micro bench eval"); VARIANTS the bench's; TESTS_EXTRA more test files.
 # BUDGET_S (default 500) bounds the whole round: each step's limit is cut to what is left. Expected on an H200:
 # ~80 + 60 + 200 + 90 s. Raw results go to $RES; after EVERY step all of them are packed into ONE tarball
 # $OUT/results.tar.gz, and $OUT/summary.txt holds the step statuses and the headline numbers.
 # Smoke test on a CPU (Triton's interpreter, tiny shapes and presets): SMOKE=1 OUT=/tmp/fr_out bash scripts/gpu_few_rows_kernel.sh
 ROUND=few_rows_kernel
 BUDGET_S=${BUDGET_S:-500}
+PARTS=${PARTS:-"tests micro bench eval"}  # any of: tests micro bench eval profile (in this order)
+TESTS_EXTRA=${TESTS_EXTRA:-}  # more test files for step 1 (their CUDA tests and any named by -k)
 source "$(dirname "$0")/gpu_common.sh"
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
 
@@ -97,25 +101,31 @@ PY
 
 if [ "$SMOKE" = 1 ]; then
   KB="--smoke"; BENCH="--device cpu"; P8=tiny; SIZES="--prefill-frames 4 --frames 4 --new-tokens 4"; DEV=cpu
-  VARIANTS=graphs+compile+triton,graphs+compile+triton+cublas; EPISODES=1; EVAL_W=native
+  VARIANTS=${VARIANTS:-graphs+compile+triton,graphs+compile+triton+cublas}; EPISODES=1; EVAL_W=native
 else
   KB=""; BENCH=""; P8=llama3-8b; SIZES="--prefill-frames 120 --frames 30 --new-tokens 64"; DEV=cuda
-  VARIANTS=graphs+compile+triton,graphs+compile+triton+cublas,graphs+compile+triton+fp8; EPISODES=3; EVAL_W="native fp8"
+  VARIANTS=${VARIANTS:-graphs+compile+triton,graphs+compile+triton+cublas,graphs+compile+triton+fp8}; EPISODES=3
+  EVAL_W="native fp8"
 fi
 
+has() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
 # 1: correctness first (a CPU without CUDA skips the GPU tests and runs the kernel's on the interpreter).
-test_step ${T_TESTS:-90} -x -v --noconftest test/engine/test_quantization.py -k "cuda or split_k or plain_weight or cublas"
+has tests && test_step ${T_TESTS:-90} -x -v test/engine/test_quantization.py $TESTS_EXTRA \
+  -k "cuda or split_k or plain_weight or cublas or graph"
 # 2: the kernel alone (correctness, then timings).
-step micro ${T_MICRO:-80} $PY scripts/few_rows_kernel_bench.py $KB --parts micro --out "$RES"
+has micro && step micro ${T_MICRO:-80} $PY scripts/few_rows_kernel_bench.py $KB --parts micro --out "$RES"
 # 3: the engine (the default first; +cublas and +fp8 are compared with the naive loop, fp8 also with the default).
-step bench-$P8 ${T_BENCH:-220} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
+has bench && step bench-$P8 ${T_BENCH:-220} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
   --variants $VARIANTS --concurrent-variant graphs+compile+triton --out "$RES/bench-$P8.json"
 # 4: the demo model's evaluation, native vs fp8.
-step synth 30 $PY -m lionfs_ros.cli synth --out "$RES/val" --episodes $EPISODES --seed 11 --split val
-for w in $EVAL_W; do
-  step eval-$w ${T_EVAL:-60} $PY -m lionfs_ros.cli eval --data "$RES/val" --json "$RES/eval-$w.json" --device $DEV --weights $w
-done
-rm -rf "$RES/val"
-case " ${PARTS:-} " in *" profile "*)
-  step profile ${T_PROFILE:-65} $PY scripts/few_rows_kernel_bench.py $KB --parts profile --out "$RES";; esac
+if has eval; then
+  step synth 30 $PY -m lionfs_ros.cli synth --out "$RES/val" --episodes $EPISODES --seed 11 --split val
+  for w in $EVAL_W; do
+    step eval-$w ${T_EVAL:-60} $PY -m lionfs_ros.cli eval --data "$RES/val" --json "$RES/eval-$w.json" --device $DEV --weights $w
+  done
+  rm -rf "$RES/val"
+fi
+# 5: the token and frame steps' kernels.
+has profile && step profile ${T_PROFILE:-100} $PY scripts/few_rows_kernel_bench.py $KB --parts profile \
+  --weights ${PROFILE_WEIGHTS:-native,fp8} --out "$RES"
 finish

@@ -79,6 +79,19 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
 
 
+def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor,
+                   slots: torch.Tensor, heads: tuple[int, int, int]) -> torch.Tensor:
+    """``qkv [M, (Hq + 2 Hkv) * D]`` -> the rotated queries ``[Hq, M, D]``; the rotated keys and the values are
+    written into ``k_buf``/``v_buf`` ``[Hkv, cap, D]`` at ``slots [M]``. ``heads``: (Hq, Hkv, D). Compiled, the
+    rotation and both writes are one kernel (indexed stores into the buffers, which are updated in place)."""
+    hq, hkv, hd = heads
+    m = qkv.shape[0]
+    qk = rope(qkv[:, :(hq + hkv) * hd].view(m, hq + hkv, hd).transpose(0, 1), cos, sin)  # [Hq+Hkv, M, D]
+    k_buf[:, slots] = qk[hq:]
+    v_buf[:, slots] = qkv[:, (hq + hkv) * hd:].view(m, hkv, hd).transpose(0, 1)  # [Hkv, M, D]
+    return qk[:hq]
+
+
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
     """``softmax(scores * scale + mask)`` in float32, back to the scores' dtype (HF eager attention's arithmetic)."""
     return torch.softmax(scores.float() * scale + mask, dim=-1).to(scores.dtype)
@@ -173,6 +186,7 @@ class _Ops:
         code = _own_code if own_code else (lambda fn: fn)
         wrap = (lambda fn: torch.compile(code(fn), dynamic=False, fullgraph=True)) if compiled else (lambda fn: fn)
         self.rms_norm, self.add_rms_norm, self.rope, self.gate = wrap(rms_norm), wrap(add_rms_norm), wrap(rope), wrap(gate)
+        self.rope_and_store = wrap(rope_and_store)
         self.masked_softmax = wrap(masked_softmax)
 
 
@@ -352,11 +366,7 @@ class FusedDecoder:
         m, hd, hq, hkv = h.shape[0], self.head_dim, self.num_heads, self.num_kv_heads
         slots, mask, cos, sin = view.slots, view.mask, view.cos, view.sin
         qkv = linear(h, fl.qkv_weight, fl.qkv_bias)  # [M, (Hq + 2 Hkv) * D]
-        qk = ops.rope(qkv[:, :(hq + hkv) * hd].view(m, hq + hkv, hd).transpose(0, 1), cos, sin)  # [Hq+Hkv, M, D]
-        q, k = qk[:hq], qk[hq:]
-        v = qkv[:, (hq + hkv) * hd:].view(m, hkv, hd).transpose(0, 1)  # [Hkv, M, D]
-        k_buf.index_copy_(1, slots, k)  # k_buf [Hkv, cap, D]
-        v_buf.index_copy_(1, slots, v)
+        q = ops.rope_and_store(qkv, cos, sin, k_buf, v_buf, slots, (hq, hkv, hd))  # [Hq, M, D]; k_buf [Hkv, cap, D]
         q = q.reshape(hkv, self.groups * m, hd)  # query heads of one K/V head, stacked along length
         if mask is None:  # the kernel, masking from the slot positions
             out = self.kernel(q[None], k_buf[None], v_buf[None], view.slot_pos[None], view.fill[None], view.pos[None],
