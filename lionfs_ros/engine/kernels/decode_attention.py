@@ -12,11 +12,15 @@ Rows index a pool ``[N, H_kv, cap, D]`` (``batched_step.KVPool``: N = streams + 
 costs what is filled: programs past the fill return at once, and the reduction stops at the last
 filled split).
 
-1. ``_partial_kernel``, grid ``(splits, B * H_kv, query blocks)``: one program walks its split's
-   keys in ``BLOCK_N`` blocks with an online softmax (float32 running max ``m``, sum ``l`` and
-   unnormalized output ``acc``), and stores ``m``, ``l``, ``acc`` of its split.
-2. ``_reduce_kernel``, grid ``(B * H_kv, query blocks)``: rescales the filled splits to one max,
-   adds them in split order (deterministic) and divides by the total sum.
+One launch, grid ``(splits, B * H_kv, query blocks)``: one program walks its split's keys in ``BLOCK_N``
+blocks with an online softmax (float32 running max ``m``, sum ``l`` and unnormalized output ``acc``),
+stores ``m``, ``l``, ``acc`` of its split, then bumps its (row, head, query block)'s counter (an atomic,
+release: the partials are visible before the count). The program that finds the count at ``filled - 1``
+(the splits below the fill) is the last: it rescales the filled splits to one max, adds them in split
+order (the same sum whoever comes last: deterministic), divides by the total sum, stores the output and
+sets the counter back to 0. The counters are the few-rows linear kernel's per-stream buffer
+(``few_rows_linear.tile_counters``: zero between calls, one buffer per CUDA stream, baked into a graph
+captured on that stream).
 
 Feeds of at most ``MAX_ROWS`` stacked query rows run here (a decided frame: ``g * (interval + tokens)``,
 a generated token: ``g``); longer ones (prompts, questions: rare, with enough rows to fill the GPU as a
@@ -29,6 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .few_rows_linear import tile_counters
+
 MAX_ROWS = 128  # stacked query rows (g * M) per K/V head the kernel takes; more: the split path
 BLOCK_N = 64  # keys per block of the inner loop
 MAX_BLOCK_Q = 64  # query rows per program
@@ -40,11 +46,11 @@ _SM_COUNT: dict[int, int] = {}
 
 # Sizes that vary between feeds are not specialized on (a new feed length would compile a new variant mid-stream).
 @triton.jit(do_not_specialize=["track", "R", "M", "SPLITS", "s_posb"])
-def _partial_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, acc_ptr, m_ptr, l_ptr,
-                    track, scale, R, M, HKV, SPLITS, keys_per_split,
-                    s_qb, s_qh, s_qr, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb,
-                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-                    PRECISION: tl.constexpr):
+def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, acc_ptr, m_ptr, l_ptr, out_ptr,
+                      count_ptr, track, scale, R, M, HKV, SPLITS, keys_per_split,
+                      s_qb, s_qh, s_qr, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb, s_ob, s_oh,
+                      s_or, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+                      PRECISION: tl.constexpr):
     split = tl.program_id(0)
     bh = tl.program_id(1)
     qb = tl.program_id(2)
@@ -88,29 +94,30 @@ def _partial_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, ac
         tl.store(m_ptr + part, m_i, mask=r_ok)
         tl.store(l_ptr + part, l_i, mask=r_ok)
         tl.store(acc_ptr + part[:, None] * BLOCK_D + d[None, :], acc, mask=r_ok[:, None])
+        tl.debug_barrier()  # every thread's partials are written before the count says so
+        tile = bh * tl.num_programs(2) + qb
+        done = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")  # filled splits of this tile done before
+        filled = tl.minimum((limit + keys_per_split - 1) // keys_per_split, SPLITS)  # the splits below the fill
+        if done == filled - 1:  # the last one: the others' partials are visible (acquire)
+            _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr + b * s_ob + h * s_oh, bh, r, r_ok, d, filled, SPLITS, R,
+                          s_or, D, BLOCK_D, BLOCK_Q)
+            tl.store(count_ptr + tile, 0)  # ready for the next call on this stream
 
 
-@triton.jit(do_not_specialize=["track", "R", "M", "SPLITS"])
-def _reduce_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, fill_ptr, rows_ptr, track, R, M, HKV, SPLITS, keys_per_split,
-                   s_ob, s_oh, s_or, s_fn, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr):
-    bh = tl.program_id(0)
-    qb = tl.program_id(1)
-    b = bh // HKV
-    h = bh % HKV
-    row = tl.load(rows_ptr + b)
-    limit = tl.load(fill_ptr + row * s_fn + track) + M
-    filled = tl.minimum((limit + keys_per_split - 1) // keys_per_split, SPLITS)  # splits the partial kernel wrote
-    r = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    r_ok = r < R
-    d = tl.arange(0, BLOCK_D)
+@triton.jit
+def _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr, bh, r, r_ok, d, filled, SPLITS, R, s_or, D: tl.constexpr,
+                  BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """The ``filled`` splits' partials of one (row, head, query block) rescaled to one max, added in split order,
+    divided by the total sum -> ``out`` ``[BQ, D]`` (row stride ``s_or``)."""
     m = tl.full((BLOCK_Q,), float("-inf"), dtype=tl.float32)
     l = tl.zeros((BLOCK_Q,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
     for split in range(0, filled):
         part = (bh * SPLITS + split) * R + r
-        m_s = tl.load(m_ptr + part, mask=r_ok, other=float("-inf"))
-        l_s = tl.load(l_ptr + part, mask=r_ok, other=0.0)
-        a_s = tl.load(acc_ptr + part[:, None] * BLOCK_D + d[None, :], mask=r_ok[:, None], other=0.0)
+        m_s = tl.load(m_ptr + part, mask=r_ok, other=float("-inf"), cache_modifier=".cg")
+        l_s = tl.load(l_ptr + part, mask=r_ok, other=0.0, cache_modifier=".cg")
+        a_s = tl.load(acc_ptr + part[:, None] * BLOCK_D + d[None, :], mask=r_ok[:, None], other=0.0,
+                      cache_modifier=".cg")
         m_new = tl.maximum(m, m_s)
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp(m - m_use)
@@ -119,7 +126,7 @@ def _reduce_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, fill_ptr, rows_ptr, track, R,
         acc = acc * alpha[:, None] + a_s * beta[:, None]
         m = m_new
     out = acc / tl.where(l > 0, l, 1.0)[:, None]
-    tl.store(out_ptr + b * s_ob + h * s_oh + r[:, None] * s_or + d[None, :], out.to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + r[:, None] * s_or + d[None, :], out.to(out_ptr.dtype.element_ty),
              mask=r_ok[:, None] & (d < D)[None, :])
 
 
@@ -170,14 +177,11 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     m_part = torch.empty(b * hkv, splits, rows_q, dtype=torch.float32, device=q.device)
     l_part = torch.empty_like(m_part)
     out = torch.empty(b, hkv, rows_q, hd, dtype=q.dtype, device=q.device)
-    _partial_kernel[(splits, b * hkv, q_blocks)](
-        q, keys, values, slot_pos, fill, pos, rows, acc, m_part, l_part, track, scale, rows_q, m, hkv, splits, per,
-        q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
+    count = tile_counters(b * hkv * q_blocks, q.device)
+    _attention_kernel[(splits, b * hkv, q_blocks)](
+        q, keys, values, slot_pos, fill, pos, rows, acc, m_part, l_part, out, count, track, scale, rows_q, m, hkv,
+        splits, per, q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
         values.stride(0), values.stride(1), values.stride(2), slot_pos.stride(0), slot_pos.stride(1), fill.stride(0),
-        pos.stride(0), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q, BLOCK_N=BLOCK_N,
-        PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=WARPS)  # float32: no TF32
-    _reduce_kernel[(b * hkv, q_blocks)](
-        acc, m_part, l_part, out, fill, rows, track, rows_q, m, hkv, splits, per,
-        out.stride(0), out.stride(1), out.stride(2), fill.stride(0), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q,
-        num_warps=WARPS)
+        pos.stride(0), out.stride(0), out.stride(1), out.stride(2), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q,
+        BLOCK_N=BLOCK_N, PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=WARPS)  # float32: no TF32
     return out
