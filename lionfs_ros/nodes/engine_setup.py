@@ -1,6 +1,8 @@
 """Build the engine a lionfs_node runs (model, local or remote slow thinker) and report on it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lionfs_ros.config import LionFSNodeParams, engine_config
 from lionfs_ros.nodes.diagnostics import diagnostic_array
 
@@ -17,7 +19,8 @@ def build_engine(node, params: LionFSNodeParams, callback_group, streams=()):
 
     model, path, device = load_for_inference(params.model_path, params.device, params.dtype)
     if streams:
-        group = StreamGroup(model, {s.stream_id: engine_config(params) for s in streams})
+        # camera_size: not for a group (its frames go through the batched towers, not each stream's own)
+        group = StreamGroup(model, {s.stream_id: replace(engine_config(params), camera_size=None) for s in streams})
         names = ", ".join(f"{s.stream_id} ({s.image_topic})" for s in streams)
         return group, None, f"model {path} on {device}, {len(streams)} streams: {names}, slow thinker local"
     remote = None
