@@ -28,7 +28,9 @@ def build_engine(node, params: LionFSNodeParams, callback_group, streams=()):
         remote = RemoteSlowThinker(node, params.slow_think_action, params.remote_timeout, callback_group)
     engine = StreamEngine(model, engine_config(params), slow_thinker=remote)
     where = f"remote ({remote.action_name})" if remote else "local"
-    return engine, remote, f"model {path} on {device}, slow thinker {where}"
+    size = engine.cfg.camera_size
+    warmed = f", warmed up for camera {size[0]}x{size[1]}" if size else ""
+    return engine, remote, f"model {path} on {device}, slow thinker {where}{warmed}"
 
 
 def engine_diagnostics(node, stats: dict, health, now: float, remote, warning: str = ""):

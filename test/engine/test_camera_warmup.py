@@ -30,6 +30,15 @@ def test_camera_size_is_checked(bad):
     assert EngineConfig(camera_size=[640, 480]).validate().camera_size == (640, 480)
 
 
+def test_node_parameters_give_the_camera_size():
+    from lionfs_ros.config import ConfigError, LionFSNodeParams, engine_config as node_engine_config
+
+    assert node_engine_config(LionFSNodeParams()).camera_size is None
+    assert node_engine_config(LionFSNodeParams(camera_width=640, camera_height=480)).camera_size == (640, 480)
+    with pytest.raises(ConfigError, match="camera_width .640. and camera_height .0.: set both"):
+        node_engine_config(LionFSNodeParams(camera_width=640))
+
+
 def test_engine_warms_for_the_camera_size_and_keeps_nothing(fused_model, caplog):
     runs = {"general": 0, "ego": 0}
     hooks = [encoder.tower.register_forward_hook(lambda *_, name=name: runs.__setitem__(name, runs[name] + 1))
