@@ -129,7 +129,8 @@ def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_t
     result = {
         "preset": preset.name, "device": device_name(dev), "dtype": str(model.dtype).replace("torch.", ""),
         "torch": torch.__version__, "frame_size": list(preset.frame_size), "tokens_per_frame": model.tokens_per_frame,
-        "camera_size": list(base["camera_size"]) if camera_size else None, "camera_fps": GENERAL_FPS * ratio, "decided_fps": GENERAL_FPS, "prefill_frames": prefill_frames,
+        "camera_fps": GENERAL_FPS * ratio, "decided_fps": GENERAL_FPS, "prefill_frames": prefill_frames,
+        "camera_size": list(base["camera_size"]) if camera_size else None,  # given to the engines (width, height)
         "token_dropping": None if model.token_dropping is None else {
             "layers": model.token_dropping.layers, "keep_per_frame": model.token_dropping.keep},
         "variants": {},
@@ -235,8 +236,8 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
     engine = StreamEngine(model, cfg)
     _sync(dev)
     build_ms = (now() - started) * 1e3
-    log(f"engine built in {build_ms:.0f} ms ({engine.backend.name} backend, compile={cfg.compile}, attention={cfg.attention},"
-        f" dropping={model.token_dropping is not None})")
+    log(f"engine built in {build_ms:.0f} ms ({engine.backend.name} backend, compile={cfg.compile},"
+        f" attention={cfg.attention}, dropping={model.token_dropping is not None})")
     decisions, ego_only, is_decided = [], [], set(decided)
     first_measured = decided[prefill_frames]
     for k in range(len(times)):
