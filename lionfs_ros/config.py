@@ -93,6 +93,12 @@ class LionFSNodeParams(CameraInputParams, ModelParams):
     ego_fps: float = param(0.0, "Rate of the egocentric encoder; 0: general_fps x the model's ego.frames_per_frame "
                            "(the rate it was trained at).", minimum=0.0)
     frame_queue_size: int = param(2, "Frames waiting for the fast thinker; the newest wins when full.", minimum=1)
+    camera_width: int = param(0, "The camera's frame width in pixels, with camera_height, when known before the first "
+                              "frame: the engine warms up for that size at configure (the first frame is then as fast "
+                              "as the next). 0: unknown (the first frame of each size pays ~3 s on a GPU). One stream "
+                              "only.", minimum=0, maximum=8192)
+    camera_height: int = param(0, "The camera's frame height in pixels (see camera_width); 0: unknown.",
+                               minimum=0, maximum=8192)
     kv_budget_tokens: int = param(3072, "KV-cache budget in tokens; older frames are evicted beyond it. Must leave "
                                   "room under the backbone's max_position_embeddings for one answer.", minimum=512)
     weights: str = param("native", "Decoder weights on a GPU: 'native' (the model's dtype) or 'fp8' (weight-only FP8, "
@@ -172,7 +178,11 @@ def engine_config(params: LionFSNodeParams):
     """The engine settings a lionfs_node with these parameters runs (replay uses the same)."""
     from lionfs_ros.engine import EngineConfig
 
+    if (params.camera_width == 0) != (params.camera_height == 0):
+        raise ConfigError(f"camera_width ({params.camera_width}) and camera_height ({params.camera_height}): set both"
+                          " (pixels) or neither (0: unknown)")
     return EngineConfig(
+        camera_size=(params.camera_width, params.camera_height) if params.camera_width else None,
         threshold=engine_threshold(params.threshold), trigger_policy=params.trigger_policy, general_fps=params.general_fps,
         ego_fps=params.ego_fps or None, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
         max_new_tokens=params.max_new_tokens or None, slow_path=params.slow_path, weights=params.weights)

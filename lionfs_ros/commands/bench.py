@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             " +nodrop); default on CUDA: graphs+compile+split, graphs+compile+triton and"
                             " graphs+compile+triton+fp8 (with dropping: graphs+compile+triton and its +fp8, each also"
                             " +nodrop), eager on CPU")
+    speed.add_argument("--no-camera-size", action="store_true",
+                       help="build the engines without the camera's size (EngineConfig.camera_size): the first decided"
+                            " frame then compiles the resize and captures the towers' graphs (default: the build does)")
     speed.add_argument("--concurrent-variant", default=None,
                        help="the variant that also measures frames during generation (default: the last)")
     memory = parser.add_argument_group("memory mode")
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         result = run_speed(preset, prefill_frames=args.prefill_frames or prefill, measure_frames=args.frames or frames,
                            new_tokens=args.new_tokens or tokens, device=device, backend=args.backend, variants=variants,
-                           concurrent_variant=args.concurrent_variant,
+                           concurrent_variant=args.concurrent_variant, camera_size=not args.no_camera_size,
                            on_update=(lambda r: _write(args.out, r)) if args.out else None)
     else:
         from lionfs_ros.engine.bench.memory import run_memory

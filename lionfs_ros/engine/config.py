@@ -18,6 +18,7 @@ SLOW_PATH_MODES = ("auto", "on", "off")
 ATTENTION_KINDS = ("sdpa", "split", "triton")  # the static backend's attention (static_decoder.py)
 WEIGHT_FORMATS = ("native", "fp8")  # the model's own dtype, or weight-only FP8 (engine/quantization.py)
 LINEAR_KERNELS = ("auto", "torch")  # the bf16 products: the faster of cuBLAS and the few-rows kernel, or F.linear
+CAMERA_SIDE_RANGE = (2, 8192)  # camera_size: each side, in pixels (2: the smallest frame letterbox can place)
 DEFAULT_KV_BUDGET = 4096  # kv_budget_tokens None: this, or less where the model's positions need it
 LOG = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ class EngineConfig:
     # F.linear (cuBLAS) always. See engine/quantization.py.
     linear_kernel: str = "auto"
     latency_window: int = 2048  # decisions kept for the latency percentiles
+    # The camera's frame size, (width, height) in pixels, where it is known before the first frame (e.g. from
+    # camera_info): the engine then makes everything it makes per frame size (the towers' device resize, compiled
+    # and checked against the plain passes, and the CUDA graphs of the resize, the towers and the fusion) when it is
+    # built, from a black frame of that size that nothing keeps; the first frame costs what later ones do. None:
+    # made at the first frame of each size (~3 s on an H200 for lionfs-8b). A frame of another size still works.
+    camera_size: tuple[int, int] | None = None
     system_prompt: str | None = None  # None: the model's stream.system_prompt
 
     def validate(self) -> "EngineConfig":
@@ -125,6 +132,8 @@ class EngineConfig:
             raise EngineConfigError("evict_chunk_tokens must be > 0 and < kv_budget_tokens")
         if self.keep_recent_frames < 1 or self.latency_window < 1 or self.context_turns < 0:
             raise EngineConfigError("keep_recent_frames and latency_window must be >= 1, context_turns >= 0")
+        if self.camera_size is not None:
+            self.camera_size = _camera_size(self.camera_size)
         try:
             for section in (self.keyframes, self.regions):
                 if section is not None:
@@ -155,6 +164,16 @@ class EngineConfig:
             if mine is not None and mine != theirs:
                 out[name] = {k: (getattr(theirs, k), v) for k, v in vars(mine).items() if getattr(theirs, k) != v}
         return out
+
+
+def _camera_size(value) -> tuple[int, int]:
+    """``camera_size`` checked: two integers (width, height), each in ``CAMERA_SIDE_RANGE``."""
+    low, high = CAMERA_SIDE_RANGE
+    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in value)
+    if not ok:
+        raise EngineConfigError(f"camera_size must be (width, height), two integers in [{low}, {high}], got {value!r}")
+    return int(value[0]), int(value[1])
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,9 @@ class StreamEngine:
         fusion = getattr(self.backend, "fusion", None)  # a backend without one: the model's embed_frames
         self.fast = FastThinker(model, self.cfg, self.context, self.scheduler, self._due_question,
                                 self.backend.towers(), fusion() if fusion else None)
+        if self.cfg.camera_size is not None:  # what the first frame of this size would make, made now
+            width, height = self.cfg.camera_size
+            self.fast.encoder.warm(height, width)
         self.worker = SlowWorker(self.slow_thinker, self._emit, self.queue.wake)
         self.on_decision: Callable[[Decision], Any] | None = None
         self.on_response: Callable[[ResponseUpdate], Any] | None = None

@@ -16,6 +16,7 @@ see ``graphed_frame.py``).
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -33,6 +34,7 @@ from .timing import now
 from .triggers import Job, TriggerScheduler
 from .types import RESPOND, SILENT, SKIPPED, Decision
 
+log = logging.getLogger(__name__)
 TowerTokens = tuple  # (general [1, n, C] or None, ego [1, n, C'] or None): one frame's tower outputs
 TokensFn = Callable[[np.ndarray], torch.Tensor]
 """RGB ``[H, W, 3]`` uint8 -> frame tokens ``[1, n, C]`` (preprocess, then the encoder's ``frame_tokens``)."""
@@ -66,11 +68,37 @@ class FrameEncoder:
         self.fuse = fuse or embed_frame(model)
         self.window = model.config.ego.frames_per_frame if self.has_ego else 0
         self._ego: deque[torch.Tensor] = deque(maxlen=max(self.window, 1))  # each [1, n, C']
+        self.warmed: set[tuple[int, ...]] = set()  # frame shapes [H, W, 3] run through ``warm``
+        self._unwarmed: set[tuple[int, ...]] = set()  # other shapes seen (each logged once)
+
+    @torch.no_grad()
+    def warm(self, height: int, width: int) -> None:
+        """Run a black ``height x width`` frame through the towers and the fusion, keeping nothing (the ego window
+        is untouched): what the towers make per frame size (graphed towers: the resize's plan, its compiled passes
+        and their check, the resize, tower and fusion graphs) is made now instead of at the first such frame."""
+        black = np.zeros((height, width, 3), dtype=np.uint8)
+        if self.has_ego:
+            general, ego = self.both_towers(black)  # [1, n, C], [1, n, C']
+            self.fuse(general, torch.cat([ego] * self.window))  # a full window's shape: [r, n, C']
+        else:
+            self.fuse(self.general_tokens(black), None)
+        self.warmed.add(black.shape)
+
+    def _note_size(self, rgb: np.ndarray | None) -> None:
+        """Log once per frame size that ``warm`` did not see (when it saw some): that frame pays the warm-up."""
+        if not self.warmed or rgb is None or rgb.shape in self.warmed or rgb.shape in self._unwarmed:
+            return
+        self._unwarmed.add(rgb.shape)
+        warmed = ", ".join(f"{w}x{h}" for h, w, _ in sorted(self.warmed))
+        log.info("frame size %dx%d was not warmed up (camera_size: %s): its first frame compiles and captures its"
+                 " resize", rgb.shape[1], rgb.shape[0], warmed)
 
     @torch.no_grad()
     def add_ego(self, rgb: np.ndarray, tokens: torch.Tensor | None = None) -> None:
         """``tokens [1, n, C']``: this frame's ego tokens computed beforehand (a batch across streams)."""
         if self.has_ego:
+            if tokens is None:
+                self._note_size(rgb)
             self._ego.append(self.ego_tokens(rgb) if tokens is None else tokens)
 
     def ego_window(self) -> torch.Tensor:
@@ -84,6 +112,8 @@ class FrameEncoder:
 
         ``towers``: its (general ``[1, n, C]``, ego ``[1, n, C']``) tokens computed beforehand (None: computed here)."""
         general_given, ego_given = towers or (None, None)
+        if general_given is None:
+            self._note_size(rgb)
         if self.has_ego and general_given is None and ego_given is None:
             general_given, ego_given = self.both_towers(rgb)
         general = self.general_tokens(rgb) if general_given is None else general_given  # [1, n, C]

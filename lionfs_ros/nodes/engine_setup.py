@@ -1,6 +1,8 @@
 """Build the engine a lionfs_node runs (model, local or remote slow thinker) and report on it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lionfs_ros.config import LionFSNodeParams, engine_config
 from lionfs_ros.nodes.diagnostics import diagnostic_array
 
@@ -17,7 +19,8 @@ def build_engine(node, params: LionFSNodeParams, callback_group, streams=()):
 
     model, path, device = load_for_inference(params.model_path, params.device, params.dtype)
     if streams:
-        group = StreamGroup(model, {s.stream_id: engine_config(params) for s in streams})
+        # camera_size: not for a group (its frames go through the batched towers, not each stream's own)
+        group = StreamGroup(model, {s.stream_id: replace(engine_config(params), camera_size=None) for s in streams})
         names = ", ".join(f"{s.stream_id} ({s.image_topic})" for s in streams)
         return group, None, f"model {path} on {device}, {len(streams)} streams: {names}, slow thinker local"
     remote = None
@@ -25,7 +28,9 @@ def build_engine(node, params: LionFSNodeParams, callback_group, streams=()):
         remote = RemoteSlowThinker(node, params.slow_think_action, params.remote_timeout, callback_group)
     engine = StreamEngine(model, engine_config(params), slow_thinker=remote)
     where = f"remote ({remote.action_name})" if remote else "local"
-    return engine, remote, f"model {path} on {device}, slow thinker {where}"
+    size = engine.cfg.camera_size
+    warmed = f", warmed up for camera {size[0]}x{size[1]}" if size else ""
+    return engine, remote, f"model {path} on {device}, slow thinker {where}{warmed}"
 
 
 def engine_diagnostics(node, stats: dict, health, now: float, remote, warning: str = ""):

@@ -23,6 +23,8 @@ def test_speed_json_has_engine_naive_ratios_and_equality(capsys):
     assert eq["frames_compared"] == 16 == eq["decisions_equal"] == eq["next_token_equal"]
     assert eq["generated_tokens_equal_prefix"] == eq["generated_tokens_compared"] == 6
     assert r["variants"][r["best_variant"]]["concurrent"]["frames_decided_during_generation"] >= 1
+    assert r["camera_size"] == r["frame_size"][::-1]  # the engines are built for the frames fed (width, height)
+    assert r["variants"][r["best_variant"]]["engine_build_ms"] > 0 and fast["engine"]["first_frame_ms"] > 0
 
 
 def test_memory_json_is_flat_on_a_short_stream(capsys, tmp_path):

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from lionfs_testing import build_tiny_model, node_command, wait_until
-from test_lionfs_node import ALWAYS, Graph, start_node
+from test_lionfs_node import ALWAYS, SIZE, Graph, start_node
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,8 @@ def test_threshold_and_policy_change_at_run_time(processes, rclpy_context, tiny_
 
     params = tmp_path / "ints.yaml"  # YAML ints where floats are declared, and a -p int for a float
     params.write_text("/**/lionfs_node:\n  ros__parameters:\n    threshold: 0\n    reliability: reliable\n")
-    node = start_node(processes, tiny_model, "--params-file", str(params), "-p", "general_fps:=2")
+    node = start_node(processes, tiny_model, "--params-file", str(params), "-p", "general_fps:=2",
+                      "-p", f"camera_width:={SIZE}", "-p", f"camera_height:={SIZE}")
     graph = Graph(rclpy_context, "RELIABLE")
     graph.wait_for_node()
 
@@ -113,6 +114,10 @@ def test_threshold_and_policy_change_at_run_time(processes, rclpy_context, tiny_
                                  DescribeParameters.Request(names=["threshold", "model_path"])).descriptors
     assert (threshold.floating_point_range[0].from_value, threshold.floating_point_range[0].to_value) == (-1.0, 1.0)
     assert not threshold.read_only and model_path.read_only and "Model directory" in model_path.description
+    width, = call(graph.node, DescribeParameters, "/lionfs_node/describe_parameters",
+                  DescribeParameters.Request(names=["camera_width"])).descriptors
+    assert width.read_only and (width.integer_range[0].from_value, width.integer_range[0].to_value) == (0, 8192)
+    assert f"warmed up for camera {SIZE}x{SIZE}" in processes.log(node)  # the engine was told the camera's size
     assert node.poll() is None
 
 

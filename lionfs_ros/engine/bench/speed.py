@@ -11,9 +11,13 @@ decoding tokens per second. Equality: per decided frame P(interval) and the most
 and the generated ids (how many positions agree, the common prefix, and the naive side's
 top-1/top-2 logit margin at the first difference: a bf16 near-tie or not).
 Concurrency: frames decided while the slow thinker writes on its fork, from another thread.
+The engines are built with the camera's size (``EngineConfig.camera_size``: the resize compiled and the tower and
+fusion graphs captured at the build; ``camera_size=False``: not, so the first decided frame makes them); each
+variant reports its build time (``engine_build_ms``) and its first decided frame (``fast.first_frame_ms``) apart.
 Each engine variant (``compile`` off/on, ``attention`` sdpa/split/triton, token dropping off, FP8 weights, cuBLAS
 for every bf16 product) is measured in turn on the same model; ``+cublas`` variants run ``linear_kernel='torch'``
-(the default 'auto' runs each bf16 product with the faster of cuBLAS and the few-rows kernel); ``+nodrop`` variants run the same weights with the dropping routers
+(the default 'auto' runs each bf16 product with the faster of cuBLAS and the few-rows kernel); ``+nodrop``
+variants run the same weights with the dropping routers
 switched off (the naive loop runs the model as built, so they are not compared with it); ``+fp8``
 variants run the decoder's projections as weight-only FP8 (``quantization.py``), compared with the naive
 loop (the model's bf16 function) and with their bf16 twin (the same name without ``+fp8``) when it ran.
@@ -111,7 +115,7 @@ def variant_fields(name: str) -> tuple[dict, bool]:
 
 def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_tokens: int, device: str | None = None,
               backend: str = "auto", variants: tuple[str, ...] = ("eager",), concurrent_variant: str | None = None,
-              on_update=None) -> dict:
+              camera_size: bool = True, on_update=None) -> dict:
     """``prefill_frames`` / ``measure_frames``: decided frames. ``on_update(result)`` is called after every phase
     with the result so far (so a crash keeps what was measured)."""
     log(f"building {preset.name}")
@@ -126,11 +130,13 @@ def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_t
     decided = [k for k in range(total) if k % ratio == 0]
     keyframes = [(frames[k % DISTINCT_FRAMES], times[k]) for k in decided[-3:]]
     base = dict(general_fps=GENERAL_FPS if ratio > 1 else 1e6, answers=False, kv_budget_tokens=preset.kv_budget_tokens,
-                max_new_tokens=new_tokens, stop_on_eos=False, keyframes=keyframes_cfg, backend=backend, slow_path="on")
+                max_new_tokens=new_tokens, stop_on_eos=False, keyframes=keyframes_cfg, backend=backend, slow_path="on",
+                camera_size=preset.frame_size[::-1] if camera_size else None)  # frame_size (h, w) -> (width, height)
     result = {
         "preset": preset.name, "device": device_name(dev), "dtype": str(model.dtype).replace("torch.", ""),
         "torch": torch.__version__, "frame_size": list(preset.frame_size), "tokens_per_frame": model.tokens_per_frame,
         "camera_fps": GENERAL_FPS * ratio, "decided_fps": GENERAL_FPS, "prefill_frames": prefill_frames,
+        "camera_size": list(base["camera_size"]) if camera_size else None,  # given to the engines (width, height)
         "token_dropping": None if model.token_dropping is None else {
             "layers": model.token_dropping.layers, "keep_per_frame": model.token_dropping.keep},
         "variants": {},
@@ -242,8 +248,10 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
     _reset_peak(dev)
     started = now()
     engine = StreamEngine(model, cfg)
-    log(f"engine built ({engine.backend.name} backend, compile={cfg.compile}, attention={cfg.attention},"
-        f" dropping={model.token_dropping is not None})")
+    _sync(dev)
+    build_ms = (now() - started) * 1e3
+    log(f"engine built in {build_ms:.0f} ms ({engine.backend.name} backend, compile={cfg.compile},"
+        f" attention={cfg.attention}, dropping={model.token_dropping is not None})")
     decisions, ego_only, is_decided = [], [], set(decided)
     first_measured = decided[prefill_frames]
     for k in range(len(times)):
@@ -266,7 +274,7 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
     fast = _fast_summary([d.latency_s for d in measured], wall)
     fast["compute_p50_ms"] = percentiles_ms([d.compute_s for d in measured])["p50"]
     fast["context_tokens"] = [context_start, engine.stats()["kv_tokens"]]
-    fast["first_frame_ms"] = decisions[0].latency_s * 1e3  # graph capture (and compilation) happen here
+    fast["first_frame_ms"] = decisions[0].latency_s * 1e3  # without camera_size: resize compiled, graphs captured here
     slow_runs = []
     for _ in range(2):  # the first captures the one-token graph: a warm-up
         fork = engine.context.fork()
@@ -288,7 +296,7 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
         "route_kernels": getattr(fused, "route_kernels", None) is not None,  # kernels/token_routing.py ran
         "linear_kernel": cfg.linear_kernel, "linear_fallback": getattr(fused, "linear_fallback", None),
         "fp8_weight_bytes": getattr(fused, "fp8_bytes", None), "linear_tuning": getattr(fused, "linear_tuning", None),
-        "fast": fast,
+        "engine_build_ms": build_ms, "fast": fast,
         "slow": {"time_to_first_token_ms": slow.time_to_first_token * 1e3, "tokens_per_second": slow.tokens_per_second,
                  "new_tokens": slow.num_tokens, "prompt_tokens": slow.prompt_tokens,
                  "first_run_tokens_per_second": slow_runs[0].tokens_per_second},
