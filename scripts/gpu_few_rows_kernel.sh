@@ -111,7 +111,7 @@ fi
 has() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
 # 1: correctness first (a CPU without CUDA skips the GPU tests and runs the kernel's on the interpreter).
 has tests && test_step ${T_TESTS:-90} -x -v test/engine/test_quantization.py $TESTS_EXTRA \
-  -k "cuda or split_k or plain_weight or cublas or graph or silu or kernel or decides or static"
+  -k "cuda or split_k or plain_weight or cublas or graph or silu or kernel or decides or static or camera"
 # 2: the kernel alone (correctness, then timings).
 has micro && step micro ${T_MICRO:-80} $PY scripts/few_rows_kernel_bench.py $KB --parts micro --out "$RES"
 # 3: the engine (the default first; +cublas and +fp8 are compared with the naive loop, fp8 also with the default).
