@@ -104,6 +104,9 @@ class LionFSNodeParams(CameraInputParams, ModelParams):
     weights: str = param("native", "Decoder weights on a GPU: 'native' (the model's dtype) or 'fp8' (weight-only FP8, "
                          "quantized at configure; compute capability >= 8.9 with Triton: H100/H200, L4/L40).",
                          choices=("native", "fp8"))
+    linear_kernel: str = param("auto", "The decoder's bf16 products and output head on a GPU: 'auto' (per weight shape "
+                               "the faster of cuBLAS and the engine's few-rows Triton kernel, timed at configure) or "
+                               "'torch' (cuBLAS always).", choices=("auto", "torch"))
     slow_thinker: str = param("local", "'local' (in this process) or 'remote' (slow_thinker_node over the "
                               "slow_think action).", choices=("local", "remote"))
     slow_think_action: str = param("slow_think", "Action name of the remote slow thinker (relative, remappable).")
@@ -185,7 +188,8 @@ def engine_config(params: LionFSNodeParams):
         camera_size=(params.camera_width, params.camera_height) if params.camera_width else None,
         threshold=engine_threshold(params.threshold), trigger_policy=params.trigger_policy, general_fps=params.general_fps,
         ego_fps=params.ego_fps or None, frame_queue_size=params.frame_queue_size, kv_budget_tokens=params.kv_budget_tokens,
-        max_new_tokens=params.max_new_tokens or None, slow_path=params.slow_path, weights=params.weights)
+        max_new_tokens=params.max_new_tokens or None, slow_path=params.slow_path, weights=params.weights,
+        linear_kernel=params.linear_kernel)
 
 
 # Executable name -> its parameter dataclass. Nodes register here as they are added.
