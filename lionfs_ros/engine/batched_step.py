@@ -254,7 +254,7 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
             view = _view(fused, pool, rows, fl.track, pos.gather(1, sel), x.dtype, span)
             attn = _attention(fused, fl, idx, pool, rows, pick(h), view, pick(cos), pick(sin), ops)
             hk, res = ops.add_rms_norm(attn, pick(residual), fl.ln2, fl.eps)
-            mlp = fused.mlp(fl, hk, ops)
+            mlp = linear(ops.gate(linear(hk, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
             residual = residual.scatter(1, sel[..., None].expand(-1, -1, residual.shape[-1]), res + mlp)
             h = ops.rms_norm(residual if nxt is not None else residual[:, -1:], weight, eps)
             continue
@@ -263,7 +263,7 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
         attn = _attention(fused, fl, idx, pool, rows, h, whole[fl.track], cos, sin, ops)
         h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
         last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
-        mlp = fused.mlp(fl, h[:, last], ops)
+        mlp = linear(ops.gate(linear(h[:, last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
         h, residual = ops.add_rms_norm(mlp, residual[:, last], weight, eps)
     logits = linear(h[:, -1], fused.head_weight, fused.head_bias)  # [B, V]
     counts = torch.full((fused.num_tracks,), m, dtype=torch.long, device=x.device) if plan is None else plan.counts

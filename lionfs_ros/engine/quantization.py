@@ -124,25 +124,25 @@ def few_rows_problem(device: torch.device) -> str | None:
     return None
 
 
-def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None, gated: bool = False) -> torch.Tensor:
+def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x [..., K]`` -> ``[..., N]``: ``F.linear`` for a plain weight; the few-rows kernel (or cuBLAS, as tuned) for a
-    ``StreamedWeight``; the FP8 kernel for an ``Fp8Weight``. ``gated``: ``x`` is ``gate_up [..., 2K]`` and the input
-    is ``silu(gate) * up`` (the MLP's down projection; the few-rows kernel computes the gate as it loads it).
+    ``StreamedWeight``; the FP8 kernel for an ``Fp8Weight``.
 
     Off the GPU (tests of the static decoder's wiring; the engine uses neither there) the reference math runs."""
-    kernel = x.is_cuda and isinstance(weight, (StreamedWeight, Fp8Weight))
-    if gated and not kernel:
-        gate, up = x.chunk(2, dim=-1)
-        x = F.silu(gate) * up
-    if not kernel:
-        if isinstance(weight, Fp8Weight):
+    if isinstance(weight, StreamedWeight):
+        if not x.is_cuda:
+            return F.linear(x, weight.weight, bias)
+        codes, scale = weight.weight, None
+    elif isinstance(weight, Fp8Weight):
+        if not x.is_cuda:
             return fp8_linear_reference(x, weight, bias)
-        return F.linear(x, weight.weight if isinstance(weight, StreamedWeight) else weight, bias)
-    codes, scale = (weight.codes, weight.scale) if isinstance(weight, Fp8Weight) else (weight.weight, None)
+        codes, scale = weight.codes, weight.scale
+    else:
+        return F.linear(x, weight, bias)
     from .kernels.few_rows_linear import few_rows_linear
 
     rows = x.reshape(-1, x.shape[-1])  # [..., K] -> [M, K]: the kernel takes a matrix
-    return few_rows_linear(rows, codes, scale, bias, gated=gated).view(*x.shape[:-1], -1)
+    return few_rows_linear(rows, codes, scale, bias).view(*x.shape[:-1], -1)
 
 
 PROJECTIONS = ("qkv_weight", "o_weight", "gate_up_weight", "down_weight")  # a fused decoder layer's weights

@@ -256,14 +256,12 @@ class FusedDecoder:
             if self.linear_fallback is None:
                 stream_layers(self.layers)
                 self.head_weight = StreamedWeight(self.head_weight)
-        kernels = weights == "fp8" or self.linear_fallback is None and linear_kernel == "auto"
-        tunable = llm.device.type == "cuda" and kernels
+        tunable = llm.device.type == "cuda" and (weights == "fp8" or self.linear_fallback is None and linear_kernel == "auto")
         self.linear_tuning = tune_layers(self.layers, TUNE_ROWS, llm.dtype, self.head_weight) if tunable else []
         self.final_norm = (self.decoder.norm.weight, self.decoder.norm.variance_epsilon)
         self.scaling = self.decoder.layers[0].self_attn.scaling
         act = None if getattr(cfg, "hidden_act", "silu") == "silu" else self.decoder.layers[0].mlp.act_fn
         self._act = act
-        self.gate_in_kernel = tunable and act is None  # the down product's kernel computes the SiLU gate
         self.eager_ops = _Ops(act, compiled=False)
         self.compile_fallback = compile_problem() if compile else None
         self.compiled = compile and self.compile_fallback is None
@@ -332,7 +330,7 @@ class FusedDecoder:
             attn = self._attention(fl, h, keys[idx], values[idx], view, ops)
             h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
             last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
-            mlp = self.mlp(fl, h[last], ops)
+            mlp = linear(ops.gate(linear(h[last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
             h, residual = ops.add_rms_norm(mlp, residual[last], weight, eps)
         logits = linear(h, self.head_weight, self.head_bias)  # [1, V]: h is the last position after the final norm
         fill.add_(m if plan is None else plan.counts)
@@ -362,15 +360,7 @@ class FusedDecoder:
         ``[K, d]`` each: the layer's output stream is their sum."""
         attn = self._attention(fl, h, k_buf, v_buf, view, ops)
         h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
-        return residual, self.mlp(fl, h, ops)
-
-    def mlp(self, fl: FusedLayer, h: torch.Tensor, ops) -> torch.Tensor:
-        """The layer's MLP on ``h [..., d]``: gate/up, the gate, down (the gate inside the down product's kernel
-        where ``gate_in_kernel``)."""
-        gate_up = linear(h, fl.gate_up_weight, fl.gate_up_bias)  # [..., 2 I]
-        if self.gate_in_kernel:
-            return linear(gate_up, fl.down_weight, fl.down_bias, gated=True)
-        return linear(ops.gate(gate_up), fl.down_weight, fl.down_bias)
+        return residual, linear(ops.gate(linear(h, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
 
     def _attention(self, fl: FusedLayer, h, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
         m, hd, hq, hkv = h.shape[0], self.head_dim, self.num_heads, self.num_kv_heads

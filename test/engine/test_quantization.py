@@ -180,38 +180,6 @@ def test_kernel_on_a_plain_weight_equals_the_product_bit_for_bit_every_call(m, c
         few_rows_linear(x, quantize_fp8(w.float()).codes, None, b, config)
 
 
-@pytest.mark.parametrize("m,config,fp8", [
-    (1, (1, 32, 128, 4, 4, 3, 0), False),  # a generated token on the CUDA cores, split-K
-    (11, (16, 32, 128, 4, 4, 4, 0), False),  # a decided frame on the tensor cores, split-K
-    (11, (16, 32, 128, 4, 4, 1, 0), True),  # FP8 codes, no split
-])
-@needs_triton
-def test_kernel_computes_the_silu_gate_as_it_loads_the_activations(m, config, fp8):
-    """``gated``: ``x`` is the MLP's ``gate_up [M, 2K]``; the product is ``(silu(gate) * up) @ W.T``."""
-    from lionfs_ros.engine.kernels.few_rows_linear import few_rows_linear
-
-    device = "cuda" if CUDA_FP8 else "cpu"
-    dtype = torch.bfloat16 if CUDA_FP8 else torch.float16  # the interpreter rounds to bf16 otherwise than a GPU
-    n, k = 40, 544  # 544 = 4 slices of 128 and a short one
-    torch.manual_seed(m)
-    gate_up = torch.randn(m, 2 * k, device=device).to(dtype)
-    w = (_weight(n, k, seed=3) / 10).to(device)
-    gate, up = gate_up.chunk(2, dim=-1)
-    x = F.silu(gate) * up  # [M, K], rounded as the kernel rounds it
-    if fp8:
-        q = quantize_fp8(w)
-        out = few_rows_linear(gate_up, q.codes, q.scale, None, config, gated=True)
-        ref = fp8_linear_reference(x.double(), q)
-    else:
-        w = w.to(dtype)
-        out = few_rows_linear(gate_up, w, None, None, config, gated=True)
-        ref = x.double() @ w.double().t()
-    rel = float((out.double() - ref).norm() / ref.norm())
-    assert out.shape == (m, n) and rel < 1e-2, rel
-    with pytest.raises(ValueError, match="gated"):
-        few_rows_linear(x, w if not fp8 else q.codes, None if not fp8 else q.scale, None, config, gated=True)
-
-
 @needs_triton
 def test_untuned_plain_weights_and_long_feeds_run_cublas_fp8_codes_never():
     from lionfs_ros.engine.kernels.few_rows_linear import CUBLAS, SMALL_M, few_rows_linear, pick_config

@@ -86,25 +86,10 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
     return out
 
 
-@triton.jit
-def _load_x(x_ptr, rows, k, row_ok, k_ok, stride_xm, K, GATED: tl.constexpr):
-    """The activations' ``[BM, BK]`` tile; GATED: ``x`` is ``gate_up [M, 2K]`` and the tile is ``silu(gate) * up``
-    (SiLU in float32, rounded to the activations' dtype, times ``up`` there: ``F.silu(gate) * up``'s rounding)."""
-    mask = row_ok[:, None] & k_ok[None, :]
-    x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=mask, other=0.0)
-    if GATED:
-        up = tl.load(x_ptr + rows[:, None] * stride_xm + K + k[None, :], mask=mask, other=0.0)
-        gate = x.to(tl.float32)
-        silu = (gate * tl.sigmoid(gate)).to(up.dtype)  # rounded as F.silu's output; then the product, rounded
-        x = (silu.to(tl.float32) * up.to(tl.float32)).to(up.dtype)
-    return x
-
-
 @triton.jit(do_not_specialize=["M"])
 def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                      stride_wn, stride_om, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-                     BITS: tl.constexpr, GATED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr):
+                     BITS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_k = tl.program_id(0)  # the slices of one tile are launched next to each other
     pid_n = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -120,7 +105,7 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
         for k0 in range(k_start, k_end, BLOCK_K):
             k = k0 + ks
             k_ok = k < k_end  # K and the slices are multiples of 16: the loads stay 16-byte vectors
-            x = _load_x(x_ptr, rows, k, row_ok, k_ok, stride_xm, K, GATED)
+            x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + k[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
             acc2 += _upcast(w, tl.float32, BITS) * x.to(tl.float32)  # [BN, BK] * [1, BK]
         acc = tl.sum(acc2, axis=1)[None, :]  # [1, BN]
@@ -129,7 +114,7 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
         for k0 in range(k_start, k_end, BLOCK_K):
             k = k0 + ks
             k_ok = k < k_end  # K and the slices are multiples of 16: the loads stay 16-byte vectors
-            x = _load_x(x_ptr, rows, k, row_ok, k_ok, stride_xm, K, GATED)
+            x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + k[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
             acc += tl.dot(x, tl.trans(_upcast(w, x.dtype, BITS)))  # [BM, BK] @ [BK, BN]
     ok = row_ok[:, None] & col_ok[None, :]
@@ -228,25 +213,17 @@ def pick_config(m: int, weight: torch.Tensor) -> Config | str:
 
 
 def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
-                    bias: torch.Tensor | None = None, config: Config | str | None = None,
-                    gated: bool = False) -> torch.Tensor:
+                    bias: torch.Tensor | None = None, config: Config | str | None = None) -> torch.Tensor:
     """``x [M, K]`` (bf16/fp16) times ``weight [N, K]`` -> ``[M, N]`` in ``x``'s dtype: FP8 codes with their
-    ``scale [N]``, or a weight of ``x``'s dtype (no scale). ``config``: the tiles (default ``pick_config``'s).
-    ``gated``: ``x`` is ``gate_up [M, 2K]`` and the product is ``silu(gate) @ ...`` times ``up`` (the MLP's down
-    projection with its SiLU gate computed as the kernel loads it: no kernel and no tensor for the gate)."""
+    ``scale [N]``, or a weight of ``x``'s dtype (no scale). ``config``: the tiles (default ``pick_config``'s)."""
     codes = weight
-    width = 2 * codes.shape[-1] if gated else codes.shape[-1]
-    if x.dim() != 2 or codes.dim() != 2 or x.shape[1] != width:
-        raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(codes.shape)} do not match"
-                         f"{' (gated: x holds gate and up)' if gated else ''}")
+    if x.dim() != 2 or codes.dim() != 2 or x.shape[1] != codes.shape[1]:
+        raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(codes.shape)} do not match")
     if (scale is None) != (codes.dtype != torch.float8_e4m3fn):
         raise ValueError(f"few_rows_linear: FP8 codes need their scale, a {codes.dtype} weight takes none")
-    m, k = x.shape[0], codes.shape[1]
+    m, k = x.shape
     config = config or pick_config(max(m, 1), codes)
     if config == CUBLAS:
-        if gated:
-            gate, up = x.chunk(2, dim=-1)
-            x = F.silu(gate) * up
         return F.linear(x, codes, bias)
     if x.stride(1) != 1:
         x = x.contiguous()
@@ -267,7 +244,7 @@ def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor |
     _few_rows_kernel[grid](x, codes, scale if fp8 else out, bias if bias is not None else out, out, part, count, m, n,
                            k, k_per_split, x.stride(0), codes.stride(0), out.stride(0), HAS_SCALE=fp8,
                            HAS_BIAS=bias is not None, SPLIT_K=split > 1, BITS=bool(bits) and fp8 and x.dtype == torch.bfloat16,
-                           GATED=gated, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
+                           BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
     return out
 
 
