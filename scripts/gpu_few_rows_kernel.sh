@@ -22,7 +22,7 @@
 ROUND=few_rows_kernel
 BUDGET_S=${BUDGET_S:-500}
 PARTS=${PARTS:-"tests micro bench eval"}  # any of: tests micro bench eval profile (in this order)
-TESTS_EXTRA=${TESTS_EXTRA:-}  # more test files for step 1 (their CUDA tests and any named by -k)
+TESTS_EXTRA=${TESTS_EXTRA:-}  # more test files for step 1 (their CUDA tests and any named by -k); TESTS: the first
 source "$(dirname "$0")/gpu_common.sh"
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
 
@@ -110,7 +110,7 @@ fi
 
 has() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
 # 1: correctness first (a CPU without CUDA skips the GPU tests and runs the kernel's on the interpreter).
-has tests && test_step ${T_TESTS:-90} -x -v test/engine/test_quantization.py $TESTS_EXTRA \
+has tests && test_step ${T_TESTS:-90} -v ${TESTS:-test/engine/test_quantization.py} $TESTS_EXTRA \
   -k "cuda or split_k or plain_weight or cublas or graph or silu or kernel or decides or static or camera"
 # 2: the kernel alone (correctness, then timings).
 has micro && step micro ${T_MICRO:-80} $PY scripts/few_rows_kernel_bench.py $KB --parts micro --out "$RES"
