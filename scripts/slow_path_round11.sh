@@ -15,6 +15,8 @@
 # model_ARM.tar.gz.part_* (rejoin: cat model_ARM.tar.gz.part_* > model_ARM.tar.gz).
 # Read (CPU, the on model): python scripts/region_tags_accuracy.py MODEL /tmp/h5_v900 --episodes 48;
 #   python scripts/training_forks_audit.py MODEL /tmp/synth8 --episodes 8 (model_right against answer_in_tags).
+# Measured (docs/RESULTS.md round 11): the on call 542 s, its stream stopped at 376 of 480 steps (the guard; 43 samples/s),
+# so the control ran with EXTRA="--set training.max_steps=376" (348 s): equal steps, the schedules' tails differ.
 # CPU smoke tests: SMOKE=1 PY=$PWD/.venv/bin/python WHEELS= bash scripts/slow_path_round11.sh  (and ARM=off ...)
 export CONFIG=${CONFIG:-config/train/demo_slow_round11.yaml}
 if [ "${ARM:-}" = off ]; then export W=${W:-/tmp/b15r11_off} ON_ONLY=0; else export W=${W:-/tmp/b15r11}; fi
