@@ -26,7 +26,8 @@
 #      EVAL_TIMEOUT WORKERS COST_BEFORE WHEELS (empty: install nothing) CONFIG
 #      OFF (the control's --set, default: data.thinking=none crop_pretraining=null)
 #      ON_ONLY=1: train and evaluate the "on" model only (its control was trained by an earlier round's identical
-#      command); TRAIN_TIMEOUT (s, default none): a hard limit on each training beside its max_minutes guards
+#      command); ARM=off: the control only (its "on" model is another call's; model_off.tar.gz comes back instead);
+#      TRAIN_TIMEOUT (s, default none): a hard limit on each training beside its max_minutes guards
 set -u
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}; L="$PY -m lionfs_ros.cli"
@@ -42,7 +43,7 @@ fi
 SHARD_EPS=${SHARD_EPS:-100}; VAL_EPS=${VAL_EPS:-50}; HELD_EPS=${HELD_EPS:-8}; DEVICE=${DEVICE:-cuda}; EXTRA=${EXTRA:-}; ON_EXTRA=${ON_EXTRA:-}
 EVAL_TIMEOUT=${EVAL_TIMEOUT:-120}; WORKERS=${WORKERS:-6}; COST_BEFORE=${COST_BEFORE:-340}
 OFF=${OFF:-"--set data.thinking=none --set crop_pretraining=null"}
-RUNS="on off"; [ "${ON_ONLY:-0}" = 1 ] && RUNS=on
+RUNS="on off"; [ "${ON_ONLY:-0}" = 1 ] && RUNS=on; [ "${ARM:-}" = off ] && RUNS=off
 TRAIN_LIMIT=${TRAIN_TIMEOUT:+timeout $TRAIN_TIMEOUT}
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $OUT/timeline.txt; }
 
@@ -87,20 +88,22 @@ evaluate() {  # $1 = on | off: both splits, at once
 if [ "$RUNS" != on ]; then wait $T_off; stamp "off trained (rc $?)"; fi
 wait $VAL $HELD; stamp "eval data ready"; tail -n 2 $W/synth_val.log $W/synth_held.log
 [ "$RUNS" != on ] && evaluate off
-wait $T_on; stamp "on trained (rc $?)"
-tail -n 3 $(ls $W/train_on.log $W/train_off.log 2>/dev/null); grep "crop pretraining:" $W/train_on.log
+if [ "$RUNS" != off ]; then wait $T_on; stamp "on trained (rc $?)"; fi
+for run in $RUNS; do stamp "$run: $(grep -ho '"global_step": [0-9]*\|"train_runtime_s": [0-9.]*\|"train_samples_per_second": [0-9.]*' $W/run_$run/train_summary.json | tr '\n' ' ')"; done
+tail -n 3 $(ls $W/train_on.log $W/train_off.log 2>/dev/null); grep -s "crop pretraining:" $W/train_on.log
 (cd $W && tar czf $OUT/train_logs.tar.gz train_*.log run_*/train_log.json run_*/train_summary.json run_*/train_config.yaml run_on/crop_pretraining/summary.json 2>/dev/null)
-evaluate on
+[ "$RUNS" != off ] && evaluate on
 wait; stamp "evaluated"
 tail -n 4 $W/eval_*.log
 pack() { (cd $W && tar czf $OUT/results.tar.gz $(ls val_*.json held_*.json cost_on.json eval_*.log cost.log synth_val.log synth_held.log 2>/dev/null)); }
 pack
 
 left=$(( COST_BEFORE - ($(date +%s) - T0) ))
-if [ $left -gt 0 ]; then  # the answer cost on a GPU nobody else uses now (round 3's shared the evaluations')
+if [ $left -gt 0 ] && [ "$RUNS" != off ]; then  # the answer cost on a GPU nobody else uses now (round 3's shared the evaluations')
   timeout 60 $PY scripts/slow_path_cost.py $W/run_on/model auto $W/cost_on.json --data $W/val900 --episode val_000001 --device $DEVICE > $W/cost.log 2>&1
   stamp "cost measured (rc $?)"; tail -n 3 $W/cost.log; pack
 else
   stamp "no time left for the cost run"
 fi
-(cd $W/run_on && tar czf $OUT/model_on.tar.gz model) && ls -la $OUT; stamp done
+keep=on; [ "$RUNS" = off ] && keep=off
+(cd $W/run_$keep && tar czf $OUT/model_$keep.tar.gz model) && ls -la $OUT; stamp done

@@ -17,7 +17,7 @@ export W=${W:-/tmp/b15r6}
 [ "${SMOKE:-0}" = 1 ] || export SHARD_EPS=${SHARD_EPS:-250} COST_BEFORE=${COST_BEFORE:-500}
 bash "$(dirname "$0")/slow_path_round5.sh"; rc=$?
 OUT=${OUT:-$W/out}
-if [ -f $OUT/model_on.tar.gz ]; then
-  split -b 15M $OUT/model_on.tar.gz $OUT/model_on.tar.gz.part_ && rm $OUT/model_on.tar.gz && ls -la $OUT
-fi
+for m in $OUT/model_on.tar.gz $OUT/model_off.tar.gz; do  # model_off: ARM=off (slow_path_round5.sh)
+  [ -f $m ] && split -b 15M $m $m.part_ && rm $m && ls -la $OUT
+done
 exit $rc
