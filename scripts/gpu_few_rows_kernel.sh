@@ -28,17 +28,13 @@ if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
 
 after_step() {  # summary.txt: the steps, then the numbers that matter from each JSON there is; the tarball
   { cat "$RES/steps.txt"; $PY - "$RES" <<'PY'
-import json, os, sys
+import functools, json, sys
+
+sys.path.insert(0, "scripts")
+from gpu_summary import load, print_benches
 
 res = sys.argv[1]
-
-
-def load(name):
-    try:
-        return json.load(open(os.path.join(res, name)))
-    except (OSError, ValueError):
-        return None
-
+load = functools.partial(load, res)
 
 micro = load("micro.json")
 if micro:
@@ -82,18 +78,7 @@ if all(evals.values()):
         r.get("text") for r in evals["fp8"].get("responses", [])]
     print(f"eval native vs fp8: {len(diffs)} metrics, largest difference {worst} {diffs.get(worst)}; "
           f"trigger_f1 {a.get('trigger_f1')} / {b.get('trigger_f1')}; responses' texts identical: {same_text}")
-for preset in ("llama3-8b", "tiny"):
-    d = load(f"bench-{preset}.json")
-    if not d:
-        continue
-    for name, v in d.get("variants", {}).items():
-        fast, slow = v.get("fast", {}), v.get("slow", {})
-        print(f"{preset} {name}: frame p50 {fast.get('p50_ms')} p99 {fast.get('p99_ms')} ms; slow "
-              f"{slow.get('tokens_per_second')} tokens/s; breakdown {json.dumps(v.get('breakdown_ms'))}; "
-              f"equality {json.dumps(v.get('equality_vs_bf16_engine') or v.get('equality'))[:200]}; error {v.get('error')}")
-    for key in ("fp8", "weight_floor"):
-        if key in d:
-            print(f"{preset} {key}: {json.dumps(d[key])[:500]}")
+print_benches(res, ("llama3-8b", "tiny"))
 PY
   } > "$OUT/summary.txt" 2>&1
   pack

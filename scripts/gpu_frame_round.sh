@@ -20,17 +20,13 @@ source "$(dirname "$0")/gpu_common.sh"
 
 after_step() {  # summary.txt: the steps, then the numbers that matter from each JSON there is; the tarball
   { cat "$RES/steps.txt"; $PY - "$RES" <<'PY'
-import json, os, sys
+import functools, json, sys
+
+sys.path.insert(0, "scripts")
+from gpu_summary import load, print_benches
 
 res = sys.argv[1]
-
-
-def load(name):
-    try:
-        return json.load(open(os.path.join(res, name)))
-    except (OSError, ValueError):
-        return None
-
+load = functools.partial(load, res)
 
 towers = load("towers/towers.json")
 if towers:
@@ -40,18 +36,7 @@ if towers:
               f"compiled={c.get('compiled')}")
     if "frame" in towers:
         print("frame costs:", json.dumps(towers["frame"]))
-for preset in ("lionfs-8b", "llama3-8b", "tiny-lionfs", "tiny"):
-    d = load(f"bench-{preset}.json")
-    if not d:
-        continue
-    for name, v in d.get("variants", {}).items():
-        fast, eq = v.get("fast", {}), v.get("equality", {})
-        print(f"{preset} {name}: p50 {fast.get('p50_ms')} p99 {fast.get('p99_ms')} ms; ego-only p50 "
-              f"{v.get('ego_only', {}).get('p50_ms')}; breakdown {json.dumps(v.get('breakdown_ms'))}; slow "
-              f"{json.dumps(v.get('slow', {}))[:200]}; equality {json.dumps(eq)[:200]}; error {v.get('error')}")
-    for key in ("dropping_on_over_off_p50", "fp8"):
-        if key in d:
-            print(f"{preset} {key}: {json.dumps(d[key])[:400]}")
+print_benches(res, ("lionfs-8b", "llama3-8b", "tiny-lionfs", "tiny"))
 PY
   } > "$OUT/summary.txt" 2>&1
   pack

@@ -21,17 +21,13 @@ source "$(dirname "$0")/gpu_common.sh"
 
 after_step() {  # summary.txt: the steps, then the numbers that matter from each JSON there is; the tarball
   { cat "$RES/steps.txt"; grep -E "passed|failed|error" "$RES/tests.log" 2>/dev/null | tail -n 3; $PY - "$RES" <<'PY'
-import json, os, sys
+import functools, json, sys
+
+sys.path.insert(0, "scripts")
+from gpu_summary import load, print_benches
 
 res = sys.argv[1]
-
-
-def load(name):
-    try:
-        return json.load(open(os.path.join(res, name)))
-    except (OSError, ValueError):
-        return None
-
+load = functools.partial(load, res)
 
 route = load("route/route.json")
 if route:
@@ -42,17 +38,7 @@ if route:
     for name, row in route.get("timing", {}).items():
         if isinstance(row, dict):
             print(f"route timing {name}: {json.dumps(row)[:600]}")
-for preset in ("lionfs-8b", "tiny-lionfs"):
-    d = load(f"bench-{preset}.json")
-    if not d:
-        continue
-    for name, v in d.get("variants", {}).items():
-        fast, eq = v.get("fast", {}), v.get("equality", {})
-        print(f"{preset} {name}: route_kernels {v.get('route_kernels')} attention_run {v.get('attention_run')} "
-              f"p50 {fast.get('p50_ms')} p99 {fast.get('p99_ms')} ms; breakdown "
-              f"{json.dumps(v.get('breakdown_ms'))}; equality {json.dumps(eq)[:300]}; error {v.get('error')}")
-    if "dropping_on_over_off_p50" in d:
-        print(f"{preset} dropping_on_over_off_p50: {json.dumps(d['dropping_on_over_off_p50'])[:400]}")
+print_benches(res, ("lionfs-8b", "tiny-lionfs"))
 PY
   } > "$OUT/summary.txt" 2>&1
   pack

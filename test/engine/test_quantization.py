@@ -272,8 +272,9 @@ def test_cuda_kernel_replays_in_a_cuda_graph(config):
         assert not counters.any()
 
 
-@needs_fp8_gpu
-def test_cuda_engine_with_fp8_weights_decides_like_native():
+def _demo_decisions(**fields) -> tuple[list, object]:
+    """The bundled demo model's decisions over 96 frames of a 12-frame camera loop (8 fps, decided at 2) on the GPU
+    with these ``EngineConfig`` fields, and the engine's fused decoder."""
     from lionfs_ros.engine import StreamEngine
     from lionfs_ros.engine.bench.presets import camera_frames
     from lionfs_ros.model import LionFSModel
@@ -281,19 +282,28 @@ def test_cuda_engine_with_fp8_weights_decides_like_native():
 
     model = LionFSModel.from_pretrained(demo_model_path(), device="cuda").eval()
     frames = camera_frames(12, (240, 320), seed=3)
+    engine = StreamEngine(model, EngineConfig(answers=False, general_fps=2.0, kv_budget_tokens=2048, **fields))
+    assert engine.backend.name == "static"
+    steps = [engine.process_frame(frames[k % 12], k * 0.125) for k in range(96)]
+    return [d for d in steps if d is not None], engine.backend.main.fused
+
+
+def _compare(ours: list, theirs: list) -> tuple[int, float]:
+    """(decisions equal, max |dP(interval)|) over two runs of the same frames."""
+    assert len(ours) == len(theirs) >= 20, (len(ours), len(theirs))
+    diff = np.abs(np.array([d.p_interval for d in ours]) - np.array([d.p_interval for d in theirs]))
+    return sum(a.respond == b.respond for a, b in zip(ours, theirs)), float(diff.max())
+
+
+@needs_fp8_gpu
+def test_cuda_engine_with_fp8_weights_decides_like_native():
     runs = {}
     for weights in ("native", "fp8"):
-        engine = StreamEngine(model, EngineConfig(weights=weights, answers=False, general_fps=2.0, kv_budget_tokens=2048))
-        assert engine.backend.name == "static"
-        steps = [engine.process_frame(frames[k % 12], k * 0.125) for k in range(96)]
-        runs[weights] = [d for d in steps if d is not None]
-        assert engine.backend.main.fused.weights == weights
-    native, fp8 = runs["native"], runs["fp8"]
-    assert len(native) == len(fp8) >= 20, (len(native), len(fp8))
-    diff = np.abs(np.array([d.p_interval for d in native]) - np.array([d.p_interval for d in fp8]))
-    same = sum(a.respond == b.respond for a, b in zip(native, fp8))
-    print(f"fp8 vs native: {same}/{len(native)} decisions equal, max |dP(interval)| {diff.max():.4f}")
-    assert diff.max() < 0.05 and same >= 0.9 * len(native), (same, len(native), float(diff.max()))
+        runs[weights], fused = _demo_decisions(weights=weights)
+        assert fused.weights == weights
+    same, diff = _compare(runs["fp8"], runs["native"])
+    print(f"fp8 vs native: {same}/{len(runs['native'])} decisions equal, max |dP(interval)| {diff:.4f}")
+    assert diff < 0.05 and same >= 0.9 * len(runs["native"]), (same, diff)
 
 
 @needs_fp8_gpu
@@ -315,25 +325,13 @@ def test_cuda_tuning_on_plain_weights_keeps_the_faster_of_the_kernel_and_cublas(
 
 @needs_fp8_gpu
 def test_cuda_engine_with_the_few_rows_kernel_decides_like_cublas():
-    from lionfs_ros.engine import StreamEngine
     from lionfs_ros.engine.quantization import StreamedWeight
-    from lionfs_ros.engine.bench.presets import camera_frames
-    from lionfs_ros.model import LionFSModel
-    from lionfs_ros.resources import demo_model_path
 
-    model = LionFSModel.from_pretrained(demo_model_path(), device="cuda").eval()
-    frames = camera_frames(12, (240, 320), seed=3)
     runs = {}
     for kind in ("torch", "auto"):
-        engine = StreamEngine(model, EngineConfig(linear_kernel=kind, answers=False, general_fps=2.0,
-                                                  kv_budget_tokens=2048))
-        fused = engine.backend.main.fused  # (linear_tuning lists only shapes not tuned before in this process)
+        runs[kind], fused = _demo_decisions(linear_kernel=kind)
+        # (linear_tuning lists only the shapes not tuned before in this process)
         assert fused.linear_kernel == kind and isinstance(fused.head_weight, StreamedWeight) == (kind == "auto")
-        steps = [engine.process_frame(frames[k % 12], k * 0.125) for k in range(96)]
-        runs[kind] = [d for d in steps if d is not None]
-    cublas, auto = runs["torch"], runs["auto"]
-    assert len(cublas) == len(auto) >= 20
-    diff = np.abs(np.array([d.p_interval for d in cublas]) - np.array([d.p_interval for d in auto]))
-    same = sum(a.respond == b.respond for a, b in zip(cublas, auto))
-    print(f"few-rows kernel vs cuBLAS: {same}/{len(cublas)} decisions equal, max |dP(interval)| {diff.max():.4f}")
-    assert same == len(cublas) and diff.max() < 0.02, (same, float(diff.max()))
+    same, diff = _compare(runs["auto"], runs["torch"])
+    print(f"few-rows kernel vs cuBLAS: {same}/{len(runs['torch'])} decisions equal, max |dP(interval)| {diff:.4f}")
+    assert same == len(runs["torch"]) and diff < 0.02, (same, diff)
