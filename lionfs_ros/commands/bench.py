@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         from lionfs_ros.engine.bench.speed import run_speed
 
         prefill, frames, tokens = SPEED_DEFAULTS[preset.name]
-        from lionfs_ros.engine.bench.speed import VARIANTS
+        from lionfs_ros.engine.bench.variants import VARIANTS
 
         cuda_default = "graphs+compile+split,graphs+compile+triton,graphs+compile+triton+fp8"
         if preset.config.get("dropping"):

@@ -43,6 +43,7 @@ from ..engine import StreamEngine
 from ..slow_thinker import LocalSlowThinker, SlowThinkRequest
 from ..timing import now, percentiles_ms, rss_bytes
 from .floor import copy_floor, weight_floor
+from .variants import FP8, NODROP, variant_fields
 from .equality import naive_equality, no_equality, twin_equality
 from .naive import NaiveStream, naive_generate
 from .presets import GENERAL_FPS, Preset, build_model, camera_frames
@@ -84,33 +85,6 @@ def _peak_mib(device) -> float:
 def _fast_summary(latencies: list[float], wall: float) -> dict:
     return {"frames": len(latencies), **{f"{k}_ms": v for k, v in percentiles_ms(latencies).items()},
             "mean_ms": float(np.mean(latencies) * 1e3), "frames_per_second": len(latencies) / wall}
-
-
-VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the routers off)
-    "eager": {"compile": False, "attention": "sdpa"},
-    "dynamic": {"compile": False, "attention": "sdpa", "backend": "dynamic"},
-    "graphs": {"compile": False, "attention": "sdpa"},
-    "graphs+compile": {"compile": True, "attention": "sdpa"},
-    "graphs+split": {"compile": False, "attention": "split"},
-    "graphs+compile+split": {"compile": True, "attention": "split"},
-    "graphs+triton": {"compile": False, "attention": "triton"},  # kernels/decode_attention.py (default attention)
-    "graphs+compile+triton": {"compile": True, "attention": "triton"},
-}
-NODROP = "+nodrop"
-FP8 = "+fp8"
-CUBLAS = "+cublas"
-for _name in [n for n in VARIANTS if n.startswith("graphs")]:
-    VARIANTS[_name + CUBLAS] = {**VARIANTS[_name], "linear_kernel": "torch"}  # every bf16 product by cuBLAS
-for _name in list(VARIANTS):
-    VARIANTS[_name + NODROP] = {**VARIANTS[_name], "dropping": False}
-for _name in [n for n in VARIANTS if not n.startswith(("eager", "dynamic"))]:
-    VARIANTS[_name + FP8] = {**VARIANTS[_name], "weights": "fp8"}
-
-
-def variant_fields(name: str) -> tuple[dict, bool]:
-    """(EngineConfig fields, dropping on) of a variant name."""
-    fields = dict(VARIANTS[name])
-    return fields, fields.pop("dropping", True)
 
 
 def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_tokens: int, device: str | None = None,

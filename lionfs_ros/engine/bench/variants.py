@@ -1,0 +1,30 @@
+"""The engine variants ``lionfs bench`` measures, by name: each is a set of ``EngineConfig`` fields (and whether the
+model's token dropping stays on). Suffixes: ``+cublas`` every bf16 product by cuBLAS (``linear_kernel='torch'``),
+``+nodrop`` the dropping routers off, ``+fp8`` weight-only FP8 decoder weights."""
+from __future__ import annotations
+
+VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the routers off)
+    "eager": {"compile": False, "attention": "sdpa"},
+    "dynamic": {"compile": False, "attention": "sdpa", "backend": "dynamic"},
+    "graphs": {"compile": False, "attention": "sdpa"},
+    "graphs+compile": {"compile": True, "attention": "sdpa"},
+    "graphs+split": {"compile": False, "attention": "split"},
+    "graphs+compile+split": {"compile": True, "attention": "split"},
+    "graphs+triton": {"compile": False, "attention": "triton"},  # kernels/decode_attention.py (default attention)
+    "graphs+compile+triton": {"compile": True, "attention": "triton"},
+}
+NODROP = "+nodrop"
+FP8 = "+fp8"
+CUBLAS = "+cublas"
+for _name in [n for n in VARIANTS if n.startswith("graphs")]:
+    VARIANTS[_name + CUBLAS] = {**VARIANTS[_name], "linear_kernel": "torch"}  # every bf16 product by cuBLAS
+for _name in list(VARIANTS):
+    VARIANTS[_name + NODROP] = {**VARIANTS[_name], "dropping": False}
+for _name in [n for n in VARIANTS if not n.startswith(("eager", "dynamic"))]:
+    VARIANTS[_name + FP8] = {**VARIANTS[_name], "weights": "fp8"}
+
+
+def variant_fields(name: str) -> tuple[dict, bool]:
+    """(EngineConfig fields, dropping on) of a variant name."""
+    fields = dict(VARIANTS[name])
+    return fields, fields.pop("dropping", True)
