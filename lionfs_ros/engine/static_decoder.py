@@ -83,7 +83,8 @@ def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_bu
                    slots: torch.Tensor, heads: tuple[int, int, int]) -> torch.Tensor:
     """``qkv [M, (Hq + 2 Hkv) * D]`` -> the rotated queries ``[Hq, M, D]``; the rotated keys and the values are
     written into ``k_buf``/``v_buf`` ``[Hkv, cap, D]`` at ``slots [M]``. ``heads``: (Hq, Hkv, D). Compiled, the
-    rotation and both writes are one kernel (indexed stores into the buffers, which are updated in place)."""
+    writes are indexed stores into the buffers in place (no copy of a buffer); inductor made three kernels of it
+    on an H200 (the rotation, one per write)."""
     hq, hkv, hd = heads
     m = qkv.shape[0]
     qk = rope(qkv[:, :(hq + hkv) * hd].view(m, hq + hkv, hd).transpose(0, 1), cos, sin)  # [Hq+Hkv, M, D]
@@ -250,13 +251,13 @@ class FusedDecoder:
         self.fp8_bytes = quantize_layers(self.layers) if weights == "fp8" else 0
         head = llm.get_output_embeddings()
         self.head_weight, self.head_bias = head.weight, head.bias  # [V, d], the logits of the last position
-        self.linear_kernel, self.linear_fallback = linear_kernel, None
-        if linear_kernel == "auto":
-            self.linear_fallback = few_rows_problem(llm.device)
-            if self.linear_fallback is None:
-                stream_layers(self.layers)
-                self.head_weight = StreamedWeight(self.head_weight)
-        tunable = llm.device.type == "cuda" and (weights == "fp8" or self.linear_fallback is None and linear_kernel == "auto")
+        self.linear_kernel = linear_kernel
+        self.linear_fallback = few_rows_problem(llm.device) if linear_kernel == "auto" else None
+        streamed = linear_kernel == "auto" and self.linear_fallback is None
+        if streamed:
+            stream_layers(self.layers)
+            self.head_weight = StreamedWeight(self.head_weight)
+        tunable = llm.device.type == "cuda" and (weights == "fp8" or streamed)
         self.linear_tuning = tune_layers(self.layers, TUNE_ROWS, llm.dtype, self.head_weight) if tunable else []
         self.final_norm = (self.decoder.norm.weight, self.decoder.norm.variance_epsilon)
         self.scaling = self.decoder.layers[0].self_attn.scaling

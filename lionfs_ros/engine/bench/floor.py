@@ -56,15 +56,16 @@ def weight_floor(llm, rows: int, weights: str = "native", matrices: str = "modul
     if device.type != "cuda":
         return {"rows": rows, "skipped": "needs CUDA"}
     dtype = next(llm.parameters()).dtype
-    if matrices == "engine" or weights == "fp8":
+    engine = matrices == "engine" or weights == "fp8"  # FP8 codes exist only as the engine's fused matrices
+    if engine:
         mats = _engine_matrices(llm, weights)
     else:
         mats = [m.weight for m in llm.modules() if isinstance(m, nn.Linear)]
     inputs = {w.shape[1]: torch.randn(rows, w.shape[1], device=device, dtype=dtype) for w in mats}
     ms = _graph_ms(device, [lambda w=w: linear(inputs[w.shape[1]], w) for w in mats])
     nbytes = sum(_nbytes(w) for w in mats)
-    return {"rows": rows, "weights": weights, "matrices": "engine" if matrices == "engine" or weights == "fp8" else
-            "modules", "ms": ms, "weight_bytes": nbytes, "tb_per_s": nbytes / (ms * 1e-3) / 1e12, "count": len(mats)}
+    return {"rows": rows, "weights": weights, "matrices": "engine" if engine else "modules", "ms": ms,
+            "weight_bytes": nbytes, "tb_per_s": nbytes / (ms * 1e-3) / 1e12, "count": len(mats)}
 
 
 @torch.no_grad()

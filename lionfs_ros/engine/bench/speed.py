@@ -42,11 +42,11 @@ from ..config import EngineConfig, KeyframeConfig
 from ..engine import StreamEngine
 from ..slow_thinker import LocalSlowThinker, SlowThinkRequest
 from ..timing import now, percentiles_ms, rss_bytes
-from .floor import copy_floor, weight_floor
-from .variants import FP8, NODROP, variant_fields
 from .equality import naive_equality, no_equality, twin_equality
+from .floor import copy_floor, weight_floor
 from .naive import NaiveStream, naive_generate
 from .presets import GENERAL_FPS, Preset, build_model, camera_frames
+from .variants import FP8, NODROP, variant_fields
 
 MIB = 1024 * 1024
 DISTINCT_FRAMES = 16

@@ -55,7 +55,8 @@ def _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_S
 
 @triton.jit
 def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
-    """The weight tile -> ``dtype`` (a bf16/fp16 weight: a no-op or a plain cast). FP8 e4m3 codes: Triton's conversion takes 1.5 conversion instructions per code (e4m3x2 ->
+    """The weight tile -> ``dtype`` (a bf16/fp16 weight: a no-op or a plain cast). FP8 e4m3 codes: Triton's
+    conversion takes 1.5 conversion instructions per code (e4m3x2 ->
     f16x2, then f16 -> bf16 one by one), which issue at 16 per clock per SM: about 2.8 TB/s of codes on an H200,
     where the old kernel measured 2.7. BITS (bf16 activations) avoids them: per 4 codes, each byte is moved to the
     top of a 16-bit lane (prmt), its exponent and mantissa shifted into bf16's places with the sign kept, and the
@@ -216,18 +217,17 @@ def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor |
                     bias: torch.Tensor | None = None, config: Config | str | None = None) -> torch.Tensor:
     """``x [M, K]`` (bf16/fp16) times ``weight [N, K]`` -> ``[M, N]`` in ``x``'s dtype: FP8 codes with their
     ``scale [N]``, or a weight of ``x``'s dtype (no scale). ``config``: the tiles (default ``pick_config``'s)."""
-    codes = weight
-    if x.dim() != 2 or codes.dim() != 2 or x.shape[1] != codes.shape[1]:
-        raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(codes.shape)} do not match")
-    if (scale is None) != (codes.dtype != torch.float8_e4m3fn):
-        raise ValueError(f"few_rows_linear: FP8 codes need their scale, a {codes.dtype} weight takes none")
+    if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match")
+    if (scale is None) != (weight.dtype != torch.float8_e4m3fn):
+        raise ValueError(f"few_rows_linear: FP8 codes need their scale, a {weight.dtype} weight takes none")
     m, k = x.shape
-    config = config or pick_config(max(m, 1), codes)
+    config = config or pick_config(max(m, 1), weight)
     if config == CUBLAS:
-        return F.linear(x, codes, bias)
+        return F.linear(x, weight, bias)
     if x.stride(1) != 1:
         x = x.contiguous()
-    n = codes.shape[0]
+    n = weight.shape[0]
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m == 0:
         return out
@@ -241,9 +241,10 @@ def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor |
     else:
         part = count = out  # not read
     fp8 = scale is not None
-    _few_rows_kernel[grid](x, codes, scale if fp8 else out, bias if bias is not None else out, out, part, count, m, n,
-                           k, k_per_split, x.stride(0), codes.stride(0), out.stride(0), HAS_SCALE=fp8,
-                           HAS_BIAS=bias is not None, SPLIT_K=split > 1, BITS=bool(bits) and fp8 and x.dtype == torch.bfloat16,
+    _few_rows_kernel[grid](x, weight, scale if fp8 else out, bias if bias is not None else out, out, part, count, m,
+                           n, k, k_per_split, x.stride(0), weight.stride(0), out.stride(0), HAS_SCALE=fp8,
+                           HAS_BIAS=bias is not None, SPLIT_K=split > 1,
+                           BITS=bool(bits) and fp8 and x.dtype == torch.bfloat16,
                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
     return out
 
