@@ -304,8 +304,8 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dty
     untried neighbours of the best tile. Past ``deadline`` (a ``time.monotonic`` time) only candidates already
     compiled in this process are timed. A candidate whose output is not the float32 product's (``TUNE_TOLERANCE``)
     is rejected. Keeps the fastest in ``TUNED``; a second call for the same shape and bucket goes on from the
-    first's timings. Returns ``{"shape", "weight_bytes", "rows", "config", "us", "heuristic_us", "cublas_us",
-    "tb_per_s", "tried", "rejected"}`` (microseconds per product; config "cublas" where cuBLAS won)."""
+    first's timings. Returns ``{"shape", "weight_bytes", "rows", "config", "us", "best_tile", "heuristic_us",
+    "cublas_us", "tb_per_s", "tried", "rejected"}`` (microseconds per product; config "cublas" where cuBLAS won)."""
     w0, s0 = weights[0]
     n, k = w0.shape
     fp8 = s0 is not None
@@ -359,8 +359,10 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dty
     if best in rejected:
         raise RuntimeError(f"few_rows_linear: no tile configuration reproduced the [{n}, {k}] product at {rows} rows")
     TUNED[key] = best
+    tile = best_tile()
     return {"shape": [n, k], "weight_bytes": w0.element_size(), "rows": rows,
             "config": best if best == CUBLAS else list(best), "us": timings[best],
+            "best_tile": None if tile is None else list(tile),  # the fastest tile, where cuBLAS won too
             "heuristic_us": None if heuristic in rejected else timings.get(heuristic),  # None: not timed (late)
             "cublas_us": timings.get(CUBLAS), "tb_per_s": w0.numel() * w0.element_size() / (timings[best] * 1e-6) / 1e12,
             "tried": len(timings), "rejected": [list(c) for c in rejected if c != CUBLAS]}
