@@ -28,13 +28,12 @@ if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
 
 after_step() {  # summary.txt: the steps, then the numbers that matter from each JSON there is; the tarball
   { cat "$RES/steps.txt"; $PY - "$RES" <<'PY'
-import functools, json, sys
+import json, sys
 
 sys.path.insert(0, "scripts")
-from gpu_summary import load, print_benches
+from gpu_summary import print_benches, results
 
-res = sys.argv[1]
-load = functools.partial(load, res)
+res, load = results()
 
 micro = load("micro.json")
 if micro:

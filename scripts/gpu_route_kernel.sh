@@ -21,13 +21,12 @@ source "$(dirname "$0")/gpu_common.sh"
 
 after_step() {  # summary.txt: the steps, then the numbers that matter from each JSON there is; the tarball
   { cat "$RES/steps.txt"; grep -E "passed|failed|error" "$RES/tests.log" 2>/dev/null | tail -n 3; $PY - "$RES" <<'PY'
-import functools, json, sys
+import json, sys
 
 sys.path.insert(0, "scripts")
-from gpu_summary import load, print_benches
+from gpu_summary import print_benches, results
 
-res = sys.argv[1]
-load = functools.partial(load, res)
+res, load = results()
 
 route = load("route/route.json")
 if route:

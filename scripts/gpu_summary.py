@@ -1,9 +1,17 @@
 """What the ``scripts/gpu_*.sh`` rounds print into their ``summary.txt``: shared by their ``after_step``s, which run
-from the repository root (``sys.path.insert(0, "scripts")``, then import from here)."""
+from the repository root with the results folder as their argument::
+
+    import json, sys
+    sys.path.insert(0, "scripts")
+    from gpu_summary import print_benches, results
+    res, load = results()
+"""
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
 
 TOP_LEVEL = ("dropping_on_over_off_p50", "fp8", "weight_floor", "llm_step_over_engine_floor")  # printed when present
 
@@ -14,6 +22,12 @@ def load(res: str, name: str) -> dict | None:
         return json.load(open(os.path.join(res, name)))
     except (OSError, ValueError):
         return None
+
+
+def results() -> tuple[str, functools.partial]:
+    """The results folder (the script's first argument) and ``load`` bound to it."""
+    res = sys.argv[1]
+    return res, functools.partial(load, res)
 
 
 def print_benches(res: str, presets: tuple[str, ...]) -> None:
