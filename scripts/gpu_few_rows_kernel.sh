@@ -7,6 +7,9 @@
 #      the interpreter-style tests run on the GPU;
 #   2. scripts/few_rows_kernel_bench.py --parts micro: correctness, then per Llama-3-8B shape (and the output head)
 #      at 1 and 11 rows the kernel on FP8 codes and on bf16 weights, cuBLAS bf16 and torch._scaled_mm: us and TB/s;
+#   2b. (PARTS with "attn") scripts/attention_tiles_bench.py: the decode-attention kernel's candidate tiles for a
+#      decided frame and a generated token at fills 700 / 1,500 / 3,000 (correct against float64, us per layer),
+#      and the rotary + KV-write kernel against the compiled torch op;
 #   3. lionfs bench --preset llama3-8b: graphs+compile+triton (the default: linear_kernel 'auto'), the same with
 #      +cublas (every bf16 product by cuBLAS: the previous default) and +fp8, prefill 120, frames 30, new tokens 64
 #      (as scripts/gpu_frame_round.sh);
@@ -21,7 +24,7 @@
 # Smoke test on a CPU (Triton's interpreter, tiny shapes and presets): SMOKE=1 OUT=/tmp/fr_out bash scripts/gpu_few_rows_kernel.sh
 ROUND=few_rows_kernel
 BUDGET_S=${BUDGET_S:-500}
-PARTS=${PARTS:-"tests micro bench eval"}  # any of: tests micro bench eval profile (in this order)
+PARTS=${PARTS:-"tests micro bench eval"}  # any of: tests micro attn bench eval profile (in this order)
 TESTS_EXTRA=${TESTS_EXTRA:-}  # more test files for step 1 (their CUDA tests and any named by -k); TESTS: the first
 source "$(dirname "$0")/gpu_common.sh"
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
@@ -46,6 +49,16 @@ if micro:
             checks = {lab: (r.get(lab, {}).get("ok"), r.get(lab, {}).get("config")) for lab in ("fp8_kernel", "bf16_kernel")}
             pick = r.get("tune_bf16", {}).get("config")
             print(f"  {name} {s['shape']} {rows}: ok/config {checks} bf16 pick {pick} | " + "; ".join(cells))
+tiles = load("attention_tiles.json")
+if tiles:
+    print(f"attention tiles on {tiles.get('device')}: all correct {tiles.get('all_ok')}")
+    for case, e in tiles.get("cases", {}).items():
+        for fill, b in e.get("best", {}).items():
+            print(f"  {case} fill {fill}: default {b['default_us']:.2f} us {b['default_tiles']} | best "
+                  f"{b['best_us'] or float('nan'):.2f} us {b['best_tiles']}")
+    for r in tiles.get("rope", []):
+        print(f"  rope M={r['positions']}: torch {r.get('torch_us_per_layer', float('nan')):.2f} us, kernel "
+              f"{r.get('kernel_us_per_layer', float('nan')):.2f} us per layer, q diff {r['q_max_abs_vs_torch']}")
 prof = load("profile.json")
 for weights, p in (prof or {}).items():
     if not isinstance(p, dict):
@@ -98,6 +111,8 @@ has tests && test_step ${T_TESTS:-90} -v ${TESTS:-test/engine/test_quantization.
   -k "cuda or split_k or plain_weight or cublas or graph or silu or kernel or decides or static or camera"
 # 2: the kernel alone (correctness, then timings).
 has micro && step micro ${T_MICRO:-80} $PY scripts/few_rows_kernel_bench.py $KB --parts micro --out "$RES"
+# 2b: the decode-attention kernel's tiles and the rotary + KV-write kernel (scripts/attention_tiles_bench.py).
+has attn && step attn ${T_ATTN:-120} $PY scripts/attention_tiles_bench.py $KB --out "$RES"
 # 3: the engine (the default first; +cublas and +fp8 are compared with the naive loop, fp8 also with the default).
 has bench && step bench-$P8 ${T_BENCH:-220} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
   --variants $VARIANTS --concurrent-variant graphs+compile+triton --out "$RES/bench-$P8.json"

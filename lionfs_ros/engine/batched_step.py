@@ -299,10 +299,12 @@ def _attention(fused: FusedDecoder, fl, layer: int, pool: KVPool, rows, h, view,
     k_pool, v_pool = pool.keys[layer], pool.values[layer]  # [S+1, Hkv, cap, D]
     k_pool[rows[:, None], :, slots] = k.transpose(1, 2)  # [B, K, Hkv, D] at each row's slots
     v_pool[rows[:, None], :, slots] = v.transpose(1, 2)
-    q = q.reshape(b, hkv, g * m, hd)
     if mask is None:  # the kernel: reads each pool row in place, up to its fill (no gather copy)
-        out = fused.kernel(q, k_pool, v_pool, pool.slot_pos, pool.fill, pos, rows, track, fused.scaling, span)
-    elif fused.attention == "sdpa":
+        out = fused.kernel(q.transpose(1, 2), k_pool, v_pool, pool.slot_pos, pool.fill, pos, rows, track,
+                           fused.scaling, span)  # [B, K, Hq, D]
+        return linear(out.reshape(b, m, hq * hd), fl.o_weight, fl.o_bias)
+    q = q.reshape(b, hkv, g * m, hd)
+    if fused.attention == "sdpa":
         k_rows, v_rows = k_pool[rows, :, :span], v_pool[rows, :, :span]  # [B, Hkv, span, D]
         out = F.scaled_dot_product_attention(q, k_rows, v_rows, attn_mask=mask[:, None], scale=fused.scaling)
     else:  # split's arithmetic (float32 softmax), unchunked

@@ -216,8 +216,9 @@ class FusedDecoder:
                 "attention 'triton' is not possible here (%s): 'split' runs", self.attention_fallback)
         if self.attention == "triton":
             from .kernels.decode_attention import MAX_ROWS, decode_attention
+            from .kernels.rope_store import rope_and_store as rope_kernel
 
-            self.kernel, self.kernel_rows = decode_attention, MAX_ROWS
+            self.kernel, self.kernel_rows, self.rope_kernel = decode_attention, MAX_ROWS, rope_kernel
             self.single_row = torch.zeros(1, dtype=torch.long, device=llm.device)  # a lone state: a pool of one row
         self.route_kernels = None  # kernels/token_routing.py where it runs
         if self.attention == "triton" and routing == "auto" and dropping is not None:
@@ -367,12 +368,17 @@ class FusedDecoder:
         m, hd, hq, hkv = h.shape[0], self.head_dim, self.num_heads, self.num_kv_heads
         slots, mask, cos, sin = view.slots, view.mask, view.cos, view.sin
         qkv = linear(h, fl.qkv_weight, fl.qkv_bias)  # [M, (Hq + 2 Hkv) * D]
-        q = ops.rope_and_store(qkv, cos, sin, k_buf, v_buf, slots, (hq, hkv, hd))  # [Hq, M, D]; k_buf [Hkv, cap, D]
+        if self.attention == "triton":  # one launch: rotary, both KV writes; q [M, Hq, D]
+            q = self.rope_kernel(qkv, cos, sin, k_buf, v_buf, slots, (hq, hkv, hd))
+            if mask is None:  # the kernel, masking from the slot positions; out [M, Hq, D]
+                out = self.kernel(q[None], k_buf[None], v_buf[None], view.slot_pos[None], view.fill[None],
+                                  view.pos[None], self.single_row, view.track, self.scaling)[0]
+                return linear(out.view(m, hq * hd), fl.o_weight, fl.o_bias)
+            q = q.transpose(0, 1)  # [Hq, M, D]: a long feed takes the split path
+        else:
+            q = ops.rope_and_store(qkv, cos, sin, k_buf, v_buf, slots, (hq, hkv, hd))  # [Hq, M, D]
         q = q.reshape(hkv, self.groups * m, hd)  # query heads of one K/V head, stacked along length
-        if mask is None:  # the kernel, masking from the slot positions
-            out = self.kernel(q[None], k_buf[None], v_buf[None], view.slot_pos[None], view.fill[None], view.pos[None],
-                              self.single_row, view.track, self.scaling)[0]
-        elif self.attention == "sdpa":
+        if self.attention == "sdpa":
             out = F.scaled_dot_product_attention(q[None], k_buf[None], v_buf[None], attn_mask=mask[None, None],
                                                  scale=self.scaling)[0]
         else:

@@ -21,7 +21,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 triton = pytest.importorskip("triton")
-from lionfs_ros.engine.kernels.decode_attention import MAX_ROWS, decode_attention  # noqa: E402
+from lionfs_ros.engine.kernels.decode_attention import MAX_ROWS, Tiles, decode_attention  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,10 @@ def model(request, tiny_parts_dir, tmp_path_factory):
     return LionFSModel.from_pretrained(root, device=DEVICE, dtype=torch.float32).eval()
 
 
-def _pool(fills, m, heads=2, cap=320, dim=24, seed=0):
+HEADS = 2  # K/V heads of the pools below
+
+
+def _pool(fills, m, heads=HEADS, cap=320, dim=24, seed=0):
     """K/V ``[N, heads, cap, dim]`` and slot positions ``[N, tracks, cap]`` for rows with ``fills [N][tracks]``
     slots held plus ``m`` new ones; track 0 holds positions with gaps (evicted), the others a sorted random
     subset (a dropping layer's kept tokens); slots past fill + m are empty. Returns (..., positions of the new)."""
@@ -75,23 +78,36 @@ def _split_reference(q, keys, values, slot_pos, pos, rows, track, scale, span):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("m,groups,track", [(5, 3, 0), (1, 4, 2), (40, 3, 1)])  # 120 rows: two query blocks
-def test_kernel_matches_split_arithmetic(m, groups, track):
+def _stacked(q: torch.Tensor, m: int) -> torch.Tensor:
+    """``[B, M, H_q, D]`` (head ``h * g + j``) -> ``[B, H_kv, g * M, D]`` (row ``j * M + i``): the split layout."""
+    b, _, hq, d = q.shape
+    groups = hq // HEADS
+    return q.view(b, m, HEADS, groups, d).permute(0, 2, 3, 1, 4).reshape(b, HEADS, groups * m, d)
+
+
+@pytest.mark.parametrize("m,groups,track,tiles", [
+    (5, 3, 0, None), (1, 4, 2, None), (40, 3, 1, None),  # 120 rows: two query blocks
+    (5, 3, 0, Tiles(block_q=16, keys_per_split=32, block_n=32, stages=2)),  # many small splits, one row block each
+    (11, 4, 1, Tiles(block_q=16, keys_per_split=64, block_n=32, stages=1, warps=2)),  # 44 rows: three query blocks
+])
+def test_kernel_matches_split_arithmetic(m, groups, track, tiles):
     fills = [[250, 120, 60], [0, 0, 0], [17, 9, 3], [130, 64, 200], [0, 0, 0]]  # row 4: scratch (padding)
     keys, values, slot_pos, fill, new = _pool(fills, m)
     rows = torch.tensor([3, 0, 4, 2, 4])  # several rows, one twice, not in order
     pos = new[rows, track]  # [B, M]
-    q = torch.randn(len(rows), keys.shape[1], groups * m, keys.shape[-1])
+    qkv = torch.randn(len(rows), m, HEADS * (groups + 2), keys.shape[-1])  # q/k/v as the product lays them out
+    q = qkv[:, :, :HEADS * groups]  # [B, M, H_q, D], strided: read in place
     span = 256 if m < 10 else 320  # every row's fill + m fits (the longest: 255 and 290)
     dev = [t.to(DEVICE) for t in (q, keys, values, slot_pos, fill, pos, rows)]
-    out = decode_attention(*dev, track, 0.3, span).cpu()
-    want = _split_reference(q, keys, values, slot_pos, pos, rows, track, 0.3, span)
-    torch.testing.assert_close(out, want, atol=ATOL, rtol=0)
+    out = decode_attention(*dev, track, 0.3, span, tiles=tiles).cpu()
+    assert out.shape == q.shape
+    want = _split_reference(_stacked(q, m), keys, values, slot_pos, pos, rows, track, 0.3, span)
+    torch.testing.assert_close(_stacked(out, m), want, atol=ATOL, rtol=0)
 
 
 def test_kernel_refuses_a_long_feed():
     keys, values, slot_pos, fill, new = _pool([[10]], MAX_ROWS)
-    q = torch.randn(1, 2, 2 * MAX_ROWS, 24)
+    q = torch.randn(1, MAX_ROWS, 2 * HEADS, 24)
     with pytest.raises(ValueError, match="stacked query rows"):
         decode_attention(q, keys, values, slot_pos, fill, new[:, 0], torch.tensor([0]), 0, 1.0)
 

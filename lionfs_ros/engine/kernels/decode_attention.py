@@ -4,7 +4,9 @@ For each batch row ``b`` and K/V head ``h``: ``softmax(q k^T * scale + mask) v``
 visible to query ``i`` iff ``slot_pos[rows[b], track, s] <= pos[b, i]`` (an empty slot holds
 ``POSITION_SENTINEL``: always hidden). The mask is never materialized: the kernel compares positions
 as it loads a key block. The ``g`` query heads sharing one K/V head are stacked along the query
-length (``R = g * M`` rows, row ``r`` is query ``r % M``), as ``static_decoder`` lays them out.
+length (``R = g * M`` rows, row ``r`` is position ``r % M`` of query head ``h * g + r // M``): one program reads
+each key block once for all of them. Queries are read and outputs written in the ``[B, M, H_q, D]`` layout of the
+q/k/v product and of the output projection's input, through strides: no transpose copies around the kernel.
 
 Rows index a pool ``[N, H_kv, cap, D]`` (``batched_step.KVPool``: N = streams + scratch) through
 ``rows [B]``: no gather copy; a single state is the pool of one row. Each row reads only its slots
@@ -29,6 +31,8 @@ rows x splits, and the split-K scheme brings nothing there.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -36,44 +40,58 @@ import triton.language as tl
 from .few_rows_linear import tile_counters
 
 MAX_ROWS = 128  # stacked query rows (g * M) per K/V head the kernel takes; more: the split path
-BLOCK_N = 64  # keys per block of the inner loop
 MAX_BLOCK_Q = 64  # query rows per program
 MIN_BLOCK = 16  # tl.dot's smallest side
-PROGRAMS_PER_SM = 2  # the split size aims for at least this many programs per SM at a full span
-WARPS = 4  # per program; 8 spills registers at 64 query rows x 64 keys x D=128 (ptxas, sm_90)
+PROGRAMS_PER_SM = 2  # the default split size aims for at least this many programs per SM at a full span
 _SM_COUNT: dict[int, int] = {}
 
 
+@dataclass(frozen=True)
+class Tiles:
+    """How one call is cut: ``block_q`` stacked query rows per program (a power of two >= 16), ``keys_per_split``
+    key slots per split (a multiple of ``block_n``), ``block_n`` keys per step of a split's loop, ``warps`` and
+    ``stages`` (software pipelining of that loop) per program."""
+
+    block_q: int
+    keys_per_split: int
+    block_n: int = 64
+    warps: int = 4  # 8 spills registers at 64 query rows x 64 keys x D=128 (ptxas, sm_90)
+    stages: int = 3
+
+
 # Sizes that vary between feeds are not specialized on (a new feed length would compile a new variant mid-stream).
-@triton.jit(do_not_specialize=["track", "R", "M", "SPLITS", "s_posb"])
+@triton.jit(do_not_specialize=["track", "M", "SPLITS", "s_posb"])
 def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, acc_ptr, m_ptr, l_ptr, out_ptr,
-                      count_ptr, track, scale, R, M, HKV, SPLITS, keys_per_split,
-                      s_qb, s_qh, s_qr, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb, s_ob, s_oh,
-                      s_or, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-                      PRECISION: tl.constexpr):
+                      count_ptr, track, scale, M, HKV, SPLITS, keys_per_split,
+                      s_qb, s_qm, s_qh, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb, s_ob, s_om, s_oh,
+                      G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr,
+                      BLOCK_N: tl.constexpr, STAGES: tl.constexpr, PRECISION: tl.constexpr):
     split = tl.program_id(0)
     bh = tl.program_id(1)
     qb = tl.program_id(2)
     b = bh // HKV
     h = bh % HKV
+    R = G * M
     row = tl.load(rows_ptr + b)
     limit = tl.load(fill_ptr + row * s_fn + track) + M  # slots this row's queries may read
     start = split * keys_per_split
-    if start < limit:  # splits past the fill do nothing (the reduction does not read them)
-        r = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BQ] stacked query rows
+    if start < limit:  # splits past the fill do nothing (the merge does not read them)
+        r = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BQ] stacked query rows: r = j * M + i
         r_ok = r < R
-        qpos = tl.load(pos_ptr + b * s_posb + r % M, mask=r_ok, other=-1)  # [BQ]; padding rows see nothing
+        i = r % M  # [BQ] the query's position in the feed
+        head = h * G + r // M  # [BQ] its query head
+        qpos = tl.load(pos_ptr + b * s_posb + i, mask=r_ok, other=-1)  # [BQ]; padding rows see nothing
         d = tl.arange(0, BLOCK_D)
         d_ok = d < D
-        q = tl.load(q_ptr + b * s_qb + h * s_qh + r[:, None] * s_qr + d[None, :],
-                    mask=r_ok[:, None] & d_ok[None, :], other=0.0)  # [BQ, BD]
+        q_rows = b * s_qb + i * s_qm + head * s_qh  # [BQ]
+        q = tl.load(q_ptr + q_rows[:, None] + d[None, :], mask=r_ok[:, None] & d_ok[None, :], other=0.0)  # [BQ, BD]
         m_i = tl.full((BLOCK_Q,), float("-inf"), dtype=tl.float32)
         l_i = tl.zeros((BLOCK_Q,), dtype=tl.float32)
         acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
         end = tl.minimum(start + keys_per_split, limit)
         k_row = k_ptr + row * s_kn + h * s_kh
         v_row = v_ptr + row * s_vn + h * s_vh
-        for s0 in range(start, end, BLOCK_N):
+        for s0 in tl.range(start, end, BLOCK_N, num_stages=STAGES):
             s = s0 + tl.arange(0, BLOCK_N)  # [BN] key slots
             s_ok = s < end
             kpos = tl.load(sp_ptr + row * s_pn + track * s_pt + s, mask=s_ok, other=0)  # [BN]
@@ -99,16 +117,17 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, 
         done = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")  # filled splits of this tile done before
         filled = tl.minimum((limit + keys_per_split - 1) // keys_per_split, SPLITS)  # the splits below the fill
         if done == filled - 1:  # the last one: the others' partials are visible (acquire)
-            _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr + b * s_ob + h * s_oh, bh, r, r_ok, d, filled, SPLITS, R,
-                          s_or, D, BLOCK_D, BLOCK_Q)
+            out_rows = b * s_ob + i * s_om + head * s_oh  # [BQ]
+            _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr, out_rows, bh, r, r_ok, d, filled, SPLITS, R, D, BLOCK_D,
+                          BLOCK_Q)
             tl.store(count_ptr + tile, 0)  # ready for the next call on this stream
 
 
 @triton.jit
-def _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr, bh, r, r_ok, d, filled, SPLITS, R, s_or, D: tl.constexpr,
+def _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr, out_rows, bh, r, r_ok, d, filled, SPLITS, R, D: tl.constexpr,
                   BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr):
     """The ``filled`` splits' partials of one (row, head, query block) rescaled to one max, added in split order,
-    divided by the total sum -> ``out`` ``[BQ, D]`` (row stride ``s_or``)."""
+    divided by the total sum -> ``out`` at ``out_rows [BQ]`` (each row's offset; D contiguous)."""
     m = tl.full((BLOCK_Q,), float("-inf"), dtype=tl.float32)
     l = tl.zeros((BLOCK_Q,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
@@ -126,7 +145,7 @@ def _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr, bh, r, r_ok, d, filled, SPLITS
         acc = acc * alpha[:, None] + a_s * beta[:, None]
         m = m_new
     out = acc / tl.where(l > 0, l, 1.0)[:, None]
-    tl.store(out_ptr + r[:, None] * s_or + d[None, :], out.to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + out_rows[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty),
              mask=r_ok[:, None] & (d < D)[None, :])
 
 
@@ -143,45 +162,55 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNT[index]
 
 
-def split_keys(span: int, heads: int, device: torch.device) -> int:
-    """Keys per split: whole ``BLOCK_N`` blocks, so that a full span gives >= PROGRAMS_PER_SM programs per SM."""
+def default_tiles(rows_q: int, span: int, heads: int, device: torch.device) -> Tiles:
+    """The tiles for ``rows_q`` stacked query rows over ``span`` slots of ``heads`` (batch rows x K/V heads): one
+    query block; splits of whole ``block_n`` blocks, as many as give ``PROGRAMS_PER_SM`` programs per SM at a full
+    span."""
+    block = Tiles(block_q=min(MAX_BLOCK_Q, _pow2(rows_q)), keys_per_split=0)
     want = PROGRAMS_PER_SM * _sm_count(device)
-    per = max(BLOCK_N, triton.next_power_of_2(max(1, span * heads // want)))
-    return min(per, _pow2(span, BLOCK_N))
+    per = max(block.block_n, triton.next_power_of_2(max(1, span * heads // want)))
+    return Tiles(block.block_q, min(per, _pow2(span, block.block_n)), block.block_n, block.warps, block.stages)
 
 
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slot_pos: torch.Tensor,
                      fill: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, track: int, scale: float,
-                     span: int | None = None) -> torch.Tensor:
-    """``q [B, H_kv, R, D]`` (R = g*M stacked query rows) over pool rows ``rows [B]`` of ``keys``/``values``
-    ``[N, H_kv, cap, D]``, masked by ``slot_pos [N, tracks, cap] <= pos [B, M]`` on ``track``, reading slots up to
-    ``fill[rows, track] + M`` (``fill [N, tracks]``; at most ``span`` slots, default ``cap``) -> ``[B, H_kv, R, D]``.
+                     span: int | None = None, tiles: Tiles | None = None) -> torch.Tensor:
+    """``q [B, M, H_q, D]`` (any strides but D's; ``H_q = g * H_kv``) over pool rows ``rows [B]`` of ``keys``/
+    ``values`` ``[N, H_kv, cap, D]``, masked by ``slot_pos [N, tracks, cap] <= pos [B, M]`` on ``track``, reading
+    slots up to ``fill[rows, track] + M`` (``fill [N, tracks]``; at most ``span`` slots, default ``cap``) ->
+    ``[B, M, H_q, D]`` (the layout the output projection reads). ``tiles``: how the call is cut (default:
+    ``default_tiles``).
 
     No host sync: every size comes from shapes; graph-capturable."""
-    b, hkv, rows_q, hd = q.shape
-    m = pos.shape[-1]
+    b, m, hq, hd = q.shape
+    hkv = keys.shape[1]
+    if hq % hkv:
+        raise ValueError(f"{hq} query heads do not group over {hkv} K/V heads")
+    g = hq // hkv
     if rows.shape != (b,) or pos.shape != (b, m):
         raise ValueError(f"rows {tuple(rows.shape)} and pos {tuple(pos.shape)} do not match {b} batch rows")
-    if rows_q > MAX_ROWS or rows_q % m:
-        raise ValueError(f"{rows_q} stacked query rows for {m} positions: the kernel takes <= {MAX_ROWS}, g * M")
-    if keys.stride(-1) != 1 or values.stride(-1) != 1 or slot_pos.stride(-1) != 1 or fill.stride(-1) != 1:
-        raise ValueError("keys, values, slot_pos and fill need a contiguous last dimension")
-    q = q if q.stride(-1) == 1 else q.contiguous()
+    rows_q = g * m
+    if rows_q > MAX_ROWS:
+        raise ValueError(f"{rows_q} stacked query rows ({g} heads x {m} positions): the kernel takes <= {MAX_ROWS}")
+    if (q.stride(-1) != 1 or keys.stride(-1) != 1 or values.stride(-1) != 1 or slot_pos.stride(-1) != 1
+            or fill.stride(-1) != 1):
+        raise ValueError("q, keys, values, slot_pos and fill need a contiguous last dimension")
     pos = pos.contiguous()
     span = keys.shape[2] if span is None else span
-    block_q, block_d = min(MAX_BLOCK_Q, _pow2(rows_q)), _pow2(hd)
-    q_blocks = triton.cdiv(rows_q, block_q)
-    per = split_keys(span, b * hkv, q.device)
-    splits = triton.cdiv(span, per)
+    tiles = tiles or default_tiles(rows_q, span, b * hkv, q.device)
+    block_d = _pow2(hd)
+    q_blocks = triton.cdiv(rows_q, tiles.block_q)
+    splits = triton.cdiv(span, tiles.keys_per_split)
     acc = torch.empty(b * hkv, splits, rows_q, block_d, dtype=torch.float32, device=q.device)
     m_part = torch.empty(b * hkv, splits, rows_q, dtype=torch.float32, device=q.device)
     l_part = torch.empty_like(m_part)
-    out = torch.empty(b, hkv, rows_q, hd, dtype=q.dtype, device=q.device)
+    out = torch.empty(b, m, hq, hd, dtype=q.dtype, device=q.device)
     count = tile_counters(b * hkv * q_blocks, q.device)
     _attention_kernel[(splits, b * hkv, q_blocks)](
-        q, keys, values, slot_pos, fill, pos, rows, acc, m_part, l_part, out, count, track, scale, rows_q, m, hkv,
-        splits, per, q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
+        q, keys, values, slot_pos, fill, pos, rows, acc, m_part, l_part, out, count, track, scale, m, hkv, splits,
+        tiles.keys_per_split, q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
         values.stride(0), values.stride(1), values.stride(2), slot_pos.stride(0), slot_pos.stride(1), fill.stride(0),
-        pos.stride(0), out.stride(0), out.stride(1), out.stride(2), D=hd, BLOCK_D=block_d, BLOCK_Q=block_q,
-        BLOCK_N=BLOCK_N, PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=WARPS)  # float32: no TF32
+        pos.stride(0), out.stride(0), out.stride(1), out.stride(2), G=g, D=hd, BLOCK_D=block_d, BLOCK_Q=tiles.block_q,
+        BLOCK_N=tiles.block_n, STAGES=tiles.stages, PRECISION="ieee" if q.dtype == torch.float32 else None,
+        num_warps=tiles.warps, num_stages=tiles.stages)  # float32: no TF32
     return out
