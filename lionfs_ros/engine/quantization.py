@@ -110,9 +110,12 @@ def fp8_problem(device: torch.device) -> str | None:
     return None
 
 
-def few_rows_problem(device: torch.device) -> str | None:
-    """None if the few-rows kernel can run on ``device`` (``linear_kernel='auto'`` tunes it there), else why not."""
+def few_rows_problem(device: torch.device, dtype: torch.dtype | None = None) -> str | None:
+    """None if the few-rows kernel can run on ``device`` for weights of ``dtype`` (``linear_kernel='auto'`` tunes
+    it there), else why not."""
     device = torch.device(device)
+    if dtype == torch.float32:
+        return "float32 weights: the kernel's tensor-core products would round them to TF32; cuBLAS keeps float32"
     if device.type != "cuda":
         return f"it needs a CUDA GPU; the model is on {device.type}"
     if torch.cuda.get_device_capability(device) < KERNEL_MIN_CAPABILITY:

@@ -253,7 +253,7 @@ class FusedDecoder:
         head = llm.get_output_embeddings()
         self.head_weight, self.head_bias = head.weight, head.bias  # [V, d], the logits of the last position
         self.linear_kernel = linear_kernel
-        self.linear_fallback = few_rows_problem(llm.device) if linear_kernel == "auto" else None
+        self.linear_fallback = few_rows_problem(llm.device, llm.dtype) if linear_kernel == "auto" else None
         streamed = linear_kernel == "auto" and self.linear_fallback is None
         if streamed:
             stream_layers(self.layers)

@@ -209,7 +209,7 @@ def test_the_linear_kernel_option_is_checked_and_runs_torch_off_the_gpu(baseline
     plain = backends.StaticBackend(baseline_model, engine_config(backend="static"), use_graphs=False)
     assert "CUDA" in plain.fused.linear_fallback and isinstance(plain.fused.layers[0].qkv_weight, torch.Tensor)
     assert plain.fused.linear_tuning == []
-    monkeypatch.setattr(static_decoder, "few_rows_problem", lambda device: None)
+    monkeypatch.setattr(static_decoder, "few_rows_problem", lambda device, dtype=None: None)
     backend = backends.StaticBackend(baseline_model, engine_config(backend="static", attention="split"),
                                      use_graphs=False)
     fused = backend.fused

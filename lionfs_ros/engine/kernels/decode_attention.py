@@ -18,9 +18,9 @@ One launch, grid ``(splits, B * H_kv, query blocks)``: one program walks its spl
 blocks with an online softmax (float32 running max ``m``, sum ``l`` and unnormalized output ``acc``),
 stores ``m``, ``l``, ``acc`` of its split, then bumps its (row, head, query block)'s counter (an atomic,
 release: the partials are visible before the count). The program that finds the count at ``filled - 1``
-(the splits below the fill) is the last: it rescales the filled splits to one max, adds them (several splits
-per load; the order fixed by split index, so the same sum whoever comes last: deterministic), divides by the
-total sum, stores the output and sets the counter back to 0. The counters are the few-rows linear kernel's per-stream buffer
+(the splits below the fill) is the last: it rescales the filled splits to one max, adds them in split
+order (the same sum whoever comes last: deterministic), divides by the total sum, stores the output and
+sets the counter back to 0. The counters are the few-rows linear kernel's per-stream buffer
 (``few_rows_linear.tile_counters``: zero between calls, one buffer per CUDA stream, baked into a graph
 captured on that stream).
 
@@ -41,9 +41,9 @@ from .few_rows_linear import tile_counters
 
 MAX_ROWS = 128  # stacked query rows (g * M) per K/V head the kernel takes; more: the split path
 MAX_BLOCK_Q = 64  # query rows per program
+SMALL_ROWS = 64  # up to this many stacked rows (a decided frame, a token): query blocks of MIN_BLOCK rows
 MIN_BLOCK = 16  # tl.dot's smallest side
 PROGRAMS_PER_SM = 2  # the default split size aims for at least this many programs per SM at a full span
-MERGE_ELEMENTS = 8192  # float32 partial outputs the merge loads at once (CHUNK splits x block_q x D: 64 per thread)
 _SM_COUNT: dict[int, int] = {}
 
 
@@ -66,8 +66,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, 
                       count_ptr, track, scale, M, HKV, SPLITS, keys_per_split,
                       s_qb, s_qm, s_qh, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb, s_ob, s_om, s_oh,
                       G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr,
-                      BLOCK_N: tl.constexpr, STAGES: tl.constexpr, SPLITS_P2: tl.constexpr,
-                      MERGE_CHUNK: tl.constexpr, PRECISION: tl.constexpr):
+                      BLOCK_N: tl.constexpr, STAGES: tl.constexpr, PRECISION: tl.constexpr):
     split = tl.program_id(0)
     bh = tl.program_id(1)
     qb = tl.program_id(2)
@@ -121,35 +120,31 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, 
         if done == filled - 1:  # the last one: the others' partials are visible (acquire)
             out_rows = b * s_ob + i * s_om + head * s_oh  # [BQ]
             _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr, out_rows, bh, r, r_ok, d, filled, SPLITS, R, D, BLOCK_D,
-                          BLOCK_Q, SPLITS_P2, MERGE_CHUNK)
+                          BLOCK_Q)
             tl.store(count_ptr + tile, 0)  # ready for the next call on this stream
 
 
 @triton.jit
 def _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr, out_rows, bh, r, r_ok, d, filled, SPLITS, R, D: tl.constexpr,
-                  BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, SPLITS_P2: tl.constexpr, CHUNK: tl.constexpr):
-    """The ``filled`` splits' partials of one (row, head, query block) rescaled to one max, added, divided by the
-    total sum -> ``out`` at ``out_rows [BQ]`` (each row's offset; D contiguous). Every split's max and sum come in
-    one load, then the outputs ``CHUNK`` splits per load: a few dependent round trips to L2, not one per split.
-    The sum's order is fixed by the split index: the same whoever comes last (deterministic)."""
-    sp = tl.arange(0, SPLITS_P2)  # [S]
-    part = (bh * SPLITS + sp[:, None]) * R + r[None, :]  # [S, BQ]
-    ok = (sp[:, None] < filled) & r_ok[None, :]
-    m_all = tl.load(m_ptr + part, mask=ok, other=float("-inf"), cache_modifier=".cg")  # [S, BQ]
-    l_all = tl.load(l_ptr + part, mask=ok, other=0.0, cache_modifier=".cg")
-    m = tl.max(m_all, 0)  # [BQ] the rows' max over the splits
-    m = tl.where(m == float("-inf"), 0.0, m)  # a row no split saw: every weight exp(-inf) = 0
-    l = tl.sum(l_all * tl.exp(m_all - m[None, :]), 0)  # [BQ]
+                  BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """The ``filled`` splits' partials of one (row, head, query block) rescaled to one max, added in split order,
+    divided by the total sum -> ``out`` at ``out_rows [BQ]`` (each row's offset; D contiguous)."""
+    m = tl.full((BLOCK_Q,), float("-inf"), dtype=tl.float32)
+    l = tl.zeros((BLOCK_Q,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
-    c = tl.arange(0, CHUNK)
-    for s0 in range(0, filled, CHUNK):
-        s = s0 + c  # [C]
-        chunk = (bh * SPLITS + s[:, None]) * R + r[None, :]  # [C, BQ]
-        c_ok = (s[:, None] < filled) & r_ok[None, :]
-        m_s = tl.load(m_ptr + chunk, mask=c_ok, other=float("-inf"), cache_modifier=".cg")  # [C, BQ]
-        a_s = tl.load(acc_ptr + chunk[:, :, None] * BLOCK_D + d[None, None, :], mask=c_ok[:, :, None], other=0.0,
-                      cache_modifier=".cg")  # [C, BQ, BD]
-        acc += tl.sum(a_s * tl.exp(m_s - m[None, :])[:, :, None], 0)
+    for split in range(0, filled):
+        part = (bh * SPLITS + split) * R + r
+        m_s = tl.load(m_ptr + part, mask=r_ok, other=float("-inf"), cache_modifier=".cg")
+        l_s = tl.load(l_ptr + part, mask=r_ok, other=0.0, cache_modifier=".cg")
+        a_s = tl.load(acc_ptr + part[:, None] * BLOCK_D + d[None, :], mask=r_ok[:, None], other=0.0,
+                      cache_modifier=".cg")
+        m_new = tl.maximum(m, m_s)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_use)
+        beta = tl.exp(m_s - m_use)
+        l = l * alpha + l_s * beta
+        acc = acc * alpha[:, None] + a_s * beta[:, None]
+        m = m_new
     out = acc / tl.where(l > 0, l, 1.0)[:, None]
     tl.store(out_ptr + out_rows[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty),
              mask=r_ok[:, None] & (d < D)[None, :])
@@ -169,13 +164,17 @@ def _sm_count(device: torch.device) -> int:
 
 
 def default_tiles(rows_q: int, span: int, heads: int, device: torch.device) -> Tiles:
-    """The tiles for ``rows_q`` stacked query rows over ``span`` slots of ``heads`` (batch rows x K/V heads): one
-    query block; splits of whole ``block_n`` blocks, as many as give ``PROGRAMS_PER_SM`` programs per SM at a full
-    span."""
-    block = Tiles(block_q=min(MAX_BLOCK_Q, _pow2(rows_q)), keys_per_split=0)
+    """The tiles for ``rows_q`` stacked query rows over ``span`` slots of ``heads`` (batch rows x K/V heads): query
+    blocks of ``MIN_BLOCK`` rows up to ``SMALL_ROWS`` rows (a decided frame's 44 rows of Llama-3-8B in three blocks
+    of 16 took 15.0 us a layer at 1,500 keys on an H200, in one block of 64: 21.4; ``docs/benchmarks/
+    attention-tiles-h200.json``), one block of up to ``MAX_BLOCK_Q`` above; splits of whole ``block_n`` blocks, as
+    many as give ``PROGRAMS_PER_SM`` programs per SM at a full span (the last split to finish merges them one by
+    one: at 3,000 keys 256 keys a split took 18.9 us, 128 took 25.1)."""
+    block_q = MIN_BLOCK if rows_q <= SMALL_ROWS else min(MAX_BLOCK_Q, _pow2(rows_q))
+    block_n = Tiles.block_n
     want = PROGRAMS_PER_SM * _sm_count(device)
-    per = max(block.block_n, triton.next_power_of_2(max(1, span * heads // want)))
-    return Tiles(block.block_q, min(per, _pow2(span, block.block_n)), block.block_n, block.warps, block.stages)
+    per = max(block_n, triton.next_power_of_2(max(1, span * heads // want)))
+    return Tiles(block_q, min(per, _pow2(span, block_n)))
 
 
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slot_pos: torch.Tensor,
@@ -217,7 +216,6 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         tiles.keys_per_split, q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
         values.stride(0), values.stride(1), values.stride(2), slot_pos.stride(0), slot_pos.stride(1), fill.stride(0),
         pos.stride(0), out.stride(0), out.stride(1), out.stride(2), G=g, D=hd, BLOCK_D=block_d, BLOCK_Q=tiles.block_q,
-        BLOCK_N=tiles.block_n, STAGES=tiles.stages, SPLITS_P2=triton.next_power_of_2(splits),
-        MERGE_CHUNK=max(1, MERGE_ELEMENTS // (tiles.block_q * block_d)), PRECISION="ieee" if q.dtype == torch.float32 else None,
+        BLOCK_N=tiles.block_n, STAGES=tiles.stages, PRECISION="ieee" if q.dtype == torch.float32 else None,
         num_warps=tiles.warps, num_stages=tiles.stages)  # float32: no TF32
     return out
