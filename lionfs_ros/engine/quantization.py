@@ -107,6 +107,8 @@ def fp8_problem(device: torch.device) -> str | None:
         import triton  # noqa: F401
     except ImportError:
         return "it needs Triton (pip install triton), which is not installed"
+    if dtype == torch.float32:
+        return "float32 weights: the kernel's tensor-core products would round them to TF32; cuBLAS keeps float32"
     return None
 
 
@@ -114,8 +116,6 @@ def few_rows_problem(device: torch.device, dtype: torch.dtype | None = None) -> 
     """None if the few-rows kernel can run on ``device`` for weights of ``dtype`` (``linear_kernel='auto'`` tunes
     it there), else why not."""
     device = torch.device(device)
-    if dtype == torch.float32:
-        return "float32 weights: the kernel's tensor-core products would round them to TF32; cuBLAS keeps float32"
     if device.type != "cuda":
         return f"it needs a CUDA GPU; the model is on {device.type}"
     if torch.cuda.get_device_capability(device) < KERNEL_MIN_CAPABILITY:
@@ -124,6 +124,8 @@ def few_rows_problem(device: torch.device, dtype: torch.dtype | None = None) -> 
         import triton  # noqa: F401
     except ImportError:
         return "it needs Triton (pip install triton), which is not installed"
+    if dtype == torch.float32:
+        return "float32 weights: the kernel's tensor-core products would round them to TF32; cuBLAS keeps float32"
     return None
 
 
