@@ -107,8 +107,6 @@ def fp8_problem(device: torch.device) -> str | None:
         import triton  # noqa: F401
     except ImportError:
         return "it needs Triton (pip install triton), which is not installed"
-    if dtype == torch.float32:
-        return "float32 weights: the kernel's tensor-core products would round them to TF32; cuBLAS keeps float32"
     return None
 
 
