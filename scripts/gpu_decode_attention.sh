@@ -58,6 +58,12 @@ def pool(fills, m, tracks=2, seed=0):
     return keys, values, slot_pos.to(dev), fill.to(dev), pos.to(dev)
 
 
+def stacked(q):
+    """``[B, M, H_q, D]`` -> ``[B, H_kv, G * M, D]`` (row ``j * M + i`` is head ``h * G + j``): the split layout."""
+    b, m = q.shape[:2]
+    return q.view(b, m, HKV, G, D).permute(0, 2, 3, 1, 4).reshape(b, HKV, G * m, D)
+
+
 def split_rows(q, keys, values, slot_pos, pos, rows, track, span, exact=False):
     """The split path per row: bf16 scores, float32 masked softmax, value product in SPLIT_CHUNK chunks summed in
     float32 (``exact``: everything in float64)."""
@@ -84,10 +90,10 @@ for b_rows, m, track in [(1, 11, 0), (1, 1, 0), (8, 11, 0), (8, 11, 1), (8, 1, 1
     rows = torch.arange(len(fills), device=dev)[:b_rows]
     pos = pos_all[rows, track]
     span = CAP
-    q = torch.randn(b_rows, HKV, G * m, D, device=dev).to(dtype)
-    got = decode_attention(q, keys, values, slot_pos, fill, pos, rows, track, SCALE, span)
-    split = split_rows(q, keys, values, slot_pos, pos, rows, track, span)
-    exact = split_rows(q, keys, values, slot_pos, pos, rows, track, span, exact=True)
+    q = torch.randn(b_rows, m, HKV * G, D, device=dev).to(dtype)  # the kernel's layout: [B, M, H_q, D]
+    got = stacked(decode_attention(q, keys, values, slot_pos, fill, pos, rows, track, SCALE, span))
+    split = split_rows(stacked(q), keys, values, slot_pos, pos, rows, track, span)
+    exact = split_rows(stacked(q), keys, values, slot_pos, pos, rows, track, span, exact=True)
     row = {"rows": b_rows, "m": m, "track": track, "fills": fill[rows, track].tolist(),
            "kernel_vs_split_max_abs": (got.float() - split.float()).abs().max().item(),
            "kernel_vs_float64_max_abs": (got.double() - exact).abs().max().item(),
@@ -133,7 +139,8 @@ for b_rows in (1, 8):
         keys, values, slot_pos, fill, pos_all = pool([fill_len] * (b_rows + 1), M, tracks=1)
         rows = torch.arange(b_rows, device=dev)
         pos = pos_all[rows, 0]
-        q = torch.randn(b_rows, HKV, G * M, D, device=dev).to(dtype)
+        q = torch.randn(b_rows, M, HKV * G, D, device=dev).to(dtype)  # the kernel's layout
+        q_split = stacked(q)
         read = CAP if b_rows == 1 else span  # one stream: split reads the whole buffer; the pool step: its span
 
         def old():
@@ -142,13 +149,13 @@ for b_rows in (1, 8):
             for _ in range(LAYERS):
                 if b_rows == 1:
                     k, v = keys[0, :, :read], values[0, :, :read]
-                    probs = masked_softmax(q[0] @ k.transpose(1, 2), mask[0], SCALE)
+                    probs = masked_softmax(q_split[0] @ k.transpose(1, 2), mask[0], SCALE)
                     chunks = read // SPLIT_CHUNK
                     part = probs.view(HKV, -1, chunks, SPLIT_CHUNK).transpose(1, 2) @ v.view(HKV, chunks, SPLIT_CHUNK, D)
                     part.sum(1, dtype=torch.float32).to(dtype)
                 else:
                     k, v = keys[rows, :, :read], values[rows, :, :read]  # the gather copy
-                    probs = masked_softmax(q @ k.transpose(-1, -2), mask[:, None], SCALE)
+                    probs = masked_softmax(q_split @ k.transpose(-1, -2), mask[:, None], SCALE)
                     probs @ v
 
         def new():
