@@ -111,24 +111,28 @@ class CopyTask:
         return ids + body, labels, torch.cat(embeds), kind
 
 
-def batch_loss(model, batch, train: bool):
-    """Loss over a list of sequences, and per sequence whether its whole answer is the argmax."""
-    losses, right = [], []
-    for ids, labels, embeds, _ in batch:
-        ids_t, labels_t = torch.tensor([ids]), torch.tensor([labels])
-        template = ids_t == model.token_ids.placeholder
-        e, visual = model.joint_embed(ids_t, None, template, embeds)
-        out = model.step(e, visual)
-        ce = F.cross_entropy(out.logits[0].float(), labels_t[0], ignore_index=-100)
-        losses.append(ce)
-        learned = labels_t[0] != -100
-        right.append(bool((out.logits[0].argmax(-1)[learned] == labels_t[0][learned]).all()))
-    return torch.stack(losses).mean(), right
+def batch_loss(model, batch):
+    """Mean answer cross-entropy over a list of sequences (one right-padded forward), and per sequence whether its
+    whole answer is the argmax."""
+    longest, device = max(len(ids) for ids, *_ in batch), model.device
+    ids_t = torch.full((len(batch), longest), model.tokenizer.pad_token_id, dtype=torch.long)
+    labels_t = torch.full((len(batch), longest), -100, dtype=torch.long)
+    mask = torch.zeros(len(batch), longest, dtype=torch.long)
+    for row, (ids, labels, _, _) in enumerate(batch):
+        ids_t[row, :len(ids)], labels_t[row, :len(ids)], mask[row, :len(ids)] = torch.tensor(ids), torch.tensor(labels), 1
+    ids_t, labels_t, mask = ids_t.to(device), labels_t.to(device), mask.to(device)
+    template = ids_t == model.token_ids.placeholder
+    embeds, visual = model.joint_embed(ids_t, None, template, torch.cat([e for _, _, e, _ in batch]).to(device))
+    logits = model.step(embeds, visual, None, mask).logits  # [B, L, V]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels_t.flatten(), ignore_index=-100)
+    learned = labels_t != -100
+    hit = (logits.argmax(-1) == labels_t) | ~learned
+    return loss, hit.all(dim=1).tolist()
 
 
 def accuracy(model, task_batch) -> dict:
     with torch.no_grad():
-        _, right = batch_loss(model, task_batch, False)
+        right = sum((batch_loss(model, task_batch[i:i + 32])[1] for i in range(0, len(task_batch), 32)), [])
     kinds = {}
     for (_, _, _, kind), ok in zip(task_batch, right):
         kinds.setdefault(kind, []).append(ok)
@@ -147,9 +151,11 @@ def main() -> None:
     parser.add_argument("--mix", type=float, default=0.0, help="share of each batch that is real (relabelled) forks")
     parser.add_argument("--train", default=None, help="synth dir of the real forks mixed in (default: DATA)")
     parser.add_argument("--train-episodes", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--eval-every", type=int, default=25)
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = LionFSModel.from_pretrained(args.model).eval()
+    model = LionFSModel.from_pretrained(args.model, device=args.device, dtype=torch.float32).eval()
     recipe = FrameRecipe.for_model(model)
     sampler = ThinkingSampler(model.formatter, model.vision.grid_side, model.config.thinking, 4,
                               processor=recipe.general, detail_weight=5.0, extra_questions=4)
@@ -174,8 +180,9 @@ def main() -> None:
     model.train()
     for step in range(1, args.steps + 1):
         n_real = sum(rng.random() < args.mix for _ in range(args.batch)) if real else 0
-        loss, _ = batch_loss(model, [task.sequence() for _ in range(args.batch - n_real)], True)
-        loss = loss * (args.batch - n_real) / args.batch
+        loss = torch.zeros((), device=model.device)
+        if n_real < args.batch:
+            loss = batch_loss(model, [task.sequence() for _ in range(args.batch - n_real)])[0] * (args.batch - n_real) / args.batch
         for _ in range(n_real):
             sample = relabel(rng.choice(real), choices, model.tokenizer.eos_token_id, -100, rng)
             loss = loss + fork_loss(model, sample) / args.batch
@@ -184,7 +191,7 @@ def main() -> None:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        if step % 25 == 0 or step == args.steps:
+        if step % args.eval_every == 0 or step == args.steps:
             model.eval()
             history.append({"step": step, "loss": round(float(loss.detach()), 4), "seconds": round(time.monotonic() - start, 1),
                             "held": accuracy(model, held[:64])})
@@ -194,7 +201,7 @@ def main() -> None:
     report.update(history=history, after=accuracy(model, held))
     print(json.dumps({"after": report["after"]}), flush=True)
     model.save_pretrained(Path(args.out) / "model")
-    report["audit"] = audit(model, args.data, 8, 4, 5.0, 0)
+    report["audit"] = audit(model.to("cpu"), args.data, 8, 4, 5.0, 0)  # the audit feeds CPU tensors
     print(json.dumps({"audit": report["audit"]}), flush=True)
     (Path(args.out) / "summary.json").write_text(json.dumps(report, indent=1) + "\n")
 

@@ -40,8 +40,9 @@ FORK_DIR, SUMMARY = "fork_stage", "summary.json"
 
 @dataclass
 class CachedSample:
-    """One training sequence ``[1, L]`` with its frozen parts computed: ``frame_embeds [T, n, d]`` (the fused frame
-    tokens), ``template_embeds [P, d]`` (the templates' pooled features through the connector)."""
+    """One training sequence ``[1, L]`` with its frozen parts computed: ``frame_embeds [T * n, d]`` (the fused frame
+    tokens, frames in reading order), ``template_embeds [P, d]`` (the templates' pooled features through the
+    connector)."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor
@@ -59,43 +60,47 @@ class CachedSample:
         return len(set(self.branch_ids[learned].tolist()))
 
 
-def cached_sample(model, inputs: dict, main_weight: float) -> CachedSample:
+def cached_sample(model, inputs: dict, main_weight: float) -> CachedSample | None:
     """A collated one-row batch (``prepare_model_inputs``'d, tags inserted) -> its cached sample. ``main_weight``
-    scales the main context's targets (0: not learned, and the sequence is cut after the last fork)."""
-    with torch.no_grad():
-        frame_embeds = model.embed_frames(inputs["general"], inputs.get("ego"))
-        grids = model.patch_grid(inputs["keyframe_general"])  # [K, h, w, C]
-        crop_grids = inputs.get("keyframe_crop_grids")
-        if crop_grids is None and inputs.get("keyframe_crops") is not None:
-            crop_grids = model.crop_grid(inputs["keyframe_crops"])
-        template_embeds = model.project_general(pool_runs(grids, inputs["keyframe_runs"], crop_grids))  # [P, d]
-    n = int(inputs["attention_mask"][0].sum())
-    columns = {name: inputs[name][0, :n].clone() for name in
+    scales the main context's targets (0: not learned, and the sequence is cut after the last fork; None for a
+    sample without forks: nothing to learn)."""
+    length = int(inputs["attention_mask"][0].sum())
+    columns = {name: inputs[name][0, :length].clone() for name in
                ("input_ids", "labels", "attention_mask", "position_ids", "branch_ids", "template_mask")}
-    weights = inputs.get("label_weights")
-    weights = torch.ones(n) if weights is None else weights[0, :n].clone().float()
     main = columns["branch_ids"] == 0
+    if main_weight == 0 and bool(main.all()):
+        return None
+    with torch.no_grad():
+        frame_embeds = model.embed_frames(inputs["general"], inputs.get("ego"))  # [T, n, d]
+        frame_embeds = frame_embeds.reshape(-1, frame_embeds.shape[-1])  # [T * n, d]
+        template_embeds = frame_embeds.new_zeros((0, frame_embeds.shape[-1]))
+        if inputs.get("keyframe_general") is not None:
+            grids = model.patch_grid(inputs["keyframe_general"])  # [K, h, w, C]
+            crop_grids = inputs.get("keyframe_crop_grids")  # [N, h, w, C]
+            if crop_grids is None and inputs.get("keyframe_crops") is not None:
+                crop_grids = model.crop_grid(inputs["keyframe_crops"])
+            template_embeds = model.project_general(pool_runs(grids, inputs["keyframe_runs"], crop_grids))  # [P, d]
+    weights = inputs.get("label_weights")
+    weights = torch.ones(length, device=main.device) if weights is None else weights[0, :length].clone().float()
     if main_weight == 0:
         columns["labels"][main] = model.config.stream.ignore_index
-        end = int((~main).nonzero().max()) + 1 if bool((~main).any()) else 0
-        if end == 0:
-            raise ValueError("a sample without forks has nothing to learn with main_weight 0")
+        end = int((~main).nonzero().max()) + 1  # nothing after the last fork's last token is learned
         placeholder = model.token_ids.placeholder
-        kept_frames = int(((columns["input_ids"][:end] == placeholder) & ~columns["template_mask"][:end]).sum())
-        frame_embeds = frame_embeds.reshape(-1, frame_embeds.shape[-1])[:kept_frames]
+        kept = int(((columns["input_ids"][:end] == placeholder) & ~columns["template_mask"][:end]).sum())
+        frame_embeds = frame_embeds[:kept]
         columns = {name: column[:end] for name, column in columns.items()}
         weights = weights[:end]
     else:
         weights[main] *= main_weight
     return CachedSample(**{k: v[None] for k, v in columns.items()}, label_weights=weights[None],
-                        frame_embeds=frame_embeds.reshape(-1, frame_embeds.shape[-1]).detach(),
-                        template_embeds=template_embeds.detach())
+                        frame_embeds=frame_embeds.detach(), template_embeds=template_embeds.detach())
 
 
 def cache_samples(model, dataset, collate, recipe, main_weight: float = 0.0, workers: int = 0,
                   bf16: bool = False) -> list[CachedSample]:
     """Every sample of ``dataset`` (a ``StreamDataset`` with a ``ThinkingSampler``) built (by ``workers`` loader
-    processes), tagged and cached on the model's device (``bf16``: the frozen parts under autocast on CUDA)."""
+    processes), tagged and cached on the model's device (``bf16``: the frozen parts under autocast on CUDA); with
+    ``main_weight`` 0 the samples without a fork are left out."""
     model.eval()
     loader = DataLoader(dataset, batch_size=1, collate_fn=collate, num_workers=workers)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and model.device.type == "cuda")
@@ -106,8 +111,11 @@ def cache_samples(model, dataset, collate, recipe, main_weight: float = 0.0, wor
         with torch.no_grad(), autocast:
             inputs = insert_region_tags(model, inputs) if SLOTS_KEY in inputs else inputs
             sample = cached_sample(model, inputs, main_weight)
-        out.append(dataclasses.replace(sample, frame_embeds=sample.frame_embeds.float(),
-                                       template_embeds=sample.template_embeds.float()))
+        if sample is not None:
+            out.append(dataclasses.replace(sample, frame_embeds=sample.frame_embeds.float(),
+                                           template_embeds=sample.template_embeds.float()))
+    if not out:
+        raise ValueError("no training sample has a fork: the fork stage has nothing to learn")
     return out
 
 
@@ -171,7 +179,7 @@ def relabel(sample: CachedSample, choices: dict[int, list[tuple[int, ...]]], eos
                 if tuple(ids[before[i:i + len(answer)]].tolist()) == answer]
         if not hits:
             continue
-        new = torch.tensor(rng.choice(choices[len(answer)]))
+        new = torch.tensor(rng.choice(choices[len(answer)]), device=ids.device)
         for start in hits:
             ids[start:start + len(answer)] = new
         labels[answer_at[:len(answer)]] = new

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import pytest
@@ -9,13 +10,17 @@ import torch
 
 from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.data.synth_streams import synth_examples
+from lionfs_ros.model import LionFSModel
 from lionfs_ros.model.configuration_lionfs import RegionConfig, ThinkingConfig
 from lionfs_ros.train.dataset import StreamCollator, StreamDataset
 from lionfs_ros.train.fork_stage import CachedSample, cache_samples, cached_sample, fork_loss, relabel, train_forks
+from lionfs_ros.train.config import TrainConfig
 from lionfs_ros.train.region_tags import insert_region_tags
+from lionfs_ros.train.run import run_training
 from lionfs_ros.train.thinking import ThinkingSampler
 from lionfs_ros.train.trainer import prepare_model_inputs
 
+from train_helpers import tiny_config_dict
 from test_thinking_samples import KF_TAGS, NOVELTY_CELLS, PIXEL_REGIONS, crop_tower_model, model, reader_model  # noqa: F401
 
 FPS = 2.0
@@ -60,10 +65,10 @@ def test_train_forks_moves_only_the_llm_and_lowers_the_loss(tagged):
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     with torch.no_grad():
         loss_before = float(fork_loss(model, samples[0]))
-    history = train_forks(model, samples, steps=12, learning_rate=3e-3, warmup=2, log_every=6, log=lambda h: None)
+    history = train_forks(model, samples, steps=30, learning_rate=5e-3, warmup=2, log_every=15, log=lambda h: None)
     with torch.no_grad():
         loss_after = float(fork_loss(model, samples[0]))
-    assert [h["step"] for h in history] == [6, 12]
+    assert [h["step"] for h in history] == [15, 30]
     assert loss_after < 0.7 * loss_before
     moved = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert moved and all(name.startswith("llm.") for name in moved)
@@ -101,3 +106,18 @@ def test_relabel_swaps_the_tagged_label_in_tags_and_answer_alike():
     assert torch.equal(relabel(untagged, choices, 2, -100, random.Random(0)).input_ids, untagged.input_ids)
     unknown = _fork_sample([70], [70])  # not a printed label
     assert torch.equal(relabel(unknown, choices, 2, -100, random.Random(0)).labels, unknown.labels)
+
+
+def test_lionfs_train_runs_the_fork_stage_alone_on_a_trained_model(trained_run, train_dir, tmp_path):
+    """``training.max_steps: 0`` + ``fork_stage``: no stream stage; the LLM of ``model.init_from`` is trained on the
+    forks and saved, the summary says what the stage did."""
+    data = tiny_config_dict(train_dir, max_steps=0, report_to=[])
+    data.update(model={"init_from": str(trained_run / "model")}, tokenizer={},
+                fork_stage={"steps": 3, "batch_size": 1, "episodes": 2, "learning_rate": 1e-3, "warmup_steps": 1})
+    data["data"].update(thinking="answers")
+    out = run_training(TrainConfig.from_dict(data), tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["global_step"] == 0 and summary["fork_stage"]["steps"] == 3 and 1 <= summary["fork_stage"]["episodes"] <= 2
+    before, after = LionFSModel.from_pretrained(trained_run / "model"), LionFSModel.from_pretrained(out)
+    changed = {n for n, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[n])}
+    assert changed and all(n.startswith("llm.") for n in changed)
