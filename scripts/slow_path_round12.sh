@@ -8,7 +8,8 @@
 # training episodes (frozen parts cached once), two arms at the same budget, evaluated on validation (seed 900) and
 # held-out combinations (8 episodes) beside the starting model:
 #   on:    config/train/demo_slow_round12.yaml: fork_stage.relabel 1.0 (each sample seen with its tagged printed
-#          labels swapped for others, in the tags and the answer alike: only the copy predicts the answer);
+#          labels swapped for others, in the tags and the answer alike: only the copy predicts the answer), the
+#          main context's targets kept in the loss (main_weight 1.0);
 #   plain: the same with --set fork_stage.relabel=0.0 (the fork-focused stage alone; same samples, steps, rate);
 #   base:  round 11's on model, unchanged (evaluated only: its numbers of round 11, on this call's data).
 # Run (device): copy this tree and round 11's on model into /work/main/.dev_x (git-ignored there):
@@ -22,7 +23,11 @@
 # Also under $OUT: copy_summary.json (the copy task's curve and audit), rta_ARM.json (region_tags_accuracy on the
 # validation episodes: "copy" = label / part-colour questions tagged right and answered right), audit_ARM.json
 # (training_forks_audit on shard_00's first 8 episodes = /tmp/synth8: model_right against answer_in_tags).
-# CPU smoke test (tiny counts, every command once): SMOKE=1 PY=$PWD/.venv/bin/python WHEELS= bash scripts/slow_path_round12.sh
+# Expected on an H200 with 16 cores ~400 s (not measured there): data ~30 s, the arms' samples cached ~60 s, their
+# 600 steps x 8 ~100-150 s (the stage stops at 3 minutes), evaluations ~100 s, the CPU readouts ~80 s; bounded by the
+# guards at ~490 s (data 30 + training 300 + readouts 150 + packing).
+# CPU smoke test (tiny counts, every command once; run: rc 0, 678 s under load, with main_weight 0; the fork stage with
+# main_weight 1 also ran alone on the smoke data): SMOKE=1 PY=$PWD/.venv/bin/python WHEELS= bash scripts/slow_path_round12.sh
 # Env: SMOKE SHARD_EPS VAL_EPS HELD_EPS DEVICE WORKERS EXTRA (--set for both arms) BASE (the starting model dir)
 #      COPY_STEPS COPY_ARGS COPY_TIMEOUT RTA_EPS AUDIT_EPS RTA_TIMEOUT (the readouts on the CPU)
 #      TRAIN_TIMEOUT EVAL_TIMEOUT WHEELS (empty: install nothing) CONFIG W OUT
