@@ -122,7 +122,11 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
         tally["a"] += holds
         tally["b"] += tagged
         tally["b_asked"] += tagged_asked
-        tally["answer_right"] += same_words(text, question.answer)
+        right = same_words(text, question.answer)
+        tally["answer_right"] += right
+        copyable = tagged_patch if question.type == PATCH_QUESTION else tagged  # the answer is in a holding region's tag
+        tally[("copy_tagged", question.type == PATCH_QUESTION)] += int(copyable)
+        tally[("copy_right", question.type == PATCH_QUESTION)] += int(copyable and bool(right))
         tally[("type", question.type)] += 1
         tally[("type_a", question.type)] += holds
         tally[("type_b", question.type)] += tagged
@@ -167,6 +171,8 @@ def report(tally: dict, model_dir: str, data: str, episodes: int, names: tuple[s
         "a_region_holds_object": frac(tally["a"], n), "b_holding_region_tagged_label": frac(tally["b"], n),
         "b_given_a": frac(tally["b"], tally["a"]), "b_holding_region_tagged_asked": frac(tally["b_asked"], n),
         "detail_answers_right": frac(tally["answer_right"], n), "by_type": by_type(tally, frac), "c_reader": reader,
+        "copy": {kind: {"tagged_right": tally[("copy_tagged", patch)], "answered_right": tally[("copy_right", patch)]}
+                 for kind, patch in (("label", False), ("patch_colour", True))},
     }
 
 
@@ -205,7 +211,7 @@ def main() -> None:
           f", on objects label {c['on_objects']['label']} tag {c['on_objects']['tag']}, printed label "
           f"{c['printed_label']} ({c['printed_label_regions']}), part colour {c.get('part_colour')} "
           f"({c.get('part_colour_regions')}); detail answers right "
-          f"{out['detail_answers_right']}", flush=True)
+          f"{out['detail_answers_right']}; copied (tagged right -> answered right) {json.dumps(out['copy'])}", flush=True)
 
 
 if __name__ == "__main__":

@@ -147,8 +147,8 @@ class TrainingSection:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.max_steps < 1:
-            raise TrainConfigError(f"training.max_steps must be >= 1, got {self.max_steps}")
+        if self.max_steps < 0:
+            raise TrainConfigError(f"training.max_steps must be >= 0 (0: fork_stage only), got {self.max_steps}")
         if self.bf16 not in ("auto", True, False):
             raise TrainConfigError(f"training.bf16 must be 'auto', true or false, got {self.bf16!r}")
         if self.detail_answer_weight <= 0:
@@ -229,6 +229,33 @@ class CropPretrainingSection:
             raise TrainConfigError(f"crop_pretraining.crops must be one of {CROP_SOURCES}, got {self.crops!r}")
 
 
+@dataclass
+class ForkStageSection:
+    """Stage 3 (``train.fork_stage``), after the stream training: the LLM alone learns on the slow path's forks of
+    the first ``episodes`` training episodes, built as the stream stage builds them (with ``data.keyframes``'
+    region tags and ``data.extra_detail_questions``), every frozen part computed once. ``training.max_steps: 0``
+    skips the stream training (a ``model.init_from`` trained already)."""
+
+    steps: int = 300  # optimizer steps, each over batch_size samples (episodes)
+    batch_size: int = 8
+    learning_rate: float = 3e-4
+    warmup_steps: int = 20
+    episodes: int = 256  # the first training episodes whose forks are cached
+    main_weight: float = 0.0  # weight of the main context's targets (0: the forks' answers alone)
+    relabel: float = 0.0  # chance a sample is seen with its tagged printed labels swapped, tags and answer alike
+    workers: int = 0  # loader processes that build the samples
+    max_minutes: float | None = None  # stop this stage early (the summary says after how many steps)
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "episodes"):
+            if getattr(self, name) < 1:
+                raise TrainConfigError(f"fork_stage.{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.main_weight < 0 or self.warmup_steps < 0 or self.workers < 0:
+            raise TrainConfigError("fork_stage: learning_rate must be > 0; main_weight, warmup_steps, workers >= 0")
+        if not 0.0 <= self.relabel <= 1.0:
+            raise TrainConfigError(f"fork_stage.relabel is a probability, got {self.relabel}")
+
+
 # Validation metrics (names as in ``lionfs eval``'s report) and whether a lower value is better.
 VALIDATION_METRICS = {"lm_ppl": True, "time_diff": True, "trigger_f1": False, "lm_correctness": False,
                       "fluency": False}
@@ -274,6 +301,7 @@ class TrainConfig:
     frame_pretraining: FramePretrainingSection | None = None  # None: the stream training starts from the towers as built
     crop_pretraining: CropPretrainingSection | None = None  # None: crops are read by the model's crop tower if any, else the general
     validation: ValidationSection | None = None  # None: no held-out metrics during training
+    fork_stage: ForkStageSection | None = None  # None: no LLM-only training on the forks after the stream stage
 
     def validate(self) -> "TrainConfig":
         for section in (self.model, self.tokenizer, self.data, self.training):
@@ -302,6 +330,14 @@ class TrainConfig:
             raise TrainConfigError("data.keyframes.region_tags writes what the crop reader reads into the forks: it"
                                    " needs data.thinking 'answers' or 'all' and crop_pretraining (whose heads become"
                                    " the reader) or a model.init_from that has a reader")
+        if self.fork_stage is not None:
+            self.fork_stage.validate()
+            if self.data.thinking == "none":
+                raise TrainConfigError("fork_stage trains on the slow path's forks: it needs data.thinking 'answers' or 'all'")
+        if self.training.max_steps == 0 and (self.fork_stage is None or self.model.init_from is None
+                                             or self.validation is not None):
+            raise TrainConfigError("training.max_steps 0 skips the stream training: it needs fork_stage, a"
+                                   " model.init_from trained already and no validation section")
         if self.training.detail_answer_weight != 1.0 and self.data.thinking == "none":
             raise TrainConfigError("training.detail_answer_weight weights answers on thinking forks: it needs"
                                    " data.thinking 'answers' or 'all'")

@@ -11,6 +11,8 @@ Output directory layout::
                                  encoder's weights and summary.json (see ``train.frame_pretraining``)
     OUT/crop_pretraining/        stage 1b, when the config has ``crop_pretraining``: summary.json of
                                  the crop tower's training (see ``train.crop_pretraining``)
+    OUT/fork_stage/              stage 3, when the config has ``fork_stage``: summary.json of the LLM's
+                                 training on the forks (see ``train.fork_stage``)
     OUT/model/                   the final LionFS model directory (what ``lionfs eval`` loads)
     OUT/train_summary.json       steps, losses, runtime, parameter counts, the command
     OUT/train_log.json           the Trainer's log history (loss per logging step, validation metrics)
@@ -45,6 +47,7 @@ from .config import TrainConfig
 from .dataset import StreamCollator, StreamDataset
 from .distributed import check_launch
 from .crop_pretraining import CROP_DIR, pretrain_crop_tower
+from .fork_stage import FORK_DIR, run_fork_stage
 from .frame_pretraining import PRETRAIN_DIR, freeze_towers, pretrain_frame_encoder
 from .thinking import ThinkingSampler
 from .trainer import MODEL_SUBDIR, LionFSTensorBoardCallback, LionFSTrainer, StopAfterMinutes
@@ -202,15 +205,24 @@ def run_training(config: TrainConfig, out: str | Path, resume: bool = False,
     if config.training.max_minutes is not None:
         callbacks.append(StopAfterMinutes(config.training.max_minutes))
     callbacks += extra
-    trainer = LionFSTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                            recipe=recipe, callbacks=callbacks)
     if args.process_index == 0:
         (out / CONFIG_COPY).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    result = trainer.train(resume_from_checkpoint=last if resume else None)
-    trainer.save_model(str(out))
-    if trainer.is_world_process_zero():
-        write_summary(out / SUMMARY_NAME, trainer, result, model, len(examples), stage1, crop_stage)
-        (out / LOG_NAME).write_text(json.dumps(trainer.state.log_history) + "\n")
+    summary = {"command": " ".join([_program_name()] + sys.argv[1:]), "global_step": 0}
+    if config.training.max_steps > 0:
+        trainer = LionFSTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                                recipe=recipe, callbacks=callbacks)
+        result = trainer.train(resume_from_checkpoint=last if resume else None)
+        trainer.save_model(str(out))
+        if trainer.is_world_process_zero():
+            summary = stream_summary(trainer, result, model, len(examples), stage1, crop_stage)
+            (out / LOG_NAME).write_text(json.dumps(trainer.state.log_history) + "\n")
+    if config.fork_stage is not None and args.process_index == 0:  # one process: the stage is small
+        model.to(args.device)
+        summary["fork_stage"] = run_fork_stage(model, dataset, collator, recipe, config.fork_stage, out / FORK_DIR,
+                                               args.bf16, config.seed)
+        model.save_pretrained(out / MODEL_SUBDIR)
+    if args.process_index == 0:
+        (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return out / MODEL_SUBDIR
 
 
@@ -241,8 +253,8 @@ def _program_name() -> str:
     return "lionfs" if name in ("lionfs", "cli.py") else name
 
 
-def write_summary(path: Path, trainer, result, model, num_examples: int, frame_pretraining: dict | None = None,
-                  crop_pretraining: dict | None = None) -> None:
+def stream_summary(trainer, result, model, num_examples: int, frame_pretraining: dict | None = None,
+                   crop_pretraining: dict | None = None) -> dict:
     losses = [entry for entry in trainer.state.log_history if "loss" in entry]
     summary = {
         "command": " ".join([_program_name()] + sys.argv[1:]),
@@ -266,4 +278,4 @@ def write_summary(path: Path, trainer, result, model, num_examples: int, frame_p
     if crop_pretraining is not None:
         summary["crop_pretraining"] = {key: crop_pretraining[key] for key in
                                        ("steps", "runtime_s", "first_loss", "last_loss", "held_out_before", "held_out_after")}
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

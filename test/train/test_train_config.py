@@ -14,7 +14,7 @@ SHIPPED = sorted((REPO / "config" / "train").glob("*.yaml"))
 def test_shipped_configs_load_with_their_model(path):
     config = TrainConfig.load(path)
     model = model_config_of(config)
-    assert config.training.max_steps > 0 and model.stream.frame_fps > 0
+    assert (config.training.max_steps > 0 or config.fork_stage is not None) and model.stream.frame_fps > 0
 
 
 @pytest.mark.parametrize("prefix", ["", "round1_"])
@@ -45,6 +45,9 @@ def test_overrides_are_typed_yaml(tmp_path):
     ({"data": {"train": "x", "format": "ego5d"}}, "data.format: 'ego5d' is not one of"),
     ({"data": {"train": ""}}, "data.train is required"),
     ({"data": {"train": "x"}, "model": {}}, "exactly one of 'preset', 'config' or 'init_from'"),
+    ({"data": {"train": "x"}, "fork_stage": {}}, "fork_stage trains on the slow path's forks"),
+    ({"data": {"train": "x"}, "training": {"max_steps": 0}}, "training.max_steps 0 skips the stream training"),
+    ({"data": {"train": "x", "thinking": "answers"}, "fork_stage": {"relabel": 2}}, "fork_stage.relabel is a probability"),
 ])
 def test_errors_name_the_key(data, message):
     data.setdefault("model", {"preset": "p.yaml"})
