@@ -66,17 +66,9 @@ for arm in on plain; do
 done
 stamp "configs checked (on, plain)"
 
-TRAIN=$W/synth_train; pids=()
-for i in $(seq 0 15); do  # the first SHARD_EPS episodes of each of round 11's training shards (seeds 100-115)
-  $L synth --out $TRAIN/shard_$(printf %02d $i) --seed $((100 + i)) --episodes $SHARD_EPS --split train > $W/synth_$i.log 2>&1 &
-  pids+=($!)
-done
-$L synth --out $W/val900 --split val --episodes $VAL_EPS --seed 900 > $W/synth_val.log 2>&1 &
-VAL=$!
-$L synth --out $W/held --heldout --episodes $HELD_EPS > $W/synth_held.log 2>&1 &
-HELD=$!
-rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
-stamp "train data ready (rc $rc)"
+TRAIN=$W/synth_train  # the first SHARD_EPS episodes of each of round 11's training shards (seeds 100-115)
+source "$(dirname "$0")/slow_path_data.sh"
+synth_round_data $TRAIN
 # The copy task (its own GPU job; shard_00 = seed 100: its first 8 episodes are /tmp/synth8, the audit's).
 timeout $COPY_TIMEOUT $PY scripts/copy_curriculum_probe.py $BASE $TRAIN/shard_00 $W/copy --steps $COPY_STEPS --lr 1e-3 \
   --device $DEVICE $COPY_ARGS > $W/copy.log 2>&1 &

@@ -44,17 +44,8 @@ export PYTHONPATH=.:$SITE
 $PY -c "import rapidfuzz" || stamp "WARNING: no rapidfuzz: the evaluations will fail"
 
 TRAIN=$W/synth_train_question_after
-pids=()
-for i in $(seq 0 15); do
-  $L synth --out $TRAIN/shard_$(printf %02d $i) --seed $((100 + i)) --episodes $SHARD_EPS --split train > $W/synth_$i.log 2>&1 &
-  pids+=($!)
-done
-$L synth --out $W/val900 --split val --episodes $VAL_EPS --seed 900 > $W/synth_val.log 2>&1 &
-VAL=$!
-$L synth --out $W/held --heldout --episodes $HELD_EPS > $W/synth_held.log 2>&1 &
-HELD=$!
-rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
-stamp "train data ready (rc $rc)"; tail -n 2 $W/synth_0.log
+source "$(dirname "$0")/slow_path_data.sh"
+synth_round_data $TRAIN; tail -n 2 $W/synth_0.log
 
 for run in on off; do
   set_off=""; [ $run = off ] && set_off="--set data.thinking=none"
