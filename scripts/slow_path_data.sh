@@ -1,4 +1,4 @@
-# The slow-path rounds' data, made in parallel (sourced by scripts/slow_path_round{4,5,12}.sh, not run):
+# The slow-path rounds' data, made in parallel (sourced by scripts/slow_path_round{3,4,5,12}.sh, not run):
 #   synth_round_data TRAIN   16 training shards under TRAIN (seeds 100-115, SHARD_EPS episodes each), validation
 #                            ($W/val900: seed 900, VAL_EPS episodes) and held-out combinations ($W/held, HELD_EPS);
 # waits for the training shards (their status in the "train data ready" stamp) and leaves the validation and

@@ -10,16 +10,9 @@ SHARD_EPS=${SHARD_EPS:-30}; VAL_EPS=${VAL_EPS:-50}; DEVICE=${DEVICE:-cuda}; EXTR
 EVAL_TIMEOUT=${EVAL_TIMEOUT:-120}; WORKERS=${WORKERS:-6}
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 TRAIN=$W/synth_train_answers
-pids=()
-for i in $(seq 0 15); do
-  $L synth --out $TRAIN/shard_$(printf %02d $i) --seed $((100 + i)) --episodes $SHARD_EPS --split train > $W/synth_$i.log 2>&1 &
-  pids+=($!)
-done
-$L synth --out $W/val900 --split val --episodes $VAL_EPS --seed 900 > $W/synth_val.log 2>&1 &
-VAL=$!
-$L synth --out $W/held --heldout --episodes 8 > $W/synth_held.log 2>&1 &
-HELD=$!
-wait "${pids[@]}"; stamp "train data ready"; tail -n 2 $W/synth_0.log
+HELD_EPS=8
+source "$(dirname "$0")/slow_path_data.sh"
+synth_round_data $TRAIN; tail -n 2 $W/synth_0.log
 for run in on off; do
   set_off=""; [ $run = off ] && set_off="--set data.thinking=none"
   $L train --config config/train/demo_slow_answers.yaml --out $W/run_$run --set data.train=$TRAIN $set_off $EXTRA > $W/train_$run.log 2>&1 &
