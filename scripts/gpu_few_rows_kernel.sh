@@ -17,7 +17,8 @@
 #      default linear_kernel), as docs/benchmarks/eval-demo-fp8-h200.json was made;
 #   5. (PARTS with "profile") scripts/few_rows_kernel_bench.py --parts profile: the token and frame steps' kernels,
 #      native (the default linear_kernel) and fp8.
-# PARTS picks the steps (default "tests micro bench eval"); VARIANTS the bench's; TESTS_EXTRA more test files.
+# PARTS picks the steps (default "tests micro bench eval"); VARIANTS the bench's; EVAL_W the eval's weights (default
+# "native fp8"); TESTS_EXTRA more test files.
 # BUDGET_S (default 500) bounds the whole round: each step's limit is cut to what is left. Expected on an H200:
 # ~80 + 60 + 200 + 90 s. Raw results go to $RES; after EVERY step all of them are packed into ONE tarball
 # $OUT/results.tar.gz, and $OUT/summary.txt holds the step statuses and the headline numbers.
@@ -102,7 +103,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   KB=""; BENCH=""; P8=llama3-8b; SIZES="--prefill-frames 120 --frames 30 --new-tokens 64"; DEV=cuda
   VARIANTS=${VARIANTS:-graphs+compile+triton,graphs+compile+triton+cublas,graphs+compile+triton+fp8}; EPISODES=3
-  EVAL_W="native fp8"
+  EVAL_W=${EVAL_W:-"native fp8"}
 fi
 
 has() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
