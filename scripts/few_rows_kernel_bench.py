@@ -198,7 +198,8 @@ def profile(args, device: torch.device, out: dict, save) -> None:
             state.feed([t])
         frame_ids = model.formatter.frame_ids(after_frame=True)
         frame = torch.randn(model.tokens_per_frame, model.llm.config.hidden_size, device=device, dtype=model.dtype)
-        steps = {"token": lambda: state.feed([text[0]]), "frame": lambda: state.feed(frame_ids, frame)}
+        steps = {"token": lambda state=state: state.feed([text[0]]),
+                 "frame": lambda state=state: state.feed(frame_ids, frame)}
         for name, feed_once in steps.items():
             feed_once()
             sync()
@@ -209,7 +210,7 @@ def profile(args, device: torch.device, out: dict, save) -> None:
             entry[name] = {"step_ms": (time.perf_counter() - t0) * 1e3 / (args.steps * 4), **_profiled(feed_once, args.steps, device)}
             entry[name]["context_tokens"] = state.num_tokens
             save()
-        del backend, state
+        del backend, state, steps, feed_once
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -235,7 +235,7 @@ def timings(enc: VisionEncoder, device: torch.device, frames: list[np.ndarray], 
                "resize_ms": {"old": clock(lambda: legacy(frames[:b])),
                              "new_resize_many": clock(lambda: prep.resize_many(frames[:b]))}}
 
-        def old_call():
+        def old_call(old=old):
             resized.copy_(legacy(frames[:b]))
             return old.replay().clone()
         row["call_ms"] = {"old": clock(old_call), "new": clock(lambda: group(frames[:b]))}

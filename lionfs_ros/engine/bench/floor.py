@@ -75,6 +75,6 @@ def copy_floor(device: torch.device) -> dict:
         return {"skipped": "needs CUDA"}
     src = torch.randint(0, 255, (COPY_BYTES,), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    ms = _graph_ms(device, [lambda: dst.copy_(src)])
+    ms = _graph_ms(device, [lambda dst=dst, src=src: dst.copy_(src)])
     del src, dst
     return {"bytes": COPY_BYTES, "ms": ms, "tb_per_s_read_plus_write": 2 * COPY_BYTES / (ms * 1e-3) / 1e12}
