@@ -22,6 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, os.getcwd())
+from lionfs_ros.engine.bench.graph_timing import graph_ms  # noqa: E402
 from lionfs_ros.engine.kernels.decode_attention import Tiles, decode_attention, default_tiles  # noqa: E402
 from lionfs_ros.engine.kernels.rope_store import rope_and_store as rope_kernel  # noqa: E402
 from lionfs_ros.engine.static_decoder import POSITION_SENTINEL, rope_and_store  # noqa: E402
@@ -63,30 +64,13 @@ def reference(q, k, v, slot_pos, pos, scale):
     return torch.einsum("hmc,hcd->mhd", torch.softmax(s, -1), vv)[None]
 
 
-def timed(fn, reps, smoke):
-    """ms per call of ``fn``: replayed in a CUDA graph on the GPU, run once on the CPU."""
+def timed(fn, reps, smoke, device):
+    """ms per call of ``fn``: the median replay of it as one CUDA graph on the GPU, one run on the CPU."""
     if smoke:
         t0 = time.perf_counter()
         fn()
         return (time.perf_counter() - t0) * 1e3
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
+    return graph_ms(fn, device, reps, warmup_runs=2)
 
 
 def main() -> None:
@@ -133,7 +117,7 @@ def main() -> None:
                 def run(tiles=tiles):
                     for k, v in zip(keys, values):
                         decode_attention(q, k, v, slot_pos, fill, pos, rows, 0, scale, tiles=tiles)
-                cand["us_per_layer"][str(f)] = 1e3 * timed(run, reps, smoke) / layers
+                cand["us_per_layer"][str(f)] = 1e3 * timed(run, reps, smoke, dev) / layers
             default = entry["candidates"][-1]
             ok = [c for c in entry["candidates"][:-1] if c["ok"]]
             best = min(ok, key=lambda c: c["us_per_layer"][str(f)]) if ok else None
@@ -158,7 +142,7 @@ def main() -> None:
             def run(fn=fn):
                 for b in bufs:
                     fn(qkv, cos, sin, b[0], b[1], slots, (hkv * g, hkv, d))
-            row[name] = 1e3 * timed(run, reps, smoke) / layers
+            row[name] = 1e3 * timed(run, reps, smoke, dev) / layers
         res["rope"].append(row)
         print("rope", json.dumps(row), flush=True)
         save()
