@@ -302,6 +302,7 @@ class LionFSModel(nn.Module):
         keyframe_crops: torch.Tensor | None = None,
         keyframe_crop_grids: torch.Tensor | None = None,
         template_mask: torch.Tensor | None = None,
+        template_embeds: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         branch_ids: torch.Tensor | None = None,
         label_weights: torch.Tensor | None = None,
@@ -315,8 +316,10 @@ class LionFSModel(nn.Module):
         ``keyframe_crops [N, 3, S, S]`` the pixels of their ``crop`` runs (reading order; read by ``crop_grid``;
         or ``keyframe_crop_grids [N, h, w, C]``, their patch grids read already),
         ``template_mask [B, L]`` their placeholders; the runs are pooled from the tower's patch grid
-        (gradients reach the tower and the connector through them). ``position_ids``/``branch_ids``
-        put each template and its answer on a fork of the context (``decoder.run_decoder``).
+        (gradients reach the tower and the connector through them); or ``template_embeds [P, d]``, those
+        pooled features through the connector computed already (frozen parts, cached: ``train.fork_stage``).
+        ``position_ids``/``branch_ids`` put each template and its answer on a fork of the context
+        (``decoder.run_decoder``).
 
         loss = lm_loss + stream_loss_weight * stream_loss + aux_loss_coef * router_aux_loss, where the
         LM and stream parts are summed cross-entropies over their positions divided by the number of
@@ -325,8 +328,7 @@ class LionFSModel(nn.Module):
         """
         if frame_embeds is None and general is not None:
             frame_embeds = self.embed_frames(general, ego)
-        template_embeds = None
-        if keyframe_general is not None:
+        if template_embeds is None and keyframe_general is not None:
             grids = self.patch_grid(keyframe_general)  # [K, h, w, C]
             crop_grids = keyframe_crop_grids  # [N, h, w, C]: read already (a frozen tower), else read here
             if crop_grids is None and keyframe_crops is not None:

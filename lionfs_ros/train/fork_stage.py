@@ -12,8 +12,8 @@ sample is cut after its last fork's last token when the main context is not lear
 whose answer is a printed label its tags carry has that label swapped for another, in the tags and in the answer
 alike, so that the episode's pixels and the model's memory of it no longer predict the answer: only the tag does.
 
-``cache_samples`` -> ``CachedSample`` list; ``train_forks`` steps an optimizer over them; ``fork_loss`` is the
-forward (the model's own ``joint_embed`` -> ``step`` -> weighted cross-entropy, as ``LionFSModel.forward``);
+``cache_samples`` -> ``CachedSample`` list; ``train_forks`` steps an optimizer over them; ``fork_loss`` is
+``LionFSModel.forward``'s loss on a cached sample (its frozen parts passed in, computed already);
 ``run_fork_stage`` is the stage as ``lionfs train`` runs it after the stream stage.
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from lionfs_ros.model.crop_reader import NO_LABEL
@@ -139,16 +138,12 @@ def run_fork_stage(model, dataset, collate, recipe, section, out_dir: Path, bf16
 
 
 def fork_loss(model, sample: CachedSample) -> torch.Tensor:
-    """The weighted LM loss of one cached sample (sum of weighted cross-entropies / learned positions)."""
+    """The model's own training loss (``LionFSModel.forward``) on one cached sample."""
     frame_embeds = sample.frame_embeds.view(-1, model.tokens_per_frame, sample.frame_embeds.shape[-1])
-    embeds, visual = model.joint_embed(sample.input_ids, frame_embeds, sample.template_mask, sample.template_embeds)
-    out = model.step(embeds, visual, None, sample.attention_mask, sample.position_ids, sample.branch_ids)
-    labels = sample.labels.to(out.logits.device)
-    ce = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(),
-                         ignore_index=model.config.stream.ignore_index, reduction="none").view_as(labels)
-    learned = labels != model.config.stream.ignore_index
-    ce = ce * sample.label_weights.to(ce.device)
-    return ce[learned].sum() / learned.sum().clamp(min=1) + model.config.dropping.aux_loss_coef * out.router_aux_loss
+    return model(sample.input_ids, labels=sample.labels, attention_mask=sample.attention_mask, frame_embeds=frame_embeds,
+                 template_mask=sample.template_mask, template_embeds=sample.template_embeds,
+                 position_ids=sample.position_ids, branch_ids=sample.branch_ids,
+                 label_weights=sample.label_weights).loss
 
 
 def label_choices(model) -> dict[int, list[tuple[int, ...]]]:
