@@ -32,7 +32,7 @@ from lionfs_ros.model.crop_reader import NO_LABEL
 from lionfs_ros.model.keyframe_tokens import pool_runs
 
 from .region_tags import SLOTS_KEY, insert_region_tags
-from .trainer import prepare_model_inputs
+from .trainer import prepare_model_inputs, warmup_cosine
 
 FORK_DIR, SUMMARY = "fork_stage", "summary.json"
 
@@ -140,8 +140,8 @@ def run_fork_stage(model, dataset, collate, recipe, section, out_dir: Path, bf16
 def fork_loss(model, sample: CachedSample) -> torch.Tensor:
     """The model's own training loss (``LionFSModel.forward``) on one cached sample."""
     frame_embeds = sample.frame_embeds.view(-1, model.tokens_per_frame, sample.frame_embeds.shape[-1])
-    return model(sample.input_ids, labels=sample.labels, attention_mask=sample.attention_mask, frame_embeds=frame_embeds,
-                 template_mask=sample.template_mask, template_embeds=sample.template_embeds,
+    return model(sample.input_ids, labels=sample.labels, attention_mask=sample.attention_mask,
+                 frame_embeds=frame_embeds, template_mask=sample.template_mask, template_embeds=sample.template_embeds,
                  position_ids=sample.position_ids, branch_ids=sample.branch_ids,
                  label_weights=sample.label_weights).loss
 
@@ -199,7 +199,7 @@ def train_forks(model, samples: list[CachedSample], steps: int, learning_rate: f
     params = llm_only(model)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and model.device.type == "cuda")
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _rate(s, steps, warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
     order, rng, history, running, start = [], random.Random(seed), [], 0.0, time.monotonic()
     choices = label_choices(model) if relabel_p > 0 else {}
     eos, ignore = model.tokenizer.eos_token_id, model.config.stream.ignore_index
@@ -230,9 +230,3 @@ def train_forks(model, samples: list[CachedSample], steps: int, learning_rate: f
     model.eval()
     return history
 
-
-def _rate(step: int, steps: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())

@@ -45,6 +45,7 @@ from .config import FramePretrainingSection, TrainConfigError
 from .distributed import (average_gradients, check_in_sync, from_main_process, map_sharded, mean_over_processes,
                           rank_and_world)
 from .tensorboard import open_writer
+from .trainer import warmup_cosine
 
 PRETRAIN_DIR = "frame_pretraining"
 WEIGHTS_NAME = "frame_encoder.safetensors"
@@ -220,13 +221,6 @@ def held_out_accuracy(step: _Step, loader: DataLoader) -> dict[str, float]:
     return report
 
 
-def _schedule(step: int, section: FramePretrainingSection) -> float:
-    if step < section.warmup_steps:
-        return (step + 1) / section.warmup_steps
-    progress = (step - section.warmup_steps) / max(1, section.steps - section.warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def _batches(loader: DataLoader):
     epoch = 0
     while True:
@@ -300,7 +294,8 @@ def pretrain_frame_encoder(model, examples: list[StreamExample], recipe: FrameRe
     step = _Step(model, heads, recipe, device, bf16)
     params = list(frame_encoder_parameters(model).values()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=section.learning_rate, weight_decay=section.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, section))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, section.steps, section.warmup_steps))
     writer = open_writer(log_dir, TB_PREFIX) if main and log_dir is not None else None
     before = held_out_accuracy(step, held_loader) if held and main else {}
     _log_held_out(writer, before, 0)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import time
@@ -30,6 +31,15 @@ from .region_tags import SLOTS_KEY, insert_region_tags
 MODEL_SUBDIR = "model"
 TRAINING_ARGS_JSON = "training_args.json"
 LOSS_PARTS = ("lm_loss", "stream_loss", "router_aux_loss")
+
+
+def warmup_cosine(step: int, steps: int, warmup: int) -> float:
+    """The learning-rate multiplier of the stages that run their own loop (frame pretraining, the fork stage):
+    linear from 1 / ``warmup`` to 1 over ``warmup`` steps, then a cosine to 0 at ``steps``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def prepare_model_inputs(batch: dict, recipe: FrameRecipe) -> dict:
