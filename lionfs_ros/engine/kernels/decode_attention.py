@@ -66,7 +66,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, 
                       count_ptr, track, scale, M, HKV, SPLITS, keys_per_split,
                       s_qb, s_qm, s_qh, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb, s_ob, s_om, s_oh,
                       G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr,
-                      BLOCK_N: tl.constexpr, STAGES: tl.constexpr, PRECISION: tl.constexpr):
+                      BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     split = tl.program_id(0)
     bh = tl.program_id(1)
     qb = tl.program_id(2)
@@ -92,7 +92,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, 
         end = tl.minimum(start + keys_per_split, limit)
         k_row = k_ptr + row * s_kn + h * s_kh
         v_row = v_ptr + row * s_vn + h * s_vh
-        for s0 in tl.range(start, end, BLOCK_N, num_stages=STAGES):
+        for s0 in range(start, end, BLOCK_N):  # pipelined in ``num_stages`` (the launch's, Tiles.stages)
             s = s0 + tl.arange(0, BLOCK_N)  # [BN] key slots
             s_ok = s < end
             kpos = tl.load(sp_ptr + row * s_pn + track * s_pt + s, mask=s_ok, other=0)  # [BN]
@@ -216,6 +216,6 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         tiles.keys_per_split, q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
         values.stride(0), values.stride(1), values.stride(2), slot_pos.stride(0), slot_pos.stride(1), fill.stride(0),
         pos.stride(0), out.stride(0), out.stride(1), out.stride(2), G=g, D=hd, BLOCK_D=block_d, BLOCK_Q=tiles.block_q,
-        BLOCK_N=tiles.block_n, STAGES=tiles.stages, PRECISION="ieee" if q.dtype == torch.float32 else None,
+        BLOCK_N=tiles.block_n, PRECISION="ieee" if q.dtype == torch.float32 else None,
         num_warps=tiles.warps, num_stages=tiles.stages)  # float32: no TF32
     return out
