@@ -10,6 +10,8 @@
 #   2b. (PARTS with "attn") scripts/attention_tiles_bench.py: the decode-attention kernel's candidate tiles for a
 #      decided frame and a generated token at fills 700 / 1,500 / 3,000 (correct against float64, us per layer),
 #      and the rotary + KV-write kernel against the compiled torch op;
+#   2c. (PARTS with "tower") scripts/tower_speed_probe.py --parts profile,attention: the single-frame SigLIP tower's
+#      graph, its kernels, and its attention under each SDPA backend;
 #   3. lionfs bench --preset llama3-8b: graphs+compile+triton (the default: linear_kernel 'auto'), the same with
 #      +cublas (every bf16 product by cuBLAS: the previous default) and +fp8, prefill 120, frames 30, new tokens 64
 #      (as scripts/gpu_frame_round.sh);
@@ -25,7 +27,7 @@
 # Smoke test on a CPU (Triton's interpreter, tiny shapes and presets): SMOKE=1 OUT=/tmp/fr_out bash scripts/gpu_few_rows_kernel.sh
 ROUND=few_rows_kernel
 BUDGET_S=${BUDGET_S:-500}
-PARTS=${PARTS:-"tests micro bench eval"}  # any of: tests micro attn bench eval profile (in this order)
+PARTS=${PARTS:-"tests micro bench eval"}  # any of: tests micro attn tower bench eval profile (in this order)
 TESTS_EXTRA=${TESTS_EXTRA:-}  # more test files for step 1 (their CUDA tests and any named by -k); TESTS: the first
 source "$(dirname "$0")/gpu_common.sh"
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
@@ -114,6 +116,8 @@ has tests && test_step ${T_TESTS:-90} -v ${TESTS:-test/engine/test_quantization.
 has micro && step micro ${T_MICRO:-80} $PY scripts/few_rows_kernel_bench.py $KB --parts micro --out "$RES"
 # 2b: the decode-attention kernel's tiles and the rotary + KV-write kernel (scripts/attention_tiles_bench.py).
 has attn && step attn ${T_ATTN:-120} $PY scripts/attention_tiles_bench.py $KB --out "$RES"
+# 2c: the single-frame SigLIP tower: its graph's kernels and the SDPA backends (scripts/tower_speed_probe.py).
+has tower && step tower ${T_TOWER:-90} $PY scripts/tower_speed_probe.py --parts profile,attention --out "$RES/tower"
 # 3: the engine (the default first; +cublas and +fp8 are compared with the naive loop, fp8 also with the default).
 has bench && step bench-$P8 ${T_BENCH:-220} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
   --variants $VARIANTS --concurrent-variant graphs+compile+triton --out "$RES/bench-$P8.json"

@@ -9,6 +9,7 @@ A decided frame of ``llama3-8b`` spends ~2.1 ms in the general tower (576 patche
   TunableOp's tuning, and row-wise FP8 (``torch._scaled_mm`` on codes; the activations' quantization timed apart);
 - ``whole``: the whole tower forward compiled by inductor with ``max-autotune-no-cudagraphs`` (static shapes) and the
   same forward after TunableOp: replay ms and the largest difference from the engine's tower tokens;
+- ``attention``: the layers' attention under each SDPA backend (alone, and the whole tower graph);
 - ``pdl``: programmatic dependent launch in a CUDA graph: a chain of small Triton kernels, us per kernel, launched
   plainly, with PDL (each waits on the previous grid), and with PDL where the previous kernel triggers early.
 Each part's results land in ``--out``/tower_speed.json as it ends. CPU smoke (tiny tower, parts that run there):
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tower_bench import SMOKE_TOWERS, TOWERS, build  # noqa: E402
@@ -168,6 +170,33 @@ def whole(encoder, engine_tower, pixels, device) -> dict:
     return out
 
 
+def attention(encoder, engine_tower, pixels, device) -> dict:
+    """The layers' attention alone (q/k/v as the tower's strided views of one product) and the whole tower graph,
+    under each SDPA backend: us, ms, and the largest difference from the default's tokens."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rows, heads, dim = pixels.shape[0] * (encoder.image_size // engine_tower.patch) ** 2, engine_tower.num_heads, \
+        engine_tower.head_dim
+    qkv = torch.randn(1, rows, 3, heads, dim, device=device, dtype=pixels.dtype)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    ref = engine_tower(pixels).float()
+    out = {"default_tower_ms": graph_ms(lambda: engine_tower(pixels), device, REPLAYS, warmup_runs=2,
+                                        warmup_replays=3)}
+    for name in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION"):
+        backend = getattr(SDPBackend, name)
+        try:
+            with sdpa_kernel([backend]):
+                out[f"{name}_us"] = timed_us(lambda: F.scaled_dot_product_attention(q, k, v), device)
+                got = engine_tower(pixels).float()
+                out[f"{name}_tower_max_abs"] = float((got - ref).abs().max())
+                out[f"{name}_tower_ms"] = graph_ms(lambda: engine_tower(pixels), device, REPLAYS, warmup_runs=2,
+                                                   warmup_replays=3)
+        except Exception as err:  # noqa: BLE001
+            out[f"{name}_error"] = f"{type(err).__name__}: {err}"[:300]
+    print("attention", json.dumps(out), flush=True)
+    return out
+
+
 def pdl(device) -> dict:
     import triton
     import triton.language as tl
@@ -241,6 +270,8 @@ def main() -> None:
                 result[part] = profile(tower, pixels, device)
             elif part == "whole":
                 result[part] = whole(encoder, tower, pixels, device)
+            elif part == "attention":
+                result[part] = attention(encoder, tower, pixels, device)
             elif part == "pdl":
                 result[part] = pdl(device)
             else:

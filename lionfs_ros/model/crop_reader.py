@@ -17,8 +17,9 @@ from __future__ import annotations
 from itertools import product
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .vision import pool_patch_grid
 
 ATTRIBUTES = ("label", "shape", "colour", "patch")
 TAGGED = ATTRIBUTES[:3]  # the heads every tag-writing reader has (``patch`` is optional)
@@ -44,7 +45,7 @@ class CropReader(nn.Module):
 
     def forward(self, grid: torch.Tensor) -> dict[str, torch.Tensor]:
         """Patch grid ``[B, h, w, C]`` -> logits ``{attribute: [B, classes]}``."""
-        pooled = F.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2), (self.pool, self.pool)).flatten(2).transpose(1, 2)
+        pooled = pool_patch_grid(grid, self.pool)  # [B, pool*pool, C]
         flat = self.norm(pooled.to(self.norm.weight.dtype)).flatten(1)  # [B, pool*pool*C]
         return {name: head(flat) for name, head in self.heads.items()}
 

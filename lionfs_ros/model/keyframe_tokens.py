@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .vision import pool_patch_grid
 
 WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)  # (x0, y0, x1, y1), normalized
 GRID, CROP = "grid", "crop"
@@ -44,8 +45,7 @@ def pool_cells(grid: torch.Tensor, box: tuple[float, float, float, float], size:
     c0 = min(int(math.floor(x0 * w)), w - 1)
     r1 = max(int(math.ceil(y1 * h)), r0 + 1)
     c1 = max(int(math.ceil(x1 * w)), c0 + 1)
-    crop = grid[r0:r1, c0:c1].permute(2, 0, 1)  # [C, rh, rw]
-    return F.adaptive_avg_pool2d(crop, (size, size)).flatten(1).transpose(0, 1)
+    return pool_patch_grid(grid[None, r0:r1, c0:c1], size)[0]  # [size*size, C]
 
 
 def pool_runs(grids: torch.Tensor, runs: Sequence[PoolRun], crop_grids: torch.Tensor | None = None) -> torch.Tensor:

@@ -91,7 +91,7 @@ class VisionEncoder(nn.Module):
         ``[T, C]`` (or None), called only where the global token is the pooler's (the engine's fused tower)."""
         grid = self._grid(last_hidden, self.grid_side)  # [T, h, w, C]
         n = self.cfg.pool_grid
-        pooled = F.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2), (n, n)).flatten(2).transpose(1, 2)  # [T, n*n, C]
+        pooled = pool_patch_grid(grid, n)  # [T, n*n, C]
         kind = self.cfg.global_token
         if kind == "none":
             return pooled
@@ -104,6 +104,19 @@ class VisionEncoder(nn.Module):
         else:
             global_token = grid.mean(dim=(1, 2))
         return torch.cat([global_token[:, None], pooled], dim=1)  # [T, 1 + n*n, C]
+
+
+def pool_patch_grid(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """Patch features ``[T, h, w, C]`` -> ``[T, size*size, C]``: the adaptive average pool, cells row-major.
+
+    Where ``size`` divides both sides every cell is a ``h/size x w/size`` block, averaged as a mean over the grid's
+    block view (one reduction kernel). That is the same average, and much faster on a GPU than PyTorch's
+    adaptive pool on this channels-last layout (one frame of a 24x24 SigLIP grid to 3x3: 0.22 ms on an H200)."""
+    t, h, w, c = grid.shape
+    if h % size or w % size:
+        return F.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2), (size, size)).flatten(2).transpose(1, 2)
+    blocks = grid.reshape(t, size, h // size, size, w // size, c)  # [T, size, bh, size, bw, C]
+    return blocks.mean(dim=(2, 4)).flatten(1, 2)  # [T, size*size, C]
 
 
 def pool_ego_tokens(tokens: torch.Tensor, frames_per_frame: int, tokens_per_frame: int) -> torch.Tensor:
