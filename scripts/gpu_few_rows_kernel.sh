@@ -12,6 +12,8 @@
 #      and the rotary + KV-write kernel against the compiled torch op;
 #   2c. (PARTS with "tower") scripts/tower_speed_probe.py --parts profile,attention: the single-frame SigLIP tower's
 #      graph, its kernels, and its attention under each SDPA backend;
+#   2d. (PARTS with "timeline") scripts/frame_timeline_probe.py: a decided frame's end-to-end timeline (GPU busy,
+#      idle gaps), with programmatic dependent launch and without (LIONFS_PDL=0);
 #   3. lionfs bench --preset llama3-8b: graphs+compile+triton (the default: linear_kernel 'auto'), the same with
 #      +cublas (every bf16 product by cuBLAS: the previous default) and +fp8, prefill 120, frames 30, new tokens 64
 #      (as scripts/gpu_frame_round.sh);
@@ -27,7 +29,7 @@
 # Smoke test on a CPU (Triton's interpreter, tiny shapes and presets): SMOKE=1 OUT=/tmp/fr_out bash scripts/gpu_few_rows_kernel.sh
 ROUND=few_rows_kernel
 BUDGET_S=${BUDGET_S:-500}
-PARTS=${PARTS:-"tests micro bench eval"}  # any of: tests micro attn tower bench eval profile (in this order)
+PARTS=${PARTS:-"tests micro bench eval"}  # any of: tests micro attn tower timeline bench eval profile (in this order)
 TESTS_EXTRA=${TESTS_EXTRA:-}  # more test files for step 1 (their CUDA tests and any named by -k); TESTS: the first
 source "$(dirname "$0")/gpu_common.sh"
 if [ "$SMOKE" = 1 ]; then export TRITON_INTERPRET=1; fi
@@ -118,6 +120,12 @@ has micro && step micro ${T_MICRO:-80} $PY scripts/few_rows_kernel_bench.py $KB 
 has attn && step attn ${T_ATTN:-120} $PY scripts/attention_tiles_bench.py $KB --out "$RES"
 # 2c: the single-frame SigLIP tower: its graph's kernels and the SDPA backends (scripts/tower_speed_probe.py).
 has tower && step tower ${T_TOWER:-90} $PY scripts/tower_speed_probe.py --parts profile,attention --out "$RES/tower"
+# 2d: a decided frame's end-to-end timeline (scripts/frame_timeline_probe.py), with PDL and without (LIONFS_PDL=0).
+if has timeline; then
+  step timeline ${T_TIMELINE:-90} $PY scripts/frame_timeline_probe.py --preset $P8 $BENCH --out "$RES/timeline"
+  step timeline-nopdl ${T_TIMELINE:-90} env LIONFS_PDL=0 $PY scripts/frame_timeline_probe.py --preset $P8 $BENCH \
+    --out "$RES/timeline-nopdl"
+fi
 # 3: the engine (the default first; +cublas and +fp8 are compared with the naive loop, fp8 also with the default).
 has bench && step bench-$P8 ${T_BENCH:-220} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
   --variants $VARIANTS --concurrent-variant graphs+compile+triton --out "$RES/bench-$P8.json"

@@ -193,6 +193,13 @@ def attention(encoder, engine_tower, pixels, device) -> dict:
                                                    warmup_replays=3)
         except Exception as err:  # noqa: BLE001
             out[f"{name}_error"] = f"{type(err).__name__}: {err}"[:300]
+    contiguous = [t.contiguous() for t in (q, k, v)]  # [B, H, L, D] each, dense
+    out["CUDNN_contiguous_inputs_us"] = timed_us(lambda: F.scaled_dot_product_attention(*contiguous), device)
+    for name, inputs in (("strided", (q, k, v)), ("contiguous", contiguous)):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            F.scaled_dot_product_attention(*inputs)
+            torch.cuda.synchronize()
+        out[f"{name}_kernels"] = [e.name[:80] for e in prof.events() if str(e.device_type).endswith("CUDA")]
     print("attention", json.dumps(out), flush=True)
     return out
 

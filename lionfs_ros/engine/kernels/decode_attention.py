@@ -37,6 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .dependent_launch import launch_options, wait_for_previous
 from .few_rows_linear import tile_counters
 
 MAX_ROWS = 128  # stacked query rows (g * M) per K/V head the kernel takes; more: the split path
@@ -66,7 +67,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, 
                       count_ptr, track, scale, M, HKV, SPLITS, keys_per_split,
                       s_qb, s_qm, s_qh, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb, s_ob, s_om, s_oh,
                       G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr,
-                      BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                      BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous(PDL)
     split = tl.program_id(0)
     bh = tl.program_id(1)
     qb = tl.program_id(2)
@@ -217,5 +219,5 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         values.stride(0), values.stride(1), values.stride(2), slot_pos.stride(0), slot_pos.stride(1), fill.stride(0),
         pos.stride(0), out.stride(0), out.stride(1), out.stride(2), G=g, D=hd, BLOCK_D=block_d, BLOCK_Q=tiles.block_q,
         BLOCK_N=tiles.block_n, PRECISION="ieee" if q.dtype == torch.float32 else None,
-        num_warps=tiles.warps, num_stages=tiles.stages)  # float32: no TF32
+        num_warps=tiles.warps, num_stages=tiles.stages, **launch_options(q.device))  # float32: no TF32
     return out

@@ -35,6 +35,8 @@ import triton.language as tl
 from triton.compiler.errors import CompilationError
 from triton.runtime.errors import OutOfResources, PTXASError
 
+from .dependent_launch import launch_options, wait_for_previous
+
 SMALL_M = 16  # rows up to this: one row block (a decided frame, a generated token)
 LARGE_BLOCK = 64  # row and column block for longer feeds (prompts): those are rare and not latency-critical
 PROGRAMS_PER_SM = 2  # the heuristic aims for at least this many programs per SM
@@ -90,7 +92,9 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
 @triton.jit(do_not_specialize=["M"])
 def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                      stride_wn, stride_om, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-                     BITS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                     BITS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     PDL: tl.constexpr):
+    wait_for_previous(PDL)
     pid_k = tl.program_id(0)  # the slices of one tile are launched next to each other
     pid_n = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -245,7 +249,8 @@ def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor |
                            n, k, k_per_split, x.stride(0), weight.stride(0), out.stride(0), HAS_SCALE=fp8,
                            HAS_BIAS=bias is not None, SPLIT_K=split > 1,
                            BITS=bool(bits) and fp8 and x.dtype == torch.bfloat16,
-                           BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
+                           BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+                           **launch_options(x.device))
     return out
 
 

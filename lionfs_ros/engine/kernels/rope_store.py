@@ -18,11 +18,14 @@ import torch
 import triton
 import triton.language as tl
 
+from .dependent_launch import launch_options, wait_for_previous
+
 
 @triton.jit
 def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, slots_ptr, q_ptr, k_ptr, v_ptr, HQ, HKV,
                        s_xm, s_cm, s_qm, s_qh, s_kh, s_ks, s_vh, s_vs,
-                       HALF: tl.constexpr, BLOCK_HALF: tl.constexpr):
+                       HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous(PDL)
     i = tl.program_id(0)  # position in the feed
     head = tl.program_id(1)  # 0 .. HQ: a query head; HQ .. HQ + HKV: a key head (and its value row)
     c = tl.arange(0, BLOCK_HALF)
@@ -70,5 +73,5 @@ def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_bu
     _rope_store_kernel[(m, hq + hkv)](
         qkv, cos, sin, slots, q, k_buf, v_buf, hq, hkv, qkv.stride(0), cos.stride(0), q.stride(0), q.stride(1),
         k_buf.stride(0), k_buf.stride(1), v_buf.stride(0), v_buf.stride(1), HALF=half,
-        BLOCK_HALF=triton.next_power_of_2(half), num_warps=1)
+        BLOCK_HALF=triton.next_power_of_2(half), num_warps=1, **launch_options(qkv.device))
     return q

@@ -1,0 +1,41 @@
+"""Programmatic dependent launch (PDL) for the engine's Triton kernels, on Hopper and later GPUs.
+
+A step is ~300 small kernels back to back; between two of them the GPU idles while the next grid launches. With
+PDL a kernel is launched as its predecessor drains, and its first instruction (``gdc_wait``, griddepcontrol.wait)
+blocks until the predecessor has finished and its writes are visible: the kernel computes exactly what it computed
+before, only its launch overlaps the previous kernel's tail. CUDA graphs keep it (a programmatic edge). Measured on
+an H200 (``scripts/tower_speed_probe.py --parts pdl``): a chain of small kernels in a graph, 1.19 -> 0.96 us per
+kernel; larger ones 1.78 -> 1.36.
+
+Each kernel takes a ``PDL`` constexpr and starts with ``wait_for_previous(PDL)``; its launch passes ``launch_options``.
+``LIONFS_PDL=0`` in the environment turns it off (read once per process), for comparisons.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+
+@functools.lru_cache(maxsize=None)
+def dependent_launch(device: torch.device) -> bool:
+    """Whether the engine's kernels on ``device`` launch with PDL: a CUDA GPU of compute capability 9.0 or later,
+    a Triton with ``gdc_wait`` (not its interpreter), and ``LIONFS_PDL`` not ``0``."""
+    if device.type != "cuda" or os.environ.get("LIONFS_PDL", "1") == "0" or os.environ.get("TRITON_INTERPRET") == "1":
+        return False
+    return torch.cuda.get_device_capability(device) >= (9, 0) and hasattr(tl.extra.cuda, "gdc_wait")
+
+
+def launch_options(device: torch.device) -> dict:
+    """The keyword arguments of a kernel launch on ``device``: its ``PDL`` constexpr, and Triton's ``launch_pdl``."""
+    return {"PDL": True, "launch_pdl": True} if dependent_launch(device) else {"PDL": False}
+
+
+@triton.jit
+def wait_for_previous(PDL: tl.constexpr):
+    """A kernel's first call: with PDL, wait until the previous kernel in the stream has finished (a no-op else)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()

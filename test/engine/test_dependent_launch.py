@@ -1,0 +1,52 @@
+"""Programmatic dependent launch of the engine's kernels (``engine/kernels/dependent_launch.py``).
+
+Off wherever it cannot run (CPU, Triton's interpreter, ``LIONFS_PDL=0``). On a Hopper GPU a chain of the project's
+kernels in one CUDA graph, each reading what the kernel before it wrote, computes the products of fresh inputs on
+every replay (a kernel that started before its predecessor's writes were visible would read the last replay's)."""
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+from lionfs_ros.engine.kernels.dependent_launch import dependent_launch, launch_options  # noqa: E402
+from lionfs_ros.engine.kernels.few_rows_linear import few_rows_linear  # noqa: E402
+
+HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
+
+
+def test_off_on_the_cpu():
+    assert not dependent_launch(torch.device("cpu"))
+    assert launch_options(torch.device("cpu")) == {"PDL": False}
+
+
+@pytest.mark.skipif(not HOPPER, reason="needs a CUDA GPU of compute capability >= 9.0")
+def test_a_graphed_chain_reads_each_replays_fresh_inputs():
+    device = torch.device("cuda")
+    assert dependent_launch(device), "PDL should be on for a Hopper GPU with this Triton"
+    gen = torch.Generator(device=device).manual_seed(0)
+    width, rows, links = 1024, 11, 6
+    weights = [torch.randn(width, width, device=device, generator=gen).div(width ** 0.5).bfloat16()
+               for _ in range(links)]
+    kernel = (16, 64, 128, 4, 3, 1, 0)  # the few-rows kernel itself (no cuBLAS), one slice
+    static_in = torch.zeros(rows, width, dtype=torch.bfloat16, device=device)
+
+    def chain():
+        y = static_in * 1.0  # a torch kernel writes the first input
+        for w in weights:
+            y = few_rows_linear(y, w, config=kernel)  # each link reads what the one before it wrote
+        return y
+
+    chain()  # compile outside the capture
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        out = chain()
+    for seed in range(4):
+        x = torch.randn(rows, width, device=device, generator=gen.manual_seed(100 + seed))
+        static_in.copy_(x.bfloat16())
+        graph.replay()
+        want = x.bfloat16().float()
+        for w in weights:
+            want = (want @ w.float().t()).bfloat16().float()
+        err = (out.float() - want).norm() / want.norm()
+        assert err < 2e-2, f"replay {seed}: relative error {err:.3g}"
