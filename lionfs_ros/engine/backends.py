@@ -12,6 +12,8 @@ own modules), a decided frame's fusion (``fusion()``: tower tokens -> fused toke
 """
 from __future__ import annotations
 
+import importlib.util
+
 from lionfs_ros.model.backbone import has_lora
 
 from .bounds import portable_prompt_bound, token_bounds
@@ -106,6 +108,10 @@ class StaticBackend:
         main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
         slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
                                    portable_prompt_bound(model, cfg) + cfg.max_new_tokens))
+        if self.use_graphs and importlib.util.find_spec("triton") is not None:
+            from .kernels.dependent_launch import set_dependent_launch
+
+            set_dependent_launch(cfg.dependent_launch)
         self.fused = fused or FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention,
                                            dropping=model.token_dropping, weights=cfg.weights,
                                            linear_kernel=cfg.linear_kernel)

@@ -72,8 +72,9 @@ class StreamContext:
         self.segments.append(Segment(kind, start, len(ids), time))
         return logits
 
-    def feed_frame(self, embeds: torch.Tensor, time: float) -> torch.Tensor:
-        """One decided frame ``[n, d]``; returns the logits at its last placeholder ``[V]``."""
+    def feed_frame(self, embeds: torch.Tensor, time: float, readout=None):
+        """One decided frame ``[n, d]``; returns the logits at its last placeholder ``[V]`` (or ``readout`` of them:
+        ``LMState.feed``)."""
         if not self.opened:
             self._feed(self.fmt.opening_ids(self.system_prompt), SYSTEM, time)
             self.opened = True
@@ -86,9 +87,9 @@ class StreamContext:
         else:
             ids = self.fmt.frame_ids(after_frame=True)
         start = self.state.next_position
-        logits = self.state.feed(ids, embeds)
+        out = self.state.feed(ids, embeds, readout=readout)
         self.frame_fed(start, len(ids), time)
-        return logits
+        return out
 
     def plain_frame_ids(self) -> list[int] | None:
         """The next frame's ids if it is a plain frame right after a frame (the one fixed-shape piece, which a

@@ -138,7 +138,7 @@ class StaticLMState(LMState):
         return self._graphs[key]
 
     @torch.no_grad()
-    def feed(self, ids, embeds=None, visual=None) -> torch.Tensor:
+    def feed(self, ids, embeds=None, visual=None, readout=None):
         ids = list(ids)
         if self.fill + len(ids) > self.capacity:
             raise RuntimeError(f"static KV buffer full: {self.fill} + {len(ids)} tokens > capacity {self.capacity}")
@@ -147,13 +147,14 @@ class StaticLMState(LMState):
         if len(marks) != len(ids):
             raise ValueError(f"visual mask of {len(marks)} for {len(ids)} tokens")
         plan = self._plan(marks)  # host-side: which tokens are visual is known before the step
+        read = (lambda logits: logits) if readout is None else readout
         if self.stream is None:
-            return self._feed(ids, embeds, marks, plan)
+            return read(self._feed(ids, embeds, marks, plan))
         self.stream.wait_stream(torch.cuda.current_stream())  # embeds were made on the caller's stream
         with torch.cuda.stream(self.stream):
-            logits = self._feed(ids, embeds, marks, plan)
+            out = read(self._feed(ids, embeds, marks, plan))  # the readout's kernels queue behind the step's
         self.stream.synchronize()  # the caller reads the decision / token right away
-        return logits
+        return out
 
     def _frame_input(self, ids: list[int], embeds: torch.Tensor) -> torch.Tensor:
         """``model.joint_embed(ids, embeds)[0][0]`` (into ``_frame_in`` where graphs run) with no host sync: the ids'

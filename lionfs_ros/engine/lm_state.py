@@ -18,7 +18,7 @@ Positions after eviction (``evict(keep, reindex)``):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -40,10 +40,13 @@ class LMState(ABC):
         """KV entries held in a full (non-dropping) layer: the budget's unit."""
 
     @abstractmethod
-    def feed(self, ids: Sequence[int], embeds: torch.Tensor | None = None, visual: torch.Tensor | None = None) -> torch.Tensor:
+    def feed(self, ids: Sequence[int], embeds: torch.Tensor | None = None, visual: torch.Tensor | None = None,
+             readout: Callable[[torch.Tensor], Any] | None = None) -> Any:
         """Append ``ids`` (placeholders filled in order by ``embeds [P, d]``); return the last position's logits ``[V]``.
 
-        ``visual [L]`` marks the tokens a dropping layer may drop (default: the placeholders)."""
+        ``visual [L]`` marks the tokens a dropping layer may drop (default: the placeholders). ``readout``: a function
+        of those logits whose result is returned instead (e.g. the decision read back to the host); a state that runs
+        on a stream of its own queues its kernels behind the step's, before it waits for the step."""
 
     @abstractmethod
     def fork(self) -> "LMState":
@@ -104,14 +107,14 @@ class DynamicLMState(LMState):
         return max(self.cache.num_entries(), default=0)
 
     @torch.no_grad()
-    def feed(self, ids, embeds=None, visual=None) -> torch.Tensor:
+    def feed(self, ids, embeds=None, visual=None, readout=None):
         ids_t = torch.as_tensor(list(ids), dtype=torch.long)[None]  # [1, L]
         frames = None if embeds is None else embeds.reshape(1, -1, embeds.shape[-1])  # [1, P, d]
         inputs, visual_mask = self.model.joint_embed(ids_t, frames)
         if visual is not None:
             visual_mask = torch.as_tensor(visual, dtype=torch.bool, device=inputs.device).reshape(1, -1)
-        out = self.model.step(inputs, visual_mask, self.cache)
-        return out.logits[0, -1]
+        logits = self.model.step(inputs, visual_mask, self.cache).logits[0, -1]  # [V]
+        return logits if readout is None else readout(logits)
 
     def fork(self) -> "DynamicLMState":
         return DynamicLMState(self.model, self.cache.fork())

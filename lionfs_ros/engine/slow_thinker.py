@@ -58,6 +58,11 @@ class SlowThinkResult:
     keep_empty: bool = False  # the model's stream.commit is 'generated': an empty answer still enters the context
 
 
+def greedy(logits: torch.Tensor) -> int:
+    """Logits ``[V]`` -> the most likely next token, read back to the host (a ``LMState.feed`` readout)."""
+    return int(logits.argmax())
+
+
 class SlowThinker(ABC):
     @abstractmethod
     def generate(self, request: SlowThinkRequest, on_text: OnText) -> SlowThinkResult:
@@ -114,10 +119,10 @@ class LocalSlowThinker(SlowThinker):
         state = fork.state if fork else self.new_state()
         try:
             if fork is not None and fork.header is not None and not self.thinks(request):
-                logits = state.feed(fork.header)  # a rendered question's last token opens the answer
+                token = state.feed(fork.header, readout=greedy)  # a rendered question's last token opens the answer
             else:
-                logits = state.feed(inputs.input_ids.tolist(), inputs.embeds, inputs.visual_mask)
-            ids, first, last, truncated = self._decode_loop(state, logits, request, on_text)
+                token = state.feed(inputs.input_ids.tolist(), inputs.embeds, inputs.visual_mask, readout=greedy)
+            ids, first, last, truncated = self._decode_loop(state, token, request, on_text)
         finally:
             if not fork:
                 state.release()
@@ -131,14 +136,14 @@ class LocalSlowThinker(SlowThinker):
             cancelled=request.cancel.is_set(), keep_empty=self.model.config.stream.commit == "generated",
         )
 
-    def _decode_loop(self, state: LMState, logits: torch.Tensor, request: SlowThinkRequest, on_text: OnText):
+    def _decode_loop(self, state: LMState, token: int, request: SlowThinkRequest, on_text: OnText):
+        """Greedy decoding from the prompt's most likely next ``token``."""
         eos = self.model.token_ids.eos
         limit = request.max_new_tokens or self.cfg.max_new_tokens
         ids: list[int] = []
         first = last = 0.0
         truncated = True
         for step in range(limit):
-            token = int(logits.argmax())
             if step == 0:
                 first = now()
             if token == eos and self.cfg.stop_on_eos:
@@ -152,5 +157,5 @@ class LocalSlowThinker(SlowThinker):
                 truncated = False
                 break
             if step + 1 < limit:
-                logits = state.feed([token])
+                token = state.feed([token], readout=greedy)
         return ids, first, last, truncated

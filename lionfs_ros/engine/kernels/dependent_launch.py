@@ -8,7 +8,7 @@ an H200 (``scripts/tower_speed_probe.py --parts pdl``): a chain of small kernels
 kernel; larger ones 1.78 -> 1.36.
 
 Each kernel takes a ``PDL`` constexpr and starts with ``wait_for_previous(PDL)``; its launch passes ``launch_options``.
-``LIONFS_PDL=0`` in the environment turns it off (read once per process), for comparisons.
+``EngineConfig.dependent_launch`` (``set_dependent_launch``) or ``LIONFS_PDL=0`` in the environment turns it off.
 """
 from __future__ import annotations
 
@@ -20,13 +20,28 @@ import triton
 import triton.language as tl
 
 
+_enabled = os.environ.get("LIONFS_PDL", "1") != "0"
+
+
+def set_dependent_launch(on: bool) -> None:
+    """PDL on or off for the kernels launched (or captured into graphs) from now on in this process
+    (``EngineConfig.dependent_launch``; the engine sets it when it is built)."""
+    global _enabled
+    _enabled = bool(on)
+
+
 @functools.lru_cache(maxsize=None)
-def dependent_launch(device: torch.device) -> bool:
-    """Whether the engine's kernels on ``device`` launch with PDL: a CUDA GPU of compute capability 9.0 or later,
-    a Triton with ``gdc_wait`` (not its interpreter), and ``LIONFS_PDL`` not ``0``."""
-    if device.type != "cuda" or os.environ.get("LIONFS_PDL", "1") == "0" or os.environ.get("TRITON_INTERPRET") == "1":
+def _capable(device: torch.device) -> bool:
+    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         return False
     return torch.cuda.get_device_capability(device) >= (9, 0) and hasattr(tl.extra.cuda, "gdc_wait")
+
+
+def dependent_launch(device: torch.device) -> bool:
+    """Whether the engine's kernels on ``device`` launch with PDL: switched on (``set_dependent_launch``; the
+    environment's ``LIONFS_PDL=0`` starts it off), a CUDA GPU of compute capability 9.0 or later, a Triton with
+    ``gdc_wait`` (not its interpreter)."""
+    return _enabled and _capable(device)
 
 
 def launch_options(device: torch.device) -> dict:
