@@ -123,7 +123,7 @@ has tower && step tower ${T_TOWER:-90} $PY scripts/tower_speed_probe.py --parts 
 # 2d: a decided frame's end-to-end timeline (scripts/frame_timeline_probe.py), with PDL and without (LIONFS_PDL=0).
 if has timeline; then
   step timeline ${T_TIMELINE:-90} $PY scripts/frame_timeline_probe.py --preset $P8 $BENCH --out "$RES/timeline"
-  step timeline-nopdl ${T_TIMELINE:-90} env LIONFS_PDL=0 $PY scripts/frame_timeline_probe.py --preset $P8 $BENCH \
+  [ "${TIMELINE_NOPDL:-1}" = 1 ] && step timeline-nopdl ${T_TIMELINE:-90} env LIONFS_PDL=0 $PY scripts/frame_timeline_probe.py --preset $P8 $BENCH \
     --out "$RES/timeline-nopdl"
 fi
 # 3: the engine (the default first; +cublas and +fp8 are compared with the naive loop, fp8 also with the default).

@@ -6,8 +6,8 @@ arithmetic. Here, on the same weights (the HF layers view into the fused copies,
 ``static_decoder.fuse_rows`` does for the LLM):
 - q/k/v are one matrix product per layer (``[M, C] @ [C, 3C]``), read by attention as strided views;
 - attention is PyTorch's fused SDPA (no mask, no dropout), its output read back without a copy;
-- each residual add rides in the next product (``addmm`` with the residual as its input, bias added
-  to the residual beforehand), and with ``torch.compile`` that bias add is fused into the layer norm
+- each residual add rides in the next product (``addmm_`` into the residual, bias added to the residual
+  beforehand: out of place, ``addmm`` would first copy the residual into a new output), and with ``torch.compile`` that bias add is fused into the layer norm
   before it (one kernel: the norm and the shifted residual);
 - the patch embedding is a matrix product over the frame's patches (the conv's weights, unfolded);
 - on CUDA a tanh-approximated GELU (SigLIP's) rides in the first MLP product as cuBLASLt's epilogue
@@ -141,13 +141,13 @@ class FusedTower:
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, L, D] each (strided views)
         att = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # [B, H, L, D]
         att = att.transpose(1, 2).reshape(m, c)  # [B*L, C]
-        x = torch.addmm(residual, att, o_w.t())  # residual + o_b + att @ o_w^T
+        x = residual.addmm_(att, o_w.t())  # residual + o_b + att @ o_w^T, in place (no copy of the residual first)
         h, residual = self.ops.norm_shift(x, ln2.weight, ln2.bias, ln2.eps, fc2_b)
         if self.gelu_epilogue:
             hidden = torch._addmm_activation(fc1_b, h, fc1_w.t(), use_gelu=True)  # [B*L, 4C]
         else:
             hidden = self.ops.act(torch.addmm(fc1_b, h, fc1_w.t()))
-        return torch.addmm(residual, hidden, fc2_w.t())
+        return residual.addmm_(hidden, fc2_w.t())
 
     def hidden(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` -> the encoder's output ``[B, L, C]`` (before any final norm)."""
