@@ -90,11 +90,12 @@ class EngineConfig:
     # compute capability >= 8.0 with Triton; elsewhere F.linear, the decoder's linear_fallback says why); 'torch':
     # F.linear (cuBLAS) always. See engine/quantization.py.
     linear_kernel: str = "auto"
-    # static backend on a Hopper (or later) GPU with Triton: the engine's own kernels (few-rows products, decode
-    # attention, rotary + KV writes) launch with programmatic dependent launch, each overlapping the previous
-    # kernel's tail (engine/kernels/dependent_launch.py; the same results). A process-wide setting: the last engine
-    # built sets it for the kernels it captures. False: plain launches.
-    dependent_launch: bool = True
+    # static backend on a Hopper (or later) GPU with Triton: True launches the engine's own kernels (few-rows
+    # products, decode attention, rotary + KV writes) with programmatic dependent launch, each overlapping the
+    # previous kernel's tail (engine/kernels/dependent_launch.py; the same results). Off by default: on the H200 it
+    # made a llama3-8b frame 0.19 ms slower and the slow path 2.7% slower (bench variant +pdl against the default,
+    # one run). A process-wide setting: the last engine built sets it for the kernels it captures.
+    dependent_launch: bool = False
     latency_window: int = 2048  # decisions kept for the latency percentiles
     # The camera's frame size, (width, height) in pixels, where it is known before the first frame (e.g. from
     # camera_info): the engine then makes everything it makes per frame size (the towers' device resize, compiled

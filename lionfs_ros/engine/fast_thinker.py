@@ -243,13 +243,14 @@ class FastThinker:
         """``step`` from the LLM on. ``fed``: (start position, last logits ``[V]``) when a batched step across
         streams already fed the frame's plain piece (``context.plain_frame_ids``) to this context's state."""
         rgb, t, meta, embeds, started = frame.rgb, frame.time, frame.meta, frame.embeds, frame.started
+        feature = embeds.float().mean(0)  # [d] the keyframe history's; queued before the step, not launched after it
         if fed is None:  # decided on the step's stream, queued behind it: one wait, no launches after it
             p_interval, respond, top = self.context.feed_frame(embeds, t, readout=self.decide)
         else:
             start, logits = fed
             self.context.frame_fed(start, self.context.state.next_position - start, t)
             p_interval, respond, top = self.decide(logits)
-        self.history.append(HistoryFrame(rgb, t, embeds.float().mean(0)))  # stays on the device: no sync per frame
+        self.history.append(HistoryFrame(rgb, t, feature))  # stays on the device: no sync per frame
         decision = Decision(
             frame_time=t, meta=meta, score=1.0 - p_interval, respond=respond, p_interval=p_interval,
             latency_s=0.0, compute_s=0.0, frame_index=self.counts["decided"], next_token=top,

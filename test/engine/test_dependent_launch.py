@@ -1,26 +1,39 @@
 """Programmatic dependent launch of the engine's kernels (``engine/kernels/dependent_launch.py``).
 
-Off wherever it cannot run (CPU, Triton's interpreter, ``LIONFS_PDL=0``). On a Hopper GPU a chain of the project's
+Off by default and wherever it cannot run (CPU, Triton's interpreter). Switched on, on a Hopper GPU a chain of the project's
 kernels in one CUDA graph, each reading what the kernel before it wrote, computes the products of fresh inputs on
 every replay (a kernel that started before its predecessor's writes were visible would read the last replay's)."""
 import pytest
 import torch
 
 triton = pytest.importorskip("triton")
-from lionfs_ros.engine.kernels.dependent_launch import dependent_launch, launch_options  # noqa: E402
+from lionfs_ros.engine.kernels.dependent_launch import dependent_launch, launch_options, set_dependent_launch  # noqa: E402
 from lionfs_ros.engine.kernels.few_rows_linear import few_rows_linear  # noqa: E402
 
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
 
 
 def test_off_on_the_cpu():
-    assert not dependent_launch(torch.device("cpu"))
-    assert launch_options(torch.device("cpu")) == {"PDL": False}
+    set_dependent_launch(True)
+    try:
+        assert not dependent_launch(torch.device("cpu"))
+        assert launch_options(torch.device("cpu")) == {"PDL": False}
+    finally:
+        set_dependent_launch(False)
 
 
 @pytest.mark.skipif(not HOPPER, reason="needs a CUDA GPU of compute capability >= 9.0")
 def test_a_graphed_chain_reads_each_replays_fresh_inputs():
     device = torch.device("cuda")
+    assert not dependent_launch(device), "off by default"
+    set_dependent_launch(True)
+    try:
+        _chain_on(device)
+    finally:
+        set_dependent_launch(False)
+
+
+def _chain_on(device: torch.device) -> None:
     assert dependent_launch(device), "PDL should be on for a Hopper GPU with this Triton"
     gen = torch.Generator(device=device).manual_seed(0)
     width, rows, links = 1024, 11, 6

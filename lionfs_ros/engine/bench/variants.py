@@ -1,7 +1,7 @@
 """The engine variants ``lionfs bench`` measures, by name: each is a set of ``EngineConfig`` fields (and whether the
 model's token dropping stays on). Suffixes: ``+cublas`` every bf16 product by cuBLAS (``linear_kernel='torch'``),
-``+nodrop`` the dropping routers off, ``+fp8`` weight-only FP8 decoder weights, ``+nopdl`` the engine's kernels
-launched without programmatic dependent launch."""
+``+nodrop`` the dropping routers off, ``+fp8`` weight-only FP8 decoder weights, ``+pdl`` the engine's kernels
+launched with programmatic dependent launch."""
 from __future__ import annotations
 
 VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the routers off)
@@ -15,13 +15,13 @@ VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the
     "graphs+compile+triton": {"compile": True, "attention": "triton"},
 }
 NODROP = "+nodrop"
-NOPDL = "+nopdl"
+PDL = "+pdl"
 FP8 = "+fp8"
 CUBLAS = "+cublas"
 for _name in [n for n in VARIANTS if n.startswith("graphs")]:
     VARIANTS[_name + CUBLAS] = {**VARIANTS[_name], "linear_kernel": "torch"}  # every bf16 product by cuBLAS
 for _name in [n for n in VARIANTS if n.startswith("graphs")]:
-    VARIANTS[_name + NOPDL] = {**VARIANTS[_name], "dependent_launch": False}  # plain launches of the engine's kernels
+    VARIANTS[_name + PDL] = {**VARIANTS[_name], "dependent_launch": True}  # kernels/dependent_launch.py
 for _name in list(VARIANTS):
     VARIANTS[_name + NODROP] = {**VARIANTS[_name], "dropping": False}
 for _name in [n for n in VARIANTS if not n.startswith(("eager", "dynamic"))]:
