@@ -7,7 +7,10 @@ objects in the reader's vocabulary (`` cyan bottle labelled OIL with purple cap`
 one tagged object (its printed label, a block's letter, or its part's colour), the answer what its tag says. Only
 the LLM trains (from MODEL), on the answers; reported: exact answers on fresh sequences (by kind) before and after,
 then ``training_forks_audit`` on DATA (does the copy carry over to the real forks?). ``--mix F``: each batch also
-holds real cached forks of TRAIN (relabelled, ``train.fork_stage.relabel``) at F of its rows.
+holds real cached forks of TRAIN (relabelled, ``train.fork_stage.relabel``) at F of its rows. ``--layout``
+moves the same pieces (round 13): ``question_first`` puts ``\nUser: QUESTION`` right after the opening ``]``, before
+the keyframes; ``tags_together`` puts the regions' placeholders first, then all tags as one line
+``regions:<v>x64<v>x64<v>x64<v>x64 tags: TAG; TAG; TAG; TAG]`` (the same objects, question, answer and features).
 
     python scripts/copy_curriculum_probe.py /work/briefs/s6/r11/on/m/model /tmp/synth8 OUT --steps 200
 """
@@ -37,6 +40,7 @@ from training_forks_audit import audit  # noqa: E402
 LETTER_SHAPES = ("block",)  # the catalogue asks "What letter is on the C block?"
 PARTS = {"bottle": "cap", "jar": "lid"}
 REGIONS, BOX_TOKENS, GRID_TOKENS = 4, 64, 4
+LAYOUTS = ("fork", "question_first", "tags_together")
 
 
 def feature_blocks(samples) -> dict[int, list[torch.Tensor]]:
@@ -55,8 +59,8 @@ def feature_blocks(samples) -> dict[int, list[torch.Tensor]]:
 
 
 class CopyTask:
-    def __init__(self, model, blocks, rng: random.Random):
-        self.m, self.blocks, self.rng = model, blocks, rng
+    def __init__(self, model, blocks, rng: random.Random, layout: str = "fork"):
+        self.m, self.blocks, self.rng, self.layout = model, blocks, rng, layout
         classes = model.crop_reader.classes
         self.labels = [x for x in classes["label"] if x != NO_LABEL]
         self.letters = [x for x in self.labels if len(x) == 1]
@@ -92,20 +96,22 @@ class CopyTask:
         else:
             kind, answer = "part", patch
             question = f"What colour is the {PARTS[shape]} of the {colour} {shape}?"
-        ph = self.m.token_ids.placeholder
-        ids = fmt.text_ids("]\nKeyframes: [") + [ph] * GRID_TOKENS + fmt.text_ids("] [") + [ph] * GRID_TOKENS
-        ids += fmt.text_ids(" regions:")
         embeds = [r.choice(self.blocks[GRID_TOKENS]), r.choice(self.blocks[GRID_TOKENS])]
-        for o in objects:
-            ids += [ph] * BOX_TOKENS
-            embeds.append(r.choice(self.blocks[BOX_TOKENS]))
-            if o is None:
-                ids += fmt.text_ids(" nothing")
-                continue
-            c, s, lab, p = o
-            tag = f" {c} {s}" + (f" labelled {lab}" if lab else "") + (f" with {p} {PARTS[s]}" if p else "")
-            ids += fmt.text_ids(tag)
-        ids += fmt.text_ids("]\nUser: " + question + "\nAssistant:")
+        embeds += [r.choice(self.blocks[BOX_TOKENS]) for _ in objects]  # every layout draws the same features
+        tags = [" nothing" if o is None else f" {o[0]} {o[1]}" + (f" labelled {o[2]}" if o[2] else "")
+                + (f" with {o[3]} {PARTS[o[1]]}" if o[3] else "") for o in objects]
+        user = "\nUser: " + question
+        head, tail = ("]" + user + "\nKeyframes: [", "]\nAssistant:") if self.layout == "question_first" \
+            else ("]\nKeyframes: [", "]" + user + "\nAssistant:")
+        ph = self.m.token_ids.placeholder
+        ids = fmt.text_ids(head) + [ph] * GRID_TOKENS + fmt.text_ids("] [") + [ph] * GRID_TOKENS
+        ids += fmt.text_ids(" regions:")
+        if self.layout == "tags_together":
+            ids += [ph] * (BOX_TOKENS * len(tags)) + fmt.text_ids(" tags:" + ";".join(tags))
+        else:
+            for tag in tags:
+                ids += [ph] * BOX_TOKENS + fmt.text_ids(tag)
+        ids += fmt.text_ids(tail)
         body = fmt.assistant_body_ids(answer)
         labels = [-100] * (len(ids) - 1) + body + [-100]
         return ids + body, labels, torch.cat(embeds), kind
@@ -153,6 +159,7 @@ def main() -> None:
     parser.add_argument("--train-episodes", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--layout", choices=LAYOUTS, default="fork", help="where the question and the tags sit")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = LionFSModel.from_pretrained(args.model, device=args.device, dtype=torch.float32).eval()
@@ -168,7 +175,7 @@ def main() -> None:
 
     feature_samples = cached(args.data, 4)
     real = cached(args.train or args.data, args.train_episodes) if args.mix > 0 else []
-    task = CopyTask(model, feature_blocks(feature_samples), random.Random(1))
+    task = CopyTask(model, feature_blocks(feature_samples), random.Random(1), args.layout)
     held = [task.sequence() for _ in range(args.eval)]
     task.rng = random.Random(2)
     report = {"args": vars(args), "before": accuracy(model, held)}
