@@ -12,7 +12,8 @@ Parts (``--parts``, in this order; each writes ``<out>/<part>.json`` as it goes)
 - ``profile``: the preset's backbone on the static backend, per ``--weights`` format (native: the default
   ``linear_kernel='auto'``; fp8): how long the engine build's tile tuning takes, then a generated-token step and
   a decided-frame step (the token and frame graphs, context ``--context`` tokens): wall time per step and
-  ``torch.profiler`` over ``--steps`` steps of each: kernels per step and the top ones.
+  ``torch.profiler`` over ``--steps`` steps of each: kernels per step and the top ones. ``--preset lionfs-8b``
+  profiles the dropping layers' path; with ``--no-dropping`` the same weights without it (issue 14's on/off ratio).
 
     PYTHONPATH=. python3 scripts/few_rows_kernel_bench.py --out $OUT
     PYTHONPATH=. python3 scripts/few_rows_kernel_bench.py --smoke --out /tmp/fr   # CPU: Triton's interpreter, tiny
@@ -177,6 +178,9 @@ def profile(args, device: torch.device, out: dict, save) -> None:
     static_decoder.tune_layers = timed_tune
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out["preset"] = preset.name
+    if args.no_dropping:  # the same weights with the dropping routers off (as `lionfs bench`'s +nodrop)
+        model.token_dropping = None
+    out["dropping"] = model.token_dropping is not None
     for weights in args.weights.split(","):
         if weights == "fp8" and device.type != "cuda":
             continue
@@ -223,6 +227,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=400, help="profile: context tokens before the timed steps")
     parser.add_argument("--steps", type=int, default=5, help="profile: steps of each kind under the profiler")
     parser.add_argument("--weights", default="native,fp8", help="profile: the engine's weight formats, in turn")
+    parser.add_argument("--no-dropping", action="store_true", help="profile: a preset's dropping routers off")
     parser.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes and preset")
     parser.add_argument("--out", default=".")
     args = parser.parse_args()
