@@ -31,12 +31,12 @@ from tower_bench import SMOKE_TOWERS, TOWERS, build  # noqa: E402
 
 from lionfs_ros.engine.bench.graph_timing import graph_ms  # noqa: E402
 from lionfs_ros.engine.fused_tower import FusedTower  # noqa: E402
+from lionfs_ros.engine.quantization import quantize_fp8  # noqa: E402
 
 REPLAYS = 50
 OPS_PER_GRAPH = 10  # a product repeated in one graph: its us is the graph's over this
 CHAIN = 300  # kernels in the PDL chain (about a decided frame's LLM step)
 TOP_KERNELS = 14
-FP8_MAX = 448.0  # float8_e4m3fn
 
 
 def tflops(m: int, k: int, n: int, us: float) -> float:
@@ -64,9 +64,9 @@ def timed_us(op, device: torch.device) -> float:
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [M, K]`` -> (FP8 codes, per-row float32 scales ``[M, 1]``)."""
-    scale = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX
-    return (x.float() / scale).to(torch.float8_e4m3fn), scale
+    """``x [M, K]`` -> (FP8 codes, per-row float32 scales ``[M, 1]``): the engine's weight quantization, by rows."""
+    q = quantize_fp8(x)
+    return q.codes, q.scale[:, None]
 
 
 def gemm(tower, device, dtype, rows: int) -> dict:
