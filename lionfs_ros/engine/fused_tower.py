@@ -7,8 +7,9 @@ arithmetic. Here, on the same weights (the HF layers view into the fused copies,
 - q/k/v are one matrix product per layer (``[M, C] @ [C, 3C]``), read by attention as strided views;
 - attention is PyTorch's fused SDPA (no mask, no dropout), its output read back without a copy;
 - each residual add rides in the next product (``addmm_`` into the residual, bias added to the residual
-  beforehand: out of place, ``addmm`` would first copy the residual into a new output), and with ``torch.compile`` that bias add is fused into the layer norm
-  before it (one kernel: the norm and the shifted residual);
+  beforehand: out of place, ``addmm`` would first copy the residual into a new output), and with
+  ``torch.compile`` that bias add is fused into the layer norm before it (one kernel: the norm and the
+  shifted residual);
 - the patch embedding is a matrix product over the frame's patches (the conv's weights, unfolded);
 - on CUDA a tanh-approximated GELU (SigLIP's) rides in the first MLP product as cuBLASLt's epilogue
   (``torch._addmm_activation``; its CPU kernel computes the erf GELU instead, so the CPU runs the plain ops).

@@ -8,9 +8,9 @@ an H200 (``scripts/tower_speed_probe.py --parts pdl``): a chain of small kernels
 kernel; larger ones 1.78 -> 1.36.
 
 Each kernel takes a ``PDL`` constexpr and starts with ``wait_for_previous(PDL)``; its launch passes ``launch_options``.
-Off by default: in the engine (``lionfs bench --variants graphs+compile+triton,graphs+compile+triton+pdl``, one
-H200 run) a llama3-8b decided frame took 7.24 ms with it and 7.05 without, the slow path 195.8 against 201.3
-tokens/s. ``EngineConfig.dependent_launch`` (``set_dependent_launch``) turns it on.
+Off by default: it did not pay in the engine (``lionfs bench --preset llama3-8b``, H200, a variant with it against
+one without in the same run: a decided frame 7.24 vs 7.05 ms and 195.8 vs 201.3 tokens/s in one run, 7.00 vs 6.99
+ms and 200.2 vs 199.1 in the next). ``EngineConfig.dependent_launch`` (``set_dependent_launch``) turns it on.
 """
 from __future__ import annotations
 
