@@ -42,7 +42,7 @@ LAYERS = 16  # routed layers of lionfs-8b: one graph holds a decided frame's wor
 FEEDS = 300  # random feeds per layout of the agreement part (smoke: 6)
 REPLAYS = 200  # timed replays per graph (smoke: 2 eager calls)
 WARMUP = 20
-ROUTE_CONFIGS = ((4096, 8), (8192, 8), (32768, 16))  # (TILE, ROUTE_WARPS) tried besides the default, decided frame only
+ROUTE_CONFIGS = ((2048, 4), (4096, 4), (16384, 8))  # (TILE, ROUTE_WARPS) tried besides the default, decided frame only
 INIT_STD = 0.02  # router projection init
 NORM_EPS = 1e-5
 

@@ -1,11 +1,14 @@
-"""A token-dropping layer's routing in two Triton launches (the static decoder's feeds of a few rows).
+"""A token-dropping layer's routing in three Triton launches (the static decoder's feeds of a few rows).
 
 In torch a routed layer runs, besides the layer itself, some 15-20 small kernels (router norm and
 linear, topk, scatter, cumsum, where, scatter, the gathers of h, residual, positions, cos and sin,
 the slot writes, the scatter back, the add and the next norm). A decided frame's step has ~11 rows,
-so each is a launch of a few microseconds; here they are two.
+so each is a launch of a few microseconds; here they are three, each wide enough that its loads are in flight at
+once (a single program doing all of it took 16.6 us a layer on an H200, its loads one chunk after another; the
+eighth session's profile of lionfs-8b).
 
-1. ``route`` (``_route_kernel``, ONE program over the feed's ``M <= MAX_ROWS`` rows):
+1. ``route``: ``_router_logits_kernel`` (one program per feed row, ``M <= MAX_ROWS``), then ``_route_kernel`` (one
+   program per ``TILE // BLOCK_M`` columns of the gathered rows; each ranks the whole feed from the ``M`` logits):
    a. router logits, ``proj(RMSNorm(residual))`` (``model/token_dropping.TokenDroppingRouter``) with
       torch's arithmetic: the float32 mean of squares, ``x * rsqrt(ms + eps) * w`` in float32 rounded
       once to the model dtype (torch's fused ``rms_norm``; ``eps`` None means float32's epsilon), then a
@@ -36,72 +39,84 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_ROWS = 64  # feed rows the route kernel takes (one program, an [M, M] ranking); longer feeds: torch
-TILE = 16384  # elements of a [rows, columns] tile the route kernel moves at a time (32 a thread at 16 warps)
+MAX_ROWS = 64  # feed rows the route kernels take (an [M, M] ranking in each program); longer feeds: torch
+TILE = 8192  # elements of the [rows, columns] slice one route program gathers per tensor (all its loads at once)
+LOGIT_BLOCK = 4096  # columns of a row the logits kernel holds at a time (a Llama-3-8B row in one load)
+LOGIT_WARPS = 4
 MERGE_BLOCK = 4096  # columns of a stream row the merge kernel holds at a time
-ROUTE_WARPS = 16  # one program does the whole routing: many warps keep many loads in flight
+ROUTE_WARPS = 4
 MERGE_WARPS = 4
 FLOAT32_EPS = torch.finfo(torch.float32).eps  # torch's rms_norm epsilon when the module's is None (float32 math)
 
 
-@triton.jit(do_not_specialize=["M", "track", "keep"])
-def _route_kernel(res_ptr, h_ptr, pos_ptr, cos_ptr, sin_ptr, frame_ptr, nw_ptr, pw_ptr, pb_ptr, sp_ptr, fill_ptr,
-                  sel_ptr, dest_ptr, h_out, res_out, pos_out, cos_out, sin_out, slots_out,
-                  M, track, keep, eps, s_res, s_h, s_cos, s_sin, s_sp,
-                  HIDDEN: tl.constexpr, ROT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-                  BLOCK_R: tl.constexpr, HAS_BIAS: tl.constexpr):
-    rows = tl.arange(0, BLOCK_M)  # [BM] the feed's tokens
-    r_ok = rows < M
+@triton.jit
+def _router_logits_kernel(res_ptr, nw_ptr, pw_ptr, pb_ptr, logit_ptr, eps, s_res, HIDDEN: tl.constexpr,
+                          BLOCK_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """One program per feed row: the router's logit ``proj(RMSNorm(residual[i]))`` into ``logit [M]`` (float32
+    holding the model dtype's value)."""
+    i = tl.program_id(0)
     dtype = res_ptr.dtype.element_ty
-    # a. router logits: mean of squares, then the rounded norm's dot with the projection
-    squares = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    squares = tl.zeros((BLOCK_D,), dtype=tl.float32)
     for d0 in range(0, HIDDEN, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
-        ok = r_ok[:, None] & (d < HIDDEN)[None, :]
-        x = tl.load(res_ptr + rows[:, None] * s_res + d[None, :], mask=ok, other=0.0).to(tl.float32)  # [BM, BD]
-        squares += tl.sum(x * x, axis=1)
-    rstd = tl.math.rsqrt(squares / HIDDEN + eps)  # [BM]
-    dot = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for d0 in range(0, HIDDEN, BLOCK_D):
+        x = tl.load(res_ptr + i * s_res + d, mask=d < HIDDEN, other=0.0).to(tl.float32)  # [BD]
+        squares += x * x
+    rstd = tl.math.rsqrt(tl.sum(squares, axis=0) / HIDDEN + eps)
+    dot = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    for d0 in range(0, HIDDEN, BLOCK_D):  # the row again (a cache hit): the norm's output rounded before the dot
         d = d0 + tl.arange(0, BLOCK_D)
         d_ok = d < HIDDEN
-        ok = r_ok[:, None] & d_ok[None, :]
-        x = tl.load(res_ptr + rows[:, None] * s_res + d[None, :], mask=ok, other=0.0).to(tl.float32)
-        nw = tl.load(nw_ptr + d, mask=d_ok, other=0.0).to(tl.float32)  # [BD]
+        x = tl.load(res_ptr + i * s_res + d, mask=d_ok, other=0.0).to(tl.float32)
+        nw = tl.load(nw_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
         pw = tl.load(pw_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
-        normed = ((x * rstd[:, None]) * nw[None, :]).to(dtype).to(tl.float32)  # the norm's output, in the model dtype
-        dot += tl.sum(normed * pw[None, :], axis=1)
+        dot += ((x * rstd) * nw).to(dtype).to(tl.float32) * pw  # the norm's output, in the model dtype
+    logit = tl.sum(dot, axis=0)
     if HAS_BIAS:
-        dot += tl.load(pb_ptr).to(tl.float32)
-    logit = dot.to(dtype).to(tl.float32)  # [BM] the Linear's output, in the model dtype
+        logit += tl.load(pb_ptr).to(tl.float32)
+    tl.store(logit_ptr + i, logit.to(dtype).to(tl.float32))  # the Linear's output, in the model dtype
+
+
+@triton.jit(do_not_specialize=["M", "track", "keep"])
+def _route_kernel(logit_ptr, res_ptr, h_ptr, pos_ptr, cos_ptr, sin_ptr, frame_ptr, sp_ptr, fill_ptr,
+                  sel_ptr, dest_ptr, h_out, res_out, pos_out, cos_out, sin_out, slots_out,
+                  M, track, keep, s_res, s_h, s_cos, s_sin, s_sp,
+                  HIDDEN: tl.constexpr, ROT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                  BLOCK_R: tl.constexpr):
+    """Program ``p`` ranks the feed (every program, from the ``M`` logits: a few hundred comparisons) and gathers
+    columns ``p * BLOCK_D ..`` of the kept rows of ``residual`` and ``h``; program 0 also writes the indices,
+    positions, slots and the rotary rows."""
+    p = tl.program_id(0)
+    rows = tl.arange(0, BLOCK_M)  # [BM] the feed's tokens
+    r_ok = rows < M
+    logit = tl.load(logit_ptr + rows, mask=r_ok, other=0.0)  # [BM]
     # b. rank within the frame: higher logit first, ties by sequence index
     frame = tl.load(frame_ptr + rows, mask=r_ok, other=-1)  # [BM] -1: text (always kept)
     same = (frame[None, :] == frame[:, None]) & r_ok[None, :]  # [BM, BM]: j is in i's frame
     ahead = (logit[None, :] > logit[:, None]) | ((logit[None, :] == logit[:, None]) & (rows[None, :] < rows[:, None]))
     rank = tl.sum((same & ahead).to(tl.int32), axis=1)  # [BM]
     kept = r_ok & ((frame < 0) | (rank < keep))
-    # c. kept rows in sequence order: indices, positions, slots, then the gathered rows
+    # c. kept rows in sequence order: this program's columns of the gathered rows
     dest = tl.cumsum(kept.to(tl.int32), axis=0) - 1  # [BM]
-    tl.store(sel_ptr + dest, rows.to(tl.int64), mask=kept)
-    tl.store(dest_ptr + rows, tl.where(kept, dest, -1), mask=r_ok)
-    pos = tl.load(pos_ptr + rows, mask=r_ok, other=0)
-    slot = tl.load(fill_ptr + track) + dest
-    tl.store(pos_out + dest, pos, mask=kept)
-    tl.store(slots_out + dest, slot, mask=kept)
-    tl.store(sp_ptr + track * s_sp + slot, pos, mask=kept)
-    for d0 in range(0, HIDDEN, BLOCK_D):
-        d = d0 + tl.arange(0, BLOCK_D)
-        d_ok = (d < HIDDEN)[None, :]
-        x = tl.load(res_ptr + rows[:, None] * s_res + d[None, :], mask=r_ok[:, None] & d_ok)
-        tl.store(res_out + dest[:, None] * HIDDEN + d[None, :], x, mask=kept[:, None] & d_ok)
-        x = tl.load(h_ptr + rows[:, None] * s_h + d[None, :], mask=r_ok[:, None] & d_ok)
-        tl.store(h_out + dest[:, None] * HIDDEN + d[None, :], x, mask=kept[:, None] & d_ok)
-    c = tl.arange(0, BLOCK_R)
-    c_ok = (c < ROT)[None, :]
-    x = tl.load(cos_ptr + rows[:, None] * s_cos + c[None, :], mask=r_ok[:, None] & c_ok)
-    tl.store(cos_out + dest[:, None] * ROT + c[None, :], x, mask=kept[:, None] & c_ok)
-    x = tl.load(sin_ptr + rows[:, None] * s_sin + c[None, :], mask=r_ok[:, None] & c_ok)
-    tl.store(sin_out + dest[:, None] * ROT + c[None, :], x, mask=kept[:, None] & c_ok)
+    d = p * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_ok = (d < HIDDEN)[None, :]
+    x = tl.load(res_ptr + rows[:, None] * s_res + d[None, :], mask=r_ok[:, None] & d_ok)
+    y = tl.load(h_ptr + rows[:, None] * s_h + d[None, :], mask=r_ok[:, None] & d_ok)
+    tl.store(res_out + dest[:, None] * HIDDEN + d[None, :], x, mask=kept[:, None] & d_ok)
+    tl.store(h_out + dest[:, None] * HIDDEN + d[None, :], y, mask=kept[:, None] & d_ok)
+    if p == 0:  # indices, positions, slots, rotary rows
+        tl.store(sel_ptr + dest, rows.to(tl.int64), mask=kept)
+        tl.store(dest_ptr + rows, tl.where(kept, dest, -1), mask=r_ok)
+        pos = tl.load(pos_ptr + rows, mask=r_ok, other=0)
+        slot = tl.load(fill_ptr + track) + dest
+        tl.store(pos_out + dest, pos, mask=kept)
+        tl.store(slots_out + dest, slot, mask=kept)
+        tl.store(sp_ptr + track * s_sp + slot, pos, mask=kept)
+        c = tl.arange(0, BLOCK_R)
+        c_ok = (c < ROT)[None, :]
+        x = tl.load(cos_ptr + rows[:, None] * s_cos + c[None, :], mask=r_ok[:, None] & c_ok)
+        tl.store(cos_out + dest[:, None] * ROT + c[None, :], x, mask=kept[:, None] & c_ok)
+        x = tl.load(sin_ptr + rows[:, None] * s_sin + c[None, :], mask=r_ok[:, None] & c_ok)
+        tl.store(sin_out + dest[:, None] * ROT + c[None, :], x, mask=kept[:, None] & c_ok)
 
 
 @triton.jit
@@ -163,19 +178,22 @@ def route(residual: torch.Tensor, h: torch.Tensor, pos: torch.Tensor, cos: torch
     norm, proj = router.norm, router.proj
     eps = FLOAT32_EPS if norm.eps is None else norm.eps
     block_m, dev = _pow2(m), residual.device
-    block_d = min(_pow2(hidden), max(1, TILE // block_m))
+    block_d = min(_pow2(hidden), max(16, TILE // block_m))
+    logit = torch.empty(m, dtype=torch.float32, device=dev)
     sel = torch.empty(kept, dtype=torch.long, device=dev)
     dest_of = torch.empty(m, dtype=torch.int32, device=dev)
     h_k, res_k = h.new_empty(kept, hidden), residual.new_empty(kept, hidden)
     pos_k, slots = torch.empty_like(sel), torch.empty_like(sel)
     cos_k, sin_k = cos.new_empty(1, kept, rot), sin.new_empty(1, kept, rot)
     bias = proj.bias if proj.bias is not None else proj.weight  # not read without a bias
-    _route_kernel[(1,)](
-        residual, h, pos.contiguous(), cos, sin, frame_of, norm.weight, proj.weight, bias, slot_pos, fill,
-        sel, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots, m, track, keep, eps,
+    _router_logits_kernel[(m,)](residual, norm.weight, proj.weight, bias, logit, eps, residual.stride(0),
+                                HIDDEN=hidden, BLOCK_D=min(_pow2(hidden), LOGIT_BLOCK),
+                                HAS_BIAS=proj.bias is not None, num_warps=LOGIT_WARPS)
+    _route_kernel[(triton.cdiv(hidden, block_d),)](
+        logit, residual, h, pos.contiguous(), cos, sin, frame_of, slot_pos, fill,
+        sel, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots, m, track, keep,
         residual.stride(0), h.stride(0), cos.stride(-2), sin.stride(-2), slot_pos.stride(0),
-        HIDDEN=hidden, ROT=rot, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_R=_pow2(rot),
-        HAS_BIAS=proj.bias is not None, num_warps=ROUTE_WARPS)
+        HIDDEN=hidden, ROT=rot, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_R=_pow2(rot), num_warps=ROUTE_WARPS)
     return sel, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots
 
 
