@@ -148,6 +148,29 @@ def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.T
     return few_rows_linear(rows, codes, scale, bias).view(*x.shape[:-1], -1)
 
 
+def folds(x: torch.Tensor, weight) -> bool:
+    """Whether ``fused_linear`` runs ``x @ weight.T`` in the few-rows kernel with the neighbouring norm and add folded
+    in: a ``StreamedWeight`` or ``Fp8Weight`` whose pick for these rows (at most one row block) is the kernel, on the
+    GPU."""
+    if not (x.is_cuda and isinstance(weight, (StreamedWeight, Fp8Weight))):
+        return False
+    from .kernels.few_rows_linear import CUBLAS, SMALL_M, pick_config
+
+    rows = x.reshape(-1, x.shape[-1]).shape[0]
+    return 1 <= rows <= SMALL_M and pick_config(rows, _operands(weight)[0]) != CUBLAS
+
+
+def fused_linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None, norm: tuple | None = None,
+                 residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``linear`` with the input RMSNorm (``norm = (weight, sums [T, M], eps)``: ``x`` is the stream, ``sums`` its
+    per-tile sums of squares) and/or the residual add after it (``residual [M, N]``: returns ``residual + x @ W.T``
+    and that stream's sums of squares ``[T, M]``) folded into the kernel; only where ``folds`` says it runs."""
+    from .kernels.few_rows_linear import fused_few_rows_linear
+
+    codes, scale = _operands(weight)
+    return fused_few_rows_linear(x, codes, scale, bias, norm=norm, residual=residual)
+
+
 PROJECTIONS = ("qkv_weight", "o_weight", "gate_up_weight", "down_weight")  # a fused decoder layer's weights
 
 

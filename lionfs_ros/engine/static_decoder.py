@@ -22,6 +22,11 @@ between small kernels as much as by reading the weights):
   model's own ``q_proj`` etc. become views into the concatenation: no extra memory); RoPE rotates q
   and k together; grouped-query attention folds the query heads that share a K/V head into the
   query length (HF's ``repeat_kv`` pairing, without copying K/V);
+- ``fold_norms``: where the few-rows kernel runs a product (``quantization.folds``), the residual add after the
+  o and down products happens in that product's last step, which also hands over the stream's per-tile sums of
+  squares, and the next RMSNorm is applied by the consuming product (q/k/v, gate/up, the output head) as it loads
+  its input: no add + norm kernel between the products. Elsewhere (cuBLAS picks, CPU, long feeds, the routing's
+  inputs) the plain add + norm runs;
 - the elementwise pieces (RMSNorm, residual add + RMSNorm, RoPE, SiLU-gate, masked softmax) are
   plain functions with HF's arithmetic; ``compile=True`` fuses each into one kernel with
   ``torch.compile`` (for the graphed steps only: fixed shapes, compiled once). Where Triton cannot
@@ -49,7 +54,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ATTENTION_KINDS, LINEAR_KERNELS
-from .quantization import StreamedWeight, few_rows_problem, linear, quantize_layers, stream_layers, tune_layers
+from .quantization import (StreamedWeight, few_rows_problem, folds, fused_linear, linear, quantize_layers, stream_layers,
+                           tune_layers)
 from .routing import DropPlan, drop_plan, kept_indices
 
 ROUTING_KINDS = ("auto", "torch")  # auto: the Triton routing kernels where attention runs Triton
@@ -195,12 +201,13 @@ class FusedDecoder:
     """The backbone's layers with fused projections; shared by every static state of one model."""
 
     def __init__(self, llm, compile: bool = False, attention: str = "sdpa", dropping=None, weights: str = "native",
-                 routing: str = "auto", linear_kernel: str = "auto"):
+                 routing: str = "auto", linear_kernel: str = "auto", fold_norms: bool = True):
         """``dropping``: the model's ``TokenDropping`` (or None). ``weights='fp8'``: the layers' projections as
         weight-only FP8 (``quantization.py``; the model's own weights are left as they are). ``routing='torch'``:
         the dropping layers route in torch even where the Triton routing kernels could run. ``linear_kernel='auto'``:
         the bf16 projections and the output head run with the faster of cuBLAS and the few-rows kernel per shape
-        (timed here, ``quantization.tune_layers``) where that kernel can run; ``'torch'``: ``F.linear``."""
+        (timed here, ``quantization.tune_layers``) where that kernel can run; ``'torch'``: ``F.linear``.
+        ``fold_norms``: the residual adds and RMSNorms inside the kernel's products where it runs them."""
         if linear_kernel not in LINEAR_KERNELS:
             raise ValueError(f"linear_kernel {linear_kernel!r} is not one of {LINEAR_KERNELS}")
         if attention not in ATTENTION_KINDS:
@@ -248,7 +255,7 @@ class FusedDecoder:
                 layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
                 layer.input_layernorm.variance_epsilon, qkv_w, qkv_b, attn.o_proj.weight, attn.o_proj.bias,
                 gu_w, gu_b, mlp.down_proj.weight, mlp.down_proj.bias, track, router))
-        self.weights = weights
+        self.weights, self.fold_norms = weights, fold_norms
         self.fp8_bytes = quantize_layers(self.layers) if weights == "fp8" else 0
         head = llm.get_output_embeddings()
         self.head_weight, self.head_bias = head.weight, head.bias  # [V, d], the logits of the last position
@@ -306,12 +313,15 @@ class FusedDecoder:
         first = self.layers[0]
         h = ops.rms_norm(x, first.ln1, first.eps)
         residual = x  # the stream entering the layer; h is its input norm
+        sums = None  # [T, M] the stream's sums of squares where its norm is left to the next product (h is None)
         for idx, fl in enumerate(self.layers):
             nxt = self.layers[idx + 1] if idx + 1 < len(self.layers) else None
             weight, eps = (nxt.ln1, nxt.eps) if nxt is not None else self.final_norm
             if fl.router is not None and plan is not None:
+                if sums is not None:  # the routing reads the normalized rows
+                    h, sums = ops.rms_norm(residual, fl.ln1, fl.eps), None
                 kernels = self.route_kernels if self.route_kernels and m <= self.route_kernels.MAX_ROWS else None
-                if kernels is not None:  # two launches around the layer
+                if kernels is not None:  # routing launches around the layer
                     _, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots = kernels.route(
                         residual, h, pos, cos, sin, plan.frame_of, self.dropping.keep, plan.kept, fl.router, slot_pos,
                         fill, fl.track)
@@ -328,13 +338,18 @@ class FusedDecoder:
                 continue
             if fl.track not in whole:
                 whole[fl.track] = self._view(fl.track, pos, cos, sin, slot_pos, fill, x.dtype)
-            view = whole[fl.track]
-            attn = self._attention(fl, h, keys[idx], values[idx], view, ops)
-            h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
+            attn = self._attention(fl, *self._input(residual, sums, h, fl.ln1, fl.eps, fl.qkv_weight, ops),
+                                   keys[idx], values[idx], whole[fl.track], ops)
+            residual, sums, h = self._add(attn, fl.o_weight, fl.o_bias, residual, fl.ln2, fl.eps, ops)
             last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
-            mlp = linear(ops.gate(linear(h[last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
-            h, residual = ops.add_rms_norm(mlp, residual[last], weight, eps)
-        logits = linear(h, self.head_weight, self.head_bias)  # [1, V]: h is the last position after the final norm
+            gate_up = self._linear(*self._input(residual[last], None if sums is None else sums[:, last].contiguous(),
+                                                None if h is None else h[last], fl.ln2, fl.eps, fl.gate_up_weight, ops),
+                                   fl.gate_up_weight, fl.gate_up_bias)
+            residual, sums, h = self._add(ops.gate(gate_up), fl.down_weight, fl.down_bias, residual[last], weight, eps,
+                                          ops)
+        # [1, V]: the last position after the final norm
+        logits = self._linear(*self._input(residual, sums, h, *self.final_norm, self.head_weight, ops), self.head_weight,
+                              self.head_bias)
         fill.add_(m if plan is None else plan.counts)
         next_pos.add_(m)
         return logits
@@ -357,23 +372,50 @@ class FusedDecoder:
         mask = torch.zeros(allowed.shape, dtype=mask_dtype, device=pos.device).masked_fill(~allowed, float("-inf"))
         return TrackView(slots, mask, cos, sin, track, pos, slot_pos, fill)
 
+    def _input(self, residual, sums, h, norm_weight, eps, weight, ops):
+        """What a product after an RMSNorm takes: ``(x, norm)`` with ``norm`` None (``x`` is the normalized rows) or
+        ``(weight, sums, eps)`` (``x`` is the stream; the product normalizes it as it loads it). ``sums`` None: ``h``
+        is the norm already computed; else the norm is pending and runs in the product where it folds, or here."""
+        if sums is None:
+            return h, None
+        if folds(residual, weight):
+            return residual, (norm_weight, sums, eps)
+        return ops.rms_norm(residual, norm_weight, eps), None
+
+    @staticmethod
+    def _linear(x, norm, weight, bias):
+        return linear(x, weight, bias) if norm is None else fused_linear(x, weight, bias, norm=norm)[0]
+
+    def _add(self, x, weight, bias, residual, norm_weight, eps, ops):
+        """The stream after a sublayer, ``residual + x @ W.T`` -> ``(stream, sums, h)``: with the add folded into the
+        product, its sums of squares and no ``h`` (the next product normalizes); else the add + norm kernel's ``h``."""
+        if self.fold_norms and folds(x, weight) and residual.is_contiguous():
+            stream, sums = fused_linear(x, weight, bias, residual=residual)
+            return stream, sums, None
+        h, stream = ops.add_rms_norm(linear(x, weight, bias), residual, norm_weight, eps)
+        return stream, None, h
+
     def _layer(self, fl: FusedLayer, h, residual, k_buf, v_buf, view: TrackView, ops):
         """One whole decoder layer on ``h = norm(residual)`` ``[K, d]`` -> ``(residual after attention, mlp)``
         ``[K, d]`` each: the layer's output stream is their sum."""
-        attn = self._attention(fl, h, k_buf, v_buf, view, ops)
-        h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
-        return residual, linear(ops.gate(linear(h, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
+        attn = self._attention(fl, h, None, k_buf, v_buf, view, ops)
+        residual, sums, h = self._add(attn, fl.o_weight, fl.o_bias, residual, fl.ln2, fl.eps, ops)
+        gate_up = self._linear(*self._input(residual, sums, h, fl.ln2, fl.eps, fl.gate_up_weight, ops),
+                               fl.gate_up_weight, fl.gate_up_bias)
+        return residual, linear(ops.gate(gate_up), fl.down_weight, fl.down_bias)
 
-    def _attention(self, fl: FusedLayer, h, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
+    def _attention(self, fl: FusedLayer, h, norm, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
+        """``h [M, d]`` (with ``norm``: the stream, normalized by the q/k/v product) -> the attention's output before the
+        o projection ``[M, Hq * D]``."""
         m, hd, hq, hkv = h.shape[0], self.head_dim, self.num_heads, self.num_kv_heads
         slots, mask, cos, sin = view.slots, view.mask, view.cos, view.sin
-        qkv = linear(h, fl.qkv_weight, fl.qkv_bias)  # [M, (Hq + 2 Hkv) * D]
+        qkv = self._linear(h, norm, fl.qkv_weight, fl.qkv_bias)  # [M, (Hq + 2 Hkv) * D]
         if self.attention == "triton":  # one launch: rotary, both KV writes; q [M, Hq, D]
             q = self.rope_kernel(qkv, cos, sin, k_buf, v_buf, slots, (hq, hkv, hd))
             if mask is None:  # the kernel, masking from the slot positions; out [M, Hq, D]
                 out = self.kernel(q[None], k_buf[None], v_buf[None], view.slot_pos[None], view.fill[None],
                                   view.pos[None], self.single_row, view.track, self.scaling)[0]
-                return linear(out.view(m, hq * hd), fl.o_weight, fl.o_bias)
+                return out.view(m, hq * hd)
             q = q.transpose(0, 1)  # [Hq, M, D]: a long feed takes the split path
         else:
             q = ops.rope_and_store(qkv, cos, sin, k_buf, v_buf, slots, (hq, hkv, hd))  # [Hq, M, D]
@@ -383,8 +425,7 @@ class FusedDecoder:
                                                  scale=self.scaling)[0]
         else:
             out = self._split_attention(q, k_buf, v_buf, mask, ops)
-        out = out.view(hq, m, hd).transpose(0, 1).reshape(m, hq * hd)
-        return linear(out, fl.o_weight, fl.o_bias)
+        return out.view(hq, m, hd).transpose(0, 1).reshape(m, hq * hd)
 
     def _split_attention(self, q, k_buf, v_buf, mask, ops) -> torch.Tensor:
         """``q [Hkv, gM, D]`` over the whole buffer ``[Hkv, cap, D]`` -> ``[Hkv, gM, D]``."""

@@ -1,7 +1,8 @@
 """The engine variants ``lionfs bench`` measures, by name: each is a set of ``EngineConfig`` fields (and whether the
 model's token dropping stays on). Suffixes: ``+cublas`` every bf16 product by cuBLAS (``linear_kernel='torch'``),
 ``+nodrop`` the dropping routers off, ``+fp8`` weight-only FP8 decoder weights, ``+pdl`` the engine's kernels
-launched with programmatic dependent launch."""
+launched with programmatic dependent launch, ``+nofold`` the residual add and RMSNorm as kernels of their own between
+the products (``fold_norms=False``)."""
 from __future__ import annotations
 
 VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the routers off)
@@ -16,12 +17,15 @@ VARIANTS = {  # name -> EngineConfig fields (and "dropping": False to switch the
 }
 NODROP = "+nodrop"
 PDL = "+pdl"
+NOFOLD = "+nofold"
 FP8 = "+fp8"
 CUBLAS = "+cublas"
 for _name in [n for n in VARIANTS if n.startswith("graphs")]:
     VARIANTS[_name + CUBLAS] = {**VARIANTS[_name], "linear_kernel": "torch"}  # every bf16 product by cuBLAS
 for _name in [n for n in VARIANTS if n.startswith("graphs")]:
     VARIANTS[_name + PDL] = {**VARIANTS[_name], "dependent_launch": True}  # kernels/dependent_launch.py
+for _name in [n for n in VARIANTS if n.startswith("graphs")]:
+    VARIANTS[_name + NOFOLD] = {**VARIANTS[_name], "fold_norms": False}  # the add + norm between the products
 for _name in list(VARIANTS):
     VARIANTS[_name + NODROP] = {**VARIANTS[_name], "dropping": False}
 for _name in [n for n in VARIANTS if not n.startswith(("eager", "dynamic"))]:

@@ -45,14 +45,33 @@ _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
 
 @triton.jit
-def _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_SCALE: tl.constexpr,
-            HAS_BIAS: tl.constexpr):
-    """acc [BM, BN] float32 -> out: times the channel scale (FP8 codes), plus the bias, cast."""
+def _finish(acc, rows, cols, row_ok, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, res_ptr, stride_rm, sq_ptr, pid_n,
+            M, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr):
+    """acc [BM, BN] float32 -> out: times the channel scale (FP8 codes), plus the bias, cast. RESIDUAL: plus the
+    residual stream's tile, rounded again (HF's ``residual + x`` in the model dtype), and the tile's sum of squares
+    of that per row into ``sq [pid_n, M]`` (the next RMSNorm's statistics, summed by its consumer)."""
     if HAS_SCALE:
         acc = acc * tl.load(s_ptr + cols, mask=col_ok, other=0.0)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
+    out = acc.to(out_ptr.dtype.element_ty)
+    if RESIDUAL:
+        res = tl.load(res_ptr + rows[:, None] * stride_rm + cols[None, :], mask=ok, other=0.0)
+        out = (out.to(tl.float32) + res.to(tl.float32)).to(out_ptr.dtype.element_ty)
+        summed = tl.where(ok, out.to(tl.float32), 0.0)
+        tl.store(sq_ptr + pid_n * M + rows, tl.sum(summed * summed, axis=1), mask=row_ok)
+    tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :], out, mask=ok)
+
+
+@triton.jit
+def _normed(x, k, k_ok, rstd, g_ptr, NORM: tl.constexpr):
+    """NORM: the activations ``x [BM, BK]`` through the RMSNorm with per-row ``rstd [BM]`` and weight ``g`` (HF's
+    LlamaRMSNorm arithmetic: normalized in float32, rounded, times the weight, rounded); else ``x``."""
+    if NORM:
+        g = tl.load(g_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
+        x = (x.to(tl.float32) * rstd[:, None]).to(x.dtype)
+        x = (g[None, :] * x.to(tl.float32)).to(x.dtype)
+    return x
 
 
 @triton.jit
@@ -89,11 +108,12 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
     return out
 
 
-@triton.jit(do_not_specialize=["M"])
+@triton.jit(do_not_specialize=["M", "stat_t"])
 def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
-                     stride_wn, stride_om, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
+                     stride_wn, stride_om, g_ptr, stat_ptr, stat_t, eps, res_ptr, stride_rm, sq_ptr,
+                     HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
                      BITS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     PDL: tl.constexpr):
+                     NORM: tl.constexpr, STAT_BLOCK: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr):
     wait_for_previous(PDL)
     pid_k = tl.program_id(0)  # the slices of one tile are launched next to each other
     pid_n = tl.program_id(1)
@@ -105,21 +125,29 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
     col_ok = cols < N
     k_start = pid_k * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
-    if BLOCK_M == 1:  # one row: [BN, BK] products on the CUDA cores, summed over k once at the end
-        acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    rstd = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    if NORM:  # the input RMSNorm's statistics: the producer's per-tile sums of squares [stat_t, M], summed
+        ts = tl.arange(0, STAT_BLOCK)
+        sq = tl.load(stat_ptr + ts[:, None] * M + rows[None, :], mask=(ts < stat_t)[:, None] & row_ok[None, :],
+                     other=0.0)  # [ST, BM]
+        rstd = tl.math.rsqrt(tl.sum(sq, axis=0) / K + eps)  # [BM]
+    if BLOCK_M == 1:  # one row: [BN, BK] products on the CUDA cores, summed over k at each step
+        acc1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
             k = k0 + ks
             k_ok = k < k_end  # K and the slices are multiples of 16: the loads stay 16-byte vectors
             x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            x = _normed(x, k, k_ok, rstd, g_ptr, NORM)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + k[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            acc2 += _upcast(w, tl.float32, BITS) * x.to(tl.float32)  # [BN, BK] * [1, BK]
-        acc = tl.sum(acc2, axis=1)[None, :]  # [1, BN]
+            acc1 += tl.sum(_upcast(w, tl.float32, BITS) * x.to(tl.float32), axis=1)  # [BN, BK] * [1, BK] -> [BN]
+        acc = acc1[None, :]  # [1, BN]
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
             k = k0 + ks
             k_ok = k < k_end  # K and the slices are multiples of 16: the loads stay 16-byte vectors
             x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            x = _normed(x, k, k_ok, rstd, g_ptr, NORM)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + k[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
             acc += tl.dot(x, tl.trans(_upcast(w, x.dtype, BITS)))  # [BM, BK] @ [BK, BN]
     ok = row_ok[:, None] & col_ok[None, :]
@@ -135,9 +163,11 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
             for i in range(0, split):  # fixed order: the same sum on every run
                 total += tl.load(part + i * M * N, mask=ok, other=0.0, cache_modifier=".cg")
             tl.store(count_ptr + tile, 0)  # ready for the next call on this stream
-            _finish(total, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_SCALE, HAS_BIAS)
+            _finish(total, rows, cols, row_ok, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, res_ptr, stride_rm, sq_ptr,
+                    pid_n, M, HAS_SCALE, HAS_BIAS, RESIDUAL)
     else:
-        _finish(acc, rows, cols, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, HAS_SCALE, HAS_BIAS)
+        _finish(acc, rows, cols, row_ok, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, res_ptr, stride_rm, sq_ptr,
+                pid_n, M, HAS_SCALE, HAS_BIAS, RESIDUAL)
 
 
 def tile_counters(tiles: int, device: torch.device) -> torch.Tensor:
@@ -163,12 +193,12 @@ Config = tuple[int, int, int, int, int, int, int]
 CUBLAS = "cublas"
 TUNED: dict[tuple[int, int, int, int], Config | str] = {}
 SEEDS = {  # the first candidates per row bucket; ``tune`` then walks to neighbours of the best
-    1: ((16, 32, 256, 4, 4, 4, 1), (16, 16, 256, 4, 4, 8, 1), (16, 64, 256, 4, 4, 2, 1), (16, 32, 512, 4, 3, 4, 1),
-        (16, 32, 256, 4, 6, 1, 1), (16, 64, 256, 4, 4, 2, 0), (1, 32, 256, 4, 4, 4, 0), (1, 16, 256, 2, 4, 8, 0)),
+    1: ((1, 8, 512, 4, 3, 1, 0), (1, 8, 1024, 4, 3, 1, 0), (1, 32, 256, 4, 3, 1, 0), (1, 16, 512, 4, 3, 4, 0),
+        (16, 32, 256, 4, 4, 4, 1), (16, 64, 256, 4, 4, 2, 1), (1, 32, 256, 4, 4, 4, 0), (1, 16, 256, 2, 4, 8, 0)),
     SMALL_M: ((16, 32, 256, 4, 4, 4, 1), (16, 16, 256, 4, 4, 8, 1), (16, 64, 256, 4, 4, 2, 1), (16, 32, 512, 4, 3, 4, 1),
               (16, 64, 128, 4, 4, 4, 1), (16, 128, 256, 8, 3, 1, 1), (16, 64, 256, 4, 4, 2, 0), (16, 32, 128, 4, 6, 8, 0)),
 }
-RANGES = {"block_n": (16, 128), "block_k": (128, 512), "num_warps": (2, 8), "num_stages": (3, 8), "split": (1, 16),
+RANGES = {"block_n": (8, 128), "block_k": (128, 1024), "num_warps": (2, 8), "num_stages": (2, 8), "split": (1, 16),
           "bits": (0, 1)}
 TUNE_TOLERANCE = 2e-2  # a candidate's output vs the heuristic's (relative norm): sum order and bf16 rounding only
 SHARED_MEMORY = 200 * 1024  # bytes of pipelined tiles a candidate may ask for (H100/H200: 227 KB per SM)
@@ -223,35 +253,71 @@ def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor |
     ``scale [N]``, or a weight of ``x``'s dtype (no scale). ``config``: the tiles (default ``pick_config``'s)."""
     if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match")
+    config = config or pick_config(max(x.shape[0], 1), weight)
+    if config == CUBLAS:
+        if (scale is None) != (weight.dtype != torch.float8_e4m3fn):
+            raise ValueError(f"few_rows_linear: FP8 codes need their scale, a {weight.dtype} weight takes none")
+        return F.linear(x, weight, bias)
+    return _launch(x, weight, scale, bias, config)[0]
+
+
+def fused_few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
+                          bias: torch.Tensor | None = None, norm: tuple | None = None,
+                          residual: torch.Tensor | None = None,
+                          config: Config | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``few_rows_linear`` with the sublayer's neighbours folded in (the kernel only: ``config`` or the pick must not be
+    ``CUBLAS``):
+    - ``norm = (weight [K], sums [T, M] float32, eps)``: ``x`` is the residual stream and is put through that RMSNorm
+      on the way in, its statistics the ``T`` partial sums of squares a ``residual=`` call returned;
+    - ``residual [M, N]``: the output is ``residual + x @ W.T`` (each rounded to the model dtype, as HF adds), and the
+      second value returned is its per-tile sums of squares ``[T, M]`` (for the next norm), else None."""
+    if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match")
+    config = config or pick_config(max(x.shape[0], 1), weight)
+    if config == CUBLAS:
+        raise ValueError("fused_few_rows_linear: the pick for this shape is cuBLAS; fold the norm and the add outside")
+    if residual is not None and (residual.shape != (x.shape[0], weight.shape[0]) or residual.stride(-1) != 1):
+        raise ValueError(f"fused_few_rows_linear: residual {tuple(residual.shape)} is not a contiguous [M, N] stream")
+    return _launch(x, weight, scale, bias, config, norm, residual)
+
+
+def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None):
     if (scale is None) != (weight.dtype != torch.float8_e4m3fn):
         raise ValueError(f"few_rows_linear: FP8 codes need their scale, a {weight.dtype} weight takes none")
-    m, k = x.shape
-    config = config or pick_config(max(m, 1), weight)
-    if config == CUBLAS:
-        return F.linear(x, weight, bias)
     if x.stride(1) != 1:
         x = x.contiguous()
+    m, k = x.shape
     n = weight.shape[0]
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    if m == 0:
-        return out
     block_m, block_n, block_k, warps, stages, split, bits = config
+    grid_n = triton.cdiv(n, block_n)
+    sums = torch.empty(grid_n, m, dtype=torch.float32, device=x.device) if residual is not None else None
+    if m == 0:
+        return out, sums
     k_per_split = triton.cdiv(triton.cdiv(k, split), block_k) * block_k
     split = triton.cdiv(k, k_per_split)
-    grid = (split, triton.cdiv(n, block_n), triton.cdiv(m, block_m))
+    grid = (split, grid_n, triton.cdiv(m, block_m))
     if split > 1:
         part = torch.empty(split, m, n, dtype=torch.float32, device=x.device)
         count = tile_counters(grid[1] * grid[2], x.device)
     else:
         part = count = out  # not read
+    g, stats, eps = norm if norm is not None else (out, out, 0.0)  # not read without a norm
+    if norm is not None and (stats.dtype != torch.float32 or stats.shape[1] != m or not stats.is_contiguous()):
+        raise ValueError(f"fused_few_rows_linear: the norm's sums must be contiguous float32 [T, {m}]")
     fp8 = scale is not None
     _few_rows_kernel[grid](x, weight, scale if fp8 else out, bias if bias is not None else out, out, part, count, m,
-                           n, k, k_per_split, x.stride(0), weight.stride(0), out.stride(0), HAS_SCALE=fp8,
-                           HAS_BIAS=bias is not None, SPLIT_K=split > 1,
+                           n, k, k_per_split, x.stride(0), weight.stride(0), out.stride(0),
+                           g, stats, stats.shape[0] if norm is not None else 0, float(eps),
+                           residual if residual is not None else out, out.stride(0) if residual is None else
+                           residual.stride(0), sums if sums is not None else out,
+                           HAS_SCALE=fp8, HAS_BIAS=bias is not None, SPLIT_K=split > 1,
                            BITS=bool(bits) and fp8 and x.dtype == torch.bfloat16,
-                           BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+                           BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None,
+                           STAT_BLOCK=triton.next_power_of_2(stats.shape[0]) if norm is not None else 1,
+                           RESIDUAL=residual is not None, num_warps=warps, num_stages=stages,
                            **launch_options(x.device))
-    return out
+    return out, sums
 
 
 def _graph_us(run, reps: int, stream: torch.cuda.Stream) -> float:
@@ -275,18 +341,16 @@ def _graph_us(run, reps: int, stream: torch.cuda.Stream) -> float:
 
 def _fits(c: Config) -> bool:
     block_m, block_n, block_k, warps, stages, split, bits = c
-    if block_m == 1:  # products in registers: at most 64 float32 accumulators per thread
-        return block_n * block_k <= 64 * 32 * warps
-    return stages * (block_n * block_k + 2 * block_m * block_k) <= SHARED_MEMORY
+    if block_m == 1:  # the step's weight tile in registers: at most 128 values per thread
+        return block_n * block_k <= 128 * 32 * warps
+    return block_n >= 16 and stages * (block_n * block_k + 2 * block_m * block_k) <= SHARED_MEMORY
 
 
 def neighbours(c: Config) -> list[Config]:
-    """The candidates one step from ``c``: one of block_n, block_k, warps, split doubled or halved, stages +-1 (not
-    for the one-row path: only ``tl.dot``'s operands are pipelined), bits flipped."""
+    """The candidates one step from ``c``: one of block_n, block_k, warps, split doubled or halved, stages +-1, bits
+    flipped."""
     out = []
     for i, name in enumerate(("block_n", "block_k", "num_warps", "num_stages", "split", "bits"), start=1):
-        if name == "num_stages" and c[0] == 1:
-            continue
         lo, hi = RANGES[name]
         for v in ((c[i] + 1, c[i] - 1) if name in ("num_stages", "bits") else (c[i] * 2, c[i] // 2)):
             if lo <= v <= hi:

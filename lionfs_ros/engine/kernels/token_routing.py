@@ -113,10 +113,10 @@ def _route_kernel(logit_ptr, res_ptr, h_ptr, pos_ptr, cos_ptr, sin_ptr, frame_pt
         tl.store(sp_ptr + track * s_sp + slot, pos, mask=kept)
         c = tl.arange(0, BLOCK_R)
         c_ok = (c < ROT)[None, :]
-        x = tl.load(cos_ptr + rows[:, None] * s_cos + c[None, :], mask=r_ok[:, None] & c_ok)
-        tl.store(cos_out + dest[:, None] * ROT + c[None, :], x, mask=kept[:, None] & c_ok)
-        x = tl.load(sin_ptr + rows[:, None] * s_sin + c[None, :], mask=r_ok[:, None] & c_ok)
-        tl.store(sin_out + dest[:, None] * ROT + c[None, :], x, mask=kept[:, None] & c_ok)
+        rot_cos = tl.load(cos_ptr + rows[:, None] * s_cos + c[None, :], mask=r_ok[:, None] & c_ok)
+        tl.store(cos_out + dest[:, None] * ROT + c[None, :], rot_cos, mask=kept[:, None] & c_ok)
+        rot_sin = tl.load(sin_ptr + rows[:, None] * s_sin + c[None, :], mask=r_ok[:, None] & c_ok)
+        tl.store(sin_out + dest[:, None] * ROT + c[None, :], rot_sin, mask=kept[:, None] & c_ok)
 
 
 @triton.jit

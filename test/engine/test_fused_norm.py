@@ -1,0 +1,109 @@
+"""The few-rows kernel with its neighbours folded in (``fused_few_rows_linear``): the residual add after a product
+(with the next RMSNorm's statistics) and that RMSNorm on the way into the next product, against the unfused torch
+arithmetic (``static_decoder.add_rms_norm`` and a plain product); and the static decoder deciding the same with the
+fold and without.
+
+Needs Triton (CI has none: skipped there). Without a GPU the kernel runs on CPU tensors through Triton's
+interpreter (``TRITON_INTERPRET=1``, set by ``test/conftest.py``) with fp16 activations (the interpreter's ``tl.dot``
+has no bf16, and its casts to bf16 truncate); on a GPU of compute capability >= 8.9, bf16 and FP8 codes on CUDA tensors."""
+import pytest
+import torch
+
+from lionfs_ros.engine.quantization import fp8_problem, quantize_fp8
+from lionfs_ros.engine.static_decoder import add_rms_norm, rms_norm
+
+triton = pytest.importorskip("triton")
+from lionfs_ros.engine.kernels.few_rows_linear import (  # noqa: E402
+    CUBLAS, fused_few_rows_linear, few_rows_linear, tile_counters)
+
+CUDA = torch.cuda.is_available() and fp8_problem(torch.device("cuda")) is None
+DEVICE = "cuda" if CUDA else "cpu"
+EPS = 1e-5
+ROUNDING = 2e-2  # relative: a bf16/fp16 rounding or two apart (the statistics are summed in another order)
+CONFIGS = [
+    (1, (1, 16, 128, 4, 4, 3, 0)),  # a generated token on the CUDA cores, 3 slices
+    (1, (16, 16, 128, 4, 4, 1, 0)),  # a generated token on the tensor cores, no split
+    (11, (16, 16, 128, 4, 4, 4, 0)),  # a decided frame, 4 slices
+    (11, (16, 32, 256, 4, 4, 1, 0)),  # a decided frame, no split, a partial column tile
+]
+
+
+def _dtype(config):
+    return torch.bfloat16 if CUDA else torch.float16  # the interpreter casts float32 to bf16 by truncation
+
+
+def _rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+@pytest.mark.parametrize("m,config", CONFIGS)
+def test_residual_add_and_statistics_equal_the_unfused_add(m, config, fp8):
+    dtype = _dtype(config)
+    n, k = 80, 640  # 80: a partial tile at 32 columns
+    gen = torch.Generator().manual_seed(m + n)
+    w = (torch.randn(n, k, generator=gen) / 8).to(DEVICE, dtype)
+    x = torch.randn(m, k, generator=gen).to(DEVICE, dtype)
+    residual = (torch.randn(m, n, generator=gen) * 4).to(DEVICE, dtype)
+    codes, scale = (quantize_fp8(w.float()).codes, quantize_fp8(w.float()).scale) if fp8 else (w, None)
+    out, sums = fused_few_rows_linear(x, codes, scale, residual=residual, config=config)
+    again, sums_again = fused_few_rows_linear(x, codes, scale, residual=residual, config=config)
+    assert torch.equal(out, again) and torch.equal(sums, sums_again)  # deterministic
+    assert not tile_counters(1, x.device).any()
+    plain = few_rows_linear(x, codes, scale, config=config)
+    assert torch.equal(out, residual + plain)  # HF: the product rounded, then the add rounded
+    assert sums.shape == (-(-n // config[1]), m) and sums.dtype == torch.float32
+    want = out.float().pow(2).sum(-1)  # [M]
+    assert torch.allclose(sums.sum(0), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+@pytest.mark.parametrize("m,config", CONFIGS)
+def test_input_norm_from_the_statistics_equals_the_norm_then_the_product(m, config, fp8):
+    dtype = _dtype(config)
+    n, k = 48, 640
+    gen = torch.Generator().manual_seed(7 * m)
+    w = (torch.randn(n, k, generator=gen) / 8).to(DEVICE, dtype)
+    g = (1 + torch.randn(k, generator=gen) / 10).to(DEVICE, dtype)
+    stream = (torch.randn(m, k, generator=gen) * 3).to(DEVICE, dtype)
+    # the statistics as a producer's tiles hand them over: [T, M] partial sums over column slices
+    tiles = 5
+    sums = torch.stack([part.float().pow(2).sum(-1) for part in stream.tensor_split(tiles, dim=1)]).contiguous()
+    codes, scale = (quantize_fp8(w.float()).codes, quantize_fp8(w.float()).scale) if fp8 else (w, None)
+    out, none = fused_few_rows_linear(stream, codes, scale, norm=(g, sums, EPS), config=config)
+    assert none is None
+    want = few_rows_linear(rms_norm(stream, g, EPS), codes, scale, config=config)
+    assert out.shape == want.shape and out.dtype == want.dtype
+    assert _rel(out, want) < ROUNDING
+
+
+def test_a_producer_feeds_its_consumer_like_add_rms_norm_then_the_product():
+    """o-projection with the residual add, then gate/up with the norm: what the decoder does between sublayers."""
+    config = (16, 16, 128, 4, 4, 2, 0)
+    dtype = _dtype(config)
+    m, d, inner = 11, 256, 96
+    gen = torch.Generator().manual_seed(3)
+    w_o = (torch.randn(d, d, generator=gen) / 16).to(DEVICE, dtype)
+    w_up = (torch.randn(inner, d, generator=gen) / 16).to(DEVICE, dtype)
+    g = (1 + torch.randn(d, generator=gen) / 10).to(DEVICE, dtype)
+    attn = torch.randn(m, d, generator=gen).to(DEVICE, dtype)
+    residual = (torch.randn(m, d, generator=gen) * 2).to(DEVICE, dtype)
+    stream, sums = fused_few_rows_linear(attn, w_o, residual=residual, config=config)
+    up, _ = fused_few_rows_linear(stream, w_up, norm=(g, sums, EPS), config=config)
+    h, summed = add_rms_norm(few_rows_linear(attn, w_o, config=config), residual, g, EPS)
+    assert torch.equal(stream, summed)
+    assert _rel(up, few_rows_linear(h, w_up, config=config)) < ROUNDING
+
+
+def test_bad_operands_are_refused_with_the_reason():
+    config = (16, 16, 128, 4, 4, 1, 0)
+    dtype = _dtype(config)
+    x = torch.randn(2, 64).to(DEVICE, dtype)
+    w = torch.randn(32, 64).to(DEVICE, dtype)
+    with pytest.raises(ValueError, match="contiguous"):
+        fused_few_rows_linear(x, w, residual=torch.zeros(2, 16, device=DEVICE, dtype=dtype), config=config)
+    with pytest.raises(ValueError, match="float32"):
+        fused_few_rows_linear(x, w, norm=(torch.ones(64, device=DEVICE, dtype=dtype),
+                                          torch.zeros(3, 2, device=DEVICE, dtype=dtype), EPS), config=config)
+    with pytest.raises(ValueError, match="cuBLAS"):
+        fused_few_rows_linear(x, w, config=CUBLAS)
