@@ -107,3 +107,45 @@ def test_bad_operands_are_refused_with_the_reason():
                                           torch.zeros(3, 2, device=DEVICE, dtype=dtype), EPS), config=config)
     with pytest.raises(ValueError, match="cuBLAS"):
         fused_few_rows_linear(x, w, config=CUBLAS)
+
+
+@pytest.mark.skipif(CUDA, reason="the CPU form of the check: on a GPU the CUDA engine tests run the fold by default")
+def test_static_decoder_decides_the_same_with_the_norms_folded(fused_model, monkeypatch):
+    """LION-FS (routed and plain layers) on the static backend with its products in the few-rows kernel (here through
+    the interpreter, one fixed tile per row bucket): folding the adds and norms into the products decides as the add +
+    norm between them, and the fold did run (o, down with the add; q/k/v, gate/up, head with the norm)."""
+    from engine_parts import engine_config, stream_frames
+    from lionfs_ros.engine import StreamEngine, static_decoder
+    from lionfs_ros.engine.backends import StaticBackend
+    from lionfs_ros.engine.kernels import few_rows_linear as kernel
+    from lionfs_ros.engine.quantization import StreamedWeight, stream_layers
+
+    monkeypatch.setattr(static_decoder, "attention_problem", lambda device: None)
+    monkeypatch.setattr(static_decoder, "folds", lambda x, w: isinstance(w, StreamedWeight)
+                        and x.reshape(-1, x.shape[-1]).shape[0] <= kernel.SMALL_M)
+    folded = []
+    fused_linear = static_decoder.fused_linear
+    monkeypatch.setattr(static_decoder, "fused_linear", lambda *a, **kw: folded.append(
+        ("add" if kw.get("residual") is not None else "norm")) or fused_linear(*a, **kw))
+    model = fused_model
+    frames = stream_frames(6, seed=5)
+    results = {}
+    for fold in (False, True):
+        fused = static_decoder.FusedDecoder(model.llm, attention="triton", dropping=model.token_dropping,
+                                            fold_norms=fold)
+        stream_layers(fused.layers)
+        fused.head_weight = StreamedWeight(fused.head_weight)
+        for w in [getattr(fl, name).weight for fl in fused.layers for name in
+                  ("qkv_weight", "o_weight", "gate_up_weight", "down_weight")] + [fused.head_weight.weight]:
+            monkeypatch.setitem(kernel.TUNED, kernel.tuned_key(1, w), (1, 16, 128, 4, 3, 2, 0))
+            monkeypatch.setitem(kernel.TUNED, kernel.tuned_key(kernel.SMALL_M, w), (16, 16, 128, 4, 3, 2, 0))
+        cfg = engine_config(backend="static", compile=False, threshold=0.7, attention="triton", fold_norms=fold)
+        engine = StreamEngine(model, cfg, backend=StaticBackend(model, cfg, fused=fused))
+        decisions = [engine.process_frame(frames[k], k * 0.5) for k in range(6)]
+        results[fold] = [d for d in decisions if d is not None]
+    plain, folded_run = results[False], results[True]
+    assert len(plain) == len(folded_run) == 6
+    assert folded.count("add") > 0 and folded.count("norm") > 0
+    assert [(d.respond, d.next_token) for d in plain] == [(d.respond, d.next_token) for d in folded_run]
+    torch.testing.assert_close(torch.tensor([d.p_interval for d in folded_run]),
+                               torch.tensor([d.p_interval for d in plain]), atol=1e-5, rtol=0)
