@@ -97,10 +97,10 @@ class EngineConfig:
     # then 7.00 / 6.99 ms and 200.2 / 199.1). A process-wide setting: the last engine built sets it for the kernels it captures.
     dependent_launch: bool = False
     # static backend: where a projection runs in the few-rows kernel (linear_kernel 'auto' or weights 'fp8', a step of
-    # at most 16 rows), the residual add after a sublayer and the RMSNorm before the next one run inside the
-    # products (the add and the norm's statistics in the producing product, the norm as the consuming one loads its
-    # input) instead of as a kernel of their own between them. The same arithmetic (the statistics summed in another
-    # order). False: the add + norm kernel between the products.
+    # at most 16 rows), the residual add after a sublayer runs inside the product, which also hands over the next
+    # RMSNorm's statistics; where the next product runs the kernel's one-row path (a generated token) it applies that
+    # norm as it loads its input. No add + norm kernel between the products of a token. The same arithmetic (the
+    # statistics summed in another order). False: the add + norm kernel between the products.
     fold_norms: bool = True
     latency_window: int = 2048  # decisions kept for the latency percentiles
     # The camera's frame size, (width, height) in pixels, where it is known before the first frame (e.g. from

@@ -24,9 +24,10 @@ between small kernels as much as by reading the weights):
   query length (HF's ``repeat_kv`` pairing, without copying K/V);
 - ``fold_norms``: where the few-rows kernel runs a product (``quantization.folds``), the residual add after the
   o and down products happens in that product's last step, which also hands over the stream's per-tile sums of
-  squares, and the next RMSNorm is applied by the consuming product (q/k/v, gate/up, the output head) as it loads
-  its input: no add + norm kernel between the products. Elsewhere (cuBLAS picks, CPU, long feeds, the routing's
-  inputs) the plain add + norm runs;
+  squares, and where the consuming product (q/k/v, gate/up, the output head) runs the kernel's one-row path it
+  applies the next RMSNorm as it loads its input: no add + norm kernel between the products of a generated token.
+  Elsewhere (a decided frame's rows, cuBLAS picks, CPU, long feeds, the routing's inputs) the norm runs as its own
+  kernel;
 - the elementwise pieces (RMSNorm, residual add + RMSNorm, RoPE, SiLU-gate, masked softmax) are
   plain functions with HF's arithmetic; ``compile=True`` fuses each into one kernel with
   ``torch.compile`` (for the graphed steps only: fixed shapes, compiled once). Where Triton cannot
@@ -378,7 +379,7 @@ class FusedDecoder:
         is the norm already computed; else the norm is pending and runs in the product where it folds, or here."""
         if sums is None:
             return h, None
-        if folds(residual, weight):
+        if folds(residual, weight, norm=True):
             return residual, (norm_weight, sums, eps)
         return ops.rms_norm(residual, norm_weight, eps), None
 

@@ -121,8 +121,8 @@ def test_static_decoder_decides_the_same_with_the_norms_folded(fused_model, monk
     from lionfs_ros.engine.quantization import StreamedWeight, stream_layers
 
     monkeypatch.setattr(static_decoder, "attention_problem", lambda device: None)
-    monkeypatch.setattr(static_decoder, "folds", lambda x, w: isinstance(w, StreamedWeight)
-                        and x.reshape(-1, x.shape[-1]).shape[0] <= kernel.SMALL_M)
+    monkeypatch.setattr(static_decoder, "folds", lambda x, w, norm=False: isinstance(w, StreamedWeight)
+                        and x.reshape(-1, x.shape[-1]).shape[0] <= (1 if norm else kernel.SMALL_M))
     folded = []
     fused_linear = static_decoder.fused_linear
     monkeypatch.setattr(static_decoder, "fused_linear", lambda *a, **kw: folded.append(
