@@ -25,7 +25,8 @@ sys.path.insert(0, os.getcwd())
 from lionfs_ros.engine.bench.graph_timing import graph_ms  # noqa: E402
 from lionfs_ros.engine.kernels.decode_attention import Tiles, decode_attention, default_tiles  # noqa: E402
 from lionfs_ros.engine.kernels.rope_store import rope_and_store as rope_kernel  # noqa: E402
-from lionfs_ros.engine.static_decoder import POSITION_SENTINEL, rope_and_store  # noqa: E402
+from lionfs_ros.engine.decoder_ops import rope_and_store  # noqa: E402
+from lionfs_ros.engine.static_decoder import POSITION_SENTINEL  # noqa: E402
 
 CASES = {"frame": 11, "token": 1}  # positions per feed: a decided frame (interval + 10 tokens), a generated token
 

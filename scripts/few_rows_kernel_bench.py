@@ -79,6 +79,7 @@ def scaled_mm(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor):
 
 def micro(args, device: torch.device, out: dict, save) -> None:
     from lionfs_ros.engine.kernels import few_rows_linear as kernel
+    from lionfs_ros.engine.kernels.few_rows_tuning import tune
 
     dtype = torch.float16 if args.smoke else torch.bfloat16  # the interpreter's tl.dot has no bf16
     l2 = torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 0
@@ -99,10 +100,10 @@ def micro(args, device: torch.device, out: dict, save) -> None:
                 cfg = cfg_bf = (1, 32, 128, 4, 4, 2, 0) if rows == 1 else (16, 32, 128, 4, 4, 2, 0)
             else:
                 t0 = time.perf_counter()
-                r["tune_fp8"] = kernel.tune([(w.codes, w.scale) for w in ws], rows, dtype, deadline)
+                r["tune_fp8"] = tune([(w.codes, w.scale) for w in ws], rows, dtype, deadline)
                 r["tune_fp8"]["seconds"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                r["tune_bf16"] = kernel.tune([(w, None) for w in bf], rows, dtype, deadline)
+                r["tune_bf16"] = tune([(w, None) for w in bf], rows, dtype, deadline)
                 r["tune_bf16"]["seconds"] = time.perf_counter() - t0
                 cfg = kernel.pick_config(rows, ws[0].codes)
                 cfg_bf = tuple(r["tune_bf16"]["best_tile"])  # timed even where cuBLAS won

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from lionfs_ros.engine.kernels import few_rows_linear as kernel
+from lionfs_ros.engine.kernels.few_rows_tuning import tune
 from lionfs_ros.engine.quantization import fp8_linear_reference, quantize_fp8
 
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
@@ -133,7 +134,7 @@ def main() -> None:
         ref = fp8_linear_reference(x.double(), ws[0])
         entry = result["shapes"].setdefault(name, {"shape": [n, k], "copies": copies, "variant": {}})
         if not args.smoke:
-            tuned = kernel.tune([(w.codes, w.scale) for w in ws], 1, dtype, time.monotonic() + 20.0)
+            tuned = tune([(w.codes, w.scale) for w in ws], 1, dtype, time.monotonic() + 20.0)
             cfg = tuple(tuned["config"])
             entry["engine_kernel"] = {"config": list(cfg), "us": graph_us(
                 lambda: [kernel.few_rows_linear(x, w.codes, w.scale, config=cfg) for w in ws], copies, device)}
@@ -156,7 +157,7 @@ def main() -> None:
                 lambda: [one_row(x, w.codes, w.scale, c, counters) for w in ws], copies, device)}
         print(name, "engine", entry.get("engine_kernel"), "best variant", entry["best_variant"], flush=True)
         out_path.write_text(json.dumps(result, indent=1))
-        del ws
+
 
 
 if __name__ == "__main__":

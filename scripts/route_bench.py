@@ -31,7 +31,8 @@ import torch  # noqa: E402
 
 from lionfs_ros.engine.bench.graph_timing import graph_ms  # noqa: E402
 from lionfs_ros.engine.routing import drop_plan, kept_indices  # noqa: E402
-from lionfs_ros.engine.static_decoder import POSITION_SENTINEL, compile_problem, rms_norm  # noqa: E402
+from lionfs_ros.engine.decoder_ops import compile_problem, rms_norm  # noqa: E402
+from lionfs_ros.engine.static_decoder import POSITION_SENTINEL  # noqa: E402
 from lionfs_ros.engine.kernels import token_routing  # noqa: E402
 from lionfs_ros.engine.kernels.token_routing import merge, route  # noqa: E402
 from lionfs_ros.model.token_dropping import TokenDroppingRouter  # noqa: E402

@@ -3,7 +3,7 @@
 The towers (SigLIP, CLIP: plain pre-norm ViTs) run one small kernel per HF op; at one frame (577 or
 197 tokens) most of them are too small to fill the GPU, so the graph replays launch latency more than
 arithmetic. Here, on the same weights (the HF layers view into the fused copies, as
-``static_decoder.fuse_rows`` does for the LLM):
+``decoder_ops.fuse_rows`` does for the LLM):
 - q/k/v are one matrix product per layer (``[M, C] @ [C, 3C]``), read by attention as strided views;
 - attention is PyTorch's fused SDPA (no mask, no dropout), its output read back without a copy;
 - each residual add rides in the next product (``addmm_`` into the residual, bias added to the residual
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .static_decoder import compile_problem, fuse_rows
+from .decoder_ops import compile_problem, fuse_rows
 
 log = logging.getLogger(__name__)
 SIGLIP, CLIP = "siglip_vision_model", "clip_vision_model"

@@ -210,7 +210,8 @@ def tune_layers(layers, rows: int, dtype: torch.dtype, head=None) -> list[dict]:
     layers' own weights: first each shape's seed candidates, then walks to better neighbours, compiling new kernels
     for at most ``TUNE_SECONDS`` in all (once per engine build). Returns the last timing report per shape, kind and
     bucket (``kernels.few_rows_linear.tune``)."""
-    from .kernels.few_rows_linear import TUNED, tune, tuned_key
+    from .kernels.few_rows_linear import TUNED, tuned_key
+    from .kernels.few_rows_tuning import tune
 
     by_kind: dict[tuple, list] = {}
     for w in [getattr(fl, name) for fl in layers for name in PROJECTIONS] + [head]:

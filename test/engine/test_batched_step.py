@@ -136,7 +136,7 @@ def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_
     """On a GPU: the graphed batched step (one graph per bucket) against each stream alone (graphed static, dynamic);
     with ``compile`` the batched graphs run the compiled elementwise ops, as the single stream's graphs do;
     ``pipelined``: the next rounds' towers run on the GPU while a round's LLM step does (``process_rounds``)."""
-    from lionfs_ros.engine.static_decoder import compile_problem
+    from lionfs_ros.engine.decoder_ops import compile_problem
     from lionfs_ros.model import LionFSModel
 
     build_model(tiny_parts_dir, tmp_path)

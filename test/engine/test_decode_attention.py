@@ -13,7 +13,8 @@ import torch
 from engine_parts import build_model, engine_config, stream_frames
 from lionfs_ros.engine import StreamEngine, StreamGroup
 from lionfs_ros.engine import static_decoder
-from lionfs_ros.engine.static_decoder import POSITION_SENTINEL, masked_softmax
+from lionfs_ros.engine.decoder_ops import masked_softmax
+from lionfs_ros.engine.static_decoder import POSITION_SENTINEL
 
 ATOL = 2e-5  # float32 kernel vs float32 split arithmetic (summation order only)
 ENGINE_ATOL = 1e-5  # P(interval) of the engine on the kernel vs on split

@@ -1,6 +1,6 @@
 """The few-rows kernel with its neighbours folded in (``fused_few_rows_linear``): the residual add after a product
 (with the next RMSNorm's statistics) and that RMSNorm on the way into the next product, against the unfused torch
-arithmetic (``static_decoder.add_rms_norm`` and a plain product); and the static decoder deciding the same with the
+arithmetic (``decoder_ops.add_rms_norm`` and a plain product); and the static decoder deciding the same with the
 fold and without.
 
 Needs Triton (CI has none: skipped there). Without a GPU the kernel runs on CPU tensors through Triton's
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lionfs_ros.engine.quantization import fp8_problem, quantize_fp8
-from lionfs_ros.engine.static_decoder import add_rms_norm, rms_norm
+from lionfs_ros.engine.decoder_ops import add_rms_norm, rms_norm
 
 triton = pytest.importorskip("triton")
 from lionfs_ros.engine.kernels.few_rows_linear import (  # noqa: E402

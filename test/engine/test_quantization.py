@@ -309,7 +309,8 @@ def test_cuda_engine_with_fp8_weights_decides_like_native():
 
 @needs_fp8_gpu
 def test_cuda_tuning_on_plain_weights_keeps_the_faster_of_the_kernel_and_cublas():
-    from lionfs_ros.engine.kernels.few_rows_linear import CUBLAS, TUNED, few_rows_linear, tune, tuned_key
+    from lionfs_ros.engine.kernels.few_rows_linear import CUBLAS, TUNED, few_rows_linear, tuned_key
+    from lionfs_ros.engine.kernels.few_rows_tuning import tune
 
     weights = [(torch.randn(6144, 4096, device="cuda", dtype=torch.bfloat16) * 0.02, None) for _ in range(4)]
     for rows in (1, 11):

@@ -1,5 +1,5 @@
 """The one-launch rotary + KV-write kernel (``engine/kernels/rope_store.py``) against the static backend's torch
-form (``static_decoder.rope_and_store``): the same rotated queries, and the same keys and values at the same
+form (``decoder_ops.rope_and_store``): the same rotated queries, and the same keys and values at the same
 slots, every other slot untouched.
 
 Needs Triton (CI has none: skipped there); without a GPU it runs through Triton's interpreter (``TRITON_INTERPRET=1``,
@@ -8,7 +8,7 @@ set by ``test/conftest.py``) in float32. The engine runs it wherever it runs the
 import pytest
 import torch
 
-from lionfs_ros.engine.static_decoder import rope_and_store as torch_rope_and_store
+from lionfs_ros.engine.decoder_ops import rope_and_store as torch_rope_and_store
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 triton = pytest.importorskip("triton")

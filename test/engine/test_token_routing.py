@@ -15,7 +15,8 @@ from lionfs_ros.engine import StreamEngine
 from lionfs_ros.engine import static_decoder
 from lionfs_ros.engine.backends import StaticBackend
 from lionfs_ros.engine.routing import drop_plan, kept_indices
-from lionfs_ros.engine.static_decoder import POSITION_SENTINEL, FusedDecoder, rms_norm
+from lionfs_ros.engine.decoder_ops import rms_norm
+from lionfs_ros.engine.static_decoder import POSITION_SENTINEL, FusedDecoder
 from lionfs_ros.model.token_dropping import TokenDroppingRouter, frame_top
 
 NORM_ATOL = 1e-5  # the next norm: float32, another summation order

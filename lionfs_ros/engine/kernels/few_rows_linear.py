@@ -7,33 +7,38 @@ almost no arithmetic: it is bound by memory bandwidth, and at these shapes cuBLA
 of the H200's 4.8. One program computes a ``BLOCK_M x BLOCK_N`` tile of the output over one slice of the input
 dim: it walks its slice in ``BLOCK_K`` steps, loads the activations and the weight tile, upcasts FP8 codes in
 registers and accumulates in float32: ``tl.dot`` on the tensor cores, or, with ``BLOCK_M == 1`` (a generated
-token), products summed on the CUDA cores (no 16-row dot padding). A narrow matrix (4,096 outputs) gives too few
+token), products summed on the CUDA cores over ``k`` at every step into a ``[BLOCK_N]`` accumulator (no 16-row dot
+padding; a wide ``BLOCK_K``, up to 1,024, keeps few steps and many bytes in flight, the steps' loads pipelined by
+``num_stages``). A narrow matrix (4,096 outputs) gives too few
 column tiles to keep every SM's memory pipeline busy: split-K cuts the input dim into ``split`` slices, one program
 each, all in ONE launch. Each slice stores its float32 partial sum, then bumps its tile's counter (an atomic,
 release: the partial is visible before the count); the program that finds the count at ``split - 1`` is the
 tile's last: it adds the ``split`` partials in slice order (the same sum whoever comes last: deterministic),
 scales, adds the bias, stores, and sets the counter back to 0 for the next call.
 
+``fused_few_rows_linear`` folds a decoder sublayer's neighbours into the product (``static_decoder``'s
+``fold_norms``): ``residual=`` adds the residual stream in that last step (rounded as HF adds) and stores the
+tile's per-row sums of squares of the result; ``norm=`` takes such sums from the product before and applies the
+RMSNorm (HF's arithmetic: normalized in float32, rounded, times the weight, rounded) to the activations as they
+are loaded, so the add + norm kernel between two products is gone.
+
 The counters live in a buffer per (device, CUDA stream), zero between calls: calls on one stream run one
 after the other, and a CUDA graph bakes in the buffer of the stream it was captured on (the engine gives
 each graph owner its own capture stream, as for cuBLAS's workspaces), so graphs replayed at the same time
 from two threads do not share counters. Tiles, split and the FP8 upcast (``_upcast``: Triton's conversion, or
 bit moves that avoid the slow conversion instructions) are picked per weight shape, weight dtype and row bucket
-(one row: a generated token; up to ``SMALL_M``: a decided frame) on the GPU when the engine is built (``tune``),
-timed on the layers' own weights in a CUDA graph; a candidate whose product differs from float32's is rejected.
+(one row: a generated token; up to ``SMALL_M``: a decided frame) on the GPU when the engine is built
+(``few_rows_tuning.tune``), timed on the layers' own weights in a CUDA graph; a candidate whose product differs from
+float32's is rejected.
 For a bf16/fp16 weight cuBLAS (``F.linear``) is one of the candidates (``CUBLAS``): the kernel runs only on the
 shapes where it is faster.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-from triton.compiler.errors import CompilationError
-from triton.runtime.errors import OutOfResources, PTXASError
 
 from .dependent_launch import launch_options, wait_for_previous
 
@@ -186,28 +191,13 @@ def tile_counters(tiles: int, device: torch.device) -> torch.Tensor:
 
 
 # (block_m, block_n, block_k, num_warps, num_stages, split, bits) by (N, K, row bucket, weight bytes per element),
-# chosen by ``tune`` on this GPU when the engine is built; a shape not tuned takes ``_heuristic``. bits: 1 =
+# chosen by ``few_rows_tuning.tune`` on this GPU when the engine is built; a shape not tuned takes ``_heuristic``. bits: 1 =
 # ``_upcast`` without conversion instructions (FP8 codes and bf16 activations; elsewhere 0 runs). ``CUBLAS``: this
 # bf16/fp16 shape runs ``F.linear`` (it was faster than every tile tried).
 Config = tuple[int, int, int, int, int, int, int]
 CUBLAS = "cublas"
 TUNED: dict[tuple[int, int, int, int], Config | str] = {}
-SEEDS = {  # the first candidates per row bucket; ``tune`` then walks to neighbours of the best
-    1: ((1, 8, 512, 4, 3, 1, 0), (1, 8, 1024, 4, 3, 1, 0), (1, 32, 256, 4, 3, 1, 0), (1, 16, 512, 4, 3, 4, 0),
-        (16, 32, 256, 4, 4, 4, 1), (16, 64, 256, 4, 4, 2, 1), (1, 32, 256, 4, 4, 4, 0), (1, 16, 256, 2, 4, 8, 0)),
-    SMALL_M: ((16, 32, 256, 4, 4, 4, 1), (16, 16, 256, 4, 4, 8, 1), (16, 64, 256, 4, 4, 2, 1), (16, 32, 512, 4, 3, 4, 1),
-              (16, 64, 128, 4, 4, 4, 1), (16, 128, 256, 8, 3, 1, 1), (16, 64, 256, 4, 4, 2, 0), (16, 32, 128, 4, 6, 8, 0)),
-}
-RANGES = {"block_n": (8, 128), "block_k": (128, 1024), "num_warps": (2, 8), "num_stages": (2, 8), "split": (1, 16),
-          "bits": (0, 1)}
-TUNE_TOLERANCE = 2e-2  # a candidate's output vs the heuristic's (relative norm): sum order and bf16 rounding only
-SHARED_MEMORY = 200 * 1024  # bytes of pipelined tiles a candidate may ask for (H100/H200: 227 KB per SM)
-TUNE_REPS = 3  # passes over the layers' weights per timing
-TUNE_ROUNDS = 3  # neighbour walks after the seeds
 _SM_COUNT: dict[int, int] = {}
-_TIMINGS: dict[tuple[int, int, int, int], dict] = {}  # microseconds per candidate, by ``TUNED``'s key
-_COMPILED: set[tuple] = set()  # ``_kernel_key``s timed (so compiled) in this process
-_REJECTED: dict[tuple[int, int, int, int], set] = {}  # candidates that failed to compile or gave another product
 
 
 def _sm_count(device: torch.device) -> int:
@@ -318,120 +308,3 @@ def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None):
                            RESIDUAL=residual is not None, num_warps=warps, num_stages=stages,
                            **launch_options(x.device))
     return out, sums
-
-
-def _graph_us(run, reps: int, stream: torch.cuda.Stream) -> float:
-    """Microseconds of one ``run``, ``reps`` runs replayed from one CUDA graph captured on ``stream``."""
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        run()  # compile outside the capture
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        for _ in range(reps):
-            run()
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1e3 / reps
-
-
-def _fits(c: Config) -> bool:
-    block_m, block_n, block_k, warps, stages, split, bits = c
-    if block_m == 1:  # the step's weight tile in registers: at most 128 values per thread
-        return block_n * block_k <= 128 * 32 * warps
-    return block_n >= 16 and stages * (block_n * block_k + 2 * block_m * block_k) <= SHARED_MEMORY
-
-
-def neighbours(c: Config) -> list[Config]:
-    """The candidates one step from ``c``: one of block_n, block_k, warps, split doubled or halved, stages +-1, bits
-    flipped."""
-    out = []
-    for i, name in enumerate(("block_n", "block_k", "num_warps", "num_stages", "split", "bits"), start=1):
-        lo, hi = RANGES[name]
-        for v in ((c[i] + 1, c[i] - 1) if name in ("num_stages", "bits") else (c[i] * 2, c[i] // 2)):
-            if lo <= v <= hi:
-                out.append((*c[:i], v, *c[i + 1:]))
-    return [d for d in out if _fits(d)]
-
-
-def _kernel_key(c: Config, itemsize: int) -> tuple:
-    """What a candidate compiles to for weights of ``itemsize`` bytes (split itself is a launch argument; only
-    split > 1 is compiled in)."""
-    return (*c[:5], c[5] > 1, c[6], itemsize)
-
-
-@torch.no_grad()
-def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dtype: torch.dtype = torch.bfloat16,
-         deadline: float | None = None, walk: bool = True) -> dict:
-    """Time candidate tiles/splits at ``rows`` rows on ``weights`` (same-shape ``(weight, scale)`` pairs, the scale
-    None for a bf16/fp16 weight: the layers' own, so the timing reads memory, not a cache): cuBLAS (bf16/fp16
-    weights), the heuristic and the seeds of the row bucket, then (``walk``) up to ``TUNE_ROUNDS`` walks to the
-    untried neighbours of the best tile. Past ``deadline`` (a ``time.monotonic`` time) only candidates already
-    compiled in this process are timed. A candidate whose output is not the float32 product's (``TUNE_TOLERANCE``)
-    is rejected. Keeps the fastest in ``TUNED``; a second call for the same shape and bucket goes on from the
-    first's timings. Returns ``{"shape", "weight_bytes", "rows", "config", "us", "best_tile", "heuristic_us",
-    "cublas_us", "tb_per_s", "tried", "rejected"}`` (microseconds per product; config "cublas" where cuBLAS won)."""
-    w0, s0 = weights[0]
-    n, k = w0.shape
-    fp8 = s0 is not None
-    x = torch.randn(rows, k, device=w0.device, dtype=dtype)
-    key = tuned_key(rows, w0)
-    timings = _TIMINGS.setdefault(key, {})
-    stream = torch.cuda.Stream(w0.device)  # one per call: each new stream would take split-K counters
-    ref = x.float() @ w0.float().t()  # [rows, N]
-    if fp8:
-        ref = ref * s0
-    rejected = _REJECTED.setdefault(key, set())
-
-    def as_candidate(c: Config) -> Config:  # the bits upcast exists for FP8 codes only
-        return c if fp8 else (*c[:6], 0)
-
-    def run_all(c):
-        for w, scale in weights:
-            few_rows_linear(x, w, scale, config=c)
-
-    def measure(cands) -> None:
-        for c in dict.fromkeys(cands):
-            late = deadline is not None and time.monotonic() > deadline
-            compiled = c == CUBLAS or _kernel_key(c, w0.element_size()) in _COMPILED
-            if c in timings or (late and not compiled):
-                continue
-            try:
-                timings[c] = _graph_us(lambda c=c: run_all(c), TUNE_REPS, stream) / len(weights)
-                out = few_rows_linear(x, w0, s0, config=c).float()
-                if not float((out - ref).norm()) <= TUNE_TOLERANCE * float(ref.norm()):
-                    rejected.add(c)
-            except (CompilationError, OutOfResources, PTXASError):  # too much shared memory / registers here
-                rejected.add(c)
-            if c in rejected:
-                timings[c] = float("inf")
-            if c != CUBLAS:
-                _COMPILED.add(_kernel_key(c, w0.element_size()))
-
-    def best_tile() -> Config | None:
-        return min((c for c in timings if c != CUBLAS), key=timings.get, default=None)
-
-    heuristic = _heuristic(n, k, w0.device)
-    measure([*(() if fp8 else (CUBLAS,)), heuristic, *(as_candidate(c) for c in SEEDS[bucket(rows)] if _fits(c))])
-    for _ in range(TUNE_ROUNDS if walk else 0):
-        best = best_tile()
-        if best is None:  # past the deadline before any tile compiled: cuBLAS only
-            break
-        measure([as_candidate(c) for c in neighbours(best)])
-        if best_tile() == best:
-            break
-    best = min(timings, key=timings.get)
-    if best in rejected:
-        raise RuntimeError(f"few_rows_linear: no tile configuration reproduced the [{n}, {k}] product at {rows} rows")
-    TUNED[key] = best
-    tile = best_tile()
-    return {"shape": [n, k], "weight_bytes": w0.element_size(), "rows": rows,
-            "config": best if best == CUBLAS else list(best), "us": timings[best],
-            "best_tile": None if tile is None else list(tile),  # the fastest tile, where cuBLAS won too
-            "heuristic_us": None if heuristic in rejected else timings.get(heuristic),  # None: not timed (late)
-            "cublas_us": timings.get(CUBLAS), "tb_per_s": w0.numel() * w0.element_size() / (timings[best] * 1e-6) / 1e12,
-            "tried": len(timings), "rejected": [list(c) for c in rejected if c != CUBLAS]}
