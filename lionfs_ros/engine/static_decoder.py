@@ -232,18 +232,20 @@ class FusedDecoder:
             nxt = self.layers[idx + 1] if idx + 1 < len(self.layers) else None
             weight, eps = (nxt.ln1, nxt.eps) if nxt is not None else self.final_norm
             if fl.router is not None and plan is not None:
-                if sums is not None:  # the routing reads the normalized rows
-                    h, sums = ops.rms_norm(residual, fl.ln1, fl.eps), None
                 kernels = self.route_kernels if self.route_kernels and m <= self.route_kernels.MAX_ROWS else None
-                if kernels is not None:  # routing launches around the layer
+                if kernels is not None:  # routing launches around the layer (the input norm with the logits)
+                    pending = None if sums is None else (fl.ln1, fl.eps)
                     _, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots = kernels.route(
-                        residual, h, pos, cos, sin, plan.frame_of, self.dropping.keep, plan.kept, fl.router, slot_pos,
-                        fill, fl.track)
+                        residual, h if pending is None else None, pos, cos, sin, plan.frame_of, self.dropping.keep,
+                        plan.kept, fl.router, slot_pos, fill, fl.track, layer_norm=pending)
+                    sums = None
                     view = self._view(fl.track, pos_k, cos_k, sin_k, slot_pos, fill, x.dtype, slots)
                     res_k, mlp = self._layer(fl, h_k, res_k, keys[idx], values[idx], view, ops)
                     norm_rows = m if nxt is not None else 1  # the last layer: only the last position matters
                     residual, h = kernels.merge(residual, res_k, mlp, dest_of, weight, eps, norm_rows)
                     continue
+                if sums is not None:  # torch's routing reads the normalized rows
+                    h, sums = ops.rms_norm(residual, fl.ln1, fl.eps), None
                 sel = kept_indices(fl.router, residual[None], plan, self.dropping.keep)[0]  # [K] kept tokens, in order
                 view = self._view(fl.track, pos[sel], cos[:, sel], sin[:, sel], slot_pos, fill, x.dtype)
                 res_k, mlp = self._layer(fl, h[sel], residual[sel], keys[idx], values[idx], view, ops)

@@ -106,6 +106,35 @@ def test_route_and_merge_match_torch(dtype, seed):
         torch.testing.assert_close(got_h, rms_norm(stream[-rows:], weight, 1e-5), **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_route_computes_the_layer_norm_with_the_logits_as_given(dtype):
+    """Where the layer's input norm is not computed yet (the norm folded into the products), the logits' launch
+    computes it: the same kept rows, slots and gathers as when it is given."""
+    visual, residual, router, _, pos, cos, sin = _feed(seed=4)
+    residual, cos, sin = (t.to(DEVICE, dtype) for t in (residual, cos, sin))
+    router = router.to(DEVICE, dtype)
+    weight = (1 + torch.randn(residual.shape[1], generator=torch.Generator().manual_seed(9)) / 10).to(DEVICE, dtype)
+    plan = drop_plan(visual, 8, 3, [False, True], torch.device(DEVICE))
+    args = (pos.to(DEVICE), cos, sin, plan.frame_of, 3, plan.kept, router)
+
+    def run(h, layer_norm):
+        slot_pos = torch.full((2, 64), POSITION_SENTINEL, dtype=torch.long, device=DEVICE)
+        out = route(residual, h, *args, slot_pos, torch.zeros(2, dtype=torch.long, device=DEVICE), 1,
+                    layer_norm=layer_norm)
+        return out, slot_pos
+
+    (given, sp_given), (made, sp_made) = run(rms_norm(residual, weight, 1e-5), None), run(None, (weight, 1e-5))
+    for name, a, b in zip(("sel", "dest_of", "h", "residual", "pos", "cos", "sin", "slots"), given, made):
+        if name == "h":  # another summation order for the statistics: a rounding apart at most
+            tol = dict(atol=NORM_ATOL, rtol=0) if dtype == torch.float32 else dict(atol=BF16_TOL, rtol=BF16_TOL)
+            torch.testing.assert_close(b, a, **tol)
+        else:
+            assert torch.equal(a, b), name
+    assert torch.equal(sp_given, sp_made)
+    with pytest.raises(ValueError, match="not both"):
+        run(rms_norm(residual, weight, 1e-5), (weight, 1e-5))
+
+
 def test_route_refuses_a_long_feed():
     visual = [True] * (MAX_ROWS + 8)
     residual = torch.randn(len(visual), 16)
@@ -138,7 +167,8 @@ def test_engine_decides_the_same_with_the_routing_kernels(fused_model, tiny_part
         if fused.route_kernels is not None:  # count the kernel's runs
             calls = []
             fused.route_kernels = types.SimpleNamespace(
-                MAX_ROWS=MAX_ROWS, merge=merge, route=lambda *args: calls.append(args[0].shape[0]) or route(*args))
+                MAX_ROWS=MAX_ROWS, merge=merge,
+                route=lambda *args, **kw: calls.append(args[0].shape[0]) or route(*args, **kw))
         engine = StreamEngine(model, cfg, backend=StaticBackend(model, cfg, fused=fused))
         engine.ask("what is this?", 0.0, query_id="q")
         decisions = [engine.process_frame(frames[k % 8], k * step) for k in range(round(DECIDED * 0.5 / step))]

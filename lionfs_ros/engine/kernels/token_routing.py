@@ -7,8 +7,9 @@ so each is a launch of a few microseconds; here they are three, each wide enough
 once (a single program doing all of it took 16.6 us a layer on an H200, its loads one chunk after another; the
 eighth session's profile of lionfs-8b).
 
-1. ``route``: ``_router_logits_kernel`` (one program per feed row, ``M <= MAX_ROWS``), then ``_route_kernel`` (one
-   program per ``TILE // BLOCK_M`` columns of the gathered rows; each ranks the whole feed from the ``M`` logits):
+1. ``route``: ``_router_logits_kernel`` (one program per feed row, ``M <= MAX_ROWS``; where the layer's input norm
+   is not computed yet, it computes it too, from the same sum of squares), then ``_route_kernel`` (one program per
+   ``TILE // BLOCK_M`` columns of the gathered rows; each ranks the whole feed from the ``M`` logits):
    a. router logits, ``proj(RMSNorm(residual))`` (``model/token_dropping.TokenDroppingRouter``) with
       torch's arithmetic: the float32 mean of squares, ``x * rsqrt(ms + eps) * w`` in float32 rounded
       once to the model dtype (torch's fused ``rms_norm``; ``eps`` None means float32's epsilon), then a
@@ -50,10 +51,11 @@ FLOAT32_EPS = torch.finfo(torch.float32).eps  # torch's rms_norm epsilon when th
 
 
 @triton.jit
-def _router_logits_kernel(res_ptr, nw_ptr, pw_ptr, pb_ptr, logit_ptr, eps, s_res, HIDDEN: tl.constexpr,
-                          BLOCK_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+def _router_logits_kernel(res_ptr, nw_ptr, pw_ptr, pb_ptr, logit_ptr, eps, s_res, g_ptr, h_ptr, layer_eps,
+                          HIDDEN: tl.constexpr, BLOCK_D: tl.constexpr, HAS_BIAS: tl.constexpr, WRITE_H: tl.constexpr):
     """One program per feed row: the router's logit ``proj(RMSNorm(residual[i]))`` into ``logit [M]`` (float32
-    holding the model dtype's value)."""
+    holding the model dtype's value); WRITE_H: also the layer's input norm of the row into ``h [M, HIDDEN]`` (HF's
+    LlamaRMSNorm with weight ``g`` and ``layer_eps``), from the same sum of squares."""
     i = tl.program_id(0)
     dtype = res_ptr.dtype.element_ty
     squares = tl.zeros((BLOCK_D,), dtype=tl.float32)
@@ -61,7 +63,9 @@ def _router_logits_kernel(res_ptr, nw_ptr, pw_ptr, pb_ptr, logit_ptr, eps, s_res
         d = d0 + tl.arange(0, BLOCK_D)
         x = tl.load(res_ptr + i * s_res + d, mask=d < HIDDEN, other=0.0).to(tl.float32)  # [BD]
         squares += x * x
-    rstd = tl.math.rsqrt(tl.sum(squares, axis=0) / HIDDEN + eps)
+    mean_square = tl.sum(squares, axis=0) / HIDDEN
+    rstd = tl.math.rsqrt(mean_square + eps)
+    layer_rstd = tl.math.rsqrt(mean_square + layer_eps)
     dot = tl.zeros((BLOCK_D,), dtype=tl.float32)
     for d0 in range(0, HIDDEN, BLOCK_D):  # the row again (a cache hit): the norm's output rounded before the dot
         d = d0 + tl.arange(0, BLOCK_D)
@@ -70,6 +74,9 @@ def _router_logits_kernel(res_ptr, nw_ptr, pw_ptr, pb_ptr, logit_ptr, eps, s_res
         nw = tl.load(nw_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
         pw = tl.load(pw_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
         dot += ((x * rstd) * nw).to(dtype).to(tl.float32) * pw  # the norm's output, in the model dtype
+        if WRITE_H:
+            g = tl.load(g_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
+            tl.store(h_ptr + i * HIDDEN + d, (g * (x * layer_rstd).to(dtype).to(tl.float32)).to(dtype), mask=d_ok)
     logit = tl.sum(dot, axis=0)
     if HAS_BIAS:
         logit += tl.load(pb_ptr).to(tl.float32)
@@ -161,17 +168,23 @@ def _pow2(n: int) -> int:
     return triton.next_power_of_2(max(1, n))
 
 
-def route(residual: torch.Tensor, h: torch.Tensor, pos: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+def route(residual: torch.Tensor, h: torch.Tensor | None, pos: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
           frame_of: torch.Tensor, keep: int, kept: int, router, slot_pos: torch.Tensor, fill: torch.Tensor,
-          track: int) -> tuple[torch.Tensor, ...]:
+          track: int, layer_norm: tuple | None = None) -> tuple[torch.Tensor, ...]:
     """``residual``/``h`` ``[M, d]``, ``pos [M]``, ``cos``/``sin`` ``[1, M, D]``, ``frame_of [M]`` (-1: text) ->
     ``(sel [K], dest_of [M], h[sel], residual[sel], pos[sel], cos[:, sel], sin[:, sel], slots [K])`` with
     ``K = kept``; writes ``slot_pos[track, slots] = pos[sel]`` (``slot_pos [tracks, cap]``, ``fill [tracks]``).
-    ``router``: a ``TokenDroppingRouter`` (its RMSNorm and Linear d -> 1)."""
+    ``router``: a ``TokenDroppingRouter`` (its RMSNorm and Linear d -> 1). ``h`` None: the layer's input norm
+    ``h = rms_norm(residual, *layer_norm)`` (``(weight, eps)``) is computed here, in the logits' launch."""
     m, hidden = residual.shape
     rot = cos.shape[-1]
     if m > MAX_ROWS:
         raise ValueError(f"a feed of {m} rows: the route kernel takes <= {MAX_ROWS}")
+    if (h is None) == (layer_norm is None):
+        raise ValueError("route: give either the layer's normalized rows h or its norm (weight, eps), not both")
+    write_h = h is None
+    if write_h:
+        h = torch.empty_like(residual)
     for name, t in (("residual", residual), ("h", h), ("cos", cos), ("sin", sin), ("slot_pos", slot_pos)):
         if t.stride(-1) != 1:
             raise ValueError(f"{name} needs a contiguous last dimension")
@@ -186,9 +199,10 @@ def route(residual: torch.Tensor, h: torch.Tensor, pos: torch.Tensor, cos: torch
     pos_k, slots = torch.empty_like(sel), torch.empty_like(sel)
     cos_k, sin_k = cos.new_empty(1, kept, rot), sin.new_empty(1, kept, rot)
     bias = proj.bias if proj.bias is not None else proj.weight  # not read without a bias
-    _router_logits_kernel[(m,)](residual, norm.weight, proj.weight, bias, logit, eps, residual.stride(0),
-                                HIDDEN=hidden, BLOCK_D=min(_pow2(hidden), LOGIT_BLOCK),
-                                HAS_BIAS=proj.bias is not None, num_warps=LOGIT_WARPS)
+    g, layer_eps = layer_norm if write_h else (norm.weight, 0.0)  # g not read without write_h
+    _router_logits_kernel[(m,)](residual, norm.weight, proj.weight, bias, logit, eps, residual.stride(0), g, h,
+                                float(layer_eps), HIDDEN=hidden, BLOCK_D=min(_pow2(hidden), LOGIT_BLOCK),
+                                HAS_BIAS=proj.bias is not None, WRITE_H=write_h, num_warps=LOGIT_WARPS)
     _route_kernel[(triton.cdiv(hidden, block_d),)](
         logit, residual, h, pos.contiguous(), cos, sin, frame_of, slot_pos, fill,
         sel, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots, m, track, keep,
