@@ -256,13 +256,16 @@ class FusedDecoder:
                 whole[fl.track] = self._view(fl.track, pos, cos, sin, slot_pos, fill, x.dtype)
             attn = self._attention(fl, *self._input(residual, sums, h, fl.ln1, fl.eps, fl.qkv_weight, ops),
                                    keys[idx], values[idx], whole[fl.track], ops)
-            residual, sums, h = self._add(attn, fl.o_weight, fl.o_bias, residual, fl.ln2, fl.eps, ops)
             last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
+            residual, sums, h = self._add(attn, fl.o_weight, fl.o_bias, residual, fl.ln2, fl.eps, ops,
+                                          fl.gate_up_weight, residual[last])
             gate_up = self._linear(*self._input(residual[last], None if sums is None else sums[:, last].contiguous(),
                                                 None if h is None else h[last], fl.ln2, fl.eps, fl.gate_up_weight, ops),
                                    fl.gate_up_weight, fl.gate_up_bias)
+            routed_next = nxt is not None and nxt.router is not None and plan is not None and self.route_kernels \
+                and m <= self.route_kernels.MAX_ROWS  # the next layer's routing launch computes its norm
             residual, sums, h = self._add(ops.gate(gate_up), fl.down_weight, fl.down_bias, residual[last], weight, eps,
-                                          ops)
+                                          ops, None if routed_next else (nxt.qkv_weight if nxt else self.head_weight))
         # [1, V]: the last position after the final norm
         logits = self._linear(*self._input(residual, sums, h, *self.final_norm, self.head_weight, ops), self.head_weight,
                               self.head_bias)
@@ -302,10 +305,15 @@ class FusedDecoder:
     def _linear(x, norm, weight, bias):
         return linear(x, weight, bias) if norm is None else fused_linear(x, weight, bias, norm=norm)[0]
 
-    def _add(self, x, weight, bias, residual, norm_weight, eps, ops):
+    def _add(self, x, weight, bias, residual, norm_weight, eps, ops, consumer, consumer_rows=None):
         """The stream after a sublayer, ``residual + x @ W.T`` -> ``(stream, sums, h)``: with the add folded into the
-        product, its sums of squares and no ``h`` (the next product normalizes); else the add + norm kernel's ``h``."""
-        if self.fold_norms and folds(x, weight) and residual.is_contiguous():
+        product, its sums of squares and no ``h`` (the next norm is left to its consumer); else the add + norm
+        kernel's ``h``. The add folds only where the norm after it folds too (else no kernel is saved): ``consumer``
+        is the weight of the product after the norm (on ``consumer_rows`` of the stream, default all), or None for
+        the routing kernels' launch, which computes the norm itself."""
+        rows = residual if consumer_rows is None else consumer_rows
+        next_folds = consumer is None or folds(rows, consumer, norm=True)
+        if self.fold_norms and next_folds and folds(x, weight) and residual.is_contiguous():
             stream, sums = fused_linear(x, weight, bias, residual=residual)
             return stream, sums, None
         h, stream = ops.add_rms_norm(linear(x, weight, bias), residual, norm_weight, eps)
@@ -315,7 +323,7 @@ class FusedDecoder:
         """One whole decoder layer on ``h = norm(residual)`` ``[K, d]`` -> ``(residual after attention, mlp)``
         ``[K, d]`` each: the layer's output stream is their sum."""
         attn = self._attention(fl, h, None, k_buf, v_buf, view, ops)
-        residual, sums, h = self._add(attn, fl.o_weight, fl.o_bias, residual, fl.ln2, fl.eps, ops)
+        residual, sums, h = self._add(attn, fl.o_weight, fl.o_bias, residual, fl.ln2, fl.eps, ops, fl.gate_up_weight)
         gate_up = self._linear(*self._input(residual, sums, h, fl.ln2, fl.eps, fl.gate_up_weight, ops),
                                fl.gate_up_weight, fl.gate_up_bias)
         return residual, linear(ops.gate(gate_up), fl.down_weight, fl.down_bias)

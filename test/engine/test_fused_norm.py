@@ -113,7 +113,8 @@ def test_bad_operands_are_refused_with_the_reason():
 def test_static_decoder_decides_the_same_with_the_norms_folded(fused_model, monkeypatch):
     """LION-FS (routed and plain layers) on the static backend with its products in the few-rows kernel (here through
     the interpreter, one fixed tile per row bucket): folding the adds and norms into the products decides as the add +
-    norm between them, and the fold did run (o, down with the add; q/k/v, gate/up, head with the norm)."""
+    norm between them, and the fold did run (o, down with the add before a routed layer and in the answer's token
+    steps; q/k/v, gate/up, head with the norm in the token steps)."""
     from engine_parts import engine_config, stream_frames
     from lionfs_ros.engine import StreamEngine, static_decoder
     from lionfs_ros.engine.backends import StaticBackend
@@ -141,10 +142,12 @@ def test_static_decoder_decides_the_same_with_the_norms_folded(fused_model, monk
             monkeypatch.setitem(kernel.TUNED, kernel.tuned_key(kernel.SMALL_M, w), (16, 16, 128, 4, 3, 2, 0))
         cfg = engine_config(backend="static", compile=False, threshold=0.7, attention="triton", fold_norms=fold)
         engine = StreamEngine(model, cfg, backend=StaticBackend(model, cfg, fused=fused))
+        engine.ask("what is this?", 0.0, query_id="q")  # its answer: one-token steps (the norm folds there)
         decisions = [engine.process_frame(frames[k], k * 0.5) for k in range(6)]
-        results[fold] = [d for d in decisions if d is not None]
-    plain, folded_run = results[False], results[True]
-    assert len(plain) == len(folded_run) == 6
+        engine.flush()
+        results[fold] = ([d for d in decisions if d is not None], engine.stats())
+    (plain, plain_stats), (folded_run, folded_stats) = results[False], results[True]
+    assert len(plain) == len(folded_run) == 6 and plain_stats["answers"] == folded_stats["answers"] >= 1
     assert folded.count("add") > 0 and folded.count("norm") > 0
     assert [(d.respond, d.next_token) for d in plain] == [(d.respond, d.next_token) for d in folded_run]
     torch.testing.assert_close(torch.tensor([d.p_interval for d in folded_run]),
