@@ -158,7 +158,7 @@ def folds(x: torch.Tensor, weight, norm: bool = False) -> bool:
         return False
     from .kernels.few_rows_linear import CUBLAS, SMALL_M, pick_config
 
-    rows = x.reshape(-1, x.shape[-1]).shape[0]
+    rows = x.numel() // x.shape[-1]
     if not 1 <= rows <= SMALL_M:
         return False
     config = pick_config(rows, _operands(weight)[0])
@@ -209,7 +209,7 @@ def tune_layers(layers, rows: int, dtype: torch.dtype, head=None) -> list[dict]:
     one of those) on this GPU, for a generated token (1 row) and for ``rows`` rows (a decided frame), timed on the
     layers' own weights: first each shape's seed candidates, then walks to better neighbours, compiling new kernels
     for at most ``TUNE_SECONDS`` in all (once per engine build). Returns the last timing report per shape, kind and
-    bucket (``kernels.few_rows_linear.tune``)."""
+    bucket (``kernels.few_rows_tuning.tune``)."""
     from .kernels.few_rows_linear import TUNED, tuned_key
     from .kernels.few_rows_tuning import tune
 

@@ -241,12 +241,9 @@ def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor |
                     bias: torch.Tensor | None = None, config: Config | str | None = None) -> torch.Tensor:
     """``x [M, K]`` (bf16/fp16) times ``weight [N, K]`` -> ``[M, N]`` in ``x``'s dtype: FP8 codes with their
     ``scale [N]``, or a weight of ``x``'s dtype (no scale). ``config``: the tiles (default ``pick_config``'s)."""
-    if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
-        raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match")
+    _check_operands(x, weight, scale)
     config = config or pick_config(max(x.shape[0], 1), weight)
     if config == CUBLAS:
-        if (scale is None) != (weight.dtype != torch.float8_e4m3fn):
-            raise ValueError(f"few_rows_linear: FP8 codes need their scale, a {weight.dtype} weight takes none")
         return F.linear(x, weight, bias)
     return _launch(x, weight, scale, bias, config)[0]
 
@@ -261,8 +258,7 @@ def fused_few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Te
       on the way in, its statistics the ``T`` partial sums of squares a ``residual=`` call returned;
     - ``residual [M, N]``: the output is ``residual + x @ W.T`` (each rounded to the model dtype, as HF adds), and the
       second value returned is its per-tile sums of squares ``[T, M]`` (for the next norm), else None."""
-    if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
-        raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match")
+    _check_operands(x, weight, scale)
     config = config or pick_config(max(x.shape[0], 1), weight)
     if config == CUBLAS:
         raise ValueError("fused_few_rows_linear: the pick for this shape is cuBLAS; fold the norm and the add outside")
@@ -271,9 +267,15 @@ def fused_few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Te
     return _launch(x, weight, scale, bias, config, norm, residual)
 
 
-def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None):
+def _check_operands(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> None:
+    if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"few_rows_linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match")
     if (scale is None) != (weight.dtype != torch.float8_e4m3fn):
         raise ValueError(f"few_rows_linear: FP8 codes need their scale, a {weight.dtype} weight takes none")
+
+
+def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None):
+    """One launch of the kernel with ``config``'s tiles (operands checked) -> ``(out [M, N], sums [T, M] or None)``."""
     if x.stride(1) != 1:
         x = x.contiguous()
     m, k = x.shape
