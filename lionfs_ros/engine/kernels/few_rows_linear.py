@@ -41,6 +41,7 @@ import triton
 import triton.language as tl
 
 from .dependent_launch import launch_options, wait_for_previous
+from .norm_math import llama_rms_scale
 
 SMALL_M = 16  # rows up to this: one row block (a decided frame, a generated token)
 LARGE_BLOCK = 64  # row and column block for longer feeds (prompts): those are rare and not latency-critical
@@ -74,8 +75,7 @@ def _normed(x, k, k_ok, rstd, g_ptr, NORM: tl.constexpr):
     LlamaRMSNorm arithmetic: normalized in float32, rounded, times the weight, rounded); else ``x``."""
     if NORM:
         g = tl.load(g_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
-        x = (x.to(tl.float32) * rstd[:, None]).to(x.dtype)
-        x = (g[None, :] * x.to(tl.float32)).to(x.dtype)
+        x = llama_rms_scale(x.to(tl.float32), rstd[:, None], g[None, :], x.dtype)
     return x
 
 

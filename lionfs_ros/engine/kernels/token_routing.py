@@ -40,6 +40,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .norm_math import llama_rms_scale
+
 MAX_ROWS = 64  # feed rows the route kernels take (an [M, M] ranking in each program); longer feeds: torch
 TILE = 8192  # elements of the [rows, columns] slice one route program gathers per tensor (all its loads at once)
 LOGIT_BLOCK = 4096  # columns of a row the logits kernel holds at a time (a Llama-3-8B row in one load)
@@ -76,7 +78,7 @@ def _router_logits_kernel(res_ptr, nw_ptr, pw_ptr, pb_ptr, logit_ptr, eps, s_res
         dot += ((x * rstd) * nw).to(dtype).to(tl.float32) * pw  # the norm's output, in the model dtype
         if WRITE_H:
             g = tl.load(g_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
-            tl.store(h_ptr + i * HIDDEN + d, (g * (x * layer_rstd).to(dtype).to(tl.float32)).to(dtype), mask=d_ok)
+            tl.store(h_ptr + i * HIDDEN + d, llama_rms_scale(x, layer_rstd, g, dtype), mask=d_ok)
     logit = tl.sum(dot, axis=0)
     if HAS_BIAS:
         logit += tl.load(pb_ptr).to(tl.float32)
@@ -159,8 +161,7 @@ def _merge_kernel(res_ptr, resk_ptr, mlp_ptr, dest_ptr, w_ptr, out_ptr, h_ptr, n
             x = _merged_row(res_ptr, resk_ptr, mlp_ptr, i, j, d, s_res, s_resk, s_mlp, HIDDEN).to(tl.float32)
             w = tl.load(w_ptr + d, mask=d_ok, other=0.0)
             dtype = w.dtype
-            normed = (x * rstd).to(dtype)  # HF: the statistics in float32, the weight in the model dtype
-            tl.store(h_ptr + (i - norm_from) * HIDDEN + d, (w.to(tl.float32) * normed.to(tl.float32)).to(dtype),
+            tl.store(h_ptr + (i - norm_from) * HIDDEN + d, llama_rms_scale(x, rstd, w.to(tl.float32), dtype),
                      mask=d_ok)
 
 
