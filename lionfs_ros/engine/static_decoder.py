@@ -14,8 +14,9 @@ between small kernels as much as by reading the weights):
   device without a host sync); kept tokens run the layer, dropped ones pass through (the
   straight-through term of training is exactly zero in value, so it is left out). Where attention
   runs Triton (and ``routing`` is not ``'torch'``), a feed of at most ``token_routing.MAX_ROWS`` rows
-  routes in two launches (``kernels/token_routing.py``): the router, top-k, gathers and slot writes
-  in one, the scatter back with the layer's last add and the next norm in the other;
+  routes in three launches (``kernels/token_routing.py``): the router's logits (and the layer's input
+  norm where it is not computed yet), then top-k, gathers and slot writes, then the scatter back with
+  the layer's last add and the next norm;
 - ``fill`` and ``next_pos`` live on the device and are advanced by the step itself, so a graph
   replay needs no host input besides the new embeddings;
 - q/k/v and gate/up run as one matrix product each (their weights are concatenated once, and the
@@ -224,6 +225,7 @@ class FusedDecoder:
         pos = next_pos + steps  # [M]
         cos, sin = self.decoder.rotary_emb(x[None], position_ids=pos[None])  # [1, M, D]
         whole: dict[int, TrackView] = {}  # track -> view, for layers that run on every token
+        kernels = self.route_kernels if self.route_kernels and m <= self.route_kernels.MAX_ROWS else None  # routing
         first = self.layers[0]
         h = ops.rms_norm(x, first.ln1, first.eps)
         residual = x  # the stream entering the layer; h is its input norm
@@ -232,7 +234,6 @@ class FusedDecoder:
             nxt = self.layers[idx + 1] if idx + 1 < len(self.layers) else None
             weight, eps = (nxt.ln1, nxt.eps) if nxt is not None else self.final_norm
             if fl.router is not None and plan is not None:
-                kernels = self.route_kernels if self.route_kernels and m <= self.route_kernels.MAX_ROWS else None
                 if kernels is not None:  # routing launches around the layer (the input norm with the logits)
                     pending = None if sums is None else (fl.ln1, fl.eps)
                     _, dest_of, h_k, res_k, pos_k, cos_k, sin_k, slots = kernels.route(
@@ -262,8 +263,8 @@ class FusedDecoder:
             gate_up = self._linear(*self._input(residual[last], None if sums is None else sums[:, last].contiguous(),
                                                 None if h is None else h[last], fl.ln2, fl.eps, fl.gate_up_weight, ops),
                                    fl.gate_up_weight, fl.gate_up_bias)
-            routed_next = nxt is not None and nxt.router is not None and plan is not None and self.route_kernels \
-                and m <= self.route_kernels.MAX_ROWS  # the next layer's routing launch computes its norm
+            # a routed next layer: its routing launch computes its input norm
+            routed_next = nxt is not None and nxt.router is not None and plan is not None and kernels is not None
             residual, sums, h = self._add(ops.gate(gate_up), fl.down_weight, fl.down_bias, residual[last], weight, eps,
                                           ops, None if routed_next else (nxt.qkv_weight if nxt else self.head_weight))
         # [1, V]: the last position after the final norm
