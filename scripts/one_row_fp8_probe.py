@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from lionfs_ros.engine.bench.graph_timing import graph_ms
 from lionfs_ros.engine.kernels import few_rows_linear as kernel
 from lionfs_ros.engine.kernels.few_rows_tuning import tune
 from lionfs_ros.engine.quantization import fp8_linear_reference, quantize_fp8
@@ -31,6 +32,7 @@ from lionfs_ros.engine.quantization import fp8_linear_reference, quantize_fp8
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
 SMOKE_SHAPES = {"o": (64, 256)}
 TOLERANCE = 1e-2  # relative error against float64
+REPLAYS = 5  # timed graph replays per candidate; the median is kept
 
 
 @triton.jit
@@ -85,28 +87,13 @@ def one_row(x, codes, scale, config, counters):
 
 
 def graph_us(run_all, copies: int, device) -> float:
+    """Microseconds of one of ``copies`` products: ``run_all`` (all of them) replayed from one CUDA graph (median of
+    ``REPLAYS``); on the CPU, one pass by the wall clock."""
     if device.type != "cuda":
         t0 = time.perf_counter()
         run_all()
         return (time.perf_counter() - t0) * 1e6 / copies
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        run_all()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        run_all()
-    graph.replay()
-    times = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / copies)
-    return sorted(times)[len(times) // 2]
+    return graph_ms(run_all, device, REPLAYS, warmup_replays=1) * 1e3 / copies
 
 
 def main() -> None:
