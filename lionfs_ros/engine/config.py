@@ -100,7 +100,9 @@ class EngineConfig:
     # at most 16 rows), the residual add after a sublayer runs inside the product, which also hands over the next
     # RMSNorm's statistics; where the next product runs the kernel's one-row path (a generated token) it applies that
     # norm as it loads its input. No add + norm kernel between the products of a token. The same arithmetic (the
-    # statistics summed in another order). False: the add + norm kernel between the products.
+    # statistics summed in another order). With weights 'fp8' the norms' weights go into the q/k/v and gate/up codes
+    # and those products scale their output rows by the norm's statistics: a decided frame folds too (not HF's
+    # rounding of the normalized rows; FP8 is approximate anyway). False: the add + norm kernel between the products.
     fold_norms: bool = True
     latency_window: int = 2048  # decisions kept for the latency percentiles
     # The camera's frame size, (width, height) in pixels, where it is known before the first frame (e.g. from

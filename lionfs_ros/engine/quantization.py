@@ -51,6 +51,7 @@ class Fp8Weight:
 
     codes: torch.Tensor  # [N, K] float8_e4m3fn
     scale: torch.Tensor  # [N] float32
+    norm_in_codes: bool = False  # the codes are of ``W diag(g)``: the RMSNorm before the product has weight 1
 
     @property
     def shape(self) -> torch.Size:
@@ -60,12 +61,15 @@ class Fp8Weight:
         return self.codes.numel() * self.codes.element_size() + self.scale.numel() * self.scale.element_size()
 
 
-def quantize_fp8(weight: torch.Tensor) -> Fp8Weight:
-    """``W [N, K]`` -> per-output-channel FP8 (computed in float32; any device)."""
+def quantize_fp8(weight: torch.Tensor, norm_weight: torch.Tensor | None = None) -> Fp8Weight:
+    """``W [N, K]`` -> per-output-channel FP8 (computed in float32; any device). ``norm_weight [K]``: the weight ``g``
+    of the RMSNorm before the product, multiplied into the columns first (the codes are of ``W diag(g)``)."""
     w = weight.detach().float()
+    if norm_weight is not None:
+        w = w * norm_weight.detach().float()[None, :]
     scale = (w.abs().amax(dim=1) / FP8_MAX).clamp(min=TINY_SCALE)  # [N]
     codes = (w / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-    return Fp8Weight(codes.contiguous(), scale.contiguous())
+    return Fp8Weight(codes.contiguous(), scale.contiguous(), norm_weight is not None)
 
 
 def dequantize_fp8(w: Fp8Weight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -151,9 +155,10 @@ def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.T
 def folds(x: torch.Tensor, weight, norm: bool = False) -> bool:
     """Whether ``fused_linear`` runs ``x @ weight.T`` in the few-rows kernel with the neighbouring add folded in (and,
     ``norm``, the input RMSNorm): a ``StreamedWeight`` or ``Fp8Weight`` whose pick for these rows (at most one row
-    block) is the kernel, on the GPU. The norm folds into the one-row path only: in the tensor-core path, working on
-    the activation tile between its load and the product stopped Triton pipelining the loop (H200, llama3-8b FP8: the
-    decided frame's LLM step 3.85 -> 4.78 ms with it)."""
+    block) is the kernel, on the GPU. A norm whose weight is in the FP8 codes (``norm_in_weight``) folds everywhere
+    (each output row scaled after the sum); another folds into the one-row path only: in the tensor-core path, working
+    on the activation tile between its load and the product stopped Triton pipelining the loop (H200, llama3-8b FP8:
+    the decided frame's LLM step 3.85 -> 4.78 ms with it)."""
     if not (x.is_cuda and isinstance(weight, (StreamedWeight, Fp8Weight))):
         return False
     from .kernels.few_rows_linear import CUBLAS, SMALL_M, pick_config
@@ -162,7 +167,12 @@ def folds(x: torch.Tensor, weight, norm: bool = False) -> bool:
     if not 1 <= rows <= SMALL_M:
         return False
     config = pick_config(rows, _operands(weight)[0])
-    return config != CUBLAS and (not norm or config[0] == 1)
+    return config != CUBLAS and (not norm or config[0] == 1 or norm_in_weight(weight))
+
+
+def norm_in_weight(weight) -> bool:
+    """Whether the RMSNorm before this product has its weight in the product's (FP8 codes of ``W diag(g)``)."""
+    return isinstance(weight, Fp8Weight) and weight.norm_in_codes
 
 
 def fused_linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None, norm: tuple | None = None,
@@ -188,14 +198,21 @@ def stream_layers(layers) -> None:
                 setattr(fl, name, StreamedWeight(w))
 
 
-def quantize_layers(layers) -> int:
-    """Replace the fused decoder layers' projection weights by ``Fp8Weight``s; returns the FP8 bytes made."""
+def quantize_layers(layers, norms_in_codes: bool = False) -> int:
+    """Replace the fused decoder layers' projection weights by ``Fp8Weight``s; returns the FP8 bytes made.
+
+    ``norms_in_codes``: the q/k/v and gate/up codes are made of ``W diag(g)`` with ``g`` the weight of the RMSNorm
+    before them, and the layers' ``ln1``/``ln2`` become ones (every path then normalizes without a weight, and the
+    product folding that norm scales its output rows instead of touching its loop)."""
     made = 0
     for fl in layers:
+        norms = {"qkv_weight": fl.ln1, "gate_up_weight": fl.ln2} if norms_in_codes else {}
         for name in PROJECTIONS:
-            q = quantize_fp8(getattr(fl, name))
+            q = quantize_fp8(getattr(fl, name), norms.get(name))
             setattr(fl, name, q)
             made += q.nbytes()
+        if norms_in_codes:
+            fl.ln1, fl.ln2 = torch.ones_like(fl.ln1), torch.ones_like(fl.ln2)
     return made
 
 

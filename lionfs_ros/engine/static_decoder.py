@@ -27,8 +27,10 @@ between small kernels as much as by reading the weights):
   o and down products happens in that product's last step, which also hands over the stream's per-tile sums of
   squares, and where the consuming product (q/k/v, gate/up, the output head) runs the kernel's one-row path it
   applies the next RMSNorm as it loads its input: no add + norm kernel between the products of a generated token.
-  Elsewhere (a decided frame's rows, cuBLAS picks, CPU, long feeds, the routing's inputs) the norm runs as its own
-  kernel;
+  With weight-only FP8 the norms' weights are multiplied into the q/k/v and gate/up codes when they are made
+  (``quantization.quantize_layers``): the consumer then scales its output rows by the stream's ``rstd``, in the
+  tensor-core path too, so a decided frame's products fold the adds and norms as well. Elsewhere (a bf16 frame's
+  rows, cuBLAS picks, CPU, long feeds, the routing's inputs) the norm runs as its own kernel;
 - the elementwise pieces (RMSNorm, residual add + RMSNorm, RoPE, SiLU-gate, masked softmax) are
   plain functions with HF's arithmetic (``decoder_ops.py``); ``compile=True`` fuses each into one kernel with
   ``torch.compile`` (for the graphed steps only: fixed shapes, compiled once). Where Triton cannot
@@ -56,8 +58,8 @@ from torch import nn
 
 from .config import ATTENTION_KINDS, LINEAR_KERNELS
 from .decoder_ops import ElementwiseOps, compile_problem, fuse_rows
-from .quantization import (StreamedWeight, few_rows_problem, folds, fused_linear, linear, quantize_layers, stream_layers,
-                           tune_layers)
+from .quantization import (StreamedWeight, few_rows_problem, folds, fused_linear, linear, norm_in_weight,
+                           quantize_layers, stream_layers, tune_layers)
 from .routing import DropPlan, drop_plan, kept_indices
 
 ROUTING_KINDS = ("auto", "torch")  # auto: the Triton routing kernels where attention runs Triton
@@ -171,7 +173,7 @@ class FusedDecoder:
                 layer.input_layernorm.variance_epsilon, qkv_w, qkv_b, attn.o_proj.weight, attn.o_proj.bias,
                 gu_w, gu_b, mlp.down_proj.weight, mlp.down_proj.bias, track, router))
         self.weights, self.fold_norms = weights, fold_norms
-        self.fp8_bytes = quantize_layers(self.layers) if weights == "fp8" else 0
+        self.fp8_bytes = quantize_layers(self.layers, norms_in_codes=fold_norms) if weights == "fp8" else 0
         head = llm.get_output_embeddings()
         self.head_weight, self.head_bias = head.weight, head.bias  # [V, d], the logits of the last position
         self.linear_kernel = linear_kernel
@@ -298,8 +300,8 @@ class FusedDecoder:
         is the norm already computed; else the norm is pending and runs in the product where it folds, or here."""
         if sums is None:
             return h, None
-        if folds(residual, weight, norm=True):
-            return residual, (norm_weight, sums, eps)
+        if folds(residual, weight, norm=True):  # a norm weight in the FP8 codes: only the rows' scale is left
+            return residual, (None if norm_in_weight(weight) else norm_weight, sums, eps)
         return ops.rms_norm(residual, norm_weight, eps), None
 
     @staticmethod

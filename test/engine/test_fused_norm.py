@@ -9,7 +9,7 @@ has no bf16, and its casts to bf16 truncate); on a GPU of compute capability >= 
 import pytest
 import torch
 
-from lionfs_ros.engine.quantization import fp8_problem, quantize_fp8
+from lionfs_ros.engine.quantization import dequantize_fp8, fp8_problem, quantize_fp8
 from lionfs_ros.engine.decoder_ops import add_rms_norm, rms_norm
 
 triton = pytest.importorskip("triton")
@@ -152,3 +152,72 @@ def test_static_decoder_decides_the_same_with_the_norms_folded(fused_model, monk
     assert [(d.respond, d.next_token) for d in plain] == [(d.respond, d.next_token) for d in folded_run]
     torch.testing.assert_close(torch.tensor([d.p_interval for d in folded_run]),
                                torch.tensor([d.p_interval for d in plain]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+@pytest.mark.parametrize("m,config", CONFIGS + [(11, (16, 32, 128, 4, 4, 4, 2)), (11, (16, 16, 128, 4, 4, 1, 2))])
+def test_norm_weight_in_the_matrix_scales_each_output_row_by_the_streams_rstd(m, config, fp8):
+    """``norm=(None, sums, eps)``: the RMSNorm's weight was multiplied into the matrix's columns (``W diag(g)``, as the
+    FP8 codes are made with ``fold_norms``); the kernel multiplies the raw stream and scales each output row by its
+    ``rstd``: the norm then the product, but for the rounding of the normalized rows (tensor-core and one-row paths,
+    the operands swapped or not)."""
+    dtype = _dtype(config)
+    n, k = 48, 640
+    gen = torch.Generator().manual_seed(11 * m)
+    w = torch.randn(n, k, generator=gen) / 8
+    g = 1 + torch.randn(k, generator=gen) / 4
+    stream = (torch.randn(m, k, generator=gen) * 3).to(DEVICE, dtype)
+    sums = torch.stack([part.float().pow(2).sum(-1) for part in stream.tensor_split(5, dim=1)]).contiguous()
+    if fp8:
+        folded = quantize_fp8(w.to(DEVICE), g.to(DEVICE))
+        codes, scale, matrix = folded.codes, folded.scale, dequantize_fp8(folded, torch.float64)
+    else:
+        codes, scale = (w * g).to(DEVICE, dtype), None
+        matrix = codes.double()
+    out, none = fused_few_rows_linear(stream, codes, scale, norm=(None, sums, EPS), config=config)
+    assert none is None and out.shape == (m, n) and out.dtype == dtype
+    x = stream.double()
+    want = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS)) @ matrix.t()
+    assert _rel(out, want) < ROUNDING
+
+
+@pytest.mark.skipif(CUDA, reason="the CPU form of the check: on a GPU the CUDA engine tests run the fold by default")
+def test_fp8_decoder_with_the_norms_in_the_codes_folds_them_like_the_separate_norm(fused_model, monkeypatch):
+    """LION-FS (routed and plain layers) with weight-only FP8 codes of ``W diag(g)``: where the products fold the adds
+    and scale their rows by the norm's statistics (here through the interpreter, tensor-core rows included), each
+    feed's logits equal the unfused path's (the add + norm without a weight, then the reference product)."""
+    import copy
+
+    from lionfs_ros.engine import backends, static_decoder
+    from lionfs_ros.engine.backends import StaticBackend
+    from lionfs_ros.engine.kernels import few_rows_linear as kernel
+    from lionfs_ros.engine.quantization import Fp8Weight
+    from engine_parts import engine_config
+    from test_static_backend import feeds
+
+    model = copy.deepcopy(fused_model)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # a fresh model's norms are ones: folding those would change nothing
+        for layer in model.llm.get_decoder().layers:
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight.data = 1 + torch.randn(norm.weight.shape, generator=gen).to(norm.weight) / 4
+    fused = static_decoder.FusedDecoder(model.llm, attention="split", dropping=model.token_dropping, weights="fp8")
+    for w in [getattr(fl, name).codes for fl in fused.layers for name in
+              ("qkv_weight", "o_weight", "gate_up_weight", "down_weight")]:
+        monkeypatch.setitem(kernel.TUNED, kernel.tuned_key(1, w), (1, 16, 128, 4, 3, 2, 0))
+        monkeypatch.setitem(kernel.TUNED, kernel.tuned_key(kernel.SMALL_M, w), (16, 16, 128, 4, 3, 2, 2))
+    cfg = engine_config(backend="static", attention="split", weights="fp8")
+    monkeypatch.setattr(backends, "fp8_problem", lambda device: None)  # the engine refuses FP8 off the GPU
+    scaled = []
+    fused_linear = static_decoder.fused_linear
+    monkeypatch.setattr(static_decoder, "fused_linear", lambda *a, **kw: scaled.append(
+        kw.get("norm") is not None and kw["norm"][0] is None) or fused_linear(*a, **kw))
+    logits = {}
+    for fold in (True, False):
+        monkeypatch.setattr(static_decoder, "folds", lambda x, w, norm=False, fold=fold: fold and isinstance(
+            w, Fp8Weight) and x.reshape(-1, x.shape[-1]).shape[0] <= kernel.SMALL_M)
+        state = StaticBackend(model, cfg, use_graphs=False, fused=fused).main_state()
+        logits[fold] = [state.feed(ids, embeds) for ids, embeds in feeds(model)]
+    assert any(scaled) and fused.layers[0].qkv_weight.norm_in_codes
+    for a, b in zip(logits[True], logits[False]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -85,11 +85,14 @@ def test_the_weights_option_is_checked_and_refused_with_the_reason_off_gpu(basel
                       use_graphs=False)
 
 
+@pytest.mark.parametrize("fold", [True, False])
 @pytest.mark.parametrize("name", ["baseline_model", "fused_model"])
-def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request, monkeypatch, name):
+def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request, monkeypatch, name, fold):
     """The FP8 wiring (which weights, fused rows, biases, dropping layers) on the CPU: the static state with FP8
-    weights equals the model's own decoder whose projections hold the dequantized weights. The engine refuses
-    FP8 off the GPU, so the device check is bypassed here; the reference math stands in for the kernel."""
+    weights equals the model's own decoder whose projections hold the dequantized weights; with ``fold_norms`` the
+    RMSNorms' weights are in the q/k/v and gate/up codes, so the twin's norms have weight 1 and its projections are the
+    dequantized ``W diag(g)``. The engine refuses FP8 off the GPU, so the device check is bypassed here; the reference
+    math stands in for the kernel."""
     import copy
 
     from engine_parts import engine_config
@@ -97,17 +100,31 @@ def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request,
     from lionfs_ros.engine.lm_state import DynamicLMState
     from test_static_backend import ATOL, feeds
 
-    model = request.getfixturevalue(name)
+    model = copy.deepcopy(request.getfixturevalue(name))
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # norms of weight other than 1 (a fresh model's are ones: folding them would change nothing)
+        for layer in model.llm.get_decoder().layers:
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight.data = 1 + torch.randn(norm.weight.shape, generator=gen).to(norm.weight) / 4
     twin = copy.deepcopy(model)
     with torch.no_grad():
         for layer in twin.llm.get_decoder().layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
-                         layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
-                proj.weight.data = dequantize_fp8(quantize_fp8(proj.weight), proj.weight.dtype)  # rows are independent
+            norms = ((layer.input_layernorm, (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)),
+                     (layer.post_attention_layernorm, (layer.mlp.gate_proj, layer.mlp.up_proj)))
+            for norm, projs in norms:
+                for proj in projs:  # rows are independent: each projection's rows as the fused codes hold them
+                    q = quantize_fp8(proj.weight, norm.weight if fold else None)
+                    proj.weight.data = dequantize_fp8(q, proj.weight.dtype)
+                if fold:
+                    norm.weight.data = torch.ones_like(norm.weight)
+            for proj in (layer.self_attn.o_proj, layer.mlp.down_proj):
+                proj.weight.data = dequantize_fp8(quantize_fp8(proj.weight), proj.weight.dtype)
     monkeypatch.setattr(backends, "fp8_problem", lambda device: None)
-    backend = backends.StaticBackend(model, engine_config(backend="static", attention="split", weights="fp8"),
-                                     use_graphs=False)
+    backend = backends.StaticBackend(
+        model, engine_config(backend="static", attention="split", weights="fp8", fold_norms=fold), use_graphs=False)
     assert backend.fused.weights == "fp8" and isinstance(backend.fused.layers[0].qkv_weight, Fp8Weight)
+    assert backend.fused.layers[0].qkv_weight.norm_in_codes == fold
+    assert model.llm.get_decoder().layers[0].input_layernorm.weight.ne(1).any()  # the model's own norms are kept
     static, reference, plain = backend.main_state(), DynamicLMState(twin), DynamicLMState(model)
     moved = 0.0
     for ids, embeds in feeds(model):
@@ -127,9 +144,12 @@ def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request,
     (11, (16, 32, 128, 4, 4, 4, 0), True),  # a decided frame with a bias, 4 slices
     (1, (1, 32, 128, 4, 4, 4, 0), True),  # one row on the CUDA cores, 4 slices
     (11, (16, 16, 128, 4, 4, 1, 0), False),  # no split: scale and bias in the same program
+    (11, (16, 32, 128, 4, 4, 4, 2), True),  # the operands swapped (the weight tile on the dot's left), 4 slices
+    (11, (16, 16, 128, 4, 4, 1, 2), False),  # swapped, no split
     pytest.param(1, (16, 32, 128, 4, 4, 3, 1), False, marks=needs_fp8_gpu),  # the upcast without conversions (asm)
     pytest.param(11, (16, 32, 128, 4, 4, 4, 1), True, marks=needs_fp8_gpu),
     pytest.param(1, (1, 32, 128, 4, 4, 4, 1), True, marks=needs_fp8_gpu),
+    pytest.param(11, (16, 64, 128, 4, 4, 2, 3), True, marks=needs_fp8_gpu),  # swapped, with the bit-moves upcast
 ])
 def test_kernel_split_k_in_one_launch_equals_the_reference_bit_for_bit_every_call(m, config, bias):
     from lionfs_ros.engine.kernels.few_rows_linear import few_rows_linear, tile_counters
@@ -158,6 +178,7 @@ def test_kernel_split_k_in_one_launch_equals_the_reference_bit_for_bit_every_cal
     (1, (16, 32, 128, 4, 4, 4, 0), torch.float16),  # the same token on the tensor cores, 4 slices
     (11, (16, 32, 128, 4, 4, 4, 0), torch.float16),  # a decided frame, 4 slices
     (11, (16, 16, 128, 4, 4, 1, 0), torch.float16),  # no split
+    (11, (16, 32, 128, 4, 4, 4, 2), torch.float16),  # the operands swapped
 ])
 @needs_triton
 def test_kernel_on_a_plain_weight_equals_the_product_bit_for_bit_every_call(m, config, dtype):

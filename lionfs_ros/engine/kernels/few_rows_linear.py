@@ -20,7 +20,9 @@ scales, adds the bias, stores, and sets the counter back to 0 for the next call.
 ``fold_norms``): ``residual=`` adds the residual stream in that last step (rounded as HF adds) and stores the
 tile's per-row sums of squares of the result; ``norm=`` takes such sums from the product before and applies the
 RMSNorm (HF's arithmetic: normalized in float32, rounded, times the weight, rounded) to the activations as they
-are loaded, so the add + norm kernel between two products is gone.
+are loaded, so the add + norm kernel between two products is gone. Where the norm's weight was multiplied into the
+weight matrix's columns beforehand (weight-only FP8 codes, made once), ``norm=`` with no weight leaves the loop alone:
+the raw stream is multiplied and each output row is scaled by its ``rstd`` after the sum.
 
 The counters live in a buffer per (device, CUDA stream), zero between calls: calls on one stream run one
 after the other, and a CUDA graph bakes in the buffer of the stream it was captured on (the engine gives
@@ -46,16 +48,20 @@ from .norm_math import llama_rms_scale
 SMALL_M = 16  # rows up to this: one row block (a decided frame, a generated token)
 LARGE_BLOCK = 64  # row and column block for longer feeds (prompts): those are rare and not latency-critical
 PROGRAMS_PER_SM = 2  # the heuristic aims for at least this many programs per SM
+BIT_MOVES, SWAP_OPERANDS = 1, 2  # a config's flags (below ``TUNED``)
 COUNTER_SLOTS = 4096  # tile counters per stream (grown when a call has more tiles)
 _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
 
 @triton.jit
 def _finish(acc, rows, cols, row_ok, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, res_ptr, stride_rm, sq_ptr, pid_n,
-            M, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr):
-    """acc [BM, BN] float32 -> out: times the channel scale (FP8 codes), plus the bias, cast. RESIDUAL: plus the
-    residual stream's tile, rounded again (HF's ``residual + x`` in the model dtype), and the tile's sum of squares
-    of that per row into ``sq [pid_n, M]`` (the next RMSNorm's statistics, summed by its consumer)."""
+            M, rstd, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, ROW_SCALE: tl.constexpr):
+    """acc [BM, BN] float32 -> out: ROW_SCALE: times the input RMSNorm's ``rstd [BM]`` (the norm's weight is in the
+    weight matrix); times the channel scale (FP8 codes), plus the bias, cast. RESIDUAL: plus the residual stream's
+    tile, rounded again (HF's ``residual + x`` in the model dtype), and the tile's sum of squares of that per row
+    into ``sq [pid_n, M]`` (the next RMSNorm's statistics, summed by its consumer)."""
+    if ROW_SCALE:
+        acc = acc * rstd[:, None]
     if HAS_SCALE:
         acc = acc * tl.load(s_ptr + cols, mask=col_ok, other=0.0)[None, :]
     if HAS_BIAS:
@@ -117,8 +123,9 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
 def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                      stride_wn, stride_om, g_ptr, stat_ptr, stat_t, eps, res_ptr, stride_rm, sq_ptr,
                      HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-                     BITS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     NORM: tl.constexpr, STAT_BLOCK: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr):
+                     BITS: tl.constexpr, SWAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     NORM: tl.constexpr, ROW_SCALE: tl.constexpr, STAT_BLOCK: tl.constexpr, RESIDUAL: tl.constexpr,
+                     PDL: tl.constexpr):
     wait_for_previous(PDL)
     pid_k = tl.program_id(0)  # the slices of one tile are launched next to each other
     pid_n = tl.program_id(1)
@@ -131,7 +138,7 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
     k_start = pid_k * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
     rstd = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    if NORM:  # the input RMSNorm's statistics: the producer's per-tile sums of squares [stat_t, M], summed
+    if NORM or ROW_SCALE:  # the input RMSNorm's statistics: the producer's per-tile sums of squares [stat_t, M]
         ts = tl.arange(0, STAT_BLOCK)
         sq = tl.load(stat_ptr + ts[:, None] * M + rows[None, :], mask=(ts < stat_t)[:, None] & row_ok[None, :],
                      other=0.0)  # [ST, BM]
@@ -147,14 +154,22 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
             acc1 += tl.sum(_upcast(w, tl.float32, BITS) * x.to(tl.float32), axis=1)  # [BN, BK] * [1, BK] -> [BN]
         acc = acc1[None, :]  # [1, BN]
     else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        if SWAP:  # the weight tile as the dot's left operand, the activations as its narrow right one
+            acc_t = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
             k = k0 + ks
             k_ok = k < k_end  # K and the slices are multiples of 16: the loads stay 16-byte vectors
             x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             x = _normed(x, k, k_ok, rstd, g_ptr, NORM)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + k[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            acc += tl.dot(x, tl.trans(_upcast(w, x.dtype, BITS)))  # [BM, BK] @ [BK, BN]
+            if SWAP:
+                acc_t += tl.dot(_upcast(w, x.dtype, BITS), tl.trans(x))  # [BN, BK] @ [BK, BM]
+            else:
+                acc += tl.dot(x, tl.trans(_upcast(w, x.dtype, BITS)))  # [BM, BK] @ [BK, BN]
+        if SWAP:
+            acc = tl.trans(acc_t)
     ok = row_ok[:, None] & col_ok[None, :]
     if SPLIT_K:
         split = tl.num_programs(0)
@@ -169,10 +184,10 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
                 total += tl.load(part + i * M * N, mask=ok, other=0.0, cache_modifier=".cg")
             tl.store(count_ptr + tile, 0)  # ready for the next call on this stream
             _finish(total, rows, cols, row_ok, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, res_ptr, stride_rm, sq_ptr,
-                    pid_n, M, HAS_SCALE, HAS_BIAS, RESIDUAL)
+                    pid_n, M, rstd, HAS_SCALE, HAS_BIAS, RESIDUAL, ROW_SCALE)
     else:
         _finish(acc, rows, cols, row_ok, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, res_ptr, stride_rm, sq_ptr,
-                pid_n, M, HAS_SCALE, HAS_BIAS, RESIDUAL)
+                pid_n, M, rstd, HAS_SCALE, HAS_BIAS, RESIDUAL, ROW_SCALE)
 
 
 def tile_counters(tiles: int, device: torch.device) -> torch.Tensor:
@@ -190,8 +205,10 @@ def tile_counters(tiles: int, device: torch.device) -> torch.Tensor:
     return fresh
 
 
-# (block_m, block_n, block_k, num_warps, num_stages, split, bits) by (N, K, row bucket, weight bytes per element),
-# chosen by ``few_rows_tuning.tune`` on this GPU when the engine is built; a shape not tuned takes ``_heuristic``. bits: 1 =
+# (block_m, block_n, block_k, num_warps, num_stages, split, flags) by (N, K, row bucket, weight bytes per element),
+# chosen by ``few_rows_tuning.tune`` on this GPU when the engine is built; a shape not tuned takes ``_heuristic``. flags:
+# ``SWAP_OPERANDS`` = the tensor-core path computes ``W x^T`` (the weight tile as the dot's left operand: Hopper's
+# wgmma takes that one from registers, where the upcast leaves it); ``BIT_MOVES`` =
 # ``_upcast`` without conversion instructions (FP8 codes and bf16 activations; elsewhere 0 runs). ``CUBLAS``: this
 # bf16/fp16 shape runs ``F.linear`` (it was faster than every tile tried).
 Config = tuple[int, int, int, int, int, int, int]
@@ -227,7 +244,7 @@ def tuned_key(m: int, weight: torch.Tensor) -> tuple[int, int, int, int]:
 
 
 def pick_config(m: int, weight: torch.Tensor) -> Config | str:
-    """(block_m, block_n, block_k, num_warps, num_stages, split, bits), or ``CUBLAS``, for ``[m, K] x weight^T``: the
+    """(block_m, block_n, block_k, num_warps, num_stages, split, flags), or ``CUBLAS``, for ``[m, K] x weight^T``: the
     tuned pick; else, for FP8 codes, ``LARGE_BLOCK`` tiles past ``SMALL_M`` rows and the heuristic below; for a
     bf16/fp16 weight, cuBLAS."""
     n, k = weight.shape
@@ -255,7 +272,11 @@ def fused_few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Te
     """``few_rows_linear`` with the sublayer's neighbours folded in (the kernel only: ``config`` or the pick must not be
     ``CUBLAS``):
     - ``norm = (weight [K], sums [T, M] float32, eps)``: ``x`` is the residual stream and is put through that RMSNorm
-      on the way in, its statistics the ``T`` partial sums of squares a ``residual=`` call returned;
+      on the way in, its statistics the ``T`` partial sums of squares a ``residual=`` call returned (the decoder uses
+      it in the one-row path only: in the tensor-core path the work between the activations' load and the product
+      stopped Triton pipelining the loop); ``norm = (None, sums, eps)``: the norm's weight is already in ``W``'s columns (``W diag(g)``): the
+      raw stream is multiplied and each output row scaled by its ``rstd`` after the sum (any path; not HF's
+      rounding: the normalized activations are not rounded before the product);
     - ``residual [M, N]``: the output is ``residual + x @ W.T`` (each rounded to the model dtype, as HF adds), and the
       second value returned is its per-tile sums of squares ``[T, M]`` (for the next norm), else None."""
     _check_operands(x, weight, scale)
@@ -281,7 +302,7 @@ def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None):
     m, k = x.shape
     n = weight.shape[0]
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    block_m, block_n, block_k, warps, stages, split, bits = config
+    block_m, block_n, block_k, warps, stages, split, flags = config
     grid_n = triton.cdiv(n, block_n)
     sums = torch.empty(grid_n, m, dtype=torch.float32, device=x.device) if residual is not None else None
     if m == 0:
@@ -295,17 +316,20 @@ def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None):
     else:
         part = count = out  # not read
     g, stats, eps = norm if norm is not None else (out, out, 0.0)  # not read without a norm
+    row_scale = norm is not None and g is None  # the norm's weight is in ``weight``: only rstd, on the output
     if norm is not None and (stats.dtype != torch.float32 or stats.shape[1] != m or not stats.is_contiguous()):
         raise ValueError(f"fused_few_rows_linear: the norm's sums must be contiguous float32 [T, {m}]")
     fp8 = scale is not None
     _few_rows_kernel[grid](x, weight, scale if fp8 else out, bias if bias is not None else out, out, part, count, m,
                            n, k, k_per_split, x.stride(0), weight.stride(0), out.stride(0),
-                           g, stats, stats.shape[0] if norm is not None else 0, float(eps),
+                           out if row_scale else g, stats, stats.shape[0] if norm is not None else 0, float(eps),
                            residual if residual is not None else out, out.stride(0) if residual is None else
                            residual.stride(0), sums if sums is not None else out,
                            HAS_SCALE=fp8, HAS_BIAS=bias is not None, SPLIT_K=split > 1,
-                           BITS=bool(bits) and fp8 and x.dtype == torch.bfloat16,
-                           BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None,
+                           BITS=bool(flags & BIT_MOVES) and fp8 and x.dtype == torch.bfloat16,
+                           SWAP=bool(flags & SWAP_OPERANDS) and block_m > 1,
+                           BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None and not row_scale,
+                           ROW_SCALE=row_scale,
                            STAT_BLOCK=triton.next_power_of_2(stats.shape[0]) if norm is not None else 1,
                            RESIDUAL=residual is not None, num_warps=warps, num_stages=stages,
                            **launch_options(x.device))
