@@ -97,7 +97,7 @@ class StaticBackend:
             raise ValueError(f"static backend: {reason}")
         if cfg.weights == "fp8" and fp8_problem(model.device) is not None:
             raise EngineConfigError(f"weights='fp8' is not possible here: {fp8_problem(model.device)}")
-        for key in ("weights", "linear_kernel", "fold_norms"):
+        for key in ("weights", "fp8_head", "linear_kernel", "fold_norms"):
             if fused is not None and getattr(fused, key) != getattr(cfg, key):
                 raise EngineConfigError(f"{key}={getattr(cfg, key)!r} differs from the shared decoder's "
                                         f"({getattr(fused, key)!r})")
@@ -114,7 +114,8 @@ class StaticBackend:
             set_dependent_launch(cfg.dependent_launch)
         self.fused = fused or FusedDecoder(model.llm, compile=cfg.compile and self.use_graphs, attention=cfg.attention,
                                            dropping=model.token_dropping, weights=cfg.weights,
-                                           linear_kernel=cfg.linear_kernel, fold_norms=cfg.fold_norms)
+                                           linear_kernel=cfg.linear_kernel, fold_norms=cfg.fold_norms,
+                                           fp8_head=cfg.fp8_head)
         frame_length = model.tokens_per_frame + 1
         self.slow = StaticLMState(model, self.fused, slow_capacity, self.use_graphs)
         self.main = StaticLMState(model, self.fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)

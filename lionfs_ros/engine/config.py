@@ -85,6 +85,10 @@ class EngineConfig:
     # weight-only FP8 with per-output-channel scales ('fp8', quantized once when the engine is built; a CUDA GPU of
     # compute capability >= 8.9 with Triton: H100/H200, L4/L40). See engine/quantization.py.
     weights: str = "native"
+    # with weights 'fp8': the output head as FP8 codes too (its weight is the largest single matrix: 1 GB of bf16 on a
+    # Llama-3-8B, read at every step; the decision is read from its logits, so the bench checks the decisions against
+    # the bf16 engine). False: the head stays in the model's dtype.
+    fp8_head: bool = True
     # static backend: 'auto' runs each bf16 projection and the output head with whichever of cuBLAS and the engine's
     # few-rows Triton kernel was faster for its shape when the engine was built (timed there, ~seconds; a CUDA GPU of
     # compute capability >= 8.0 with Triton; elsewhere F.linear, the decoder's linear_fallback says why); 'torch':

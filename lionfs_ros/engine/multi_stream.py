@@ -100,7 +100,7 @@ class StreamGroup:
         if static_backend_supported(model) is not None or any(cfg.backend == "dynamic" for cfg in cfgs.values()):
             return None
         first = next(iter(cfgs.values()))
-        for key in ("weights", "attention", "linear_kernel", "fold_norms"):  # one decoder serves every stream
+        for key in ("weights", "fp8_head", "attention", "linear_kernel", "fold_norms"):  # one decoder serves every stream
             values = {getattr(cfg, key) for cfg in cfgs.values()}
             if len(values) > 1:
                 raise EngineConfigError(f"the streams of one group share one decoder: {key} must agree, "
@@ -110,7 +110,7 @@ class StreamGroup:
         use_graphs = model.device.type == "cuda"
         fused = FusedDecoder(model.llm, compile=first.compile and use_graphs, attention=first.attention,
                              dropping=model.token_dropping, weights=first.weights,
-                             linear_kernel=first.linear_kernel, fold_norms=first.fold_norms)
+                             linear_kernel=first.linear_kernel, fold_norms=first.fold_norms, fp8_head=first.fp8_head)
         pool = KVPool(fused, len(cfgs), pool_capacity(model, list(cfgs.values())), model.device, model.dtype)
         backends = {}
         for row, (sid, cfg) in enumerate(cfgs.items()):

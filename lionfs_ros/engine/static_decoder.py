@@ -59,7 +59,7 @@ from torch import nn
 from .config import ATTENTION_KINDS, LINEAR_KERNELS
 from .decoder_ops import ElementwiseOps, compile_problem, fuse_rows
 from .quantization import (StreamedWeight, few_rows_problem, folds, fused_linear, linear, norm_in_weight,
-                           quantize_layers, stream_layers, tune_layers)
+                           quantize_fp8, quantize_layers, stream_layers, tune_layers)
 from .routing import DropPlan, drop_plan, kept_indices
 
 ROUTING_KINDS = ("auto", "torch")  # auto: the Triton routing kernels where attention runs Triton
@@ -118,13 +118,15 @@ class FusedDecoder:
     """The backbone's layers with fused projections; shared by every static state of one model."""
 
     def __init__(self, llm, compile: bool = False, attention: str = "sdpa", dropping=None, weights: str = "native",
-                 routing: str = "auto", linear_kernel: str = "auto", fold_norms: bool = True):
+                 routing: str = "auto", linear_kernel: str = "auto", fold_norms: bool = True, fp8_head: bool = True):
         """``dropping``: the model's ``TokenDropping`` (or None). ``weights='fp8'``: the layers' projections as
         weight-only FP8 (``quantization.py``; the model's own weights are left as they are). ``routing='torch'``:
         the dropping layers route in torch even where the Triton routing kernels could run. ``linear_kernel='auto'``:
         the bf16 projections and the output head run with the faster of cuBLAS and the few-rows kernel per shape
         (timed here, ``quantization.tune_layers``) where that kernel can run; ``'torch'``: ``F.linear``.
-        ``fold_norms``: the residual adds and RMSNorms inside the kernel's products where it runs them."""
+        ``fold_norms``: the residual adds and RMSNorms inside the kernel's products where it runs them. ``fp8_head``
+        (with ``weights='fp8'``): the output head as FP8 codes too (with ``fold_norms``, of ``W diag(g)``, ``g`` the
+        final norm's weight)."""
         if linear_kernel not in LINEAR_KERNELS:
             raise ValueError(f"linear_kernel {linear_kernel!r} is not one of {LINEAR_KERNELS}")
         if attention not in ATTENTION_KINDS:
@@ -172,19 +174,25 @@ class FusedDecoder:
                 layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
                 layer.input_layernorm.variance_epsilon, qkv_w, qkv_b, attn.o_proj.weight, attn.o_proj.bias,
                 gu_w, gu_b, mlp.down_proj.weight, mlp.down_proj.bias, track, router))
-        self.weights, self.fold_norms = weights, fold_norms
+        self.weights, self.fold_norms, self.fp8_head = weights, fold_norms, fp8_head
         self.fp8_bytes = quantize_layers(self.layers, norms_in_codes=fold_norms) if weights == "fp8" else 0
         head = llm.get_output_embeddings()
         self.head_weight, self.head_bias = head.weight, head.bias  # [V, d], the logits of the last position
+        self.final_norm = (self.decoder.norm.weight, self.decoder.norm.variance_epsilon)
+        if weights == "fp8" and fp8_head:
+            self.head_weight = quantize_fp8(head.weight, self.final_norm[0] if fold_norms else None)
+            self.fp8_bytes += self.head_weight.nbytes()
+            if fold_norms:
+                self.final_norm = (torch.ones_like(self.final_norm[0]), self.final_norm[1])
         self.linear_kernel = linear_kernel
         self.linear_fallback = few_rows_problem(llm.device, llm.dtype) if linear_kernel == "auto" else None
         streamed = linear_kernel == "auto" and self.linear_fallback is None
         if streamed:
             stream_layers(self.layers)
-            self.head_weight = StreamedWeight(self.head_weight)
+            if isinstance(self.head_weight, torch.Tensor):
+                self.head_weight = StreamedWeight(self.head_weight)
         tunable = llm.device.type == "cuda" and (weights == "fp8" or streamed)
         self.linear_tuning = tune_layers(self.layers, TUNE_ROWS, llm.dtype, self.head_weight) if tunable else []
-        self.final_norm = (self.decoder.norm.weight, self.decoder.norm.variance_epsilon)
         self.scaling = self.decoder.layers[0].self_attn.scaling
         act = None if getattr(cfg, "hidden_act", "silu") == "silu" else self.decoder.layers[0].mlp.act_fn
         self._act = act

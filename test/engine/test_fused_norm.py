@@ -202,8 +202,9 @@ def test_fp8_decoder_with_the_norms_in_the_codes_folds_them_like_the_separate_no
             for norm in (layer.input_layernorm, layer.post_attention_layernorm):
                 norm.weight.data = 1 + torch.randn(norm.weight.shape, generator=gen).to(norm.weight) / 4
     fused = static_decoder.FusedDecoder(model.llm, attention="split", dropping=model.token_dropping, weights="fp8")
+    assert isinstance(fused.head_weight, Fp8Weight) and fused.head_weight.norm_in_codes  # fp8_head, the final norm in it
     for w in [getattr(fl, name).codes for fl in fused.layers for name in
-              ("qkv_weight", "o_weight", "gate_up_weight", "down_weight")]:
+              ("qkv_weight", "o_weight", "gate_up_weight", "down_weight")] + [fused.head_weight.codes]:
         monkeypatch.setitem(kernel.TUNED, kernel.tuned_key(1, w), (1, 16, 128, 4, 3, 2, 0))
         monkeypatch.setitem(kernel.TUNED, kernel.tuned_key(kernel.SMALL_M, w), (16, 16, 128, 4, 3, 2, 2))
     cfg = engine_config(backend="static", attention="split", weights="fp8")

@@ -103,9 +103,10 @@ def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request,
     model = copy.deepcopy(request.getfixturevalue(name))
     gen = torch.Generator().manual_seed(4)
     with torch.no_grad():  # norms of weight other than 1 (a fresh model's are ones: folding them would change nothing)
-        for layer in model.llm.get_decoder().layers:
-            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
-                norm.weight.data = 1 + torch.randn(norm.weight.shape, generator=gen).to(norm.weight) / 4
+        decoder = model.llm.get_decoder()
+        for norm in [n for layer in decoder.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)
+                     ] + [decoder.norm]:
+            norm.weight.data = 1 + torch.randn(norm.weight.shape, generator=gen).to(norm.weight) / 4
     twin = copy.deepcopy(model)
     with torch.no_grad():
         for layer in twin.llm.get_decoder().layers:
@@ -119,6 +120,11 @@ def test_static_decoder_with_fp8_weights_computes_the_dequantized_model(request,
                     norm.weight.data = torch.ones_like(norm.weight)
             for proj in (layer.self_attn.o_proj, layer.mlp.down_proj):
                 proj.weight.data = dequantize_fp8(quantize_fp8(proj.weight), proj.weight.dtype)
+        head, final = twin.llm.get_output_embeddings(), twin.llm.get_decoder().norm  # the head in FP8 too (fp8_head)
+        head.weight = torch.nn.Parameter(dequantize_fp8(quantize_fp8(head.weight, final.weight if fold else None),
+                                                        head.weight.dtype))  # its own tensor (tied to the embeddings?)
+        if fold:
+            final.weight.data = torch.ones_like(final.weight)
     monkeypatch.setattr(backends, "fp8_problem", lambda device: None)
     backend = backends.StaticBackend(
         model, engine_config(backend="static", attention="split", weights="fp8", fold_norms=fold), use_graphs=False)

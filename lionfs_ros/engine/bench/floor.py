@@ -7,7 +7,7 @@ head), by cuBLAS. ``matrices='engine'``: what the static backend multiplies: per
 gate/up and down, and the output head, each through ``quantization.linear`` as the engine calls it, so with the
 row bucket's pick of ``kernels/few_rows_linear.py``'s tuning (measured after an engine was built, these are the
 engine's own picks; before, cuBLAS for bf16 weights and the heuristic tiles for FP8 codes); ``weights='fp8'``:
-the layers' four as weight-only FP8 (the head stays in the model's dtype, as in the FP8 engine).
+the layers' four and the output head as weight-only FP8 (as the FP8 engine runs them by default, ``fp8_head``).
 ``copy_floor`` measures the device's copy bandwidth, to put a kernel's weight-read rate against it.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _graph_ms(device, products) -> float:
 
 def _engine_matrices(llm, weights: str) -> list:
     """What the static backend multiplies with: per layer fused q/k/v, o, fused gate/up, down (FP8 codes, or the
-    model's dtype through the few-rows kernel's picks); the output head (the same picks)."""
+    model's dtype through the few-rows kernel's picks); the output head (the same)."""
     out = []
     for layer in llm.get_decoder().layers:
         attn, mlp = layer.self_attn, layer.mlp
@@ -37,7 +37,8 @@ def _engine_matrices(llm, weights: str) -> list:
                       (mlp.down_proj,)):
             fused = torch.cat([m.weight for m in group])
             out.append(quantize_fp8(fused) if weights == "fp8" else StreamedWeight(fused))
-    out.append(StreamedWeight(llm.get_output_embeddings().weight))
+    head = llm.get_output_embeddings().weight
+    out.append(quantize_fp8(head) if weights == "fp8" else StreamedWeight(head))
     return out
 
 

@@ -46,7 +46,7 @@ from .equality import naive_equality, no_equality, twin_equality
 from .floor import copy_floor, weight_floor
 from .naive import NaiveStream, naive_generate
 from .presets import GENERAL_FPS, Preset, build_model, camera_frames
-from .variants import FP8, NODROP, variant_fields
+from .variants import BF16_HEAD, FP8, NODROP, variant_fields
 
 MIB = 1024 * 1024
 DISTINCT_FRAMES = 16
@@ -137,8 +137,8 @@ def run_speed(preset: Preset, *, prefill_frames: int, measure_frames: int, new_t
         def publish(partial: dict, name=name, compare=drop_on or dropping is None) -> None:
             decided_by[name] = partial.get("_decisions", decided_by.get(name))
             entry = naive_equality(dict(partial), naive, model) if compare else no_equality(dict(partial))
-            twin = name.replace(FP8, "")
-            if name.endswith(FP8) and decided_by.get(twin) and decided_by[name]:
+            twin = name.replace(BF16_HEAD, "").replace(FP8, "")
+            if FP8 in name and decided_by.get(twin) and decided_by[name]:
                 entry["equality_vs_bf16_engine"] = twin_equality(decided_by[name], decided_by[twin], twin)
             result["variants"][name] = entry
             _summarize(result, naive, dev.type == "cuda")
