@@ -81,6 +81,12 @@ def static_backend_supported(model) -> str | None:
     return None
 
 
+def tower_attention_kind(cfg: EngineConfig) -> str:
+    """The vision towers' attention (``FusedTower``) for ``cfg.attention``: 'triton' (their own kernel) with the
+    LLM's Triton kernel, else 'sdpa'."""
+    return "triton" if cfg.attention == "triton" else "sdpa"
+
+
 def _align(n: int) -> int:
     return -(-n // CAPACITY_ALIGN) * CAPACITY_ALIGN
 
@@ -103,6 +109,7 @@ class StaticBackend:
                                         f"({getattr(fused, key)!r})")
         self.model = model
         self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
+        self.tower_attention = tower_attention_kind(cfg)
         self._towers = None  # (general, ego) GraphedTowers, made at the first towers()
         bounds = token_bounds(model, cfg)
         main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
@@ -129,8 +136,9 @@ class StaticBackend:
             m = self.model
             compile = self.fused.compiled  # the towers compile where the LLM's pieces do
             upload = FrameUpload(m.device)  # shared: a decided frame goes up once for both towers
-            self._towers = (GraphedTower(m.vision, m.device, compile, upload),
-                            GraphedTower(m.ego, m.device, compile, upload) if m.ego is not None else None)
+            attention = self.tower_attention
+            self._towers = (GraphedTower(m.vision, m.device, compile, upload, attention),
+                            GraphedTower(m.ego, m.device, compile, upload, attention) if m.ego is not None else None)
         return self._towers
 
     def fusion(self):

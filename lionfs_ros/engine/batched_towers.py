@@ -27,10 +27,11 @@ from .fused_tower import tower_forward
 class GraphedTowerBatch:
     """RGB frames ``[H, W, 3]`` uint8 (one per stream) -> tokens ``[B, n, C]`` of one vision encoder."""
 
-    def __init__(self, encoder, device: torch.device, streams: int, compile: bool = False):
+    def __init__(self, encoder, device: torch.device, streams: int, compile: bool = False, attention: str = "triton"):
+        """``attention``: the fused tower's (``FusedTower``: 'triton' where the kernel can run, or 'sdpa')."""
         self.encoder = encoder
         self.prep = DeviceImageProcessor(encoder.processor, device)
-        self.forward = tower_forward(encoder, compile)
+        self.forward = tower_forward(encoder, compile, attention)
         self.buckets = [b for b in BUCKETS if b <= bucket_for(min(streams, BUCKETS[-1]))]
         self.resized = torch.zeros(self.buckets[-1], *self.prep.size, 3, dtype=torch.uint8, device=device)
         self.capture_stream = torch.cuda.Stream(device)

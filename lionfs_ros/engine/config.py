@@ -79,7 +79,9 @@ class EngineConfig:
     compile: bool = True
     # static backend: 'triton' (a decode-attention kernel masking from slot positions, kernels/decode_attention.py;
     # where CUDA + Triton cannot run it, 'split' runs and the decoder's attention_fallback says why), 'split'
-    # (split-K over keys in plain torch, see static_decoder) or 'sdpa' (PyTorch's fused kernel with a mask)
+    # (split-K over keys in plain torch, see static_decoder) or 'sdpa' (PyTorch's fused kernel with a mask). The
+    # vision towers' graphs follow it: 'triton' runs their own kernel (kernels/tower_attention.py; where it cannot
+    # run or fails, SDPA, the tower's attention_fallback says why), the others PyTorch's SDPA
     attention: str = "triton"
     # static backend: the decoder's projection weights as the model holds them ('native': bf16 on a GPU) or as
     # weight-only FP8 with per-output-channel scales ('fp8', quantized once when the engine is built; a CUDA GPU of

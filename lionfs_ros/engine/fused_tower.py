@@ -5,7 +5,9 @@ The towers (SigLIP, CLIP: plain pre-norm ViTs) run one small kernel per HF op; a
 arithmetic. Here, on the same weights (the HF layers view into the fused copies, as
 ``decoder_ops.fuse_rows`` does for the LLM):
 - q/k/v are one matrix product per layer (``[M, C] @ [C, 3C]``), read by attention as strided views;
-- attention is PyTorch's fused SDPA (no mask, no dropout), its output read back without a copy;
+- attention reads q/k/v in place: on CUDA with a working Triton the engine's kernel (``kernels/tower_attention.py``:
+  no memset node before it in the graph, unlike SDPA's cuDNN kernel), else PyTorch's fused SDPA (no mask, no
+  dropout); either output is read back by the out projection without a copy;
 - each residual add rides in the next product (``addmm_`` into the residual, bias added to the residual
   beforehand: out of place, ``addmm`` would first copy the residual into a new output), and with
   ``torch.compile`` that bias add is fused into the layer norm before it (one kernel: the norm and the
@@ -30,6 +32,11 @@ from .decoder_ops import compile_problem, fuse_rows
 log = logging.getLogger(__name__)
 SIGLIP, CLIP = "siglip_vision_model", "clip_vision_model"
 TANH_GELU = ("gelu_pytorch_tanh", "gelu_new")  # the GELU that cuBLASLt's epilogue computes
+ATTENTION_KINDS = ("triton", "sdpa")
+
+
+class TowerAttentionError(RuntimeError):
+    """The Triton attention kernel failed (compiling or launching it): the tower can run SDPA instead."""
 
 
 def _body(tower: nn.Module) -> nn.Module:
@@ -68,6 +75,13 @@ def _compiled_over_rows(fn):
     return call
 
 
+def tower_attention_problem(device: torch.device) -> str | None:
+    """None if the Triton tower-attention kernel can run on ``device``, else why not."""
+    if device.type != "cuda":
+        return f"no CUDA device (the tower is on {device.type})"
+    return compile_problem()
+
+
 class _Ops:
     def __init__(self, act, compiled: bool):
         wrap = _compiled_over_rows if compiled else (lambda fn: fn)
@@ -77,8 +91,12 @@ class _Ops:
 class FusedTower:
     """Normalized pixels ``[B, 3, S, S]`` -> the encoder's frame tokens ``[B, n, C]`` (``encoder.tokens_from``)."""
 
-    def __init__(self, encoder, compile: bool = False, epilogue: bool = True):
-        """``epilogue``: fuse a tanh GELU into the first MLP product where that is possible (CUDA)."""
+    def __init__(self, encoder, compile: bool = False, epilogue: bool = True, attention: str = "triton"):
+        """``epilogue``: fuse a tanh GELU into the first MLP product where that is possible (CUDA). ``attention``:
+        'triton' runs the Triton kernel where ``tower_attention_problem`` allows it (else SDPA, ``attention_fallback``
+        says why), 'sdpa' PyTorch's SDPA; ``attention_run`` is the one that runs."""
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention {attention!r} is not one of {ATTENTION_KINDS}")
         problem = fused_tower_problem(encoder.tower)
         if problem is not None:
             raise ValueError(f"fused tower: {problem}")
@@ -111,10 +129,37 @@ class FusedTower:
         self.compile_fallback = compile_problem() if compile else None
         self.compiled = compile and self.compile_fallback is None
         self.ops = _Ops(act, compiled=True) if self.compiled else self.eager_ops
+        self.attention_run, self.attention_fallback = attention, None
+        if attention == "triton":
+            self.attention_fallback = tower_attention_problem(self.patch_weight.device)
+        if self.attention_fallback is not None:
+            self.attention_run = "sdpa"
+            (log.warning if self.patch_weight.is_cuda else log.info)(
+                "vision tower: attention 'triton' is not possible here (%s): SDPA runs", self.attention_fallback)
+        if self.attention_run == "triton":
+            from .kernels.tower_attention import tower_attention
+
+            self.kernel = tower_attention
 
     def use_eager(self, reason: str) -> None:
         """Give up ``torch.compile`` (it failed here): the plain ops run."""
         self.compiled, self.compile_fallback, self.ops = False, reason, self.eager_ops
+
+    def use_sdpa(self, reason: str) -> None:
+        """Give up the Triton attention kernel (it failed here): SDPA runs."""
+        self.attention_run, self.attention_fallback = "sdpa", reason
+
+    def _attention(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``qkv [B, L, 3, H, D]`` (the product's view) -> ``softmax(q k^T * scale) v`` as ``[B*L, H*D]``."""
+        b, length, _, heads, hd = qkv.shape
+        if self.attention_run == "triton":
+            try:
+                return self.kernel(qkv, self.scale).view(b * length, heads * hd)  # [B, L, H, D] contiguous
+            except Exception as err:
+                raise TowerAttentionError(f"Triton attention failed: {type(err).__name__}: {err}") from err
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, L, D] each (strided views)
+        att = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # [B, H, L, D]
+        return att.transpose(1, 2).reshape(b * length, heads * hd)
 
     def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` float -> patch embeddings ``[B, L, C]`` with positions (and CLIP's class token)."""
@@ -136,12 +181,10 @@ class FusedTower:
     def _layer(self, x: torch.Tensor, b: int, weights) -> torch.Tensor:
         """One pre-norm encoder layer on ``x [B*L, C]``."""
         ln1, qkv_w, qkv_b, o_w, o_b, ln2, fc1_w, fc1_b, fc2_w, fc2_b = weights
-        m, c = x.shape
+        m = x.shape[0]
         h, residual = self.ops.norm_shift(x, ln1.weight, ln1.bias, ln1.eps, o_b)
         qkv = torch.addmm(qkv_b, h, qkv_w.t()).view(b, m // b, 3, self.num_heads, self.head_dim)  # [B, L, 3, H, D]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, L, D] each (strided views)
-        att = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # [B, H, L, D]
-        att = att.transpose(1, 2).reshape(m, c)  # [B*L, C]
+        att = self._attention(qkv)  # [B*L, C]
         x = residual.addmm_(att, o_w.t())  # residual + o_b + att @ o_w^T, in place (no copy of the residual first)
         h, residual = self.ops.norm_shift(x, ln2.weight, ln2.bias, ln2.eps, fc2_b)
         if self.gelu_epilogue:
@@ -168,10 +211,10 @@ class FusedTower:
         return self.encoder.tokens_from(x, lambda: self.post_norm(x[:, 0]))  # CLIP: the pooler normalizes CLS
 
 
-def tower_forward(encoder, compile: bool = False):
+def tower_forward(encoder, compile: bool = False, attention: str = "triton"):
     """The graph path's forward of one encoder: a ``FusedTower`` where it applies, else the HF forward."""
     problem = fused_tower_problem(encoder.tower)
     if problem is None:
-        return FusedTower(encoder, compile)
+        return FusedTower(encoder, compile, attention=attention)
     log.info("vision tower: HF forward (%s)", problem)
     return encoder.frame_tokens

@@ -15,7 +15,7 @@ import torch
 from lionfs_ros.model.image_processing import DeviceImageProcessor, PinnedUpload
 
 from .cuda_graphs import capture_graph
-from .fused_tower import tower_forward
+from .fused_tower import TowerAttentionError, tower_forward
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +26,27 @@ def _compile_failed(forward, err: Exception) -> None:
     log.warning("vision tower: %s; running without it", forward.compile_fallback)
 
 
+def falling_back(forward, run):
+    """``run()`` (a tower's first runs); where ``forward`` (a ``FusedTower``) fails in a piece it can do without, it
+    gives that piece up with the reason logged and runs again: the Triton attention kernel (SDPA instead), then
+    ``torch.compile`` (the plain ops)."""
+    while True:
+        try:
+            return run()
+        except TowerAttentionError as err:
+            torch.cuda.synchronize()
+            forward.use_sdpa(str(err))
+            log.warning("vision tower: %s; running SDPA", err)
+        except Exception as err:
+            if not getattr(forward, "compiled", False):
+                raise
+            _compile_failed(forward, err)
+
+
 def capture_tower(forward, body, capture_stream: torch.cuda.Stream, pool=None) -> tuple[torch.cuda.CUDAGraph, object]:
-    """``capture_graph`` of a tower's ``body``; where ``forward`` (a ``FusedTower``) was compiled and compiling fails
-    (on the warm-up runs), it gives up ``torch.compile`` with the reason logged and captures the plain ops."""
-    try:
-        return capture_graph(body, capture_stream, pool)
-    except Exception as err:
-        if not getattr(forward, "compiled", False):
-            raise
-        _compile_failed(forward, err)
-        return capture_graph(body, capture_stream, pool)
+    """``capture_graph`` of a tower's ``body``; where the warm-up runs fail in the Triton attention or in compiled
+    code, without it (``falling_back``)."""
+    return falling_back(forward, lambda: capture_graph(body, capture_stream, pool))
 
 
 class FrameUpload:
@@ -66,22 +77,21 @@ class GraphedTower:
     towers side by side). The graphs are captured at the first frame (a stream of a ``StreamGroup`` whose frames
     all go through the batched towers never captures them); the compilation runs here, when the engine is built."""
 
-    def __init__(self, encoder, device: torch.device, compile: bool = False, upload: FrameUpload | None = None):
+    def __init__(self, encoder, device: torch.device, compile: bool = False, upload: FrameUpload | None = None,
+                 attention: str = "triton"):
+        """``attention``: the fused tower's (``FusedTower``: 'triton' where the kernel can run, or 'sdpa')."""
         self.encoder = encoder
         self.prep = DeviceImageProcessor(encoder.processor, device, compile)
-        self.forward = tower_forward(encoder, compile)
+        self.forward = tower_forward(encoder, compile, attention)
         self.upload = upload or FrameUpload(device)
         self.resized = torch.zeros(1, *self.prep.size, 3, dtype=torch.uint8, device=device)
         self.capture_stream = torch.cuda.Stream(device)
         self.side_stream = torch.cuda.Stream(device)  # where ``pair`` runs this tower beside the other one
         self._resizes: dict[tuple, torch.cuda.CUDAGraph] = {}  # camera frame shape -> its resize graph
         self.graph = self.out = None
-        if getattr(self.forward, "compiled", False):
-            try:
-                with torch.no_grad():
-                    self._body()  # one eager run: compiles the fused pieces (cached for every later capture)
-            except Exception as err:
-                _compile_failed(self.forward, err)
+        if getattr(self.forward, "compiled", False) or getattr(self.forward, "attention_run", None) == "triton":
+            with torch.no_grad():  # one eager run: compiles the fused pieces and the kernel (cached for every capture)
+                falling_back(self.forward, self._body)
 
     def _body(self) -> torch.Tensor:
         return self.forward(self.prep.normalize(self.resized))  # [1, n, C]

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from .backends import DynamicBackend, StaticBackend, pick_backend, static_backend_supported
+from .backends import DynamicBackend, StaticBackend, pick_backend, static_backend_supported, tower_attention_kind
 from .batched_step import BatchedFrameStep, KVPool, PooledBackend, pool_capacity
 from .batched_towers import GraphedTowerBatch
 from .config import EngineConfig, EngineConfigError
@@ -85,8 +85,10 @@ class StreamGroup:
             engine.attach(queue, worker)
             self.streams[stream_id] = engine
         # On a GPU the batched towers run from CUDA graphs per batch size (resize and normalization there too).
+        tower_attention = "triton" if all(tower_attention_kind(cfg) == "triton" for cfg in cfgs.values()) else "sdpa"
         self._graphed = {} if model.device.type != "cuda" or not batch_towers else {
-            source: GraphedTowerBatch(encoder, model.device, len(cfgs), all(cfg.compile for cfg in cfgs.values()))
+            source: GraphedTowerBatch(encoder, model.device, len(cfgs), all(cfg.compile for cfg in cfgs.values()),
+                                      tower_attention)
             for source, encoder in (("general", model.vision), ("ego", model.ego)) if encoder is not None}
         self.rounds = 0
         self.batched_frames = 0

@@ -267,6 +267,8 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
         "compile_fallback": getattr(fused, "compile_fallback", None),
         "attention_run": getattr(fused, "attention", None),  # 'split' where 'triton' could not run here
         "attention_fallback": getattr(fused, "attention_fallback", None),
+        "tower_attention": [[getattr(t.forward, "attention_run", None), getattr(t.forward, "attention_fallback", None)]
+                            for t in engine.backend.towers() if t is not None],  # (general, ego): run, why not triton
         "route_kernels": getattr(fused, "route_kernels", None) is not None,  # kernels/token_routing.py ran
         "linear_kernel": cfg.linear_kernel, "linear_fallback": getattr(fused, "linear_fallback", None),
         "fp8_weight_bytes": getattr(fused, "fp8_bytes", None), "linear_tuning": getattr(fused, "linear_tuning", None),
