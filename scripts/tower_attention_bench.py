@@ -102,7 +102,7 @@ def correctness(dims, device, dtype) -> dict:
         except Exception as err:  # noqa: BLE001 - a bench reports what failed and goes on
             row.update(error=error(err), ok=False)
         out["candidates"].append(row)
-    out["default_tiles"] = default_tiles(length, heads, device).__dict__
+    out["default_tiles"] = default_tiles(length).__dict__
     out["all_ok"] = all(c["ok"] for c in out["candidates"])
     return out
 
@@ -120,7 +120,7 @@ def timing(dims, device, dtype, smoke: bool) -> dict:
 
         def run(op):
             return lambda: [op(qkv) for qkv in inputs]
-        row = {"default_tiles": default_tiles(length, b * heads, device).__dict__, "us_per_call": {}}
+        row = {"default_tiles": default_tiles(length).__dict__, "us_per_call": {}}
         us = row["us_per_call"]
         for tiles in (*TILE_CANDIDATES, None):
             name = "triton_default" if tiles is None else "triton_{block_m}x{block_n}_w{warps}_s{stages}".format(

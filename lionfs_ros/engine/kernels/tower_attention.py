@@ -22,11 +22,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .decode_attention import _sm_count
 from .dependent_launch import launch_options, wait_for_previous
 
 MIN_BLOCK = 16  # tl.dot's smallest side
-MAX_BLOCK_M = 128  # queries per program
+DEFAULT_BLOCK = 64  # queries per program and keys per step (default_tiles)
 QKV = 3  # the product's q, k, v planes
 
 
@@ -88,16 +87,15 @@ def _pow2(n: int) -> int:
     return max(MIN_BLOCK, triton.next_power_of_2(n))
 
 
-def default_tiles(length: int, batch_heads: int, device: torch.device) -> Tiles:
-    """The tiles for ``batch_heads`` (B x H) sequences of ``length`` tokens: the largest query block (up to
-    ``MAX_BLOCK_M``, at most the sequence) that still gives one program per SM of ``device``, 8 warps for 128 queries
-    (4 for fewer). A first guess, to be replaced by what ``scripts/tower_attention_bench.py`` measures."""
-    block_m = min(MAX_BLOCK_M, _pow2(length))
-    while block_m > MIN_BLOCK and triton.cdiv(length, block_m) * batch_heads < _sm_count(device):
-        block_m //= 2
-    block_n = min(Tiles.block_n, _pow2(length))
-    warps = 2 * Tiles.warps if block_m == MAX_BLOCK_M else Tiles.warps
-    return Tiles(block_m, block_n, warps)
+def default_tiles(length: int) -> Tiles:
+    """The tiles for sequences of ``length`` tokens: blocks of ``DEFAULT_BLOCK`` queries and keys (at most the sequence,
+    rounded up to a power of two), 4 warps, 3 pipelining stages. Measured on an H200 (``scripts/tower_attention_bench.py``,
+    every candidate of ``TILE_CANDIDATES`` in a CUDA graph of 24 calls, bf16): the fastest at SigLIP-L/16-384 (576
+    tokens, 16 heads) for 1, 4 and 8 frames (10.9, 23.2, 36.8 us a call; cuDNN's SDPA 12.6, 27.7, 41.7) and at the
+    CLIP-B/16-224 ego tower (197 tokens, 12 heads) for 4 and 8 frames, within 0.01 us of the fastest for one
+    (4.62 us; cuDNN 7.38); ``docs/benchmarks/tower-attention-h200.json``."""
+    block = min(DEFAULT_BLOCK, _pow2(length))
+    return Tiles(block, block, warps=4, stages=3)
 
 
 def tower_attention(qkv: torch.Tensor, scale: float, tiles: Tiles | None = None) -> torch.Tensor:
@@ -107,7 +105,7 @@ def tower_attention(qkv: torch.Tensor, scale: float, tiles: Tiles | None = None)
     b, length, planes, heads, hd = qkv.shape
     if planes != QKV or qkv.stride(-1) != 1:
         raise ValueError(f"qkv {tuple(qkv.shape)} is not [B, L, 3, H, D] with a contiguous last dimension")
-    tiles = tiles or default_tiles(length, b * heads, qkv.device)
+    tiles = tiles or default_tiles(length)
     out = torch.empty(b, length, heads, hd, dtype=qkv.dtype, device=qkv.device)
     grid = (triton.cdiv(length, tiles.block_m), b * heads)
     _tower_attention_kernel[grid](
