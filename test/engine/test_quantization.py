@@ -257,15 +257,15 @@ def test_the_linear_kernel_option_is_checked_and_runs_torch_off_the_gpu(baseline
 @pytest.mark.parametrize("m,n,k,bias", [(1, 6144, 4096, False), (11, 4096, 14336, False), (11, 28672, 4096, True),
                                         (16, 512, 256, False), (5, 200, 136, True), (40, 1000, 300, True),
                                         (185, 1024, 256, False)])
-@pytest.mark.parametrize("split,bits", [(None, 0), (1, 0), (3, 0), (1, 1), (3, 1)])
-def test_cuda_kernel_equals_the_reference(m, n, k, bias, split, bits):
+@pytest.mark.parametrize("split,flags", [(None, 0), (1, 0), (3, 0), (1, 1), (3, 1), (1, 2), (3, 3)])
+def test_cuda_kernel_equals_the_reference(m, n, k, bias, split, flags):
     from lionfs_ros.engine.kernels.few_rows_linear import SMALL_M, few_rows_linear, pick_config
 
     torch.manual_seed(m * 7 + n)
     w = quantize_fp8(_weight(n, k, seed=n + k).cuda())
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
-    config = None if split is None or m > SMALL_M else (*pick_config(m, w.codes)[:5], split, bits)
+    config = None if split is None or m > SMALL_M else (*pick_config(m, w.codes)[:5], split, flags)
     out = few_rows_linear(x, w.codes, w.scale, b, config)
     ref = fp8_linear_reference(x.double(), w, b)
     assert out.dtype == torch.bfloat16 and out.shape == (m, n) and torch.isfinite(out).all()
@@ -275,7 +275,7 @@ def test_cuda_kernel_equals_the_reference(m, n, k, bias, split, bits):
 
 @needs_fp8_gpu
 @pytest.mark.parametrize("config", [None, (16, 32, 256, 4, 4, 4, 0), (1, 32, 256, 4, 4, 4, 0), (16, 32, 256, 4, 4, 4, 1),
-                                    (1, 32, 256, 4, 4, 4, 1)])
+                                    (1, 32, 256, 4, 4, 4, 1), (16, 64, 256, 4, 4, 4, 3)])
 def test_cuda_kernel_replays_in_a_cuda_graph(config):
     from lionfs_ros.engine.kernels.few_rows_linear import few_rows_linear, tile_counters
 
