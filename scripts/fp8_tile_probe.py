@@ -129,7 +129,7 @@ def main() -> None:
                 entry["variant"][str(c)] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
                 continue
             entry["variant"][str(c)] = {"us": us, "rel_error": err, "ok": err < TOLERANCE,
-                                        "tb_per_s": n * k / (us * 1e-6) / 1e12}
+                                        "tb_per_s": n * k * ws[0][0].element_size() / (us * 1e-6) / 1e12}
         ok = {c: v for c, v in entry["variant"].items() if v.get("ok")}
         best = min(ok, key=lambda c: ok[c]["us"], default=None)
         entry["best_variant"] = {"config": best, **ok[best]} if best else None

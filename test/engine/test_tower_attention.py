@@ -81,8 +81,8 @@ def _counting(tower: FusedTower) -> list:
 
 @pytest.mark.parametrize("config, global_token", [(SIGLIP, "pooler"), (CLIP, "cls")])
 def test_fused_tower_on_the_kernel_gives_the_sdpa_tokens(config, global_token, kernel_anywhere):
-    enc = encoder(config, global_token)
-    pixels = torch.randn(2, 3, 32, 32)
+    enc = encoder(config, global_token).to(DEVICE)
+    pixels = torch.randn(2, 3, 32, 32).to(DEVICE)
     sdpa, kernel = FusedTower(enc, attention="sdpa"), FusedTower(enc, attention="triton")
     assert (sdpa.attention_run, kernel.attention_run, kernel.attention_fallback) == ("sdpa", "triton", None)
     calls = _counting(kernel)
@@ -103,8 +103,8 @@ def test_a_failing_kernel_falls_back_to_sdpa(kernel_anywhere, monkeypatch):
     """The kernel raising at the first run (as ``GraphedTower`` and ``capture_tower`` warm a tower up): SDPA runs,
     the reason is kept."""
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)  # no GPU to wait for here
-    enc = encoder(CLIP, "cls")
-    pixels = torch.randn(1, 3, 32, 32)
+    enc = encoder(CLIP, "cls").to(DEVICE)
+    pixels = torch.randn(1, 3, 32, 32).to(DEVICE)
     tower = FusedTower(enc, attention="triton")
 
     def broken(*args, **kwargs):
