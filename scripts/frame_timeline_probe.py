@@ -3,8 +3,8 @@
 ``lionfs bench`` times ``StreamEngine.process_frame`` from call to return; its stage breakdown syncs between stages.
 This probe runs the same engine (a bench preset, a bench variant) and profiles ``--frames`` decided frames with
 ``torch.profiler`` (CPU and CUDA): per frame the wall time, the GPU's busy time (union of its kernels and copies),
-the wait before the first kernel and after the last, and the largest idle gaps between kernels with the kernels on
-either side and the CPU ops that ran meanwhile. JSON in ``--out``/frame_timeline.json.
+the wait before the first kernel and after the last, the largest idle gaps between kernels with the kernels on
+either side and the CPU ops that ran meanwhile, the first GPU operations and the time in copies. JSON in ``--out``/frame_timeline.json.
 
     PYTHONPATH=. python3 scripts/frame_timeline_probe.py --preset llama3-8b --out /tmp/ft
     PYTHONPATH=. python3 scripts/frame_timeline_probe.py --preset tiny --device cpu --out /tmp/ft   # a CPU smoke
@@ -26,6 +26,7 @@ from lionfs_ros.engine.bench.variants import variant_fields
 DISTINCT_FRAMES = 16
 TOP_GAPS = 12
 GAP_US = 3.0  # idle stretches shorter than this are launch spacing, not listed
+FIRST_OPS = 6  # a frame's first GPU operations listed (the upload, the resize, the tower's first kernels)
 
 
 def union_us(spans: list[tuple[float, float]]) -> float:
@@ -50,7 +51,9 @@ def frame_report(cpu_span: tuple[float, float], gpu: list, cpu_ops: list) -> dic
     return {"wall_us": round(stop - start, 1), "gpu_busy_us": round(union_us(spans), 1), "kernels": len(gpu),
             "before_first_us": round(gpu[0][0] - start, 1) if gpu else None,
             "after_last_us": round(stop - max(e for _, e, _ in gpu), 1) if gpu else None,
-            "gaps_over_3us_total": round(sum(g["us"] for g in gaps), 1), "top_gaps": gaps[:TOP_GAPS]}
+            "gaps_over_3us_total": round(sum(g["us"] for g in gaps), 1), "top_gaps": gaps[:TOP_GAPS],
+            "first_ops": [{"name": n[:70], "at_us": round(s - start, 1), "us": round(e - s, 1)} for s, e, n in gpu[:FIRST_OPS]],
+            "copies_us": round(sum(e - s for s, e, n in gpu if n.startswith("Memcpy")), 1)}
 
 
 def main() -> None:
