@@ -104,9 +104,8 @@ class EngineConfig:
     dependent_launch: bool = False
     # static backend: where a projection runs in the few-rows kernel (linear_kernel 'auto' or weights 'fp8', a step of
     # at most 16 rows), the residual add after a sublayer runs inside the product, which also hands over the next
-    # RMSNorm's statistics; where the next product runs the kernel's one-row path (a generated token), or a decided
-    # frame's bf16 tile with its operands swapped, it applies that norm as it loads its input. No add + norm kernel
-    # between those products. The same arithmetic (the
+    # RMSNorm's statistics; where the next product runs the kernel's one-row path (a generated token) it applies that
+    # norm as it loads its input. No add + norm kernel between the products of a token. The same arithmetic (the
     # statistics summed in another order). With weights 'fp8' the norms' weights go into the q/k/v and gate/up codes
     # and those products scale their output rows by the norm's statistics: a decided frame folds too (not HF's
     # rounding of the normalized rows; FP8 is approximate anyway). False: the add + norm kernel between the products.

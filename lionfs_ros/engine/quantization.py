@@ -156,11 +156,11 @@ def folds(x: torch.Tensor, weight, norm: bool = False) -> bool:
     """Whether ``fused_linear`` runs ``x @ weight.T`` in the few-rows kernel with the neighbouring add folded in (and,
     ``norm``, the input RMSNorm): a ``StreamedWeight`` or ``Fp8Weight`` whose pick for these rows (at most one row
     block) is the kernel, on the GPU. A norm whose weight is in the FP8 codes (``norm_in_weight``) folds everywhere
-    (each output row scaled after the sum). Another folds into the one-row path, and into the tensor-core path of a
-    bf16/fp16 weight whose tile has the operands swapped; with FP8 codes there, working on the activation tile between
-    its load and the product stops Triton pipelining the loop (H200, ``scripts/fp8_tile_probe.py --rows 11``: the norm
-    at the load costs a swapped bf16 tile 0.7-1.3 us a product, an FP8 tile 4-19 us; llama3-8b FP8: the decided
-    frame's LLM step went 3.85 -> 4.78 ms with it)."""
+    (each output row scaled after the sum). Another folds into the one-row path only. In the tensor-core path, working
+    on the activation tile between its load and the product stops Triton pipelining the FP8 loop (H200, llama3-8b FP8:
+    the decided frame's LLM step went 3.85 -> 4.78 ms with it; ``scripts/fp8_tile_probe.py --rows 11``: +4-19 us a
+    product). A swapped bf16 tile lost only 0.7-1.3 us a product in that probe, but the engine's bf16 frame with the
+    fold there was slower, 7.09 ms against 6.82 without (LLM step 5.35 against 5.10; H200, one bench run)."""
     if not (x.is_cuda and isinstance(weight, (StreamedWeight, Fp8Weight))):
         return False
     from .kernels.few_rows_linear import CUBLAS, SMALL_M, pick_config
@@ -168,13 +168,8 @@ def folds(x: torch.Tensor, weight, norm: bool = False) -> bool:
     rows = x.numel() // x.shape[-1]
     if not 1 <= rows <= SMALL_M:
         return False
-    from .kernels.few_rows_linear import SWAP_OPERANDS
-
     config = pick_config(rows, _operands(weight)[0])
-    if config == CUBLAS:
-        return False
-    swapped_plain = isinstance(weight, StreamedWeight) and bool(config[6] & SWAP_OPERANDS)
-    return not norm or config[0] == 1 or norm_in_weight(weight) or swapped_plain
+    return config != CUBLAS and (not norm or config[0] == 1 or norm_in_weight(weight))
 
 
 def norm_in_weight(weight) -> bool:

@@ -26,12 +26,11 @@ between small kernels as much as by reading the weights):
 - ``fold_norms``: where the few-rows kernel runs a product (``quantization.folds``), the residual add after the
   o and down products happens in that product's last step, which also hands over the stream's per-tile sums of
   squares, and where the consuming product (q/k/v, gate/up, the output head) runs the kernel's one-row path it
-  applies the next RMSNorm as it loads its input: no add + norm kernel between the products of a generated token;
-  the same where a decided frame's bf16 consumer runs a tile with the operands swapped (the load's norm keeps that
-  loop pipelined). With weight-only FP8 the norms' weights are multiplied into the q/k/v and gate/up codes when they are made
+  applies the next RMSNorm as it loads its input: no add + norm kernel between the products of a generated token.
+  With weight-only FP8 the norms' weights are multiplied into the q/k/v and gate/up codes when they are made
   (``quantization.quantize_layers``): the consumer then scales its output rows by the stream's ``rstd``, in the
-  tensor-core path too, so a decided frame's products fold the adds and norms as well. Elsewhere (cuBLAS picks,
-  other tiles, CPU, long feeds, the routing's inputs) the norm runs as its own kernel;
+  tensor-core path too, so a decided frame's products fold the adds and norms as well. Elsewhere (a bf16 frame's
+  rows, cuBLAS picks, CPU, long feeds, the routing's inputs) the norm runs as its own kernel;
 - the elementwise pieces (RMSNorm, residual add + RMSNorm, RoPE, SiLU-gate, masked softmax) are
   plain functions with HF's arithmetic (``decoder_ops.py``); ``compile=True`` fuses each into one kernel with
   ``torch.compile`` (for the graphed steps only: fixed shapes, compiled once). Where Triton cannot
