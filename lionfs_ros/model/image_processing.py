@@ -152,8 +152,9 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
 class PinnedUpload:
     """RGB frames of one size -> uint8 ``[B, H, W, 3]`` on ``device``.
 
-    On CUDA through a pinned host buffer kept per shape: one copy on the CPU, then an asynchronous transfer on
-    the current stream (a pageable tensor's ``.to`` copies twice and waits for the GPU); elsewhere a plain copy."""
+    On CUDA through a pinned host buffer kept per shape: one copy on the CPU (torch's, on the intra-op threads: the
+    GPU waits for it at a frame's start), then an asynchronous transfer on the current stream (a pageable tensor's
+    ``.to`` copies twice and waits for the GPU); elsewhere a plain copy."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -168,9 +169,11 @@ class PinnedUpload:
             self._staging[shape] = (torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event())
         host, sent = self._staging[shape]
         sent.synchronize()  # the previous transfer out of this buffer is done
-        staged = host.numpy()
         for i, frame in enumerate(frames):
-            np.copyto(staged[i], frame)
+            if frame.flags.writeable:  # torch's copy runs on the intra-op threads (numpy's on one)
+                host[i].copy_(torch.from_numpy(frame))
+            else:  # torch would warn that it cannot guard a read-only array
+                np.copyto(host[i].numpy(), frame)
         if out is None:
             out = torch.empty(shape, dtype=torch.uint8, device=self.device)
         out.copy_(host, non_blocking=True)

@@ -123,3 +123,18 @@ def test_decided_frame_graphs_give_the_models_fused_tokens(tiny_parts_dir, tmp_p
         rgb = rng.integers(0, 256, size=(30, 44, 3), dtype=np.uint8)
         with torch.no_grad():
             torch.testing.assert_close(graphed.encode(rgb), eager.encode(rgb), atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned path is CUDA's")
+def test_pinned_upload_sends_writable_read_only_and_strided_frames_as_they_are():
+    from lionfs_ros.model.image_processing import PinnedUpload
+
+    upload = PinnedUpload(torch.device("cuda"))
+    rng = np.random.default_rng(3)
+    wide = rng.integers(0, 256, size=(30, 88, 3), dtype=np.uint8)
+    read_only = rng.integers(0, 256, size=(30, 44, 3), dtype=np.uint8)
+    read_only.flags.writeable = False
+    for frames in ([rng.integers(0, 256, size=(30, 44, 3), dtype=np.uint8)], [read_only], [wide[:, ::2]],
+                   [read_only, wide[:, 1::2]]):
+        got = upload(frames).cpu().numpy()
+        assert np.array_equal(got, np.stack(frames))
