@@ -12,7 +12,7 @@ accumulator as a kernel of its own before it became the engine's one-row path (t
 
 ``--rows 11``: the tensor-core path's tiles (16-row blocks) over ``BLOCK_N`` x ``BLOCK_K`` x stages x split x flags
 (the bit-move upcast or Triton's conversion, the operands in order or swapped), against the engine's tuning at 11
-rows; the same check against float64.
+rows; the same check against float64. ``--wide``: narrower column tiles, steps up to 1,024 and up to 8 slices.
 
     PYTHONPATH=. python3 scripts/fp8_tile_probe.py --out $OUT [--rows 11]
     PYTHONPATH=. python3 scripts/fp8_tile_probe.py --smoke --out /tmp/p1 [--rows 11]   # CPU, Triton's interpreter
@@ -32,7 +32,7 @@ import triton
 from lionfs_ros.engine.bench.graph_timing import graph_ms
 from lionfs_ros.engine.kernels.few_rows_linear import (BIT_MOVES, CUBLAS, SWAP_OPERANDS, few_rows_linear,
                                                        fused_few_rows_linear)
-from lionfs_ros.engine.kernels.few_rows_tuning import tune
+from lionfs_ros.engine.kernels.few_rows_tuning import _fits, tune
 from lionfs_ros.engine.quantization import quantize_fp8
 
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
@@ -53,7 +53,7 @@ def graph_us(run_all, copies: int, device) -> float:
     return graph_ms(run_all, device, REPLAYS, warmup_replays=1) * 1e3 / copies
 
 
-def swept_tiles(rows: int, smoke: bool, fp8: bool = True) -> list[tuple]:
+def swept_tiles(rows: int, smoke: bool, fp8: bool = True, wide: bool = False) -> list[tuple]:
     """The configs swept, (block_m, block_n, block_k, warps, stages, split, flags). One row: the one-row path, 4 warps
     (8 where a step is 16K codes or more), the bit-move upcast. More rows: 16-row blocks on the tensor cores, every
     flag combination (``few_rows_linear.BIT_MOVES``, ``SWAP_OPERANDS``), 8 warps for 128 columns."""
@@ -64,6 +64,9 @@ def swept_tiles(rows: int, smoke: bool, fp8: bool = True) -> list[tuple]:
                 for bn, bk, st, sp in itertools.product((8, 16, 32), (256, 512, 1024), (1, 3), (1, 2, 4))]
     if smoke:
         return [(16, 16, 64, 4, 1, 1, 0), (16, 16, 64, 4, 1, 2, 2)]
+    if wide:  # narrower column tiles, longer steps, more slices; the bit-move upcast, operands in order
+        return [c for c in ((16, bn, bk, 4, st, sp, BIT_MOVES if fp8 else 0) for bn, bk, st, sp in itertools.product(
+            (16, 32, 64), (256, 512, 1024), (2, 3, 4), (1, 2, 4, 8))) if _fits(c)]
     flag_sets = (0, BIT_MOVES, SWAP_OPERANDS, BIT_MOVES | SWAP_OPERANDS) if fp8 else (0, SWAP_OPERANDS)
     return [(16, bn, bk, 8 if bn == 128 else 4, st, sp, flags)
             for bn, bk, st, sp, flags in itertools.product((64, 128), (128, 256), (3, 4), (1, 2, 4), flag_sets)]
@@ -90,12 +93,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--rows", type=int, default=1, help="1 (a generated token) or up to 16 (a decided frame: 11)")
     parser.add_argument("--weights", choices=("fp8", "bf16"), default="fp8", help="FP8 codes, or the bf16 weights")
+    parser.add_argument("--wide", action="store_true", help="more rows: narrow tiles, long steps, many slices")
     parser.add_argument("--out", default=".")
     args = parser.parse_args()
     device = torch.device("cpu" if args.smoke else "cuda")
     dtype = torch.float16 if args.smoke else torch.bfloat16
     fp8 = args.weights == "fp8"
-    out_path = Path(args.out) / f"{args.weights}_tiles_{args.rows}_rows.json"
+    out_path = Path(args.out) / f"{args.weights}_tiles_{args.rows}_rows{'_wide' if args.wide else ''}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "triton": triton.__version__, "torch": torch.__version__, "rows": args.rows, "weights": args.weights,
@@ -120,7 +124,7 @@ def main() -> None:
             picked = tune(ws, args.rows, dtype, time.monotonic() + TUNE_S)["config"]  # a tile, or "cublas" (bf16)
             picked = picked if picked == CUBLAS else tuple(picked)
             entry["engine_kernel"] = {"config": picked if picked == CUBLAS else list(picked), "us": timed(picked)}
-        for c in swept_tiles(args.rows, args.smoke, fp8):
+        for c in swept_tiles(args.rows, args.smoke, fp8, args.wide):
             try:
                 got = few_rows_linear(x, *ws[0], config=c)
                 err = float((got.double() - ref).norm() / ref.norm())
