@@ -31,7 +31,7 @@ from .config import EngineConfig
 from .cuda_graphs import StaticLMState, capture_graph
 from .quantization import linear
 from .routing import kept_indices
-from .static_decoder import POSITION_SENTINEL, FusedDecoder
+from .static_decoder import POSITION_SENTINEL, FusedDecoder, gate_of
 
 BUCKETS = (1, 2, 4, 8, 16)  # batch sizes with a graph; a round pads up to the next one
 SPAN_STEP = CAPACITY_ALIGN  # attention spans (slots read per row) come in whole chunks of this many
@@ -254,7 +254,7 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
             view = _view(fused, pool, rows, fl.track, pos.gather(1, sel), x.dtype, span)
             attn = _attention(fused, fl, idx, pool, rows, pick(h), view, pick(cos), pick(sin), ops)
             hk, res = ops.add_rms_norm(attn, pick(residual), fl.ln2, fl.eps)
-            mlp = linear(ops.gate(linear(hk, fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
+            mlp = linear(gate_of(linear(hk, fl.gate_up_weight, fl.gate_up_bias), fl, ops), fl.down_weight, fl.down_bias)
             residual = residual.scatter(1, sel[..., None].expand(-1, -1, residual.shape[-1]), res + mlp)
             h = ops.rms_norm(residual if nxt is not None else residual[:, -1:], weight, eps)
             continue
@@ -263,7 +263,8 @@ def batched_forward(fused: FusedDecoder, pool: KVPool, rows: torch.Tensor, x: to
         attn = _attention(fused, fl, idx, pool, rows, h, whole[fl.track], cos, sin, ops)
         h, residual = ops.add_rms_norm(attn, residual, fl.ln2, fl.eps)
         last = slice(-1, None) if nxt is None else slice(None)  # the last layer: only the last position matters
-        mlp = linear(ops.gate(linear(h[:, last], fl.gate_up_weight, fl.gate_up_bias)), fl.down_weight, fl.down_bias)
+        mlp = linear(gate_of(linear(h[:, last], fl.gate_up_weight, fl.gate_up_bias), fl, ops), fl.down_weight,
+                     fl.down_bias)
         h, residual = ops.add_rms_norm(mlp, residual[:, last], weight, eps)
     logits = linear(h[:, -1], fused.head_weight, fused.head_bias)  # [B, V]
     counts = torch.full((fused.num_tracks,), m, dtype=torch.long, device=x.device) if plan is None else plan.counts

@@ -52,6 +52,7 @@ class Fp8Weight:
     codes: torch.Tensor  # [N, K] float8_e4m3fn
     scale: torch.Tensor  # [N] float32
     norm_in_codes: bool = False  # the codes are of ``W diag(g)``: the RMSNorm before the product has weight 1
+    gated: bool = False  # the rows are (gate, up) pairs and the product gives ``silu(gate) * up`` ``[..., N / 2]``
 
     @property
     def shape(self) -> torch.Size:
@@ -142,14 +143,27 @@ def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.T
         codes, scale = weight.weight, None
     elif isinstance(weight, Fp8Weight):
         if not x.is_cuda:
-            return fp8_linear_reference(x, weight, bias)
+            out = fp8_linear_reference(x, weight, bias)
+            return gate_pairs(out) if weight.gated else out
         codes, scale = weight.codes, weight.scale
     else:
         return F.linear(x, weight, bias)
     from .kernels.few_rows_linear import few_rows_linear
 
     rows = x.reshape(-1, x.shape[-1])  # [..., K] -> [M, K]: the kernel takes a matrix
-    return few_rows_linear(rows, codes, scale, bias).view(*x.shape[:-1], -1)
+    return few_rows_linear(rows, codes, scale, bias, gate=gated(weight)).view(*x.shape[:-1], -1)
+
+
+def gated(weight) -> bool:
+    """Whether this product gives the SiLU gate's output (FP8 codes of (gate, up) row pairs) rather than gate and up."""
+    return isinstance(weight, Fp8Weight) and weight.gated
+
+
+def gate_pairs(pairs: torch.Tensor) -> torch.Tensor:
+    """``[..., 2I]`` of (gate, up) column pairs -> ``silu(gate) * up`` ``[..., I]`` in float32, rounded once (the
+    compiled gate's arithmetic, as the kernel computes it)."""
+    gate, up = pairs.float().unflatten(-1, (-1, 2)).unbind(-1)
+    return (F.silu(gate) * up).to(pairs.dtype)
 
 
 def folds(x: torch.Tensor, weight, norm: bool = False) -> bool:
@@ -185,7 +199,7 @@ def fused_linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None, norm
     from .kernels.few_rows_linear import fused_few_rows_linear
 
     codes, scale = _operands(weight)
-    return fused_few_rows_linear(x, codes, scale, bias, norm=norm, residual=residual)
+    return fused_few_rows_linear(x, codes, scale, bias, norm=norm, residual=residual, gate=gated(weight))
 
 
 PROJECTIONS = ("qkv_weight", "o_weight", "gate_up_weight", "down_weight")  # a fused decoder layer's weights
@@ -200,17 +214,25 @@ def stream_layers(layers) -> None:
                 setattr(fl, name, StreamedWeight(w))
 
 
-def quantize_layers(layers, norms_in_codes: bool = False) -> int:
+def quantize_layers(layers, norms_in_codes: bool = False, gate_pairs_in_codes: bool = False) -> int:
     """Replace the fused decoder layers' projection weights by ``Fp8Weight``s; returns the FP8 bytes made.
 
     ``norms_in_codes``: the q/k/v and gate/up codes are made of ``W diag(g)`` with ``g`` the weight of the RMSNorm
     before them, and the layers' ``ln1``/``ln2`` become ones (every path then normalizes without a weight, and the
-    product folding that norm scales its output rows instead of touching its loop)."""
+    product folding that norm scales its output rows instead of touching its loop). ``gate_pairs_in_codes`` (a SiLU
+    MLP): the gate/up rows interleaved as (gate, up) pairs (and the bias with them), so the product computes the
+    SiLU gate as it stores its output (``Fp8Weight.gated``): no gate kernel between it and the down product."""
     made = 0
     for fl in layers:
         norms = {"qkv_weight": fl.ln1, "gate_up_weight": fl.ln2} if norms_in_codes else {}
+        if gate_pairs_in_codes:  # [gate; up] [2I, K] -> rows gate_0, up_0, gate_1, up_1, ...
+            rows = fl.gate_up_weight.shape[0]
+            fl.gate_up_weight = fl.gate_up_weight.view(2, rows // 2, -1).transpose(0, 1).reshape(rows, -1)
+            if fl.gate_up_bias is not None:
+                fl.gate_up_bias = fl.gate_up_bias.view(2, rows // 2).t().reshape(rows)
         for name in PROJECTIONS:
             q = quantize_fp8(getattr(fl, name), norms.get(name))
+            q.gated = gate_pairs_in_codes and name == "gate_up_weight"
             setattr(fl, name, q)
             made += q.nbytes()
         if norms_in_codes:

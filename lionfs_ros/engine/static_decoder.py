@@ -58,7 +58,7 @@ from torch import nn
 
 from .config import ATTENTION_KINDS, LINEAR_KERNELS
 from .decoder_ops import ElementwiseOps, compile_problem, fuse_rows
-from .quantization import (StreamedWeight, few_rows_problem, folds, fused_linear, linear, norm_in_weight,
+from .quantization import (StreamedWeight, few_rows_problem, folds, fused_linear, gated, linear, norm_in_weight,
                            quantize_fp8, quantize_layers, stream_layers, tune_layers)
 from .routing import DropPlan, drop_plan, kept_indices
 
@@ -99,6 +99,12 @@ class TrackView:
     pos: torch.Tensor  # [K] the queries' positions
     slot_pos: torch.Tensor  # [tracks, cap]
     fill: torch.Tensor  # [tracks]: slots filled before this step
+
+
+def gate_of(gate_up: torch.Tensor, fl: FusedLayer, ops) -> torch.Tensor:
+    """The MLP's gated activations from the gate/up product's output: computed here, or already by the product
+    (``quantization.gated``: FP8 codes of (gate, up) pairs)."""
+    return gate_up if gated(fl.gate_up_weight) else ops.gate(gate_up)
 
 
 def attention_problem(device: torch.device) -> str | None:
@@ -175,7 +181,9 @@ class FusedDecoder:
                 layer.input_layernorm.variance_epsilon, qkv_w, qkv_b, attn.o_proj.weight, attn.o_proj.bias,
                 gu_w, gu_b, mlp.down_proj.weight, mlp.down_proj.bias, track, router))
         self.weights, self.fold_norms, self.fp8_head = weights, fold_norms, fp8_head
-        self.fp8_bytes = quantize_layers(self.layers, norms_in_codes=fold_norms) if weights == "fp8" else 0
+        silu = getattr(llm.config, "hidden_act", "silu") == "silu"
+        self.fp8_bytes = quantize_layers(self.layers, norms_in_codes=fold_norms, gate_pairs_in_codes=fold_norms and silu
+                                         ) if weights == "fp8" else 0
         head = llm.get_output_embeddings()
         self.head_weight, self.head_bias = head.weight, head.bias  # [V, d], the logits of the last position
         self.final_norm = (self.decoder.norm.weight, self.decoder.norm.variance_epsilon)
@@ -275,8 +283,9 @@ class FusedDecoder:
                                    fl.gate_up_weight, fl.gate_up_bias)
             # a routed next layer: its routing launch computes its input norm
             routed_next = nxt is not None and nxt.router is not None and plan is not None and kernels is not None
-            residual, sums, h = self._add(ops.gate(gate_up), fl.down_weight, fl.down_bias, residual[last], weight, eps,
-                                          ops, None if routed_next else (nxt.qkv_weight if nxt else self.head_weight))
+            residual, sums, h = self._add(gate_of(gate_up, fl, ops), fl.down_weight, fl.down_bias, residual[last],
+                                          weight, eps, ops,
+                                          None if routed_next else (nxt.qkv_weight if nxt else self.head_weight))
         # [1, V]: the last position after the final norm
         logits = self._linear(*self._input(residual, sums, h, *self.final_norm, self.head_weight, ops), self.head_weight,
                               self.head_bias)
@@ -337,7 +346,7 @@ class FusedDecoder:
         residual, sums, h = self._add(attn, fl.o_weight, fl.o_bias, residual, fl.ln2, fl.eps, ops, fl.gate_up_weight)
         gate_up = self._linear(*self._input(residual, sums, h, fl.ln2, fl.eps, fl.gate_up_weight, ops),
                                fl.gate_up_weight, fl.gate_up_bias)
-        return residual, linear(ops.gate(gate_up), fl.down_weight, fl.down_bias)
+        return residual, linear(gate_of(gate_up, fl, ops), fl.down_weight, fl.down_bias)
 
     def _attention(self, fl: FusedLayer, h, norm, k_buf, v_buf, view: TrackView, ops) -> torch.Tensor:
         """``h [M, d]`` (with ``norm``: the stream, normalized by the q/k/v product) -> the attention's output before the

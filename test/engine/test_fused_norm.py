@@ -222,3 +222,24 @@ def test_fp8_decoder_with_the_norms_in_the_codes_folds_them_like_the_separate_no
     assert any(scaled) and fused.layers[0].qkv_weight.norm_in_codes
     for a, b in zip(logits[True], logits[False]):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+@pytest.mark.parametrize("m,config", CONFIGS + [(11, (16, 32, 128, 4, 4, 4, 2))])
+def test_gate_pairs_give_the_silu_gate_of_the_plain_product(m, config, fp8):
+    """``gate=True``: the weight's rows are (gate, up) pairs; the kernel stores ``silu(gate) * up`` (the compiled
+    gate's arithmetic) instead of the pairs: equal to the plain product then ``quantization.gate_pairs``."""
+    from lionfs_ros.engine.quantization import gate_pairs
+
+    dtype = _dtype(config)
+    n, k = 96, 640  # 48 pairs: a partial tile of pairs at 32 columns
+    gen = torch.Generator().manual_seed(5 * m)
+    w = (torch.randn(n, k, generator=gen) / 8).to(DEVICE, dtype)
+    x = torch.randn(m, k, generator=gen).to(DEVICE, dtype)
+    codes, scale = (quantize_fp8(w.float()).codes, quantize_fp8(w.float()).scale) if fp8 else (w, None)
+    out = few_rows_linear(x, codes, scale, config=config, gate=True)
+    assert out.shape == (m, n // 2) and out.dtype == dtype
+    want = gate_pairs(few_rows_linear(x, codes, scale, config=config))
+    torch.testing.assert_close(out, want, atol=2e-3, rtol=2e-3)
+    with pytest.raises(ValueError, match="pairs"):
+        few_rows_linear(x, codes[:-1], None if scale is None else scale[:-1], config=config, gate=True)

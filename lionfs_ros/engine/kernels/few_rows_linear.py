@@ -55,17 +55,29 @@ _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
 @triton.jit
 def _finish(acc, rows, cols, row_ok, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, res_ptr, stride_rm, sq_ptr, pid_n,
-            M, rstd, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, ROW_SCALE: tl.constexpr):
+            M, N, rstd, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr,
+            ROW_SCALE: tl.constexpr, GATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """acc [BM, BN] float32 -> out: ROW_SCALE: times the input RMSNorm's ``rstd [BM]`` (the norm's weight is in the
     weight matrix); times the channel scale (FP8 codes), plus the bias, cast. RESIDUAL: plus the residual stream's
     tile, rounded again (HF's ``residual + x`` in the model dtype), and the tile's sum of squares of that per row
-    into ``sq [pid_n, M]`` (the next RMSNorm's statistics, summed by its consumer)."""
+    into ``sq [pid_n, M]`` (the next RMSNorm's statistics, summed by its consumer). GATE: the columns are (gate, up)
+    pairs; each pair, rounded as the product's outputs, gives ``silu(gate) * up`` (in float32, rounded once, as the
+    compiled gate does) at column ``j`` of ``out [M, N / 2]``."""
     if ROW_SCALE:
         acc = acc * rstd[:, None]
     if HAS_SCALE:
         acc = acc * tl.load(s_ptr + cols, mask=col_ok, other=0.0)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if GATE:
+        gate, up = tl.split(tl.reshape(acc, (BLOCK_M, BLOCK_N // 2, 2)))  # [BM, BN / 2] each
+        gate = gate.to(out_ptr.dtype.element_ty).to(tl.float32)
+        up = up.to(out_ptr.dtype.element_ty).to(tl.float32)
+        half = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)  # [BN / 2] the output's columns
+        half_ok = row_ok[:, None] & (half < N // 2)[None, :]
+        act = (gate * tl.sigmoid(gate) * up).to(out_ptr.dtype.element_ty)
+        tl.store(out_ptr + rows[:, None] * stride_om + half[None, :], act, mask=half_ok)
+        return
     out = acc.to(out_ptr.dtype.element_ty)
     if RESIDUAL:
         res = tl.load(res_ptr + rows[:, None] * stride_rm + cols[None, :], mask=ok, other=0.0)
@@ -125,7 +137,7 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
                      HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
                      BITS: tl.constexpr, SWAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      NORM: tl.constexpr, ROW_SCALE: tl.constexpr, STAT_BLOCK: tl.constexpr, RESIDUAL: tl.constexpr,
-                     PDL: tl.constexpr):
+                     GATE: tl.constexpr, PDL: tl.constexpr):
     wait_for_previous(PDL)
     pid_k = tl.program_id(0)  # the slices of one tile are launched next to each other
     pid_n = tl.program_id(1)
@@ -184,10 +196,10 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
                 total += tl.load(part + i * M * N, mask=ok, other=0.0, cache_modifier=".cg")
             tl.store(count_ptr + tile, 0)  # ready for the next call on this stream
             _finish(total, rows, cols, row_ok, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, res_ptr, stride_rm, sq_ptr,
-                    pid_n, M, rstd, HAS_SCALE, HAS_BIAS, RESIDUAL, ROW_SCALE)
+                    pid_n, M, N, rstd, HAS_SCALE, HAS_BIAS, RESIDUAL, ROW_SCALE, GATE, BLOCK_M, BLOCK_N)
     else:
         _finish(acc, rows, cols, row_ok, col_ok, ok, s_ptr, b_ptr, out_ptr, stride_om, res_ptr, stride_rm, sq_ptr,
-                pid_n, M, rstd, HAS_SCALE, HAS_BIAS, RESIDUAL, ROW_SCALE)
+                pid_n, M, N, rstd, HAS_SCALE, HAS_BIAS, RESIDUAL, ROW_SCALE, GATE, BLOCK_M, BLOCK_N)
 
 
 def tile_counters(tiles: int, device: torch.device) -> torch.Tensor:
@@ -255,37 +267,43 @@ def pick_config(m: int, weight: torch.Tensor) -> Config | str:
 
 
 def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
-                    bias: torch.Tensor | None = None, config: Config | str | None = None) -> torch.Tensor:
+                    bias: torch.Tensor | None = None, config: Config | str | None = None,
+                    gate: bool = False) -> torch.Tensor:
     """``x [M, K]`` (bf16/fp16) times ``weight [N, K]`` -> ``[M, N]`` in ``x``'s dtype: FP8 codes with their
-    ``scale [N]``, or a weight of ``x``'s dtype (no scale). ``config``: the tiles (default ``pick_config``'s)."""
+    ``scale [N]``, or a weight of ``x``'s dtype (no scale). ``config``: the tiles (default ``pick_config``'s).
+    ``gate``: the weight's rows are (gate, up) pairs: the output is ``silu(gate) * up`` ``[M, N / 2]`` (the kernel
+    only)."""
     _check_operands(x, weight, scale)
     config = config or pick_config(max(x.shape[0], 1), weight)
     if config == CUBLAS:
+        if gate:
+            raise ValueError("few_rows_linear: the pick for this shape is cuBLAS; apply the gate outside")
         return F.linear(x, weight, bias)
-    return _launch(x, weight, scale, bias, config)[0]
+    return _launch(x, weight, scale, bias, config, gate=gate)[0]
 
 
 def fused_few_rows_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
                           bias: torch.Tensor | None = None, norm: tuple | None = None,
-                          residual: torch.Tensor | None = None,
-                          config: Config | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          residual: torch.Tensor | None = None, config: Config | None = None,
+                          gate: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``few_rows_linear`` with the sublayer's neighbours folded in (the kernel only: ``config`` or the pick must not be
     ``CUBLAS``):
     - ``norm = (weight [K], sums [T, M] float32, eps)``: ``x`` is the residual stream and is put through that RMSNorm
       on the way in, its statistics the ``T`` partial sums of squares a ``residual=`` call returned (the decoder uses
       it in the one-row path only: in the tensor-core path the work between the activations' load and the product
-      stopped Triton pipelining the loop); ``norm = (None, sums, eps)``: the norm's weight is already in ``W``'s columns (``W diag(g)``): the
-      raw stream is multiplied and each output row scaled by its ``rstd`` after the sum (any path; not HF's
-      rounding: the normalized activations are not rounded before the product);
+      stopped Triton pipelining the loop); ``norm = (None, sums, eps)``: the norm's weight is already in ``W``'s
+      columns (``W diag(g)``): the raw stream is multiplied and each output row scaled by its ``rstd`` after the sum
+      (any path; not HF's rounding: the normalized activations are not rounded before the product);
     - ``residual [M, N]``: the output is ``residual + x @ W.T`` (each rounded to the model dtype, as HF adds), and the
-      second value returned is its per-tile sums of squares ``[T, M]`` (for the next norm), else None."""
+      second value returned is its per-tile sums of squares ``[T, M]`` (for the next norm), else None;
+    - ``gate``: as ``few_rows_linear``'s."""
     _check_operands(x, weight, scale)
     config = config or pick_config(max(x.shape[0], 1), weight)
     if config == CUBLAS:
         raise ValueError("fused_few_rows_linear: the pick for this shape is cuBLAS; fold the norm and the add outside")
     if residual is not None and (residual.shape != (x.shape[0], weight.shape[0]) or residual.stride(-1) != 1):
         raise ValueError(f"fused_few_rows_linear: residual {tuple(residual.shape)} is not a contiguous [M, N] stream")
-    return _launch(x, weight, scale, bias, config, norm, residual)
+    return _launch(x, weight, scale, bias, config, norm, residual, gate)
 
 
 def _check_operands(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> None:
@@ -295,14 +313,18 @@ def _check_operands(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor |
         raise ValueError(f"few_rows_linear: FP8 codes need their scale, a {weight.dtype} weight takes none")
 
 
-def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None):
-    """One launch of the kernel with ``config``'s tiles (operands checked) -> ``(out [M, N], sums [T, M] or None)``."""
+def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None, gate: bool = False):
+    """One launch of the kernel with ``config``'s tiles (operands checked) -> ``(out [M, N] (gate: [M, N / 2]), sums
+    [T, M] or None)``."""
     if x.stride(1) != 1:
         x = x.contiguous()
     m, k = x.shape
     n = weight.shape[0]
-    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     block_m, block_n, block_k, warps, stages, split, flags = config
+    if gate and (n % 2 or block_n % 2 or residual is not None):
+        raise ValueError(f"few_rows_linear: the gate needs (gate, up) row pairs in even tiles, no residual (N {n},"
+                         f" BLOCK_N {block_n})")
+    out = torch.empty(m, n // 2 if gate else n, dtype=x.dtype, device=x.device)
     grid_n = triton.cdiv(n, block_n)
     sums = torch.empty(grid_n, m, dtype=torch.float32, device=x.device) if residual is not None else None
     if m == 0:
@@ -331,6 +353,6 @@ def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None):
                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None and not row_scale,
                            ROW_SCALE=row_scale,
                            STAT_BLOCK=triton.next_power_of_2(stats.shape[0]) if norm is not None else 1,
-                           RESIDUAL=residual is not None, num_warps=warps, num_stages=stages,
+                           RESIDUAL=residual is not None, GATE=gate, num_warps=warps, num_stages=stages,
                            **launch_options(x.device))
     return out, sums
