@@ -11,9 +11,12 @@ bandwidth. Two ways to read less time per step:
   e4m3's largest finite value), ``Q = round_e4m3(W / s)``, and ``x @ W.T ~= (x @ Q.T) * s``: the scale
   factors out of the sum over the input dim, so the kernel multiplies it in once per output. What is
   quantized: the decoder layers' q/k/v, o, gate/up and down projections (the fused copies of
-  ``static_decoder.FusedDecoder``), once, when the engine is built. The embeddings, the output head
-  (whose logits are the decision), the norms, the routers and the vision towers stay as they are (the
-  towers run hundreds of rows per frame: bound by arithmetic, not by reading weights). The model's own
+  ``static_decoder.FusedDecoder``) and, with ``fp8_head`` (default), the output head, once, when the engine is
+  built. With ``fold_norms`` (default) the RMSNorm before q/k/v, gate/up and the head is folded into their codes
+  (``W diag(g)``, the norm then without a weight and each output row scaled by its ``rstd`` in the product) and the
+  gate/up rows are (gate, up) pairs whose product stores the SiLU gate. The embeddings, the routers and the vision
+  towers stay as they are (the towers run hundreds of rows per frame: bound by arithmetic, not by reading
+  weights). The bench checks the decisions, read from the FP8 head's logits, against the bf16 engine's. The model's own
   bf16 weights are kept (the dynamic model path and training use them), so FP8 adds about half the
   decoder's bytes to GPU memory: it buys speed, not memory. It needs a CUDA GPU with FP8 conversions
   (compute capability >= 8.9: Ada L4/L40/RTX 40xx, Hopper H100/H200) and Triton; ``fp8_problem`` says
@@ -43,6 +46,7 @@ MIN_CAPABILITY = (8, 9)  # FP8 conversions in hardware: Ada (8.9) and Hopper (9.
 KERNEL_MIN_CAPABILITY = (8, 0)  # the few-rows kernel's bf16 tensor-core products: Ampere onwards
 TINY_SCALE = 1e-12  # a row of zeros gets this scale (its codes are all zero either way)
 TUNE_SECONDS = 6.0  # at most this long compiling tile candidates at engine build (then: compiled ones only)
+QUANTIZE_ROWS = 4096  # weight rows quantized at a time (their float32 copy: 64 MB at 4,096 columns)
 
 
 @dataclass
@@ -63,14 +67,21 @@ class Fp8Weight:
 
 
 def quantize_fp8(weight: torch.Tensor, norm_weight: torch.Tensor | None = None) -> Fp8Weight:
-    """``W [N, K]`` -> per-output-channel FP8 (computed in float32; any device). ``norm_weight [K]``: the weight ``g``
-    of the RMSNorm before the product, multiplied into the columns first (the codes are of ``W diag(g)``)."""
-    w = weight.detach().float()
-    if norm_weight is not None:
-        w = w * norm_weight.detach().float()[None, :]
-    scale = (w.abs().amax(dim=1) / FP8_MAX).clamp(min=TINY_SCALE)  # [N]
-    codes = (w / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-    return Fp8Weight(codes.contiguous(), scale.contiguous(), norm_weight is not None)
+    """``W [N, K]`` -> per-output-channel FP8 (computed in float32, ``QUANTIZE_ROWS`` rows at a time: the float32
+    copy of a Llama-3-8B output head would take 2.1 GB at once; any device). ``norm_weight [K]``: the weight ``g`` of
+    the RMSNorm before the product, multiplied into the columns first (the codes are of ``W diag(g)``)."""
+    rows = weight.shape[0]
+    codes = torch.empty(weight.shape, dtype=FP8_DTYPE, device=weight.device)
+    scale = torch.empty(rows, dtype=torch.float32, device=weight.device)
+    g = None if norm_weight is None else norm_weight.detach().float()[None, :]  # [1, K]
+    for start in range(0, rows, QUANTIZE_ROWS):  # each row on its own: the chunks change nothing
+        w = weight[start:start + QUANTIZE_ROWS].detach().float()  # [n, K]
+        if g is not None:
+            w = w * g
+        s = (w.abs().amax(dim=1) / FP8_MAX).clamp(min=TINY_SCALE)  # [n]
+        codes[start:start + QUANTIZE_ROWS] = (w / s[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+        scale[start:start + QUANTIZE_ROWS] = s
+    return Fp8Weight(codes, scale, norm_weight is not None)
 
 
 def dequantize_fp8(w: Fp8Weight, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -58,6 +58,19 @@ def test_quantize_keeps_each_row_within_e4m3_rounding_of_its_own_scale():
     assert (back[small] - w[small]).norm() / w[small].norm() < 0.05
 
 
+def test_quantize_in_row_chunks_gives_the_codes_of_the_whole_matrix(monkeypatch):
+    from lionfs_ros.engine import quantization
+
+    w, g = _weight(50, 24, seed=3), 1 + torch.randn(24, generator=torch.Generator().manual_seed(1)) / 4
+    whole = quantize_fp8(w, g)
+    monkeypatch.setattr(quantization, "QUANTIZE_ROWS", 7)  # 8 chunks, the last one short
+    chunked = quantize_fp8(w, g)
+    assert torch.equal(chunked.codes.view(torch.uint8), whole.codes.view(torch.uint8))
+    assert torch.equal(chunked.scale, whole.scale) and chunked.norm_in_codes and whole.norm_in_codes
+    folded = dequantize_fp8(whole)  # the codes are of W diag(g)
+    assert (folded - w * g).norm() / (w * g).norm() < 0.05
+
+
 def test_fp8_linear_reference_is_x_times_the_dequantized_weight():
     w = quantize_fp8(_weight(40, 72, seed=2))
     x, bias = torch.randn(7, 72, dtype=torch.float64), torch.randn(40, dtype=torch.float64)
