@@ -27,8 +27,9 @@ the raw stream is multiplied and each output row is scaled by its ``rstd`` after
 The counters live in a buffer per (device, CUDA stream), zero between calls: calls on one stream run one
 after the other, and a CUDA graph bakes in the buffer of the stream it was captured on (the engine gives
 each graph owner its own capture stream, as for cuBLAS's workspaces), so graphs replayed at the same time
-from two threads do not share counters. Tiles, split and the FP8 upcast (``_upcast``: Triton's conversion, or
-bit moves that avoid the slow conversion instructions) are picked per weight shape, weight dtype and row bucket
+from two threads do not share counters. Tiles, split, the FP8 upcast (``_upcast``: Triton's conversion, or
+bit moves that avoid the slow conversion instructions) and the tensor-core path's operand order (``SWAP_OPERANDS``:
+the weight tile on the dot's left) are picked per weight shape, weight dtype and row bucket
 (one row: a generated token; up to ``SMALL_M``: a decided frame) on the GPU when the engine is built
 (``few_rows_tuning.tune``), timed on the layers' own weights in a CUDA graph; a candidate whose product differs from
 float32's is rejected.
