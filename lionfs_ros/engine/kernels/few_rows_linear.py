@@ -136,7 +136,8 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
 def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                      stride_wn, stride_om, g_ptr, stat_ptr, stat_t, eps, res_ptr, stride_rm, sq_ptr,
                      HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-                     BITS: tl.constexpr, SWAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     BITS: tl.constexpr, SWAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr,
                      NORM: tl.constexpr, ROW_SCALE: tl.constexpr, STAT_BLOCK: tl.constexpr, RESIDUAL: tl.constexpr,
                      GATE: tl.constexpr, PDL: tl.constexpr):
     wait_for_previous(PDL)
