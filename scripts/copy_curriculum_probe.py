@@ -11,6 +11,13 @@ holds real cached forks of TRAIN (relabelled, ``train.fork_stage.relabel``) at F
 moves the same pieces (round 13): ``question_first`` puts ``\nUser: QUESTION`` right after the opening ``]``, before
 the keyframes; ``tags_together`` puts the regions' placeholders first, then all tags as one line
 ``regions:<v>x64<v>x64<v>x64<v>x64 tags: TAG; TAG; TAG; TAG]`` (the same objects, question, answer and features).
+Round 14 adds ``matched_last`` (the fork layout with the asked object's region, its 64 placeholders' features and its
+tag, moved to be the last region, the others keeping their order) and ``question_first_matched_last`` (the question
+first as in ``question_first``, and the asked region last, so its tag ends right before ``]\nAssistant:``): the
+layouts a slow thinker ranking the regions by a question-tag match would give. Only the regions' order changes: the
+random draws are the same and in the same order (checked on 50 sequences per layout against the probe before round
+14: ``fork``, ``question_first`` and ``tags_together`` give equal ids, labels, features and kinds; the new layouts
+have the same features as a multiset, the same kinds and answer tokens).
 
     python scripts/copy_curriculum_probe.py /work/briefs/s6/r11/on/m/model /tmp/synth8 OUT --steps 200
 """
@@ -40,7 +47,7 @@ from training_forks_audit import audit  # noqa: E402
 LETTER_SHAPES = ("block",)  # the catalogue asks "What letter is on the C block?"
 PARTS = {"bottle": "cap", "jar": "lid"}
 REGIONS, BOX_TOKENS, GRID_TOKENS = 4, 64, 4
-LAYOUTS = ("fork", "question_first", "tags_together")
+LAYOUTS = ("fork", "question_first", "tags_together", "matched_last", "question_first_matched_last")
 
 
 def feature_blocks(samples) -> dict[int, list[torch.Tensor]]:
@@ -87,7 +94,8 @@ class CopyTask:
         askable = [o for o in objects if o and (o[2] or o[3])]
         if not askable:
             return self.sequence()
-        colour, shape, label, patch = r.choice(askable)
+        asked = r.choice(askable)
+        colour, shape, label, patch = asked
         if label and (not patch or r.random() < 0.5):
             kind = "letter" if shape in LETTER_SHAPES else "label"
             question = (f"What letter is on the {colour} {shape}?" if kind == "letter"
@@ -100,8 +108,12 @@ class CopyTask:
         embeds += [r.choice(self.blocks[BOX_TOKENS]) for _ in objects]  # every layout draws the same features
         tags = [" nothing" if o is None else f" {o[0]} {o[1]}" + (f" labelled {o[2]}" if o[2] else "")
                 + (f" with {o[3]} {PARTS[o[1]]}" if o[3] else "") for o in objects]
+        if self.layout.endswith("matched_last"):  # the asked region (its features and tag) last, the rest in order
+            at = objects.index(asked)  # (colour, shape) are unique among the objects
+            order = [i for i in range(len(objects)) if i != at] + [at]
+            tags, embeds = [tags[i] for i in order], embeds[:2] + [embeds[2 + i] for i in order]
         user = "\nUser: " + question
-        head, tail = ("]" + user + "\nKeyframes: [", "]\nAssistant:") if self.layout == "question_first" \
+        head, tail = ("]" + user + "\nKeyframes: [", "]\nAssistant:") if self.layout.startswith("question_first") \
             else ("]\nKeyframes: [", "]" + user + "\nAssistant:")
         ph = self.m.token_ids.placeholder
         ids = fmt.text_ids(head) + [ph] * GRID_TOKENS + fmt.text_ids("] [") + [ph] * GRID_TOKENS
