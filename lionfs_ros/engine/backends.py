@@ -53,12 +53,14 @@ class DynamicBackend:
 
 
 def pick_backend(model, cfg: EngineConfig):
-    """The backend ``cfg.backend`` asks for (``auto``: static on CUDA when the model allows it, else dynamic)."""
+    """The backend ``cfg.backend`` asks for (``auto``: static on CUDA when the model allows it, else dynamic; FP8
+    weights, which only the static backend runs: static)."""
     if cfg.weights == "fp8":
         reason = fp8_problem(model.device) or static_backend_supported(model)
         if reason is not None:
             raise EngineConfigError(f"weights='fp8' is not possible here: {reason}")
-    wants_static = cfg.backend == "static" or (cfg.backend == "auto" and model.device.type == "cuda")
+    wants_static = cfg.backend == "static" or (cfg.backend == "auto" and (model.device.type == "cuda"
+                                                                          or cfg.weights == "fp8"))
     if wants_static:
         reason = static_backend_supported(model)
         if reason is None:

@@ -152,3 +152,38 @@ def test_batched_graphs_decide_as_each_stream_alone_on_cuda(tiny_parts_dir, tmp_
         for name in STREAMS:
             alone, _ = _alone(model, name, backend)
             _assert_same(got[name], alone, atol=1e-3)
+
+
+def test_fp8_batched_step_with_norms_and_gate_in_the_codes_decides_as_each_stream_alone(fused_model, monkeypatch):
+    """Weight-only FP8 with ``fold_norms`` (the norms' weights and the SiLU gate in the codes) through the batched step:
+    each stream decides as it does alone on the static backend (CPU: the reference products; the engine refuses FP8
+    off the GPU, so its device check is bypassed). Norms of weight other than 1, so folding them matters."""
+    import copy
+
+    from lionfs_ros.engine import backends, multi_stream
+
+    monkeypatch.setattr(backends, "fp8_problem", lambda device: None)
+    monkeypatch.setattr(multi_stream, "fp8_problem", lambda device: None)
+    model = copy.deepcopy(fused_model)
+    gen = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        decoder = model.llm.get_decoder()
+        for norm in [n for layer in decoder.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)
+                     ] + [decoder.norm]:
+            norm.weight.data = 1 + torch.randn(norm.weight.shape, generator=gen).to(norm.weight) / 4
+    names = ("head", "left")
+    configs = {name: engine_config(general_fps=CAMERA_FPS, compile=False, weights="fp8", threshold=0.7)
+               for name in names}  # backend 'auto': FP8 picks the static backend wherever it runs
+    group = StreamGroup(model, configs)
+    assert group.batched.fused.layers[0].gate_up_weight.gated and group.batched.fused.head_weight.norm_in_codes
+    frames = {name: _frames(name)[:12] for name in names}
+    got = {name: [] for name in names}
+    for k in range(12):
+        for name, decision in group.process_round({n: (frames[n][k], k / CAMERA_FPS, None) for n in names}).items():
+            got[name].append(decision)
+    assert group.stats()["llm_batched_frames"] > 4
+    for name in names:
+        engine = StreamEngine(model, configs[name])
+        assert engine.backend.name == "static" and engine.backend.fused.weights == "fp8"
+        alone = [engine.process_frame(frames[name][k], k / CAMERA_FPS) for k in range(12)]
+        _assert_same(got[name], alone, atol=1e-4)
