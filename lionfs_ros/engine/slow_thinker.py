@@ -109,6 +109,7 @@ class LocalSlowThinker(SlowThinker):
             self.model, [rgb for rgb, _ in request.keyframes], context=None if fork else request.context,
             query=None if fork else request.query, after_stream=fork.after_stream if fork else True,
             config=self.cfg.keyframes, template=self.template, proposer=self.proposer, think=think, restate=restate,
+            asked=request.query,
         )
 
     @torch.no_grad()

@@ -25,6 +25,7 @@ RESAMPLE_MODES = ("nearest", "bilinear", "bicubic", "lanczos")
 RESIZE_MODES = ("stretch", "letterbox")
 REGIONS_ON = ("all", "trigger", "none")
 BOX_SOURCES = ("grid", "crop")
+REGION_ORDERS = ("proposer", "question_last")  # keyframes.region_order
 REGION_FEATURES = ("tower", "pixels")
 REGION_PROPOSERS = ("saliency_motion", "object_scale")  # model.regions.make_proposer
 THINKING_MODES = ("none", "answers", "all")
@@ -270,7 +271,12 @@ class KeyframeConfig:
     (finer grid tokens from the full-resolution frame, with no proposer). ``region_tags`` (needs
     ``box_source: crop`` and a crop reader, ``crop.reader_classes``): after each region's box tokens the
     template writes, as text, what the model's crop reader reads on that region's crop
-    (`` red cube labelled K``; ``model.crop_reader``).
+    (`` red cube labelled K``; ``model.crop_reader``). ``region_order`` (``question_last`` needs ``region_tags``):
+    ``proposer`` lays the regions out in the proposer's order; ``question_last`` moves, when the slow thinker answers
+    a question, the trigger keyframe's region whose tag shares the most words with the question to the end of its
+    regions, next to the answer (``model.regions.question_match``; in training the region holding the asked object,
+    ``train.thinking``): the LLM then copies from a tag a few tokens back instead of looking up the matching one
+    among several (issue 15, docs/RESULTS.md round 14).
     Training writes it (``data.keyframes``) into the model's ``thinking.keyframes``, which the engine
     reads (``EngineConfig.keyframes`` overrides it only when set): a model records the template it
     was trained with.
@@ -289,6 +295,7 @@ class KeyframeConfig:
     tiles: int = 0
     tile_grid: int = 2
     region_tags: bool = False
+    region_order: str = "proposer"
 
     def validate(self) -> None:
         if self.num_keyframes < 1:
@@ -309,6 +316,11 @@ class KeyframeConfig:
             raise ConfigError("keyframes.crop_margin must be >= 0 and keyframes.crop_min in (0, 1]")
         if self.region_tags and self.box_source != "crop":
             raise ConfigError("keyframes.region_tags reads the regions' crops: it needs keyframes.box_source 'crop'")
+        if self.region_order not in REGION_ORDERS:
+            raise ConfigError(f"keyframes.region_order: {self.region_order!r} is not one of {REGION_ORDERS}")
+        if self.region_order == "question_last" and not self.region_tags:
+            raise ConfigError("keyframes.region_order 'question_last' ranks the regions by their tags: it needs"
+                              " keyframes.region_tags")
 
 
 @dataclass

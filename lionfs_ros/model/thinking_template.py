@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from .configuration_lionfs import KeyframeConfig
 from .keyframe_tokens import CROP, PoolRun, crop_images, pool_runs
+from .region_order import matched_index, moved_last
 from .regions import Region, RegionProposer, make_proposer
 
 
@@ -242,6 +243,19 @@ def read_tags(model, runs: Sequence[PoolRun], crop_grids: torch.Tensor | None, r
     return [[next(read) for _ in rs] for rs in regions]
 
 
+def crop_grids_in_order(read: Sequence[PoolRun], runs: Sequence[PoolRun], crop_grids: torch.Tensor | None
+                        ) -> torch.Tensor | None:
+    """The ``crop`` runs' patch grids ``[N, h, w, C]``, read in the order of the runs ``read``, in the order of
+    ``runs`` (the same crops, laid out again: ``keyframes.region_order`` may have moved a region)."""
+    if crop_grids is None:
+        return None
+    where: dict[tuple, list[int]] = {}
+    for i, run in enumerate(r for r in read if r.source == CROP):
+        where.setdefault((run.keyframe, run.kind, run.box), []).append(i)
+    order = [where[(run.keyframe, run.kind, run.box)].pop(0) for run in runs if run.source == CROP]
+    return crop_grids[order]
+
+
 def tile_boxes(tiles: int) -> list[tuple[float, float, float, float]]:
     """The normalized boxes of a ``tiles x tiles`` cut of a frame, row-major."""
     step = 1.0 / tiles
@@ -294,6 +308,7 @@ def build_thinking_inputs(
     regions: list[list[Region]] | None = None,
     think: bool = True,
     restate: str | None = None,
+    asked: str | None = None,
 ) -> ThinkingInputs:
     """Model + keyframes (RGB, oldest first; the last is the trigger) + context -> ids and embeddings.
 
@@ -304,7 +319,9 @@ def build_thinking_inputs(
     (``thinking.keyframes``, ``thinking.regions``). ``think=False``: the slow path off, the plain
     assistant header instead of the template (for a model never trained with it). Pure: reads the
     model, changes nothing. ``restate``: a question restated after the template, right before the
-    assistant header (``template_layout``'s ``question``: a model with ``thinking.question: after``).
+    assistant header (``template_layout``'s ``question``: a model with ``thinking.question: after``). ``asked``:
+    the question this answer is for, wherever it was fed (``keyframes.region_order: question_last`` ranks the
+    regions by it; default ``restate`` or ``query``).
     """
     config = config or model.config.thinking.keyframes
     template = template or ThinkingTemplate()
@@ -328,7 +345,14 @@ def build_thinking_inputs(
         crop_grids = model.crop_grid(crops)  # [N, h, w, C]
     if config.region_tags:  # the same runs (and crops), the tags' text after each box run
         tags = read_tags(model, layout.runs, crop_grids, regions)
+        question = asked or restate or query
+        if config.region_order == "question_last" and question and regions:  # the asked region next to the answer
+            last = matched_index(question, tags[-1])
+            regions = regions[:-1] + [moved_last(regions[-1], last)]
+            tags = tags[:-1] + [moved_last(tags[-1], last)]
+        read_runs = layout.runs
         layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream, restate, tags)
+        crop_grids = crop_grids_in_order(read_runs, layout.runs, crop_grids)
         regions = [[replace(r, tag=tag.strip()) for r, tag in zip(rs, ts)] for rs, ts in zip(regions, tags)]
     b.template(layout, fill_template(model, grids, layout.runs, crop_grids=crop_grids))
     return b.finish(regions)

@@ -325,6 +325,10 @@ class TrainConfig:
             raise TrainConfigError("data.extra_detail_questions asks about the synthetic world's objects that proposed"
                                    " regions cover: it needs data.format 'synth', data.thinking 'answers' or 'all' and"
                                    " data.keyframes regions_on with max_regions > 0")
+        if self.data.keyframes.region_order == "question_last" and self.data.format != "synth":
+            raise TrainConfigError("data.keyframes.region_order 'question_last' lays out last the region holding the"
+                                   " object a question asks about, which the synthetic world knows: it needs"
+                                   " data.format 'synth'")
         if self.data.keyframes.region_tags and (self.data.thinking == "none" or (self.crop_pretraining is None
                                                                                and self.model.init_from is None)):
             raise TrainConfigError("data.keyframes.region_tags writes what the crop reader reads into the forks: it"

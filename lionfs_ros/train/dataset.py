@@ -67,7 +67,7 @@ class StreamDataset(Dataset):
         if self.thinking is not None:
             if frames.general_is_features:
                 raise ValueError(f"example {example.example_id}: the thinking template needs pixels, not features")
-            objects = labelled_objects(example.source) if self.thinking.extra_questions else None
+            objects = labelled_objects(example.source) if self.thinking.needs_objects else None
             thought = self.thinking.sample(messages, sample, frames.general, objects)
             item.update(input_ids=thought.input_ids, labels=thought.labels, thinking=thought,
                         keyframe_pixels=frames.general[thought.keyframes],

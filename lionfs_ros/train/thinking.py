@@ -60,6 +60,7 @@ from PIL import Image
 from lionfs_ros.data.synth_objects import DETAIL, LabelledObject
 from lionfs_ros.model.configuration_lionfs import ThinkingConfig
 from lionfs_ros.model.keyframe_tokens import PoolRun
+from lionfs_ros.model.region_order import moved_last
 from lionfs_ros.model.regions import RegionProposer, make_proposer
 from lionfs_ros.model.stream_format import StreamFormatter, StreamSample
 from lionfs_ros.model.image_processing import ImageProcessor
@@ -128,6 +129,11 @@ class ThinkingSampler:
             raise ValueError("extra detail questions ask about objects that proposed regions cover: they need"
                              " keyframes.regions_on and max_regions > 0")
 
+    @property
+    def needs_objects(self) -> bool:
+        """Whether ``sample`` needs the clip's labelled objects (extra detail questions, ``region_order``)."""
+        return self.extra_questions > 0 or self.cfg.region_order == "question_last"
+
     def _cell_shape(self, keyframes: np.ndarray) -> torch.Tensor:
         """Stands for the patch grids when the proposer reads only their shape: ``[K, h, w, 0]``."""
         return torch.zeros(len(keyframes), self.grid_side, self.grid_side, 0)
@@ -147,7 +153,7 @@ class ThinkingSampler:
     def sample(self, messages: list[dict], plain: StreamSample, frames: np.ndarray,
                objects: list[list[LabelledObject]] | None = None) -> ThinkingSample:
         """The plain sample of ``messages`` with a fork per thought turn; ``frames``: the clip's general-size pixels;
-        ``objects``: per frame, its labelled objects (``data.synth_objects``; needed by ``extra_detail_questions``)."""
+        ``objects``: per frame, its labelled objects (``data.synth_objects``; needed where ``needs_objects``)."""
         ids, labels = plain.input_ids.tolist(), plain.labels.tolist()
         placeholder = self.fmt.ids.placeholder
         needs_features = self.extra_questions > 0 or any(thinks(m, self.mode) for m in messages)
@@ -167,8 +173,9 @@ class ThinkingSampler:
             header = len(self.fmt.assistant_header_ids(after_stream))
             chosen = self.keyframes_at(frames, frames_before - 1, features)
             weight = self.detail_weight if message.get("question_kind") == DETAIL else 1.0
+            asked = self._asked_object(objects, frames_before - 1, question, message)
             self._fork(build, start, chosen, self._regions(frames, chosen), self._restated(message, question),
-                       ids[start + header:stop], weight)
+                       ids[start + header:stop], weight, asked)
             build.out.main(ids[start:stop], [self.fmt.cfg.ignore_index] * (stop - start), start)  # seen, not learned
             build.done = stop
         for extra in extras:
@@ -182,9 +189,14 @@ class ThinkingSampler:
             torch.tensor(out.weights, dtype=torch.float) if self.detail_weight != 1.0 else None, build.tag_slots)
 
     def _fork(self, build: "_Build", start: int, chosen: list[int], regions: list[list], question: str | None,
-              body: list[int], weight: float) -> None:
+              body: list[int], weight: float, asked: LabelledObject | None = None) -> None:
         """A fork at ``start`` (the main context copied up to it first): the template on ``chosen`` keyframes with
-        ``regions``, ``question`` restated (None: not), then ``body`` (the answer and EOS) learned with ``weight``."""
+        ``regions``, ``question`` restated (None: not), then ``body`` (the answer and EOS) learned with ``weight``.
+        ``asked``: the object the answer is about; with ``keyframes.region_order: question_last`` the trigger
+        keyframe's first region holding it is laid out last (the engine ranks by the tags instead)."""
+        if self.cfg.region_order == "question_last" and asked is not None and regions:
+            holding = next((i for i, r in enumerate(regions[-1]) if asked.centre_in((r.x0, r.y0, r.x1, r.y1))), None)
+            regions = regions[:-1] + [moved_last(regions[-1], holding)]
         ignore, placeholder = self.fmt.cfg.ignore_index, self.fmt.ids.placeholder
         build.out.main(build.ids[build.done:start], build.labels[build.done:start], build.done)
         build.done = start
@@ -220,8 +232,18 @@ class ThinkingSampler:
             if covered:
                 asked = covered[int(rng.integers(len(covered)))]
                 extras.append((frame_ends[frame], chosen, regions, asked.question,
-                               self.fmt.assistant_body_ids(asked.answer), self.detail_weight))
+                               self.fmt.assistant_body_ids(asked.answer), self.detail_weight, asked))
         return sorted(extras, key=lambda e: e[0])
+
+    def _asked_object(self, objects: list[list[LabelledObject]] | None, frame: int, question: str | None,
+                      message: dict) -> LabelledObject | None:
+        """The labelled object on ``frame`` that the question this answer is for asks about (its catalogue question
+        is the question's text), where ``keyframes.region_order`` needs it; else None."""
+        if self.cfg.region_order != "question_last" or question is None or not message.get("answers_question"):
+            return None
+        if objects is None:
+            raise ValueError("keyframes.region_order 'question_last' needs the labelled objects of every frame")
+        return next((o for o in objects[frame] if o.question == question), None)
 
     def _restated(self, message: dict, question: str | None) -> str | None:
         """The question restated after the template of ``message`` (``thinking.question: after``), or None."""

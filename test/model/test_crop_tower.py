@@ -106,6 +106,48 @@ def test_a_crop_reader_is_saved_with_the_model_and_writes_a_tag_after_each_regio
     assert added == tagged_kf.max_regions * longest_tag
 
 
+def test_question_last_lays_the_region_the_question_is_about_out_last(build):
+    """``keyframes.region_order: question_last``: the trigger keyframe's region whose tag shares the most words with
+    the question moves to the end of its regions; the template is the one the proposer's order would give with that
+    region proposed last (the same tags, and the same crop features moved with their box runs)."""
+    from lionfs_ros.model.region_order import matched_index
+
+    model = build(fused=False)
+    model.add_crop_tower(trainable=False)
+    torch.manual_seed(3)
+    model.add_crop_reader(CropReader(model.crop_vision.hidden_size, 2, READER_CLASSES))
+    kf = KeyframeConfig(num_keyframes=1, grid_sizes=(2,), box_grid=2, max_regions=3, box_source="crop",
+                        region_tags=True)
+    frame = random_frames(1, 5, size=64)[0]
+    regions = [[Region(0.1, 0.1, 0.4, 0.5, "salient", 0.9), Region(0.5, 0.4, 0.9, 0.9, "motion", 0.8),
+                Region(0.0, 0.6, 0.3, 0.95, "salient", 0.7)]]
+    tags = [" blue ball labelled K", " red cube", " red ball labelled Q"]
+    read = {}  # the tag each crop reads as, fixed (the random heads read most crops alike), by its patch grid
+
+    def tag_of(grid: torch.Tensor) -> str:
+        key = tuple(torch.round(grid.flatten()[:16] * 100).tolist())
+        if key not in read:
+            read[key] = tags[len(read)]
+        return read[key]
+    model.region_tags = lambda grids: [tag_of(g) for g in grids]
+    question = "What letter is on the blue ball?"
+    assert matched_index(question, tags) == 0
+    with torch.no_grad():
+        plain = build_thinking_inputs(model, [frame], regions=regions, config=kf)
+        assert [r.tag for r in plain.regions[0]] == [t.strip() for t in tags]
+        ordered = build_thinking_inputs(model, [frame], regions=regions, asked=question,
+                                        config=replace(kf, region_order="question_last"))
+        moved = build_thinking_inputs(model, [frame], regions=[regions[0][1:] + regions[0][:1]], config=kf)
+        unasked = build_thinking_inputs(model, [frame], regions=regions, config=replace(kf, region_order="question_last"))
+    assert [" " + r.tag for r in ordered.regions[0]] == tags[1:] + tags[:1]
+    assert torch.equal(ordered.input_ids, moved.input_ids)
+    torch.testing.assert_close(ordered.embeds, moved.embeds)  # the crops went through the tower in another batch
+    assert not torch.equal(ordered.embeds, plain.embeds)  # the box runs' crop features moved too
+    assert torch.equal(unasked.input_ids, plain.input_ids) and torch.equal(unasked.embeds, plain.embeds)  # no question
+    with pytest.raises(ConfigError, match="region_order 'question_last' ranks the regions by their tags"):
+        replace(kf, region_tags=False, box_source="grid", region_order="question_last").validate()
+
+
 def test_region_tags_are_checked(build):
     with pytest.raises(ConfigError, match="region_tags reads the regions' crops"):
         KeyframeConfig(region_tags=True).validate()

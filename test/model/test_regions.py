@@ -108,3 +108,16 @@ def test_object_scale_regions_hold_the_synthetic_worlds_objects(tmp_path):
     assert objects >= OBJECT_FRAMES, "too few standing objects: the test would prove little"
     assert covered >= MIN_COVER * objects and on_object >= MIN_ON_OBJECT * regions_seen, (covered, objects, on_object,
                                                                                          regions_seen)
+
+
+def test_the_question_picks_the_tag_that_shares_most_of_its_words():
+    from lionfs_ros.model.region_order import matched_index, moved_last, question_match
+
+    tags = [" red cube labelled K", " cyan bottle labelled OIL with purple cap", " cyan box", " nothing"]
+    assert question_match("What does the label on the cyan bottle say?", tags[1]) == 2  # cyan, bottle
+    assert matched_index("What does the label on the cyan bottle say?", tags) == 1
+    assert matched_index("What colour is the cap of the cyan bottle?", tags) == 1  # cap too
+    assert matched_index("Which letter is on the red cube?", tags) == 0
+    assert matched_index("Is it a cyan thing?", tags) == 1  # equals (one word each): the first of them
+    assert matched_index("What should I do next?", tags) is None and matched_index("anything", []) is None
+    assert moved_last(["a", "b", "c"], 0) == ["b", "c", "a"] and moved_last(["a", "b"], None) == ["a", "b"]

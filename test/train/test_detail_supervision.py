@@ -141,3 +141,59 @@ def test_extra_detail_questions_are_checked(train_dir):
     data["data"]["extra_detail_questions"] = -1
     with pytest.raises(ValueError, match="must be >= 0"):
         TrainConfig.from_dict(data)
+
+
+def test_question_last_lays_the_asked_objects_region_out_last(model, train_dir):
+    """``keyframes.region_order: question_last``: on a fork about an object (an extra detail question here), the
+    trigger keyframe's region holding it is the last box run of that keyframe; the other regions keep their order, the
+    ids and labels are those of the proposer's order. Over the fixture episodes some fork moved a region."""
+    from dataclasses import replace
+
+    recipe = FrameRecipe.for_model(model)
+    made = {}
+    for order in ("proposer", "question_last"):
+        kf = replace(KF_REGIONS, max_regions=3, region_tags=True, region_order=order)
+        sampler = ThinkingSampler(model.formatter, model.vision.grid_side, ThinkingConfig("answers", kf, PIXEL_REGIONS),
+                                  4, processor=recipe.general, extra_questions=EXTRA)
+        assert sampler.needs_objects
+        made[order] = StreamDataset(synth_examples(train_dir, FPS, questions=True), model.formatter, recipe,
+                                    thinking=sampler)
+    moved = 0
+    for index, example in enumerate(made["proposer"].examples):
+        plain, ordered = made["proposer"][index]["thinking"], made["question_last"][index]["thinking"]
+        assert torch.equal(plain.input_ids, ordered.input_ids) and torch.equal(plain.labels, ordered.labels)
+        objects = [o for frame in labelled_objects(example.source) for o in frame]
+        groups = [_box_groups(sample.runs) for sample in (plain, ordered)]  # each fork's trigger-keyframe regions
+        assert len(groups[0]) == len(groups[1])
+        for before, after in zip(*groups):
+            if before != after:  # one region moved to the end, the others in their order; it holds an object
+                assert after == before[:before.index(after[-1])] + before[before.index(after[-1]) + 1:] + after[-1:]
+                assert any(o.centre_in(after[-1].box) for o in objects)
+                moved += 1
+    assert moved > 0, "no fork moved a region on the fixture episodes: the test would prove nothing"
+
+
+def _box_groups(runs) -> list[list]:
+    """The box runs of a sample, one list per run of consecutive box runs (one fork's regions)."""
+    groups, current = [], []
+    for run in runs:
+        if run.kind == "box":
+            current.append(run)
+        elif current:
+            groups, current = groups + [current], []
+    return groups + ([current] if current else [])
+
+
+def test_question_last_region_order_needs_the_tags_and_the_synthetic_world(train_dir):
+    from lionfs_ros.model.configuration_lionfs import ConfigError
+    from lionfs_ros.train.config import TrainConfigError
+
+    data = tiny_config_dict(train_dir)
+    data["data"].update(format="videollm_online", videos=str(train_dir), keyframes={
+        "box_source": "crop", "region_tags": True, "region_order": "question_last"})
+    with pytest.raises(TrainConfigError, match="region_order 'question_last'"):
+        TrainConfig.from_dict(data)
+    with pytest.raises(ConfigError, match="needs keyframes.region_tags"):
+        KeyframeConfig(box_source="crop", region_order="question_last").validate()
+    with pytest.raises(ConfigError, match="region_order"):
+        KeyframeConfig(box_source="crop", region_tags=True, region_order="random").validate()
