@@ -19,7 +19,10 @@ objects standing there (``data.synth_objects.standing_objects``, the boxes crop 
   against the object the region holds (``object_in_region``: the largest whose centre is in the box; ``none``
   when it holds none; only a reader trained with ``none`` shapes can be right there on shape and colour), also
   split into regions on an object / on none, ``printed_label``: the label read on regions whose object has one,
-  and ``part_colour``: the patch read on regions whose object has a part (a reader with a ``patch`` head).
+  and ``part_colour``: the patch read on regions whose object has a part (a reader with a ``patch`` head);
+- ``d_question_match`` (``keyframes.region_order: question_last``, whatever the model's own order): on the trigger
+  keyframe, the region whose tag shares the most words with the question (``model.region_order.matched_index``):
+  how often one is picked, holds the asked object, and is tagged right on what is asked (the copy it offers).
 
 Writes a JSON report (``--out``, with every question's regions) and prints one line.
 """
@@ -39,6 +42,7 @@ from lionfs_ros.eval import evaluate as ev
 from lionfs_ros.eval.free_running import same_words
 from lionfs_ros.model.crop_reader import ATTRIBUTES, NO_LABEL, parse_region_tag
 from lionfs_ros.model.image_processing import LETTERBOX
+from lionfs_ros.model.region_order import matched_index
 from lionfs_ros.model_loading import load_for_inference
 
 PATCH_QUESTION = "patch_colour"  # the catalogue's detail question about the colour of an object's part
@@ -119,6 +123,19 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
                                     "holds_asked": bool(holds_asked)})
         tally["answered"] += 1
         tally["asked_standing"] += standing
+        if regions and regions[-1]:  # the trigger keyframe: the region the question's words pick
+            frame = round(times[-1] * example.frame_fps)
+            asked = next((o for o in objects[frame] if o.object_id == asked_id), None)
+            pick = matched_index(turn.text, [r.tag for r in regions[-1]])
+            picked = None if pick is None else regions[-1][pick]
+            box = None if picked is None else (picked.x0, picked.y0, picked.x1, picked.y1)
+            holds_picked = box is not None and asked is not None and asked.centre_in(box)
+            tally["d_picked"] += picked is not None
+            tally["d_holds"] += holds_picked
+            tally["d_tagged_asked"] += holds_picked and parse_region_tag(picked.tag, classes)[asked_name] == getattr(
+                asked, asked_name)
+            tally["d_trigger_holds"] += any(asked is not None and asked.centre_in((r.x0, r.y0, r.x1, r.y1))
+                                            for r in regions[-1])
         tally["a"] += holds
         tally["b"] += tagged
         tally["b_asked"] += tagged_asked
@@ -173,6 +190,9 @@ def report(tally: dict, model_dir: str, data: str, episodes: int, names: tuple[s
         "detail_answers_right": frac(tally["answer_right"], n), "by_type": by_type(tally, frac), "c_reader": reader,
         "copy": {kind: {"tagged_right": tally[("copy_tagged", patch)], "answered_right": tally[("copy_right", patch)]}
                  for kind, patch in (("label", False), ("patch_colour", True))},
+        "d_question_match": {"trigger_region_holds_asked": frac(tally["d_trigger_holds"], n),
+                             "picked": frac(tally["d_picked"], n), "picked_holds_asked": frac(tally["d_holds"], n),
+                             "picked_tagged_asked": frac(tally["d_tagged_asked"], n)},
     }
 
 
@@ -211,7 +231,8 @@ def main() -> None:
           f", on objects label {c['on_objects']['label']} tag {c['on_objects']['tag']}, printed label "
           f"{c['printed_label']} ({c['printed_label_regions']}), part colour {c.get('part_colour')} "
           f"({c.get('part_colour_regions')}); detail answers right "
-          f"{out['detail_answers_right']}; copied (tagged right -> answered right) {json.dumps(out['copy'])}", flush=True)
+          f"{out['detail_answers_right']}; copied (tagged right -> answered right) {json.dumps(out['copy'])}; "
+          f"question match on the trigger keyframe {json.dumps(out['d_question_match'])}", flush=True)
 
 
 if __name__ == "__main__":
