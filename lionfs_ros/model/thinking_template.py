@@ -346,13 +346,15 @@ def build_thinking_inputs(
     if config.region_tags:  # the same runs (and crops), the tags' text after each box run
         tags = read_tags(model, layout.runs, crop_grids, regions)
         question = asked or restate or query
-        if config.region_order == "question_last" and question and regions:  # the asked region next to the answer
-            last = matched_index(question, tags[-1])
+        last = matched_index(question, tags[-1]) if config.region_order == "question_last" and question and regions \
+            else None
+        if last is not None:  # the asked region next to the answer
             regions = regions[:-1] + [moved_last(regions[-1], last)]
             tags = tags[:-1] + [moved_last(tags[-1], last)]
         read_runs = layout.runs
         layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream, restate, tags)
-        crop_grids = crop_grids_in_order(read_runs, layout.runs, crop_grids)
+        if last is not None:  # the crops were read in the proposer's order
+            crop_grids = crop_grids_in_order(read_runs, layout.runs, crop_grids)
         regions = [[replace(r, tag=tag.strip()) for r, tag in zip(rs, ts)] for rs, ts in zip(regions, tags)]
     b.template(layout, fill_template(model, grids, layout.runs, crop_grids=crop_grids))
     return b.finish(regions)

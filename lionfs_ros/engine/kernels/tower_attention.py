@@ -22,9 +22,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .decode_attention import _pow2
 from .dependent_launch import launch_options, wait_for_previous
 
-MIN_BLOCK = 16  # tl.dot's smallest side
 DEFAULT_BLOCK = 64  # queries per program and keys per step (default_tiles)
 QKV = 3  # the product's q, k, v planes
 
@@ -81,10 +81,6 @@ def _tower_attention_kernel(qkv_ptr, out_ptr, scale_log2, L, H, s_b, s_l, s_t, s
     out = acc / l_i[:, None]
     dst = out_ptr + b * s_ob + rows[:, None] * s_ol + h * s_oh + d[None, :]
     tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=rows_ok[:, None] & d_ok[None, :])
-
-
-def _pow2(n: int) -> int:
-    return max(MIN_BLOCK, triton.next_power_of_2(n))
 
 
 def default_tiles(length: int) -> Tiles:
