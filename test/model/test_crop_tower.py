@@ -60,13 +60,19 @@ def test_crop_config_is_checked():
 READER_CLASSES = {"label": ("none", "K", "Q"), "shape": ("cube", "ball"), "colour": ("red", "blue")}
 
 
+def _with_reader(build, seed: int, classes: dict = READER_CLASSES, parts: dict | None = None):
+    """A tiny model with a frozen crop tower and a crop reader of ``classes`` (heads drawn after ``seed``)."""
+    model = build(fused=False)
+    model.add_crop_tower(trainable=False)
+    torch.manual_seed(seed)
+    model.add_crop_reader(CropReader(model.crop_vision.hidden_size, 2, classes, parts))
+    return model
+
+
 def test_a_crop_reader_is_saved_with_the_model_and_writes_a_tag_after_each_region(build, tmp_path):
     """``crop.reader_classes`` + ``keyframes.region_tags``: the reader's weights and classes round-trip through a
     model directory, and the template has each region's tag text right after its box tokens, else unchanged."""
-    model = build(fused=False)
-    model.add_crop_tower(trainable=False)
-    torch.manual_seed(3)
-    model.add_crop_reader(CropReader(model.crop_vision.hidden_size, 2, READER_CLASSES))
+    model = _with_reader(build, 3)
     tagged_kf = KeyframeConfig(num_keyframes=1, grid_sizes=(2,), box_grid=2, max_regions=2, box_source="crop",
                                region_tags=True)
     model.config.thinking.keyframes = tagged_kf
@@ -112,10 +118,7 @@ def test_question_last_lays_the_region_the_question_is_about_out_last(build):
     region proposed last (the same tags, and the same crop features moved with their box runs)."""
     from lionfs_ros.model.region_order import matched_index
 
-    model = build(fused=False)
-    model.add_crop_tower(trainable=False)
-    torch.manual_seed(3)
-    model.add_crop_reader(CropReader(model.crop_vision.hidden_size, 2, READER_CLASSES))
+    model = _with_reader(build, 3)
     kf = KeyframeConfig(num_keyframes=1, grid_sizes=(2,), box_grid=2, max_regions=3, box_source="crop",
                         region_tags=True)
     frame = random_frames(1, 5, size=64)[0]
@@ -200,10 +203,7 @@ PART_CLASSES = {**READER_CLASSES, "shape": ("cube", "bottle"), "patch": ("none",
 def test_a_part_reader_is_saved_with_the_model_and_tags_the_parts_colour(build, tmp_path):
     """A reader with a ``patch`` head (``crop_pretraining.part_colour``): its fourth head and part nouns round-trip
     through a model directory, and its tags carry the part the heads read."""
-    model = build(fused=False)
-    model.add_crop_tower(trainable=False)
-    torch.manual_seed(5)
-    model.add_crop_reader(CropReader(model.crop_vision.hidden_size, 2, PART_CLASSES, {"bottle": "cap"}))
+    model = _with_reader(build, 5, PART_CLASSES, parts={"bottle": "cap"})
     model.config.thinking.keyframes = KeyframeConfig(box_grid=2, max_regions=2, box_source="crop", region_tags=True)
     model.save_pretrained(tmp_path / "m")
     assert any(k.startswith("crop_reader.heads.patch") for k in load_file(tmp_path / "m" / "model.safetensors"))
@@ -228,10 +228,7 @@ def test_a_part_reader_is_saved_with_the_model_and_tags_the_parts_colour(build, 
 def test_a_reader_saved_with_three_attributes_loads_and_tags_as_before(build, tmp_path):
     """Rounds 8 and 9 saved readers without ``patch`` (and configs without ``reader_parts``): they load and write
     the tags they always wrote, `` COLOUR SHAPE[ labelled LABEL]``, and the same set of tags bounds the template."""
-    model = build(fused=False)
-    model.add_crop_tower(trainable=False)
-    torch.manual_seed(7)
-    model.add_crop_reader(CropReader(model.crop_vision.hidden_size, 2, READER_CLASSES))
+    model = _with_reader(build, 7)
     model.save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["crop"].pop("reader_parts") is None  # as an older model's config.json
