@@ -30,7 +30,7 @@ import torch
 import triton
 
 from lionfs_ros.engine.bench.graph_timing import graph_ms
-from lionfs_ros.engine.kernels.few_rows_linear import (ACTIVATION_TERMS, BIT_MOVES, CUBLAS, SWAP_OPERANDS, few_rows_linear,
+from lionfs_ros.engine.kernels.few_rows_linear import (BIT_MOVES, CUBLAS, SWAP_OPERANDS, few_rows_linear,
                                                        fused_few_rows_linear)
 from lionfs_ros.engine.kernels.few_rows_tuning import _fits, tune
 from lionfs_ros.engine.quantization import quantize_fp8
@@ -53,7 +53,7 @@ def graph_us(run_all, copies: int, device) -> float:
     return graph_ms(run_all, device, REPLAYS, warmup_replays=1) * 1e3 / copies
 
 
-def swept_tiles(rows: int, smoke: bool, fp8: bool = True, wide: bool = False, terms: bool = False) -> list[tuple]:
+def swept_tiles(rows: int, smoke: bool, fp8: bool = True, wide: bool = False) -> list[tuple]:
     """The configs swept, (block_m, block_n, block_k, warps, stages, split, flags). One row: the one-row path, 4 warps
     (8 where a step is 16K codes or more), the bit-move upcast. More rows: 16-row blocks on the tensor cores, every
     flag combination (``few_rows_linear.BIT_MOVES``, ``SWAP_OPERANDS``), 8 warps for 128 columns."""
@@ -63,12 +63,7 @@ def swept_tiles(rows: int, smoke: bool, fp8: bool = True, wide: bool = False, te
         return [(1, bn, bk, 4 if bn * bk < 16384 else 8, st, sp, 1)
                 for bn, bk, st, sp in itertools.product((8, 16, 32), (256, 512, 1024), (1, 3), (1, 2, 4))]
     if smoke:
-        return [(16, 16, 64, 4, 1, 1, 0), (16, 16, 64, 4, 1, 2, 2)] + (
-            [(16, 16, 64, 4, 1, 1, ACTIVATION_TERMS), (16, 16, 64, 4, 1, 2, ACTIVATION_TERMS | SWAP_OPERANDS)] if terms else [])
-    if terms:  # the activations as two FP8 terms, FP8 x FP8 dots, the operands in order or swapped
-        return [c for c in ((16, bn, bk, 8 if bn == 128 else 4, st, sp, ACTIVATION_TERMS | swap) for bn, bk, st, sp, swap
-                            in itertools.product((32, 64, 128), (128, 256), (3, 4), (1, 2, 4), (0, SWAP_OPERANDS)))
-                if _fits(c)]
+        return [(16, 16, 64, 4, 1, 1, 0), (16, 16, 64, 4, 1, 2, 2)]
     if wide:  # narrower column tiles, longer steps, more slices; the bit-move upcast, operands in order
         return [c for c in ((16, bn, bk, 4, st, sp, BIT_MOVES if fp8 else 0) for bn, bk, st, sp in itertools.product(
             (16, 32, 64), (256, 512, 1024), (2, 3, 4), (1, 2, 4, 8))) if _fits(c)]
@@ -99,13 +94,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1, help="1 (a generated token) or up to 16 (a decided frame: 11)")
     parser.add_argument("--weights", choices=("fp8", "bf16"), default="fp8", help="FP8 codes, or the bf16 weights")
     parser.add_argument("--wide", action="store_true", help="more rows: narrow tiles, long steps, many slices")
-    parser.add_argument("--terms", action="store_true", help="more rows, FP8: the activations as two FP8 terms")
     parser.add_argument("--out", default=".")
     args = parser.parse_args()
     device = torch.device("cpu" if args.smoke else "cuda")
     dtype = torch.float16 if args.smoke else torch.bfloat16
     fp8 = args.weights == "fp8"
-    out_path = Path(args.out) / f"{args.weights}_tiles_{args.rows}_rows{'_wide' if args.wide else ''}{'_terms' if args.terms else ''}.json"
+    out_path = Path(args.out) / f"{args.weights}_tiles_{args.rows}_rows{'_wide' if args.wide else ''}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "triton": triton.__version__, "torch": torch.__version__, "rows": args.rows, "weights": args.weights,
@@ -130,7 +124,7 @@ def main() -> None:
             picked = tune(ws, args.rows, dtype, time.monotonic() + TUNE_S)["config"]  # a tile, or "cublas" (bf16)
             picked = picked if picked == CUBLAS else tuple(picked)
             entry["engine_kernel"] = {"config": picked if picked == CUBLAS else list(picked), "us": timed(picked)}
-        for c in swept_tiles(args.rows, args.smoke, fp8, args.wide, args.terms):
+        for c in swept_tiles(args.rows, args.smoke, fp8, args.wide):
             try:
                 got = few_rows_linear(x, *ws[0], config=c)
                 err = float((got.double() - ref).norm() / ref.norm())

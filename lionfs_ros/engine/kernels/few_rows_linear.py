@@ -49,9 +49,7 @@ from .norm_math import llama_rms_scale
 SMALL_M = 16  # rows up to this: one row block (a decided frame, a generated token)
 LARGE_BLOCK = 64  # row and column block for longer feeds (prompts): those are rare and not latency-critical
 PROGRAMS_PER_SM = 2  # the heuristic aims for at least this many programs per SM
-BIT_MOVES, SWAP_OPERANDS, ACTIVATION_TERMS = 1, 2, 4  # a config's flags (below ``TUNED``)
-E4M3_MAX = tl.constexpr(448.0)  # the largest finite FP8 e4m3 value
-LO_SHARE = tl.constexpr(1.0 / 16)  # the second activation term's scale over the first's: e4m3 rounds within 2^-4
+BIT_MOVES, SWAP_OPERANDS = 1, 2  # a config's flags (below ``TUNED``)
 COUNTER_SLOTS = 4096  # tile counters per stream (grown when a call has more tiles)
 _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -134,26 +132,11 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
     return out
 
 
-@triton.jit
-def _activation_terms(x):
-    """The activations ``x [BM, BK]`` as two FP8 e4m3 terms for FP8 x FP8 tensor-core dots: ``x ~ (hi + lo * LO_SHARE)
-    * scale``, ``scale [BM]`` float32 per row of this step (its largest magnitude maps to ``E4M3_MAX``). ``hi`` keeps
-    e4m3's 4 significant bits; ``lo`` the rounding error left (at most 2^-4 of each value, so ``LO_SHARE = 1/16``
-    spans it), 4 more: about bf16's 8 in all, so the product stays a weight-only-FP8 one."""
-    xf = x.to(tl.float32)
-    amax = tl.max(tl.abs(xf), axis=1)  # [BM]
-    scale = tl.where(amax > 0, amax / E4M3_MAX, 1.0)  # [BM]
-    hi = (xf / scale[:, None]).to(tl.float8e4nv)
-    rest = xf - hi.to(tl.float32) * scale[:, None]
-    lo = (rest / (scale[:, None] * LO_SHARE)).to(tl.float8e4nv)
-    return hi, lo, scale
-
-
 @triton.jit(do_not_specialize=["M", "stat_t"])
 def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                      stride_wn, stride_om, g_ptr, stat_ptr, stat_t, eps, res_ptr, stride_rm, sq_ptr,
                      HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-                     BITS: tl.constexpr, SWAP: tl.constexpr, TERMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BITS: tl.constexpr, SWAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr,
                      NORM: tl.constexpr, ROW_SCALE: tl.constexpr, STAT_BLOCK: tl.constexpr, RESIDUAL: tl.constexpr,
                      GATE: tl.constexpr, PDL: tl.constexpr):
@@ -195,15 +178,7 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
             x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             x = _normed(x, k, k_ok, rstd, g_ptr, NORM)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + k[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            if TERMS:  # FP8 x FP8 dots on the codes as loaded: this step's two activation terms, then their scale
-                hi, lo, xs = _activation_terms(x)
-                if SWAP:
-                    part = tl.dot(w, tl.trans(lo))  # [BN, BK] @ [BK, BM]
-                    acc_t += tl.dot(w, tl.trans(hi), part * LO_SHARE) * xs[None, :]
-                else:
-                    part = tl.dot(lo, tl.trans(w))  # [BM, BK] @ [BK, BN]
-                    acc += tl.dot(hi, tl.trans(w), part * LO_SHARE) * xs[:, None]
-            elif SWAP:
+            if SWAP:
                 acc_t += tl.dot(_upcast(w, x.dtype, BITS), tl.trans(x))  # [BN, BK] @ [BK, BM]
             else:
                 acc += tl.dot(x, tl.trans(_upcast(w, x.dtype, BITS)))  # [BM, BK] @ [BK, BN]
@@ -377,7 +352,6 @@ def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None, ga
                            HAS_SCALE=fp8, HAS_BIAS=bias is not None, SPLIT_K=split > 1,
                            BITS=bool(flags & BIT_MOVES) and fp8 and x.dtype == torch.bfloat16,
                            SWAP=bool(flags & SWAP_OPERANDS) and block_m > 1,
-                           TERMS=bool(flags & ACTIVATION_TERMS) and fp8 and block_m > 1,
                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None and not row_scale,
                            ROW_SCALE=row_scale,
                            STAT_BLOCK=triton.next_power_of_2(stats.shape[0]) if norm is not None else 1,

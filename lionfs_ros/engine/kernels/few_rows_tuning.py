@@ -10,18 +10,16 @@ import torch
 from triton.compiler.errors import CompilationError
 from triton.runtime.errors import OutOfResources, PTXASError
 
-from .few_rows_linear import (ACTIVATION_TERMS, BIT_MOVES, CUBLAS, SMALL_M, SWAP_OPERANDS, TUNED, Config,
-                              _heuristic, bucket, few_rows_linear, tuned_key)
+from .few_rows_linear import (BIT_MOVES, CUBLAS, SMALL_M, SWAP_OPERANDS, TUNED, Config, _heuristic, bucket,
+                              few_rows_linear, tuned_key)
 
 SEEDS = {  # the first candidates per row bucket; ``tune`` then walks to neighbours of the best
     1: ((1, 8, 512, 4, 3, 1, 0), (1, 8, 1024, 4, 3, 1, 0), (1, 32, 256, 4, 3, 1, 0), (1, 16, 512, 4, 3, 4, 0),
         (16, 32, 256, 4, 4, 4, 1), (16, 64, 256, 4, 4, 2, 1), (1, 32, 256, 4, 4, 4, 0), (1, 16, 256, 2, 4, 8, 0)),
     SMALL_M: ((16, 32, 256, 4, 4, 4, 1), (16, 16, 256, 4, 4, 8, 1), (16, 64, 256, 4, 4, 2, 1), (16, 32, 512, 4, 3, 4, 1),
               (16, 64, 128, 4, 4, 4, 1), (16, 128, 256, 8, 3, 1, 1), (16, 64, 256, 4, 4, 2, 0), (16, 32, 128, 4, 6, 8, 0),
-              (16, 64, 256, 4, 4, 2, 3), (16, 64, 128, 4, 4, 4, 3), (16, 128, 128, 4, 4, 2, 3), (16, 128, 256, 8, 3, 1, 3),
-              (16, 64, 256, 4, 4, 2, 4), (16, 64, 128, 4, 4, 4, 6), (16, 128, 256, 8, 3, 1, 6), (16, 32, 256, 4, 4, 4, 4)),
+              (16, 64, 256, 4, 4, 2, 3), (16, 64, 128, 4, 4, 4, 3), (16, 128, 128, 4, 4, 2, 3), (16, 128, 256, 8, 3, 1, 3)),
 }
-FP8_ONLY = BIT_MOVES | ACTIVATION_TERMS  # flags that mean something for FP8 codes only
 RANGES = {"block_n": (8, 128), "block_k": (128, 1024), "num_warps": (2, 8), "num_stages": (2, 8), "split": (1, 16)}
 TUNE_TOLERANCE = 2e-2  # a candidate's output vs the heuristic's (relative norm): sum order and bf16 rounding only
 SHARED_MEMORY = 200 * 1024  # bytes of pipelined tiles a candidate may ask for (H100/H200: 227 KB per SM)
@@ -60,16 +58,15 @@ def _fits(c: Config) -> bool:
 
 def neighbours(c: Config) -> list[Config]:
     """The candidates one step from ``c``: one of block_n, block_k, warps, split doubled or halved, stages +-1, one
-    flag flipped (the operand order and the activation terms only on the tensor cores)."""
+    flag flipped (the operand order only on the tensor cores)."""
     out = []
     for i, name in enumerate(("block_n", "block_k", "num_warps", "num_stages", "split"), start=1):
         lo, hi = RANGES[name]
         for v in ((c[i] + 1, c[i] - 1) if name == "num_stages" else (c[i] * 2, c[i] // 2)):
             if lo <= v <= hi:
                 out.append((*c[:i], v, *c[i + 1:]))
-    for flag in (BIT_MOVES, SWAP_OPERANDS, ACTIVATION_TERMS) if c[0] > 1 else (BIT_MOVES,):
-        flags = c[6] ^ flag
-        out.append((*c[:6], flags & ~BIT_MOVES if flags & ACTIVATION_TERMS else flags))  # terms: no upcast to pick
+    for flag in (BIT_MOVES, SWAP_OPERANDS) if c[0] > 1 else (BIT_MOVES,):
+        out.append((*c[:6], c[6] ^ flag))
     return [d for d in out if _fits(d)]
 
 
@@ -102,8 +99,8 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dty
         ref = ref * s0
     rejected = _REJECTED.setdefault(key, set())
 
-    def as_candidate(c: Config) -> Config:  # the bit-moves upcast and the activation terms exist for FP8 codes only
-        return c if fp8 else (*c[:6], c[6] & ~FP8_ONLY)
+    def as_candidate(c: Config) -> Config:  # the bit-moves upcast exists for FP8 codes only
+        return c if fp8 else (*c[:6], c[6] & SWAP_OPERANDS)
 
     def run_all(c):
         for w, scale in weights:
