@@ -4,7 +4,8 @@
 This probe runs the same engine (a bench preset, a bench variant) and profiles ``--frames`` decided frames with
 ``torch.profiler`` (CPU and CUDA): per frame the wall time, the GPU's busy time (union of its kernels and copies),
 the wait before the first kernel and after the last, the largest idle gaps between kernels with the kernels on
-either side and the CPU ops that ran meanwhile, the first GPU operations and the time in copies. JSON in ``--out``/frame_timeline.json.
+either side and the CPU ops that ran meanwhile, the first GPU operations, the time in copies and the GPU time by
+kernel name. JSON in ``--out``/frame_timeline.json.
 
     PYTHONPATH=. python3 scripts/frame_timeline_probe.py --preset llama3-8b --out /tmp/ft
     PYTHONPATH=. python3 scripts/frame_timeline_probe.py --preset tiny --device cpu --out /tmp/ft   # a CPU smoke
@@ -27,6 +28,7 @@ DISTINCT_FRAMES = 16
 TOP_GAPS = 12
 GAP_US = 3.0  # idle stretches shorter than this are launch spacing, not listed
 FIRST_OPS = 6  # a frame's first GPU operations listed (the upload, the resize, the tower's first kernels)
+TOP_KERNELS = 30  # kernel names listed by their time in a frame
 
 
 def union_us(spans: list[tuple[float, float]]) -> float:
@@ -53,7 +55,19 @@ def frame_report(cpu_span: tuple[float, float], gpu: list, cpu_ops: list) -> dic
             "after_last_us": round(stop - max(e for _, e, _ in gpu), 1) if gpu else None,
             "gaps_over_3us_total": round(sum(g["us"] for g in gaps), 1), "top_gaps": gaps[:TOP_GAPS],
             "first_ops": [{"name": n[:70], "at_us": round(s - start, 1), "us": round(e - s, 1)} for s, e, n in gpu[:FIRST_OPS]],
-            "copies_us": round(sum(e - s for s, e, n in gpu if n.startswith("Memcpy")), 1)}
+            "copies_us": round(sum(e - s for s, e, n in gpu if n.startswith("Memcpy")), 1),
+            "by_kernel": by_kernel(gpu)}
+
+
+def by_kernel(gpu: list) -> list[dict]:
+    """A frame's GPU time by kernel name (the first 90 characters), largest first: calls and microseconds."""
+    totals: dict[str, list] = {}
+    for s, e, name in gpu:
+        entry = totals.setdefault(name[:90], [0, 0.0])
+        entry[0] += 1
+        entry[1] += e - s
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:TOP_KERNELS]
+    return [{"name": name, "calls": calls, "us": round(us, 1)} for name, (calls, us) in ranked]
 
 
 def main() -> None:
@@ -106,6 +120,8 @@ def main() -> None:
     if reports and cuda:
         for gap in reports[len(reports) // 2]["top_gaps"]:
             print(json.dumps(gap), flush=True)
+        for kernel in reports[len(reports) // 2]["by_kernel"]:
+            print(json.dumps(kernel), flush=True)
 
 
 if __name__ == "__main__":
