@@ -30,6 +30,7 @@ from .config import EngineConfig
 from .context import StreamContext
 from .keyframes import HistoryFrame, select_keyframes
 from .rates import EGO, GENERAL, SKIP, RateGate
+from . import static_decoder
 from .timing import now
 from .triggers import Job, TriggerScheduler
 from .types import RESPOND, SILENT, SKIPPED, Decision
@@ -176,6 +177,9 @@ class FastThinker:
         self.encoder = FrameEncoder(model, *towers, fuse=fuse)
         self.gate = self._new_gate()
         self.history: deque[HistoryFrame] = deque(maxlen=cfg.keyframes.history_frames)
+        # None: decisions by the Triton kernel (the engine's kernels on CUDA), else why the model's rule runs
+        self.decision_fallback = ("the engine's Triton kernels are off (attention != 'triton')"
+                                  if cfg.attention != "triton" else static_decoder.attention_problem(model.device))
         self.counts: Counter = Counter()  # decided, ego_frames, skipped, questions
         self.last_decided: float | None = None
         self._turns = itertools.count()
@@ -202,8 +206,18 @@ class FastThinker:
         self.threshold = float(value)
 
     def decide(self, logits: torch.Tensor) -> tuple[float, bool, int]:
-        """Last-placeholder logits ``[V]`` -> (P(interval), respond, most likely token), one device sync."""
-        p_interval, respond, top = stream_decision(logits, self.model.token_ids.interval, self.threshold)
+        """Last-placeholder logits ``[V]`` -> (P(interval), respond, most likely token), one device sync. With the
+        engine's Triton kernels on CUDA, the rule runs as one kernel (``kernels/stream_decision.py``); where that
+        fails, the model's ``stream_decision`` from then on (``decision_fallback`` says why)."""
+        interval = self.model.token_ids.interval
+        if self.decision_fallback is None:
+            from .kernels.stream_decision import stream_decision_row
+            try:
+                p_interval, respond, top = stream_decision_row(logits, interval, self.threshold).tolist()
+                return p_interval, bool(respond), int(top)
+            except Exception as err:  # noqa: BLE001 - a GPU or Triton build that cannot run it: the plain rule
+                self.decision_fallback = f"the decision kernel failed: {type(err).__name__}: {err}"
+        p_interval, respond, top = stream_decision(logits, interval, self.threshold)
         p_interval, respond, top = torch.stack([p_interval, respond.float(), top.float()]).tolist()
         return p_interval, bool(respond), int(top)
 

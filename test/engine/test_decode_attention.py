@@ -1,5 +1,5 @@
 """The Triton decode-attention kernel (``engine/kernels/decode_attention.py``) against the split path's arithmetic,
-and the engine on it: one stream (token-dropping tracks, eviction, a fork whose long prompt takes the split
+and the engine on it (with its decision kernel, ``kernels/stream_decision.py``): one stream (token-dropping tracks, eviction, a fork whose long prompt takes the split
 path) and the batched step over a KV pool, each deciding as with ``attention='split'``.
 
 Needs Triton (CI has none: skipped there). Without a GPU the kernel runs on CPU tensors through Triton's
@@ -124,6 +124,7 @@ def test_engine_on_the_kernel_decides_like_split(model):
                             keep_recent_frames=4, attention=attention)
         engine = StreamEngine(model, cfg)
         assert engine.backend.fused.attention == attention and engine.backend.fused.attention_fallback is None
+        assert (engine.fast.decision_fallback is None) == (attention == "triton")  # the decision kernel with it
         engine.ask("what is this?", 0.0, query_id="q")
         decisions = [engine.process_frame(frames[k % 8], k * step) for k in range(round(24 * 0.5 / step))]
         engine.flush()

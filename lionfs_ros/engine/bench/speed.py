@@ -270,6 +270,7 @@ def _engine_variant(model, cfg, frames, times, decided, prefill_frames, keyframe
         "tower_attention": [[getattr(t.forward, "attention_run", None), getattr(t.forward, "attention_fallback", None)]
                             for t in engine.backend.towers() if t is not None],  # (general, ego): run, why not triton
         "route_kernels": getattr(fused, "route_kernels", None) is not None,  # kernels/token_routing.py ran
+        "decision_fallback": engine.fast.decision_fallback,  # None: kernels/stream_decision.py decided
         "linear_kernel": cfg.linear_kernel, "linear_fallback": getattr(fused, "linear_fallback", None),
         "fp8_weight_bytes": getattr(fused, "fp8_bytes", None), "linear_tuning": getattr(fused, "linear_tuning", None),
         "engine_build_ms": build_ms, "fast": fast,

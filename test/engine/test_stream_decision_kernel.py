@@ -1,0 +1,54 @@
+"""The decision kernel (``engine/kernels/stream_decision.py``) against the model's rule (``stream_decision``): the
+same P(interval), the same most likely token (ties to the lowest id) and the same speak-or-stay-silent answer, on
+rows of one and of several program blocks, in float32 and bf16, and the engine's fallback where it cannot run.
+
+Needs Triton (CI has none: skipped there). Without a GPU the kernel runs through Triton's interpreter
+(``TRITON_INTERPRET=1``, set by ``test/conftest.py``)."""
+import pytest
+import torch
+
+from lionfs_ros.model.modeling_lionfs import stream_decision
+
+triton = pytest.importorskip("triton")
+from lionfs_ros.engine.kernels.stream_decision import BLOCK, stream_decision_row  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+P_RTOL = 1e-5  # P(interval): the same formula summed in another order
+
+
+def reference(logits: torch.Tensor, interval: int, threshold: float) -> tuple[float, bool, int]:
+    p, respond, top = stream_decision(logits, interval, threshold)
+    return float(p), bool(respond), int(top)
+
+
+@pytest.mark.parametrize("vocab", [37, BLOCK, 2 * BLOCK + 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_decides_as_the_rule(vocab, dtype):
+    gen = torch.Generator().manual_seed(vocab)
+    for case in range(6):
+        logits = (torch.randn(vocab, generator=gen) * 3).to(dtype)
+        interval = int(torch.randint(vocab, (1,), generator=gen))
+        if case % 2:  # the interval token the most likely one: the threshold decides
+            logits[interval] = logits.float().max() + 2.0
+        threshold = (0.2, 0.5, 0.9)[case % 3]
+        p, respond, top = stream_decision_row(logits.to(DEVICE), interval, threshold).tolist()
+        want_p, want_respond, want_top = reference(logits, interval, threshold)
+        assert p == pytest.approx(want_p, rel=P_RTOL, abs=1e-12)
+        assert (bool(respond), int(top)) == (want_respond, want_top)
+
+
+def test_ties_go_to_the_lowest_token_across_blocks():
+    logits = torch.zeros(3 * BLOCK + 1)
+    logits[[BLOCK + 3, 2 * BLOCK + 1, 5]] = 4.0  # the same max in three blocks
+    p, respond, top = stream_decision_row(logits.to(DEVICE), 5, 0.5).tolist()
+    want_p, want_respond, want_top = reference(logits, 5, 0.5)
+    assert int(top) == want_top == 5
+    assert p == pytest.approx(want_p, rel=P_RTOL)
+    assert bool(respond) == want_respond
+
+
+def test_bad_rows_are_refused():
+    with pytest.raises(ValueError, match="one contiguous row"):
+        stream_decision_row(torch.zeros(2, 8, device=DEVICE), 0, 0.5)
+    with pytest.raises(ValueError, match="interval id"):
+        stream_decision_row(torch.zeros(8, device=DEVICE), 8, 0.5)
