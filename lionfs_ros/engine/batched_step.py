@@ -25,7 +25,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from .backends import CAPACITY_ALIGN, StaticBackend
+from .backends import CAPACITY_ALIGN, StaticBackend, tower_attention_kind
 from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig
 from .cuda_graphs import StaticLMState, capture_graph
@@ -77,6 +77,7 @@ class PooledBackend(StaticBackend):
 
     def __init__(self, model, cfg: EngineConfig, fused: FusedDecoder, pool: KVPool, row: int, use_graphs: bool):
         self.model, self.use_graphs, self.fused, self.row = model, use_graphs, fused, row
+        self.tower_attention = tower_attention_kind(cfg)
         self._towers = None
         bounds = token_bounds(model, cfg)
         if _align(cfg.kv_budget_tokens + bounds.largest_feed) > pool.capacity:

@@ -326,7 +326,7 @@ def _breakdown(engine: StreamEngine, frames) -> dict:
             logits = state.feed(model.formatter.frame_ids(after_frame=True), embeds)
             _sync(dev)
             t3 = now()
-            float(model.p_interval(logits))
+            engine.fast.decide(logits)  # the engine's rule, read back to the host
             t4 = now()
             for key, value in zip(("resize_and_tower", "connector", "llm_step", "decide"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 stages[key].append(value)

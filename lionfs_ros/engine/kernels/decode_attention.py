@@ -44,7 +44,6 @@ MAX_ROWS = 128  # stacked query rows (g * M) per K/V head the kernel takes; more
 MAX_BLOCK_Q = 64  # query rows per program
 SMALL_ROWS = 64  # up to this many stacked rows (a decided frame, a token): query blocks of MIN_BLOCK rows
 MIN_BLOCK = 16  # tl.dot's smallest side
-MERGE_SPLITS = 4  # splits' partials the merge loads at once
 PROGRAMS_PER_SM = 2  # the default split size aims for at least this many programs per SM at a full span
 _SM_COUNT: dict[int, int] = {}
 
@@ -68,7 +67,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, 
                       count_ptr, track, scale, M, HKV, SPLITS, keys_per_split,
                       s_qb, s_qm, s_qh, s_kn, s_kh, s_ks, s_vn, s_vh, s_vs, s_pn, s_pt, s_fn, s_posb, s_ob, s_om, s_oh,
                       G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr,
-                      BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr):
+                      BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
     wait_for_previous(PDL)
     split = tl.program_id(0)
     bh = tl.program_id(1)
@@ -123,38 +122,31 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sp_ptr, fill_ptr, pos_ptr, rows_ptr, 
         if done == filled - 1:  # the last one: the others' partials are visible (acquire)
             out_rows = b * s_ob + i * s_om + head * s_oh  # [BQ]
             _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr, out_rows, bh, r, r_ok, d, filled, SPLITS, R, D, BLOCK_D,
-                          BLOCK_Q, MERGE)
+                          BLOCK_Q)
             tl.store(count_ptr + tile, 0)  # ready for the next call on this stream
 
 
 @triton.jit
 def _merge_splits(acc_ptr, m_ptr, l_ptr, out_ptr, out_rows, bh, r, r_ok, d, filled, SPLITS, R, D: tl.constexpr,
-                  BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, MERGE: tl.constexpr):
+                  BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr):
     """The ``filled`` splits' partials of one (row, head, query block) rescaled to one max, added in split order,
-    divided by the total sum -> ``out`` at ``out_rows [BQ]`` (each row's offset; D contiguous). ``MERGE`` splits are
-    loaded at once (their loads in flight together: the merge is the call's tail, bound by the loads' latency);
-    the sum over each group is a fixed reduction, so the result is the same whoever merges."""
+    divided by the total sum -> ``out`` at ``out_rows [BQ]`` (each row's offset; D contiguous)."""
     m = tl.full((BLOCK_Q,), float("-inf"), dtype=tl.float32)
-    for s0 in range(0, filled, MERGE):  # the largest of the splits' maxima
-        s = s0 + tl.arange(0, MERGE)  # [S]
-        part = (bh * SPLITS + s)[:, None] * R + r[None, :]  # [S, BQ]
-        m_s = tl.load(m_ptr + part, mask=(s < filled)[:, None] & r_ok[None, :], other=float("-inf"),
-                      cache_modifier=".cg")
-        m = tl.maximum(m, tl.max(m_s, 0))
-    m_use = tl.where(m == float("-inf"), 0.0, m)  # a row no split saw a key for: every weight 0
     l = tl.zeros((BLOCK_Q,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
-    for s0 in range(0, filled, MERGE):
-        s = s0 + tl.arange(0, MERGE)  # [S]
-        part = (bh * SPLITS + s)[:, None] * R + r[None, :]  # [S, BQ]
-        ok = (s < filled)[:, None] & r_ok[None, :]
-        m_s = tl.load(m_ptr + part, mask=ok, other=float("-inf"), cache_modifier=".cg")
-        l_s = tl.load(l_ptr + part, mask=ok, other=0.0, cache_modifier=".cg")
-        a_s = tl.load(acc_ptr + part[:, :, None] * BLOCK_D + d[None, None, :], mask=ok[:, :, None], other=0.0,
-                      cache_modifier=".cg")  # [S, BQ, BD]
-        w = tl.exp(m_s - m_use[None, :])  # [S, BQ]; 0 for a split that saw nothing
-        l += tl.sum(l_s * w, 0)
-        acc += tl.sum(a_s * w[:, :, None], 0)
+    for split in range(0, filled):
+        part = (bh * SPLITS + split) * R + r
+        m_s = tl.load(m_ptr + part, mask=r_ok, other=float("-inf"), cache_modifier=".cg")
+        l_s = tl.load(l_ptr + part, mask=r_ok, other=0.0, cache_modifier=".cg")
+        a_s = tl.load(acc_ptr + part[:, None] * BLOCK_D + d[None, :], mask=r_ok[:, None], other=0.0,
+                      cache_modifier=".cg")
+        m_new = tl.maximum(m, m_s)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_use)
+        beta = tl.exp(m_s - m_use)
+        l = l * alpha + l_s * beta
+        acc = acc * alpha[:, None] + a_s * beta[:, None]
+        m = m_new
     out = acc / tl.where(l > 0, l, 1.0)[:, None]
     tl.store(out_ptr + out_rows[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty),
              mask=r_ok[:, None] & (d < D)[None, :])
@@ -226,6 +218,6 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         tiles.keys_per_split, q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
         values.stride(0), values.stride(1), values.stride(2), slot_pos.stride(0), slot_pos.stride(1), fill.stride(0),
         pos.stride(0), out.stride(0), out.stride(1), out.stride(2), G=g, D=hd, BLOCK_D=block_d, BLOCK_Q=tiles.block_q,
-        BLOCK_N=tiles.block_n, PRECISION="ieee" if q.dtype == torch.float32 else None, MERGE=MERGE_SPLITS,
+        BLOCK_N=tiles.block_n, PRECISION="ieee" if q.dtype == torch.float32 else None,
         num_warps=tiles.warps, num_stages=tiles.stages, **launch_options(q.device))  # float32: no TF32
     return out
