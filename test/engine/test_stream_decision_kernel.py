@@ -37,6 +37,19 @@ def test_kernel_decides_as_the_rule(vocab, dtype):
         assert (bool(respond), int(top)) == (want_respond, want_top)
 
 
+def test_a_kept_workspace_gives_each_call_its_own_decision():
+    """The engine keeps the buffers between calls: every call still decides on its own logits."""
+    gen = torch.Generator().manual_seed(5)
+    workspace = {}
+    for case in range(4):
+        logits = torch.randn(BLOCK + 9, generator=gen) * (1 + case)
+        got = stream_decision_row(logits.to(DEVICE), 3, 0.5, workspace).tolist()
+        want_p, want_respond, want_top = reference(logits, 3, 0.5)
+        assert got[0] == pytest.approx(want_p, rel=P_RTOL, abs=1e-12)
+        assert (bool(got[1]), int(got[2])) == (want_respond, want_top)
+    assert len(workspace) == 1
+
+
 def test_ties_go_to_the_lowest_token_across_blocks():
     logits = torch.zeros(3 * BLOCK + 1)
     logits[[BLOCK + 3, 2 * BLOCK + 1, 5]] = 4.0  # the same max in three blocks

@@ -50,9 +50,12 @@ def _decision_kernel(x_ptr, max_ptr, sum_ptr, arg_ptr, count_ptr, out_ptr, V, in
         tl.store(count_ptr, 0)  # ready for the next call on this stream
 
 
-def stream_decision_row(logits: torch.Tensor, interval_id: int, threshold: float) -> torch.Tensor:
+def stream_decision_row(logits: torch.Tensor, interval_id: int, threshold: float,
+                        workspace: dict | None = None) -> torch.Tensor:
     """``logits [V]`` (one row, contiguous) -> float32 ``[3]``: ``[P(interval), respond (0/1), top token]`` by
-    ``model.stream_decision``'s rule. No host sync (the caller reads the three back at once)."""
+    ``model.stream_decision``'s rule. No host sync (the caller reads the three back at once). ``workspace``: a dict
+    the caller keeps, where the partials and the result are allocated once per (device, vocabulary) and reused (the
+    caller reads each result back before its next call); without it they are allocated per call."""
     if logits.dim() != 1 or logits.stride(0) != 1:
         raise ValueError(f"stream_decision_row: one contiguous row of logits, got {tuple(logits.shape)}")
     vocab = logits.shape[0]
@@ -60,10 +63,16 @@ def stream_decision_row(logits: torch.Tensor, interval_id: int, threshold: float
     if blocks > MAX_BLOCKS or not 0 <= interval_id < vocab:
         raise ValueError(f"stream_decision_row: {vocab} logits (at most {BLOCK * MAX_BLOCKS}), interval id "
                          f"{interval_id}")
-    maxima = torch.empty(blocks, dtype=torch.float32, device=logits.device)
-    sums = torch.empty_like(maxima)
-    args = torch.empty(blocks, dtype=torch.int32, device=logits.device)
-    out = torch.empty(3, dtype=torch.float32, device=logits.device)
+    key = (logits.device, vocab)
+    buffers = workspace.get(key) if workspace is not None else None
+    if buffers is None:
+        buffers = (torch.empty(blocks, dtype=torch.float32, device=logits.device),  # block maxima
+                    torch.empty(blocks, dtype=torch.float32, device=logits.device),  # block sums of exp(x - max)
+                    torch.empty(blocks, dtype=torch.int32, device=logits.device),  # block argmax
+                    torch.empty(3, dtype=torch.float32, device=logits.device))  # the result
+        if workspace is not None:
+            workspace[key] = buffers
+    maxima, sums, args, out = buffers
     _decision_kernel[(blocks,)](logits, maxima, sums, args, tile_counters(1, logits.device), out, vocab, interval_id,
                                 float(threshold), BLOCK=BLOCK, BLOCKS=triton.next_power_of_2(blocks))
     return out
