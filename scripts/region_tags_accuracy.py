@@ -1,6 +1,6 @@
 """How often the slow thinker's region tags are right at the detail questions (issue 15, CPU, seconds an episode).
 
-    python scripts/region_tags_accuracy.py MODEL_DIR SYNTH_DIR [--episodes N] [--out FILE.json]
+    python scripts/region_tags_accuracy.py MODEL_DIR SYNTH_DIR [--episodes N] [--out FILE.json] [--candidates N]
 
 Runs the engine over the validation episodes of a ``lionfs synth`` folder as the eval runs it (its settings,
 the clip embedded once, the questions asked at their times) and records, at every answer, the keyframes and
@@ -22,7 +22,10 @@ objects standing there (``data.synth_objects.standing_objects``, the boxes crop 
   and ``part_colour``: the patch read on regions whose object has a part (a reader with a ``patch`` head);
 - ``d_question_match`` (``keyframes.region_order: question_last``, whatever the model's own order): on the trigger
   keyframe, the region whose tag shares the most words with the question (``model.region_order.matched_index``):
-  how often one is picked, holds the asked object, and is tagged right on what is asked (the copy it offers).
+  how often one is picked, holds the asked object, and is tagged right on what is asked (the copy it offers);
+- ``e_candidates`` (``--candidates N``): the same on the trigger keyframe's first N proposals, each read by the
+  reader (the engine proposes ``max_regions``): whether any holds the asked object, and the one the question's words
+  pick (a question-guided choice of the region to lay out last).
 
 Writes a JSON report (``--out``, with every question's regions) and prints one line.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from dataclasses import replace
 
 import torch
 
@@ -43,22 +47,28 @@ from lionfs_ros.eval.free_running import same_words
 from lionfs_ros.model.crop_reader import ATTRIBUTES, NO_LABEL, parse_region_tag
 from lionfs_ros.model.image_processing import LETTERBOX
 from lionfs_ros.model.region_order import matched_index
+from lionfs_ros.model.thinking_template import build_thinking_inputs
 from lionfs_ros.model_loading import load_for_inference
 
 PATCH_QUESTION = "patch_colour"  # the catalogue's detail question about the colour of an object's part
 ASKED = {PATCH_QUESTION: "patch"}  # the attribute each detail question type asks (default: the printed label)
 
 
-def run_recording(model, config, example, frames, embeds):
+def run_recording(model, config, example, frames, embeds, candidates: int = 0):
     """The clip through the engine (as ``eval.free_running.run_clip``); per question turn index (its
-    ``query_id``): ``(answer text, keyframe times, regions per keyframe)`` as the slow thinker got them."""
+    ``query_id``): ``(answer text, keyframe times, regions per keyframe, candidates)`` as the slow thinker got them;
+    ``candidates`` > 0: also the trigger keyframe's first ``candidates`` proposals with their tags (the same
+    proposer and reader at a larger ``max_regions``; what a question-guided choice among them could pick)."""
     engine = StreamEngine(model, config)
     thinker, seen, finals = engine.slow_thinker, {}, {}
     prompt = thinker.prompt
+    wide = replace(thinker.cfg.keyframes, max_regions=candidates, region_order="proposer") if candidates else None
 
     def recording(request):
         inputs = prompt(request)
-        seen[request.turn_index] = ([t for _, t in request.keyframes], inputs.regions)
+        more = build_thinking_inputs(model, [rgb for rgb, _ in request.keyframes], config=wide,
+                                     template=thinker.template, proposer=thinker.proposer).regions[-1] if wide else []
+        seen[request.turn_index] = ([t for _, t in request.keyframes], inputs.regions, more)
         return inputs
 
     thinker.prompt = recording
@@ -90,7 +100,7 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
         if index not in answers:
             tally["unanswered"] += 1
             continue
-        text, times, regions = answers[index]
+        text, times, regions, candidates = answers[index]
         asked_id, asked_name = question.object_ids[0], ASKED.get(question.type, "label")
         holds, tagged, tagged_asked, tagged_patch, out_regions, standing = False, False, False, False, [], False
         for t, frame_regions in zip(times, regions):
@@ -136,6 +146,17 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
                 asked, asked_name)
             tally["d_trigger_holds"] += any(asked is not None and asked.centre_in((r.x0, r.y0, r.x1, r.y1))
                                             for r in regions[-1])
+        if candidates:  # the trigger keyframe's wider proposals, the question's words picking one of them
+            frame = round(times[-1] * example.frame_fps)
+            asked = next((o for o in objects[frame] if o.object_id == asked_id), None)
+            boxes = [(r.x0, r.y0, r.x1, r.y1) for r in candidates]
+            pick = matched_index(turn.text, [r.tag for r in candidates])
+            holds_picked = pick is not None and asked is not None and asked.centre_in(boxes[pick])
+            tally["e_any_holds"] += any(asked is not None and asked.centre_in(box) for box in boxes)
+            tally["e_picked"] += pick is not None
+            tally["e_holds"] += holds_picked
+            tally["e_tagged_asked"] += holds_picked and parse_region_tag(candidates[pick].tag, classes)[
+                asked_name] == getattr(asked, asked_name)
         tally["a"] += holds
         tally["b"] += tagged
         tally["b_asked"] += tagged_asked
@@ -166,7 +187,7 @@ def by_type(tally: dict, frac) -> dict:
     return out
 
 
-def report(tally: dict, model_dir: str, data: str, episodes: int, names: tuple[str, ...]) -> dict:
+def report(tally: dict, model_dir: str, data: str, episodes: int, names: tuple[str, ...], candidates: int = 0) -> dict:
     """The tallies as fractions; ``names``: the reader's attributes."""
     def frac(a, b):
         return round(a / b, 4) if b else None
@@ -193,6 +214,9 @@ def report(tally: dict, model_dir: str, data: str, episodes: int, names: tuple[s
         "d_question_match": {"trigger_region_holds_asked": frac(tally["d_trigger_holds"], n),
                              "picked": frac(tally["d_picked"], n), "picked_holds_asked": frac(tally["d_holds"], n),
                              "picked_tagged_asked": frac(tally["d_tagged_asked"], n)},
+        "e_candidates": {"candidates": candidates, "trigger_any_holds_asked": frac(tally["e_any_holds"], n),
+                         "picked": frac(tally["e_picked"], n), "picked_holds_asked": frac(tally["e_holds"], n),
+                         "picked_tagged_asked": frac(tally["e_tagged_asked"], n)} if candidates else None,
     }
 
 
@@ -203,6 +227,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=None, help="the first N episodes (default: all)")
     parser.add_argument("--out", default=None, help="JSON report (default: stdout only)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--candidates", type=int, default=0,
+                        help="also propose this many regions on the trigger keyframe and let the question pick one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, _, _ = load_for_inference(args.model, "cpu", "float32")
@@ -217,8 +243,9 @@ def main() -> None:
     for example in examples:
         frames = ev.load_frames(example, recipe)
         embeds = ev.embed_example(model, example, recipe, frames)
-        score_episode(model, example, run_recording(model, config, example, frames, embeds), tally, rows)
-    out = report(tally, args.model, args.data, len(examples), model.crop_reader.attributes)
+        score_episode(model, example, run_recording(model, config, example, frames, embeds, args.candidates), tally,
+                      rows)
+    out = report(tally, args.model, args.data, len(examples), model.crop_reader.attributes, args.candidates)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({**out, "questions": rows}, f, indent=1)
@@ -232,7 +259,8 @@ def main() -> None:
           f"{c['printed_label']} ({c['printed_label_regions']}), part colour {c.get('part_colour')} "
           f"({c.get('part_colour_regions')}); detail answers right "
           f"{out['detail_answers_right']}; copied (tagged right -> answered right) {json.dumps(out['copy'])}; "
-          f"question match on the trigger keyframe {json.dumps(out['d_question_match'])}", flush=True)
+          f"question match on the trigger keyframe {json.dumps(out['d_question_match'])}; among wider proposals "
+          f"{json.dumps(out['e_candidates'])}", flush=True)
 
 
 if __name__ == "__main__":
