@@ -276,7 +276,11 @@ class KeyframeConfig:
     a question, the trigger keyframe's region whose tag shares the most words with the question to the end of its
     regions, next to the answer (``model.regions.question_match``; in training the region holding the asked object,
     ``train.thinking``): the LLM then copies from a tag a few tokens back instead of looking up the matching one
-    among several (issue 15, docs/RESULTS.md round 14).
+    among several (issue 15, docs/RESULTS.md round 14). ``question_candidates`` (with ``question_last``; 0: off):
+    when a question is answered, the trigger keyframe's first this-many proposals are read and the question picks
+    among them; a pick past the first ``max_regions`` takes the last place after the first ``max_regions - 1`` (the
+    template keeps its length; in training the proposal holding the asked object; docs/RESULTS.md round 15: 8
+    candidates hold the asked object on 0.90 of the validation detail questions, the first 3-4 on 0.63).
     Training writes it (``data.keyframes``) into the model's ``thinking.keyframes``, which the engine
     reads (``EngineConfig.keyframes`` overrides it only when set): a model records the template it
     was trained with.
@@ -296,6 +300,7 @@ class KeyframeConfig:
     tile_grid: int = 2
     region_tags: bool = False
     region_order: str = "proposer"
+    question_candidates: int = 0
 
     def validate(self) -> None:
         if self.num_keyframes < 1:
@@ -321,6 +326,11 @@ class KeyframeConfig:
         if self.region_order == "question_last" and not self.region_tags:
             raise ConfigError("keyframes.region_order 'question_last' ranks the regions by their tags: it needs"
                               " keyframes.region_tags")
+        if self.question_candidates and (self.region_order != "question_last"
+                                         or self.question_candidates < self.max_regions or self.regions_on == "none"):
+            raise ConfigError(f"keyframes.question_candidates ({self.question_candidates}) lets the question pick among "
+                              f"more proposals: it needs region_order 'question_last', regions on the trigger keyframe"
+                              f" and at least max_regions ({self.max_regions}); 0 is off")
 
 
 @dataclass

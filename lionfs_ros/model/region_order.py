@@ -34,6 +34,15 @@ def matched_index(question: str, tags: Sequence[str]) -> int | None:
     return best if best is not None and scores[best] > 0 else None
 
 
+def asked_last(candidates: Sequence[T], index: int | None, keep: int) -> list[T]:
+    """The ``keep`` regions laid out from the proposer's ``candidates`` (best first) with ``candidates[index]`` last:
+    moved there when it is one of the first ``keep``, else in the last place after the first ``keep - 1``
+    (``keyframes.question_candidates``); ``index`` None: the first ``keep`` as proposed."""
+    if index is None or index < keep:
+        return moved_last(candidates[:keep], index)
+    return list(candidates[:keep - 1]) + [candidates[index]]
+
+
 def moved_last(items: Sequence[T], index: int | None) -> list[T]:
     """``items`` with ``items[index]`` moved to the end, the others in their order (``index`` None: unchanged)."""
     items = list(items)

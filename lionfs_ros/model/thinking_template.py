@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from .configuration_lionfs import KeyframeConfig
 from .keyframe_tokens import CROP, PoolRun, crop_images, pool_runs
-from .region_order import matched_index, moved_last
+from .region_order import asked_last, matched_index, moved_last
 from .regions import Region, RegionProposer, make_proposer
 
 
@@ -333,8 +333,13 @@ def build_thinking_inputs(
         return _plain_inputs(b, model, keyframes, context, query, after_stream)
     pixels = keyframe_pixels(model, keyframes)
     grids = model.patch_grid(pixels)  # [K, h, w, C]
+    question = asked or restate or query
+    reorder = config.region_order == "question_last" and bool(question)
     if regions is None:
         regions = propose_regions(proposer, keyframes, grids, config)
+        if reorder and config.question_candidates > config.max_regions and regions and regions[-1]:
+            regions = regions[:-1] + [question_pick(model, proposer, keyframes, grids, config, question)]
+            reorder = False  # the asked region is last already
     if context is not None:
         after_stream = _portable_prefix(b, model, keyframes, pixels, context, query)
     layout = template_layout(model.formatter, grids.shape[1], regions, config, template, after_stream, restate)
@@ -345,9 +350,7 @@ def build_thinking_inputs(
         crop_grids = model.crop_grid(crops)  # [N, h, w, C]
     if config.region_tags:  # the same runs (and crops), the tags' text after each box run
         tags = read_tags(model, layout.runs, crop_grids, regions)
-        question = asked or restate or query
-        last = matched_index(question, tags[-1]) if config.region_order == "question_last" and question and regions \
-            else None
+        last = matched_index(question, tags[-1]) if reorder and regions else None
         if last is not None:  # the asked region next to the answer
             regions = regions[:-1] + [moved_last(regions[-1], last)]
             tags = tags[:-1] + [moved_last(tags[-1], last)]
@@ -366,6 +369,20 @@ def _plain_inputs(b: _Builder, model, keyframes, context, query, after_stream: b
         after_stream = _portable_prefix(b, model, keyframes, keyframe_pixels(model, keyframes), context, query)
     b.text(model.formatter.assistant_header_ids(after_stream=after_stream), "assistant_header")
     return b.finish([[] for _ in keyframes])
+
+
+def question_pick(model, proposer: RegionProposer, keyframes, grids: torch.Tensor, config: KeyframeConfig,
+                  question: str) -> list[Region]:
+    """The trigger keyframe's regions when a question picks among its first ``config.question_candidates``
+    proposals: each read by the crop reader, the one whose tag shares the most words with the question laid out last
+    (``region_order.asked_last``), ``config.max_regions`` in all."""
+    candidates = proposer.propose(list(keyframes), grids, config.question_candidates)[-1][:config.question_candidates]
+    trigger = len(keyframes) - 1
+    runs = [PoolRun(trigger, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1), CROP) for r in candidates]
+    processor = model.vision.processor
+    crops = processor.normalize(torch.from_numpy(crop_pixels(processor, keyframes, runs, config)))
+    tags = model.region_tags(model.crop_grid(crops)) if candidates else []
+    return asked_last(candidates, matched_index(question, tags), config.max_regions)
 
 
 def propose_regions(proposer: RegionProposer, keyframes, grids, config: KeyframeConfig) -> list[list[Region]]:

@@ -60,7 +60,7 @@ from PIL import Image
 from lionfs_ros.data.synth_objects import DETAIL, LabelledObject
 from lionfs_ros.model.configuration_lionfs import ThinkingConfig
 from lionfs_ros.model.keyframe_tokens import PoolRun
-from lionfs_ros.model.region_order import moved_last
+from lionfs_ros.model.region_order import asked_last
 from lionfs_ros.model.regions import RegionProposer, make_proposer
 from lionfs_ros.model.stream_format import StreamFormatter, StreamSample
 from lionfs_ros.model.image_processing import ImageProcessor
@@ -193,10 +193,15 @@ class ThinkingSampler:
         """A fork at ``start`` (the main context copied up to it first): the template on ``chosen`` keyframes with
         ``regions``, ``question`` restated (None: not), then ``body`` (the answer and EOS) learned with ``weight``.
         ``asked``: the object the answer is about; with ``keyframes.region_order: question_last`` the trigger
-        keyframe's first region holding it is laid out last (the engine ranks by the tags instead)."""
-        if self.cfg.region_order == "question_last" and asked is not None and regions:
-            holding = next((i for i, r in enumerate(regions[-1]) if asked.centre_in((r.x0, r.y0, r.x1, r.y1))), None)
-            regions = regions[:-1] + [moved_last(regions[-1], holding)]
+        keyframe's first region holding it is laid out last (the engine ranks by the tags instead), looked for among
+        the trigger's ``question_candidates`` proposals where those are on (``_regions`` proposes them); the
+        trigger keeps ``max_regions``."""
+        if regions:
+            holding = None
+            if self.cfg.region_order == "question_last" and asked is not None:
+                holding = next((i for i, r in enumerate(regions[-1]) if asked.centre_in((r.x0, r.y0, r.x1, r.y1))),
+                               None)
+            regions = regions[:-1] + [asked_last(regions[-1], holding, self.cfg.max_regions)]
         ignore, placeholder = self.fmt.cfg.ignore_index, self.fmt.ids.placeholder
         build.out.main(build.ids[build.done:start], build.labels[build.done:start], build.done)
         build.done = start
@@ -215,7 +220,7 @@ class ThinkingSampler:
                      objects: list[list[LabelledObject]] | None) -> list[tuple]:
         """Up to ``extra_questions`` forks ``(start, chosen, regions, question, body, weight)`` in order, each after a
         distinct frame (never the first), asking about a labelled object whose centre a region of the trigger
-        keyframe covers. Frames are drawn by a generator seeded from the sample's ids: the same episode gets the
+        keyframe covers (one of its ``question_candidates`` proposals where those are on). Frames are drawn by a generator seeded from the sample's ids: the same episode gets the
         same questions each epoch, on any loader worker."""
         if objects is None or len(objects) != len(frames):
             raise ValueError("extra_detail_questions needs the labelled objects of every frame of the clip")
@@ -254,10 +259,17 @@ class ThinkingSampler:
         return question
 
     def _regions(self, frames: np.ndarray, chosen: list[int]) -> list[list]:
+        """The proposer's regions on the ``chosen`` keyframes; the trigger's ``question_candidates`` first proposals
+        where those are on (``_fork`` keeps ``max_regions`` of them)."""
         if not self.wants_regions:
             return [[] for _ in chosen]
         keyframes = frames[chosen]
-        return propose_regions(self.proposer, list(keyframes), self.region_grids(keyframes), self.cfg)
+        grids = self.region_grids(keyframes)
+        regions = propose_regions(self.proposer, list(keyframes), grids, self.cfg)
+        wide = self.cfg.question_candidates
+        if wide > self.cfg.max_regions and regions[-1]:
+            regions[-1] = self.proposer.propose(list(keyframes), grids, wide)[-1][:wide]
+        return regions
 
 
 @dataclass

@@ -151,6 +151,49 @@ def test_question_last_lays_the_region_the_question_is_about_out_last(build):
         replace(kf, region_tags=False, box_source="grid", region_order="question_last").validate()
 
 
+def test_question_candidates_let_the_question_pick_a_later_proposal(build):
+    """``keyframes.question_candidates``: the trigger keyframe's first N proposals are read and the question picks
+    among them; a pick past the first ``max_regions`` takes the last place after the first ``max_regions - 1``: the
+    template is the one those regions, proposed so, would give. Without candidates the question picks among the first
+    ``max_regions`` only."""
+    from lionfs_ros.model.regions import RegionProposer
+
+    model = _with_reader(build, 3)
+    kf = KeyframeConfig(num_keyframes=1, grid_sizes=(2,), box_grid=2, max_regions=2, box_source="crop",
+                        region_tags=True, region_order="question_last")
+    frame = random_frames(1, 5, size=64)[0]
+    proposed = [Region(0.1, 0.1, 0.4, 0.5, "salient", 0.9), Region(0.5, 0.4, 0.9, 0.9, "salient", 0.8),
+                Region(0.0, 0.6, 0.3, 0.95, "salient", 0.7), Region(0.6, 0.0, 0.95, 0.3, "salient", 0.6)]
+    tags = {0: " red cube", 1: " green ball", 2: " blue ball labelled K", 3: " red ball labelled Q"}
+    seen: list[torch.Tensor] = []  # each crop's patch grid, in the order first read; its tag is tags[its index]
+
+    def tag_of(grid: torch.Tensor) -> str:  # a crop read again in another batch differs by float rounding only
+        index = next((i for i, g in enumerate(seen) if torch.allclose(g, grid, atol=1e-4)), len(seen))
+        if index == len(seen):
+            seen.append(grid)
+        return tags[index]
+    model.region_tags = lambda grids: [tag_of(g) for g in grids]
+
+    class Fixed(RegionProposer):  # the plug: the same proposals, best first, on every keyframe
+        def propose(self, keyframes, grids, max_regions):
+            return [proposed[:max_regions] for _ in keyframes]
+    question = "What letter is on the blue ball?"
+    with torch.no_grad():
+        picked = build_thinking_inputs(model, [frame], asked=question, proposer=Fixed(),
+                                       config=replace(kf, question_candidates=4))
+        laid = build_thinking_inputs(model, [frame], regions=[[proposed[0], proposed[2]]],
+                                     config=replace(kf, region_order="proposer"))
+        narrow = build_thinking_inputs(model, [frame], asked=question, proposer=Fixed(), config=kf)
+    assert [" " + r.tag for r in picked.regions[0]] == [tags[0], tags[2]]
+    assert torch.equal(picked.input_ids, laid.input_ids)
+    torch.testing.assert_close(picked.embeds, laid.embeds)
+    assert [" " + r.tag for r in narrow.regions[0]] == [tags[0], tags[1]]  # "ball": the second of the first two
+    with pytest.raises(ConfigError, match="question_candidates"):
+        replace(kf, question_candidates=1).validate()  # fewer than max_regions
+    with pytest.raises(ConfigError, match="question_candidates"):
+        replace(kf, region_order="proposer", question_candidates=4).validate()
+
+
 def test_region_tags_are_checked(build):
     with pytest.raises(ConfigError, match="region_tags reads the regions' crops"):
         KeyframeConfig(region_tags=True).validate()

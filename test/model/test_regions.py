@@ -121,3 +121,13 @@ def test_the_question_picks_the_tag_that_shares_most_of_its_words():
     assert matched_index("Is it a cyan thing?", tags) == 1  # equals (one word each): the first of them
     assert matched_index("What should I do next?", tags) is None and matched_index("anything", []) is None
     assert moved_last(["a", "b", "c"], 0) == ["b", "c", "a"] and moved_last(["a", "b"], None) == ["a", "b"]
+
+
+def test_the_asked_region_is_laid_out_last_among_the_kept_ones():
+    """``asked_last``: the picked proposal last, ``keep`` regions in all (``keyframes.question_candidates``)."""
+    from lionfs_ros.model.region_order import asked_last
+
+    proposals = ["a", "b", "c", "d", "e"]
+    assert asked_last(proposals, 1, 3) == ["a", "c", "b"]  # among the first three: moved last
+    assert asked_last(proposals, 4, 3) == ["a", "b", "e"]  # past them: after the first two
+    assert asked_last(proposals, None, 3) == ["a", "b", "c"] and asked_last(["a"], None, 3) == ["a"]

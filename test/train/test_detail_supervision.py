@@ -197,3 +197,51 @@ def test_question_last_region_order_needs_the_tags_and_the_synthetic_world(train
         KeyframeConfig(box_source="crop", region_order="question_last").validate()
     with pytest.raises(ConfigError, match="region_order"):
         KeyframeConfig(box_source="crop", region_tags=True, region_order="random").validate()
+
+
+def test_question_candidates_swap_in_the_asked_objects_region(model, train_dir):
+    """``keyframes.question_candidates``: a fork about an object (an extra detail question here) that none of the
+    trigger keyframe's first ``max_regions`` proposals holds, but one of its first ``question_candidates`` does, gets
+    that proposal in the last place after the first ``max_regions - 1``; otherwise the first ``max_regions`` with the
+    one holding it last, as without candidates. Over the fixture episodes some fork swapped a region in."""
+    from dataclasses import replace
+
+    recipe = FrameRecipe.for_model(model)
+    kf = replace(KF_REGIONS, max_regions=2, region_tags=True, region_order="question_last", question_candidates=6)
+    sampler = ThinkingSampler(model.formatter, model.vision.grid_side, ThinkingConfig("answers", kf, PIXEL_REGIONS),
+                              4, processor=recipe.general, extra_questions=EXTRA)
+    narrow = ThinkingSampler(model.formatter, model.vision.grid_side,
+                             ThinkingConfig("answers", replace(kf, question_candidates=0), PIXEL_REGIONS), 4,
+                             processor=recipe.general, extra_questions=EXTRA)
+    data = StreamDataset(synth_examples(train_dir, FPS, questions=True), model.formatter, recipe, thinking=sampler)
+    swapped = 0
+    for index, example in enumerate(data.examples):
+        item = data[index]
+        thought, frames = item["thinking"], item["frames"].general
+        objects = [o for frame in labelled_objects(example.source) for o in frame]
+        for chosen, boxes in _forks(thought):
+            proposed = [(r.x0, r.y0, r.x1, r.y1) for r in narrow._regions(frames, chosen)[-1]]  # the first 2
+            got = [run.box for run in boxes]
+            assert len(got) == len(proposed) <= 2
+            if got[-1] in proposed:  # as without candidates: the first two, one of them moved last or not
+                assert sorted(got) == sorted(proposed)
+            else:  # a later proposal in the last place, holding an object
+                assert got[:-1] == proposed[:-1] and any(o.centre_in(got[-1]) for o in objects)
+                swapped += 1
+    assert swapped > 0, "no fork swapped a region in on the fixture episodes: the test would prove nothing"
+
+
+def _forks(thought) -> list[tuple[list[int], list]]:
+    """Each fork's keyframes (clip frame indices, oldest first) and its trigger keyframe's box runs, from a sample's
+    runs: a fork's grid runs, then its box runs (``regions_on: trigger``)."""
+    forks, slots, boxes = [], [], []
+    for run in [*thought.runs, None]:
+        if run is not None and run.kind == "box":
+            boxes.append(run)
+            continue
+        if boxes:
+            forks.append(([thought.keyframes[s] for s in dict.fromkeys(slots)], boxes))
+            slots, boxes = [], []
+        if run is not None:
+            slots.append(run.keyframe)
+    return forks
