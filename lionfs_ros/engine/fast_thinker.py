@@ -219,6 +219,7 @@ class FastThinker:
                 return p_interval, bool(respond), int(top)
             except Exception as err:  # noqa: BLE001 - a GPU or Triton build that cannot run it: the plain rule
                 self.decision_fallback = f"the decision kernel failed: {type(err).__name__}: {err}"
+                log.warning("%s; the model's rule decides from now on", self.decision_fallback)
         p_interval, respond, top = stream_decision(logits, interval, self.threshold)
         p_interval, respond, top = torch.stack([p_interval, respond.float(), top.float()]).tolist()
         return p_interval, bool(respond), int(top)
