@@ -53,7 +53,7 @@ from lionfs_ros.model.crop_reader import ATTRIBUTES, TAGGED, CropReader
 from lionfs_ros.model.image_processing import ImageProcessor
 from lionfs_ros.model.keyframe_tokens import crop_box
 from lionfs_ros.model.regions import make_proposer
-from lionfs_ros.model.thinking_template import propose_regions
+from lionfs_ros.model.template_regions import propose_regions
 
 from .config import CropPretrainingSection, TrainConfigError
 from .distributed import rank_and_world

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from lionfs_ros.model.thinking_template import read_tags
+from lionfs_ros.model.template_regions import read_tags
 
 SLOTS_KEY = "tag_slots"
 # The columns a training batch may have, and what a padded or inserted position holds in each.

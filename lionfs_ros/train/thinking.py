@@ -64,9 +64,8 @@ from lionfs_ros.model.region_order import asked_last
 from lionfs_ros.model.regions import RegionProposer, make_proposer
 from lionfs_ros.model.stream_format import StreamFormatter, StreamSample
 from lionfs_ros.model.image_processing import ImageProcessor
-from lionfs_ros.model.thinking_template import (
-    ThinkingTemplate, crop_pixels, propose_regions, select_keyframe_indices, tag_slots, template_layout,
-)
+from lionfs_ros.model.template_regions import crop_pixels, propose_regions
+from lionfs_ros.model.thinking_template import ThinkingTemplate, select_keyframe_indices, tag_slots, template_layout
 
 ANSWERS, ALL = "answers", "all"
 MID_GREY = 0.5
