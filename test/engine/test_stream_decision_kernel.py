@@ -65,3 +65,37 @@ def test_bad_rows_are_refused():
         stream_decision_row(torch.zeros(2, 8, device=DEVICE), 0, 0.5)
     with pytest.raises(ValueError, match="interval id"):
         stream_decision_row(torch.zeros(8, device=DEVICE), 8, 0.5)
+
+
+def test_the_engine_decides_with_the_kernel_and_falls_back_to_the_rule(fused_model, monkeypatch, caplog):
+    """The engine on the kernel (let run on CPU tensors here: ``attention_problem`` patched) decides each frame as on
+    the model's rule; a kernel that fails hands over to the rule for good, logged once, and no frame is lost."""
+    from engine_parts import engine_config, stream_frames
+    from lionfs_ros.engine import StreamEngine, static_decoder
+    from lionfs_ros.engine.kernels import stream_decision as kernel_module
+
+    frames = stream_frames(6, seed=3)
+    step = 0.5 / fused_model.config.ego.frames_per_frame
+
+    def decisions(engine):
+        out = [engine.process_frame(frames[k % 6], k * step) for k in range(round(4 * 0.5 / step))]
+        return [(d.frame_index, d.respond, d.next_token, pytest.approx(d.p_interval, rel=P_RTOL))
+                for d in out if d is not None]
+
+    rule = StreamEngine(fused_model, engine_config(answers=False, threshold=0.7))
+    assert rule.fast.decision_fallback is not None  # no CUDA: the rule
+    monkeypatch.setattr(static_decoder, "attention_problem", lambda device: None)
+    kernel = StreamEngine(fused_model, engine_config(answers=False, threshold=0.7))
+    assert kernel.fast.decision_fallback is None
+    want = decisions(rule)
+    assert decisions(kernel) == want and want
+    assert kernel.fast.decision_fallback is None  # every frame went through the kernel
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel image for this GPU")
+    monkeypatch.setattr(kernel_module, "stream_decision_row", broken)
+    failing = StreamEngine(fused_model, engine_config(answers=False, threshold=0.7))
+    with caplog.at_level("WARNING"):
+        assert decisions(failing) == want
+    assert "no kernel image" in failing.fast.decision_fallback
+    assert sum("the model's rule decides from now on" in r.getMessage() for r in caplog.records) == 1
