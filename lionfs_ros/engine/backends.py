@@ -109,10 +109,7 @@ class StaticBackend:
             if fused is not None and getattr(fused, key) != getattr(cfg, key):
                 raise EngineConfigError(f"{key}={getattr(cfg, key)!r} differs from the shared decoder's "
                                         f"({getattr(fused, key)!r})")
-        self.model = model
-        self.use_graphs = model.device.type == "cuda" if use_graphs is None else use_graphs
-        self.tower_attention = tower_attention_kind(cfg)
-        self._towers = None  # (general, ego) GraphedTowers, made at the first towers()
+        self._share(model, cfg, model.device.type == "cuda" if use_graphs is None else use_graphs)
         bounds = token_bounds(model, cfg)
         main_capacity = _align(cfg.kv_budget_tokens + bounds.largest_feed)
         slow_capacity = _align(max(main_capacity + bounds.thinking + cfg.max_new_tokens,
@@ -130,6 +127,13 @@ class StaticBackend:
         self.main = StaticLMState(model, self.fused, main_capacity, self.use_graphs, frame_length, fork_into=self.slow)
         self.main.warm_up()
         self.slow.warm_up()
+
+    def _share(self, model, cfg: EngineConfig, use_graphs: bool) -> None:
+        """What every static backend holds besides its states and decoder (``PooledBackend`` too): the model, whether
+        it runs CUDA graphs, its towers' attention kind and, made at the first ``towers()``, the graphed towers."""
+        self.model, self.use_graphs = model, use_graphs
+        self.tower_attention = tower_attention_kind(cfg)
+        self._towers = None  # (general, ego) GraphedTowers
 
     def towers(self):
         if not self.use_graphs:

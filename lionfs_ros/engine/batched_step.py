@@ -25,7 +25,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from .backends import CAPACITY_ALIGN, StaticBackend, tower_attention_kind
+from .backends import CAPACITY_ALIGN, StaticBackend
 from .bounds import portable_prompt_bound, token_bounds
 from .config import EngineConfig
 from .cuda_graphs import StaticLMState, capture_graph
@@ -76,9 +76,8 @@ class PooledBackend(StaticBackend):
     name = "static-pooled"
 
     def __init__(self, model, cfg: EngineConfig, fused: FusedDecoder, pool: KVPool, row: int, use_graphs: bool):
-        self.model, self.use_graphs, self.fused, self.row = model, use_graphs, fused, row
-        self.tower_attention = tower_attention_kind(cfg)
-        self._towers = None
+        self._share(model, cfg, use_graphs)
+        self.fused, self.row = fused, row
         bounds = token_bounds(model, cfg)
         if _align(cfg.kv_budget_tokens + bounds.largest_feed) > pool.capacity:
             raise ValueError(f"stream needs {cfg.kv_budget_tokens + bounds.largest_feed} KV slots; the pool has "

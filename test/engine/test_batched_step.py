@@ -77,6 +77,9 @@ def test_batched_llm_step_decides_as_each_stream_alone_on_cpu(fused_model):
     assert group.batched is not None and stats["llm_batches"] >= ROUNDS - 2
     assert stats["llm_batched_frames"] > 2 * ROUNDS  # most frames (not the first, nor those after an answer) were batched
     assert all(group[name].backend.name == "static-pooled" for name in STREAMS)
+    # what a graphed tower of the stream would need (on CUDA), set as on a stream's own static backend
+    assert all(group[name].backend.tower_attention == "triton" and group[name].backend.towers() == (None, None)
+               for name in STREAMS)
     assert stats["streams"]["tight"]["compactions"] >= 2  # its own KV budget evicted inside the pool
     assert stats["streams"]["asks"]["questions"] == 1 and stats["streams"]["asks"]["answers"] >= 1
     lengths = {stats["streams"][name]["kv_tokens"] for name in STREAMS}
