@@ -47,7 +47,8 @@ from lionfs_ros.eval.free_running import same_words
 from lionfs_ros.model.crop_reader import ATTRIBUTES, NO_LABEL, parse_region_tag
 from lionfs_ros.model.image_processing import LETTERBOX
 from lionfs_ros.model.region_order import matched_index
-from lionfs_ros.model.thinking_template import build_thinking_inputs
+from lionfs_ros.model.template_regions import propose_regions, trigger_tags
+from lionfs_ros.model.thinking_template import keyframe_pixels
 from lionfs_ros.model_loading import load_for_inference
 
 PATCH_QUESTION = "patch_colour"  # the catalogue's detail question about the colour of an object's part
@@ -61,13 +62,16 @@ def run_recording(model, config, example, frames, embeds, candidates: int = 0):
     proposer and reader at a larger ``max_regions``; what a question-guided choice among them could pick)."""
     engine = StreamEngine(model, config)
     thinker, seen, finals = engine.slow_thinker, {}, {}
-    prompt = thinker.prompt
-    wide = replace(thinker.cfg.keyframes, max_regions=candidates, region_order="proposer") if candidates else None
+    prompt, kf = thinker.prompt, thinker.cfg.keyframes
 
     def recording(request):
         inputs = prompt(request)
-        more = build_thinking_inputs(model, [rgb for rgb, _ in request.keyframes], config=wide,
-                                     template=thinker.template, proposer=thinker.proposer).regions[-1] if wide else []
+        more = []
+        if candidates:  # the engine's own helpers, as a question_candidates model runs them
+            frames = [rgb for rgb, _ in request.keyframes]
+            grids = model.patch_grid(keyframe_pixels(model, frames))
+            wide = propose_regions(thinker.proposer, frames, grids, kf, candidates)[-1]
+            more = [replace(r, tag=tag.strip()) for r, tag in zip(wide, trigger_tags(model, frames, wide, kf))]
         seen[request.turn_index] = ([t for _, t in request.keyframes], inputs.regions, more)
         return inputs
 

@@ -180,6 +180,11 @@ class FastThinker:
         # None: decisions by the Triton kernel (the engine's kernels on CUDA), else why the model's rule runs
         self.decision_fallback = ("the engine's Triton kernels are off (attention != 'triton')"
                                   if cfg.attention != "triton" else static_decoder.attention_problem(model.device))
+        self._decision_kernel = None
+        if self.decision_fallback is None:
+            from .kernels.stream_decision import stream_decision_row
+
+            self._decision_kernel = stream_decision_row
         self._decision_workspace: dict = {}  # the decision kernel's buffers, reused (each result is read back first)
         self.counts: Counter = Counter()  # decided, ego_frames, skipped, questions
         self.last_decided: float | None = None
@@ -212,10 +217,9 @@ class FastThinker:
         fails, the model's ``stream_decision`` from then on (``decision_fallback`` says why)."""
         interval = self.model.token_ids.interval
         if self.decision_fallback is None:
-            from .kernels.stream_decision import stream_decision_row
             try:
-                p_interval, respond, top = stream_decision_row(logits, interval, self.threshold,
-                                                               self._decision_workspace).tolist()
+                p_interval, respond, top = self._decision_kernel(logits, interval, self.threshold,
+                                                                 self._decision_workspace).tolist()
                 return p_interval, bool(respond), int(top)
             except Exception as err:  # noqa: BLE001 - a GPU or Triton build that cannot run it: the plain rule
                 self.decision_fallback = f"the decision kernel failed: {type(err).__name__}: {err}"

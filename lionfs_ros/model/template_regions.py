@@ -45,25 +45,35 @@ def crop_pixels(processor, keyframes: Sequence[np.ndarray], runs: Sequence[PoolR
     return np.stack([processor.resize_one(np.ascontiguousarray(crop)) for crop in crops])
 
 
-def question_pick(model, proposer: RegionProposer, keyframes, grids: torch.Tensor, config: KeyframeConfig,
-                  question: str) -> list[Region]:
-    """The trigger keyframe's regions when a question picks among its first ``config.question_candidates``
-    proposals: each read by the crop reader, the one whose tag shares the most words with the question laid out last
-    (``region_order.asked_last``), ``config.max_regions`` in all."""
-    candidates = proposer.propose(list(keyframes), grids, config.question_candidates)[-1][:config.question_candidates]
-    trigger = len(keyframes) - 1
-    runs = [PoolRun(trigger, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1), CROP) for r in candidates]
+def trigger_tags(model, keyframes, regions: Sequence[Region], config: KeyframeConfig) -> list[str]:
+    """The crop reader's tags of ``regions`` on the trigger keyframe (the last), their crops cut and read as the
+    template's are."""
+    if not regions:
+        return []
+    runs = [PoolRun(len(keyframes) - 1, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1), CROP) for r in regions]
     processor = model.vision.processor
     crops = processor.normalize(torch.from_numpy(crop_pixels(processor, keyframes, runs, config)))
-    tags = model.region_tags(model.crop_grid(crops)) if candidates else []
+    return model.region_tags(model.crop_grid(crops))
+
+
+def question_pick(model, keyframes, candidates: Sequence[Region], config: KeyframeConfig, question: str
+                  ) -> list[Region]:
+    """The trigger keyframe's regions when a question picks among its proposals ``candidates`` (the first
+    ``config.question_candidates``, best first): each read by the crop reader, the one whose tag shares the most words
+    with the question laid out last (``region_order.asked_last``), ``config.max_regions`` in all."""
+    tags = trigger_tags(model, keyframes, candidates, config)
     return asked_last(candidates, matched_index(question, tags), config.max_regions)
 
 
-def propose_regions(proposer: RegionProposer, keyframes, grids, config: KeyframeConfig) -> list[list[Region]]:
-    """The proposer's regions on the keyframes ``config.regions_on`` names, at most ``max_regions`` each."""
+def propose_regions(proposer: RegionProposer, keyframes, grids, config: KeyframeConfig,
+                    trigger_regions: int = 0) -> list[list[Region]]:
+    """The proposer's regions on the keyframes ``config.regions_on`` names, at most ``max_regions`` each, the trigger
+    keyframe (the last) up to ``trigger_regions`` where that is more (``keyframes.question_candidates``): one proposal
+    pass, its best-first lists cut."""
     if config.regions_on == "none" or config.max_regions == 0:
         return [[] for _ in keyframes]
-    found = proposer.propose(list(keyframes), grids, config.max_regions)
+    most = max(config.max_regions, trigger_regions)
+    found = proposer.propose(list(keyframes), grids, most)
     if config.regions_on == "trigger":
         found = [[] for _ in keyframes[:-1]] + [found[-1]]
-    return [list(r)[: config.max_regions] for r in found]
+    return [list(r)[: config.max_regions] for r in found[:-1]] + [list(found[-1])[:most]]

@@ -306,9 +306,10 @@ def build_thinking_inputs(
     question = asked or restate or query
     reorder = config.region_order == "question_last" and bool(question)
     if regions is None:
-        regions = propose_regions(proposer, keyframes, grids, config)
-        if reorder and config.question_candidates > config.max_regions and regions and regions[-1]:
-            regions = regions[:-1] + [question_pick(model, proposer, keyframes, grids, config, question)]
+        widen = reorder and config.question_candidates > config.max_regions
+        regions = propose_regions(proposer, keyframes, grids, config, config.question_candidates if widen else 0)
+        if widen and regions[-1]:
+            regions = regions[:-1] + [question_pick(model, keyframes, regions[-1], config, question)]
             reorder = False  # the asked region is last already
     if context is not None:
         after_stream = _portable_prefix(b, model, keyframes, pixels, context, query)

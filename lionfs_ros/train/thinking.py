@@ -263,12 +263,8 @@ class ThinkingSampler:
         if not self.wants_regions:
             return [[] for _ in chosen]
         keyframes = frames[chosen]
-        grids = self.region_grids(keyframes)
-        regions = propose_regions(self.proposer, list(keyframes), grids, self.cfg)
-        wide = self.cfg.question_candidates
-        if wide > self.cfg.max_regions and regions[-1]:
-            regions[-1] = self.proposer.propose(list(keyframes), grids, wide)[-1][:wide]
-        return regions
+        return propose_regions(self.proposer, list(keyframes), self.region_grids(keyframes), self.cfg,
+                               self.cfg.question_candidates)
 
 
 @dataclass

@@ -112,6 +112,19 @@ def test_a_crop_reader_is_saved_with_the_model_and_writes_a_tag_after_each_regio
     assert added == tagged_kf.max_regions * longest_tag
 
 
+def _read_as(model, tags: list[str]) -> None:
+    """The model's reader tags each distinct crop with the next of ``tags``, in the order the crops are first read
+    (a crop is known by its patch grid: read again in another batch, it differs by float rounding only)."""
+    seen: list[torch.Tensor] = []
+
+    def tag_of(grid: torch.Tensor) -> str:
+        index = next((i for i, g in enumerate(seen) if torch.allclose(g, grid, atol=1e-4)), len(seen))
+        if index == len(seen):
+            seen.append(grid)
+        return tags[index]
+    model.region_tags = lambda grids: [tag_of(g) for g in grids]
+
+
 def test_question_last_lays_the_region_the_question_is_about_out_last(build):
     """``keyframes.region_order: question_last``: the trigger keyframe's region whose tag shares the most words with
     the question moves to the end of its regions; the template is the one the proposer's order would give with that
@@ -125,14 +138,7 @@ def test_question_last_lays_the_region_the_question_is_about_out_last(build):
     regions = [[Region(0.1, 0.1, 0.4, 0.5, "salient", 0.9), Region(0.5, 0.4, 0.9, 0.9, "motion", 0.8),
                 Region(0.0, 0.6, 0.3, 0.95, "salient", 0.7)]]
     tags = [" blue ball labelled K", " red cube", " red ball labelled Q"]
-    read = {}  # the tag each crop reads as, fixed (the random heads read most crops alike), by its patch grid
-
-    def tag_of(grid: torch.Tensor) -> str:
-        key = tuple(torch.round(grid.flatten()[:16] * 100).tolist())
-        if key not in read:
-            read[key] = tags[len(read)]
-        return read[key]
-    model.region_tags = lambda grids: [tag_of(g) for g in grids]
+    _read_as(model, tags)  # fixed tags (the random heads read most crops alike)
     question = "What letter is on the blue ball?"
     assert matched_index(question, tags) == 0
     with torch.no_grad():
@@ -164,15 +170,8 @@ def test_question_candidates_let_the_question_pick_a_later_proposal(build):
     frame = random_frames(1, 5, size=64)[0]
     proposed = [Region(0.1, 0.1, 0.4, 0.5, "salient", 0.9), Region(0.5, 0.4, 0.9, 0.9, "salient", 0.8),
                 Region(0.0, 0.6, 0.3, 0.95, "salient", 0.7), Region(0.6, 0.0, 0.95, 0.3, "salient", 0.6)]
-    tags = {0: " red cube", 1: " green ball", 2: " blue ball labelled K", 3: " red ball labelled Q"}
-    seen: list[torch.Tensor] = []  # each crop's patch grid, in the order first read; its tag is tags[its index]
-
-    def tag_of(grid: torch.Tensor) -> str:  # a crop read again in another batch differs by float rounding only
-        index = next((i for i, g in enumerate(seen) if torch.allclose(g, grid, atol=1e-4)), len(seen))
-        if index == len(seen):
-            seen.append(grid)
-        return tags[index]
-    model.region_tags = lambda grids: [tag_of(g) for g in grids]
+    tags = [" red cube", " green ball", " blue ball labelled K", " red ball labelled Q"]
+    _read_as(model, tags)
 
     class Fixed(RegionProposer):  # the plug: the same proposals, best first, on every keyframe
         def propose(self, keyframes, grids, max_regions):
