@@ -36,12 +36,13 @@ def set_dependent_launch(on: bool) -> None:
 def _capable(device: torch.device) -> bool:
     if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         return False
-    return torch.cuda.get_device_capability(device) >= (9, 0) and hasattr(tl.extra.cuda, "gdc_wait")
+    return (torch.cuda.get_device_capability(device) >= (9, 0) and hasattr(tl.extra.cuda, "gdc_wait")
+            and hasattr(tl.extra.cuda, "gdc_launch_dependents"))
 
 
 def dependent_launch(device: torch.device) -> bool:
-    """Whether the engine's kernels on ``device`` launch with PDL: switched on (``set_dependent_launch``), a CUDA GPU of compute capability 9.0 or later, a Triton with
-    ``gdc_wait`` (not its interpreter)."""
+    """Whether the engine's kernels on ``device`` launch with PDL: switched on (``set_dependent_launch``), a CUDA GPU of
+    compute capability 9.0 or later, a Triton with ``gdc_wait`` and ``gdc_launch_dependents`` (not its interpreter)."""
     return _enabled and _capable(device)
 
 
@@ -52,6 +53,11 @@ def launch_options(device: torch.device) -> dict:
 
 @triton.jit
 def wait_for_previous(PDL: tl.constexpr):
-    """A kernel's first call: with PDL, wait until the previous kernel in the stream has finished (a no-op else)."""
+    """A kernel's first call (after nothing but reads of what no kernel writes, such as ``few_rows_linear``'s weight
+    prefetch): with PDL, wait until the previous kernel in the stream has finished and its writes are visible, then
+    let the next kernel launch (griddepcontrol.launch_dependents: its programs start once every program of this one
+    has got here, and they too wait before reading anything, so the next kernel's launch and its prefetch overlap
+    this one's work instead of its tail only). A no-op without PDL."""
     if PDL:
         tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
