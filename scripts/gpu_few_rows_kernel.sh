@@ -13,7 +13,7 @@
 #   2c. (PARTS with "tower") scripts/tower_speed_probe.py --parts profile,attention: the single-frame SigLIP tower's
 #      graph, its kernels, and its attention under each SDPA backend;
 #   2d. (PARTS with "timeline") scripts/frame_timeline_probe.py: a decided frame's end-to-end timeline (GPU busy,
-#      idle gaps), the default and with programmatic dependent launch (variant +pdl);
+#      idle gaps) for each of TIMELINE_VARIANTS (default: the default config and the same with PDL, variant +pdl);
 #   3. lionfs bench --preset llama3-8b: graphs+compile+triton (the default: linear_kernel 'auto'), the same with
 #      +cublas (every bf16 product by cuBLAS: the previous default) and +fp8, prefill 120, frames 30, new tokens 64
 #      (as scripts/gpu_frame_round.sh);
@@ -120,11 +120,15 @@ has micro && step micro ${T_MICRO:-80} $PY scripts/few_rows_kernel_bench.py $KB 
 has attn && step attn ${T_ATTN:-120} $PY scripts/attention_tiles_bench.py $KB --out "$RES"
 # 2c: the single-frame SigLIP tower: its graph's kernels and the SDPA backends (scripts/tower_speed_probe.py).
 has tower && step tower ${T_TOWER:-90} $PY scripts/tower_speed_probe.py --parts profile,attention --out "$RES/tower"
-# 2d: a decided frame's end-to-end timeline (scripts/frame_timeline_probe.py), the default and with PDL (+pdl).
+# 2d: a decided frame's end-to-end timeline (scripts/frame_timeline_probe.py) for each of TIMELINE_VARIANTS (default:
+# the default config and the same with PDL); results in timeline-<i>/ in that order.
 if has timeline; then
-  step timeline ${T_TIMELINE:-90} $PY scripts/frame_timeline_probe.py --preset $P8 $BENCH --out "$RES/timeline"
-  [ "${TIMELINE_PDL:-1}" = 1 ] && step timeline-pdl ${T_TIMELINE:-90} $PY scripts/frame_timeline_probe.py --preset $P8 \
-    $BENCH --variant graphs+compile+triton+pdl --out "$RES/timeline-pdl"
+  i=0
+  for v in ${TIMELINE_VARIANTS:-graphs+compile+triton graphs+compile+triton+pdl}; do
+    step timeline-$i ${T_TIMELINE:-90} $PY scripts/frame_timeline_probe.py --preset $P8 $BENCH --variant $v \
+      --out "$RES/timeline-$i"
+    i=$((i + 1))
+  done
 fi
 # 3: the engine (the default first; +cublas and +fp8 are compared with the naive loop, fp8 also with the default).
 has bench && step bench-$P8 ${T_BENCH:-220} $PY -m lionfs_ros.commands.bench --preset $P8 $BENCH $SIZES \
