@@ -100,7 +100,9 @@ class EngineConfig:
     # products, decode attention, rotary + KV writes) with programmatic dependent launch, each overlapping the
     # previous kernel's tail (engine/kernels/dependent_launch.py; the same results). Off by default: on the H200 it
     # did not pay in the engine (llama3-8b, two runs, with / without: 7.24 / 7.05 ms and 195.8 / 201.3 tokens/s,
-    # then 7.00 / 6.99 ms and 200.2 / 199.1). A process-wide setting: the last engine built sets it for the kernels it captures.
+    # then 7.00 / 6.99 ms and 200.2 / 199.1; with the early launch of the next kernel, twelfth session: bf16 6.80 / 6.99
+    # ms, FP8 5.66 / 5.50 ms, PDL first each time). A process-wide setting: the last engine built sets it for the kernels
+    # it captures.
     dependent_launch: bool = False
     # static backend: where a projection runs in the few-rows kernel (linear_kernel 'auto' or weights 'fp8', a step of
     # at most 16 rows), the residual add after a sublayer runs inside the product, which also hands over the next

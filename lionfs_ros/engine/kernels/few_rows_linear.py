@@ -38,9 +38,6 @@ shapes where it is faster.
 """
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
@@ -52,8 +49,7 @@ from .norm_math import llama_rms_scale
 SMALL_M = 16  # rows up to this: one row block (a decided frame, a generated token)
 LARGE_BLOCK = 64  # row and column block for longer feeds (prompts): those are rare and not latency-critical
 PROGRAMS_PER_SM = 2  # the heuristic aims for at least this many programs per SM
-BIT_MOVES, SWAP_OPERANDS, PREFETCH_L2 = 1, 2, 4  # a config's flags (below ``TUNED``)
-PREFETCH_CAPABILITY = (9, 0)  # cp.async.bulk.prefetch (Hopper and later)
+BIT_MOVES, SWAP_OPERANDS = 1, 2  # a config's flags (below ``TUNED``)
 COUNTER_SLOTS = 4096  # tile counters per stream (grown when a call has more tiles)
 _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -136,19 +132,6 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
     return out
 
 
-@triton.jit
-def _prefetch_slice(w_ptr, cols, col_ok, stride_wn, k_start, k_end, ELEMENT_BYTES: tl.constexpr):
-    """Ask L2 for this program's whole weight slice (rows ``cols [BN]``, inputs ``k_start .. k_end``): one bulk
-    prefetch per row (cp.async.bulk.prefetch.L2, Hopper; 16-byte aligned, a multiple of 16 bytes: rows and slices are
-    multiples of 16 codes). Nothing waits for it: the loads that follow find the bytes in L2 or already on their way,
-    so a program has its whole slice in flight at once instead of ``num_stages`` steps; with PDL the prefetch is issued
-    before ``wait_for_previous``, while the previous kernel still runs. Rows past ``N`` ask for row 0 again."""
-    rows = tl.where(col_ok, cols, 0).to(tl.int64)  # [BN]
-    nbytes = tl.zeros((cols.shape[0],), dtype=tl.int32) + (k_end - k_start) * ELEMENT_BYTES  # [BN]
-    tl.inline_asm_elementwise("cp.async.bulk.prefetch.L2.global [$1], $2;\n\tmov.u32 $0, 0;", "=r,l,r",
-                              [w_ptr + rows * stride_wn + k_start, nbytes], dtype=tl.int32, is_pure=False, pack=1)
-
-
 @triton.jit(do_not_specialize=["M", "stat_t"])
 def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                      stride_wn, stride_om, g_ptr, stat_ptr, stat_t, eps, res_ptr, stride_rm, sq_ptr,
@@ -156,7 +139,8 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
                      BITS: tl.constexpr, SWAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr,
                      NORM: tl.constexpr, ROW_SCALE: tl.constexpr, STAT_BLOCK: tl.constexpr, RESIDUAL: tl.constexpr,
-                     GATE: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr):
+                     GATE: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous(PDL)
     pid_k = tl.program_id(0)  # the slices of one tile are launched next to each other
     pid_n = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -167,9 +151,6 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
     col_ok = cols < N
     k_start = pid_k * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
-    if PREFETCH:  # the weights: no kernel writes them, so before the wait
-        _prefetch_slice(w_ptr, cols, col_ok, stride_wn, k_start, k_end, w_ptr.dtype.element_ty.primitive_bitwidth // 8)
-    wait_for_previous(PDL)
     rstd = tl.zeros((BLOCK_M,), dtype=tl.float32)
     if NORM or ROW_SCALE:  # the input RMSNorm's statistics: the producer's per-tile sums of squares [stat_t, M]
         ts = tl.arange(0, STAT_BLOCK)
@@ -243,8 +224,7 @@ def tile_counters(tiles: int, device: torch.device) -> torch.Tensor:
 # ``SWAP_OPERANDS`` = the tensor-core path computes ``W x^T`` (the weight tile as the dot's left operand: Hopper's
 # wgmma takes that one from registers, where the upcast leaves it); ``BIT_MOVES`` =
 # ``_upcast`` without conversion instructions (FP8 codes and bf16 activations; elsewhere 0 runs). ``CUBLAS``: this
-# bf16/fp16 shape runs ``F.linear`` (it was faster than every tile tried). ``PREFETCH_L2`` = each program first asks L2
-# for its whole weight slice (``_prefetch_slice``; where ``prefetch_possible``, else the flag does nothing).
+# bf16/fp16 shape runs ``F.linear`` (it was faster than every tile tried).
 Config = tuple[int, int, int, int, int, int, int]
 CUBLAS = "cublas"
 TUNED: dict[tuple[int, int, int, int], Config | str] = {}
@@ -256,15 +236,6 @@ def _sm_count(device: torch.device) -> int:
     if index not in _SM_COUNT:
         _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
     return _SM_COUNT[index]
-
-
-@functools.lru_cache(maxsize=None)
-def prefetch_possible(device: torch.device) -> bool:
-    """Whether ``PREFETCH_L2`` runs on ``device``: a CUDA GPU with the bulk prefetch (not Triton's interpreter)."""
-    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
-        return False
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.cuda.get_device_capability(index) >= PREFETCH_CAPABILITY
 
 
 def bucket(m: int) -> int:
@@ -384,8 +355,6 @@ def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None, ga
                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None and not row_scale,
                            ROW_SCALE=row_scale,
                            STAT_BLOCK=triton.next_power_of_2(stats.shape[0]) if norm is not None else 1,
-                           RESIDUAL=residual is not None, GATE=gate,
-                           PREFETCH=bool(flags & PREFETCH_L2) and prefetch_possible(x.device),
-                           num_warps=warps, num_stages=stages,
+                           RESIDUAL=residual is not None, GATE=gate, num_warps=warps, num_stages=stages,
                            **launch_options(x.device))
     return out, sums

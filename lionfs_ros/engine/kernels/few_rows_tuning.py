@@ -10,9 +10,8 @@ import torch
 from triton.compiler.errors import CompilationError
 from triton.runtime.errors import OutOfResources, PTXASError
 
-from .dependent_launch import dependent_launch
-from .few_rows_linear import (BIT_MOVES, CUBLAS, PREFETCH_L2, SMALL_M, SWAP_OPERANDS, TUNED, Config, _heuristic, bucket,
-                              few_rows_linear, prefetch_possible, tuned_key)
+from .few_rows_linear import (BIT_MOVES, CUBLAS, SMALL_M, SWAP_OPERANDS, TUNED, Config, _heuristic, bucket,
+                              few_rows_linear, tuned_key)
 
 SEEDS = {  # the first candidates per row bucket; ``tune`` then walks to neighbours of the best
     1: ((1, 8, 512, 4, 3, 1, 0), (1, 8, 1024, 4, 3, 1, 0), (1, 32, 256, 4, 3, 1, 0), (1, 16, 512, 4, 3, 4, 0),
@@ -26,9 +25,9 @@ TUNE_TOLERANCE = 2e-2  # a candidate's output vs the heuristic's (relative norm)
 SHARED_MEMORY = 200 * 1024  # bytes of pipelined tiles a candidate may ask for (H100/H200: 227 KB per SM)
 TUNE_REPS = 3  # passes over the layers' weights per timing
 TUNE_ROUNDS = 3  # neighbour walks after the seeds
-_TIMINGS: dict[tuple, dict] = {}  # microseconds per candidate, by ``TUNED``'s key and whether launches used PDL
+_TIMINGS: dict[tuple[int, int, int, int], dict] = {}  # microseconds per candidate, by ``TUNED``'s key
 _COMPILED: set[tuple] = set()  # ``_kernel_key``s timed (so compiled) in this process
-_REJECTED: dict[tuple, set] = {}  # candidates that failed to compile or gave another product
+_REJECTED: dict[tuple[int, int, int, int], set] = {}  # candidates that failed to compile or gave another product
 
 
 def _graph_us(run, reps: int, stream: torch.cuda.Stream) -> float:
@@ -57,17 +56,16 @@ def _fits(c: Config) -> bool:
     return block_n >= 16 and stages * (block_n * block_k + 2 * block_m * block_k) <= SHARED_MEMORY
 
 
-def neighbours(c: Config, prefetch: bool = False) -> list[Config]:
+def neighbours(c: Config) -> list[Config]:
     """The candidates one step from ``c``: one of block_n, block_k, warps, split doubled or halved, stages +-1, one
-    flag flipped (the operand order only on the tensor cores; ``prefetch``: the L2 prefetch too)."""
+    flag flipped (the operand order only on the tensor cores)."""
     out = []
     for i, name in enumerate(("block_n", "block_k", "num_warps", "num_stages", "split"), start=1):
         lo, hi = RANGES[name]
         for v in ((c[i] + 1, c[i] - 1) if name == "num_stages" else (c[i] * 2, c[i] // 2)):
             if lo <= v <= hi:
                 out.append((*c[:i], v, *c[i + 1:]))
-    flags = (BIT_MOVES, SWAP_OPERANDS) if c[0] > 1 else (BIT_MOVES,)
-    for flag in (*flags, PREFETCH_L2) if prefetch else flags:
+    for flag in (BIT_MOVES, SWAP_OPERANDS) if c[0] > 1 else (BIT_MOVES,):
         out.append((*c[:6], c[6] ^ flag))
     return [d for d in out if _fits(d)]
 
@@ -94,15 +92,15 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dty
     fp8 = s0 is not None
     x = torch.randn(rows, k, device=w0.device, dtype=dtype)
     key = tuned_key(rows, w0)
-    timings = _TIMINGS.setdefault((key, dependent_launch(w0.device)), {})  # a chain with PDL times apart
+    timings = _TIMINGS.setdefault(key, {})
     stream = torch.cuda.Stream(w0.device)  # one per call: each new stream would take split-K counters
     ref = x.float() @ w0.float().t()  # [rows, N]
     if fp8:
         ref = ref * s0
-    rejected = _REJECTED.setdefault((key, dependent_launch(w0.device)), set())
+    rejected = _REJECTED.setdefault(key, set())
 
     def as_candidate(c: Config) -> Config:  # the bit-moves upcast exists for FP8 codes only
-        return c if fp8 else (*c[:6], c[6] & (SWAP_OPERANDS | PREFETCH_L2))
+        return c if fp8 else (*c[:6], c[6] & SWAP_OPERANDS)
 
     def run_all(c):
         for w, scale in weights:
@@ -135,7 +133,7 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dty
         best = best_tile()
         if best is None:  # past the deadline before any tile compiled: cuBLAS only
             break
-        measure([as_candidate(c) for c in neighbours(best, prefetch_possible(w0.device))])
+        measure([as_candidate(c) for c in neighbours(best)])
         if best_tile() == best:
             break
     best = min(timings, key=timings.get)
