@@ -36,8 +36,7 @@ import torch.nn.functional as F
 from lionfs_ros.data.frames import FrameRecipe
 from lionfs_ros.data.synth_streams import synth_examples
 from lionfs_ros.model import LionFSModel
-from lionfs_ros.model.configuration_sections import TAG_PART_ORDERS
-from lionfs_ros.model.crop_reader import COLOUR_NOUN, NO_LABEL, region_tag
+from lionfs_ros.model.crop_reader import NO_LABEL
 from lionfs_ros.train.dataset import StreamCollator, StreamDataset
 from lionfs_ros.train.fork_stage import cache_samples, fork_loss, label_choices, llm_only, relabel
 from lionfs_ros.train.thinking import ThinkingSampler
@@ -67,10 +66,8 @@ def feature_blocks(samples) -> dict[int, list[torch.Tensor]]:
 
 
 class CopyTask:
-    def __init__(self, model, blocks, rng: random.Random, layout: str = "fork", part_order: str = COLOUR_NOUN,
-                 part_share: float = 0.5):
+    def __init__(self, model, blocks, rng: random.Random, layout: str = "fork"):
         self.m, self.blocks, self.rng, self.layout = model, blocks, rng, layout
-        self.part_order, self.part_share = part_order, part_share
         classes = model.crop_reader.classes
         self.labels = [x for x in classes["label"] if x != NO_LABEL]
         self.letters = [x for x in self.labels if len(x) == 1]
@@ -99,7 +96,7 @@ class CopyTask:
             return self.sequence()
         asked = r.choice(askable)
         colour, shape, label, patch = asked
-        if label and (not patch or r.random() < 1.0 - self.part_share):
+        if label and (not patch or r.random() < 0.5):
             kind = "letter" if shape in LETTER_SHAPES else "label"
             question = (f"What letter is on the {colour} {shape}?" if kind == "letter"
                         else f"What does the label on the {colour} {shape} say?")
@@ -109,9 +106,8 @@ class CopyTask:
             question = f"What colour is the {PARTS[shape]} of the {colour} {shape}?"
         embeds = [r.choice(self.blocks[GRID_TOKENS]), r.choice(self.blocks[GRID_TOKENS])]
         embeds += [r.choice(self.blocks[BOX_TOKENS]) for _ in objects]  # every layout draws the same features
-        tags = [" nothing" if o is None else region_tag({"colour": o[0], "shape": o[1], "label": o[2] or NO_LABEL,
-                                                         "patch": o[3] or NO_LABEL}, PARTS, self.part_order)
-                for o in objects]
+        tags = [" nothing" if o is None else f" {o[0]} {o[1]}" + (f" labelled {o[2]}" if o[2] else "")
+                + (f" with {o[3]} {PARTS[o[1]]}" if o[3] else "") for o in objects]
         if self.layout.endswith("matched_last"):  # the asked region (its features and tag) last, the rest in order
             at = objects.index(asked)  # (colour, shape) are unique among the objects
             order = [i for i in range(len(objects)) if i != at] + [at]
@@ -176,10 +172,6 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--layout", choices=LAYOUTS, default="fork", help="where the question and the tags sit")
-    parser.add_argument("--part-order", choices=TAG_PART_ORDERS, default=COLOUR_NOUN,
-                        help="a tag's part: 'with green lid' (colour_noun) or 'with lid green' (keyframes.tag_part_order)")
-    parser.add_argument("--part-share", type=float, default=0.5,
-                        help="how often a labelled object with a part is asked its part's colour (not its label)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = LionFSModel.from_pretrained(args.model, device=args.device, dtype=torch.float32).eval()
@@ -195,7 +187,7 @@ def main() -> None:
 
     feature_samples = cached(args.data, 4)
     real = cached(args.train or args.data, args.train_episodes) if args.mix > 0 else []
-    task = CopyTask(model, feature_blocks(feature_samples), random.Random(1), args.layout, args.part_order, args.part_share)
+    task = CopyTask(model, feature_blocks(feature_samples), random.Random(1), args.layout)
     held = [task.sequence() for _ in range(args.eval)]
     task.rng = random.Random(2)
     report = {"args": vars(args), "before": accuracy(model, held)}

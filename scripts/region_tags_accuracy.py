@@ -96,7 +96,6 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
     episode = load_episode(source.root, source.episode_id, frames=False)
     objects = standing_objects(source.root, episode, source.native_frames())  # per LLM frame
     classes, names = model.crop_reader.classes, model.crop_reader.attributes
-    order = model.config.thinking.keyframes.tag_part_order  # how the tags write a part's colour
     for index, turn in enumerate(example.turns):
         if turn.role != USER or turn.kind != DETAIL:
             continue
@@ -115,7 +114,7 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
             standing |= bool(frame_regions) and asked is not None
             for r in frame_regions:
                 box = (r.x0, r.y0, r.x1, r.y1)
-                read, held = parse_region_tag(r.tag, classes, order), object_in_region(here, box)
+                read, held = parse_region_tag(r.tag, classes), object_in_region(here, box)
                 truth = truth_of(held)
                 right = {name: read[name] == truth[name] for name in names}
                 right["tag"] = all(right.values())
@@ -147,7 +146,7 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
             holds_picked = box is not None and asked is not None and asked.centre_in(box)
             tally["d_picked"] += picked is not None
             tally["d_holds"] += holds_picked
-            tally["d_tagged_asked"] += holds_picked and parse_region_tag(picked.tag, classes, order)[asked_name] == getattr(
+            tally["d_tagged_asked"] += holds_picked and parse_region_tag(picked.tag, classes)[asked_name] == getattr(
                 asked, asked_name)
             tally["d_trigger_holds"] += any(asked is not None and asked.centre_in((r.x0, r.y0, r.x1, r.y1))
                                             for r in regions[-1])
@@ -160,7 +159,7 @@ def score_episode(model, example, answers, tally: dict, rows: list) -> None:
             tally["e_any_holds"] += any(asked is not None and asked.centre_in(box) for box in boxes)
             tally["e_picked"] += pick is not None
             tally["e_holds"] += holds_picked
-            tally["e_tagged_asked"] += holds_picked and parse_region_tag(candidates[pick].tag, classes, order)[
+            tally["e_tagged_asked"] += holds_picked and parse_region_tag(candidates[pick].tag, classes)[
                 asked_name] == getattr(asked, asked_name)
         tally["a"] += holds
         tally["b"] += tagged

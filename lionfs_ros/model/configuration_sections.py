@@ -26,7 +26,6 @@ RESIZE_MODES = ("stretch", "letterbox")
 REGIONS_ON = ("all", "trigger", "none")
 BOX_SOURCES = ("grid", "crop")
 REGION_ORDERS = ("proposer", "question_last")  # keyframes.region_order
-TAG_PART_ORDERS = ("colour_noun", "noun_colour")  # keyframes.tag_part_order: `` with green lid`` / `` with lid green``
 REGION_FEATURES = ("tower", "pixels")
 REGION_PROPOSERS = ("saliency_motion", "object_scale")  # model.regions.make_proposer
 THINKING_MODES = ("none", "answers", "all")
@@ -282,11 +281,6 @@ class KeyframeConfig:
     among them; a pick past the first ``max_regions`` takes the last place after the first ``max_regions - 1`` (the
     template keeps its length; in training the proposal holding the asked object; docs/RESULTS.md round 15: 8
     candidates hold the asked object on 0.90 of the validation detail questions, the first 3-4 on 0.63).
-    ``tag_part_order`` (tags with a part's colour): ``colour_noun`` writes `` white jar with green lid``,
-    ``noun_colour`` `` white jar with lid green``: the colour a question asks for ("What colour is the lid of the
-    jar?") is then the word after the noun the question names, as a printed label is the word after ``labelled``,
-    a copy from the token after a match (docs/RESULTS.md round 16: with ``colour_noun`` the LLM copied 16 of 19 labels
-    tagged right but 4 of 16 part colours).
     Training writes it (``data.keyframes``) into the model's ``thinking.keyframes``, which the engine
     reads (``EngineConfig.keyframes`` overrides it only when set): a model records the template it
     was trained with.
@@ -307,7 +301,6 @@ class KeyframeConfig:
     region_tags: bool = False
     region_order: str = "proposer"
     question_candidates: int = 0
-    tag_part_order: str = "colour_noun"
 
     def validate(self) -> None:
         if self.num_keyframes < 1:
@@ -333,8 +326,6 @@ class KeyframeConfig:
         if self.region_order == "question_last" and not self.region_tags:
             raise ConfigError("keyframes.region_order 'question_last' ranks the regions by their tags: it needs"
                               " keyframes.region_tags")
-        if self.tag_part_order not in TAG_PART_ORDERS:
-            raise ConfigError(f"keyframes.tag_part_order: {self.tag_part_order!r} is not one of {TAG_PART_ORDERS}")
         if self.question_candidates and (self.region_order != "question_last"
                                          or self.question_candidates < self.max_regions or self.regions_on == "none"):
             raise ConfigError(f"keyframes.question_candidates ({self.question_candidates}) lets the question pick among "

@@ -7,8 +7,8 @@ the colour of the object's part, a bottle's cap or a jar's lid) on the crop's pa
 (saved in the model's safetensors like every weight; the class names, and ``crop.reader_parts``: each shape's
 part noun, in ``config.json``), and with ``thinking.keyframes.region_tags`` the thinking template writes,
 after each region's box tokens, what the reader reads there as text (``region_tag``: `` red cube labelled
-K``, `` white bottle labelled SODA with orange cap``, or `` ... with cap orange``: ``keyframes.tag_part_order``).
-``LionFSModel.region_tags`` is the one function that turns crops' patch grids into tags: training (``train.thinking.insert_region_tags``) and the engine's
+K``, `` white bottle labelled SODA with orange cap``). ``LionFSModel.region_tags`` is the one function
+that turns crops' patch grids into tags: training (``train.thinking.insert_region_tags``) and the engine's
 slow thinker (``thinking_template.build_thinking_inputs``) both call it. A reader without a ``patch`` head
 (rounds 8 and 9) writes the tags it always wrote.
 """
@@ -26,10 +26,8 @@ TAGGED = ATTRIBUTES[:3]  # the heads every tag-writing reader has (``patch`` is 
 NO_LABEL = "none"  # the label class of an object with no printed label (class 0, as crop pretraining names it)
 NOTHING = "nothing"  # the tag of a region the reader reads no object in (a ``none`` shape, proposer crops)
 # A tag's part: `` with orange cap``, the ``patch`` colour and the shape's part noun (no article: 3 tokens of the
-# demo tokenizer, whose `` an`` is 2), or with ``keyframes.tag_part_order: noun_colour`` the noun first, `` with cap
-# orange``.
+# demo tokenizer, whose `` an`` is 2).
 PART = " with "
-COLOUR_NOUN, NOUN_COLOUR = "colour_noun", "noun_colour"  # configuration_sections.TAG_PART_ORDERS
 
 
 class CropReader(nn.Module):
@@ -41,7 +39,7 @@ class CropReader(nn.Module):
         self.pool = pool
         self.classes = {name: tuple(values) for name, values in classes.items()}
         self.parts = dict(parts or {})
-        self._longest: tuple[tuple, int] | None = None  # ((formatter, part order), most tokens): longest_tag's cache
+        self._longest: tuple[object, int] | None = None  # (formatter, most tokens of a tag): longest_tag's cache
         self.norm = nn.LayerNorm(width)
         self.heads = nn.ModuleDict({name: nn.Linear(pool * pool * width, len(values)) for name, values in classes.items()})
 
@@ -66,27 +64,25 @@ class CropReader(nn.Module):
         best = {name: logits[name].argmax(dim=1).tolist() for name in self.attributes}  # {attribute: [B]}
         return [{name: self.classes[name][best[name][i]] for name in self.attributes} for i in range(grid.shape[0])]
 
-    def all_tags(self, part_order: str = COLOUR_NOUN) -> list[str]:
-        """Every tag the reader can write with its part in ``part_order`` (for the template's token bound)."""
+    def all_tags(self) -> list[str]:
+        """Every tag the reader can write (for the template's token bound)."""
         names = self.attributes
-        return sorted({region_tag(dict(zip(names, values)), self.parts, part_order)
+        return sorted({region_tag(dict(zip(names, values)), self.parts)
                        for values in product(*(self.classes[n] for n in names))})
 
-    def longest_tag(self, formatter, part_order: str = COLOUR_NOUN) -> int:
-        """Most tokens a tag takes in ``formatter``'s text (``StreamFormatter``), computed once per formatter and
-        part order: with a ``patch`` head a reader can write ~8,000 tags, 0.2 s to tokenize on one CPU core."""
-        if self._longest is None or self._longest[0] != (formatter, part_order):
-            self._longest = ((formatter, part_order),
-                             max(len(formatter.text_ids(tag)) for tag in self.all_tags(part_order)))
+    def longest_tag(self, formatter) -> int:
+        """Most tokens a tag takes in ``formatter``'s text (``StreamFormatter``), computed once per formatter:
+        with a ``patch`` head a reader can write ~8,000 tags, 0.2 s to tokenize on one CPU core, per engine."""
+        if self._longest is None or self._longest[0] is not formatter:
+            self._longest = (formatter, max(len(formatter.text_ids(tag)) for tag in self.all_tags()))
         return self._longest[1]
 
 
-def region_tag(read: dict[str, str], parts: dict[str, str] | None = None, part_order: str = COLOUR_NOUN) -> str:
+def region_tag(read: dict[str, str], parts: dict[str, str] | None = None) -> str:
     """What the reader read -> the tag written after a region's box tokens: `` red cube labelled K``
     (`` red cube`` for an object with no printed label; `` nothing`` where a reader trained on proposer
     crops, with ``none`` shape classes, reads no object); then, where the read shape has a part noun in
-    ``parts`` and the ``patch`` read is a colour, the part: `` white jar with green lid`` (``part_order``
-    ``noun_colour``: `` white jar with lid green``)."""
+    ``parts`` and the ``patch`` read is a colour, the part: `` white jar with green lid``."""
     if read["shape"] == NO_LABEL:
         return f" {NOTHING}"
     tag = f" {read['colour']} {read['shape']}"
@@ -95,21 +91,18 @@ def region_tag(read: dict[str, str], parts: dict[str, str] | None = None, part_o
     part, colour = (parts or {}).get(read["shape"]), read.get("patch", NO_LABEL)
     if part is None or colour == NO_LABEL:
         return tag
-    return f"{tag}{PART}{part} {colour}" if part_order == NOUN_COLOUR else f"{tag}{PART}{colour} {part}"
+    return f"{tag}{PART}{colour} {part}"
 
 
-def parse_region_tag(tag: str, classes: dict[str, tuple[str, ...]], part_order: str = COLOUR_NOUN) -> dict[str, str]:
-    """A region's tag (``region_tag``'s text with its part in ``part_order``, stripped or not) -> ``{attribute:
-    class name}`` for every attribute of ``ATTRIBUTES``, the reader's ``classes`` naming the shapes (``none`` for
-    every attribute of `` nothing``; ``patch`` ``none`` for a tag without a part)."""
+def parse_region_tag(tag: str, classes: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """A region's tag (``region_tag``'s text, stripped or not) -> ``{attribute: class name}`` for every
+    attribute of ``ATTRIBUTES``, the reader's ``classes`` naming the shapes (``none`` for every attribute of
+    `` nothing``; ``patch`` ``none`` for a tag without a part)."""
     tag = tag.strip()
     if tag == NOTHING:
         return {name: NO_LABEL for name in ATTRIBUTES}
     tag, _, part = tag.partition(PART)
-    if part_order == NOUN_COLOUR:  # "cap light blue" -> "light blue" (a part noun is one word)
-        patch = part.partition(" ")[2] or NO_LABEL
-    else:  # "light blue cap" -> "light blue"
-        patch = part.rpartition(" ")[0] or NO_LABEL
+    patch = part.rpartition(" ")[0] or NO_LABEL  # "light blue cap" -> "light blue"
     head, _, label = tag.partition(" labelled ")
     shape = next((s for s in sorted(classes["shape"], key=len, reverse=True) if head.endswith(f" {s}")), None)
     if shape is None:

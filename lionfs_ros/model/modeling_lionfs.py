@@ -191,16 +191,14 @@ class LionFSModel(nn.Module):
         self.config.crop.reader_classes = {name: list(values) for name, values in reader.classes.items()}
         self.config.crop.reader_parts = dict(reader.parts) or None
 
-    def region_tags(self, crop_grids: torch.Tensor, part_order: str | None = None) -> list[str]:
+    def region_tags(self, crop_grids: torch.Tensor) -> list[str]:
         """Crops' patch grids ``[N, h, w, C]`` (``crop_grid``) -> what the crop reader reads on each, as the
-        text the thinking template writes after the region's box tokens (``crop_reader.region_tag``), a part's
-        colour and noun in ``part_order`` (``keyframes.tag_part_order``; None: the model's own)."""
+        text the thinking template writes after the region's box tokens (``crop_reader.region_tag``)."""
         if self.crop_reader is None:
             raise ValueError("region tags need the model's crop reader (crop.reader_classes)")
         if not len(crop_grids):
             return []
-        order = part_order or self.config.thinking.keyframes.tag_part_order
-        return [region_tag(read, self.crop_reader.parts, order) for read in self.crop_reader.read(crop_grids)]
+        return [region_tag(read, self.crop_reader.parts) for read in self.crop_reader.read(crop_grids)]
 
     def project_general(self, features: torch.Tensor) -> torch.Tensor:
         """General-encoder features ``[..., C]`` -> LLM width ``[..., d]`` through its connector."""

@@ -14,14 +14,12 @@ from .region_order import asked_last, matched_index
 from .regions import Region, RegionProposer
 
 
-def read_tags(model, runs: Sequence[PoolRun], crop_grids: torch.Tensor | None, regions: Sequence[Sequence[Region]],
-              part_order: str | None = None) -> list[list[str]]:
+def read_tags(model, runs: Sequence[PoolRun], crop_grids: torch.Tensor | None, regions: Sequence[Sequence[Region]]) -> list[list[str]]:
     """The crop reader's tag of every region (``tags[k][r]``, as ``template_layout`` takes them) from the patch
-    grids ``[N, h, w, C]`` of the ``crop`` runs ``runs`` (reading order; tiles are read by nobody); ``part_order``:
-    ``keyframes.tag_part_order`` (None: the model's own)."""
+    grids ``[N, h, w, C]`` of the ``crop`` runs ``runs`` (reading order; tiles are read by nobody)."""
     crop_runs = [run for run in runs if run.source == CROP]
     boxes = [i for i, run in enumerate(crop_runs) if run.kind == "box"]
-    read = iter(model.region_tags(crop_grids[boxes], part_order) if boxes else [])
+    read = iter(model.region_tags(crop_grids[boxes]) if boxes else [])
     return [[next(read) for _ in rs] for rs in regions]
 
 
@@ -55,7 +53,7 @@ def trigger_tags(model, keyframes, regions: Sequence[Region], config: KeyframeCo
     runs = [PoolRun(len(keyframes) - 1, "box", config.box_grid, (r.x0, r.y0, r.x1, r.y1), CROP) for r in regions]
     processor = model.vision.processor
     crops = processor.normalize(torch.from_numpy(crop_pixels(processor, keyframes, runs, config)))
-    return model.region_tags(model.crop_grid(crops), config.tag_part_order)
+    return model.region_tags(model.crop_grid(crops))
 
 
 def question_pick(model, keyframes, candidates: Sequence[Region], config: KeyframeConfig, question: str

@@ -320,7 +320,7 @@ def build_thinking_inputs(
         crops = processor.normalize(torch.from_numpy(crop_pixels(processor, keyframes, layout.runs, config)))
         crop_grids = model.crop_grid(crops)  # [N, h, w, C]
     if config.region_tags:  # the same runs (and crops), the tags' text after each box run
-        tags = read_tags(model, layout.runs, crop_grids, regions, config.tag_part_order)
+        tags = read_tags(model, layout.runs, crop_grids, regions)
         last = matched_index(question, tags[-1]) if reorder and regions else None
         if last is not None:  # the asked region next to the answer
             regions = regions[:-1] + [moved_last(regions[-1], last)]
@@ -379,6 +379,6 @@ def thinking_token_bound(model, config: KeyframeConfig, template: ThinkingTempla
     if config.region_tags:
         if model.crop_reader is None:
             raise ValueError("keyframes.region_tags needs the model's crop reader (crop.reader_classes)")
-        per_keyframe += config.max_regions * model.crop_reader.longest_tag(fmt, config.tag_part_order)
+        per_keyframe += config.max_regions * model.crop_reader.longest_tag(fmt)
     head = len(fmt.text_ids(fmt.cfg.stream_close + template.open))
     return head + config.num_keyframes * per_keyframe + question_tokens + len(fmt.assistant_header_ids(after_stream=False))

@@ -122,7 +122,7 @@ def _read_as(model, tags: list[str]) -> None:
         if index == len(seen):
             seen.append(grid)
         return tags[index]
-    model.region_tags = lambda grids, part_order=None: [tag_of(g) for g in grids]
+    model.region_tags = lambda grids: [tag_of(g) for g in grids]
 
 
 def test_question_last_lays_the_region_the_question_is_about_out_last(build):
@@ -204,27 +204,26 @@ def test_region_tags_are_checked(build):
         CropConfig("general", reader_classes=READER_CLASSES).validate()
 
 
-@pytest.mark.parametrize("order,part_words", [("colour_noun", "light blue lid"), ("noun_colour", "lid light blue")])
-def test_a_tag_reads_back_as_what_the_reader_read(order, part_words):
-    """``parse_region_tag`` inverts ``region_tag`` over every tag a reader can write, in either part order, multi-word
-    names, parts and the ``nothing`` of a reader with ``none`` shapes (proposer crops) included."""
+def test_a_tag_reads_back_as_what_the_reader_read():
+    """``parse_region_tag`` inverts ``region_tag`` over every tag a reader can write, multi-word names, parts and the
+    ``nothing`` of a reader with ``none`` shapes (proposer crops) included."""
     classes = {"label": ("none", "K", "DB"), "shape": ("none", "cup", "tea cup", "box"),
                "colour": ("none", "red", "light blue"), "patch": ("none", "red", "light blue")}
     parts = {"tea cup": "lid", "box": "cap"}
     reader = CropReader(4, 1, classes, parts)
-    tags = reader.all_tags(order)
-    assert " nothing" in tags and f" light blue tea cup labelled DB with {part_words}" in tags and " red cup" in tags
-    assert not any(t.startswith(" red cup with") for t in tags) and " red box labelled K" in tags  # a cup has no part
+    tags = reader.all_tags()
+    assert " nothing" in tags and " light blue tea cup labelled DB with light blue lid" in tags and " red cup" in tags
+    assert " red cup with red lid" not in tags and " red box labelled K" in tags  # a cup has no part
     for colour, shape, label, patch in product(*classes.values()):
         read = {"label": label, "shape": shape, "colour": colour, "patch": patch}
-        parsed = parse_region_tag(region_tag(read, parts, order), classes, order)
+        parsed = parse_region_tag(region_tag(read, parts), classes)
         if shape == "none":
             assert parsed == {name: "none" for name in read}
         else:  # a part's colour is written only for a shape with a part
             assert parsed == {**read, "patch": patch if shape in parts else "none"}
-    assert len(tags) == len({region_tag(dict(zip(classes, v)), parts, order) for v in product(*classes.values())})
+    assert len(tags) == len({region_tag(dict(zip(classes, v)), parts) for v in product(*classes.values())})
     with pytest.raises(ValueError, match="not a tag of this reader"):
-        parse_region_tag("red sphere", classes, order)
+        parse_region_tag("red sphere", classes)
 
 
 def test_a_tag_names_the_part_and_its_colour():
@@ -238,11 +237,6 @@ def test_a_tag_names_the_part_and_its_colour():
     assert region_tag(bottle) == region_tag({k: v for k, v in bottle.items() if k != "patch"}, parts) \
         == " white bottle labelled SODA"  # no part nouns, or no patch head: the 3-attribute tag
     assert region_tag({**bottle, "shape": "none"}, parts) == " nothing"
-    # keyframes.tag_part_order 'noun_colour': the noun a question names first, the colour asked for after it
-    assert region_tag(bottle, parts, "noun_colour") == " white bottle labelled SODA with cap orange"
-    assert region_tag({**bottle, "label": "none", "shape": "jar", "patch": "light blue"}, parts, "noun_colour") \
-        == " white jar with lid light blue"
-    assert region_tag({**bottle, "patch": "none"}, parts, "noun_colour") == " white bottle labelled SODA"
 
 
 PART_CLASSES = {**READER_CLASSES, "shape": ("cube", "bottle"), "patch": ("none", "red", "green")}
@@ -269,16 +263,6 @@ def test_a_part_reader_is_saved_with_the_model_and_tags_the_parts_colour(build, 
         part = f" with {read['patch']} cap" if read["shape"] == "bottle" and read["patch"] != "none" else ""
         assert tag.endswith(part) and parse_region_tag(tag, PART_CLASSES)["patch"] == (read["patch"] if part else "none")
     assert any(" with " in tag for tag in tags), tags  # random heads: some crop reads a bottle with a part
-    # the part order is the model's template's (keyframes.tag_part_order), saved with it, or the caller's
-    loaded.config.thinking.keyframes = replace(loaded.config.thinking.keyframes, tag_part_order="noun_colour")
-    loaded.save_pretrained(tmp_path / "n")
-    noun_first = LionFSModel.from_pretrained(tmp_path / "n").eval()
-    with torch.no_grad():
-        swapped = noun_first.region_tags(noun_first.crop_grid(crops))
-        assert swapped == loaded.region_tags(grids, "noun_colour") != tags
-        assert noun_first.region_tags(noun_first.crop_grid(crops), "colour_noun") == tags
-    for tag, old in zip(swapped, tags):
-        assert parse_region_tag(tag, PART_CLASSES, "noun_colour") == parse_region_tag(old, PART_CLASSES)
     with pytest.raises(ConfigError, match="reader_parts names the parts"):
         replace(loaded.config.crop, reader_classes=READER_CLASSES).validate()
 
