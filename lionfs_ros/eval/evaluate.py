@@ -71,9 +71,10 @@ def node_engine_config() -> EngineConfig:
 
 
 def engine_config_for(model, options: EvalOptions) -> tuple[EngineConfig, str | None]:
-    """The engine settings of this evaluation, and a note when the KV budget had to be fitted to the model."""
+    """The engine settings of this evaluation, and a note when the KV budget had to be fitted to the model. A
+    ``general_fps`` above the model's ``frame_fps`` is refused: the clips' frames come at the model's rate."""
     from lionfs_ros.engine.bounds import token_bounds
-    from lionfs_ros.engine.config import check_against_model, fitted_kv_budget
+    from lionfs_ros.engine.config import EngineConfigError, check_against_model, fitted_kv_budget
 
     cfg = options.engine or node_engine_config()
     if options.threshold is not None:
@@ -85,6 +86,12 @@ def engine_config_for(model, options: EvalOptions) -> tuple[EngineConfig, str | 
     if options.weights is not None:
         cfg = dataclasses.replace(cfg, weights=options.weights)
     cfg = cfg.validate()
+    clip_fps = model.config.stream.frame_fps
+    if cfg.general_fps > clip_fps * (1 + FPS_TOLERANCE):
+        raise EngineConfigError(
+            f"general_fps {cfg.general_fps:g}: lionfs eval hands the engine each clip's frames at the model's frame_fps"
+            f" ({clip_fps:g}, embedded once), so it cannot decide more often than that here; use general_fps <="
+            f" {clip_fps:g}, or `lionfs replay` on a bag recorded at the camera's rate")
     positions = getattr(model.llm.config, "max_position_embeddings", None)
     resolved = cfg.for_model(model)  # the model's max_new_tokens and thinking settings where cfg leaves them open
     fits = fitted_kv_budget(model, resolved)  # the largest budget (up to the default) the positions allow
@@ -229,6 +236,7 @@ def evaluate_dataset(model, examples: list[StreamExample], options: EvalOptions 
     return report
 
 
+FPS_TOLERANCE = 1e-6  # relative: a params file's general_fps equal to the model's frame_fps passes
 ENGINE_REPORT_KEYS = ("general_fps", "ego_fps", "kv_budget_tokens", "trigger_policy", "max_new_tokens", "slow_path", "weights")
 
 

@@ -78,6 +78,27 @@ def test_eval_fits_the_node_default_kv_budget_to_a_short_backbone():
     assert "does not fit this model's 2048 positions" in note
 
 
+def test_eval_refuses_a_decision_rate_above_the_clips_frame_rate():
+    """The clips' frames are handed to the engine at the model's frame_fps: a params file asking for more decisions
+    a second is refused with the reason (it would report a rate it never ran at); the model's rate or less runs."""
+    import dataclasses
+
+    import pytest
+
+    from lionfs_ros.engine import EngineConfigError
+    from lionfs_ros.eval.evaluate import EvalOptions, engine_config_for, node_engine_config
+    from lionfs_ros.model import LionFSModel
+    from lionfs_ros.resources import demo_model_path
+
+    model = LionFSModel.from_pretrained(demo_model_path(), device="cpu").eval()
+    fps = model.config.stream.frame_fps
+    for rate in (fps, fps / 2):
+        cfg, _ = engine_config_for(model, EvalOptions(engine=dataclasses.replace(node_engine_config(), general_fps=rate)))
+        assert cfg.general_fps == rate
+    with pytest.raises(EngineConfigError, match=f"general_fps {2 * fps:g}: lionfs eval hands the engine"):
+        engine_config_for(model, EvalOptions(engine=dataclasses.replace(node_engine_config(), general_fps=2 * fps)))
+
+
 def test_eval_clips_reuse_one_backend_and_decide_as_fresh_engines(val_dir):
     """The clips of one evaluation share one engine backend (on a GPU: graphs captured once); each clip still
     starts from an empty context, so it decides and answers exactly as an engine built for it alone."""
