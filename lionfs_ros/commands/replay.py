@@ -143,6 +143,10 @@ def _print_summary(report: dict, json_path: Path, html_path: Path) -> None:
             parts.append(f"TimeDiff {triggers['time_diff_s']:.2f} s")
     else:
         parts.append("no ground truth")
+    qa = metrics.get("qa")
+    if qa:
+        every = qa["accuracy"]["all"]
+        parts.append(f"QA {every['accuracy']:.3f} of {every['count']} question(s) ({qa['unanswered']} unanswered)")
     if latency["count"]:
         parts.append(f"latency p50 {latency['p50_s'] * 1000:.0f} ms, p99 {latency['p99_s'] * 1000:.0f} ms")
     dropped = metrics["frames"].get("dropped_total")

@@ -82,8 +82,11 @@ class LiveRunner:
         where = f"\n--- node log ({self.node.log_path}) ---\n{tail}" if self.node is not None else ""
         raise RunnerFailed(message + where)
 
-    def run(self, frames: Iterator[BagFrame], log, bag) -> RunOutput:
+    def run(self, frames: Iterator[BagFrame], log, bag, questions=()) -> RunOutput:
         output = RunOutput(mode=self.mode, model=self.params.model_path or "bundled demo model")
+        if questions:
+            output.notes.append(f"the bag's {len(questions)} question(s) are asked in deterministic mode only: live "
+                                f"mode does not publish them yet (its QA scores every question unanswered)")
         ros = self.ros
         sent: dict[int, float] = {}  # stamp (ns) -> monotonic time it was published
         started = time.monotonic()

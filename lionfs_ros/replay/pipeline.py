@@ -2,18 +2,21 @@
 
 bag -> frames (decoded, timed) -> a runner (deterministic engine, live node, or the responses
 already recorded in the bag) -> responses -> matched to the truth -> report.json + report.html.
+A bag with user questions (`replay.questions`) has them asked (deterministic mode) and, with their true
+answers, scored as QA; proactive responses alone are matched to the narrations.
 A bag that stops being readable part-way still gets a report of what was read, marked partial.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from lionfs_ros.replay.bag_frames import BagFrame, FrameStats, iter_frames
 from lionfs_ros.replay.bag_reader import NS_PER_S, BagReader, BagReadError
 from lionfs_ros.eval.matching import MatchWindow, match_triggers
+from lionfs_ros.replay.questions import qa_metrics, read_questions, read_true_answers
 from lionfs_ros.replay.records import RunOutput
 from lionfs_ros.replay.report_json import ReplayReport
 from lionfs_ros.eval.stats import summarize
@@ -91,8 +94,9 @@ class ResponseRunner(Protocol):
     def stream_metrics(self, truth: TruthTimeline | None, frame_stats: FrameStats) -> dict | None:
         """Teacher-forced metrics when this mode can compute them, else None."""
 
-    def run(self, frames: Iterator[BagFrame], log: FrameLog, bag: BagReader) -> RunOutput:
-        """Feed `frames` (call `log.add` on each) and return what the assistant produced."""
+    def run(self, frames: Iterator[BagFrame], log: FrameLog, bag: BagReader, questions=()) -> RunOutput:
+        """Feed `frames` (call `log.add` on each), ask `questions` (the bag's `BagQuestion`s) where the mode can, and
+        return what the assistant produced."""
 
 
 @dataclass
@@ -137,6 +141,8 @@ def run_replay(settings: ReplaySettings, runner_factory: Callable[[ReplaySetting
                 raise TruthError(f"{settings.bag}: truth topic {truth_topic!r} is "
                                  f"{'missing' if found is None else found.msgtype}; it must be {STRING_TYPE}")
             topic_truth = _read_topic_truth(bag, truth_topic)
+        questions, question_notes = read_questions(bag)
+        answers = read_true_answers(bag) if questions else []
         runner.prepare(image.msgtype, has_truth=bool(truth_file or truth_topic))
         stats = FrameStats()
         log = FrameLog(stats)
@@ -144,11 +150,13 @@ def run_replay(settings: ReplaySettings, runner_factory: Callable[[ReplaySetting
         progress = progress_factory(image.count) if progress_factory else None
         started = time.monotonic()
         try:
-            output = runner.run(_guarded(iter_frames(bag, image.name, stats), log, failure, progress), log, bag)
+            output = runner.run(_guarded(iter_frames(bag, image.name, stats), log, failure, progress), log, bag,
+                                questions)
         finally:
             if progress is not None:
                 progress.close()
         output.wall_time_s = output.wall_time_s or time.monotonic() - started
+        output.notes.extend(question_notes)
         summary = bag.summary
     truth = truth_file
     if truth is None and truth_topic:
@@ -158,7 +166,7 @@ def run_replay(settings: ReplaySettings, runner_factory: Callable[[ReplaySetting
             {"skipped": f"teacher-forced metrics need the model in this process: deterministic mode, not {output.mode}"}
     damage = summary.damage or (failure[0].detail if failure else None)
     status = {"complete": damage is None, "error": f"bag damaged: {damage}" if damage else None}
-    report = build_report(settings, summary.to_dict(), image.name, stats, truth, output, status)
+    report = build_report(settings, summary.to_dict(), image.name, stats, truth, output, status, answers)
     thumbnails = {}
     for response in output.responses:
         uri = log.thumbnails.uri(response.frame_index)
@@ -176,12 +184,17 @@ def unreadable_bag_report(settings: ReplaySettings, error: BagReadError) -> Repl
 
 
 def build_report(settings: ReplaySettings, bag: dict, image_topic: str | None, stats: FrameStats,
-                 truth: TruthTimeline | None, output: RunOutput, status: dict) -> ReplayReport:
+                 truth: TruthTimeline | None, output: RunOutput, status: dict,
+                 answers: list[dict] | None = None) -> ReplayReport:
+    """``answers``: the bag's true answers to its questions (``replay.questions``), scored as ``metrics["qa"]``."""
     responses = [r.to_dict() for r in output.responses]
+    proactive = [i for i, r in enumerate(output.responses) if not (r.query or r.query_id)]  # answers are QA's
     metrics: dict = {}
     if truth is not None:
         window = MatchWindow(settings.tolerance_s, settings.tolerance_s)
-        triggers = match_triggers([r.trigger_time for r in output.responses], truth.times, window)
+        triggers = match_triggers([output.responses[i].trigger_time for i in proactive], truth.times, window)
+        triggers.pairs = [replace(pair, response_index=proactive[pair.response_index])  # the report's index
+                          for pair in triggers.pairs]
         metrics["triggers"] = triggers.to_dict()
         hypotheses, references = [], []
         for pair in triggers.pairs:
@@ -194,6 +207,7 @@ def build_report(settings: ReplaySettings, bag: dict, image_topic: str | None, s
         metrics["text"] = score_corpus(hypotheses, references).to_dict()
     else:
         metrics["triggers"] = metrics["text"] = None
+    metrics["qa"] = qa_metrics(responses, answers) if answers else None
     metrics["stream"] = output.stream_metrics
     metrics["latency"] = {
         "end_to_end": summarize([r.latency_s for r in output.responses]).to_dict(),

@@ -28,7 +28,8 @@ class RecordedRunner:
     def stream_metrics(self, truth, frame_stats) -> dict | None:
         return None  # teacher forcing needs the model: deterministic mode
 
-    def run(self, frames: Iterator[BagFrame], log, bag: BagReader) -> RunOutput:
+    def run(self, frames: Iterator[BagFrame], log, bag: BagReader, questions=()) -> RunOutput:
+        """``questions``: not asked (the answers are in the bag already, matched to them by query id)."""
         output = RunOutput(mode=self.mode, model="recorded in the bag")
         for _ in frames:
             output.frames.fed += 1

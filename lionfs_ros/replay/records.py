@@ -16,6 +16,7 @@ class ResponseRecord:
     score: float | None = None  # trigger score, 1 - P(frame-interval token)
     num_tokens: int | None = None
     query: str = ""  # the question it answers; empty for proactive narration
+    query_id: str = ""  # the question's id (the bag's UserQuery.query_id when replay asked it)
     latency_s: float | None = None  # end to end: triggering frame in -> final text out
     first_latency_s: float | None = None  # triggering frame in -> first words out
     decision_latency_s: float | None = None  # as reported by the assistant

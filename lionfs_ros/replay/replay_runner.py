@@ -66,13 +66,23 @@ class DeterministicRunner:
         except (ModelLoadError, EngineConfigError, FileNotFoundError) as err:
             raise RunnerFailed(f"cannot start the engine: {err}") from err
 
-    def run(self, frames: Iterator[BagFrame], log, bag) -> RunOutput:
+    def run(self, frames: Iterator[BagFrame], log, bag, questions=()) -> RunOutput:
+        """``questions``: the bag's ``BagQuestion``s, asked up front at their times (the engine answers each at its first
+        decided frame at or after it, as it answers a robot's user, and as ``lionfs eval`` asks a clip's)."""
         from lionfs_ros.engine import FrameError
 
         engine = self.engine
         output = RunOutput(mode=self.mode, model=self.description)
         timing = _TurnTiming(log)
         engine.on_response = timing.on_response
+        refused = 0
+        for question in questions:
+            try:
+                engine.ask(question.text, question.stamp_s, query_id=question.query_id)
+            except FrameError:  # empty text or a bad time: counted by the engine (rejected_*), noted here
+                refused += 1
+        if refused:
+            output.notes.append(f"the engine refused {refused} of the bag's question(s) (see assistant_stats rejected_*)")
         rejected = 0
         started = time.perf_counter()
         ego_frames = 0
@@ -138,7 +148,7 @@ def _records(timing: _TurnTiming, log) -> list[ResponseRecord]:
         records.append(ResponseRecord(
             turn_index=turn_index, trigger_time=log.video_time(update.trigger_time), text=update.text,
             is_final=update.is_final, frame_index=frame_index, score=float(update.trigger_score),
-            num_tokens=int(update.num_tokens), query=update.query or "",
+            num_tokens=int(update.num_tokens), query=update.query or "", query_id=update.query_id or "",
             latency_s=last_at - frame_start if update.is_final else None, first_latency_s=first_at - frame_start,
             decision_latency_s=update.decision_latency_s, generation_latency_s=update.generation_latency_s,
             messages=count, regions=[dict(zip(REGION_KEYS, region)) for region in update.regions]))

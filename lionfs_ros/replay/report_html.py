@@ -44,13 +44,14 @@ def _cards(report: dict) -> str:
     triggers, text = metrics.get("triggers") or {}, metrics.get("text") or {}
     latency, frames, memory = metrics["latency"], metrics["frames"], metrics["memory"]
     stream = metrics.get("stream") or {}
+    qa = (metrics.get("qa") or {}).get("accuracy", {}).get("all") or {}
     cards = [
         ("responses", len(report["responses"])), ("truth", triggers.get("num_truth")),
         ("precision", _fmt(triggers.get("precision"))), ("recall", _fmt(triggers.get("recall"))),
         ("F1", _fmt(triggers.get("f1"))), ("TimeDiff", _fmt(triggers.get("time_diff_s"), suffix=" s")),
         ("chrF", _fmt(text.get("chrf"))), ("ROUGE-L", _fmt(text.get("rouge_l"))),
         ("LM-PPL", _fmt(stream.get("lm_ppl"))), ("Fluency", _fmt(stream.get("fluency"))),
-        ("LM-Correctness", _fmt(stream.get("lm_correctness"))),
+        ("LM-Correctness", _fmt(stream.get("lm_correctness"))), ("QA", _fmt(qa.get("accuracy"))),
         ("latency p50", _fmt(latency["end_to_end"]["p50_s"], scale=1000, suffix=" ms")),
         ("latency p99", _fmt(latency["end_to_end"]["p99_s"], scale=1000, suffix=" ms")),
         ("frames dropped", _fmt(frames.get("dropped_total"))),
@@ -88,6 +89,8 @@ def _responses_table(report: dict, thumbnails: dict[int, str]) -> str:
         image = _keyframe(uri, r) if uri else "–"
         score = r.get("text_score") or {}
         truth = escape(r["truth_text"]) if r.get("truth_text") else '<span class="miss">no match</span>'
+        if r.get("query"):  # an answer: scored under Questions
+            truth = f'<i>answers</i> {escape(r["query"])}'
         final = "" if r["is_final"] else " <i>(unfinished)</i>"
         rows.append(
             f"<tr><td class=num>{i}</td><td class=num>{r['trigger_time']:.2f}</td><td>{image}</td>"
@@ -98,6 +101,19 @@ def _responses_table(report: dict, thumbnails: dict[int, str]) -> str:
     header = ("<tr><th>#</th><th>time (s)</th><th>keyframe</th><th>assistant</th><th>matched truth</th><th>Δt</th>"
               "<th>chrF</th><th>ROUGE-L</th><th>latency</th><th>trigger score</th></tr>")
     return f'<table id="responses">{header}{"".join(rows)}</table>' if rows else "<p>No responses.</p>"
+
+
+def _questions_table(report: dict) -> str:
+    """The bag's questions (``metrics["qa"]``): each with its true answer and the assistant's."""
+    qa = report["metrics"].get("qa")
+    if not qa:
+        return "<p>No questions in the bag (or no true answers to score them).</p>"
+    rows = [f"<tr><td>{escape(q['question'])}</td><td>{escape(q['kind'] or '')}</td><td>{escape(q['truth'])}</td>"
+            f"<td>{escape(q['answer']) if q['answered'] else '<span class=miss>no answer</span>'}</td>"
+            f"<td>{'yes' if q['correct'] else '<span class=miss>no</span>'}</td></tr>" for q in qa["questions"]]
+    by_kind = ", ".join(f"{escape(kind)} {v['accuracy']:.3f} of {v['count']}" for kind, v in qa["accuracy"].items())
+    return (f"<p>QA: {by_kind}</p><table id=\"questions\"><tr><th>question</th><th>kind</th><th>true answer</th>"
+            f"<th>assistant</th><th>right</th></tr>{''.join(rows)}</table>")
 
 
 def _missed_table(report: dict) -> str:
@@ -139,6 +155,8 @@ def render_html(report: dict, thumbnails: dict[int, str]) -> str:
 {histogram_svg(first, "triggering frame -> first message")}
 <h2>Responses</h2>
 {_responses_table(report, thumbnails)}
+<h2>Questions</h2>
+{_questions_table(report)}
 <h2>Missed narrations</h2>
 {_missed_table(report)}
 <h2>Details</h2>

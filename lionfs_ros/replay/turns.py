@@ -59,7 +59,7 @@ class TurnAssembler:
             out.append(ResponseRecord(
                 turn_index=turn_index, trigger_time=video_time(turn.stamp_s), text=message.text, is_final=turn.final,
                 frame_index=frame_index(turn.stamp_s), score=float(message.trigger_score),
-                num_tokens=int(message.num_tokens), query=message.query,
+                num_tokens=int(message.num_tokens), query=message.query, query_id=message.query_id,
                 latency_s=turn.last_arrival_s - sent if sent is not None and turn.final else None,
                 first_latency_s=turn.first_arrival_s - sent if sent is not None else None,
                 decision_latency_s=duration_s(message.decision_latency),

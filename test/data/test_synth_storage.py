@@ -81,4 +81,9 @@ def test_bag_round_trip(tmp_path, tiny_config):
     assert set(bag.frame_ids) == {"camera"}
     assert bag.ground_truth == [{"time": n.time, "text": n.text, "kind": n.kind} for n in episode.narrations]
     np.testing.assert_allclose(bag.ground_truth_log_times, [n.time for n in episode.narrations], atol=1e-9)
+    assert episode.questions, "the seed's episode should ask something"
+    assert bag.queries == [{"time": pytest.approx(q.time, abs=1e-9), "text": q.question, "query_id": f"q{i}"}
+                           for i, q in enumerate(episode.questions)]  # the UserQuery messages lionfs replay asks
+    assert bag.answers == [{"time": q.time, "query_id": f"q{i}", "question": q.question, "answer": q.answer,
+                            "kind": q.kind} for i, q in enumerate(episode.questions)]
     assert list((tmp_path / "ds" / entry["bag"]).glob("*.mcap"))

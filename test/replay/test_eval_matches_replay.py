@@ -1,6 +1,6 @@
 """`lionfs eval` and `lionfs replay` run the same stream loop: on one synthetic episode (eval from its
-frames embedded in one batch, replay from its bag, frame by frame) the engine decides the same frames
-the same way and writes the same answers."""
+frames embedded in one batch, replay from its bag, frame by frame, asking the bag's questions) the engine
+decides the same frames the same way, writes the same narrations and answers, and both score the same QA."""
 from __future__ import annotations
 
 import json
@@ -47,13 +47,21 @@ def test_eval_and_replay_write_the_same_answers_at_the_same_frames(tmp_path, syn
                                                                    one_thread):
     model_dir = tiny_model[0]
     common = ["--model", str(model_dir), "--params", str(params), "--device", "cpu"]
-    assert main(["eval", "--data", str(synth_dir), "--json", str(tmp_path / "eval.json"), "--no-questions", *common]) == 0
+    assert main(["eval", "--data", str(synth_dir), "--json", str(tmp_path / "eval.json"), *common]) == 0
     assert main(["replay", str(synth_bag), "--report", str(tmp_path / "replay"), "--no-progress", *common]) == 0
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     replayed = json.loads((tmp_path / "replay" / "report.json").read_text())
-    said = [(round(r["time"], 6), r["text"]) for r in evaluated["responses"]]
-    assert 0 < len(said) < replayed["metrics"]["frames"]["processed"], "it speaks on some decided frames, not all"
-    assert said == [(round(r["trigger_time"], 6), r["text"]) for r in replayed["responses"]]
+    said = [(round(r["time"], 6), r["text"], r["query"] or "") for r in evaluated["responses"]]  # answers too
+    narrated = [r for r in said if not r[2]]
+    assert 0 < len(narrated) < replayed["metrics"]["frames"]["processed"], "it speaks on some decided frames, not all"
+    assert len(narrated) < len(said), "and answers the episode's questions"
+    assert said == [(round(r["trigger_time"], 6), r["text"], r["query"]) for r in replayed["responses"]]
+    qa = replayed["metrics"]["qa"]
+    assert qa["accuracy"] == evaluated["qa"] and qa["unanswered"] == 0  # every question of the bag asked and answered
+    html = (tmp_path / "replay" / "report.html").read_text()
+    assert 'id="questions"' in html and all(q["question"] in html for q in qa["questions"])
+    assert [q["question"] for q in qa["questions"]] == [t["question"] for t in json.loads(
+        (synth_dir / "episodes" / f"{synth_bag.name}.json").read_text())["questions"]]
     assert evaluated["engine"]["kv_budget_tokens"] == 700 and evaluated["engine"]["note"] is None  # the params file's
     triggers = replayed["metrics"]["triggers"]
     assert (evaluated["trigger_precision"], evaluated["trigger_recall"]) == (triggers["precision"], triggers["recall"])
@@ -72,7 +80,7 @@ def test_eval_and_replay_decide_every_frame_alike(tmp_path, synth_dir, synth_bag
 
     run_replay(settings, Spy)
     model = LionFSModel.from_pretrained(model_dir, device="cpu").eval()
-    (example,) = [e.without_questions() for e in synth_examples(synth_dir, model.config.stream.frame_fps)]
+    (example,) = synth_examples(synth_dir, model.config.stream.frame_fps)  # with its questions, as the bag asks them
     recipe = FrameRecipe.for_model(model)
     frames = load_frames(example, recipe)
     evaluated = run_clip(model, engine_config(node_params(settings)), example,

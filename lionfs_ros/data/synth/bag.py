@@ -1,8 +1,11 @@
 """Write an episode as a rosbag2 (mcap) with the `rosbags` library, and read one back.
 
 Topics: the camera stream as sensor_msgs/msg/Image (rgb8) and the ground-truth narrations as
-std_msgs/msg/String carrying one JSON object each, at the narration's time. Stamps are the
-frame times in seconds from the start of the episode (replay with use_sim_time).
+std_msgs/msg/String carrying one JSON object each, at the narration's time. With questions, the user's
+questions as lionfs_ros/msg/UserQuery on the node's query topic (header stamp: the question's time; what
+`lionfs replay` asks), and their true answers as String JSON `{time, query_id, question, answer, kind}` on a
+ground-truth topic of their own. Stamps are the frame times in seconds from the start of the episode (replay
+with use_sim_time).
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ import numpy as np
 
 IMAGE_TOPIC = "/camera/image_raw"
 GROUND_TRUTH_TOPIC = "/lionfs/ground_truth"
+QUERY_TOPIC = "/lionfs/query"  # lionfs_node's query topic under the /lionfs namespace
+ANSWERS_TOPIC = "/lionfs/ground_truth_answers"
+QUERY_TYPE = "lionfs_ros/msg/UserQuery"
 FRAME_ID = "camera"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 STRING_TYPE = "std_msgs/msg/String"
@@ -29,14 +35,16 @@ class BagContents:
     frame_ids: list[str]
     ground_truth: list[dict]  # decoded JSON of each String, in bag order
     ground_truth_log_times: np.ndarray  # float64 seconds, the bag's receive times of the ground truth
+    queries: list[dict]  # {"time", "text", "query_id"} of each UserQuery, in bag order (time: its header stamp)
+    answers: list[dict]  # decoded JSON of each true answer
 
 
 def _typestore():
-    # Imported here so the generator works without rosbags when no bag is requested.
-    from rosbags.typesys import Stores, get_typestore
-    # The package runs on ROS 2 Kilted (requirements/ros.txt); Image and String are the same
-    # in Jazzy, the fallback for rosbags releases that predate Kilted.
-    return get_typestore(getattr(Stores, "ROS2_KILTED", Stores.ROS2_JAZZY))
+    # Imported here so the generator works without rosbags when no bag is requested: ROS 2 Kilted's messages
+    # (Jazzy's for rosbags releases that predate Kilted: Image and String are the same) and lionfs_ros's own.
+    from lionfs_ros.replay.ros_types import default_typestore
+
+    return default_typestore()
 
 
 def _split_time(seconds: float) -> tuple[int, int]:
@@ -48,15 +56,17 @@ def _stamp_ns(seconds: float) -> int:
     return int(round(seconds * NANOSECONDS))
 
 
-def write_episode_bag(path: Path, frames: np.ndarray, timestamps: np.ndarray, narrations: list[dict]) -> Path:
-    """Write one bag directory at `path` (it must not exist yet)."""
+def write_episode_bag(path: Path, frames: np.ndarray, timestamps: np.ndarray, narrations: list[dict],
+                      questions: list[dict] = ()) -> Path:
+    """Write one bag directory at `path` (it must not exist yet). `questions`: `{time, query_id, question, answer,
+    kind}` each, asked on QUERY_TOPIC and answered on ANSWERS_TOPIC."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     typestore = _typestore()
     types = typestore.types
     image_cls, header_cls, time_cls = (types[IMAGE_TYPE], types["std_msgs/msg/Header"],
                                        types["builtin_interfaces/msg/Time"])
-    string_cls = types[STRING_TYPE]
+    string_cls, query_cls = types[STRING_TYPE], types[QUERY_TYPE]
     path.parent.mkdir(parents=True, exist_ok=True)
     messages: list[tuple[int, int, str, object]] = []  # (time ns, order, topic, message)
     height, width = frames.shape[1:3]
@@ -69,15 +79,21 @@ def write_episode_bag(path: Path, frames: np.ndarray, timestamps: np.ndarray, na
         message = string_cls(data=json.dumps(narration, ensure_ascii=False))
         # order 1: a narration follows the frame that shows the completed action
         messages.append((_stamp_ns(float(narration["time"])), 1, GROUND_TRUTH_TOPIC, message))
+    for question in questions:
+        seconds = float(question["time"])
+        header = header_cls(stamp=time_cls(*_split_time(seconds)), frame_id="")
+        asked = query_cls(header=header, stream_id="", text=question["question"], query_id=question["query_id"])
+        messages.append((_stamp_ns(seconds), 1, QUERY_TOPIC, asked))
+        messages.append((_stamp_ns(seconds), 2, ANSWERS_TOPIC, string_cls(data=json.dumps(question, ensure_ascii=False))))
     messages.sort(key=lambda item: (item[0], item[1]))
+    msgtypes = {IMAGE_TOPIC: IMAGE_TYPE, GROUND_TRUTH_TOPIC: STRING_TYPE}
+    if questions:
+        msgtypes.update({QUERY_TOPIC: QUERY_TYPE, ANSWERS_TOPIC: STRING_TYPE})
     with Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
-        connections = {
-            IMAGE_TOPIC: writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=typestore),
-            GROUND_TRUTH_TOPIC: writer.add_connection(GROUND_TRUTH_TOPIC, STRING_TYPE, typestore=typestore),
-        }
+        connections = {topic: writer.add_connection(topic, msgtype, typestore=typestore)
+                       for topic, msgtype in msgtypes.items()}
         for time_ns, _, topic, message in messages:
-            msgtype = IMAGE_TYPE if topic == IMAGE_TOPIC else STRING_TYPE
-            writer.write(connections[topic], time_ns, typestore.serialize_cdr(message, msgtype))
+            writer.write(connections[topic], time_ns, typestore.serialize_cdr(message, msgtypes[topic]))
     return path
 
 
@@ -86,7 +102,7 @@ def read_episode_bag(path: Path) -> BagContents:
     from rosbags.rosbag2 import Reader
 
     typestore = _typestore()
-    frames, stamps, frame_ids, truth, truth_times = [], [], [], [], []
+    frames, stamps, frame_ids, truth, truth_times, queries, answers = [], [], [], [], [], [], []
     with Reader(path) as reader:
         for connection, time_ns, raw in reader.messages():
             message = typestore.deserialize_cdr(raw, connection.msgtype)
@@ -99,5 +115,12 @@ def read_episode_bag(path: Path) -> BagContents:
             elif connection.topic == GROUND_TRUTH_TOPIC:
                 truth.append(json.loads(message.data))
                 truth_times.append(time_ns / NANOSECONDS)
+            elif connection.topic == QUERY_TOPIC:
+                stamp = message.header.stamp
+                queries.append({"time": stamp.sec + stamp.nanosec / NANOSECONDS, "text": message.text,
+                                "query_id": message.query_id})
+            elif connection.topic == ANSWERS_TOPIC:
+                answers.append(json.loads(message.data))
     return BagContents(np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8),
-                       np.asarray(stamps, np.float64), frame_ids, truth, np.asarray(truth_times, np.float64))
+                       np.asarray(stamps, np.float64), frame_ids, truth, np.asarray(truth_times, np.float64),
+                       queries, answers)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
 
-from .bag import GROUND_TRUTH_TOPIC, IMAGE_TOPIC, write_episode_bag
+from .bag import ANSWERS_TOPIC, GROUND_TRUTH_TOPIC, IMAGE_TOPIC, QUERY_TOPIC, write_episode_bag
 from .episode import Episode
 from .generate import GeneratorConfig, generate_episode
 from .storage import DatasetWriter, bag_path
@@ -55,13 +55,20 @@ def _header(config: GeneratorConfig, write_bags: bool) -> dict:
             "shape_colour": sorted(list(pair) for pair in catalogue.heldout.shape_colour),
             "shape_pair": sorted(sorted(pair) for pair in catalogue.heldout.shape_pair),
         },
-        "bag_topics": {"image": IMAGE_TOPIC, "ground_truth": GROUND_TRUTH_TOPIC} if write_bags else None,
+        "bag_topics": {"image": IMAGE_TOPIC, "ground_truth": GROUND_TRUTH_TOPIC, "query": QUERY_TOPIC,
+                       "answers": ANSWERS_TOPIC} if write_bags else None,
     }
 
 
 def narration_messages(episode: Episode) -> list[dict]:
     """What goes on the ground-truth topic: one {time, text, kind} object per narration."""
     return [{"time": n.time, "text": n.text, "kind": n.kind} for n in episode.narrations]
+
+
+def question_messages(episode: Episode) -> list[dict]:
+    """The episode's questions for its bag: {time, query_id, question, answer, kind}, ``query_id`` ``q<i>``."""
+    return [{"time": q.time, "query_id": f"q{i}", "question": q.question, "answer": q.answer, "kind": q.kind}
+            for i, q in enumerate(episode.questions)]
 
 
 def generate_dataset(root: str | Path, config: GeneratorConfig, num_episodes: int, write_bags: bool = False,
@@ -76,7 +83,7 @@ def generate_dataset(root: str | Path, config: GeneratorConfig, num_episodes: in
         bag = None
         if write_bags:
             bag = write_episode_bag(bag_path(writer.root, episode.episode_id), episode.frames, episode.timestamps,
-                                    narration_messages(episode))
+                                    narration_messages(episode), question_messages(episode))
             summary.bags.append(bag)
         writer.add(episode, bag)
         summary.episodes += 1
