@@ -35,7 +35,11 @@ def test_deterministic_runs_are_identical(tmp_path, synth_bag, tiny_model):
     assert first["responses"], "the calibrated tiny model speaks on some frames"
     assert first["truth"]["source"] == "topic /lionfs/ground_truth" and first["truth"]["events"]
     triggers = first["metrics"]["triggers"]
-    assert triggers["num_responses"] == len(first["responses"]) and triggers["num_truth"] == len(first["truth"]["events"])
+    narrated = [r for r in first["responses"] if not r["query_id"]]  # answers to the bag's questions are QA's
+    assert triggers["num_responses"] == len(narrated) < len(first["responses"])
+    assert triggers["num_truth"] == len(first["truth"]["events"])
+    qa = first["metrics"]["qa"]
+    assert qa["unanswered"] == 0 and qa["accuracy"]["all"]["count"] == len(first["responses"]) - len(narrated)
     assert first["metrics"]["latency"]["end_to_end"]["count"] == len(first["responses"])
     assert first["metrics"]["frames"]["fed"] == first["frames"]["decoded"] > 0
     assert first["metrics"]["memory"]["rss_mib"] > 0
