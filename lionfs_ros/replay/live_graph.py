@@ -16,9 +16,10 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 
 from lionfs_ros.replay.bag_reader import NS_PER_S
-from lionfs_ros.msg import AssistantMessage, GuidanceEvent
+from lionfs_ros.msg import AssistantMessage, GuidanceEvent, UserQuery
 
 IMAGE_TOPIC = "image_raw"
+QUERY_TOPIC, QUERY_DEPTH = "query", 10  # lionfs_node's question topic (stream_port), reliable
 ASSISTANT_TOPIC, GUIDANCE_TOPIC, DIAGNOSTICS_TOPIC, CLOCK_TOPIC = "assistant", "guidance", "/diagnostics", "/clock"
 OUTPUT_DEPTH = 100  # reliable, deep enough for a burst of partials
 CLOCK_HZ = 40.0  # like `ros2 bag play --clock`: sim time moves between frames too, so node timers fire
@@ -44,6 +45,7 @@ class ReplayGraph:
         self.image_pub = self.node.create_publisher(
             self.image_type, image_topic + ("/compressed" if compressed else ""), qos_profile_sensor_data)
         self.clock_pub = self.node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=10))
+        self.query_pub = self.node.create_publisher(UserQuery, QUERY_TOPIC, QUERY_DEPTH)
         reliable = QoSProfile(depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
         from lionfs_ros.replay.turns import TurnAssembler
 
@@ -103,6 +105,17 @@ class ReplayGraph:
         sent = time.monotonic()
         self.image_pub.publish(data)
         return sent
+
+    def publish_question(self, question) -> None:
+        """A bag's question (``replay.questions.BagQuestion``) to the node's query topic, stamped with its time on
+        the played clock: the node answers it at its first decided frame at or after that time."""
+        from std_msgs.msg import Header
+
+        self.query_pub.publish(UserQuery(header=Header(stamp=_time_msg(question.stamp_s)), text=question.text,
+                                         query_id=question.query_id))
+
+    def asks_reach_the_node(self) -> bool:
+        return self.query_pub.get_subscription_count() > 0
 
     def _store(self):
         if self._serialize is None:

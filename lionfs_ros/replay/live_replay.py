@@ -2,7 +2,8 @@
 
 The player publishes each frame at its recorded time (scaled by --rate), exactly as recorded
 (original encoding or compression, header stamps kept), and /clock on the frames' clock so the
-node runs with use_sim_time as on a bag replay. The capture side listens to the node's
+node runs with use_sim_time as on a bag replay. The bag's questions (`replay.questions`) go to the node's
+`query` topic, each just before the first frame at or after its stamp. The capture side listens to the node's
 `assistant`, `guidance` and /diagnostics. Latency is measured on one monotonic clock in this
 process: from publishing the triggering frame to receiving the node's message about it (the
 node stamps messages with the triggering frame's header), so it includes both transports, the
@@ -25,6 +26,7 @@ from lionfs_ros.ros_env import keep_discovery_local
 
 QUIET_S = 1.0  # after the last frame: done when no answer is open and nothing arrived for this long
 POLL_S = 0.02
+STAMP_SLACK_S = 1e-6  # a question stamped at a frame's time goes out just before that frame (stamps' float round trip)
 MEMORY_SAMPLE_FRAMES = 30  # VmHWM is the kernel's running peak; read it now and then in case the node dies
 # Own node, no ROS_DOMAIN_ID set: keep the replay's /clock off domain 0, where a robot may run.
 DEFAULT_REPLAY_DOMAIN = 43
@@ -35,6 +37,16 @@ class LiveOptions:
     startup_timeout_s: float = 120.0
     drain_s: float = 30.0
     attach_namespace: str | None = None
+
+
+def _wait_for(condition, timeout_s: float) -> bool:
+    """Poll ``condition`` every ``POLL_S`` until it holds (True) or ``timeout_s`` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
 
 
 class LiveRunner:
@@ -84,10 +96,12 @@ class LiveRunner:
 
     def run(self, frames: Iterator[BagFrame], log, bag, questions=()) -> RunOutput:
         output = RunOutput(mode=self.mode, model=self.params.model_path or "bundled demo model")
-        if questions:
-            output.notes.append(f"the bag's {len(questions)} question(s) are asked in deterministic mode only: live "
-                                f"mode does not publish them yet (its QA scores every question unanswered)")
         ros = self.ros
+        pending = sorted(questions, key=lambda q: q.stamp_s)  # each published just before the first frame at its time
+        if pending and not _wait_for(ros.asks_reach_the_node, self.options.startup_timeout_s):
+            output.notes.append(f"nothing subscribes to {ros.query_pub.topic_name}: the bag's {len(pending)} "
+                                f"question(s) were not asked")
+            pending = []
         sent: dict[int, float] = {}  # stamp (ns) -> monotonic time it was published
         started = time.monotonic()
         try:
@@ -95,6 +109,8 @@ class LiveRunner:
                 if output.frames.fed == 0:
                     ros.start_clock(frame.stamp_s, self.settings.rate)
                 ros.wait_until_due(frame.stamp_s)
+                while pending and pending[0].stamp_s <= frame.stamp_s + STAMP_SLACK_S:
+                    ros.publish_question(pending.pop(0))
                 restamp = log.stats.stamp_source == STAMP_SOURCE_LOG
                 sent[round(frame.stamp_s * NS_PER_S)] = ros.publish_frame(frame, restamp)
                 output.frames.fed += 1

@@ -41,6 +41,9 @@ def test_live_mode_reports_the_real_nodes_latency(tmp_path, ros_domain, synth_ba
         assert r["first_latency_s"] <= r["latency_s"]
     assert report["metrics"]["memory"]["rss_mib"] > 0 and "lionfs_node (pid" in report["metrics"]["memory"]["process"]
     assert report["metrics"]["triggers"]["num_truth"] == len(report["truth"]["events"])
+    qa = report["metrics"]["qa"]  # the bag's questions went to the node's query topic and were answered
+    assert qa["unanswered"] == 0 and qa["accuracy"]["all"]["count"] > 0, qa
+    assert {r["query_id"] for r in responses if r["query_id"]} == {q["query_id"] for q in qa["questions"]}
 
 
 class StandInAssistant:
