@@ -14,7 +14,8 @@ from .region_order import asked_last, matched_index
 from .regions import Region, RegionProposer
 
 
-def read_tags(model, runs: Sequence[PoolRun], crop_grids: torch.Tensor | None, regions: Sequence[Sequence[Region]]) -> list[list[str]]:
+def read_tags(model, runs: Sequence[PoolRun], crop_grids: torch.Tensor | None,
+              regions: Sequence[Sequence[Region]]) -> list[list[str]]:
     """The crop reader's tag of every region (``tags[k][r]``, as ``template_layout`` takes them) from the patch
     grids ``[N, h, w, C]`` of the ``crop`` runs ``runs`` (reading order; tiles are read by nobody)."""
     crop_runs = [run for run in runs if run.source == CROP]
@@ -36,7 +37,8 @@ def crop_grids_in_order(read: Sequence[PoolRun], runs: Sequence[PoolRun], crop_g
     return crop_grids[order]
 
 
-def crop_pixels(processor, keyframes: Sequence[np.ndarray], runs: Sequence[PoolRun], config: KeyframeConfig) -> np.ndarray:
+def crop_pixels(processor, keyframes: Sequence[np.ndarray], runs: Sequence[PoolRun],
+                config: KeyframeConfig) -> np.ndarray:
     """The ``crop`` runs' boxes cut from the keyframes (full resolution) and resized by the general
     encoder's ``ImageProcessor``: uint8 ``[N, S, S, 3]`` in reading order (training and the engine alike)."""
     crops = crop_images(keyframes, runs, config.crop_margin, config.crop_min)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from lionfs_ros.replay.bag_reader import BagReadError
+from lionfs_ros.replay.bag_reader import NS_PER_S, BagReadError
+from lionfs_ros.replay.truth import STRING_TYPE
 
-DEFAULT_QUERY_TOPIC = "/lionfs/query"
+DEFAULT_QUERY_TOPIC = "/lionfs/query"  # lionfs_node's query topic under the /lionfs namespace
 DEFAULT_ANSWERS_TOPIC = "/lionfs/ground_truth_answers"
 QUERY_TYPE = "lionfs_ros/msg/UserQuery"
-STRING_TYPE = "std_msgs/msg/String"
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)

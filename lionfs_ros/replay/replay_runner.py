@@ -67,8 +67,8 @@ class DeterministicRunner:
             raise RunnerFailed(f"cannot start the engine: {err}") from err
 
     def run(self, frames: Iterator[BagFrame], log, bag, questions=()) -> RunOutput:
-        """``questions``: the bag's ``BagQuestion``s, asked up front at their times (the engine answers each at its first
-        decided frame at or after it, as it answers a robot's user, and as ``lionfs eval`` asks a clip's)."""
+        """``questions``: the bag's ``BagQuestion``s, asked up front at their times (the engine answers each at its
+        first decided frame at or after it, as it answers a robot's user, and as ``lionfs eval`` asks a clip's)."""
         from lionfs_ros.engine import FrameError
 
         engine = self.engine
@@ -82,7 +82,8 @@ class DeterministicRunner:
             except FrameError:  # empty text or a bad time: counted by the engine (rejected_*), noted here
                 refused += 1
         if refused:
-            output.notes.append(f"the engine refused {refused} of the bag's question(s) (see assistant_stats rejected_*)")
+            output.notes.append(f"the engine refused {refused} of the bag's question(s) "
+                                "(see assistant_stats rejected_*)")
         rejected = 0
         started = time.perf_counter()
         ego_frames = 0

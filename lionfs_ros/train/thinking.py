@@ -219,8 +219,9 @@ class ThinkingSampler:
                      objects: list[list[LabelledObject]] | None) -> list[tuple]:
         """Up to ``extra_questions`` forks ``(start, chosen, regions, question, body, weight)`` in order, each after a
         distinct frame (never the first), asking about a labelled object whose centre a region of the trigger
-        keyframe covers (one of its ``question_candidates`` proposals where those are on). Frames are drawn by a generator seeded from the sample's ids: the same episode gets the
-        same questions each epoch, on any loader worker."""
+        keyframe covers (one of its ``question_candidates`` proposals where those are on). Frames are drawn by a
+        generator seeded from the sample's ids: the same episode gets the same questions each epoch, on any loader
+        worker."""
         if objects is None or len(objects) != len(frames):
             raise ValueError("extra_detail_questions needs the labelled objects of every frame of the clip")
         placeholder, per_frame = self.fmt.ids.placeholder, self.fmt.tokens_per_frame

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+# The questions' topics and type, as `lionfs replay` reads them.
+from lionfs_ros.replay.questions import (DEFAULT_ANSWERS_TOPIC as ANSWERS_TOPIC, DEFAULT_QUERY_TOPIC as QUERY_TOPIC,
+                                         QUERY_TYPE)
+
 IMAGE_TOPIC = "/camera/image_raw"
 GROUND_TRUTH_TOPIC = "/lionfs/ground_truth"
-QUERY_TOPIC = "/lionfs/query"  # lionfs_node's query topic under the /lionfs namespace
-ANSWERS_TOPIC = "/lionfs/ground_truth_answers"
-QUERY_TYPE = "lionfs_ros/msg/UserQuery"
 FRAME_ID = "camera"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 STRING_TYPE = "std_msgs/msg/String"
@@ -84,7 +85,8 @@ def write_episode_bag(path: Path, frames: np.ndarray, timestamps: np.ndarray, na
         header = header_cls(stamp=time_cls(*_split_time(seconds)), frame_id="")
         asked = query_cls(header=header, stream_id="", text=question["question"], query_id=question["query_id"])
         messages.append((_stamp_ns(seconds), 1, QUERY_TOPIC, asked))
-        messages.append((_stamp_ns(seconds), 2, ANSWERS_TOPIC, string_cls(data=json.dumps(question, ensure_ascii=False))))
+        answer = string_cls(data=json.dumps(question, ensure_ascii=False))
+        messages.append((_stamp_ns(seconds), 2, ANSWERS_TOPIC, answer))
     messages.sort(key=lambda item: (item[0], item[1]))
     msgtypes = {IMAGE_TOPIC: IMAGE_TYPE, GROUND_TRUTH_TOPIC: STRING_TYPE}
     if questions:
