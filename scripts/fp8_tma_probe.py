@@ -11,6 +11,11 @@ tile (and optionally activation tile) comes through a tensor descriptor:
 - ``tma_x``: both by TMA (rows past ``M`` are zero-filled by the copy);
 - ``tma_swap``, ``tma_x_swap``: the same with the operands swapped (``W x^T``): the upcast weight tile is Hopper's
   wgmma's left operand, taken from registers, the activations its narrow right one (16 columns) in shared memory;
+- ``f16`` (pointer loads, as the engine), ``tma_x_f16``: fp16 operands instead of bf16: each pair of codes in one
+  conversion instruction (``cvt.rn.f16x2.e4m3x2``) where bf16 needs the bit moves (3 instructions a code) or
+  Triton's two-step conversion; the activations cast to fp16 in the kernel (exact for bf16 values inside fp16's
+  normal range); ``f16x``, ``tma_x_f16``: the activations given as fp16 (cast before the timing: what a producer
+  writing an fp16 copy would give);
 - ``tma_ws``: ``tma`` with Triton's automatic warp specialization of the loop (a loader warp, mma warps);
 - ``persistent``: a grid of ``programs`` programs, each walking (tile, slice) work items, all their k-steps in one
   flattened loop so the copies of the next item overlap the end of the current one.
@@ -39,6 +44,7 @@ from lionfs_ros.engine.quantization import quantize_fp8
 
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
 ROWS = 11
+FP16_INPUT = ("f16x", "tma_x_f16")  # kinds given the activations as fp16
 BLOCK_M = 16
 TOLERANCE = 1e-2  # relative error against float64
 REPLAYS = 5
@@ -69,8 +75,8 @@ def _slice_done(acc, rows, cols, row_ok, col_ok, s_ptr, out_ptr, part_ptr, count
 
 
 @triton.jit
-def _tma_kernel(x_ptr, x_desc, w_desc, s_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split,
-                X_TMA: tl.constexpr, WS: tl.constexpr, SWAP: tl.constexpr, STAGES: tl.constexpr,
+def _tma_kernel(x_ptr, x_desc, w_desc, w_ptr, s_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split,
+                X_TMA: tl.constexpr, W_TMA: tl.constexpr, F16: tl.constexpr, WS: tl.constexpr, SWAP: tl.constexpr, STAGES: tl.constexpr,
                 SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_k = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -88,8 +94,13 @@ def _tma_kernel(x_ptr, x_desc, w_desc, s_ptr, out_ptr, part_ptr, count_ptr, M, N
             x = x_desc.load([0, k0])  # [BM, BK], rows past M zero
         else:
             x = tl.load(x_ptr + rows[:, None] * K + (k0 + ks)[None, :], mask=row_ok[:, None], other=0.0)
-        w = w_desc.load([pid_n * BLOCK_N, k0])  # [BN, BK] FP8 codes
-        if SWAP:
+        if W_TMA:
+            w = w_desc.load([pid_n * BLOCK_N, k0])  # [BN, BK] FP8 codes
+        else:
+            w = tl.load(w_ptr + cols[:, None] * K + (k0 + ks)[None, :], mask=(cols < N)[:, None], other=0.0)
+        if F16:  # fp16 operands: the codes by one conversion per pair (cvt.rn.f16x2.e4m3x2), the activations cast
+            acc += tl.dot(x.to(tl.float16), tl.trans(w.to(tl.float16)))
+        elif SWAP:
             acc_t += tl.dot(_upcast(w, tl.bfloat16, True), tl.trans(x))  # [BN, BK] @ [BK, BM]
         else:
             acc += tl.dot(x, tl.trans(_upcast(w, tl.bfloat16, True)))  # [BM, BK] @ [BK, BN]
@@ -133,7 +144,8 @@ def _persistent_kernel(x_ptr, w_desc, s_ptr, out_ptr, part_ptr, count_ptr, M, N,
 
 def tma_product(kind: str, x, w, scale, block_n: int, block_k: int, warps: int, stages: int, split: int,
                 programs: int = 0):
-    """``x [M, K] bf16 @ (w [N, K] FP8 * scale).T`` by the ``kind`` kernel -> ``[M, N]`` bf16."""
+    """``x [M, K] @ (w [N, K] FP8 * scale).T`` by the ``kind`` kernel -> ``[M, N]`` in ``x``'s dtype (fp16 for the
+    ``FP16_INPUT`` kinds, else bf16)."""
     m, k = x.shape
     n = w.shape[0]
     k_per_split = k // split
@@ -150,8 +162,9 @@ def tma_product(kind: str, x, w, scale, block_n: int, block_k: int, warps: int, 
                                                      BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps)
         return out
     x_desc = TensorDescriptor(x, [m, k], [x.stride(0), 1], [BLOCK_M, block_k])
-    _tma_kernel[(split, tiles)](x, x_desc, w_desc, scale, out, part, count, m, n, k, k_per_split,
-                                X_TMA=kind in ("tma_x", "tma_x_swap"), WS=kind == "tma_ws",
+    _tma_kernel[(split, tiles)](x, x_desc, w_desc, w, scale, out, part, count, m, n, k, k_per_split,
+                                X_TMA=kind in ("tma_x", "tma_x_swap", "tma_x_f16"), W_TMA=kind not in ("f16", "f16x"),
+                                F16="f16" in kind, WS=kind == "tma_ws",
                                 SWAP=kind.endswith("swap"), STAGES=stages, SPLIT_K=split > 1,
                                 BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps)
     return out
@@ -159,7 +172,10 @@ def tma_product(kind: str, x, w, scale, block_n: int, block_k: int, warps: int, 
 
 def candidates(n: int, k: int, sms: int) -> list[tuple]:
     """(kind, block_n, block_k, warps, stages, split, programs), the operands-swapped kinds first."""
-    grid = {"tma_swap": ((64, 128), (128, 256), (3, 5), (1, 2, 4, 8)),
+    grid = {"f16": ((64,), (128, 256), (3, 4), (1, 2, 4)),
+            "f16x": ((32, 64, 128), (128, 256), (3, 4), (1, 2, 4)),
+            "tma_x_f16": ((64, 128), (128, 256), (4,), (1, 2, 4)),
+            "tma_swap": ((64, 128), (128, 256), (3, 5), (1, 2, 4, 8)),
             "tma_x_swap": ((64, 128), (128, 256), (4,), (1, 2, 4, 8)),
             "tma": ((64,), (128, 256), (4,), (1, 2, 4, 8)),
             "tma_x": ((64,), (128, 256), (4,), (1, 2, 4, 8)),
@@ -176,6 +192,7 @@ def main() -> None:
     parser.add_argument("--out", default=".")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--budget-s", type=float, default=400.0, help="stop sweeping after this long")
+    parser.add_argument("--kinds", default="f16,f16x,tma_x_f16,tma_x,tma_swap,tma_x_swap,tma,tma_ws,persistent")
     args = parser.parse_args()
     device = torch.device("cuda")
     started = time.monotonic()
@@ -201,14 +218,16 @@ def main() -> None:
         entry["engine_kernel"] = {"config": list(picked), "us": engine_us,
                                   "tb_per_s": n * k / (engine_us * 1e-6) / 1e12}
         print(name, "engine", entry["engine_kernel"], flush=True)
-        for c in candidates(n, k, sms):
+        x16 = x.to(torch.float16)
+        for c in (c for c in candidates(n, k, sms) if c[0] in args.kinds.split(",")):
+            xc = x16 if c[0] in FP16_INPUT else x
             if time.monotonic() > deadline:
                 entry["stopped"] = "budget"
                 break
             try:
-                got = tma_product(c[0], x, *ws[0], *c[1:])
+                got = tma_product(c[0], xc, *ws[0], *c[1:])
                 err = float((got.double() - ref).norm() / ref.norm())
-                us = graph_ms(lambda: [tma_product(c[0], x, w, s, *c[1:]) for w, s in ws], device, REPLAYS,
+                us = graph_ms(lambda: [tma_product(c[0], xc, w, s, *c[1:]) for w, s in ws], device, REPLAYS,
                               warmup_replays=1) * 1e3 / copies
             except Exception as e:  # noqa: BLE001 - a candidate this Triton or GPU refuses
                 entry["variant"][str(c)] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
@@ -217,7 +236,7 @@ def main() -> None:
             entry["variant"][str(c)] = {"us": us, "rel_error": err, "ok": err < TOLERANCE,
                                         "tb_per_s": n * k / (us * 1e-6) / 1e12}
         ok = {c: v for c, v in entry["variant"].items() if v.get("ok")}
-        for kind in ("tma_swap", "tma_x_swap", "tma", "tma_x", "tma_ws", "persistent"):
+        for kind in args.kinds.split(","):
             mine = {c: v for c, v in ok.items() if c.startswith(f"('{kind}'")}
             best = min(mine, key=lambda c: mine[c]["us"], default=None)
             entry[f"best_{kind}"] = {"config": best, **mine[best]} if best else None
