@@ -265,14 +265,14 @@ def tune_layers(layers, rows: int, dtype: torch.dtype, head=None) -> list[dict]:
     from .kernels.few_rows_linear import TUNED, tuned_key
     from .kernels.few_rows_tuning import tune
 
-    by_kind: dict[tuple, list] = {}
+    by_kind: dict[tuple, list] = {}  # (N, K, dtype, the norm's weight in the codes) -> the layers' operands
     for w in [getattr(fl, name) for fl in layers for name in PROJECTIONS] + [head]:
         if isinstance(w, (Fp8Weight, StreamedWeight)):
             codes, scale = _operands(w)
-            by_kind.setdefault((*codes.shape, codes.dtype), []).append((codes, scale))
-    jobs = [(weights, r) for r in dict.fromkeys((1, rows)) for weights in by_kind.values()
+            by_kind.setdefault((*codes.shape, codes.dtype, norm_in_weight(w)), []).append((codes, scale))
+    jobs = [(weights, r, kind[-1]) for r in dict.fromkeys((1, rows)) for kind, weights in by_kind.items()
             if tuned_key(r, weights[0][0]) not in TUNED]
     deadline = time.monotonic() + TUNE_SECONDS
-    for weights, r in jobs:
-        tune(weights, r, dtype, deadline, walk=False)
-    return [tune(weights, r, dtype, deadline) for weights, r in jobs]
+    for weights, r, row_scale in jobs:
+        tune(weights, r, dtype, deadline, walk=False, row_scale=row_scale)
+    return [tune(weights, r, dtype, deadline, row_scale=row_scale) for weights, r, row_scale in jobs]

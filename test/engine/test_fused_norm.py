@@ -14,7 +14,7 @@ from lionfs_ros.engine.decoder_ops import add_rms_norm, rms_norm
 
 triton = pytest.importorskip("triton")
 from lionfs_ros.engine.kernels.few_rows_linear import (  # noqa: E402
-    CUBLAS, fused_few_rows_linear, few_rows_linear, tile_counters)
+    CUBLAS, FP16_OPERANDS, fused_few_rows_linear, few_rows_linear, tile_counters)
 
 CUDA = torch.cuda.is_available() and fp8_problem(torch.device("cuda")) is None
 DEVICE = "cuda" if CUDA else "cpu"
@@ -107,6 +107,28 @@ def test_bad_operands_are_refused_with_the_reason():
                                           torch.zeros(3, 2, device=DEVICE, dtype=dtype), EPS), config=config)
     with pytest.raises(ValueError, match="cuBLAS"):
         fused_few_rows_linear(x, w, config=CUBLAS)
+
+
+@pytest.mark.parametrize("magnitude", [3.0, pytest.param(3e5, marks=pytest.mark.skipif(
+    not CUDA, reason="the interpreter's activations are fp16: a stream past its range cannot be given"))])
+@pytest.mark.parametrize("config", [(16, 16, 128, 4, 4, 4, 0), (16, 32, 256, 4, 4, 1, 0)])
+def test_fp16_operands_give_the_same_rows_as_the_model_dtype_at_any_magnitude(config, magnitude):
+    """``FP16_OPERANDS`` with the rows' rstd known (``norm=(None, ...)``): each row is scaled by a power of two before
+    its cast to fp16, so a stream far past fp16's range (3e5: the residual stream of a model with massive
+    activations) still gives the model dtype's product, bit for bit (the same exact products, summed in the same
+    order), split-K or not. (On the CPU the interpreter's fp16 activations are cast as they are: the bit-for-bit
+    check of the path.)"""
+    dtype = _dtype(config)
+    m, n, k = 11, 48, 640
+    gen = torch.Generator().manual_seed(int(magnitude))
+    folded = quantize_fp8((torch.randn(n, k, generator=gen) / 8).to(DEVICE))
+    stream = (torch.randn(m, k, generator=gen) * magnitude).to(torch.bfloat16).to(DEVICE, dtype)
+    sums = torch.stack([part.float().pow(2).sum(-1) for part in stream.tensor_split(5, dim=1)]).contiguous()
+    plain, _ = fused_few_rows_linear(stream, folded.codes, folded.scale, norm=(None, sums, EPS), config=config)
+    fp16, _ = fused_few_rows_linear(stream, folded.codes, folded.scale, norm=(None, sums, EPS),
+                                    config=(*config[:6], config[6] | FP16_OPERANDS))
+    assert torch.isfinite(fp16).all()
+    assert torch.equal(fp16, plain)
 
 
 @pytest.mark.skipif(CUDA, reason="the CPU form of the check: on a GPU the CUDA engine tests run the fold by default")

@@ -29,7 +29,9 @@ after the other, and a CUDA graph bakes in the buffer of the stream it was captu
 each graph owner its own capture stream, as for cuBLAS's workspaces), so graphs replayed at the same time
 from two threads do not share counters. Tiles, split, the FP8 upcast (``_upcast``: Triton's conversion, or
 bit moves that avoid the slow conversion instructions) and the tensor-core path's operand order (``SWAP_OPERANDS``:
-the weight tile on the dot's left) are picked per weight shape, weight dtype and row bucket
+the weight tile on the dot's left) and, where each row's ``rstd`` is known (``norm=(None, ...)``),
+fp16 operands (``FP16_OPERANDS``: each row scaled by a power of two so its cast is exact, the FP8 codes converted
+two at a time by one instruction, where bf16 takes the bit moves' three a code) are picked per weight shape, weight dtype and row bucket
 (one row: a generated token; up to ``SMALL_M``: a decided frame) on the GPU when the engine is built
 (``few_rows_tuning.tune``), timed on the layers' own weights in a CUDA graph; a candidate whose product differs from
 float32's is rejected.
@@ -49,7 +51,8 @@ from .norm_math import llama_rms_scale
 SMALL_M = 16  # rows up to this: one row block (a decided frame, a generated token)
 LARGE_BLOCK = 64  # row and column block for longer feeds (prompts): those are rare and not latency-critical
 PROGRAMS_PER_SM = 2  # the heuristic aims for at least this many programs per SM
-BIT_MOVES, SWAP_OPERANDS = 1, 2  # a config's flags (below ``TUNED``)
+BIT_MOVES, SWAP_OPERANDS, FP16_OPERANDS = 1, 2, 4  # a config's flags (below ``TUNED``)
+MAX_EXPONENT = tl.constexpr(100)  # |log2| of the fp16 path's row scale at most this (a row of zeros: rstd = 1 / sqrt(eps))
 COUNTER_SLOTS = 4096  # tile counters per stream (grown when a call has more tiles)
 _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -136,7 +139,7 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
 def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                      stride_wn, stride_om, g_ptr, stat_ptr, stat_t, eps, res_ptr, stride_rm, sq_ptr,
                      HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-                     BITS: tl.constexpr, SWAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BITS: tl.constexpr, SWAP: tl.constexpr, F16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr,
                      NORM: tl.constexpr, ROW_SCALE: tl.constexpr, STAT_BLOCK: tl.constexpr, RESIDUAL: tl.constexpr,
                      GATE: tl.constexpr, PDL: tl.constexpr):
@@ -168,7 +171,11 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
             acc1 += tl.sum(_upcast(w, tl.float32, BITS) * x.to(tl.float32), axis=1)  # [BN, BK] * [1, BK] -> [BN]
         acc = acc1[None, :]  # [1, BN]
     else:
-        if SWAP:  # the weight tile as the dot's left operand, the activations as its narrow right one
+        if F16:  # fp16 operands (ROW_SCALE only): each row times 2^-e, e = floor(log2(1 / rstd)), so its largest
+            # value is under 2 sqrt(K) and the cast is exact; the codes by one conversion per pair; undone after the sum
+            e = tl.minimum(tl.maximum(tl.floor(-tl.log2(rstd)), -MAX_EXPONENT), MAX_EXPONENT).to(tl.int32)  # [BM]
+            to_f16 = ((127 - e) << 23).to(tl.float32, bitcast=True)  # [BM] 2^-e, exact
+        if SWAP and not F16:  # the weight tile as the dot's left operand, the activations as its narrow right one
             acc_t = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
         else:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -178,12 +185,17 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
             x = tl.load(x_ptr + rows[:, None] * stride_xm + k[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             x = _normed(x, k, k_ok, rstd, g_ptr, NORM)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + k[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            if SWAP:
+            if F16:
+                x16 = (x.to(tl.float32) * to_f16[:, None]).to(tl.float16)
+                acc += tl.dot(x16, tl.trans(w.to(tl.float16)))  # [BM, BK] @ [BK, BN]
+            elif SWAP:
                 acc_t += tl.dot(_upcast(w, x.dtype, BITS), tl.trans(x))  # [BN, BK] @ [BK, BM]
             else:
                 acc += tl.dot(x, tl.trans(_upcast(w, x.dtype, BITS)))  # [BM, BK] @ [BK, BN]
-        if SWAP:
+        if SWAP and not F16:
             acc = tl.trans(acc_t)
+        if F16:
+            acc = acc * ((127 + e) << 23).to(tl.float32, bitcast=True)[:, None]  # times 2^e: the rows' own scale
     ok = row_ok[:, None] & col_ok[None, :]
     if SPLIT_K:
         split = tl.num_programs(0)
@@ -222,7 +234,8 @@ def tile_counters(tiles: int, device: torch.device) -> torch.Tensor:
 # (block_m, block_n, block_k, num_warps, num_stages, split, flags) by (N, K, row bucket, weight bytes per element),
 # chosen by ``few_rows_tuning.tune`` on this GPU when the engine is built; a shape not tuned takes ``_heuristic``. flags:
 # ``SWAP_OPERANDS`` = the tensor-core path computes ``W x^T`` (the weight tile as the dot's left operand: Hopper's
-# wgmma takes that one from registers, where the upcast leaves it); ``BIT_MOVES`` =
+# wgmma takes that one from registers, where the upcast leaves it); ``FP16_OPERANDS`` = fp16 dots on FP8 codes where
+# the call gives each row's rstd (``norm=(None, ...)``; elsewhere the flag changes nothing); ``BIT_MOVES`` =
 # ``_upcast`` without conversion instructions (FP8 codes and bf16 activations; elsewhere 0 runs). ``CUBLAS``: this
 # bf16/fp16 shape runs ``F.linear`` (it was faster than every tile tried).
 Config = tuple[int, int, int, int, int, int, int]
@@ -352,6 +365,8 @@ def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None, ga
                            HAS_SCALE=fp8, HAS_BIAS=bias is not None, SPLIT_K=split > 1,
                            BITS=bool(flags & BIT_MOVES) and fp8 and x.dtype == torch.bfloat16,
                            SWAP=bool(flags & SWAP_OPERANDS) and block_m > 1,
+                           F16=bool(flags & FP16_OPERANDS) and fp8 and row_scale and block_m > 1
+                           and x.dtype in (torch.bfloat16, torch.float16),
                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None and not row_scale,
                            ROW_SCALE=row_scale,
                            STAT_BLOCK=triton.next_power_of_2(stats.shape[0]) if norm is not None else 1,

@@ -10,8 +10,8 @@ import torch
 from triton.compiler.errors import CompilationError
 from triton.runtime.errors import OutOfResources, PTXASError
 
-from .few_rows_linear import (BIT_MOVES, CUBLAS, SMALL_M, SWAP_OPERANDS, TUNED, Config, _heuristic, bucket,
-                              few_rows_linear, tuned_key)
+from .few_rows_linear import (BIT_MOVES, CUBLAS, FP16_OPERANDS, SMALL_M, SWAP_OPERANDS, TUNED, Config, _heuristic,
+                              bucket, few_rows_linear, fused_few_rows_linear, tuned_key)
 
 SEEDS = {  # the first candidates per row bucket; ``tune`` then walks to neighbours of the best
     1: ((1, 8, 512, 4, 3, 1, 0), (1, 8, 1024, 4, 3, 1, 0), (1, 32, 256, 4, 3, 1, 0), (1, 16, 512, 4, 3, 4, 0),
@@ -25,6 +25,7 @@ TUNE_TOLERANCE = 2e-2  # a candidate's output vs the heuristic's (relative norm)
 SHARED_MEMORY = 200 * 1024  # bytes of pipelined tiles a candidate may ask for (H100/H200: 227 KB per SM)
 TUNE_REPS = 3  # passes over the layers' weights per timing
 TUNE_ROUNDS = 3  # neighbour walks after the seeds
+NORM_EPS = 1e-5  # the RMSNorm's epsilon when timing a ``row_scale`` product (any: it only sets the rows' scale)
 _TIMINGS: dict[tuple[int, int, int, int], dict] = {}  # microseconds per candidate, by ``TUNED``'s key
 _COMPILED: set[tuple] = set()  # ``_kernel_key``s timed (so compiled) in this process
 _REJECTED: dict[tuple[int, int, int, int], set] = {}  # candidates that failed to compile or gave another product
@@ -56,16 +57,17 @@ def _fits(c: Config) -> bool:
     return block_n >= 16 and stages * (block_n * block_k + 2 * block_m * block_k) <= SHARED_MEMORY
 
 
-def neighbours(c: Config) -> list[Config]:
+def neighbours(c: Config, fp16: bool = False) -> list[Config]:
     """The candidates one step from ``c``: one of block_n, block_k, warps, split doubled or halved, stages +-1, one
-    flag flipped (the operand order only on the tensor cores)."""
+    flag flipped (the operand order only on the tensor cores; ``fp16``: the fp16 operands too, on the tensor
+    cores)."""
     out = []
     for i, name in enumerate(("block_n", "block_k", "num_warps", "num_stages", "split"), start=1):
         lo, hi = RANGES[name]
         for v in ((c[i] + 1, c[i] - 1) if name == "num_stages" else (c[i] * 2, c[i] // 2)):
             if lo <= v <= hi:
                 out.append((*c[:i], v, *c[i + 1:]))
-    for flag in (BIT_MOVES, SWAP_OPERANDS) if c[0] > 1 else (BIT_MOVES,):
+    for flag in ((BIT_MOVES, SWAP_OPERANDS, *((FP16_OPERANDS,) if fp16 else ())) if c[0] > 1 else (BIT_MOVES,)):
         out.append((*c[:6], c[6] ^ flag))
     return [d for d in out if _fits(d)]
 
@@ -78,33 +80,43 @@ def _kernel_key(c: Config, itemsize: int) -> tuple:
 
 @torch.no_grad()
 def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dtype: torch.dtype = torch.bfloat16,
-         deadline: float | None = None, walk: bool = True) -> dict:
+         deadline: float | None = None, walk: bool = True, row_scale: bool = False) -> dict:
     """Time candidate tiles/splits at ``rows`` rows on ``weights`` (same-shape ``(weight, scale)`` pairs, the scale
     None for a bf16/fp16 weight: the layers' own, so the timing reads memory, not a cache): cuBLAS (bf16/fp16
     weights), the heuristic and the seeds of the row bucket, then (``walk``) up to ``TUNE_ROUNDS`` walks to the
     untried neighbours of the best tile. Past ``deadline`` (a ``time.monotonic`` time) only candidates already
     compiled in this process are timed. A candidate whose output is not the float32 product's (``TUNE_TOLERANCE``)
-    is rejected. Keeps the fastest in ``TUNED``; a second call for the same shape and bucket goes on from the
+    is rejected. ``row_scale``: the product is called with its input RMSNorm's weight in the codes
+    (``norm=(None, sums, eps)``, FP8 codes made with ``fold_norms``): timed so, and the fp16 operands tried too. Keeps the fastest in ``TUNED``; a second call for the same shape and bucket goes on from the
     first's timings. Returns ``{"shape", "weight_bytes", "rows", "config", "us", "best_tile", "heuristic_us",
     "cublas_us", "tb_per_s", "tried", "rejected"}`` (microseconds per product; config "cublas" where cuBLAS won)."""
     w0, s0 = weights[0]
     n, k = w0.shape
     fp8 = s0 is not None
     x = torch.randn(rows, k, device=w0.device, dtype=dtype)
+    fp16 = row_scale and fp8 and rows > 1
+    norm = (None, x.float().pow(2).sum(-1)[None].contiguous(), NORM_EPS) if row_scale else None  # one producer tile
     key = tuned_key(rows, w0)
     timings = _TIMINGS.setdefault(key, {})
     stream = torch.cuda.Stream(w0.device)  # one per call: each new stream would take split-K counters
     ref = x.float() @ w0.float().t()  # [rows, N]
     if fp8:
         ref = ref * s0
+    if norm is not None:
+        ref = ref * torch.rsqrt(norm[1][0] / k + NORM_EPS)[:, None]
     rejected = _REJECTED.setdefault(key, set())
 
     def as_candidate(c: Config) -> Config:  # the bit-moves upcast exists for FP8 codes only
         return c if fp8 else (*c[:6], c[6] & SWAP_OPERANDS)
 
+    def product(w, scale, c) -> torch.Tensor:
+        if norm is None or c == CUBLAS:
+            return few_rows_linear(x, w, scale, config=c)
+        return fused_few_rows_linear(x, w, scale, norm=norm, config=c)[0]
+
     def run_all(c):
         for w, scale in weights:
-            few_rows_linear(x, w, scale, config=c)
+            product(w, scale, c)
 
     def measure(cands) -> None:
         for c in dict.fromkeys(cands):
@@ -114,7 +126,7 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dty
                 continue
             try:
                 timings[c] = _graph_us(lambda c=c: run_all(c), TUNE_REPS, stream) / len(weights)
-                out = few_rows_linear(x, w0, s0, config=c).float()
+                out = product(w0, s0, c).float()
                 if not float((out - ref).norm()) <= TUNE_TOLERANCE * float(ref.norm()):
                     rejected.add(c)
             except (CompilationError, OutOfResources, PTXASError):  # too much shared memory / registers here
@@ -128,12 +140,14 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dty
         return min((c for c in timings if c != CUBLAS), key=timings.get, default=None)
 
     heuristic = _heuristic(n, k, w0.device)
-    measure([*(() if fp8 else (CUBLAS,)), heuristic, *(as_candidate(c) for c in SEEDS[bucket(rows)] if _fits(c))])
+    seeds = [as_candidate(c) for c in SEEDS[bucket(rows)] if _fits(c)]
+    measure([*(() if fp8 else (CUBLAS,)), heuristic, *seeds,
+             *((*c[:6], c[6] & ~SWAP_OPERANDS | FP16_OPERANDS) for c in seeds if fp16)])
     for _ in range(TUNE_ROUNDS if walk else 0):
         best = best_tile()
         if best is None:  # past the deadline before any tile compiled: cuBLAS only
             break
-        measure([as_candidate(c) for c in neighbours(best)])
+        measure([as_candidate(c) for c in neighbours(best, fp16)])
         if best_tile() == best:
             break
     best = min(timings, key=timings.get)
