@@ -20,6 +20,9 @@ SEEDS = {  # the first candidates per row bucket; ``tune`` then walks to neighbo
               (16, 64, 128, 4, 4, 4, 1), (16, 128, 256, 8, 3, 1, 1), (16, 64, 256, 4, 4, 2, 0), (16, 32, 128, 4, 6, 8, 0),
               (16, 64, 256, 4, 4, 2, 3), (16, 64, 128, 4, 4, 4, 3), (16, 128, 128, 4, 4, 2, 3), (16, 128, 256, 8, 3, 1, 3)),
 }
+FP16_SEEDS = (  # tried first on a row-scaled FP8 product (the compile budget may end before the other seeds): the
+    # fastest fp16-operand tiles of docs/benchmarks/fp8-f16-operands-11-rows-h200.json at 11 rows
+    (16, 64, 256, 4, 3, 4, FP16_OPERANDS), (16, 64, 128, 4, 4, 1, FP16_OPERANDS), (16, 64, 128, 4, 4, 4, FP16_OPERANDS))
 RANGES = {"block_n": (8, 128), "block_k": (128, 1024), "num_warps": (2, 8), "num_stages": (2, 8), "split": (1, 16)}
 TUNE_TOLERANCE = 2e-2  # a candidate's output vs the heuristic's (relative norm): sum order and bf16 rounding only
 SHARED_MEMORY = 200 * 1024  # bytes of pipelined tiles a candidate may ask for (H100/H200: 227 KB per SM)
@@ -141,8 +144,7 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dty
 
     heuristic = _heuristic(n, k, w0.device)
     seeds = [as_candidate(c) for c in SEEDS[bucket(rows)] if _fits(c)]
-    measure([*(() if fp8 else (CUBLAS,)), heuristic, *seeds,
-             *((*c[:6], c[6] & ~SWAP_OPERANDS | FP16_OPERANDS) for c in seeds if fp16)])
+    measure([*(FP16_SEEDS if fp16 else ()), *(() if fp8 else (CUBLAS,)), heuristic, *seeds])
     for _ in range(TUNE_ROUNDS if walk else 0):
         best = best_tile()
         if best is None:  # past the deadline before any tile compiled: cuBLAS only
