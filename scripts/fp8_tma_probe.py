@@ -76,7 +76,8 @@ def _slice_done(acc, rows, cols, row_ok, col_ok, s_ptr, out_ptr, part_ptr, count
 
 @triton.jit
 def _tma_kernel(x_ptr, x_desc, w_desc, w_ptr, s_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split,
-                X_TMA: tl.constexpr, W_TMA: tl.constexpr, F16: tl.constexpr, WS: tl.constexpr, SWAP: tl.constexpr, STAGES: tl.constexpr,
+                X_TMA: tl.constexpr, W_TMA: tl.constexpr, F16: tl.constexpr, WS: tl.constexpr, SWAP: tl.constexpr,
+                STAGES: tl.constexpr,
                 SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_k = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -208,7 +209,8 @@ def main() -> None:
         n, k = SHAPES[name]
         deadline = time.monotonic() + (args.budget_s - (time.monotonic() - started)) / (len(names) - index)
         copies = max(2, math.ceil(2 * l2 / (n * k)))
-        ws = [(q.codes, q.scale) for q in (quantize_fp8(torch.randn(n, k, device=device) * 0.02) for _ in range(copies))]
+        plain = (torch.randn(n, k, device=device) * 0.02 for _ in range(copies))
+        ws = [(q.codes, q.scale) for q in map(quantize_fp8, plain)]
         x = torch.randn(ROWS, k, device=device, dtype=torch.bfloat16)
         ref = x.double() @ ws[0][0].double().t() * ws[0][1].double()
         entry = result["shapes"].setdefault(name, {"shape": [n, k], "copies": copies, "variant": {}})

@@ -29,9 +29,9 @@ after the other, and a CUDA graph bakes in the buffer of the stream it was captu
 each graph owner its own capture stream, as for cuBLAS's workspaces), so graphs replayed at the same time
 from two threads do not share counters. Tiles, split, the FP8 upcast (``_upcast``: Triton's conversion, or
 bit moves that avoid the slow conversion instructions) and the tensor-core path's operand order (``SWAP_OPERANDS``:
-the weight tile on the dot's left) and, where each row's ``rstd`` is known (``norm=(None, ...)``),
-fp16 operands (``FP16_OPERANDS``: each row scaled by a power of two so its cast is exact, the FP8 codes converted
-two at a time by one instruction, where bf16 takes the bit moves' three a code) are picked per weight shape, weight dtype and row bucket
+the weight tile on the dot's left) and, where each row's ``rstd`` is known (``norm=(None, ...)``), fp16 operands
+(``FP16_OPERANDS``: each row scaled by a power of two so its cast is exact, the FP8 codes converted two at a time by
+one instruction, where bf16 takes the bit moves' three a code) are picked per weight shape, weight dtype and row bucket
 (one row: a generated token; up to ``SMALL_M``: a decided frame) on the GPU when the engine is built
 (``few_rows_tuning.tune``), timed on the layers' own weights in a CUDA graph; a candidate whose product differs from
 float32's is rejected.
@@ -52,7 +52,7 @@ SMALL_M = 16  # rows up to this: one row block (a decided frame, a generated tok
 LARGE_BLOCK = 64  # row and column block for longer feeds (prompts): those are rare and not latency-critical
 PROGRAMS_PER_SM = 2  # the heuristic aims for at least this many programs per SM
 BIT_MOVES, SWAP_OPERANDS, FP16_OPERANDS = 1, 2, 4  # a config's flags (below ``TUNED``)
-MAX_EXPONENT = tl.constexpr(100)  # |log2| of the fp16 path's row scale at most this (a row of zeros: rstd = 1 / sqrt(eps))
+MAX_EXPONENT = tl.constexpr(100)  # |log2| of the fp16 path's row scale at most this (rows of zeros: 1 / sqrt(eps))
 COUNTER_SLOTS = 4096  # tile counters per stream (grown when a call has more tiles)
 _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -135,12 +135,18 @@ def _upcast(w, dtype: tl.constexpr, BITS: tl.constexpr):
     return out
 
 
+@triton.jit
+def _pow2(e):
+    """``2^e`` in float32, exact, for int32 ``e`` in [-126, 127] (the exponent field written directly)."""
+    return ((e + 127) << 23).to(tl.float32, bitcast=True)
+
+
 @triton.jit(do_not_specialize=["M", "stat_t"])
 def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                      stride_wn, stride_om, g_ptr, stat_ptr, stat_t, eps, res_ptr, stride_rm, sq_ptr,
                      HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-                     BITS: tl.constexpr, SWAP: tl.constexpr, F16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr,
+                     BITS: tl.constexpr, SWAP: tl.constexpr, F16: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      NORM: tl.constexpr, ROW_SCALE: tl.constexpr, STAT_BLOCK: tl.constexpr, RESIDUAL: tl.constexpr,
                      GATE: tl.constexpr, PDL: tl.constexpr):
     wait_for_previous(PDL)
@@ -174,8 +180,8 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
         if F16:  # fp16 operands (ROW_SCALE only): each row times 2^-e, e = floor(log2(1 / rstd)), so its largest
             # value is under 2 sqrt(K) and the cast is exact; the codes by one conversion per pair; undone after the sum
             e = tl.minimum(tl.maximum(tl.floor(-tl.log2(rstd)), -MAX_EXPONENT), MAX_EXPONENT).to(tl.int32)  # [BM]
-            to_f16 = ((127 - e) << 23).to(tl.float32, bitcast=True)  # [BM] 2^-e, exact
-        if SWAP and not F16:  # the weight tile as the dot's left operand, the activations as its narrow right one
+            to_f16 = _pow2(-e)  # [BM]
+        if SWAP:  # the weight tile as the dot's left operand, the activations as its narrow right one
             acc_t = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
         else:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -192,10 +198,10 @@ def _few_rows_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M
                 acc_t += tl.dot(_upcast(w, x.dtype, BITS), tl.trans(x))  # [BN, BK] @ [BK, BM]
             else:
                 acc += tl.dot(x, tl.trans(_upcast(w, x.dtype, BITS)))  # [BM, BK] @ [BK, BN]
-        if SWAP and not F16:
+        if SWAP:
             acc = tl.trans(acc_t)
         if F16:
-            acc = acc * ((127 + e) << 23).to(tl.float32, bitcast=True)[:, None]  # times 2^e: the rows' own scale
+            acc = acc * _pow2(e)[:, None]  # times 2^e: the rows' own scale
     ok = row_ok[:, None] & col_ok[None, :]
     if SPLIT_K:
         split = tl.num_programs(0)
@@ -357,6 +363,8 @@ def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None, ga
     if norm is not None and (stats.dtype != torch.float32 or stats.shape[1] != m or not stats.is_contiguous()):
         raise ValueError(f"fused_few_rows_linear: the norm's sums must be contiguous float32 [T, {m}]")
     fp8 = scale is not None
+    f16 = (bool(flags & FP16_OPERANDS) and fp8 and row_scale and block_m > 1
+           and x.dtype in (torch.bfloat16, torch.float16))  # fp16 operands: rows of known rstd on the tensor cores
     _few_rows_kernel[grid](x, weight, scale if fp8 else out, bias if bias is not None else out, out, part, count, m,
                            n, k, k_per_split, x.stride(0), weight.stride(0), out.stride(0),
                            out if row_scale else g, stats, stats.shape[0] if norm is not None else 0, float(eps),
@@ -364,9 +372,7 @@ def _launch(x, weight, scale, bias, config: Config, norm=None, residual=None, ga
                            residual.stride(0), sums if sums is not None else out,
                            HAS_SCALE=fp8, HAS_BIAS=bias is not None, SPLIT_K=split > 1,
                            BITS=bool(flags & BIT_MOVES) and fp8 and x.dtype == torch.bfloat16,
-                           SWAP=bool(flags & SWAP_OPERANDS) and block_m > 1,
-                           F16=bool(flags & FP16_OPERANDS) and fp8 and row_scale and block_m > 1
-                           and x.dtype in (torch.bfloat16, torch.float16),
+                           SWAP=bool(flags & SWAP_OPERANDS) and block_m > 1 and not f16, F16=f16,
                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm is not None and not row_scale,
                            ROW_SCALE=row_scale,
                            STAT_BLOCK=triton.next_power_of_2(stats.shape[0]) if norm is not None else 1,

@@ -90,9 +90,9 @@ def tune(weights: list[tuple[torch.Tensor, torch.Tensor | None]], rows: int, dty
     untried neighbours of the best tile. Past ``deadline`` (a ``time.monotonic`` time) only candidates already
     compiled in this process are timed. A candidate whose output is not the float32 product's (``TUNE_TOLERANCE``)
     is rejected. ``row_scale``: the product is called with its input RMSNorm's weight in the codes
-    (``norm=(None, sums, eps)``, FP8 codes made with ``fold_norms``): timed so, and the fp16 operands tried too. Keeps the fastest in ``TUNED``; a second call for the same shape and bucket goes on from the
-    first's timings. Returns ``{"shape", "weight_bytes", "rows", "config", "us", "best_tile", "heuristic_us",
-    "cublas_us", "tb_per_s", "tried", "rejected"}`` (microseconds per product; config "cublas" where cuBLAS won)."""
+    (``norm=(None, sums, eps)``, FP8 codes made with ``fold_norms``): timed so, and the fp16 operands tried too.
+    Keeps the fastest in ``TUNED``; a second call for the same shape and bucket goes on from the first's timings.
+    Returns ``{"shape", "weight_bytes", "rows", "config", "us", "best_tile", "heuristic_us", "cublas_us", "tb_per_s", "tried", "rejected"}`` (microseconds per product; config "cublas" where cuBLAS won)."""
     w0, s0 = weights[0]
     n, k = w0.shape
     fp8 = s0 is not None
